@@ -1,0 +1,158 @@
+"""Developer and CI sessions for the GenMLX monorepo.
+
+    python3 -m nox -s tests              # every package, each in its own venv
+    python3 -m nox -s "tests(dists)"     # one package
+    python3 -m nox -s tests-slow conformance lint typecheck docs bench demo
+
+Every install is non-editable and each test venv holds only the package's declared
+dependencies and test extras, so an undeclared dependency fails the tests. Sessions
+run on the interpreter that runs nox (no ``python=`` pin), so a machine with only
+``python3`` works.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2024.3.2"  # "uv|venv" backend fallback
+nox.options.default_venv_backend = "uv|venv"
+nox.options.sessions = ["tests"]
+
+ROOT = Path(__file__).resolve().parent
+SHARED = ROOT.parent / "shared"
+
+# Short name -> local (monorepo) packages it needs, for its dependencies and test extra.
+# Order matters: dependencies come before dependents.
+PACKAGES: dict[str, tuple[str, ...]] = {
+    "core": (),
+    "dists": ("core",),
+    "combinators": ("core",),
+    "infer": ("core", "dists", "combinators"),
+    "nn": ("core",),
+    "viz": ("core",),
+}
+
+
+def _path(name: str, extras: list[str]) -> str:
+    path = f"packages/genmlx-{name}"
+    return f"{path}[{','.join(extras)}]" if extras else path
+
+
+def install_local(session: nox.Session, *names: str, test: bool = False) -> None:
+    """Install local packages ``names`` (non-editable) plus the local packages they need.
+
+    genmlx-core always gets the ``cpu`` extra on Linux (plain ``mlx`` is Metal on macOS).
+    Local dependencies are installed first, by path, since they are not on PyPI; then
+    ``names`` themselves, with their ``test`` extra when ``test`` is true.
+    """
+    wanted = [dep for name in names for dep in (*PACKAGES[name], name)]
+    ordered = [name for name in PACKAGES if name in wanted]
+
+    def spec(name: str) -> str:
+        extras = []
+        if name == "core" and sys.platform == "linux":
+            extras.append("cpu")
+        if test and (name == "core" or name in names):
+            extras.append("test")
+        return _path(name, extras)
+
+    deps = [name for name in ordered if name not in names]
+    targets = [name for name in ordered if name in names]
+    for batch in (deps, targets):
+        if not batch:
+            continue
+        # uv keeps an installed local package of the same version even if its sources
+        # changed (matters with `nox -R`); pip always reinstalls local paths. Only
+        # this batch is refreshed: an installed dependency must still satisfy it.
+        refresh: list[str] = []
+        if session.venv_backend == "uv":
+            for name in batch:
+                refresh += ["--reinstall-package", f"genmlx-{name}"]
+        session.install(*refresh, *map(spec, batch))
+
+
+def _env() -> dict[str, str]:
+    """Environment for test runs: where the shared conformance data lives, if present."""
+    return {"GENMLX_SHARED_DIR": str(SHARED)} if SHARED.is_dir() else {}
+
+
+@nox.session
+@nox.parametrize("package", list(PACKAGES), ids=list(PACKAGES))
+def tests(session: nox.Session, package: str) -> None:
+    """Run one package's fast tests in a venv with only its declared dependencies."""
+    install_local(session, package, test=True)
+    session.run(
+        "pytest",
+        "--import-mode=importlib",
+        f"packages/genmlx-{package}/tests",
+        *session.posargs,
+        env=_env(),
+    )
+
+
+@nox.session(name="tests-slow")
+def tests_slow(session: nox.Session) -> None:
+    """Run the slow statistical tests (marker ``slow``) of every package."""
+    install_local(session, *PACKAGES, test=True)
+    session.run(
+        "pytest",
+        "--import-mode=importlib",
+        "-m",
+        "slow",
+        "packages",
+        *session.posargs,
+        env=_env(),
+        success_codes=[0, 5],  # 5: no slow tests collected yet
+    )
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """Run the conformance kit over everything in the plugin registry."""
+    install_local(session, *PACKAGES, test=True)  # the kit uses hypothesis
+    session.run("python", "-m", "genmlx.core.testing", *session.posargs, env=_env())
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint with ruff (formatting is not enforced yet)."""
+    session.install("ruff")
+    session.run("ruff", "check", ".", *session.posargs)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the installed packages; genmlx.core is strict (see pyproject.toml)."""
+    install_local(session, *PACKAGES)
+    session.install("mypy")
+    session.run("mypy", "-p", "genmlx.core")
+    session.run(
+        "mypy",
+        *("-p", "genmlx.dists", "-p", "genmlx.combinators", "-p", "genmlx.infer"),
+        *("-p", "genmlx.nn", "-p", "genmlx.viz"),
+    )
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx site; warnings are errors."""
+    install_local(session, *PACKAGES)
+    session.install("sphinx")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks; arguments after ``--`` go to benchmarks/run.py."""
+    install_local(session, *PACKAGES)
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the README's end-to-end example."""
+    install_local(session, *PACKAGES)
+    session.run("python", "examples/demo.py", *session.posargs)

@@ -1,0 +1,357 @@
+"""Choice maps: immutable, hierarchical maps from addresses to values.
+
+A :class:`ChoiceMap` is a trie. Each node either holds one value (a *leaf*: an MLX
+array) or maps address components to child choice maps. ``("y", 3)`` addresses the
+leaf under ``y`` → ``3``. The empty path ``()`` addresses the root, which is where a
+distribution (a generative function with a single choice) keeps its value.
+
+Leaves are MLX arrays. A choice map built by a batched operation carries
+``batch_shape == (n,)`` and each leaf has that leading axis; a choice map built by hand
+is unbatched unless you say otherwise with ``batch_shape=``.
+
+Example:
+    >>> import mlx.core as mx
+    >>> from genmlx.core import choicemap
+    >>> cm = choicemap({"a": 1.0, ("y", 0): 2.0, ("y", 1): 3.0})
+    >>> float(cm["a"]), float(cm[("y", 1)])
+    (1.0, 3.0)
+    >>> sorted(k for k, _ in cm.get_submap("y"))
+    [0, 1]
+    >>> ("y", 0) in cm, "z" in cm
+    (True, False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable
+
+import mlx.core as mx
+import numpy as np
+
+from genmlx.core.address import Address, Component, Path, format_address, from_path, to_path
+from genmlx.core.errors import AddressError
+
+if TYPE_CHECKING:
+    from genmlx.core.selection import Selection
+
+__all__ = ["ChoiceMap", "as_array", "choicemap"]
+
+
+def as_array(value: Any) -> mx.array:
+    """Convert a choice value to an MLX array (floats → float32, ints → int32)."""
+    if isinstance(value, mx.array):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype == np.float64:
+            value = value.astype(np.float32)
+        elif value.dtype == np.int64:
+            value = value.astype(np.int32)
+        return mx.array(value)
+    if isinstance(value, (bool, int, float, list, tuple)):
+        return mx.array(value)
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return as_array(np.asarray(value))
+    raise TypeError(
+        f"choice values must be MLX arrays or numbers, got {type(value).__name__}; "
+        "convert it with mx.array(...)"
+    )
+
+
+class ChoiceMap:
+    """An immutable hierarchical map from addresses to MLX array values.
+
+    Build one with :func:`choicemap`; read it with ``cm[addr]``, ``cm.get_submap(addr)``,
+    ``addr in cm`` and iteration over ``(address, value)`` leaves.
+    """
+
+    __slots__ = ("_value", "_children", "batch_shape")
+
+    _value: mx.array | None
+    _children: Mapping[Component, ChoiceMap]
+    batch_shape: tuple[int, ...]
+
+    def __init__(
+        self,
+        value: mx.array | None = None,
+        children: Mapping[Component, ChoiceMap] | None = None,
+        batch_shape: tuple[int, ...] = (),
+    ) -> None:
+        if value is not None and children:
+            raise ValueError("a choice map node holds either a value or children, not both")
+        object.__setattr__(self, "_value", value)
+        object.__setattr__(self, "_children", children if children is not None else {})
+        object.__setattr__(self, "batch_shape", tuple(batch_shape))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("ChoiceMap is immutable; use set(), merge() or choicemap()")
+
+    # ------------------------------------------------------------------ constructors
+    @staticmethod
+    def empty() -> ChoiceMap:
+        """The choice map with no choices."""
+        return _EMPTY
+
+    @staticmethod
+    def leaf(value: Any, batch_shape: tuple[int, ...] = ()) -> ChoiceMap:
+        """A choice map whose root holds ``value`` (a distribution's choice map)."""
+        return ChoiceMap(as_array(value), None, batch_shape)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def is_empty(self) -> bool:
+        """True when the map holds no value anywhere."""
+        return self._value is None and all(c.is_empty for c in self._children.values())
+
+    def __bool__(self) -> bool:
+        return not self.is_empty
+
+    @property
+    def has_root_value(self) -> bool:
+        """True when this node itself is a leaf."""
+        return self._value is not None
+
+    @property
+    def value(self) -> mx.array:
+        """The value at the root; raises if this node is not a leaf."""
+        if self._value is None:
+            raise AddressError("choice map has no value at its root (it is a map of addresses)")
+        return self._value
+
+    def _node(self, path: Path) -> ChoiceMap | None:
+        node: ChoiceMap | None = self
+        for c in path:
+            if node is None:
+                return None
+            node = node._children.get(c)
+        return node
+
+    def child(self, component: Component) -> ChoiceMap:
+        """The sub-map under one address component (empty if there is none)."""
+        c = self._children.get(component)
+        return c if c is not None else ChoiceMap(None, None, self.batch_shape)
+
+    def get_submap(self, addr: Address) -> ChoiceMap:
+        """The sub-map under ``addr`` (empty if nothing is there)."""
+        node = self._node(to_path(addr))
+        if node is None:
+            return ChoiceMap(None, None, self.batch_shape)
+        if node.batch_shape != self.batch_shape:
+            return ChoiceMap(node._value, node._children, self.batch_shape)
+        return node
+
+    def has_value(self, addr: Address) -> bool:
+        """True when a leaf value is stored exactly at ``addr``."""
+        node = self._node(to_path(addr))
+        return node is not None and node._value is not None
+
+    def __contains__(self, addr: object) -> bool:
+        try:
+            node = self._node(to_path(addr))  # type: ignore[arg-type]
+        except TypeError:
+            return False
+        return node is not None and not node.is_empty
+
+    def __getitem__(self, addr: Address) -> mx.array:
+        path = to_path(addr) if addr != () else ()
+        node = self._node(path)
+        if node is None or node._value is None:
+            if node is not None and not node.is_empty:
+                raise AddressError(
+                    f"choice map has a sub-map, not a value, at {format_address(addr)}; "
+                    f"use get_submap({addr!r}) to read it"
+                )
+            raise AddressError(
+                f"no choice at address {format_address(addr)}; "
+                f"present top-level addresses: {sorted(map(repr, self._children))}"
+            )
+        return node._value
+
+    def get(self, addr: Address, default: Any = None) -> Any:
+        """``cm[addr]`` or ``default`` when no value is stored there."""
+        node = self._node(to_path(addr))
+        return default if node is None or node._value is None else node._value
+
+    def leaves(self) -> Iterator[tuple[Path, mx.array]]:
+        """Iterate ``(path, value)`` for every leaf, paths as tuples, in insertion order."""
+        yield from self._leaves(())
+
+    def _leaves(self, prefix: Path) -> Iterator[tuple[Path, mx.array]]:
+        if self._value is not None:
+            yield prefix, self._value
+            return
+        for c, sub in self._children.items():
+            yield from sub._leaves((*prefix, c))
+
+    def __iter__(self) -> Iterator[tuple[Address, mx.array]]:
+        """Iterate ``(address, value)`` leaves; one-component addresses come out bare."""
+        for path, v in self.leaves():
+            yield from_path(path) if path else (), v
+
+    def addresses(self) -> list[Address]:
+        """Every leaf address, in insertion order."""
+        return [a for a, _ in self]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.leaves())
+
+    def items_shallow(self) -> Iterator[tuple[Component, ChoiceMap]]:
+        """The root's children ``(component, sub-map)``."""
+        for c, sub in self._children.items():
+            if not sub.is_empty:
+                yield c, sub
+
+    # ------------------------------------------------------------------ building
+    def set(self, addr: Address, value: Any) -> ChoiceMap:
+        """A new map with ``value`` stored at ``addr`` (replacing what was there)."""
+        path = to_path(addr) if addr != () else ()
+        return self._set(path, ChoiceMap.leaf(value) if not isinstance(value, ChoiceMap) else value)
+
+    def _set(self, path: Path, node: ChoiceMap) -> ChoiceMap:
+        if not path:
+            return ChoiceMap(node._value, node._children, self.batch_shape)
+        if self._value is not None:
+            raise AddressError(
+                f"cannot put a choice under {format_address(path)}: its parent holds a value"
+            )
+        children = dict(self._children)
+        children[path[0]] = self.child(path[0])._set(path[1:], node)
+        return ChoiceMap(None, children, self.batch_shape)
+
+    def merge(self, other: ChoiceMap) -> ChoiceMap:
+        """The union of two choice maps.
+
+        Raises:
+            AddressError: when both hold a value at the same address (Gen.jl's rule:
+                merging is for disjoint maps; use ``set`` to overwrite).
+        """
+        return self._merge(other, ())
+
+    def _merge(self, other: ChoiceMap, prefix: Path) -> ChoiceMap:
+        if other.is_empty:
+            return self
+        if self.is_empty:
+            return ChoiceMap(other._value, other._children, self.batch_shape or other.batch_shape)
+        if self._value is not None or other._value is not None:
+            raise AddressError(
+                f"merge: both choice maps have choices at {format_address(prefix)}; "
+                "merge needs disjoint maps (use .set() to overwrite a value)"
+            )
+        children = dict(self._children)
+        for c, sub in other._children.items():
+            children[c] = self.child(c)._merge(sub, (*prefix, c)) if c in children else sub
+        return ChoiceMap(None, children, self.batch_shape or other.batch_shape)
+
+    def __or__(self, other: ChoiceMap) -> ChoiceMap:
+        return self.merge(other)
+
+    def with_batch_shape(self, batch_shape: tuple[int, ...]) -> ChoiceMap:
+        """The same leaves, declared to carry a leading batch axis of ``batch_shape``."""
+        return ChoiceMap(self._value, self._children, batch_shape)
+
+    def map(self, fn: Callable[[mx.array], mx.array]) -> ChoiceMap:
+        """Apply ``fn`` to every leaf."""
+        if self._value is not None:
+            return ChoiceMap(fn(self._value), None, self.batch_shape)
+        return ChoiceMap(
+            None, {c: s.map(fn) for c, s in self._children.items()}, self.batch_shape
+        )
+
+    def filter(self, selection: Selection) -> ChoiceMap:
+        """The leaves whose address ``selection`` selects."""
+        if selection.selects_root():
+            return self
+        if self._value is not None:
+            return ChoiceMap(None, None, self.batch_shape)
+        children = {}
+        for c, sub in self._children.items():
+            f = sub.filter(selection.child(c))
+            if not f.is_empty:
+                children[c] = f
+        return ChoiceMap(None, children, self.batch_shape)
+
+    def exclude(self, selection: Selection) -> ChoiceMap:
+        """The leaves whose address ``selection`` does not select."""
+        return self.filter(~selection)
+
+    def to_dict(self) -> Any:
+        """Nested ``dict`` of the map (the root value itself for a leaf map)."""
+        if self._value is not None:
+            return self._value
+        return {c: s.to_dict() for c, s in self._children.items() if not s.is_empty}
+
+    # ------------------------------------------------------------------ trees
+    def _tree_flatten(self) -> tuple[list[Any], Any]:
+        paths = [p for p, _ in self.leaves()]
+        return [v for _, v in self.leaves()], (tuple(paths), self.batch_shape)
+
+    @classmethod
+    def _tree_unflatten(cls, aux: Any, children: list[Any]) -> ChoiceMap:
+        paths, batch_shape = aux
+        out = ChoiceMap(None, None, batch_shape)
+        for p, v in zip(paths, children):
+            out = out._set(p, ChoiceMap(v))
+        return out
+
+    def __repr__(self) -> str:
+        if self._value is not None:
+            return f"ChoiceMap.leaf({_short(self._value)})"
+        inner = ", ".join(f"{format_address(p)}: {_short(v)}" for p, v in self.leaves())
+        b = f", batch_shape={self.batch_shape}" if self.batch_shape else ""
+        return f"ChoiceMap({{{inner}}}{b})"
+
+
+def _short(v: mx.array) -> str:
+    if v.size <= 4:
+        return repr(v.tolist()) if v.ndim else repr(v.item())
+    return f"array(shape={tuple(v.shape)}, dtype={v.dtype})"
+
+
+_EMPTY = ChoiceMap()
+
+
+def choicemap(
+    mapping: Mapping[Any, Any] | ChoiceMap | None = None,
+    /,
+    batch_shape: tuple[int, ...] = (),
+    **named: Any,
+) -> ChoiceMap:
+    """Build a :class:`ChoiceMap`.
+
+    Args:
+        mapping: keys are addresses (str, int or tuple paths); values are numbers or
+            arrays (leaves), nested dicts or ChoiceMaps (sub-maps).
+        batch_shape: declare that every leaf carries this leading batch shape (for
+            per-particle constraints on batched traces).
+        **named: more string-addressed entries.
+
+    Returns:
+        The choice map.
+
+    Example:
+        >>> from genmlx.core import choicemap
+        >>> cm = choicemap({"x": 1.0, "sub": {"y": 2.0}}, z=3.0)
+        >>> sorted(map(str, cm.addresses()))
+        ["('sub', 'y')", 'x', 'z']
+    """
+    out = ChoiceMap(None, None, batch_shape)
+    items: list[tuple[Any, Any]] = []
+    if isinstance(mapping, ChoiceMap):
+        return mapping.with_batch_shape(batch_shape) if batch_shape else mapping
+    if mapping is not None:
+        items.extend(mapping.items())
+    items.extend(named.items())
+    for addr, v in items:
+        path = to_path(addr)
+        node: ChoiceMap
+        if isinstance(v, ChoiceMap):
+            node = v
+        elif isinstance(v, Mapping):
+            node = choicemap(v)
+        else:
+            node = ChoiceMap(as_array(v))
+        existing = out._node(path)
+        if existing is not None and not existing.is_empty:
+            raise AddressError(f"choicemap: address {format_address(addr)} given twice")
+        out = out._set(path, node)
+    return out

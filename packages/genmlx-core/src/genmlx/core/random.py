@@ -1,0 +1,64 @@
+"""Explicit PRNG keys.
+
+Every stochastic GenMLX operation takes ``key=``: an MLX key (``mx.random.key(seed)``,
+a ``uint32`` array of shape ``(2,)``). ``key=None`` draws a fresh key from MLX's global
+generator, which is convenient interactively; library code always passes keys. An
+``int`` is accepted as a seed.
+
+Example:
+    >>> import mlx.core as mx
+    >>> from genmlx.core.random import resolve_key, split
+    >>> k = resolve_key(0)
+    >>> split(k, 3).shape
+    (3, 2)
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import mlx.core as mx
+
+__all__ = ["Key", "fresh_key", "resolve_key", "split", "split2"]
+
+Key = Union[mx.array, int, None]
+
+
+def fresh_key() -> mx.array:
+    """A new key drawn from MLX's global generator (seed it with ``mx.random.seed``)."""
+    return mx.random.bits((2,), width=4)
+
+
+def resolve_key(key: Key) -> mx.array:
+    """Turn ``None`` / an int seed / a key into a key array.
+
+    Raises:
+        TypeError: for anything else, such as a float.
+    """
+    if key is None:
+        return fresh_key()
+    if isinstance(key, bool):
+        raise TypeError("key must be an MLX key (mx.random.key(seed)), an int seed or None")
+    if isinstance(key, int):
+        return mx.random.key(key)
+    if isinstance(key, mx.array):
+        if key.dtype != mx.uint32 or key.shape[-1:] != (2,):
+            raise TypeError(
+                f"key must be a uint32 array of shape (2,) as made by mx.random.key(seed); "
+                f"got dtype {key.dtype}, shape {tuple(key.shape)}"
+            )
+        return key
+    raise TypeError(
+        f"key must be an MLX key (mx.random.key(seed)), an int seed or None; got {type(key)!r}"
+    )
+
+
+def split(key: mx.array, n: int = 2) -> mx.array:
+    """``n`` independent keys, stacked as an ``[n, 2]`` array."""
+    return mx.random.split(key, n)
+
+
+def split2(key: mx.array) -> tuple[mx.array, mx.array]:
+    """Two independent keys."""
+    ks = mx.random.split(key, 2)
+    return ks[0], ks[1]

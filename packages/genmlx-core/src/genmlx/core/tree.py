@@ -1,0 +1,174 @@
+"""Flattening GenMLX objects into lists of MLX arrays and back.
+
+``mx.vmap`` and ``mx.compile`` only see MLX arrays (and lists, tuples and dicts of
+them). Traces, choice maps and GFI results are richer objects, so batching and
+compilation move them across a transformation boundary as a flat list of array
+*leaves* plus a static :class:`TreeDef` describing how to rebuild them.
+
+Containers understood here: ``list``, ``tuple``, ``NamedTuple``, ``dict``, and any class
+that defines ``_tree_flatten(self) -> (children, aux)`` and
+``_tree_unflatten(cls, aux, children)``. Every MLX array is a leaf; every other
+object (numbers, strings, functions, generative functions) is *static* and is kept
+inside the ``TreeDef`` unchanged.
+
+Example:
+    >>> import mlx.core as mx
+    >>> from genmlx.core.tree import flatten, unflatten
+    >>> leaves, td = flatten({"a": mx.array(1.0), "b": (mx.array(2.0), "tag")})
+    >>> len(leaves)
+    2
+    >>> unflatten(td, leaves)["b"][1]
+    'tag'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+
+__all__ = ["TreeDef", "flatten", "unflatten", "tree_map"]
+
+_LEAF = "leaf"
+_STATIC = "static"
+_LIST = "list"
+_TUPLE = "tuple"
+_NAMEDTUPLE = "namedtuple"
+_DICT = "dict"
+_CUSTOM = "custom"
+
+
+class _Static:
+    """A non-array value carried in a TreeDef; compared by value when it is plain data."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def _key(self) -> Any:
+        v = self.value
+        if v is None or isinstance(v, (bool, int, float, str, bytes)):
+            return (type(v), v)
+        return ("id", id(v))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Static) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+class TreeDef:
+    """The static structure of a flattened object.
+
+    Two TreeDefs compare equal when they rebuild the same kind of object from the same
+    number of leaves with equal static data (plain Python data by value, other objects
+    by identity), which is what the compile cache needs.
+    """
+
+    __slots__ = ("kind", "aux", "children", "num_leaves", "_hash")
+
+    def __init__(self, kind: str, aux: Any, children: tuple[TreeDef, ...]) -> None:
+        self.kind = kind
+        self.aux = aux
+        self.children = children
+        self.num_leaves = 1 if kind == _LEAF else sum(c.num_leaves for c in children)
+        self._hash: int | None = None
+
+    def _aux_key(self) -> Any:
+        if self.kind in (_NAMEDTUPLE, _CUSTOM):
+            cls, extra = self.aux
+            return (cls, _Static(extra) if not isinstance(extra, tuple) else _freeze(extra))
+        if self.kind == _DICT:
+            return tuple(self.aux)
+        if self.kind == _STATIC:
+            return self.aux
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TreeDef)
+            and self.kind == other.kind
+            and self._aux_key() == other._aux_key()
+            and self.children == other.children
+        )
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash((self.kind, self._aux_key(), self.children))
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"TreeDef({self.kind}, leaves={self.num_leaves})"
+
+
+def _freeze(t: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(_freeze(x) if isinstance(x, tuple) else _Static(x) for x in t)
+
+
+_LEAF_DEF = TreeDef(_LEAF, None, ())
+
+
+def _is_namedtuple(x: Any) -> bool:
+    return isinstance(x, tuple) and hasattr(type(x), "_fields")
+
+
+def flatten(obj: Any) -> tuple[list[mx.array], TreeDef]:
+    """Split ``obj`` into its MLX array leaves and a :class:`TreeDef`."""
+    leaves: list[mx.array] = []
+    td = _flatten(obj, leaves)
+    return leaves, td
+
+
+def _flatten(obj: Any, leaves: list[mx.array]) -> TreeDef:
+    if isinstance(obj, mx.array):
+        leaves.append(obj)
+        return _LEAF_DEF
+    flat = getattr(obj, "_tree_flatten", None)
+    if flat is not None and not isinstance(obj, type):
+        children, aux = flat()
+        return TreeDef(_CUSTOM, (type(obj), aux), tuple(_flatten(c, leaves) for c in children))
+    if _is_namedtuple(obj):
+        return TreeDef(_NAMEDTUPLE, (type(obj), ()), tuple(_flatten(c, leaves) for c in obj))
+    if isinstance(obj, tuple):
+        return TreeDef(_TUPLE, None, tuple(_flatten(c, leaves) for c in obj))
+    if isinstance(obj, list):
+        return TreeDef(_LIST, None, tuple(_flatten(c, leaves) for c in obj))
+    if isinstance(obj, dict):
+        keys = list(obj.keys())
+        return TreeDef(_DICT, keys, tuple(_flatten(obj[k], leaves) for k in keys))
+    return TreeDef(_STATIC, _Static(obj), ())
+
+
+def unflatten(td: TreeDef, leaves: list[mx.array]) -> Any:
+    """Rebuild the object described by ``td`` from ``leaves`` (in flatten order)."""
+    if len(leaves) != td.num_leaves:
+        raise ValueError(f"unflatten: expected {td.num_leaves} leaves, got {len(leaves)}")
+    it = iter(leaves)
+    return _unflatten(td, it)
+
+
+def _unflatten(td: TreeDef, it: Any) -> Any:
+    k = td.kind
+    if k == _LEAF:
+        return next(it)
+    if k == _STATIC:
+        return td.aux.value
+    children = [_unflatten(c, it) for c in td.children]
+    if k == _LIST:
+        return children
+    if k == _TUPLE:
+        return tuple(children)
+    if k == _NAMEDTUPLE:
+        return td.aux[0](*children)
+    if k == _DICT:
+        return dict(zip(td.aux, children))
+    cls, aux = td.aux
+    return cls._tree_unflatten(aux, children)
+
+
+def tree_map(fn: Any, obj: Any) -> Any:
+    """Apply ``fn`` to every array leaf of ``obj`` and rebuild it."""
+    leaves, td = flatten(obj)
+    return unflatten(td, [fn(x) for x in leaves])
