@@ -283,11 +283,15 @@ class ChoiceMap:
     # ------------------------------------------------------------------ trees
     def _tree_flatten(self) -> tuple[list[Any], Any]:
         paths = [p for p, _ in self.leaves()]
-        return [v for _, v in self.leaves()], (tuple(paths), self.batch_shape)
+        return [v for _, v in self.leaves()], (self.batch_shape, tuple(paths))
+
+    @staticmethod
+    def _tree_rebatch(aux: Any, batch_shape: tuple[int, ...]) -> Any:
+        return (batch_shape, aux[1])
 
     @classmethod
     def _tree_unflatten(cls, aux: Any, children: list[Any]) -> ChoiceMap:
-        paths, batch_shape = aux
+        batch_shape, paths = aux
         out = ChoiceMap(None, None, batch_shape)
         for p, v in zip(paths, children):
             out = out._set(p, ChoiceMap(v))

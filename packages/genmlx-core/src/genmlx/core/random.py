@@ -26,7 +26,8 @@ Key = Union[mx.array, int, None]
 
 def fresh_key() -> mx.array:
     """A new key drawn from MLX's global generator (seed it with ``mx.random.seed``)."""
-    return mx.random.bits((2,), width=4)
+    seed = mx.random.randint(0, 2**31 - 1, shape=(2,), dtype=mx.int32)
+    return seed.astype(mx.uint32)
 
 
 def resolve_key(key: Key) -> mx.array:

@@ -1,0 +1,96 @@
+"""GenMLX core: the Generative Function Interface on MLX.
+
+Public API:
+
+* modelling: :func:`gen`, :func:`splice`, :func:`param`, :class:`Distribution`
+* data: :class:`ChoiceMap` / :func:`choicemap`, :class:`Selection` / :func:`select`,
+  :class:`Trace`
+* the interface: :class:`GenerativeFunction` and its result types
+* incremental computation: :data:`NoChange`, :data:`UnknownChange`, :class:`VectorDiff`,
+  edit requests (:class:`ConstraintEdit`, :class:`SelectionEdit`, :class:`ProposalEdit`)
+* learning: :class:`ParamStore`, :func:`use_params`, :func:`choice_gradients`,
+  :func:`param_gradients`
+* speed: batched ``vsimulate``/``vgenerate`` on every generative function, and
+  :func:`compile`
+* plugins: :func:`registry`
+
+Importing ``genmlx.core`` does not load plugins; the registry loads them on first use.
+"""
+
+from genmlx.core.address import Address, format_address
+from genmlx.core.choicemap import ChoiceMap, choicemap
+from genmlx.core.compile import compile
+from genmlx.core.diff import Diff, NoChange, UnknownChange, VectorDiff
+from genmlx.core.distribution import Distribution, DistributionTrace
+from genmlx.core.dsl import DynamicGenerativeFunction, DynamicTrace, gen, splice
+from genmlx.core.edit import ConstraintEdit, EditRequest, ProposalEdit, SelectionEdit
+from genmlx.core.errors import (
+    AddressError,
+    BatchedControlFlowError,
+    ConstraintError,
+    GenMLXError,
+    MissingChoiceError,
+    NonFiniteScoreError,
+    PluginError,
+)
+from genmlx.core.gfi import (
+    AssessResult,
+    EditResult,
+    GenerateResult,
+    GenerativeFunction,
+    ProposeResult,
+    RegenerateResult,
+    UpdateResult,
+)
+from genmlx.core.gradients import choice_gradients, param_gradients
+from genmlx.core.params import ParamStore, param, use_params
+from genmlx.core.plugins.registry import registry
+from genmlx.core.selection import Selection, select
+from genmlx.core.trace import Trace
+
+__all__ = [
+    "AddressError",
+    "Address",
+    "AssessResult",
+    "BatchedControlFlowError",
+    "ChoiceMap",
+    "ConstraintEdit",
+    "ConstraintError",
+    "Diff",
+    "Distribution",
+    "DistributionTrace",
+    "DynamicGenerativeFunction",
+    "DynamicTrace",
+    "EditRequest",
+    "EditResult",
+    "GenMLXError",
+    "GenerateResult",
+    "GenerativeFunction",
+    "MissingChoiceError",
+    "NoChange",
+    "NonFiniteScoreError",
+    "ParamStore",
+    "PluginError",
+    "ProposalEdit",
+    "ProposeResult",
+    "RegenerateResult",
+    "Selection",
+    "SelectionEdit",
+    "Trace",
+    "UnknownChange",
+    "UpdateResult",
+    "VectorDiff",
+    "choice_gradients",
+    "choicemap",
+    "compile",
+    "format_address",
+    "gen",
+    "param",
+    "param_gradients",
+    "registry",
+    "select",
+    "splice",
+    "use_params",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,524 @@
+"""The Generative Function Interface (GFI).
+
+A *generative function* defines a probability distribution over *choice maps* (its
+random choices) and a return value, given arguments. Write ``p(t; x)`` for the density
+of choices ``t`` under arguments ``x`` and ``r(t; x)`` for the return value. Every
+generative function supports the operations below, with Gen.jl's weight semantics:
+
+======================  ======================================================
+operation               returns
+======================  ======================================================
+``simulate``            a trace ``t ~ p(·; x)``
+``generate``            ``(t, w)``: ``t`` consistent with constraints ``c``;
+                        ``w = log p(t; x) - log q(t; x, c)``, which for the
+                        internal proposal is ``Σ log p`` of the constrained choices
+``assess``              ``(log p(t; x), r(t; x))`` for complete choices ``t``
+``propose``             ``(t, log p(t; x), r)`` with ``t ~ p(·; x)``
+``update``              ``(t', w, retdiff, discard)`` with
+                        ``w = log p(t'; x') - log p(t; x)`` over the changed part
+``regenerate``          ``(t', w, retdiff)``: selected choices resampled from the
+                        prior; ``w`` counts only unselected kept choices
+``project``             ``Σ log p`` of the selected choices of ``t``
+``edit``                ``(t', w, retdiff, backward_request)`` for an edit request
+======================  ======================================================
+
+Batched traces (``trace.batch_shape == (n,)``) are ``n`` independent executions; every
+operation then returns ``[n]`` weights. ``vsimulate`` and ``vgenerate`` make them by
+running the body once for all particles (see :mod:`genmlx.core.batching`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import mlx.core as mx
+
+from genmlx.core import runtime
+from genmlx.core.address import Address, format_address, to_path
+from genmlx.core.choicemap import ChoiceMap, choicemap
+from genmlx.core.config import check_scores_enabled
+from genmlx.core.diff import Diff, diff_args, no_change_args
+from genmlx.core.errors import NonFiniteScoreError
+from genmlx.core.random import Key, resolve_key
+from genmlx.core.selection import Selection
+from genmlx.core.trace import Trace
+
+if TYPE_CHECKING:
+    from genmlx.core.edit import EditRequest
+
+__all__ = [
+    "AssessResult",
+    "EditResult",
+    "GenerateResult",
+    "GenerativeFunction",
+    "ProposeResult",
+    "RegenerateResult",
+    "TracedCall",
+    "UpdateResult",
+]
+
+
+class GenerateResult(NamedTuple):
+    """Result of ``generate``: the trace and its importance weight."""
+
+    trace: Trace
+    weight: mx.array
+
+
+class AssessResult(NamedTuple):
+    """Result of ``assess``: ``log p(choices; args)`` and the return value."""
+
+    log_density: mx.array
+    retval: Any
+
+
+class ProposeResult(NamedTuple):
+    """Result of ``propose``: sampled choices, their log density and the return value."""
+
+    choices: ChoiceMap
+    weight: mx.array
+    retval: Any
+
+
+class UpdateResult(NamedTuple):
+    """Result of ``update``."""
+
+    trace: Trace
+    weight: mx.array
+    retdiff: Diff
+    discard: ChoiceMap
+
+
+class RegenerateResult(NamedTuple):
+    """Result of ``regenerate``."""
+
+    trace: Trace
+    weight: mx.array
+    retdiff: Diff
+
+
+class EditResult(NamedTuple):
+    """Result of ``edit``: the request that undoes the edit comes back as well."""
+
+    trace: Trace
+    weight: mx.array
+    retdiff: Diff
+    backward_request: EditRequest
+
+
+class TracedCall:
+    """``gen_fn(*args)``: a call waiting for an address, written ``gen_fn(*args) @ addr``.
+
+    Inside a ``@gen`` body, ``@ addr`` traces the call at ``addr`` and returns its value
+    (the sampled choice for a distribution, the return value for a generative function).
+    """
+
+    __slots__ = ("args", "gen_fn")
+
+    def __init__(self, gen_fn: GenerativeFunction, args: tuple[Any, ...]) -> None:
+        self.gen_fn = gen_fn
+        self.args = args
+
+    def __matmul__(self, addr: Address) -> Any:
+        from genmlx.core.handlers import trace_site
+
+        return trace_site(to_path(addr), self.gen_fn, self.args)
+
+    def __repr__(self) -> str:
+        return f"TracedCall({self.gen_fn!r}, {len(self.args)} args)"
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            f"{self.gen_fn!r}(...) was used as a value; inside a @gen body write "
+            "`gen_fn(args) @ 'address'` to trace it, outside one use gen_fn.simulate(args)"
+        )
+
+
+def _as_args(args: Any, op: str) -> tuple[Any, ...]:
+    if isinstance(args, tuple):
+        return args
+    if isinstance(args, list):
+        return tuple(args)
+    raise TypeError(
+        f"{op}: args must be a tuple of arguments, e.g. (xs,) for one argument or () for none;"
+        f" got {type(args).__name__}"
+    )
+
+
+def _as_choicemap(c: Any, op: str, what: str = "constraints") -> ChoiceMap:
+    if c is None:
+        return ChoiceMap.empty()
+    if isinstance(c, ChoiceMap):
+        return c
+    if isinstance(c, Mapping):
+        return choicemap(c)
+    raise TypeError(f"{op}: {what} must be a ChoiceMap (or a dict), got {type(c).__name__}")
+
+
+def _as_selection(s: Any, op: str) -> Selection:
+    if isinstance(s, Selection):
+        return s
+    raise TypeError(
+        f"{op}: selection must be a Selection, e.g. select('x'), Selection.all(); "
+        f"got {type(s).__name__}"
+    )
+
+
+def _batched_constraints(c: ChoiceMap, n: int, op: str) -> bool:
+    if not c.batch_shape:
+        return False
+    if c.batch_shape != (n,):
+        raise ValueError(
+            f"{op}: the choice map's batch_shape {c.batch_shape} does not match the "
+            f"trace's batch shape ({n},)"
+        )
+    return True
+
+
+class GenerativeFunction(ABC):
+    """Base class of every generative function (``@gen`` functions, distributions,
+    combinators, neural networks).
+
+    Subclasses implement the unbatched operations ``_simulate``, ``_generate``,
+    ``_assess``, ``_update``, ``_regenerate`` and ``_project`` (and may override
+    ``_propose`` and ``_edit``) as pure MLX computations with the mathematical contracts
+    stated on the public methods. The public methods normalise arguments and keys,
+    dispatch batched traces to :mod:`genmlx.core.batching` (which runs the unbatched
+    operation once under ``mx.vmap``) and validate scores. A subclass whose trace type
+    implements ``_tree_flatten``/``_tree_unflatten`` gets batching and compilation for
+    free.
+    """
+
+    name: str = "generative function"
+
+    # ------------------------------------------------------------------ syntax
+    def __call__(self, *args: Any) -> TracedCall:
+        """``gf(*args) @ addr`` traces a call inside a ``@gen`` body."""
+        return TracedCall(self, args)
+
+    # ------------------------------------------------------------------ unbatched core
+    @abstractmethod
+    def _simulate(self, args: tuple[Any, ...], key: mx.array) -> Trace:
+        """Sample ``t ~ p(·; args)`` and return its trace."""
+
+    @abstractmethod
+    def _generate(
+        self, args: tuple[Any, ...], constraints: ChoiceMap, key: mx.array
+    ) -> GenerateResult:
+        """Trace consistent with ``constraints``; weight = Σ log p of constrained choices."""
+
+    @abstractmethod
+    def _assess(self, args: tuple[Any, ...], choices: ChoiceMap) -> AssessResult:
+        """``log p(choices; args)``; every choice must be given and used."""
+
+    @abstractmethod
+    def _update(
+        self,
+        trace: Trace,
+        constraints: ChoiceMap,
+        args: tuple[Any, ...],
+        argdiffs: tuple[Diff, ...],
+        key: mx.array,
+    ) -> UpdateResult:
+        """Move ``trace`` to new args and constraints; see :meth:`update`."""
+
+    @abstractmethod
+    def _regenerate(
+        self,
+        trace: Trace,
+        selection: Selection,
+        args: tuple[Any, ...],
+        argdiffs: tuple[Diff, ...],
+        key: mx.array,
+    ) -> RegenerateResult:
+        """Resample the selected choices; see :meth:`regenerate`."""
+
+    @abstractmethod
+    def _project(self, trace: Trace, selection: Selection) -> mx.array:
+        """Σ log p of the selected choices of ``trace``."""
+
+    def _propose(self, args: tuple[Any, ...], key: mx.array) -> ProposeResult:
+        tr = self._simulate(args, key)
+        return ProposeResult(tr.get_choices(), tr.score, tr.retval)
+
+    def _edit(self, trace: Trace, request: EditRequest, key: mx.array) -> EditResult:
+        return request.apply(self, trace, key)
+
+    # ------------------------------------------------------------------ public GFI
+    def simulate(self, args: tuple[Any, ...] = (), *, key: Key = None) -> Trace:
+        """Sample an execution: ``t ~ p(·; args)``.
+
+        Args:
+            args: the arguments, as a tuple.
+            key: PRNG key (``None``: a fresh one from MLX's global generator).
+
+        Returns:
+            The trace; ``trace.score == log p(t; args)``.
+        """
+        args = _as_args(args, "simulate")
+        key = resolve_key(key)
+        with runtime.operation() as top:
+            tr = self._simulate(args, key)
+        if top:
+            _check_finite("simulate", self, tr, None, allow_neg_inf=False)
+        return tr
+
+    def generate(
+        self, args: tuple[Any, ...] = (), constraints: Any = None, *, key: Key = None
+    ) -> GenerateResult:
+        """Sample an execution consistent with ``constraints``.
+
+        Unconstrained choices are drawn from the model (the internal proposal ``q``), so
+        ``weight = log p(t; args) - log q(t; args, constraints)``, which is the sum of
+        the log densities of the constrained choices (plus sub-calls' weights).
+
+        Args:
+            args: the arguments.
+            constraints: a ChoiceMap (or dict) of observed values. Every constraint
+                must be used; a batched choice map constrains each particle separately.
+            key: PRNG key.
+
+        Returns:
+            ``(trace, weight)``.
+
+        Raises:
+            ConstraintError: a constraint is at an address the model never visits.
+        """
+        args = _as_args(args, "generate")
+        cons = _as_choicemap(constraints, "generate")
+        if cons.batch_shape:
+            from genmlx.core import batching
+
+            return batching.vgenerate(self, args, cons, cons.batch_shape[0], resolve_key(key))
+        key = resolve_key(key)
+        with runtime.operation() as top:
+            res = self._generate(args, cons, key)
+        if top:
+            _check_finite("generate", self, res.trace, res.weight)
+        return res
+
+    def assess(self, args: tuple[Any, ...], choices: Any) -> AssessResult:
+        """The log density of complete ``choices`` and the return value.
+
+        Raises:
+            MissingChoiceError: a random choice of the model is not in ``choices``.
+            ConstraintError: ``choices`` holds a value the model does not use.
+        """
+        args = _as_args(args, "assess")
+        cm = _as_choicemap(choices, "assess", "choices")
+        if cm.batch_shape:
+            from genmlx.core import batching
+
+            return batching.vassess(self, args, cm)
+        with runtime.operation() as top:
+            res = self._assess(args, cm)
+        if top:
+            _check_finite("assess", self, None, res.log_density)
+        return res
+
+    def propose(self, args: tuple[Any, ...] = (), *, key: Key = None) -> ProposeResult:
+        """Sample choices and return them with their log density and the return value."""
+        args = _as_args(args, "propose")
+        key = resolve_key(key)
+        with runtime.operation() as top:
+            res = self._propose(args, key)
+        if top:
+            _check_finite("propose", self, None, res.weight, allow_neg_inf=False)
+        return res
+
+    def _resolve_args(
+        self,
+        trace: Trace,
+        args: tuple[Any, ...] | None,
+        argdiffs: tuple[Diff, ...] | None,
+        op: str,
+    ) -> tuple[tuple[Any, ...], tuple[Diff, ...]]:
+        if trace.gen_fn is not self:
+            raise ValueError(
+                f"{op}: the trace was made by {trace.gen_fn!r}, not by {self!r}; "
+                "call the operation on trace.gen_fn"
+            )
+        if args is None:
+            if argdiffs is not None and not all(d.is_no_change() for d in argdiffs):
+                raise ValueError(f"{op}: argdiffs say the arguments changed but no args given")
+            return trace.args, no_change_args(trace.args)
+        args = _as_args(args, op)
+        if argdiffs is None:
+            return args, diff_args(trace.args, args)
+        if len(argdiffs) != len(args):
+            raise ValueError(f"{op}: {len(argdiffs)} argdiffs for {len(args)} arguments")
+        return args, tuple(argdiffs)
+
+    def update(
+        self,
+        trace: Trace,
+        constraints: Any = None,
+        args: tuple[Any, ...] | None = None,
+        argdiffs: tuple[Diff, ...] | None = None,
+        *,
+        key: Key = None,
+    ) -> UpdateResult:
+        """Change arguments and/or constrain choices of ``trace``.
+
+        ``weight = log p(t'; args') - log p(t; args)`` restricted to what changed: kept
+        choices add ``new - old`` log density, newly constrained choices add their log
+        density, newly sampled choices add 0 and removed choices subtract their old log
+        density. ``discard`` holds overwritten and removed choices, so updating the new
+        trace with ``discard`` (and the old args) returns to ``trace`` with weight
+        ``-weight``.
+
+        Args:
+            trace: the trace to change (single or batched).
+            constraints: new values (ChoiceMap or dict). Every one must be used.
+            args: new arguments; ``None`` keeps the old ones.
+            argdiffs: change hints for ``args`` (default: computed conservatively).
+            key: PRNG key for choices that must be sampled.
+        """
+        args, argdiffs = self._resolve_args(trace, args, argdiffs, "update")
+        cons = _as_choicemap(constraints, "update")
+        key = resolve_key(key)
+        if trace.batch_shape:
+            from genmlx.core import batching
+
+            return batching.vupdate(self, trace, cons, args, argdiffs, key)
+        if cons.batch_shape:
+            raise ValueError("update: batched constraints need a batched trace")
+        with runtime.operation() as top:
+            res = self._update(trace, cons, args, argdiffs, key)
+        if top:
+            _check_finite("update", self, res.trace, res.weight)
+        return res
+
+    def regenerate(
+        self,
+        trace: Trace,
+        selection: Selection,
+        args: tuple[Any, ...] | None = None,
+        argdiffs: tuple[Diff, ...] | None = None,
+        *,
+        key: Key = None,
+    ) -> RegenerateResult:
+        """Resample the selected choices from the model.
+
+        ``weight`` counts only unselected choices that are kept (``new - old`` log
+        density); selected, newly sampled and removed choices contribute 0. This is the
+        Metropolis–Hastings acceptance log ratio of the resimulation move.
+        """
+        args, argdiffs = self._resolve_args(trace, args, argdiffs, "regenerate")
+        sel = _as_selection(selection, "regenerate")
+        key = resolve_key(key)
+        if trace.batch_shape:
+            from genmlx.core import batching
+
+            return batching.vregenerate(self, trace, sel, args, argdiffs, key)
+        with runtime.operation() as top:
+            res = self._regenerate(trace, sel, args, argdiffs, key)
+        if top:
+            _check_finite("regenerate", self, res.trace, res.weight)
+        return res
+
+    def project(self, trace: Trace, selection: Selection) -> mx.array:
+        """``Σ log p`` of the selected choices of ``trace``."""
+        sel = _as_selection(selection, "project")
+        if trace.gen_fn is not self:
+            raise ValueError(f"project: the trace was made by {trace.gen_fn!r}, not {self!r}")
+        if trace.batch_shape:
+            from genmlx.core import batching
+
+            return batching.vproject(self, trace, sel)
+        with runtime.operation():
+            return self._project(trace, sel)
+
+    def edit(self, trace: Trace, request: EditRequest, *, key: Key = None) -> EditResult:
+        """Apply an edit request (SMCP3's interface); returns the backward request too.
+
+        See :mod:`genmlx.core.edit` for ``ConstraintEdit``, ``SelectionEdit`` and
+        ``ProposalEdit``.
+        """
+        from genmlx.core.edit import EditRequest
+
+        if not isinstance(request, EditRequest):
+            raise TypeError(f"edit: request must be an EditRequest, got {type(request).__name__}")
+        if trace.gen_fn is not self:
+            raise ValueError(f"edit: the trace was made by {trace.gen_fn!r}, not {self!r}")
+        key = resolve_key(key)
+        if trace.batch_shape:
+            from genmlx.core import batching
+
+            return batching.vedit(self, trace, request, key)
+        with runtime.operation() as top:
+            res = self._edit(trace, request, key)
+        if top:
+            _check_finite("edit", self, res.trace, res.weight)
+        return res
+
+    # ------------------------------------------------------------------ batched
+    def vsimulate(self, args: tuple[Any, ...], n: int, *, key: Key = None) -> Trace:
+        """``n`` independent executions in one batched run of the body.
+
+        Particle ``i`` equals ``simulate(args, key=mx.random.split(key, n)[i])``.
+
+        Returns:
+            A trace with ``batch_shape == (n,)``: every choice has a leading ``[n]`` axis.
+        """
+        from genmlx.core import batching
+
+        return batching.vsimulate(self, _as_args(args, "vsimulate"), n, resolve_key(key))
+
+    def vgenerate(
+        self, args: tuple[Any, ...], constraints: Any, n: int, *, key: Key = None
+    ) -> GenerateResult:
+        """``n`` executions of :meth:`generate` in one batched run: weights of shape ``[n]``.
+
+        ``constraints`` are shared by every particle unless the choice map is batched
+        (``batch_shape == (n,)``), in which case particle ``i`` gets leaf ``[i]``.
+        """
+        from genmlx.core import batching
+
+        cons = _as_choicemap(constraints, "vgenerate")
+        return batching.vgenerate(self, _as_args(args, "vgenerate"), cons, n, resolve_key(key))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def _check_finite(
+    op: str,
+    gf: GenerativeFunction,
+    trace: Trace | None,
+    weight: mx.array | None,
+    allow_neg_inf: bool = True,
+) -> None:
+    """Raise NonFiniteScoreError when a score/weight is NaN or +inf (or -inf if not allowed)."""
+    if not check_scores_enabled() or runtime.in_transform():
+        return
+    arrays = [a for a in (trace.score if trace is not None else None, weight) if a is not None]
+    if not arrays:
+        return
+    try:
+        bad = mx.array(False)
+        for a in arrays:
+            bad = bad | mx.any(mx.isnan(a) | (a == mx.inf))
+            if not allow_neg_inf:
+                bad = bad | mx.any(a == -mx.inf)
+        if not bad.item():
+            return
+    except ValueError as e:  # under a user's own mx.compile / mx.grad: cannot evaluate
+        if runtime.is_transform_eval_error(e):
+            return
+        raise
+    where = "its weight"
+    if trace is not None:
+        for path, s in trace.site_scores():
+            if mx.any(mx.isnan(s) | (s == mx.inf)).item() or (
+                not allow_neg_inf and mx.any(s == -mx.inf).item()
+            ):
+                where = f"the choice at address {format_address(path)} (log density {s})"
+                break
+    raise NonFiniteScoreError(
+        f"{op} on {gf!r}: non-finite log density at {where}. Check that the "
+        "distribution's parameters are valid (e.g. a positive scale) and that observed "
+        "values lie in its support; config.score_checks(False) disables this check."
+    )

@@ -1,0 +1,512 @@
+"""Handlers: one small, pure state transition per GFI operation.
+
+A ``@gen`` body is plain Python. Each ``gen_fn(args) @ addr`` in it calls
+:func:`trace_site`, which hands the site to the *handler* of the operation being run.
+A handler is a pure function::
+
+    handler(state, path, gen_fn, args) -> (new_state, value)
+
+where ``state`` is an immutable NamedTuple (key, the records visited so far, score,
+weight, and the operation's read-only inputs: constraints, the old trace, the
+selection). The only mutable thing is the :class:`~genmlx.core.runtime.Run` cell that
+holds the latest state while user code runs; it lives in a context variable that is
+reset on exit, so a body that raises leaves nothing behind.
+
+Records are kept in a persistent linked list ``(path, record, previous)`` (O(1) per
+site); :func:`build_trie` turns them into the trace's address trie at the end and
+reports repeated addresses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple, Union
+
+import mlx.core as mx
+
+from genmlx.core import runtime
+from genmlx.core.address import Component, Path, format_address
+from genmlx.core.choicemap import ChoiceMap, as_array
+from genmlx.core.diff import diff_args
+from genmlx.core.distribution import Distribution
+from genmlx.core.errors import (
+    AddressError,
+    BatchedControlFlowError,
+    ConstraintError,
+    GenMLXError,
+    MissingChoiceError,
+)
+from genmlx.core.gfi import GenerativeFunction
+from genmlx.core.random import split2
+from genmlx.core.selection import Selection
+from genmlx.core.trace import Trace
+
+__all__ = [
+    "AssessState",
+    "CallRecord",
+    "ChoiceRecord",
+    "GenerateState",
+    "RegenerateState",
+    "SimulateState",
+    "UpdateState",
+    "assess_site",
+    "build_trie",
+    "generate_site",
+    "regenerate_site",
+    "run_body",
+    "simulate_site",
+    "trace_site",
+    "update_site",
+]
+
+
+class ChoiceRecord(NamedTuple):
+    """A random choice: its value and log density."""
+
+    value: mx.array
+    score: mx.array
+
+
+class CallRecord(NamedTuple):
+    """A traced call of a generative function: its sub-trace."""
+
+    trace: Trace
+
+
+Record = Union[ChoiceRecord, CallRecord]
+Cons = Union[tuple[Path, Record, Any], None]
+Trie = dict[Component, Any]
+
+
+# ---------------------------------------------------------------------------- states
+class SimulateState(NamedTuple):
+    key: mx.array
+    records: Cons
+    score: Any
+
+
+class GenerateState(NamedTuple):
+    key: mx.array
+    records: Cons
+    score: Any
+    weight: Any
+    constraints: ChoiceMap
+
+
+class AssessState(NamedTuple):
+    records: Cons
+    score: Any
+    choices: ChoiceMap
+
+
+class UpdateState(NamedTuple):
+    key: mx.array
+    records: Cons
+    score: Any
+    weight: Any
+    constraints: ChoiceMap
+    old: Trie
+    discard: Any  # cons list of (path, ChoiceMap)
+    changed: bool
+
+
+class RegenerateState(NamedTuple):
+    key: mx.array
+    records: Cons
+    score: Any
+    weight: Any
+    selection: Selection
+    old: Trie
+    changed: bool
+
+
+# ---------------------------------------------------------------------------- helpers
+def _constraint_at(cm: ChoiceMap, path: Path) -> ChoiceMap:
+    node = cm._node(path)
+    return node if node is not None else ChoiceMap.empty()
+
+
+def _selection_at(sel: Selection, path: Path) -> Selection:
+    for c in path:
+        sel = sel.child(c)
+    return sel
+
+
+def lookup(trie: Trie, path: Path) -> Any:
+    """The record (or sub-trie) at ``path``, or ``None``."""
+    node: Any = trie
+    for c in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(c)
+        if node is None:
+            return None
+    return node
+
+
+def iter_records(trie: Trie, prefix: Path = ()) -> Iterator[tuple[Path, Record]]:
+    """Every record in the trie, depth first, in visiting order."""
+    for c, node in trie.items():
+        path = (*prefix, c)
+        if isinstance(node, dict):
+            yield from iter_records(node, path)
+        else:
+            yield path, node
+
+
+def _choice_value_constraint(cons: ChoiceMap, path: Path, op: str, gf: Distribution) -> Any:
+    if cons.has_root_value:
+        return as_array(cons.value)
+    if not cons.is_empty:
+        raise ConstraintError(
+            f"{op}: the constraint at {format_address(path)} is a map of sub-addresses "
+            f"{cons.addresses()!r}, but {format_address(path)} is a single random choice "
+            f"({gf.name}); give it one value"
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------- transitions
+def simulate_site(
+    state: SimulateState, path: Path, gf: GenerativeFunction, args: tuple[Any, ...]
+) -> tuple[SimulateState, Any]:
+    """simulate: sample the choice (or simulate the sub-call) and add its score."""
+    key, sub = split2(state.key)
+    if isinstance(gf, Distribution):
+        v = gf.sample(sub, *args)
+        s = gf.score(v, args)
+        rec: Record = ChoiceRecord(v, s)
+        value = v
+    else:
+        tr = gf.simulate(args, key=sub)
+        rec, s, value = CallRecord(tr), tr.score, tr.retval
+    return SimulateState(key, (path, rec, state.records), state.score + s), value
+
+
+def generate_site(
+    state: GenerateState, path: Path, gf: GenerativeFunction, args: tuple[Any, ...]
+) -> tuple[GenerateState, Any]:
+    """generate: constrained choices add their log density to the weight."""
+    cons = _constraint_at(state.constraints, path)
+    key = state.key
+    if isinstance(gf, Distribution):
+        v = _choice_value_constraint(cons, path, "generate", gf)
+        if v is not None:
+            s = gf.score(v, args)
+            w = state.weight + s
+        else:
+            key, sub = split2(key)
+            v = gf.sample(sub, *args)
+            s = gf.score(v, args)
+            w = state.weight
+        rec: Record = ChoiceRecord(v, s)
+        value = v
+    else:
+        key, sub = split2(key)
+        tr, wsub = gf.generate(args, cons, key=sub)
+        rec, s, value, w = CallRecord(tr), tr.score, tr.retval, state.weight + wsub
+    return (
+        GenerateState(key, (path, rec, state.records), state.score + s, w, state.constraints),
+        value,
+    )
+
+
+def assess_site(
+    state: AssessState, path: Path, gf: GenerativeFunction, args: tuple[Any, ...]
+) -> tuple[AssessState, Any]:
+    """assess: every choice must be given; add its log density."""
+    given = _constraint_at(state.choices, path)
+    if isinstance(gf, Distribution):
+        v = _choice_value_constraint(given, path, "assess", gf)
+        if v is None:
+            raise MissingChoiceError(
+                f"assess: no value for the random choice at {format_address(path)} "
+                f"({gf.name}); assess needs a value for every choice the model makes"
+            )
+        s = gf.score(v, args)
+        rec: Record = ChoiceRecord(v, s)
+        value = v
+    else:
+        s, value = gf.assess(args, given)
+        rec = CallRecord(_AssessedCall(gf, args, value, s))
+    return AssessState((path, rec, state.records), state.score + s, state.choices), value
+
+
+def update_site(
+    state: UpdateState, path: Path, gf: GenerativeFunction, args: tuple[Any, ...]
+) -> tuple[UpdateState, Any]:
+    """update: kept choices add new − old log density, new constrained ones add theirs."""
+    cons = _constraint_at(state.constraints, path)
+    old = lookup(state.old, path)
+    key, discard, changed = state.key, state.discard, state.changed
+    if isinstance(gf, Distribution):
+        v = _choice_value_constraint(cons, path, "update", gf)
+        old_choice = old if isinstance(old, ChoiceRecord) else None
+        if v is not None:
+            s = gf.score(v, args)
+            if old_choice is not None:
+                w = state.weight + (s - old_choice.score)
+                discard = (path, ChoiceMap(old_choice.value), discard)
+            else:
+                w = state.weight + s
+            changed = True
+        elif old_choice is not None:
+            v = old_choice.value
+            s = gf.score(v, args)
+            w = state.weight + (s - old_choice.score)
+        else:
+            key, sub = split2(key)
+            v = gf.sample(sub, *args)
+            s = gf.score(v, args)
+            w = state.weight
+            changed = True
+        rec: Record = ChoiceRecord(v, s)
+        value = v
+    else:
+        old_call = old if isinstance(old, CallRecord) and old.trace.gen_fn is gf else None
+        if old_call is not None:
+            argdiffs = diff_args(old_call.trace.args, args)
+            if cons.is_empty and all(d.is_no_change() for d in argdiffs):
+                tr, wsub = old_call.trace, None
+            else:
+                key, sub = split2(key)
+                tr, wsub, retdiff, disc = gf.update(old_call.trace, cons, args, argdiffs, key=sub)
+                if not disc.is_empty:
+                    discard = (path, disc, discard)
+                changed = changed or not retdiff.is_no_change()
+        else:
+            key, sub = split2(key)
+            tr, wsub = gf.generate(args, cons, key=sub)
+            changed = True
+        rec, s, value = CallRecord(tr), tr.score, tr.retval
+        w = state.weight if wsub is None else state.weight + wsub
+    return (
+        UpdateState(
+            key,
+            (path, rec, state.records),
+            state.score + s,
+            w,
+            state.constraints,
+            state.old,
+            discard,
+            changed,
+        ),
+        value,
+    )
+
+
+def regenerate_site(
+    state: RegenerateState, path: Path, gf: GenerativeFunction, args: tuple[Any, ...]
+) -> tuple[RegenerateState, Any]:
+    """regenerate: selected and new choices are resampled (weight 0); kept ones add new − old."""
+    old = lookup(state.old, path)
+    key, changed = state.key, state.changed
+    if isinstance(gf, Distribution):
+        old_choice = old if isinstance(old, ChoiceRecord) else None
+        if old_choice is None or state.selection.contains_path(path):
+            key, sub = split2(key)
+            v = gf.sample(sub, *args)
+            s = gf.score(v, args)
+            w = state.weight
+            changed = True
+        else:
+            v = old_choice.value
+            s = gf.score(v, args)
+            w = state.weight + (s - old_choice.score)
+        rec: Record = ChoiceRecord(v, s)
+        value = v
+    else:
+        sel = _selection_at(state.selection, path)
+        old_call = old if isinstance(old, CallRecord) and old.trace.gen_fn is gf else None
+        if old_call is not None:
+            argdiffs = diff_args(old_call.trace.args, args)
+            if sel.is_none() and all(d.is_no_change() for d in argdiffs):
+                tr, wsub = old_call.trace, None
+            else:
+                key, sub = split2(key)
+                tr, wsub, retdiff = gf.regenerate(old_call.trace, sel, args, argdiffs, key=sub)
+                changed = changed or not retdiff.is_no_change()
+        else:
+            key, sub = split2(key)
+            tr = gf.simulate(args, key=sub)
+            wsub = None
+            changed = True
+        rec, s, value = CallRecord(tr), tr.score, tr.retval
+        w = state.weight if wsub is None else state.weight + wsub
+    return (
+        RegenerateState(
+            key,
+            (path, rec, state.records),
+            state.score + s,
+            w,
+            state.selection,
+            state.old,
+            changed,
+        ),
+        value,
+    )
+
+
+class _AssessedCall(Trace):
+    """Stand-in record for a sub-call seen by ``assess`` (only its score and retval)."""
+
+    def get_choices(self) -> ChoiceMap:
+        return ChoiceMap.empty()
+
+    def _tree_flatten(self) -> tuple[list[Any], Any]:
+        return [self.args, self.retval, self.score], (self.batch_shape, self.gen_fn)
+
+    @classmethod
+    def _tree_unflatten(cls, aux: Any, children: list[Any]) -> _AssessedCall:
+        return cls(aux[1], children[0], children[1], children[2], aux[0])
+
+    def __init__(
+        self,
+        gen_fn: GenerativeFunction,
+        args: tuple[Any, ...],
+        retval: Any,
+        score: mx.array,
+        batch_shape: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(gen_fn, args, retval, score, batch_shape)
+
+
+# ---------------------------------------------------------------------------- running
+def trace_site(path: Path, gf: GenerativeFunction, args: tuple[Any, ...]) -> Any:
+    """Entry point of ``gen_fn(args) @ addr``: run the active handler on the site."""
+    run = runtime.active_run()
+    if run is None:
+        raise GenMLXError(
+            f"`{gf!r}(...) @ {format_address(path)}` can only run inside a @gen body that a "
+            "GFI operation is executing (simulate, generate, ...). Outside one, use "
+            "gen_fn.simulate(args) or dist.sample(key, *params)."
+        )
+    if not path:
+        raise AddressError(f"{run.op}: a traced call needs a non-empty address")
+    if not isinstance(gf, GenerativeFunction):
+        raise TypeError(f"{run.op}: only generative functions can be traced, got {gf!r}")
+    run.state, value = run.handler(run.state, path, gf, args)
+    run.last_path = path
+    return value
+
+
+def run_body(
+    op: str,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    handler: Callable[..., tuple[Any, Any]],
+    state: Any,
+) -> tuple[Any, Any]:
+    """Run ``fn(*args)`` with ``handler`` active; return the final state and return value."""
+    run = runtime.Run(op, handler, state)
+    with runtime.activate(run):
+        try:
+            retval = fn(*args)
+        except ValueError as e:
+            if runtime.is_transform_eval_error(e):
+                after = (
+                    f"after the choice at {format_address(run.last_path)}"
+                    if run.last_path is not None
+                    else "before its first random choice"
+                )
+                raise BatchedControlFlowError(
+                    f"{op} on {name}: the body needed the concrete value of an array "
+                    f"({after}) — a Python `if`/`while`, bool(), float() or .item() on a "
+                    "random value. Under batching (vsimulate, vgenerate, batched traces), "
+                    "mx.compile and gradients each random value stands for many particles "
+                    "or is symbolic, so Python control flow cannot depend on it. Use "
+                    "mx.where(...) for values, or the Switch / Mask combinators "
+                    "(genmlx.combinators) for random structure."
+                ) from e
+            raise
+    return run.state, retval
+
+
+def build_trie(records: Cons, op: str, name: str) -> Trie:
+    """Turn the record list into the address trie; reject repeated addresses."""
+    items: list[tuple[Path, Record]] = []
+    while records is not None:
+        path, rec, records = records
+        items.append((path, rec))
+    items.reverse()
+    trie: Trie = {}
+    for path, rec in items:
+        node = trie
+        for i, c in enumerate(path[:-1]):
+            nxt = node.get(c)
+            if nxt is None:
+                nxt = {}
+                node[c] = nxt
+            elif not isinstance(nxt, dict):
+                raise AddressError(
+                    f"{op} on {name}: address {format_address(path)} lies beneath "
+                    f"{format_address(path[: i + 1])}, which is already a random choice or "
+                    "call; choose addresses that do not nest inside one another"
+                )
+            node = nxt
+        last = path[-1]
+        if last in node:
+            raise AddressError(
+                f"{op} on {name}: address {format_address(path)} is visited twice; every "
+                "random choice needs its own address (e.g. ('x', i) inside a loop)"
+            )
+        node[last] = rec
+    return trie
+
+
+def check_all_used(cm: ChoiceMap, trie: Trie, op: str, name: str, what: str) -> None:
+    """Raise ConstraintError for a leaf of ``cm`` that no visited choice or call consumed."""
+    for path, _ in cm.leaves():
+        node: Any = trie
+        ok = False
+        for i, c in enumerate(path):
+            if not isinstance(node, dict) or c not in node:
+                break
+            node = node[c]
+            if isinstance(node, CallRecord):
+                ok = True
+                break
+            if isinstance(node, ChoiceRecord):
+                ok = i == len(path) - 1
+                break
+        if not ok:
+            raise ConstraintError(
+                f"{op} on {name}: the {what} at address {format_address(path)} was not used — "
+                f"the model made no random choice there (its top-level addresses: "
+                f"{sorted(map(repr, trie))}). Check the address for typos."
+            )
+
+
+def check_selection(sel: Selection, old: Trie, op: str, name: str) -> None:
+    """Raise AddressError when a selection names an address the trace does not have."""
+    for path in sel.explicit_paths():
+        node: Any = old
+        ok = True
+        for c in path:
+            if isinstance(node, CallRecord):
+                break  # the sub-call checks the rest
+            if not isinstance(node, dict) or c not in node:
+                ok = False
+                break
+            node = node[c]
+        if not ok:
+            raise AddressError(
+                f"{op} on {name}: the selection names address {format_address(path)}, which "
+                f"is not in the trace (top-level addresses: {sorted(map(repr, old))})"
+            )
+
+
+def removed_records(old: Trie, new: Trie) -> Iterator[tuple[Path, Record]]:
+    """Records of ``old`` that ``new`` no longer has (or has as a different kind)."""
+    for path, rec in iter_records(old):
+        n = lookup(new, path)
+        if isinstance(rec, ChoiceRecord) and isinstance(n, ChoiceRecord):
+            continue
+        if (
+            isinstance(rec, CallRecord)
+            and isinstance(n, CallRecord)
+            and n.trace.gen_fn is rec.trace.gen_fn
+        ):
+            continue
+        yield path, rec

@@ -1,0 +1,11 @@
+"""The plugin system: hook specifications and the lazy registry.
+
+Plugin authors import :data:`hookimpl` and implement any of the hooks in
+:mod:`genmlx.core.plugins.hookspecs`, then declare an entry point in the ``genmlx``
+group. See the plugin author guide in the docs.
+"""
+
+from genmlx.core.plugins.hookspecs import hookimpl, hookspec
+from genmlx.core.plugins.registry import KINDS, Category, Entry, Registry, registry
+
+__all__ = ["KINDS", "Category", "Entry", "Registry", "hookimpl", "hookspec", "registry"]

@@ -1,0 +1,260 @@
+"""The plugin registry: what every installed plugin provides, loaded lazily.
+
+``registry()`` returns the process-wide :class:`Registry`. Its categories
+(``.distributions``, ``.combinators``, ``.inference``, ``.nn``, ``.visualizers``) are
+read-only mappings from name to object; ``.provider(name)`` says which plugin
+registered a name. Plugins are loaded from the ``genmlx`` entry-point group the first
+time a category is read — never at ``import genmlx.core`` — unless the environment
+variable ``GENMLX_DISABLE_PLUGIN_AUTOLOAD=1`` is set. Plugins can also be added by hand
+with :meth:`Registry.register_plugin`.
+
+Example:
+    >>> from genmlx.core.plugins import Registry, hookimpl
+    >>> from genmlx.core.testing.models import normal
+    >>> class MyPlugin:
+    ...     @hookimpl
+    ...     def genmlx_register_distributions(self, register):
+    ...         register(normal, name="my_normal", aliases=("mn",))
+    >>> reg = Registry(autoload=False)
+    >>> reg.register_plugin(MyPlugin(), name="mine")
+    >>> reg.distributions["mn"] is normal, reg.distributions.provider("my_normal")
+    (True, 'mine')
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import pluggy
+
+from genmlx.core.errors import PluginError
+from genmlx.core.plugins import hookspecs
+
+__all__ = ["KINDS", "Category", "Entry", "Registry", "registry"]
+
+KINDS: tuple[str, ...] = ("distributions", "combinators", "inference", "nn", "visualizers")
+"""The categories, in the order of their hooks."""
+
+_HOOKS = {kind: f"genmlx_register_{kind}" for kind in KINDS}
+
+ENTRY_POINT_GROUP = "genmlx"
+
+
+class Entry(NamedTuple):
+    """One registered object."""
+
+    name: str
+    obj: Any
+    plugin: str
+    aliases: tuple[str, ...]
+
+
+def _validate(kind: str, obj: Any, plugin: str) -> None:
+    from genmlx.core.distribution import Distribution
+    from genmlx.core.gfi import GenerativeFunction
+
+    if kind == "distributions":
+        if not isinstance(obj, Distribution):
+            raise PluginError(
+                f"plugin {plugin!r} registered {obj!r} as a distribution, but it is not an "
+                "instance of genmlx.core.Distribution (subclass it and implement sample and "
+                "log_prob)"
+            )
+        return
+    if kind == "combinators" and inspect.isclass(obj):
+        if not issubclass(obj, GenerativeFunction):
+            raise PluginError(
+                f"plugin {plugin!r} registered class {obj.__name__} as a combinator, but it "
+                "does not subclass genmlx.core.GenerativeFunction"
+            )
+        return
+    if not callable(obj):
+        raise PluginError(
+            f"plugin {plugin!r} registered {obj!r} under {kind}, which needs a callable"
+        )
+
+
+def _default_name(kind: str, obj: Any) -> str:
+    name = getattr(obj, "name", None) if kind == "distributions" else None
+    if not name:
+        name = getattr(obj, "__name__", None)
+    if not isinstance(name, str) or not name:
+        raise PluginError(f"cannot infer a name for {obj!r}; pass register(obj, name=...)")
+    return name
+
+
+class Category(Mapping[str, Any]):
+    """Read-only view of one kind of registered object (names and aliases → objects)."""
+
+    def __init__(self, registry: Registry, kind: str) -> None:
+        self._registry = registry
+        self.kind = kind
+
+    def _table(self) -> dict[str, Entry]:
+        self._registry._ensure_loaded()
+        return self._registry._tables[self.kind]
+
+    def __getitem__(self, name: str) -> Any:
+        table = self._table()
+        if name not in table:
+            raise KeyError(
+                f"no {self.kind[:-1] if self.kind.endswith('s') else self.kind} named "
+                f"{name!r} is registered (known: {sorted(table)}); is the plugin that "
+                "provides it installed?"
+            )
+        return table[name].obj
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def entry(self, name: str) -> Entry:
+        """The :class:`Entry` (object, provider, aliases) for a name or alias."""
+        self[name]
+        return self._table()[name]
+
+    def provider(self, name: str) -> str:
+        """The plugin that registered ``name``."""
+        return self.entry(name).plugin
+
+    def entries(self) -> list[Entry]:
+        """Every registration once (aliases folded into their entry)."""
+        seen: dict[int, Entry] = {}
+        for e in self._table().values():
+            seen.setdefault(id(e), e)
+        return list(seen.values())
+
+
+class Registry:
+    """Holds the plugin manager and the registered objects of every kind.
+
+    Args:
+        autoload: load entry points on first use (default: unless
+            ``GENMLX_DISABLE_PLUGIN_AUTOLOAD=1``).
+    """
+
+    def __init__(self, autoload: bool | None = None) -> None:
+        if autoload is None:
+            autoload = os.environ.get("GENMLX_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true")
+        self.autoload = autoload
+        self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self._tables: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+        self._loaded = False
+        self.load_errors: list[str] = []
+
+    # ------------------------------------------------------------------ categories
+    @property
+    def distributions(self) -> Category:
+        """Registered distributions."""
+        return Category(self, "distributions")
+
+    @property
+    def combinators(self) -> Category:
+        """Registered combinators."""
+        return Category(self, "combinators")
+
+    @property
+    def inference(self) -> Category:
+        """Registered inference algorithms and kernels."""
+        return Category(self, "inference")
+
+    @property
+    def nn(self) -> Category:
+        """Registered neural-network generative functions."""
+        return Category(self, "nn")
+
+    @property
+    def visualizers(self) -> Category:
+        """Registered visualizers."""
+        return Category(self, "visualizers")
+
+    def category(self, kind: str) -> Category:
+        """The category called ``kind`` (one of :data:`KINDS`)."""
+        if kind not in KINDS:
+            raise KeyError(f"unknown plugin category {kind!r}; use one of {KINDS}")
+        return Category(self, kind)
+
+    # ------------------------------------------------------------------ loading
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.autoload:
+            self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            for plugin in self.pm.get_plugins():
+                self._collect(plugin)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether entry points have been loaded (lazy loading has happened)."""
+        return self._loaded
+
+    def register_plugin(self, plugin: Any, name: str | None = None) -> None:
+        """Add a plugin by hand (a module or object with ``@hookimpl`` functions)."""
+        self._ensure_loaded()
+        registered = self.pm.register(plugin, name=name)
+        if registered is None:
+            raise PluginError(f"plugin {name or plugin!r} is already registered")
+        self._collect(plugin)
+
+    def _collect(self, plugin: Any) -> None:
+        pname = self.pm.get_name(plugin) or repr(plugin)
+        for kind, hook_name in _HOOKS.items():
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                if impl.plugin is plugin:
+                    impl.function(register=self._register_fn(kind, pname))
+
+    def _register_fn(self, kind: str, plugin: str) -> Callable[..., None]:
+        def register(obj: Any, name: str | None = None, aliases: tuple[str, ...] = ()) -> None:
+            self._add(kind, obj, name, tuple(aliases), plugin)
+
+        return register
+
+    def _add(
+        self, kind: str, obj: Any, name: str | None, aliases: tuple[str, ...], plugin: str
+    ) -> None:
+        _validate(kind, obj, plugin)
+        name = name or _default_name(kind, obj)
+        entry = Entry(name, obj, plugin, aliases)
+        table = self._tables[kind]
+        for n in (name, *aliases):
+            if not isinstance(n, str) or not n:
+                raise PluginError(f"plugin {plugin!r}: names must be non-empty strings, got {n!r}")
+            if n in table:
+                raise PluginError(
+                    f"plugin {plugin!r} registered {kind} name {n!r}, which plugin "
+                    f"{table[n].plugin!r} already registered; choose another name or alias"
+                )
+        for n in (name, *aliases):
+            table[n] = entry
+
+    def summary(self) -> str:
+        """A printable table of everything registered, with providers."""
+        lines = []
+        for kind in KINDS:
+            entries = self.category(kind).entries()
+            lines.append(f"{kind} ({len(entries)})")
+            for e in sorted(entries, key=lambda e: e.name):
+                alias = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
+                lines.append(f"  {e.name:<28} {e.plugin}{alias}")
+        if not self.autoload:
+            lines.append("(entry-point autoloading is off: GENMLX_DISABLE_PLUGIN_AUTOLOAD)")
+        return "\n".join(lines)
+
+
+_REGISTRY: Registry | None = None
+
+
+def registry() -> Registry:
+    """The process-wide registry (plugins load on first use of a category)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry()
+    return _REGISTRY

@@ -1,0 +1,93 @@
+"""The execution context shared by handlers, batching and compilation.
+
+Three pieces of context-local state, all restored on exit even when a model raises:
+
+* the *active run*: the handler and state of the ``@gen`` body being executed (so
+  ``dist(...) @ addr`` knows what to do);
+* the *operation depth*: only the outermost GFI call validates scores;
+* the *transform depth*: inside ``vmap``/``compile``/``grad`` nothing may be evaluated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+from genmlx.core.address import Path
+
+__all__ = ["Run", "active_run", "in_transform", "operation", "transforming"]
+
+
+class Run:
+    """A mutable cell holding one body execution's immutable handler state.
+
+    The handler is a pure function ``(state, path, gen_fn, args) -> (state, value)``;
+    the cell only remembers the latest state so that ``@`` can thread it through user
+    code that does not know about it.
+    """
+
+    __slots__ = ("handler", "last_path", "op", "state")
+
+    def __init__(self, op: str, handler: Callable[..., tuple[Any, Any]], state: Any) -> None:
+        self.op = op
+        self.handler = handler
+        self.state = state
+        self.last_path: Path | None = None
+
+
+_ACTIVE: ContextVar[Run | None] = ContextVar("genmlx_active_run", default=None)
+_DEPTH: ContextVar[int] = ContextVar("genmlx_op_depth", default=0)
+_TRANSFORM: ContextVar[int] = ContextVar("genmlx_transform_depth", default=0)
+
+
+def active_run() -> Run | None:
+    """The run whose body is executing, if any."""
+    return _ACTIVE.get()
+
+
+@contextlib.contextmanager
+def activate(run: Run | None) -> Iterator[Run | None]:
+    """Make ``run`` the active run for the duration of the block."""
+    token = _ACTIVE.set(run)
+    try:
+        yield run
+    finally:
+        _ACTIVE.reset(token)
+
+
+@contextlib.contextmanager
+def operation() -> Iterator[bool]:
+    """Mark a GFI operation; yields True when it is the outermost one."""
+    depth = _DEPTH.get()
+    token = _DEPTH.set(depth + 1)
+    # A GFI call made from inside a body must not see that body's run.
+    run_token = _ACTIVE.set(None)
+    try:
+        yield depth == 0
+    finally:
+        _ACTIVE.reset(run_token)
+        _DEPTH.reset(token)
+
+
+@contextlib.contextmanager
+def transforming() -> Iterator[None]:
+    """Mark code run under an MLX transformation (vmap, compile, grad)."""
+    token = _TRANSFORM.set(_TRANSFORM.get() + 1)
+    depth_token = _DEPTH.set(0)
+    try:
+        yield
+    finally:
+        _DEPTH.reset(depth_token)
+        _TRANSFORM.reset(token)
+
+
+def in_transform() -> bool:
+    """True inside a GenMLX-driven vmap/compile/grad."""
+    return _TRANSFORM.get() > 0
+
+
+def is_transform_eval_error(err: BaseException) -> bool:
+    """True for MLX's error when something evaluates an array under a transformation."""
+    return isinstance(err, ValueError) and "function transformations" in str(err)
