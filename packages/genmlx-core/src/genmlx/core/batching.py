@@ -99,7 +99,7 @@ def vmap_call(fn: Callable[..., Any], n: int, batched: tuple[Any, ...], shared: 
     _axes(s_td, False, axes)
     b_inner, s_inner = rebatch(b_td, ()), rebatch(s_td, ())
     nb = len(b_leaves)
-    box: dict[str, TreeDef] = {}
+    box: dict[str, Any] = {}
 
     def inner(*leaves: mx.array) -> list[mx.array]:
         b = unflatten(b_inner, list(leaves[:nb]))
@@ -107,11 +107,23 @@ def vmap_call(fn: Callable[..., Any], n: int, batched: tuple[Any, ...], shared: 
         with runtime.operation():
             out = fn(*b, *s)
         out_leaves, out_td = flatten(out)
-        box["td"] = out_td
-        return out_leaves
+        # Return each distinct array once: MLX's vmap leaves the batch axis in place
+        # for the second occurrence of an output array (e.g. a choice that is also
+        # the return value), so repeated outputs are rebuilt from one copy.
+        first: dict[int, int] = {}
+        unique: list[mx.array] = []
+        index = []
+        for x in out_leaves:
+            j = first.setdefault(id(x), len(unique))
+            if j == len(unique):
+                unique.append(x)
+            index.append(j)
+        box["td"], box["index"] = out_td, index
+        return unique
 
     with runtime.transforming():
-        out_leaves = mx.vmap(inner, in_axes=tuple(axes))(*b_leaves, *s_leaves)
+        unique_out = mx.vmap(inner, in_axes=tuple(axes))(*b_leaves, *s_leaves)
+    out_leaves = [unique_out[j] for j in box["index"]]
     return unflatten(rebatch(box["td"], (n,)), out_leaves)
 
 
