@@ -12,6 +12,7 @@ run on the interpreter that runs nox (no ``python=`` pin), so a machine with onl
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ nox.options.sessions = ["tests"]
 
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent / "shared"
+EXAMPLE_PLUGIN = ROOT / "packages/genmlx-core/tests/fixtures/genmlx-example-plugin"
 
 # Short name -> local (monorepo) packages it needs, for its dependencies and test extra.
 # Order matters: dependencies come before dependents.
@@ -84,12 +86,21 @@ def _env() -> dict[str, str]:
 def tests(session: nox.Session, package: str) -> None:
     """Run one package's fast tests in a venv with only its declared dependencies."""
     install_local(session, package, test=True)
+    env = _env()
+    if package == "core":
+        # The plugin-loading test needs a third-party plugin installed for real (its
+        # entry point, from its own wheel) but kept out of this venv's site-packages,
+        # so it goes to a target directory the test puts on PYTHONPATH.
+        target = Path(session.create_tmp()) / "example-plugin"
+        shutil.rmtree(target, ignore_errors=True)
+        session.install("--no-deps", "--target", str(target), str(EXAMPLE_PLUGIN))
+        env["GENMLX_EXAMPLE_PLUGIN_DIR"] = str(target)
     session.run(
         "pytest",
         "--import-mode=importlib",
         f"packages/genmlx-{package}/tests",
         *session.posargs,
-        env=_env(),
+        env=env,
     )
 
 

@@ -51,6 +51,7 @@ def cases(spec: dict[str, Any], key: str) -> list[Any]:
         return [pytest.param({"id": "missing"}, marks=pytest.mark.skip(reason=SKIP_REASON))]
     return [pytest.param(c, id=c["id"]) for c in spec[key]]
 
+
 # --------------------------------------------------------------------------- reference
 def logpdf_normal(x: float, mu: float, sigma: float) -> float:
     return -0.5 * ((x - mu) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
@@ -190,7 +191,9 @@ def test_update(case: dict[str, Any]) -> None:
     model = MODELS[case["model"]]
     args = model_args(case["args"])
     tr, _ = model.generate(args, choicemap(case["initial_choices"]), key=mx.random.key(0))
-    new, w, _, discard = model.update(tr, choicemap(case["update_constraints"]), key=mx.random.key(1))
+    new, w, _, discard = model.update(
+        tr, choicemap(case["update_constraints"]), key=mx.random.key(1)
+    )
     merged = {**case["initial_choices"], **case["update_constraints"]}
     old_score = sum(components(case["model"], case["args"], case["initial_choices"]).values())
     new_score = sum(components(case["model"], case["args"], merged).values())
@@ -213,7 +216,9 @@ PR = cross_cases("project_regen_tests.json")
 @pytest.mark.parametrize("case", cases(PR, "project_tests"))
 def test_project(case: dict[str, Any]) -> None:
     model = MODELS[case["model"]]
-    tr, _ = model.generate(model_args(case["args"]), choicemap(case["choices"]), key=mx.random.key(0))
+    tr, _ = model.generate(
+        model_args(case["args"]), choicemap(case["choices"]), key=mx.random.key(0)
+    )
     comps = components(case["model"], case["args"], case["choices"])
     sel = case["selection"]
     addrs = list(comps) if sel["type"] == "all" else sel.get("addrs", [])

@@ -29,6 +29,9 @@ def test_import_does_not_import_other_genmlx_packages() -> None:
     import subprocess
     import sys
 
-    code = "import sys, genmlx.core; print(sorted(m for m in sys.modules if m.startswith('genmlx.') and not m.startswith('genmlx.core')))"
+    code = (
+        "import sys, genmlx.core; print(sorted(m for m in sys.modules "
+        "if m.startswith('genmlx.') and not m.startswith('genmlx.core')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

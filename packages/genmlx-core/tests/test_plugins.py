@@ -24,7 +24,9 @@ HOOK_NAMES = [f"genmlx_register_{k}" for k in KINDS]
 
 def test_every_hook_is_documented() -> None:
     specs = {
-        n: f for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("genmlx_")
+        n: f
+        for n, f in inspect.getmembers(hookspecs, inspect.isfunction)
+        if n.startswith("genmlx_")
     }
     assert sorted(specs) == sorted(HOOK_NAMES)
     for name, fn in specs.items():
@@ -163,11 +165,7 @@ def _run(code: str, env: dict[str, str]) -> Any:
 
 
 def test_import_does_not_load_plugins() -> None:
-    code = (
-        "import genmlx.core, json\n"
-        "r = genmlx.core.registry()\n"
-        "print(json.dumps(r.loaded))\n"
-    )
+    code = "import genmlx.core, json\nr = genmlx.core.registry()\nprint(json.dumps(r.loaded))\n"
     assert json.loads(_run(code, {})) is False
 
 
@@ -182,9 +180,10 @@ def _installed_plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(given)
     target = tmp_path_factory.mktemp("plugin-site")
     base = ["--no-deps", "--target", str(target), str(FIXTURE)]
-    has_pip = subprocess.run(
-        [sys.executable, "-m", "pip", "--version"], capture_output=True
-    ).returncode == 0
+    has_pip = (
+        subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode
+        == 0
+    )
     if has_pip:
         cmd = [sys.executable, "-m", "pip", "install", "-q", *base]
     elif shutil.which("uv"):

@@ -49,8 +49,8 @@ from genmlx.core.selection import Selection, select
 from genmlx.core.trace import Trace
 
 __all__ = [
-    "AddressError",
     "Address",
+    "AddressError",
     "AssessResult",
     "BatchedControlFlowError",
     "ChoiceMap",

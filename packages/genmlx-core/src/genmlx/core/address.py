@@ -15,12 +15,10 @@ Example:
 
 from __future__ import annotations
 
-from typing import Union
-
-Component = Union[str, int]
+Component = str | int
 """One step of an address path."""
 
-Address = Union[str, int, tuple[Union[str, int], ...]]
+Address = str | int | tuple[str | int, ...]
 """What users write: a component or a tuple path."""
 
 Path = tuple[Component, ...]

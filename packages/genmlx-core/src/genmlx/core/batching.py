@@ -85,7 +85,9 @@ def _axes(td: TreeDef, batched: bool, out: list[int | None]) -> None:
         _axes(c, batched, out)
 
 
-def vmap_call(fn: Callable[..., Any], n: int, batched: tuple[Any, ...], shared: tuple[Any, ...]) -> Any:
+def vmap_call(
+    fn: Callable[..., Any], n: int, batched: tuple[Any, ...], shared: tuple[Any, ...]
+) -> Any:
     """Run ``fn(*batched, *shared)`` once for ``n`` particles under ``mx.vmap``.
 
     Leaves of ``batched`` have a leading particle axis; leaves of ``shared`` are common to

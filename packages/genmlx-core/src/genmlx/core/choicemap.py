@@ -23,8 +23,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 import numpy as np
@@ -65,7 +65,7 @@ class ChoiceMap:
     ``addr in cm`` and iteration over ``(address, value)`` leaves.
     """
 
-    __slots__ = ("_value", "_children", "batch_shape")
+    __slots__ = ("_children", "_value", "batch_shape")
 
     _value: mx.array | None
     _children: Mapping[Component, ChoiceMap]
@@ -253,9 +253,7 @@ class ChoiceMap:
         """Apply ``fn`` to every leaf."""
         if self._value is not None:
             return ChoiceMap(fn(self._value), None, self.batch_shape)
-        return ChoiceMap(
-            None, {c: s.map(fn) for c, s in self._children.items()}, self.batch_shape
-        )
+        return ChoiceMap(None, {c: s.map(fn) for c, s in self._children.items()}, self.batch_shape)
 
     def filter(self, selection: Selection) -> ChoiceMap:
         """The leaves whose address ``selection`` selects."""

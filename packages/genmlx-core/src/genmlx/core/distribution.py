@@ -93,7 +93,9 @@ class DistributionTrace(Trace):
 class Distribution(GenerativeFunction):
     """Base class of distributions (generative functions with one choice at the root).
 
-    Class attributes subclasses may set:
+    Subclasses set these class attributes as they apply.
+
+    Attributes:
         name: registry name.
         has_reparam: ``reparam_sample`` is implemented (gradients flow through samples).
         is_enumerable: ``support(*params)`` lists the finite support.
@@ -108,24 +110,29 @@ class Distribution(GenerativeFunction):
     is_discrete: bool = False
     event_ndim: int = 0
 
+    # The signatures below are written ``(*args, **kwargs)`` so that subclasses can
+    # name their parameters (``sample(self, key, mu, sigma, *, shape=())``); the
+    # calling convention is ``sample(key, *params, shape=())`` and
+    # ``log_prob(value, *params)``.
     @abstractmethod
-    def sample(self, key: mx.array, *params: Any, shape: tuple[int, ...] = ()) -> mx.array:
-        """Draw a sample of shape ``shape + batch_shape(params) + event_shape``."""
+    def sample(self, *args: Any, **kwargs: Any) -> mx.array:
+        """``sample(key, *params, shape=())``: a draw of shape
+        ``shape + batch_shape(params) + event_shape``."""
 
     @abstractmethod
-    def log_prob(self, value: Any, *params: Any) -> mx.array:
-        """Log density/mass of ``value``, broadcasting, one number per event."""
+    def log_prob(self, *args: Any, **kwargs: Any) -> mx.array:
+        """``log_prob(value, *params)``: log density/mass, broadcasting, one number per
+        event."""
 
-    def reparam_sample(
-        self, key: mx.array, *params: Any, shape: tuple[int, ...] = ()
-    ) -> mx.array:
-        """A sample that is a differentiable function of the parameters.
+    def reparam_sample(self, *args: Any, **kwargs: Any) -> mx.array:
+        """``reparam_sample(key, *params, shape=())``: a sample that is a differentiable
+        function of the parameters.
 
         Raises:
             TypeError: when the distribution has no reparameterisation.
         """
         if self.has_reparam:
-            return self.sample(key, *params, shape=shape)
+            return self.sample(*args, **kwargs)
         raise TypeError(f"{self.name} has no reparameterised sampler (has_reparam is False)")
 
     def support(self, *params: Any) -> mx.array:

@@ -63,6 +63,7 @@ class DynamicTrace(Trace):
     __slots__ = ("_choices", "_trie")
 
     _trie: H.Trie
+    _choices: ChoiceMap | None
 
     def __init__(
         self,
@@ -165,7 +166,7 @@ class DynamicGenerativeFunction(GenerativeFunction):
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
         self.name = getattr(fn, "__qualname__", getattr(fn, "__name__", "gen_fn"))
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def _run(self, op: str, args: tuple[Any, ...], handler: Any, state: Any) -> tuple[Any, Any]:
         return H.run_body(op, self.name, self.fn, args, handler, state)
@@ -222,9 +223,7 @@ class DynamicGenerativeFunction(GenerativeFunction):
                 discard = discard._set(path, rec.trace.get_choices())
         new = DynamicTrace(self, args, retval, _as_score(st.score), trie)
         changed = st.changed or not all(d.is_no_change() for d in argdiffs)
-        return UpdateResult(
-            new, _as_score(weight), UnknownChange if changed else NoChange, discard
-        )
+        return UpdateResult(new, _as_score(weight), UnknownChange if changed else NoChange, discard)
 
     def _regenerate(
         self,

@@ -20,7 +20,7 @@ reports repeated addresses.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 
@@ -73,8 +73,8 @@ class CallRecord(NamedTuple):
     trace: Trace
 
 
-Record = Union[ChoiceRecord, CallRecord]
-Cons = Union[tuple[Path, Record, Any], None]
+Record = ChoiceRecord | CallRecord
+Cons = tuple[Path, Record, Any] | None
 Trie = dict[Component, Any]
 
 

@@ -45,9 +45,7 @@ class ParamStore(Mapping[str, mx.array]):
     __slots__ = ("_values",)
 
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
-        self._values: dict[str, mx.array] = {
-            str(k): as_array(v) for k, v in (values or {}).items()
-        }
+        self._values: dict[str, mx.array] = {str(k): as_array(v) for k, v in (values or {}).items()}
 
     def __getitem__(self, name: str) -> mx.array:
         try:

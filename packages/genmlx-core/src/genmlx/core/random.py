@@ -15,13 +15,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import Union
-
 import mlx.core as mx
 
 __all__ = ["Key", "fresh_key", "resolve_key", "split", "split2"]
 
-Key = Union[mx.array, int, None]
+Key = mx.array | int | None
 
 
 def fresh_key() -> mx.array:

@@ -27,7 +27,7 @@ from typing import Any
 
 import mlx.core as mx
 
-__all__ = ["TreeDef", "flatten", "unflatten", "tree_map"]
+__all__ = ["TreeDef", "flatten", "tree_map", "unflatten"]
 
 _LEAF = "leaf"
 _STATIC = "static"
@@ -67,13 +67,13 @@ class TreeDef:
     by identity), which is what the compile cache needs.
     """
 
-    __slots__ = ("kind", "aux", "children", "num_leaves", "_hash")
+    __slots__ = ("_hash", "aux", "children", "kind", "num_leaves")
 
     def __init__(self, kind: str, aux: Any, children: tuple[TreeDef, ...]) -> None:
         self.kind = kind
         self.aux = aux
         self.children = children
-        self.num_leaves = 1 if kind == _LEAF else sum(c.num_leaves for c in children)
+        self.num_leaves: int = 1 if kind == _LEAF else sum(c.num_leaves for c in children)
         self._hash: int | None = None
 
     def _aux_key(self) -> Any:

@@ -23,7 +23,8 @@ published through an entry point in the ``genmlx`` group::
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

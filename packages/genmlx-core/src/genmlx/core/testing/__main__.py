@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = conformance_targets()
     failures = 0
     print(f"conformance kit over {len(targets)} registered objects")
-    for kind, name, obj, examples in targets:
+    for kind, name, _obj, examples in targets:
         provider = (
             registry().distributions.provider(name)
             if kind == "distribution"

@@ -54,7 +54,9 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x.astype(mx.float32) if isinstance(x, mx.array) else x, dtype=np.float64)
 
 
-def assert_close(actual: Any, expected: Any, what: str, rtol: float = RTOL, atol: float = ATOL) -> None:
+def assert_close(
+    actual: Any, expected: Any, what: str, rtol: float = RTOL, atol: float = ATOL
+) -> None:
     """Assert two arrays agree to ``atol + rtol * |expected|`` (NaN ≠ anything)."""
     a, e = _np(actual), _np(expected)
     ok = np.all(np.isclose(a, e, rtol=rtol, atol=atol)) and a.shape == e.shape

@@ -75,15 +75,19 @@ class Normal(Distribution):
     name = "normal"
     has_reparam = True
 
-    def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
-        mu, sigma = _arr(mu), _arr(sigma)
-        eps = mx.random.normal(_shape(shape, mu, sigma), key=key)
-        return mu + sigma * eps
+    def sample(
+        self, key: mx.array, mu: Any, sigma: Any, *, shape: tuple[int, ...] = ()
+    ) -> mx.array:
+        m, s = _arr(mu), _arr(sigma)
+        eps = mx.random.normal(_shape(shape, m, s), key=key)
+        out: mx.array = m + s * eps
+        return out
 
     def log_prob(self, value: Any, mu: Any, sigma: Any) -> mx.array:
-        value, mu, sigma = _arr(value), _arr(mu), _arr(sigma)
-        z = (value - mu) / sigma
-        return -0.5 * z * z - mx.log(sigma) - _HALF_LOG_2PI
+        x, m, s = _arr(value), _arr(mu), _arr(sigma)
+        z = (x - m) / s
+        out: mx.array = -0.5 * z * z - mx.log(s) - _HALF_LOG_2PI
+        return out
 
 
 class Bernoulli(Distribution):
@@ -94,8 +98,9 @@ class Bernoulli(Distribution):
     is_enumerable = True
 
     def sample(self, key: mx.array, p: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
-        p = _arr(p)
-        return mx.random.uniform(shape=_shape(shape, p), key=key) < p
+        pa = _arr(p)
+        out: mx.array = mx.random.uniform(shape=_shape(shape, pa), key=key) < pa
+        return out
 
     def log_prob(self, value: Any, p: Any) -> mx.array:
         value, p = _arr(value), _arr(p)
@@ -113,7 +118,9 @@ class Beta(Distribution):
 
     name = "beta"
 
-    def sample(self, key: mx.array, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
+    def sample(
+        self, key: mx.array, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()
+    ) -> mx.array:
         a, b = float(alpha), float(beta)
         if a != int(a) or b != int(b) or a < 1 or b < 1:
             raise ValueError("the reference beta samples integer parameters >= 1 only")
