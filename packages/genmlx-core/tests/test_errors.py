@@ -245,7 +245,7 @@ def test_python_branch_on_batched_value():
     assert set(tr.get_choices().addresses()) == {"coin", "x"}
 
 
-def test_float_of_batched_value_before_first_choice():
+def test_float_of_a_random_value_under_batching_names_the_last_choice():
     @gen
     def m(x):
         if float(mx.sum(x)) > 0:  # concrete argument: fine
@@ -424,8 +424,10 @@ def test_gfi_call_inside_a_body_does_not_leak_into_the_caller():
     def m():
         a = normal(0.0, 1.0) @ "a"
         inner = two_normals.simulate((), key=K(3))  # a separate execution
-        return a + inner["x"]
+        b = normal(a, 1.0) @ "b"  # the caller's run is active again
+        return b + inner["x"]
 
     tr = m.simulate((), key=K(0))
-    assert tr.get_choices().addresses() == ["a"]
-    assert tr.score.item() == pytest.approx(ln(tr["a"].item(), 0, 1), rel=1e-5, abs=1e-5)
+    assert tr.get_choices().addresses() == ["a", "b"]
+    a, b = tr["a"].item(), tr["b"].item()
+    assert tr.score.item() == pytest.approx(ln(a, 0, 1) + ln(b, a, 1), rel=1e-5, abs=1e-5)

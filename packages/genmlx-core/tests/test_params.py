@@ -248,3 +248,24 @@ def test_choice_gradients_empty_selection():
 def test_param_gradients_empty_store():
     tr, _ = pmodel.generate((), {"x": 2.0}, key=K(0))
     assert param_gradients(tr, ParamStore()) == {}
+
+
+def test_param_store_passed_into_compile_is_an_input():
+    from genmlx.core import compile
+
+    def run(key, store):
+        with use_params(store):
+            return pmodel.generate((), {"x": 2.0}, key=key)
+
+    crun = compile(run)
+    for mu in (0.0, 1.5, -3.0):
+        tr, w = crun(K(0), ParamStore({"mu": mu, "sigma": 1.0}))
+        assert f(w) == pytest.approx(ln(2.0, mu, 1.0), **TOL)
+
+
+def test_initialize_ignores_an_ambient_store():
+    # "collect every parameter it reads, at its init value" — whatever store is bound
+    with use_params({"mu": 7.0}):
+        st = ParamStore.initialize(pmodel, ())
+    assert sorted(st) == ["mu", "sigma"]
+    assert f(st["mu"]) == 0.0 and f(st["sigma"]) == 1.0
