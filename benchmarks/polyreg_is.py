@@ -73,8 +73,9 @@ def _time(fn: Callable[[mx.array, int], mx.array], n: int, reps: int) -> float:
     return best
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    sizes = [1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
+def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
+    if sizes is None:
+        sizes = [1_000, 10_000, 100_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
     reps = 3 if quick else 7
     genmlx_c = compile(genmlx_is)
     hand_c = mx.compile(handwritten_is)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["polyreg_is"]
+BENCHMARKS = ["polyreg_is", "vmap_operand_order"]
 
 
 def _update_readme(name: str, text: str) -> None:
@@ -39,19 +39,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", default=BENCHMARKS)
     parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions")
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite README tables")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="where JSON goes")
+    parser.add_argument("--sizes", type=int, nargs="*", help="problem sizes (where supported)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
-    (HERE / "results").mkdir(exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     for name in args.names:
         mod = importlib.import_module(name)
-        result = mod.run(quick=args.quick)
+        kwargs = {"sizes": args.sizes} if args.sizes else {}
+        result = mod.run(quick=args.quick, **kwargs)
         result["when"] = datetime.now(UTC).isoformat(timespec="seconds")
         result["machine"] = (
             f"{platform.machine()} {platform.system()}, python {platform.python_version()}"
         )
         result["quick"] = args.quick
         suffix = "-quick" if args.quick else ""
-        out = HERE / "results" / f"{name}{suffix}.json"
+        out = args.out / f"{name}{suffix}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
         text = mod.table(result)
         print(f"== {name} ({result['device']}, {result['machine']})\n{text}")

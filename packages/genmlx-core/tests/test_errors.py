@@ -19,10 +19,10 @@ from genmlx.core import (
     choicemap,
     config,
     gen,
+    runtime,
     select,
     splice,
 )
-from genmlx.core import runtime
 from genmlx.core.testing.models import beta, beta_bernoulli, mixed, normal, two_normals
 
 K = mx.random.key

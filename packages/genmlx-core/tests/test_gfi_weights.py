@@ -470,7 +470,9 @@ def test_nested_subcalls_update():
     assert f(w) == approx(expected)
     assert plain(disc) == {("mid", "a"): 1.0}
     assert f(new.score) == approx(nested_score(0.5, 2.0, 1.5))
-    new, w, _, disc = outer_gf.update(tr, choicemap({"m": -1.0, ("mid", "sub", "x"): 0.0}), key=K(3))
+    new, w, _, disc = outer_gf.update(
+        tr, choicemap({"m": -1.0, ("mid", "sub", "x"): 0.0}), key=K(3)
+    )
     expected = (
         (ln(-1.0, 0, 3) - ln(0.5, 0, 3))
         + (ln(1.0, -1.0, 2) - ln(1.0, 0.5, 2))

@@ -159,9 +159,7 @@ def test_param_gradients_batched_trace_sums_particles():
     tr, _ = pmodel.vgenerate((), choicemap({"x": xs}, batch_shape=(3,)), 3, key=K(0))
     g = param_gradients(tr, ParamStore({"mu": 0.5, "sigma": 2.0}))
     assert f(g["mu"]) == pytest.approx(sum((x - 0.5) / 4 for x in (1, 2, 4)), **TOL)
-    assert f(g["sigma"]) == pytest.approx(
-        sum(-0.5 + (x - 0.5) ** 2 / 8 for x in (1, 2, 4)), **TOL
-    )
+    assert f(g["sigma"]) == pytest.approx(sum(-0.5 + (x - 0.5) ** 2 / 8 for x in (1, 2, 4)), **TOL)
 
 
 # --------------------------------------------------------------------------- choice_gradients

@@ -207,15 +207,18 @@ class ChoiceMap:
         path = to_path(addr) if addr != () else ()
         return self._set(path, ChoiceMap.leaf(value) if not isinstance(value, ChoiceMap) else value)
 
-    def _set(self, path: Path, node: ChoiceMap) -> ChoiceMap:
+    def _set(self, path: Path, node: ChoiceMap, full: Path | None = None) -> ChoiceMap:
+        full = path if full is None else full
         if not path:
             return ChoiceMap(node._value, node._children, self.batch_shape)
         if self._value is not None:
+            parent = full[: len(full) - len(path)]
             raise AddressError(
-                f"cannot put a choice under {format_address(path)}: its parent holds a value"
+                f"cannot put a choice at {format_address(full)}: "
+                f"{format_address(parent)} already holds a value"
             )
         children = dict(self._children)
-        children[path[0]] = self.child(path[0])._set(path[1:], node)
+        children[path[0]] = self.child(path[0])._set(path[1:], node, full)
         return ChoiceMap(None, children, self.batch_shape)
 
     def merge(self, other: ChoiceMap) -> ChoiceMap:
@@ -260,6 +263,10 @@ class ChoiceMap:
         if selection.selects_root():
             return self
         if self._value is not None:
+            # a value is selected when its own address is (complements of selections
+            # that only name paths beneath it do select it)
+            if selection.contains_path(()):
+                return self
             return ChoiceMap(None, None, self.batch_shape)
         children = {}
         for c, sub in self._children.items():

@@ -45,9 +45,9 @@ class _Compiled:
     """One ``mx.compile``'d function per input structure/shape signature."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
+        functools.update_wrapper(self, fn, updated=())
         self.fn = fn
         self.cache: dict[Any, tuple[Callable[..., Any], dict[str, TreeDef]]] = {}
-        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any) -> Any:
         leaves, in_td = flatten(args)

@@ -219,7 +219,7 @@ class Distribution(GenerativeFunction):
         key: mx.array,
     ) -> RegenerateResult:
         assert isinstance(trace, DistributionTrace)
-        if selection.selects_root():
+        if selection.contains_path(()):
             new = self._simulate(args, key)
             return RegenerateResult(new, mx.zeros_like(new.score), UnknownChange)
         if all(d.is_no_change() for d in argdiffs):
@@ -230,7 +230,7 @@ class Distribution(GenerativeFunction):
         )
 
     def _project(self, trace: Trace, selection: Selection) -> mx.array:
-        return trace.score if selection.selects_root() else mx.zeros_like(trace.score)
+        return trace.score if selection.contains_path(()) else mx.zeros_like(trace.score)
 
     def __repr__(self) -> str:
         return f"<distribution {self.name}>"

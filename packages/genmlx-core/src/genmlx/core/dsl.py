@@ -43,6 +43,7 @@ from genmlx.core.gfi import (
     RegenerateResult,
     UpdateResult,
 )
+from genmlx.core.random import KeyStream
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 
@@ -164,15 +165,17 @@ class DynamicGenerativeFunction(GenerativeFunction):
     """A generative function defined by a Python body (made by :func:`gen`)."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
+        functools.update_wrapper(self, fn, updated=())
         self.fn = fn
         self.name = getattr(fn, "__qualname__", getattr(fn, "__name__", "gen_fn"))
-        functools.update_wrapper(self, fn)
 
     def _run(self, op: str, args: tuple[Any, ...], handler: Any, state: Any) -> tuple[Any, Any]:
         return H.run_body(op, self.name, self.fn, args, handler, state)
 
     def _simulate(self, args: tuple[Any, ...], key: mx.array) -> DynamicTrace:
-        st, retval = self._run("simulate", args, H.simulate_site, H.SimulateState(key, None, 0.0))
+        st, retval = self._run(
+            "simulate", args, H.simulate_site, H.SimulateState(KeyStream.start(key), None, 0.0)
+        )
         trie = H.build_trie(st.records, "simulate", self.name)
         return DynamicTrace(self, args, retval, _as_score(st.score), trie)
 
@@ -180,7 +183,10 @@ class DynamicGenerativeFunction(GenerativeFunction):
         self, args: tuple[Any, ...], constraints: ChoiceMap, key: mx.array
     ) -> GenerateResult:
         st, retval = self._run(
-            "generate", args, H.generate_site, H.GenerateState(key, None, 0.0, 0.0, constraints)
+            "generate",
+            args,
+            H.generate_site,
+            H.GenerateState(KeyStream.start(key), None, 0.0, 0.0, constraints),
         )
         trie = H.build_trie(st.records, "generate", self.name)
         H.check_all_used(constraints, trie, "generate", self.name, "constraint")
@@ -204,7 +210,9 @@ class DynamicGenerativeFunction(GenerativeFunction):
         assert isinstance(trace, DynamicTrace)
         if constraints.is_empty and all(d.is_no_change() for d in argdiffs):
             return UpdateResult(trace, mx.zeros_like(trace.score), NoChange, ChoiceMap.empty())
-        state = H.UpdateState(key, None, 0.0, 0.0, constraints, trace._trie, None, False)
+        state = H.UpdateState(
+            KeyStream.start(key), None, 0.0, 0.0, constraints, trace._trie, None, False
+        )
         st, retval = self._run("update", args, H.update_site, state)
         trie = H.build_trie(st.records, "update", self.name)
         H.check_all_used(constraints, trie, "update", self.name, "constraint")
@@ -234,12 +242,18 @@ class DynamicGenerativeFunction(GenerativeFunction):
         key: mx.array,
     ) -> RegenerateResult:
         assert isinstance(trace, DynamicTrace)
-        H.check_selection(selection, trace._trie, "regenerate", self.name)
-        if selection.is_none() and all(d.is_no_change() for d in argdiffs):
-            return RegenerateResult(trace, mx.zeros_like(trace.score), NoChange)
-        state = H.RegenerateState(key, None, 0.0, 0.0, selection, trace._trie, False)
+        same_args = all(d.is_no_change() for d in argdiffs)
+        if same_args:  # the structure cannot change: check the selection up front
+            H.check_selection(selection, trace._trie, "regenerate", self.name)
+            if selection.is_none():
+                return RegenerateResult(trace, mx.zeros_like(trace.score), NoChange)
+        state = H.RegenerateState(
+            KeyStream.start(key), None, 0.0, 0.0, selection, trace._trie, False
+        )
         st, retval = self._run("regenerate", args, H.regenerate_site, state)
         trie = H.build_trie(st.records, "regenerate", self.name)
+        if not same_args:  # new args may add addresses: selected ones exist before or after
+            H.check_selection(selection, trace._trie, "regenerate", self.name, also=trie)
         new = DynamicTrace(self, args, retval, _as_score(st.score), trie)
         changed = st.changed or not all(d.is_no_change() for d in argdiffs)
         return RegenerateResult(new, _as_score(st.weight), UnknownChange if changed else NoChange)

@@ -49,6 +49,8 @@ def choice_gradients(trace: Trace, selection: Selection) -> ChoiceMap:
                 "only continuous (floating) choices have gradients — deselect it"
             )
     gf, args, batch = trace.gen_fn, trace.args, trace.batch_shape
+    if not paths:
+        return ChoiceMap(None, None, batch)
 
     def logp(vals: list[mx.array]) -> mx.array:
         cm = rest
@@ -73,6 +75,8 @@ def param_gradients(trace: Trace, store: ParamStore) -> dict[str, mx.array]:
     not read get zero gradients.
     """
     names = list(store)
+    if not names:
+        return {}
     choices = trace.get_choices()
     gf, args = trace.gen_fn, trace.args
 

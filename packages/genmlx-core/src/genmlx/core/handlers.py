@@ -19,6 +19,7 @@ reports repeated addresses.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -37,7 +38,7 @@ from genmlx.core.errors import (
     MissingChoiceError,
 )
 from genmlx.core.gfi import GenerativeFunction
-from genmlx.core.random import split2
+from genmlx.core.random import KeyStream
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 
@@ -80,13 +81,13 @@ Trie = dict[Component, Any]
 
 # ---------------------------------------------------------------------------- states
 class SimulateState(NamedTuple):
-    key: mx.array
+    key: KeyStream
     records: Cons
     score: Any
 
 
 class GenerateState(NamedTuple):
-    key: mx.array
+    key: KeyStream
     records: Cons
     score: Any
     weight: Any
@@ -100,7 +101,7 @@ class AssessState(NamedTuple):
 
 
 class UpdateState(NamedTuple):
-    key: mx.array
+    key: KeyStream
     records: Cons
     score: Any
     weight: Any
@@ -111,7 +112,7 @@ class UpdateState(NamedTuple):
 
 
 class RegenerateState(NamedTuple):
-    key: mx.array
+    key: KeyStream
     records: Cons
     score: Any
     weight: Any
@@ -154,6 +155,15 @@ def iter_records(trie: Trie, prefix: Path = ()) -> Iterator[tuple[Path, Record]]
             yield path, node
 
 
+@contextlib.contextmanager
+def _in_call(path: Path) -> Iterator[None]:
+    """Add the caller's address to address errors raised inside a traced sub-call."""
+    try:
+        yield
+    except (ConstraintError, AddressError) as e:
+        raise type(e)(f"{e} [inside the traced call at {format_address(path)}]") from e
+
+
 def _choice_value_constraint(cons: ChoiceMap, path: Path, op: str, gf: Distribution) -> Any:
     if cons.has_root_value:
         return as_array(cons.value)
@@ -171,7 +181,7 @@ def simulate_site(
     state: SimulateState, path: Path, gf: GenerativeFunction, args: tuple[Any, ...]
 ) -> tuple[SimulateState, Any]:
     """simulate: sample the choice (or simulate the sub-call) and add its score."""
-    key, sub = split2(state.key)
+    key, sub = state.key.site()
     if isinstance(gf, Distribution):
         v = gf.sample(sub, *args)
         s = gf.score(v, args)
@@ -195,15 +205,16 @@ def generate_site(
             s = gf.score(v, args)
             w = state.weight + s
         else:
-            key, sub = split2(key)
+            key, sub = key.site()
             v = gf.sample(sub, *args)
             s = gf.score(v, args)
             w = state.weight
         rec: Record = ChoiceRecord(v, s)
         value = v
     else:
-        key, sub = split2(key)
-        tr, wsub = gf.generate(args, cons, key=sub)
+        key, sub = key.site()
+        with _in_call(path):
+            tr, wsub = gf.generate(args, cons, key=sub)
         rec, s, value, w = CallRecord(tr), tr.score, tr.retval, state.weight + wsub
     return (
         GenerateState(key, (path, rec, state.records), state.score + s, w, state.constraints),
@@ -227,7 +238,8 @@ def assess_site(
         rec: Record = ChoiceRecord(v, s)
         value = v
     else:
-        s, value = gf.assess(args, given)
+        with _in_call(path):
+            s, value = gf.assess(args, given)
         rec = CallRecord(_AssessedCall(gf, args, value, s))
     return AssessState((path, rec, state.records), state.score + s, state.choices), value
 
@@ -255,7 +267,7 @@ def update_site(
             s = gf.score(v, args)
             w = state.weight + (s - old_choice.score)
         else:
-            key, sub = split2(key)
+            key, sub = key.site()
             v = gf.sample(sub, *args)
             s = gf.score(v, args)
             w = state.weight
@@ -269,14 +281,18 @@ def update_site(
             if cons.is_empty and all(d.is_no_change() for d in argdiffs):
                 tr, wsub = old_call.trace, None
             else:
-                key, sub = split2(key)
-                tr, wsub, retdiff, disc = gf.update(old_call.trace, cons, args, argdiffs, key=sub)
+                key, sub = key.site()
+                with _in_call(path):
+                    tr, wsub, retdiff, disc = gf.update(
+                        old_call.trace, cons, args, argdiffs, key=sub
+                    )
                 if not disc.is_empty:
                     discard = (path, disc, discard)
                 changed = changed or not retdiff.is_no_change()
         else:
-            key, sub = split2(key)
-            tr, wsub = gf.generate(args, cons, key=sub)
+            key, sub = key.site()
+            with _in_call(path):
+                tr, wsub = gf.generate(args, cons, key=sub)
             changed = True
         rec, s, value = CallRecord(tr), tr.score, tr.retval
         w = state.weight if wsub is None else state.weight + wsub
@@ -304,7 +320,7 @@ def regenerate_site(
     if isinstance(gf, Distribution):
         old_choice = old if isinstance(old, ChoiceRecord) else None
         if old_choice is None or state.selection.contains_path(path):
-            key, sub = split2(key)
+            key, sub = key.site()
             v = gf.sample(sub, *args)
             s = gf.score(v, args)
             w = state.weight
@@ -323,11 +339,12 @@ def regenerate_site(
             if sel.is_none() and all(d.is_no_change() for d in argdiffs):
                 tr, wsub = old_call.trace, None
             else:
-                key, sub = split2(key)
-                tr, wsub, retdiff = gf.regenerate(old_call.trace, sel, args, argdiffs, key=sub)
+                key, sub = key.site()
+                with _in_call(path):
+                    tr, wsub, retdiff = gf.regenerate(old_call.trace, sel, args, argdiffs, key=sub)
                 changed = changed or not retdiff.is_no_change()
         else:
-            key, sub = split2(key)
+            key, sub = key.site()
             tr = gf.simulate(args, key=sub)
             wsub = None
             changed = True
@@ -478,19 +495,23 @@ def check_all_used(cm: ChoiceMap, trie: Trie, op: str, name: str, what: str) -> 
             )
 
 
-def check_selection(sel: Selection, old: Trie, op: str, name: str) -> None:
+def _has_path(trie: Trie, path: Path) -> bool:
+    node: Any = trie
+    for c in path:
+        if isinstance(node, CallRecord):
+            return True  # the sub-call checks the rest
+        if not isinstance(node, dict) or c not in node:
+            return False
+        node = node[c]
+    return True
+
+
+def check_selection(
+    sel: Selection, old: Trie, op: str, name: str, also: Trie | None = None
+) -> None:
     """Raise AddressError when a selection names an address the trace does not have."""
     for path in sel.explicit_paths():
-        node: Any = old
-        ok = True
-        for c in path:
-            if isinstance(node, CallRecord):
-                break  # the sub-call checks the rest
-            if not isinstance(node, dict) or c not in node:
-                ok = False
-                break
-            node = node[c]
-        if not ok:
+        if not (_has_path(old, path) or (also is not None and _has_path(also, path))):
             raise AddressError(
                 f"{op} on {name}: the selection names address {format_address(path)}, which "
                 f"is not in the trace (top-level addresses: {sorted(map(repr, old))})"

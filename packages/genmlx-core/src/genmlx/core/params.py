@@ -85,9 +85,11 @@ class ParamStore(Mapping[str, mx.array]):
         """Run ``gen_fn`` once and collect every parameter it reads, at its init value."""
         rec: dict[str, mx.array] = {}
         token = _RECORD.set(rec)
+        store_token = _STORE.set(None)  # record inits, whatever store the caller bound
         try:
             gen_fn.simulate(args, key=key)
         finally:
+            _STORE.reset(store_token)
             _RECORD.reset(token)
         return ParamStore(rec)
 

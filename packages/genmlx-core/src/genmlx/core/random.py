@@ -6,7 +6,9 @@ generator, which is convenient interactively; library code always passes keys. A
 ``int`` is accepted as a seed.
 
 Example:
-    >>> import mlx.core as mx
+    >>> from typing import NamedTuple
+
+import mlx.core as mx
     >>> from genmlx.core.random import resolve_key, split
     >>> k = resolve_key(0)
     >>> split(k, 3).shape
@@ -15,9 +17,11 @@ Example:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import mlx.core as mx
 
-__all__ = ["Key", "fresh_key", "resolve_key", "split", "split2"]
+__all__ = ["Key", "KeyStream", "fresh_key", "resolve_key", "split", "split2"]
 
 Key = mx.array | int | None
 
@@ -61,3 +65,27 @@ def split2(key: mx.array) -> tuple[mx.array, mx.array]:
     """Two independent keys."""
     ks = mx.random.split(key, 2)
     return ks[0], ks[1]
+
+
+class KeyStream(NamedTuple):
+    """The keys of one body execution: a hashed base key and a site counter.
+
+    Each random choice gets ``base + (0, i)`` for its own ``i``: Threefry keys are
+    stream identifiers (Random123's design), so distinct keys give independent streams,
+    and deriving one costs an addition rather than a hash per particle. The base is a
+    Threefry hash of the operation's key, so the families of two different keys (say
+    seeds 0 and 1) do not overlap; a sub-call hashes its key again for the same reason.
+    """
+
+    base: mx.array
+    n: int
+
+    @staticmethod
+    def start(key: mx.array) -> KeyStream:
+        """The stream for one operation run with ``key``."""
+        return KeyStream(mx.random.split(key, 2)[0], 0)
+
+    def site(self) -> tuple[KeyStream, mx.array]:
+        """The next site's key, and the advanced stream."""
+        n = self.n + 1
+        return KeyStream(self.base, n), self.base + mx.array([0, n], dtype=mx.uint32)
