@@ -20,6 +20,7 @@ Importing ``genmlx.core`` does not load plugins; the registry loads them on firs
 from genmlx.core.address import Address, format_address
 from genmlx.core.choicemap import ChoiceMap, choicemap
 from genmlx.core.compile import compile
+from genmlx.core.deterministic import CustomGradientGF, DeterministicGF, deterministic
 from genmlx.core.diff import Diff, NoChange, UnknownChange, VectorDiff
 from genmlx.core.distribution import Distribution, DistributionTrace
 from genmlx.core.dsl import DynamicGenerativeFunction, DynamicTrace, gen, splice
@@ -56,6 +57,8 @@ __all__ = [
     "ChoiceMap",
     "ConstraintEdit",
     "ConstraintError",
+    "CustomGradientGF",
+    "DeterministicGF",
     "Diff",
     "Distribution",
     "DistributionTrace",
@@ -83,6 +86,7 @@ __all__ = [
     "choice_gradients",
     "choicemap",
     "compile",
+    "deterministic",
     "format_address",
     "gen",
     "param",
