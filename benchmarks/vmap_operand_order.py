@@ -68,5 +68,6 @@ def table(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         for k, v in r.items():
             if k != "n":
-                lines.append(f"| {r['n']:.0e} | {k} | {v['eager_ms']:.2f} | {v['compiled_ms']:.2f} |")
+                e, c = v["eager_ms"], v["compiled_ms"]
+                lines.append(f"| {r['n']:.0e} | {k} | {e:.2f} | {c:.2f} |")
     return "\n".join(lines)
