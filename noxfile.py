@@ -3,6 +3,7 @@
     python3 -m nox -s tests              # every package, each in its own venv
     python3 -m nox -s "tests(dists)"     # one package
     python3 -m nox -s tests-slow conformance lint typecheck docs bench demo
+    python3 -m nox -s example-plugin     # the example distribution plugin, as a user installs it
 
 Every install is non-editable and each test venv holds only the package's declared
 dependencies and test extras, so an undeclared dependency fails the tests. Sessions
@@ -25,6 +26,7 @@ nox.options.sessions = ["tests"]
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent / "shared"
 EXAMPLE_PLUGIN = ROOT / "packages/genmlx-core/tests/fixtures/genmlx-example-plugin"
+EXAMPLE_DISTS_PLUGIN = ROOT / "examples/genmlx-example-dists-plugin"
 
 # Short name -> local (monorepo) packages it needs, for its dependencies and test extra.
 # Order matters: dependencies come before dependents.
@@ -125,6 +127,21 @@ def conformance(session: nox.Session) -> None:
     """Run the conformance kit over everything in the plugin registry."""
     install_local(session, *PACKAGES, test=True)  # the kit uses hypothesis
     session.run("python", "-m", "genmlx.core.testing", *session.posargs, env=_env())
+
+
+@nox.session(name="example-plugin")
+def example_plugin(session: nox.Session) -> None:
+    """Install the example distribution plugin as a user would and run its tests and the kit.
+
+    Only genmlx-core (with its test extra) and the plugin (with its own) are installed,
+    so the plugin cannot lean on genmlx-dists.
+    """
+    install_local(session, "core", test=True)
+    session.install(f"{EXAMPLE_DISTS_PLUGIN}[test]")
+    session.run(
+        "pytest", "--import-mode=importlib", str(EXAMPLE_DISTS_PLUGIN / "tests"), *session.posargs
+    )
+    session.run("python", "-m", "genmlx.core.testing", "3")
 
 
 @nox.session

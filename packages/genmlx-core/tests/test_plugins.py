@@ -206,7 +206,8 @@ def test_plugin_loads_through_its_entry_point(plugin_dir: Path) -> None:
         "r = registry()\n"
         "assert not r.loaded\n"
         "d = r.distributions\n"
-        "out = {k: {n: r.category(k).provider(n) for n in r.category(k)} for k in "
+        "out = {k: {n: r.category(k).provider(n) for n in r.category(k) "
+        "if r.category(k).provider(n) == 'example'} for k in "
         "('distributions', 'combinators', 'inference', 'nn', 'visualizers')}\n"
         "out['loaded'] = r.loaded\n"
         "out['dist_type'] = type(d['example_exp']).__name__\n"
@@ -238,7 +239,8 @@ def test_cli_lists_plugins(plugin_dir: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "example_exponential" in out.stdout and "example" in out.stdout
-    assert "distributions (1)" in out.stdout and "combinators (1)" in out.stdout
+    # other installed plugins (e.g. genmlx-dists in a development venv) may be listed too
+    assert "example_twice" in out.stdout and "combinators (" in out.stdout
 
 
 def test_conformance_cli_runs_over_the_plugin(plugin_dir: Path) -> None:

@@ -1,12 +1,241 @@
 """genmlx.dists: probability distributions for GenMLX.
 
-This package will hold the distributions used as traced choices in GenMLX models
-(``normal(mu, sigma) @ "x"``): the Gen.jl and GenJAX families, each with batched
-sampling, log density, reparameterized sampling where one exists and argument
-gradients, plus ``mixture``, ``product`` and ``transformed`` distributions.
+Every distribution is a module-level object ``d`` (a
+:class:`genmlx.core.Distribution`) used as a traced choice in a model,
+``normal(mu, sigma) @ "x"``, and directly through ``d.sample(key, *params, shape=())``
+(shape ``shape + batch + event``, one vectorised MLX computation that works under
+``mx.vmap`` and ``mx.compile``), ``d.log_prob(value, *params)`` (broadcasting, ``-inf``
+outside the support), ``d.reparam_sample`` where ``d.has_reparam`` and
+``d.support(*params)`` where ``d.is_enumerable``. Parameterisations follow DESIGN §6
+and are listed in the API reference (``docs/api/dists.rst``).
 
-The package is reserved and intentionally empty for now: its contents land with
-the distributions issue. Until then it exports nothing.
+* continuous: :data:`normal`, :data:`uniform`, :data:`exponential`, :data:`laplace`,
+  :data:`cauchy`, :data:`logistic`, :data:`gumbel`, :data:`half_normal`,
+  :data:`half_cauchy`, :data:`log_normal`, :data:`weibull`, :data:`pareto`,
+  :data:`truncated_normal`, :data:`von_mises`, :data:`wrapped_cauchy`;
+* gamma family: :data:`gamma` (shape, **rate**), :data:`inv_gamma`, :data:`chi2`,
+  :data:`beta`, :data:`kumaraswamy`, :data:`beta_uniform`, :data:`student_t`,
+  :data:`dirichlet`;
+* discrete (0-based values): :data:`bernoulli` (alias :data:`flip`; boolean values),
+  :data:`categorical`, :data:`categorical_logits`, :data:`poisson`, :data:`geometric`,
+  :data:`binomial`, :data:`neg_binomial`, :data:`uniform_discrete`,
+  :data:`multinomial`, :data:`beta_binomial`, :data:`dirichlet_multinomial`,
+  :data:`zipf`, :data:`delta`, :data:`piecewise_uniform`;
+* multivariate: :data:`mv_normal`, :data:`wishart`, :data:`inv_wishart`;
+* constructors: :func:`mixture`, :func:`product`, :func:`iid`, :func:`transformed`
+  (with :class:`Bijector`, :func:`affine`, :data:`exp_bijector`,
+  :data:`sigmoid_bijector`) and :func:`from_functions`.
+
+Plain-number parameters are validated eagerly (``ValueError``); :func:`validation`
+turns that off in a ``with`` block. Installing the package registers every
+distribution with GenMLX's plugin registry (entry point ``dists``).
+
+Example:
+    >>> import mlx.core as mx
+    >>> from genmlx.dists import gamma, normal
+    >>> normal.sample(mx.random.key(0), mx.zeros(3), 1.0, shape=(2,)).shape
+    (2, 3)
+    >>> round(float(gamma.log_prob(1.0, 2.0, 1.0)), 4)  # shape 2, rate 1
+    -1.0
 """
 
-__all__: list[str] = []
+from genmlx.dists.base import validation
+from genmlx.dists.constructors import (
+    IID,
+    Bijector,
+    FunctionDistribution,
+    HeterogeneousMixture,
+    HomogeneousMixture,
+    Product,
+    Transformed,
+    affine,
+    exp_bijector,
+    from_functions,
+    iid,
+    mixture,
+    product,
+    sigmoid_bijector,
+    transformed,
+)
+from genmlx.dists.continuous import (
+    Cauchy,
+    Exponential,
+    Gumbel,
+    HalfCauchy,
+    HalfNormal,
+    Laplace,
+    Logistic,
+    LogNormal,
+    Normal,
+    Pareto,
+    TruncatedNormal,
+    Uniform,
+    VonMises,
+    Weibull,
+    WrappedCauchy,
+    cauchy,
+    exponential,
+    gumbel,
+    half_cauchy,
+    half_normal,
+    laplace,
+    log_normal,
+    logistic,
+    normal,
+    pareto,
+    truncated_normal,
+    uniform,
+    von_mises,
+    weibull,
+    wrapped_cauchy,
+)
+from genmlx.dists.discrete import (
+    Bernoulli,
+    BetaBinomial,
+    Binomial,
+    Categorical,
+    CategoricalLogits,
+    Delta,
+    DirichletMultinomial,
+    Geometric,
+    Multinomial,
+    NegBinomial,
+    PiecewiseUniform,
+    Poisson,
+    UniformDiscrete,
+    Zipf,
+    bernoulli,
+    beta_binomial,
+    binomial,
+    categorical,
+    categorical_logits,
+    delta,
+    dirichlet_multinomial,
+    flip,
+    geometric,
+    multinomial,
+    neg_binomial,
+    piecewise_uniform,
+    poisson,
+    uniform_discrete,
+    zipf,
+)
+from genmlx.dists.gamma_family import (
+    Beta,
+    BetaUniform,
+    Chi2,
+    Dirichlet,
+    Gamma,
+    InvGamma,
+    Kumaraswamy,
+    StudentT,
+    beta,
+    beta_uniform,
+    chi2,
+    dirichlet,
+    gamma,
+    inv_gamma,
+    kumaraswamy,
+    student_t,
+)
+from genmlx.dists.multivariate import InvWishart, MvNormal, Wishart, inv_wishart, mv_normal, wishart
+
+__all__ = [
+    "IID",
+    "Bernoulli",
+    "Beta",
+    "BetaBinomial",
+    "BetaUniform",
+    "Bijector",
+    "Binomial",
+    "Categorical",
+    "CategoricalLogits",
+    "Cauchy",
+    "Chi2",
+    "Delta",
+    "Dirichlet",
+    "DirichletMultinomial",
+    "Exponential",
+    "FunctionDistribution",
+    "Gamma",
+    "Geometric",
+    "Gumbel",
+    "HalfCauchy",
+    "HalfNormal",
+    "HeterogeneousMixture",
+    "HomogeneousMixture",
+    "InvGamma",
+    "InvWishart",
+    "Kumaraswamy",
+    "Laplace",
+    "LogNormal",
+    "Logistic",
+    "Multinomial",
+    "MvNormal",
+    "NegBinomial",
+    "Normal",
+    "Pareto",
+    "PiecewiseUniform",
+    "Poisson",
+    "Product",
+    "StudentT",
+    "Transformed",
+    "TruncatedNormal",
+    "Uniform",
+    "UniformDiscrete",
+    "VonMises",
+    "Weibull",
+    "Wishart",
+    "WrappedCauchy",
+    "Zipf",
+    "affine",
+    "bernoulli",
+    "beta",
+    "beta_binomial",
+    "beta_uniform",
+    "binomial",
+    "categorical",
+    "categorical_logits",
+    "cauchy",
+    "chi2",
+    "delta",
+    "dirichlet",
+    "dirichlet_multinomial",
+    "exp_bijector",
+    "exponential",
+    "flip",
+    "from_functions",
+    "gamma",
+    "geometric",
+    "gumbel",
+    "half_cauchy",
+    "half_normal",
+    "iid",
+    "inv_gamma",
+    "inv_wishart",
+    "kumaraswamy",
+    "laplace",
+    "log_normal",
+    "logistic",
+    "mixture",
+    "multinomial",
+    "mv_normal",
+    "neg_binomial",
+    "normal",
+    "pareto",
+    "piecewise_uniform",
+    "poisson",
+    "product",
+    "sigmoid_bijector",
+    "student_t",
+    "transformed",
+    "truncated_normal",
+    "uniform",
+    "uniform_discrete",
+    "validation",
+    "von_mises",
+    "weibull",
+    "wishart",
+    "wrapped_cauchy",
+    "zipf",
+]

@@ -1,8 +1,10 @@
 """The conformance kit: checks that a generative function or plugin obeys the GFI.
 
 Plugin authors run :func:`check_gfi_laws` on their generative functions (and
-distributions) in their own test suites; ``python -m genmlx.core.testing`` runs the
-kit over everything the plugin registry finds.
+distributions) and :func:`check_distribution` on their distributions (sampler against
+density, gradients, shapes, batching; see :mod:`genmlx.core.testing.distributions`) in
+their own test suites; ``python -m genmlx.core.testing`` runs the kit over everything
+the plugin registry finds.
 
 Example:
     >>> from genmlx.core.testing import check_gfi_laws
@@ -11,6 +13,18 @@ Example:
     >>> check_gfi_laws(linear_regression, (mx.array([1.0, 2.0]),), max_examples=2)
 """
 
+from genmlx.core.testing.distributions import (
+    DISTRIBUTION_CHECKS,
+    CheckResult,
+    DistributionReport,
+    check_batched_sampling,
+    check_distribution,
+    check_log_prob_finite,
+    check_log_prob_gradients,
+    check_normalized,
+    check_sampler_density,
+    check_shapes,
+)
 from genmlx.core.testing.laws import (
     BATCHED_LAWS,
     GFI_LAWS,
@@ -22,11 +36,21 @@ from genmlx.core.testing.laws import (
 
 __all__ = [
     "BATCHED_LAWS",
+    "DISTRIBUTION_CHECKS",
     "GFI_LAWS",
+    "CheckResult",
+    "DistributionReport",
     "assert_close",
     "assert_same_choices",
+    "check_batched_sampling",
+    "check_distribution",
     "check_gfi_laws",
     "check_gfi_laws_at",
+    "check_log_prob_finite",
+    "check_log_prob_gradients",
+    "check_normalized",
+    "check_sampler_density",
+    "check_shapes",
     "conformance_targets",
 ]
 

@@ -132,7 +132,7 @@ class Beta(Distribution):
         x, a, b = _arr(value), _arr(alpha), _arr(beta)
         log_b = _lgamma(a) + _lgamma(b) - _lgamma(a + b)
         lp = (a - 1.0) * mx.log(x) + (b - 1.0) * mx.log1p(-x) - log_b
-        return mx.where((x > 0) & (x < 1), lp, -mx.inf)
+        return mx.where(mx.logical_and(x > 0, x < 1), lp, -mx.inf)
 
 
 normal = Normal()
