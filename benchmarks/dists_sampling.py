@@ -136,7 +136,7 @@ def table(result: dict[str, Any]) -> str:
         "|---|---:|---:|---:|",
     ]
     for r in result["rows"]:
-        np_rate = f"{r['numpy_per_s'] / 1e6:.1f}" if "numpy_per_s" in r else "—"
-        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "—"
-        lines.append(f"| `{r['name']}` | {r['genmlx_per_s'] / 1e6:.1f} | {np_rate} | {ratio} |")
+        np_rate = f"{r['numpy_per_s'] / 1e6:.3g}" if "numpy_per_s" in r else "—"
+        ratio = f"{r['ratio']:.2g}" if "ratio" in r else "—"
+        lines.append(f"| `{r['name']}` | {r['genmlx_per_s'] / 1e6:.3g} | {np_rate} | {ratio} |")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ DESIGN_NAMES = {
     "mv_normal", "dirichlet", "piecewise_uniform", "beta_uniform", "von_mises", "wishart",
     "inv_wishart", "half_normal", "chi2", "weibull", "gumbel", "multinomial",
     "beta_binomial", "logistic", "half_cauchy", "pareto", "wrapped_cauchy", "kumaraswamy",
+    "wrapped_normal",
     "dirichlet_multinomial", "zipf", "delta",
 }  # fmt: skip
 CONSTRUCTORS = {"mixture", "product", "iid", "transformed", "from_functions"}

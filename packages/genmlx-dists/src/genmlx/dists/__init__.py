@@ -12,7 +12,8 @@ and are listed in the API reference (``docs/api/dists.rst``).
 * continuous: :data:`normal`, :data:`uniform`, :data:`exponential`, :data:`laplace`,
   :data:`cauchy`, :data:`logistic`, :data:`gumbel`, :data:`half_normal`,
   :data:`half_cauchy`, :data:`log_normal`, :data:`weibull`, :data:`pareto`,
-  :data:`truncated_normal`, :data:`von_mises`, :data:`wrapped_cauchy`;
+  :data:`truncated_normal`, :data:`von_mises`, :data:`wrapped_cauchy`,
+  :data:`wrapped_normal`;
 * gamma family: :data:`gamma` (shape, **rate**), :data:`inv_gamma`, :data:`chi2`,
   :data:`beta`, :data:`kumaraswamy`, :data:`beta_uniform`, :data:`student_t`,
   :data:`dirichlet`;
@@ -88,6 +89,7 @@ from genmlx.dists.continuous import (
     von_mises,
     weibull,
     wrapped_cauchy,
+    wrapped_normal,
 )
 from genmlx.dists.discrete import (
     Bernoulli,
@@ -237,5 +239,6 @@ __all__ = [
     "weibull",
     "wishart",
     "wrapped_cauchy",
+    "wrapped_normal",
     "zipf",
 ]

@@ -33,6 +33,7 @@ DISTRIBUTION_NAMES: tuple[str, ...] = (
     "truncated_normal",
     "von_mises",
     "wrapped_cauchy",
+    "wrapped_normal",
     # gamma family
     "gamma",
     "inv_gamma",

@@ -217,10 +217,10 @@ def _log_mix(w: mx.array, lp: mx.array) -> mx.array:
     gradients (also w.r.t. zero weights); ``-inf`` where ``w`` is not a probability
     vector."""
     K = w.shape[-1]
-    valid = (
-        mx.all(w >= 0, axis=-1)
-        & mx.all(mx.isfinite(w), axis=-1)
-        & (mx.abs(mx.sum(w, axis=-1) - 1.0) <= _WEIGHT_TOL)
+    # mx.logical_and, not `&`: MLX 0.32's bitwise ops mishandle batch axes under vmap
+    valid = mx.logical_and(
+        mx.logical_and(mx.all(w >= 0, axis=-1), mx.all(mx.isfinite(w), axis=-1)),
+        mx.abs(mx.sum(w, axis=-1) - 1.0) <= _WEIGHT_TOL,
     )
     w = mx.where(valid[..., None], w, 1.0 / K)
     pos = w > 0
@@ -792,7 +792,7 @@ sigmoid_bijector = Bijector(
     mx.sigmoid,
     lambda y: mx.log(y) - mx.log1p(-y),
     lambda x: -_softplus(-x) - _softplus(x),
-    in_image=lambda y: (y > 0) & (y < 1),
+    in_image=lambda y: mx.logical_and(y > 0, y < 1),
     name="sigmoid",
 )
 """``y = 1 / (1 + e^{−x})``: ℝ → (0, 1), ``log|f'(x)| = −softplus(−x) − softplus(x)``."""

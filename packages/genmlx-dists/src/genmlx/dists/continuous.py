@@ -13,7 +13,7 @@ name                      parameters                            sampler
 ``cauchy``                loc, scale                            loc ± scale cot(pi W)
 ``logistic``              loc, scale                            loc ± scale log((1-W)/W)
 ``gumbel``                loc, scale                            loc - scale log E
-``half_normal``           sigma                                 sigma |N|
+``half_normal``           sigma                                 sigma ``|N|``
 ``half_cauchy``           scale                                 scale cot(pi W)
 ``log_normal``            mu, sigma                             exp(mu + sigma N)
 ``weibull``               shape k, scale lambda                 lambda E^(1/k)
@@ -38,7 +38,7 @@ Conventions beyond :mod:`genmlx.dists.base`:
   23, and E near 0 to relative precision); symmetric laws draw ``|X|`` from the lower
   half of the quantile function and a random sign. ``u = 0`` (probability ~2**-32) is
   replaced by 2**-33. Normal noise comes from ``mx.random.normal``, whose float32
-  resolution reaches |N| = 5.42 (the tail mass beyond, 6e-8, is not drawn).
+  resolution reaches ``|N|`` = 5.42 (the tail mass beyond, 6e-8, is not drawn).
 * Draws of the positive distributions are clamped into float32's normal range
   [2**-126, 3.4e38], so that a draw is never 0 or inf where the law gives that
   probability 0 and its log density is finite (only reachable with extreme
@@ -223,7 +223,7 @@ def _finish(raw: mx.array, ok: mx.array, lp: mx.array) -> mx.array:
 
 
 def _log1p_square(z: mx.array) -> mx.array:
-    """log(1 + z²) without overflow for |z| > 1.8e19."""
+    """log(1 + z²) without overflow for ``|z|`` > 1.8e19."""
     t = mx.abs(z)
     big = t > 1.0
     tb = mx.where(big, t, 1.0)
@@ -543,7 +543,7 @@ class Gumbel(_LocScale):
 
 # ------------------------------------------------------------------- half / positive
 class HalfNormal(_Scalar):
-    """Half-normal distribution: |X| for X ~ N(0, sigma²).
+    """Half-normal distribution: ``|X|`` for X ~ N(0, sigma²).
 
     Density: ``p(x) = sqrt(2 / pi) / sigma * exp(-x² / (2 sigma²))`` for ``x >= 0``.
 
@@ -582,7 +582,7 @@ class HalfNormal(_Scalar):
 
 
 class HalfCauchy(_Scalar):
-    """Half-Cauchy distribution: |X| for X ~ Cauchy(0, scale).
+    """Half-Cauchy distribution: ``|X|`` for X ~ Cauchy(0, scale).
 
     Density: ``p(x) = 2 / (pi scale (1 + (x / scale)²))`` for ``x >= 0``.
 
@@ -1100,9 +1100,9 @@ class WrappedNormal(_Scalar):
         terms = [-0.5 * mx.square((d + _TWO_PI * k) / sw) for k in range(-4, 5)]
         lp_wraps = mx.logsumexp(mx.stack(terms, axis=0), axis=0) - mx.log(sw) - _HALF_LOG_2PI
         sf = mx.where(_and(valid, mx.logical_not(narrow)), sigma, 2.0)
-        series = 1.0 + 2.0 * sum(
-            mx.exp(-0.5 * n * n * sf * sf) * mx.cos(n * d) for n in range(1, 6)
-        )
+        series = mx.ones_like(d)
+        for n in range(1, 6):
+            series = series + 2.0 * mx.exp(-0.5 * n * n * sf * sf) * mx.cos(n * d)
         lp_fourier = mx.log(series) - _LOG_2PI
         return _finish(raw, inside, mx.where(narrow, lp_wraps, lp_fourier))
 

@@ -83,7 +83,7 @@ def _factor_ok(L: mx.array) -> mx.array:
     """Per matrix: the Cholesky factor is finite with a positive diagonal."""
     L = mx.stop_gradient(L)  # a mask: no gradient (0 · sign(NaN) would be NaN)
     d = _diag(L)
-    return mx.all(d > 0, axis=-1) & mx.all(mx.isfinite(L), axis=(-2, -1))
+    return mx.logical_and(mx.all(d > 0, axis=-1), mx.all(mx.isfinite(L), axis=(-2, -1)))
 
 
 def _safe_factor(L: mx.array) -> tuple[mx.array, mx.array]:
@@ -174,7 +174,7 @@ def _spd_factor(a: mx.array) -> tuple[mx.array, mx.array]:
     """Safe lower factor of a symmetric positive definite matrix and its validity."""
     sym, sym_ok = _symmetrize(a)
     L, ok = _safe_factor(cholesky(sym))
-    return L, ok & sym_ok
+    return L, mx.logical_and(ok, sym_ok)
 
 
 def _logdet(L: mx.array) -> mx.array:
@@ -400,7 +400,7 @@ class Wishart(Distribution):
             - 0.5 * n_safe * _logdet(Ls)
             - log_multivariate_gamma(0.5 * n_safe, p)
         )
-        out: mx.array = mx.where(n_ok & s_ok & x_ok, lp, -mx.inf)
+        out: mx.array = mx.where(mx.logical_and(mx.logical_and(n_ok, s_ok), x_ok), lp, -mx.inf)
         return out
 
 
@@ -477,7 +477,7 @@ class InvWishart(Distribution):
             - 0.5 * n_safe * p * _LOG_2
             - log_multivariate_gamma(0.5 * n_safe, p)
         )
-        out: mx.array = mx.where(n_ok & s_ok & x_ok, lp, -mx.inf)
+        out: mx.array = mx.where(mx.logical_and(mx.logical_and(n_ok, s_ok), x_ok), lp, -mx.inf)
         return out
 
 

@@ -227,13 +227,13 @@ def _lgamma_pos(x: mx.array) -> mx.array:
 
 
 def lgamma(x: Any) -> mx.array:
-    """log |Γ(x)|, for every real x (+inf at 0 and the negative integers).
+    """log ``|Γ(x)|``, for every real x (+inf at 0 and the negative integers).
 
     x >= 4.5 uses Stirling's series; 0 <= x < 4.5 shifts x by an integer into
     [1.5, 2.5) and uses the Taylor series about 2 (so lgamma keeps full relative
     accuracy near its zeros at 1 and 2); x < 0 uses the reflection formula
-    log|Γ(x)| = log π − log|sin(πx)| − log Γ(1 − x) with exact reduction of sin's
-    argument. Accuracy: a few float32 ulps (relative to max(|lgamma(x)|, 1) near the
+    log``|Γ(x)|`` = log π − log``|sin(πx)|`` − log Γ(1 − x) with exact reduction of sin's
+    argument. Accuracy: a few float32 ulps (relative to max(``|lgamma(x)|``, 1) near the
     negative zeros of lgamma). ``mx.grad(lgamma)`` agrees with :func:`digamma`.
 
     Example:
@@ -282,7 +282,7 @@ def digamma(x: Any) -> mx.array:
     :func:`lgamma`'s, so ``mx.grad(lgamma)`` agrees with ``digamma``), plus a Taylor
     series about the positive root 1.4616... for full relative accuracy there;
     x < 0: the reflection ψ(x) = ψ(1 − x) − π cot(πx). Accuracy: a few float32 ulps
-    (relative to max(|ψ(x)|, 1) near the negative roots).
+    (relative to max(``|ψ(x)|``, 1) near the negative roots).
 
     Example:
         >>> round(float(digamma(1.0)), 6)  # -euler_gamma
@@ -316,7 +316,7 @@ def log_beta(a: Any, b: Any) -> mx.array:
     lgamma terms are combined analytically (as in R's ``lbeta``), so log B(1, 1e7) =
     −log(1e7) and log B(1e6, 1e6) keep full float32 relative accuracy; otherwise the
     plain sum of lgamma terms is accurate. Non-positive arguments use :func:`lgamma`'s
-    reflection (log |B|). ``log_beta(a, inf)`` is -inf for a > 0.
+    reflection (log ``|B|``). ``log_beta(a, inf)`` is -inf for a > 0.
 
     Example:
         >>> round(float(log_beta(2.0, 3.0)), 6)  # log(1/12)
@@ -435,9 +435,9 @@ def _log_bessel(x: mx.array, order: int, scaled: bool) -> mx.array:
 def log_i0(x: Any) -> mx.array:
     """log I0(x), the modified Bessel function of the first kind of order 0 (even in x).
 
-    |x| <= 15: log1p of the power series (all terms positive, no cancellation);
-    |x| > 15: the Hankel asymptotic expansion in the exponentially scaled form
-    (|x| − log(2π|x|)/2 + log(1 + 1/(8|x|) + ...)), which never overflows: log I0(1e30)
+    ``|x|`` <= 15: log1p of the power series (all terms positive, no cancellation);
+    ``|x|`` > 15: the Hankel asymptotic expansion in the exponentially scaled form
+    (``|x|`` − log(2π``|x|``)/2 + log(1 + 1/(8``|x|``) + ...)), which never overflows: log I0(1e30)
     is finite. Relative accuracy about 2e-7. The gradient is I1(x)/I0(x).
 
     Example:
@@ -448,9 +448,9 @@ def log_i0(x: Any) -> mx.array:
 
 
 def log_i0e(x: Any) -> mx.array:
-    """log(exp(−|x|) I0(x)) = log_i0(x) − |x|, without cancellation for large |x|.
+    """log(exp(−``|x|``) I0(x)) = log_i0(x) − ``|x|``, without cancellation for large ``|x|``.
 
-    Absolute error about 1e-6 for |x| <= 15 (where it is log_i0(x) − |x|), relative
+    Absolute error about 1e-6 for ``|x|`` <= 15 (where it is log_i0(x) − ``|x|``), relative
     error about 2e-7 beyond.
 
     Example:
@@ -461,7 +461,7 @@ def log_i0e(x: Any) -> mx.array:
 
 
 def log_i1(x: Any) -> mx.array:
-    """log |I1(x)|, modified Bessel function of the first kind of order 1 (odd in x).
+    """log ``|I1(x)|``, modified Bessel function of the first kind of order 1 (odd in x).
 
     -inf at x = 0. Same method and accuracy as :func:`log_i0`.
 
@@ -473,7 +473,7 @@ def log_i1(x: Any) -> mx.array:
 
 
 def log_i1e(x: Any) -> mx.array:
-    """log(exp(−|x|) |I1(x)|) = log_i1(x) − |x|.
+    """log(exp(−``|x|``) ``|I1(x)|``) = log_i1(x) − ``|x|``.
 
     Example:
         >>> round(float(log_i1e(1.0) - log_i1(1.0)), 6)
@@ -538,9 +538,9 @@ def erfc(x: Any) -> mx.array:
 
 def erf(x: Any) -> mx.array:
     """The error function, with full relative accuracy near 0 (unlike ``mx.erf`` in
-    float32, which loses it below |x| ~ 1e-2).
+    float32, which loses it below ``|x|`` ~ 1e-2).
 
-    |x| < 1/2: Taylor series; otherwise sign(x) (1 − erfc(|x|)).
+    ``|x|`` < 1/2: Taylor series; otherwise sign(x) (1 − erfc(``|x|``)).
 
     Example:
         >>> round(float(erf(0.5)), 6)
@@ -630,7 +630,7 @@ _SQRT2 = math.sqrt(2.0)
 
 
 def _ndtri_central(t: mx.array) -> mx.array:
-    """Φ⁻¹((1 + t)/2) = √2 erfinv(t), for the central region |t| <= 0.9515."""
+    """Φ⁻¹((1 + t)/2) = √2 erfinv(t), for the central region ``|t|`` <= 0.9515."""
     return _SQRT2 * mx.erfinv(t)
 
 
@@ -704,7 +704,7 @@ def ndtri_exp(y: Any) -> mx.array:
 
 def _cheb_divdiff(x: mx.array, y: mx.array, coeffs: tuple[float, ...]) -> mx.array:
     """(f(x) − f(y)) / (x − y) for the Chebyshev series f = sum coeffs[k] T_k, computed
-    without cancellation (also at x = y, where it is f'(x)); |x|, |y| <= 1.
+    without cancellation (also at x = y, where it is f'(x)); ``|x|``, ``|y|`` <= 1.
 
     With D_k = (T_k(x) − T_k(y))/(x − y): D_0 = 0, D_1 = 1,
     D_{k+1} = 2x D_k + 2 T_k(y) − D_{k−1}.
@@ -814,9 +814,9 @@ def log_normal_cdf_diff(a: Any, b: Any) -> mx.array:
 
 # ------------------------------------------------------------------ log-space helpers
 def log1mexp(x: Any) -> mx.array:
-    """log(1 − exp(−|x|)), stable for all x (Mächler's two-branch formula).
+    """log(1 − exp(−``|x|``)), stable for all x (Mächler's two-branch formula).
 
-    |x| < log 2: log(−expm1(−|x|)); otherwise log1p(−exp(−|x|)). -inf at x = 0.
+    ``|x|`` < log 2: log(−expm1(−``|x|``)); otherwise log1p(−exp(−``|x|``)). -inf at x = 0.
 
     Example:
         >>> round(float(log1mexp(1e-5)), 4)  # about log(1e-5)
