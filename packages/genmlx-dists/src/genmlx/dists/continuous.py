@@ -61,6 +61,7 @@ Example:
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import mlx.core as mx
@@ -400,11 +401,13 @@ class _LocScale(_Scalar):
         (1.0, mx.array([[0.2], [4.0]])),
     ]
 
+    @abstractmethod
     def _std_sample(self, key: mx.array, shape: tuple[int, ...]) -> mx.array:
-        raise NotImplementedError
+        """Draws of the standard member Z of the family, of shape ``shape``."""
 
+    @abstractmethod
     def _std_log_prob(self, z: mx.array) -> mx.array:
-        raise NotImplementedError
+        """log density of the standard member Z at ``z``."""
 
     def _check(self, loc: Any, scale: Any) -> None:
         _check_loc(self.name, "loc", loc)
