@@ -290,6 +290,15 @@ class Normal(_Scalar):
 
     def log_prob(self, value: Any, mu: Any, sigma: Any) -> mx.array:
         self._check(mu, sigma)
+        if is_plain_number(sigma) and _is_pos(float(sigma)) and not (
+            is_plain_number(mu) and not _is_finite(float(mu))
+        ):
+            # Fast path (the common case: a likelihood with a fixed noise scale): no
+            # masking passes over the full broadcast shape. ±inf values give -inf and NaN
+            # values NaN as below; a non-finite array mu propagates (NaN mu -> NaN).
+            z = (_f32(value) - (mu if is_plain_number(mu) else _f32(mu))) / float(sigma)
+            out: mx.array = -0.5 * z * z - (math.log(float(sigma)) + _HALF_LOG_2PI)
+            return out
         raw = _f32(value)
         x = _safe_value(raw)
         mu, sigma = _f32(mu), _f32(sigma)
