@@ -23,7 +23,7 @@ from typing import Any
 import mlx.core as mx
 
 from genmlx.core import choicemap, compile, gen
-from genmlx.core.testing.models import normal
+from genmlx.dists import normal
 
 NOISE = 0.05
 XS = mx.linspace(0.0, 1.0, 50)

@@ -21,9 +21,7 @@ import numpy as np
 
 from genmlx.core import choicemap, gen
 
-# genmlx-dists will provide the distribution library; until then the demo uses the
-# reference normal distribution that ships with genmlx-core's conformance kit.
-from genmlx.core.testing.models import normal
+from genmlx.dists import normal
 
 NOISE = 0.3
 XS = mx.linspace(-1.0, 1.0, 20)
@@ -68,7 +66,7 @@ def main() -> None:
     print(f"generate: one prior particle, weight log p(ys | a, b, c) = {float(w.item()):.3f}")
 
     # 3. vectorised importance sampling: one batched run of the body for all particles
-    n = 200_000
+    n = 400_000
     t0 = time.perf_counter()
     traces, log_w = regression.vgenerate((XS,), observations, n, key=k_is)
     log_ml = mx.logsumexp(log_w) - math.log(n)
