@@ -500,9 +500,9 @@ def _check_finite(
     try:
         bad = mx.array(False)
         for a in arrays:
-            bad = bad | mx.any(mx.isnan(a) | (a == mx.inf))
+            bad = mx.logical_or(bad, mx.any(mx.logical_or(mx.isnan(a), a == mx.inf)))
             if not allow_neg_inf:
-                bad = bad | mx.any(a == -mx.inf)
+                bad = mx.logical_or(bad, mx.any(a == -mx.inf))
         if not bad.item():
             return
     except ValueError as e:  # under a user's own mx.compile / mx.grad: cannot evaluate
@@ -512,7 +512,7 @@ def _check_finite(
     where = "its weight"
     if trace is not None:
         for path, s in trace.site_scores():
-            if mx.any(mx.isnan(s) | (s == mx.inf)).item() or (
+            if mx.any(mx.logical_or(mx.isnan(s), s == mx.inf)).item() or (
                 not allow_neg_inf and mx.any(s == -mx.inf).item()
             ):
                 where = f"the choice at address {format_address(path)} (log density {s})"

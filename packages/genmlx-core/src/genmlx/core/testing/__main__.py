@@ -34,9 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("max_examples", nargs="?", type=int, default=5, help="keys per law")
     p.add_argument("--n", type=int, default=20000, help="samples per statistical test")
-    p.add_argument(
-        "--laws-only", action="store_true", help="distributions: run only the GFI laws"
-    )
+    p.add_argument("--laws-only", action="store_true", help="distributions: run only the GFI laws")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="objects to check")
     return p
 

@@ -329,9 +329,9 @@ def _f64(x: mx.array) -> F64:
     return np.asarray(_np(x), dtype=np.float64)
 
 
-def _split(dist: Distribution, params: tuple[Any, ...], key: mx.array) -> tuple[
-    tuple[int, ...], tuple[int, ...]
-]:
+def _split(
+    dist: Distribution, params: tuple[Any, ...], key: mx.array
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """``(batch, event)`` shapes of ``sample(key, *params)``."""
     s = tuple(dist.sample(key, *params).shape)
     k = len(s) - dist.event_ndim
@@ -370,9 +370,7 @@ def _bonferroni(alpha: float, m: int) -> float:
 
 
 # --------------------------------------------------------------------------- shapes
-def check_shapes(
-    dist: Distribution, params: tuple[Any, ...], key: Any = None
-) -> CheckResult:
+def check_shapes(dist: Distribution, params: tuple[Any, ...], key: Any = None) -> CheckResult:
     """Shape and dtype contract of ``sample``, ``log_prob`` and ``reparam_sample``."""
     c = _Collector("shapes")
     key = _key(key)
@@ -475,9 +473,7 @@ def _grid_cdf(
     mid, half = 0.5 * (a + b), 0.5 * (b - a)
     nodes = mid[None] + half[None] * _GL_X[:, None, None]  # [3, I, B]
     nodes32 = nodes.astype(np.float32)
-    lp = _lp(dist, _fill_batch(nodes32.reshape(-1, nb), batch, dtype), params).reshape(
-        3, -1, nb
-    )
+    lp = _lp(dist, _fill_batch(nodes32.reshape(-1, nb), batch, dtype), params).reshape(3, -1, nb)
     msgs = []
     if np.isnan(lp).any():
         i = np.argwhere(np.isnan(lp))[0]
@@ -788,9 +784,7 @@ def check_sampler_density(
                     f"{np.interp(np.median(xs[:, bi]), xs[:, bi], cdf[:, bi]):.4f})"
                 )
             if abs(mass[bi] - 1.0) > 2e-3:
-                norm.fail(
-                    f"the density integrates to {mass[bi]:.6g}, not 1 (batch element {bi})"
-                )
+                norm.fail(f"the density integrates to {mass[bi]:.6g}, not 1 (batch element {bi})")
         fit.note(f"KS over {nb} batch element(s), min p={worst:.3g}")
         norm.note(f"∫p ∈ [{mass.min():.6f}, {mass.max():.6f}]")
     else:
@@ -1311,9 +1305,7 @@ def check_log_prob_gradients(
             return mx.mean(dist.reparam_sample(key, *ps, shape=(64,)).astype(mx.float32))
 
         try:
-            grads = mx.grad(mean_sample, argnums=list(range(len(fidx))))(
-                *[base[i] for i in fidx]
-            )
+            grads = mx.grad(mean_sample, argnums=list(range(len(fidx))))(*[base[i] for i in fidx])
             if not isinstance(grads, (tuple, list)):
                 grads = (grads,)
             for i, gr in zip(fidx, grads):
