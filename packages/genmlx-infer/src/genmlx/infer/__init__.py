@@ -1,12 +1,56 @@
-"""genmlx.infer: inference algorithms for GenMLX.
+"""genmlx.infer: inference algorithms built on the Generative Function Interface.
 
-This package will hold inference built on the Generative Function Interface:
-importance sampling, MCMC kernels (MH, involutive MCMC, MALA, HMC, NUTS,
-elliptical slice, Gibbs), SMC / particle filtering, variational inference,
-learning and diagnostics.
+Every kernel takes a trace — single, or batched for many independent chains that are
+each accepted or rejected on their own — and returns ``(new_trace, accepted)``.
 
-The package is reserved and intentionally empty for now: its contents land with
-the inference issue. Until then it exports nothing.
+* importance sampling: :func:`importance_sampling`, :func:`importance_resampling`
+* MCMC kernels: :func:`mh` (selection or custom proposal), :func:`involutive_mh`
+  (automatic Jacobians), :func:`mala`, :func:`hmc` (diagonal or dense mass),
+  :func:`elliptical_slice`, :func:`gibbs` (by enumeration); :func:`map_optimize`
+* kernel combinators :func:`cycle`, :func:`mix`, :func:`repeat` and the :func:`chain`
+  runner (burn-in, thinning, any number of chains)
+* diagnostics: :func:`ess_bulk`, :func:`ess_tail`, :func:`ess_mean`, :func:`rhat`,
+  :func:`summary`, :func:`effective_sample_size_weights` (ArviZ's definitions, on MLX)
+
+Still to come (issue 5 and later): NUTS, parallel tempering, reversible-jump helpers,
+SMC, variational inference.
 """
 
-__all__: list[str] = []
+from genmlx.infer.diagnostics import (
+    SummaryTable,
+    effective_sample_size_weights,
+    ess_bulk,
+    ess_mean,
+    ess_tail,
+    rhat,
+    summary,
+)
+from genmlx.infer.gradient_kernels import hmc, mala, map_optimize
+from genmlx.infer.importance import ISResult, importance_resampling, importance_sampling
+from genmlx.infer.mh import ChainResult, chain, cycle, involutive_mh, mh, mix, repeat
+from genmlx.infer.other_kernels import elliptical_slice, gibbs
+
+__all__ = [
+    "ChainResult",
+    "ISResult",
+    "SummaryTable",
+    "chain",
+    "cycle",
+    "effective_sample_size_weights",
+    "elliptical_slice",
+    "ess_bulk",
+    "ess_mean",
+    "ess_tail",
+    "gibbs",
+    "hmc",
+    "importance_resampling",
+    "importance_sampling",
+    "involutive_mh",
+    "mala",
+    "map_optimize",
+    "mh",
+    "mix",
+    "repeat",
+    "rhat",
+    "summary",
+]

@@ -1,0 +1,55 @@
+"""Helpers for kernels on single and batched traces."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from genmlx.core import Trace
+from genmlx.core.tree import flatten, unflatten
+
+__all__ = ["accept_reject", "where_trace"]
+
+
+def where_trace(mask: mx.array, new: Trace, old: Trace) -> Trace:
+    """Per chain: ``new`` where ``mask`` else ``old`` (traces of the same structure).
+
+    For a single trace ``mask`` is a scalar; for a batched trace it has shape ``[n]`` and
+    every leaf is selected along its leading particle axis.
+
+    Raises:
+        ValueError: the traces have different address structures (a batched kernel
+            needs a model whose addresses do not depend on random choices).
+    """
+    # the top-level arguments are shared by every chain (and unchanged by a kernel):
+    # select only the trace's own leaves, which carry the chain axis
+    args = new.args
+    ln, tdn = flatten(new._replace(args=()))
+    lo, tdo = flatten(old._replace(args=()))
+    if tdn != tdo or len(ln) != len(lo):
+        raise ValueError(
+            "accept/reject needs the proposed and current traces to have the same "
+            "addresses and shapes; this model's structure changed between them"
+        )
+    out = []
+    for a, b in zip(ln, lo):
+        m = mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)) if a.ndim > mask.ndim else mask
+        out.append(mx.where(m, a, b))
+    result: Trace = unflatten(tdn, out)._replace(args=args)
+    return result
+
+
+def accept_reject(
+    key: mx.array, log_alpha: mx.array, new: Trace, old: Trace
+) -> tuple[Trace, mx.array]:
+    """Metropolis–Hastings accept step: ``(trace, accepted)`` per chain.
+
+    ``log_alpha`` is the log acceptance ratio (shape ``[]`` or ``[n]``); NaN counts as
+    rejection.
+    """
+    u = mx.random.uniform(shape=log_alpha.shape, key=key)
+    accepted = mx.log(u) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
+    if not new.batch_shape and flatten(new)[1] != flatten(old)[1]:
+        # a single trace whose structure changed (e.g. a move across branches): choose
+        # in Python — this needs the value, so it cannot be compiled
+        return (new if bool(accepted.item()) else old), accepted
+    return where_trace(accepted, new, old), accepted

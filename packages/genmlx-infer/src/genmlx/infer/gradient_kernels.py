@@ -1,0 +1,360 @@
+"""Gradient-based MCMC kernels (MALA, HMC) and MAP optimisation.
+
+All three work on the *selected continuous choices* of a trace. The selected leaves are
+flattened into one vector ``x`` per chain (shape ``batch_shape + (d,)``); the target is
+``log π(x) = log p(x, rest; args)``, the model's joint log density with the unselected
+choices held fixed, evaluated through ``trace.gen_fn.assess`` and differentiated with
+``mx.grad``. For a batched trace the chains' log densities are independent, so the
+gradient of their *sum* is the per-chain gradient; every chain is accepted or rejected
+on its own with :func:`genmlx.infer._traces.accept_reject`.
+
+The trace is moved with ``gen_fn.update(trace, new_values)``, whose weight is
+``log π(x') - log π(x)``. The kernels contain no ``.item()``/``bool(array)`` on their
+path, so a chain of K steps can be wrapped in :func:`genmlx.core.compile`
+(:func:`map_optimize` is an optimiser with a data-dependent stopping rule and is not
+meant to be compiled).
+
+Example:
+    >>> import mlx.core as mx
+    >>> from genmlx.core import gen, choicemap, select
+    >>> from genmlx.dists import normal
+    >>> from genmlx.infer.gradient_kernels import hmc
+    >>> @gen
+    ... def model():
+    ...     mu = normal(0.0, 1.0) @ "mu"
+    ...     normal(mu, 1.0) @ "y"
+    >>> tr, _ = model.vgenerate((), choicemap({"y": 1.0}), 100, key=mx.random.key(0))
+    >>> tr2, acc = hmc(tr, select("mu"), step_size=0.3, n_leapfrog=5, key=mx.random.key(1))
+    >>> tr2["mu"].shape, acc.shape
+    ((100,), (100,))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import mlx.core as mx
+
+from genmlx.core import runtime
+from genmlx.core.address import Path, format_address
+from genmlx.core.choicemap import ChoiceMap
+from genmlx.core.selection import Selection
+from genmlx.core.trace import Trace
+from genmlx.infer._traces import accept_reject
+
+__all__ = ["hmc", "mala", "map_optimize"]
+
+_F32_EPS = 1.1920929e-07
+
+
+class _Flat(NamedTuple):
+    """The selected choices of a trace as one vector per chain, and how to undo it."""
+
+    x: mx.array  # batch_shape + (d,)
+    paths: list[Path]
+    shapes: list[tuple[int, ...]]  # per-leaf event shapes (without batch)
+    rest: ChoiceMap
+    batch: tuple[int, ...]
+
+
+def _flatten_selected(trace: Trace, selection: Selection, op: str) -> _Flat:
+    choices = trace.get_choices()
+    selected = choices.filter(selection)
+    leaves = list(selected.leaves())
+    if not leaves:
+        raise ValueError(f"{op}: the selection picks no choices of the trace")
+    batch = tuple(trace.batch_shape)
+    nb = len(batch)
+    parts, paths, shapes = [], [], []
+    for p, v in leaves:
+        if not mx.issubdtype(v.dtype, mx.floating):
+            raise TypeError(
+                f"{op}: the choice at {format_address(p)} has dtype {v.dtype}; gradient "
+                "kernels need continuous (floating-point) choices — deselect it"
+            )
+        shape = tuple(v.shape[nb:])
+        paths.append(p)
+        shapes.append(shape)
+        parts.append(v.reshape((*batch, math.prod(shape))).astype(mx.float32))
+    x = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=-1)
+    return _Flat(x, paths, shapes, choices.exclude(selection), batch)
+
+
+def _unflatten(flat: _Flat, x: mx.array) -> ChoiceMap:
+    """The selected choices with values from ``x``, as a (batched) choice map."""
+    out = ChoiceMap(None, None, flat.batch)
+    start = 0
+    for p, shape in zip(flat.paths, flat.shapes):
+        size = math.prod(shape)
+        v = x[..., start : start + size].reshape(flat.batch + shape)
+        start += size
+        out = out._set(p, ChoiceMap(v))
+    return out
+
+
+def _logp_fn(trace: Trace, flat: _Flat) -> Callable[[mx.array], tuple[mx.array, mx.array]]:
+    """``x ↦ (Σ_chains log π(x), log π(x) per chain)``."""
+    gf, args = trace.gen_fn, trace.args
+
+    def logp(x: mx.array) -> tuple[mx.array, mx.array]:
+        cm = flat.rest.merge(_unflatten(flat, x)).with_batch_shape(flat.batch)
+        ld, _ = gf.assess(args, cm)
+        return mx.sum(ld), ld
+
+    return logp
+
+
+def _value_and_grad(
+    logp: Callable[[mx.array], tuple[mx.array, mx.array]], x: mx.array
+) -> tuple[mx.array, mx.array]:
+    """Per-chain ``(log π(x), ∇ log π(x))``."""
+    with runtime.transforming():
+        (_, ld), g = mx.value_and_grad(logp)(x)
+    return ld, g
+
+
+def _move(trace: Trace, flat: _Flat, x_new: mx.array) -> tuple[Trace, mx.array]:
+    """``update`` the trace to ``x_new``: ``(new_trace, log π(x_new) - log π(x))``."""
+    res = trace.gen_fn.update(trace, _unflatten(flat, x_new))
+    return res.trace, res.weight
+
+
+def mala(
+    trace: Trace, selection: Selection, *, step_size: float, key: mx.array
+) -> tuple[Trace, mx.array]:
+    """Metropolis-adjusted Langevin step on the selected continuous choices.
+
+    Proposal ``x' = x + (ε²/2) ∇log π(x) + ε ξ`` with ``ξ ~ N(0, I)``, i.e.
+    ``q(x' | x) = N(x'; x + (ε²/2)∇log π(x), ε² I)``. Acceptance log ratio
+
+    ``log α = log π(x') - log π(x) + log q(x | x') - log q(x' | x)``
+
+    where the first difference is the ``update`` weight and the proposal densities are
+    those of the asymmetric Langevin proposal.
+
+    Args:
+        trace: a single or batched trace (batched: one chain per particle).
+        selection: the continuous choices to move.
+        step_size: ``ε > 0``.
+        key: PRNG key.
+
+    Returns:
+        ``(new_trace, accepted)``; ``accepted`` has the trace's batch shape.
+
+    Raises:
+        TypeError: a selected choice is not floating point.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from genmlx.core import gen, choicemap, select
+        >>> from genmlx.dists import normal
+        >>> @gen
+        ... def m():
+        ...     normal(0.0, 1.0) @ "x"
+        >>> tr = m.simulate((), key=mx.random.key(0))
+        >>> tr2, acc = mala(tr, select("x"), step_size=0.5, key=mx.random.key(1))
+        >>> acc.shape
+        ()
+    """
+    k_noise, k_acc = mx.random.split(key)
+    flat = _flatten_selected(trace, selection, "mala")
+    logp = _logp_fn(trace, flat)
+    eps = mx.array(step_size, dtype=mx.float32)
+    x = flat.x
+    _, g = _value_and_grad(logp, x)
+    xi = mx.random.normal(shape=x.shape, key=k_noise)
+    x_new = x + 0.5 * eps * eps * g + eps * xi
+    new_trace, w = _move(trace, flat, x_new)
+    _, g_new = _value_and_grad(logp, x_new)
+    fwd = mx.sum(mx.square(x_new - x - 0.5 * eps * eps * g), axis=-1)
+    bwd = mx.sum(mx.square(x - x_new - 0.5 * eps * eps * g_new), axis=-1)
+    log_alpha = w + (fwd - bwd) / (2.0 * eps * eps)
+    return accept_reject(k_acc, log_alpha, new_trace, trace)
+
+
+def hmc(
+    trace: Trace,
+    selection: Selection,
+    *,
+    step_size: float,
+    n_leapfrog: int,
+    key: mx.array,
+    mass: mx.array | None = None,
+) -> tuple[Trace, mx.array]:
+    """Hamiltonian Monte Carlo step on the selected continuous choices.
+
+    Momentum ``p ~ N(0, M)``, kinetic energy ``K(p) = ½ pᵀ M⁻¹ p``; ``n_leapfrog``
+    leapfrog steps of size ``ε`` on ``H(x, p) = -log π(x) + K(p)``::
+
+        p ← p + (ε/2) ∇log π(x);  x ← x + ε M⁻¹ p;  p ← p + (ε/2) ∇log π(x)
+
+    then ``log α = log π(x') - log π(x) - K(p') + K(p)`` (the first difference is the
+    ``update`` weight).
+
+    Args:
+        trace: a single or batched trace.
+        selection: the continuous choices to move (flattened, in choice-map order, into
+            a vector of length ``d``).
+        step_size: ``ε > 0``.
+        n_leapfrog: number of leapfrog steps ``L ≥ 1``.
+        key: PRNG key.
+        mass: ``None`` (identity), a vector ``[d]`` (diagonal mass) or a positive
+            definite matrix ``[d, d]`` (dense mass).
+
+    Returns:
+        ``(new_trace, accepted)``.
+
+    Raises:
+        TypeError: a selected choice is not floating point.
+        ValueError: ``mass`` has the wrong shape or ``n_leapfrog < 1``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from genmlx.core import gen, select
+        >>> from genmlx.dists import normal
+        >>> @gen
+        ... def m():
+        ...     normal(0.0, 1.0) @ "x"
+        >>> tr = m.vsimulate((), 10, key=mx.random.key(0))
+        >>> tr2, acc = hmc(tr, select("x"), step_size=0.2, n_leapfrog=10,
+        ...                key=mx.random.key(1), mass=mx.array([2.0]))
+        >>> tr2["x"].shape
+        (10,)
+    """
+    if n_leapfrog < 1:
+        raise ValueError(f"hmc: n_leapfrog must be at least 1, got {n_leapfrog}")
+    k_mom, k_acc = mx.random.split(key)
+    flat = _flatten_selected(trace, selection, "hmc")
+    d = flat.x.shape[-1]
+    logp = _logp_fn(trace, flat)
+    eps = mx.array(step_size, dtype=mx.float32)
+    z = mx.random.normal(shape=flat.x.shape, key=k_mom)
+
+    if mass is None:
+        p0 = z
+
+        def minv(p: mx.array) -> mx.array:
+            return p
+
+    else:
+        m = mx.array(mass).astype(mx.float32)
+        if m.shape == (d,):
+            p0 = mx.sqrt(m) * z
+            inv_m = 1.0 / m
+
+            def minv(p: mx.array) -> mx.array:
+                return p * inv_m
+
+        elif m.shape == (d, d):
+            chol = mx.linalg.cholesky(m, stream=mx.cpu)
+            inv_full = mx.linalg.inv(m, stream=mx.cpu)
+            p0 = z @ chol.T
+
+            def minv(p: mx.array) -> mx.array:
+                return p @ inv_full.T
+
+        else:
+            raise ValueError(
+                f"hmc: mass must be a vector of shape ({d},) or a matrix of shape "
+                f"({d}, {d}) for the {d} selected dimensions; got shape {m.shape}"
+            )
+
+    def kinetic(p: mx.array) -> mx.array:
+        return 0.5 * mx.sum(p * minv(p), axis=-1)
+
+    x = flat.x
+    _, g = _value_and_grad(logp, x)
+    p = p0 + 0.5 * eps * g
+    for i in range(n_leapfrog):
+        x = x + eps * minv(p)
+        _, g = _value_and_grad(logp, x)
+        p = p + (eps if i < n_leapfrog - 1 else 0.5 * eps) * g
+    new_trace, w = _move(trace, flat, x)
+    log_alpha = w - kinetic(p) + kinetic(p0)
+    return accept_reject(k_acc, log_alpha, new_trace, trace)
+
+
+def map_optimize(
+    trace: Trace,
+    selection: Selection,
+    *,
+    max_steps: int = 100,
+    step_size: float = 0.1,
+    tol: float = 1e-6,
+    key: mx.array | None = None,
+    max_backtracks: int = 30,
+) -> Trace:
+    """Maximise ``log π`` over the selected continuous choices (MAP estimate).
+
+    Gradient ascent ``x ← x + t ∇log π(x)`` with a backtracking (Armijo) line search
+    per chain: start from ``t`` (``step_size`` at first, then twice the last accepted
+    step), halve it until ``log π(x + t g) ≥ log π(x) + ½ t |g|²`` (Armijo) or, where
+    float32 cannot resolve that increase, until the step is still uphill
+    (``∇log π(x + t g)·g ≥ 0``) and ``log π`` not measurably lower. A chain whose line
+    search fails keeps its point and its step is reset. Iteration stops after
+    ``max_steps`` or once every chain's gradient and last move are below ``tol``
+    (max-norm). Batched traces optimise every chain at once.
+
+    The stopping rule reads array values (``.item()``), so this function is an
+    optimiser to call eagerly, not a kernel to ``compile``.
+
+    Args:
+        trace: single or batched trace.
+        selection: the continuous choices to optimise.
+        max_steps: maximum number of gradient steps.
+        step_size: the first trial step ``t``.
+        tol: convergence tolerance on ``max |∇log π|`` and ``max |Δx|``.
+        key: unused (the optimiser is deterministic); accepted for a uniform
+            signature.
+        max_backtracks: maximum halvings of ``t`` per step.
+
+    Returns:
+        The trace at the optimum (made by ``update``).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from genmlx.core import gen, choicemap, select
+        >>> from genmlx.dists import normal
+        >>> @gen
+        ... def m():
+        ...     mu = normal(0.0, 1.0) @ "mu"
+        ...     normal(mu, 1.0) @ "y"
+        >>> tr, _ = m.generate((), choicemap({"y": 2.0}), key=mx.random.key(0))
+        >>> round(float(map_optimize(tr, select("mu"))["mu"]), 4)
+        1.0
+    """
+    del key
+    flat = _flatten_selected(trace, selection, "map_optimize")
+    logp = _logp_fn(trace, flat)
+    x = flat.x
+    ld, g = _value_and_grad(logp, x)
+    t = mx.full(flat.batch, step_size, dtype=mx.float32)
+    for _ in range(max_steps):
+        gg = mx.sum(g * g, axis=-1)
+        slack = 4.0 * _F32_EPS * mx.abs(ld)
+        done = mx.zeros(flat.batch, dtype=mx.bool_)
+        x_new, ld_new, g_new, trial = x, ld, g, t
+        for _ in range(max_backtracks):
+            cand = x + trial[..., None] * g
+            ld_c, g_c = _value_and_grad(logp, cand)
+            armijo = ld_c >= ld + 0.5 * trial * gg
+            # near the optimum log π changes below float32 resolution: accept a step
+            # that is still uphill along g and not measurably worse
+            uphill = mx.logical_and(mx.sum(g_c * g, axis=-1) >= 0, ld_c >= ld - slack)
+            ok = mx.logical_and(mx.logical_not(done), mx.logical_or(armijo, uphill))
+            x_new = mx.where(ok[..., None], cand, x_new)
+            g_new = mx.where(ok[..., None], g_c, g_new)
+            ld_new = mx.where(ok, ld_c, ld_new)
+            done = mx.logical_or(done, ok)
+            if bool(mx.all(done).item()):
+                break
+            trial = mx.where(done, trial, 0.5 * trial)
+        t = mx.where(done, 2.0 * trial, mx.full(flat.batch, step_size, dtype=mx.float32))
+        moved = mx.max(mx.abs(x_new - x))
+        x, ld, g = x_new, ld_new, g_new
+        converged = mx.logical_or(mx.max(mx.abs(g)) < tol, moved < tol)
+        if bool(converged.item()):
+            break
+    return _move(trace, flat, x)[0]

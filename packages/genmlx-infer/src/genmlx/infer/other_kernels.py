@@ -1,0 +1,303 @@
+"""Elliptical slice sampling and Gibbs sampling by enumeration.
+
+Both kernels take a single or batched trace and return ``(new_trace, accepted)``; a
+batched trace runs all chains at once (no Python loop over chains), and neither kernel
+reads array values in Python, so a chain of K steps can be wrapped in
+:func:`genmlx.core.compile`.
+
+Example:
+    >>> import mlx.core as mx
+    >>> from genmlx.core import gen, choicemap
+    >>> from genmlx.dists import bernoulli, normal
+    >>> from genmlx.infer.other_kernels import gibbs
+    >>> @gen
+    ... def model():
+    ...     z = bernoulli(0.3) @ "z"
+    ...     normal(mx.where(z, 2.0, -1.0), 1.0) @ "x"
+    >>> tr, _ = model.vgenerate((), choicemap({"x": 0.5}), 10, key=mx.random.key(0))
+    >>> tr2, acc = gibbs(tr, "z", key=mx.random.key(1))
+    >>> tr2["z"].shape
+    (10,)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlx.core as mx
+
+from genmlx.core import handlers as H
+from genmlx.core import runtime
+from genmlx.core.address import Address, Path, format_address, to_path
+from genmlx.core.choicemap import ChoiceMap, as_array
+from genmlx.core.distribution import Distribution
+from genmlx.core.dsl import DynamicGenerativeFunction
+from genmlx.core.gfi import GenerativeFunction
+from genmlx.core.trace import Trace
+from genmlx.infer._traces import where_trace
+
+__all__ = ["elliptical_slice", "gibbs"]
+
+
+def _constraint(addr: Address, value: mx.array, batch: tuple[int, ...]) -> ChoiceMap:
+    return ChoiceMap(None, None, batch).set(addr, value).with_batch_shape(batch)
+
+
+def elliptical_slice(
+    trace: Trace,
+    addr: Address,
+    mean: Any,
+    cov: Any,
+    *,
+    key: mx.array,
+    max_shrinks: int = 64,
+) -> tuple[Trace, mx.array]:
+    """Elliptical slice sampling (Murray, Adams & MacKay, 2010) of the choice at ``addr``.
+
+    The prior of ``f = trace[addr]`` must be ``N(mean, cov)``; write the rest of the
+    joint density as the likelihood ``L(f)``. One step:
+
+    1. ``ν ~ N(0, cov)``, ``log y = log L(f) + log u`` with ``u ~ U(0, 1)``;
+    2. ``θ ~ U(0, 2π)``, bracket ``[θ - 2π, θ]``;
+    3. ``f' = (f - mean) cos θ + ν sin θ + mean``; if ``log L(f') > log y`` accept,
+       else shrink the bracket towards 0 (``θ < 0``: lower end ← θ, else upper end
+       ← θ), draw ``θ`` uniformly from it and repeat.
+
+    ``log L(f') - log L(f)`` is the ``update`` weight (``log p(t') - log p(t)``) minus
+    the prior's log-density difference, which is computed here from ``mean``/``cov``.
+
+    The shrinking loop is data dependent; here it runs a *fixed* ``max_shrinks + 1``
+    proposals for all chains at once, each chain keeping its first accepted proposal
+    (per-chain masks). Bound on not terminating: the bracket always contains 0 (the
+    current state, which lies on the slice because ``log u < 0``), and for almost every
+    ``u`` the slice contains an interval ``(-δ, δ)`` around 0 (``δ > 0`` depending on
+    the state, by continuity of ``L``). If the bracket before a proposal has length
+    ``ℓ``, a rejected uniform proposal leaves a bracket of expected length
+    ``ℓ (p² + (1-p)²)/2 ≤ ℓ/2`` (``p`` = relative position of 0), so with
+    ``ℓ_0 = 2π``, ``E[ℓ_k] ≤ 2π 2^{-k}``; a proposal from a bracket of length
+    ``≤ δ`` is accepted, hence by Markov's inequality
+    ``P(no acceptance in max_shrinks + 1 proposals) ≤ 2π 2^{-max_shrinks} / δ``
+    (≈ 3.4e-19 / δ for the default 64). A chain that does not terminate (or whose
+    proposals all fail from float rounding) keeps its state and reports
+    ``accepted=False``; every chain that found a slice point reports ``True``.
+
+    Args:
+        trace: single or batched trace.
+        addr: the address of the Gaussian choice (a scalar or a vector ``[d]``).
+        mean: prior mean (broadcastable to the choice's shape, per chain allowed).
+        cov: prior covariance: a variance (scalar choice, or isotropic), a vector of
+            variances ``[d]`` (diagonal) or a matrix ``[d, d]``.
+        key: PRNG key.
+        max_shrinks: the fixed number of bracket shrinks.
+
+    Returns:
+        ``(new_trace, accepted)``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from genmlx.core import gen, choicemap
+        >>> from genmlx.dists import normal
+        >>> @gen
+        ... def m():
+        ...     f = normal(0.0, 1.0) @ "f"
+        ...     normal(f, 0.5) @ "y"
+        >>> tr, _ = m.generate((), choicemap({"y": 1.0}), key=mx.random.key(0))
+        >>> tr2, acc = elliptical_slice(tr, "f", 0.0, 1.0, key=mx.random.key(1))
+        >>> bool(acc)
+        True
+    """
+    if max_shrinks < 0:
+        raise ValueError(f"elliptical_slice: max_shrinks must be >= 0, got {max_shrinks}")
+    f = trace[addr]
+    if not mx.issubdtype(f.dtype, mx.floating):
+        raise TypeError(
+            f"elliptical_slice: the choice at {format_address(addr)} has dtype {f.dtype}; "
+            "it must be a continuous (Gaussian) choice"
+        )
+    batch = tuple(trace.batch_shape)
+    event = tuple(f.shape[len(batch) :])
+    if len(event) > 1:
+        raise ValueError(
+            f"elliptical_slice: the choice at {format_address(addr)} must be a scalar or a "
+            f"vector, got event shape {event}"
+        )
+    mu = mx.broadcast_to(as_array(mean).astype(f.dtype), f.shape)
+    c = as_array(cov).astype(f.dtype)
+    k_nu, k_u, k_th, k_loop = mx.random.split(key, 4)
+    z = mx.random.normal(shape=f.shape, key=k_nu)
+    d = event[0] if event else 1
+    if c.ndim == 2:
+        if c.shape != (d, d) or not event:
+            raise ValueError(
+                f"elliptical_slice: cov of shape {c.shape} does not fit a choice of "
+                f"event shape {event}"
+            )
+        chol = mx.linalg.cholesky(c, stream=mx.cpu)
+        prec = mx.linalg.inv(c, stream=mx.cpu)
+        nu = z @ chol.T
+
+        def quad(v: mx.array) -> mx.array:
+            return mx.sum(v * (v @ prec.T), axis=-1)
+
+    else:
+        if c.ndim > 1 or (c.ndim == 1 and c.shape != (d,)):
+            raise ValueError(
+                f"elliptical_slice: cov of shape {c.shape} does not fit a choice of "
+                f"event shape {event}"
+            )
+        nu = mx.sqrt(c) * z
+
+        def quad(v: mx.array) -> mx.array:
+            q = v * v / c
+            return mx.sum(q, axis=-1) if event else q
+
+    def log_prior_diff(f_new: mx.array) -> mx.array:
+        """log N(f_new) - log N(f) (normalisers cancel)."""
+        return -0.5 * (quad(f_new - mu) - quad(f - mu))
+
+    log_u = mx.log(mx.random.uniform(shape=batch, key=k_u))
+    theta = mx.random.uniform(shape=batch, key=k_th) * (2.0 * math.pi)
+    lo, hi = theta - 2.0 * math.pi, theta
+    done = mx.zeros(batch, dtype=mx.bool_)
+    out = trace
+    keys = mx.random.split(k_loop, max(max_shrinks, 1))
+    for i in range(max_shrinks + 1):
+        th = theta[..., None] if event else theta
+        f_new = (f - mu) * mx.cos(th) + nu * mx.sin(th) + mu
+        res = trace.gen_fn.update(trace, _constraint(addr, f_new, batch))
+        log_lik_diff = res.weight - log_prior_diff(f_new)
+        ok = mx.logical_and(mx.logical_not(done), log_lik_diff > log_u)
+        out = where_trace(ok, res.trace, out)
+        done = mx.logical_or(done, ok)
+        if i == max_shrinks:
+            break
+        lo = mx.where(theta < 0, theta, lo)
+        hi = mx.where(theta < 0, hi, theta)
+        theta = mx.where(done, theta, lo + (hi - lo) * mx.random.uniform(shape=batch, key=keys[i]))
+    return out, done
+
+
+def _find_distribution(
+    gf: GenerativeFunction, args: tuple[Any, ...], choices: ChoiceMap, path: Path
+) -> tuple[Distribution, tuple[Any, ...]] | None:
+    """The distribution and parameters of the choice at ``path`` (``None``: not found).
+
+    Runs the ``@gen`` body with ``choices`` under an ``assess`` handler that records the
+    site at (a prefix of) ``path``, then descends into a sub-call if needed.
+    """
+    if isinstance(gf, Distribution):
+        return (gf, args) if not path else None
+    if not isinstance(gf, DynamicGenerativeFunction) or not path:
+        return None
+    found: list[tuple[Path, GenerativeFunction, tuple[Any, ...]]] = []
+
+    def handler(state: Any, p: Path, site_gf: GenerativeFunction, site_args: Any) -> Any:
+        if not found and tuple(path[: len(p)]) == tuple(p):
+            found.append((p, site_gf, site_args))
+        return H.assess_site(state, p, site_gf, site_args)
+
+    H.run_body("assess", gf.name, gf.fn, args, handler, H.AssessState(None, 0.0, choices))
+    if not found:
+        return None
+    p, site_gf, site_args = found[0]
+    sub = choices._node(p) or ChoiceMap.empty()
+    return _find_distribution(site_gf, site_args, sub, path[len(p) :])
+
+
+def _infer_support(trace: Trace, addr: Address, value: mx.array) -> mx.array:
+    """The support of the scalar choice at ``addr`` from its distribution's ``support``.
+
+    For a batched trace the distribution's parameters are those of chain 0.
+    """
+    batch = tuple(trace.batch_shape)
+    choices = trace.get_choices()
+    if batch:
+        first = ChoiceMap.empty()
+        for p, v in choices.leaves():
+            first = first._set(p, ChoiceMap(v[0]))
+        choices = first
+    path = to_path(addr)
+    with runtime.transforming():
+        found = _find_distribution(trace.gen_fn, trace.args, choices, path)
+    if found is not None and found[0].is_enumerable and value.ndim == len(batch):
+        dist, params = found
+        sup = dist.support(*params)
+        return sup.reshape(sup.shape[0], -1)[:, 0]
+    if value.dtype == mx.bool_ and value.ndim == len(batch):
+        return mx.array([False, True])
+    raise ValueError(
+        f"gibbs: cannot enumerate the support of the choice at {format_address(addr)} "
+        f"(dtype {value.dtype}, shape {tuple(value.shape)}); pass support=, the array of "
+        "candidate values (shape [K] + the choice's shape)"
+    )
+
+
+def gibbs(
+    trace: Trace, addr: Address, *, key: mx.array, support: Any = None
+) -> tuple[Trace, mx.array]:
+    """Gibbs step by enumeration for the finite discrete choice at ``addr``.
+
+    For each candidate value ``v`` in the support, ``update(trace, {addr: v})`` gives the
+    weight ``w_v = log p(t[addr := v]) - log p(t)``; the full conditional is
+    ``P(addr = v | rest) = exp(w_v) / Σ_u exp(w_u)``, from which the new value is drawn
+    (per chain). Gibbs moves are always accepted.
+
+    The candidates are ``support`` (an array of values, shape ``[K] + event``;
+    candidates outside the actual support get weight ``-inf`` and are never drawn) or,
+    when ``support`` is ``None``, ``dist.support(*params)`` of the distribution at
+    ``addr`` (a scalar choice of an enumerable distribution), found by re-running the
+    ``@gen`` body under an ``assess`` handler that records the site (descending into
+    ``@gen`` sub-calls). For a batched trace the parameters of chain 0 are used, which
+    is exact when the support does not depend on per-chain parameter values
+    (``bernoulli``, ``categorical``, ...); otherwise pass ``support=`` covering every
+    chain's support. Some distributions compute their support size from parameter
+    values (``binomial``, ``uniform_discrete``), which cannot be compiled; pass
+    ``support=`` to compile those. The loop over the ``K`` candidates is a Python
+    loop; each iteration is one batched ``update``.
+
+    Args:
+        trace: single or batched trace.
+        addr: address of a discrete choice.
+        key: PRNG key.
+        support: candidate values (``None``: the distribution's support).
+
+    Returns:
+        ``(new_trace, accepted)`` with ``accepted`` all ``True``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from genmlx.core import gen, choicemap
+        >>> from genmlx.dists import categorical, normal
+        >>> @gen
+        ... def m():
+        ...     k = categorical(mx.array([0.2, 0.3, 0.5])) @ "k"
+        ...     normal(k.astype(mx.float32), 1.0) @ "x"
+        >>> tr, _ = m.generate((), choicemap({"x": 1.0}), key=mx.random.key(0))
+        >>> tr2, acc = gibbs(tr, "k", key=mx.random.key(1))
+        >>> bool(acc)
+        True
+    """
+    value = trace[addr]
+    batch = tuple(trace.batch_shape)
+    cands = _infer_support(trace, addr, value) if support is None else as_array(support)
+    cands = cands.astype(value.dtype)
+    event = tuple(value.shape[len(batch) :])
+    if tuple(cands.shape[1:]) != event:
+        raise ValueError(
+            f"gibbs: support values have shape {tuple(cands.shape[1:])}, the choice at "
+            f"{format_address(addr)} has event shape {event}"
+        )
+    traces, weights = [], []
+    for k in range(cands.shape[0]):
+        v = mx.broadcast_to(cands[k], batch + event)
+        res = trace.gen_fn.update(trace, _constraint(addr, v, batch))
+        traces.append(res.trace)
+        weights.append(res.weight)
+    logits = mx.stack(weights, axis=-1)  # batch + (K,)
+    logits = mx.where(mx.isnan(logits), -mx.inf, logits)
+    idx = mx.random.categorical(logits, axis=-1, key=key)
+    out = traces[0]
+    for k in range(1, len(traces)):
+        out = where_trace(idx == k, traces[k], out)
+    return out, mx.ones(batch, dtype=mx.bool_)
