@@ -20,7 +20,6 @@ import mlx.core as mx
 import numpy as np
 
 from genmlx.core import choicemap, gen
-
 from genmlx.dists import normal
 
 NOISE = 0.3
