@@ -6,14 +6,15 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
 * importance sampling: :func:`importance_sampling`, :func:`importance_resampling`
 * MCMC kernels: :func:`mh` (selection or custom proposal), :func:`involutive_mh`
   (automatic Jacobians), :func:`mala`, :func:`hmc` (diagonal or dense mass),
+  :func:`nuts` (multinomial NUTS; :func:`nuts_warmup` adapts step size and mass),
   :func:`elliptical_slice`, :func:`gibbs` (by enumeration); :func:`map_optimize`
 * kernel combinators :func:`cycle`, :func:`mix`, :func:`repeat` and the :func:`chain`
   runner (burn-in, thinning, any number of chains)
 * diagnostics: :func:`ess_bulk`, :func:`ess_tail`, :func:`ess_mean`, :func:`rhat`,
   :func:`summary`, :func:`effective_sample_size_weights` (ArviZ's definitions, on MLX)
 
-Still to come (issue 5 and later): NUTS, parallel tempering, reversible-jump helpers,
-SMC, variational inference.
+Still to come (issue 5 and later): benchmarks against NumPyro, SMC, variational
+inference.
 """
 
 from genmlx.infer.diagnostics import (
@@ -28,11 +29,14 @@ from genmlx.infer.diagnostics import (
 from genmlx.infer.gradient_kernels import hmc, mala, map_optimize
 from genmlx.infer.importance import ISResult, importance_resampling, importance_sampling
 from genmlx.infer.mh import ChainResult, chain, cycle, involutive_mh, mh, mix, repeat
+from genmlx.infer.nuts import NutsInfo, NutsWarmup, nuts, nuts_info, nuts_warmup
 from genmlx.infer.other_kernels import elliptical_slice, gibbs
 
 __all__ = [
     "ChainResult",
     "ISResult",
+    "NutsInfo",
+    "NutsWarmup",
     "SummaryTable",
     "chain",
     "cycle",
@@ -50,6 +54,9 @@ __all__ = [
     "map_optimize",
     "mh",
     "mix",
+    "nuts",
+    "nuts_info",
+    "nuts_warmup",
     "repeat",
     "rhat",
     "summary",

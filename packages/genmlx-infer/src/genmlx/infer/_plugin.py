@@ -13,6 +13,8 @@ INFERENCE_NAMES = (
     "involutive_mh",
     "mala",
     "hmc",
+    "nuts",
+    "nuts_warmup",
     "map_optimize",
     "elliptical_slice",
     "gibbs",
