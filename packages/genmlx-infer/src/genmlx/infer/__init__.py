@@ -10,6 +10,8 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   :func:`elliptical_slice`, :func:`gibbs` (by enumeration); :func:`map_optimize`
 * kernel combinators :func:`cycle`, :func:`mix`, :func:`repeat` and the :func:`chain`
   runner (burn-in, thinning, any number of chains)
+* parallel tempering: :func:`parallel_tempering` (tempered random-walk MH replicas with
+  :func:`tempered_swap` moves)
 * diagnostics: :func:`ess_bulk`, :func:`ess_tail`, :func:`ess_mean`, :func:`rhat`,
   :func:`summary`, :func:`effective_sample_size_weights` (ArviZ's definitions, on MLX)
 
@@ -31,12 +33,14 @@ from genmlx.infer.importance import ISResult, importance_resampling, importance_
 from genmlx.infer.mh import ChainResult, chain, cycle, involutive_mh, mh, mix, repeat
 from genmlx.infer.nuts import NutsInfo, NutsWarmup, nuts, nuts_info, nuts_warmup
 from genmlx.infer.other_kernels import elliptical_slice, gibbs
+from genmlx.infer.tempering import PTResult, parallel_tempering, tempered_rw_mh, tempered_swap
 
 __all__ = [
     "ChainResult",
     "ISResult",
     "NutsInfo",
     "NutsWarmup",
+    "PTResult",
     "SummaryTable",
     "chain",
     "cycle",
@@ -57,7 +61,10 @@ __all__ = [
     "nuts",
     "nuts_info",
     "nuts_warmup",
+    "parallel_tempering",
     "repeat",
     "rhat",
     "summary",
+    "tempered_rw_mh",
+    "tempered_swap",
 ]

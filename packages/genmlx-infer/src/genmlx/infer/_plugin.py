@@ -22,6 +22,7 @@ INFERENCE_NAMES = (
     "mix",
     "repeat",
     "chain",
+    "parallel_tempering",
 )
 
 
