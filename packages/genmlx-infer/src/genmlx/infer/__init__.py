@@ -10,6 +10,8 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   :func:`elliptical_slice`, :func:`gibbs` (by enumeration); :func:`map_optimize`
 * kernel combinators :func:`cycle`, :func:`mix`, :func:`repeat` and the :func:`chain`
   runner (burn-in, thinning, any number of chains)
+* reversible jump: :func:`split_merge_move`, :func:`birth_death_move` (involutive moves
+  between models of different dimension, on a fixed address structure)
 * parallel tempering: :func:`parallel_tempering` (tempered random-walk MH replicas with
   :func:`tempered_swap` moves)
 * diagnostics: :func:`ess_bulk`, :func:`ess_tail`, :func:`ess_mean`, :func:`rhat`,
@@ -33,6 +35,12 @@ from genmlx.infer.importance import ISResult, importance_resampling, importance_
 from genmlx.infer.mh import ChainResult, chain, cycle, involutive_mh, mh, mix, repeat
 from genmlx.infer.nuts import NutsInfo, NutsWarmup, nuts, nuts_info, nuts_warmup
 from genmlx.infer.other_kernels import elliptical_slice, gibbs
+from genmlx.infer.reversible_jump import (
+    birth_death_kernel,
+    birth_death_move,
+    split_merge_kernel,
+    split_merge_move,
+)
 from genmlx.infer.tempering import PTResult, parallel_tempering, tempered_rw_mh, tempered_swap
 
 __all__ = [
@@ -42,6 +50,8 @@ __all__ = [
     "NutsWarmup",
     "PTResult",
     "SummaryTable",
+    "birth_death_kernel",
+    "birth_death_move",
     "chain",
     "cycle",
     "effective_sample_size_weights",
@@ -64,6 +74,8 @@ __all__ = [
     "parallel_tempering",
     "repeat",
     "rhat",
+    "split_merge_kernel",
+    "split_merge_move",
     "summary",
     "tempered_rw_mh",
     "tempered_swap",

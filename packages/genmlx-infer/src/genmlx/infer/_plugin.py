@@ -23,6 +23,8 @@ INFERENCE_NAMES = (
     "repeat",
     "chain",
     "parallel_tempering",
+    "split_merge_move",
+    "birth_death_move",
 )
 
 
