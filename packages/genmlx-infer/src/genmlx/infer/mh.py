@@ -504,6 +504,7 @@ def chain(
     burn_in: int = 0,
     thin: int = 1,
     addresses: Sequence[Address] | None = None,
+    progress: bool = False,
 ) -> ChainResult:
     """Run ``kernel`` for ``n_steps`` steps and record the values of ``addresses``.
 
@@ -521,6 +522,8 @@ def chain(
         burn_in: steps discarded before recording.
         thin: record every ``thin``-th step after burn-in.
         addresses: addresses whose values to record (``None``: none).
+        progress: show a progress bar (needs ``tqdm``, an optional dependency:
+            ``pip install tqdm``; eager runs only).
 
     Returns:
         :class:`ChainResult` ``(trace, samples, acceptance_rate)``.
@@ -551,7 +554,14 @@ def chain(
     recorded: dict[Address, list[mx.array]] = {a: [] for a in addrs}
     total = mx.zeros(trace.batch_shape)
     eager = not runtime.in_transform()
-    for s in range(n_steps):
+    steps: Any = range(n_steps)
+    if progress and eager:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError as e:  # an optional extra, so the error says what to install
+            raise ImportError("chain(progress=True) needs tqdm: pip install tqdm") from e
+        steps = tqdm(steps, desc="chain", unit="step")
+    for s in steps:
         trace, acc = kernel(trace, key=keys[s])
         total = total + acc.astype(mx.float32)
         if s >= burn_in and (s - burn_in) % thin == 0:
