@@ -1,4 +1,4 @@
-"""Simulation-based calibration (Talts et al. 2018) of the MH, HMC and MALA kernels.
+"""Simulation-based calibration (Talts et al. 2018) of the MH, HMC, MALA and NUTS kernels.
 
 Model: ``mu ~ N(0, 1)``, ``y_i ~ N(mu, 1)`` for 3 observations. For ``L`` replicates
 (one batched chain each) draw ``(mu*, y) ~ p`` with ``vsimulate``, start chain ``l`` at
@@ -28,6 +28,7 @@ from genmlx.core import choicemap, gen, select
 from genmlx.dists import normal
 from genmlx.infer.gradient_kernels import hmc, mala
 from genmlx.infer.mh import chain, mh
+from genmlx.infer.nuts import nuts
 from genmlx.infer.tempering import tempered_rw_mh
 
 N_OBS = 3
@@ -86,10 +87,14 @@ def test_batched_constraints_condition_each_chain() -> None:
 # trajectory length 0.2·4 = 0.8 turns the phase by 1.6 rad ≈ π/2, nearly independent
 # draws; a length of 0.3·5 = 1.5 (a phase of 3 ≈ π) would make successive HMC draws
 # antithetic and thin=2 would return the chain to its start, which SBC rightly rejects.
+# NUTS (ε = 0.3, at most 2⁴ − 1 = 15 leapfrog steps) stops near a half period and its
+# successive draws are somewhat anti-correlated (thin=1 gives p ≈ 0.002), so it is
+# thinned by 2 as well.
 KERNELS = {
     "mh": (partial(mh, selection_or_proposal=select("mu")), 5),
     "hmc": (partial(hmc, selection=select("mu"), step_size=0.2, n_leapfrog=4), 2),
     "mala": (partial(mala, selection=select("mu"), step_size=0.6), 5),
+    "nuts": (partial(nuts, selection=select("mu"), step_size=0.3, max_depth=4), 2),
 }
 
 
