@@ -176,6 +176,8 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run the benchmarks; arguments after ``--`` go to benchmarks/run.py."""
     install_local(session, *PACKAGES)
+    # benchmark-only dependencies (the mcmc benchmark compares with NumPyro on JAX/CPU)
+    session.install("numpyro", "jax")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

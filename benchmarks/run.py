@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["polyreg_is", "vmap_operand_order", "dists_sampling"]
+BENCHMARKS = ["polyreg_is", "vmap_operand_order", "dists_sampling", "mcmc"]
 
 
 def _update_readme(name: str, text: str) -> None:

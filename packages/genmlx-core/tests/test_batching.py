@@ -494,3 +494,12 @@ def test_batched_update_of_nested_subcalls_equals_per_particle():
             + (ln(x, 0.5, 1) - ln(x, a, 1))
         )
         assert w[i].item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_evaluate_accepts_traces_choice_maps_and_results() -> None:
+    from genmlx.core import evaluate
+    from genmlx.core.testing.models import two_normals
+
+    tr, w = two_normals.vgenerate((), {"x": 1.0}, 16, key=mx.random.key(0))
+    assert evaluate(tr, tr.get_choices(), (tr, w)) is None
+    assert tr["mu"].shape == (16,) and bool(mx.all(mx.isfinite(w)).item())

@@ -91,7 +91,11 @@ NOT_YET = {
 
 def _cases(algorithms: tuple[str, ...]) -> list[Any]:
     if not SPEC:
-        return [pytest.param({"id": "missing"}, marks=pytest.mark.skip(reason=SKIP_REASON))]
+        return [
+            pytest.param(
+                {"id": "missing"}, id="missing", marks=pytest.mark.skip(reason=SKIP_REASON)
+            )
+        ]
     return [pytest.param(c, id=c["id"]) for c in SPEC["tests"] if c["algorithm"] in algorithms]
 
 

@@ -48,6 +48,7 @@ from genmlx.core.params import ParamStore, param, use_params
 from genmlx.core.plugins.registry import registry
 from genmlx.core.selection import Selection, select
 from genmlx.core.trace import Trace
+from genmlx.core.tree import evaluate
 
 __all__ = [
     "Address",
@@ -87,6 +88,7 @@ __all__ = [
     "choicemap",
     "compile",
     "deterministic",
+    "evaluate",
     "format_address",
     "gen",
     "param",

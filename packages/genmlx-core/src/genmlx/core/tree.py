@@ -27,7 +27,7 @@ from typing import Any
 
 import mlx.core as mx
 
-__all__ = ["TreeDef", "flatten", "tree_map", "unflatten"]
+__all__ = ["TreeDef", "evaluate", "flatten", "tree_map", "unflatten"]
 
 _LEAF = "leaf"
 _STATIC = "static"
@@ -172,3 +172,18 @@ def tree_map(fn: Any, obj: Any) -> Any:
     """Apply ``fn`` to every array leaf of ``obj`` and rebuild it."""
     leaves, td = flatten(obj)
     return unflatten(td, [fn(x) for x in leaves])
+
+
+def evaluate(*objs: Any) -> None:
+    """``mx.eval`` every array inside traces, choice maps and results.
+
+    ``mx.eval(trace)`` does not look inside a :class:`~genmlx.core.Trace` (MLX only
+    walks lists, tuples and dicts), so timing code must evaluate through this.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from genmlx.core import evaluate, choicemap
+        >>> evaluate(choicemap({"x": mx.array(1.0) + 1.0}))
+    """
+    leaves, _ = flatten(objs)
+    mx.eval(leaves)
