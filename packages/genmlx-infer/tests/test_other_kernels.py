@@ -236,3 +236,40 @@ def test_elliptical_slice_dense_cov():
         assert_mean_var(s[:, i], mean[i], cov[i, i])
     c01 = (s[:, 0] - mean[0]) * (s[:, 1] - mean[1])
     assert abs(c01.mean() - cov[0, 1]) < 5 * c01.std(ddof=1) / math.sqrt(N)
+
+
+def _single_chain_samples(kernel, tr, n_steps: int, seed: int, record: str) -> np.ndarray:
+    """Values of ``record`` along one unbatched chain (after 50 burn-in steps)."""
+    from genmlx.infer.mh import chain
+
+    res = chain(kernel, tr, n_steps, key=mx.random.key(seed), burn_in=50, addresses=[record])
+    assert res.trace.batch_shape == ()
+    return np.array(res.samples[record]).astype(np.float64)
+
+
+def _ess(x: np.ndarray) -> float:
+    from genmlx.infer.diagnostics import ess_bulk
+
+    return float(ess_bulk(mx.array(x.astype(np.float32)).reshape(1, -1)).item())
+
+
+def test_elliptical_slice_single_chain_posterior():
+    # one long unbatched chain: mean and variance within 5 SE, SE from the chain's ESS
+    tr, _ = gauss_gauss.generate((), choicemap({"y": 2.0}), key=mx.random.key(3))
+    kernel = lambda t, key: elliptical_slice(t, "f", 1.0, 4.0, key=key, max_shrinks=30)  # noqa: E731
+    f = _single_chain_samples(kernel, tr, 500, 11, "f")
+    assert abs(f.mean() - GG_MEAN) < 5 * math.sqrt(GG_VAR / _ess(f))
+    sq = (f - f.mean()) ** 2
+    assert abs(sq.mean() - GG_VAR) < 5 * GG_VAR * math.sqrt(2.0 / (_ess(sq) - 1.0))
+
+
+def test_gibbs_single_chain_posterior():
+    # z | x = 0.5 under the bernoulli mixture: exact P(z = 1 | x) from the two likelihoods
+    x = 0.5
+    l1 = 0.3 * math.exp(-0.5 * (x - 2.0) ** 2)
+    l0 = 0.7 * math.exp(-0.5 * (x + 1.0) ** 2)
+    p = l1 / (l0 + l1)
+    tr, _ = mixture_model.generate((), choicemap({"x": x}), key=mx.random.key(4))
+    z = _single_chain_samples(lambda t, key: gibbs(t, "z", key=key), tr, 300, 12, "z")
+    # Gibbs on the only latent draws exact independent samples: ESS = number of draws
+    assert abs(z.mean() - p) < 5 * math.sqrt(p * (1 - p) / len(z))
