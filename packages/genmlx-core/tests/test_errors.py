@@ -336,7 +336,7 @@ def test_traced_call_used_as_a_value():
     @gen
     def m():
         if normal(0.0, 1.0):  # forgot "@ addr"
-            pass
+            pass  # the branch body is irrelevant: the `if` itself must raise
 
     with pytest.raises(TypeError, match="was used as a value"):
         m.simulate((), key=K(0))

@@ -91,7 +91,7 @@ def test_register_validates_distributions() -> None:
 
 def test_register_validates_combinator_classes_and_callables() -> None:
     class NotGF:
-        pass
+        """A class that is not a GenerativeFunction (registering it must fail)."""
 
     class BadClass:
         @hookimpl

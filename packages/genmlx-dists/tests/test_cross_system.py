@@ -232,15 +232,10 @@ def test_stability(case: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- gradients
-# Gradient cases whose distribution genmlx.dists does not provide (none at present:
-# every distribution the specification names is in the library).
-NOT_IN_LIBRARY: set[str] = set()
 
 
 @pytest.mark.parametrize("case", cases(GRADIENT, "gradient_tests"))
 def test_gradient(case: dict[str, Any]) -> None:
-    if case["dist"] in NOT_IN_LIBRARY:
-        pytest.skip(f"{case['dist']} is not a genmlx.dists distribution (see NOT_IN_LIBRARY)")
     d = dist_of(case)
     names = MAPPING[case["dist"]][1]
     value = value_of(case)
@@ -272,4 +267,4 @@ def test_every_spec_distribution_is_mapped() -> None:
         pytest.skip(SKIP_REASON)
     seen = {c["dist"] for data, k in ((LOGPROB, "tests"), (STABILITY, "tests")) for c in data[k]}
     seen |= {c["dist"] for c in GRADIENT["gradient_tests"] if "dist" in c}
-    assert seen - set(MAPPING) <= NOT_IN_LIBRARY
+    assert seen <= set(MAPPING)
