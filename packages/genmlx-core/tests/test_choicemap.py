@@ -422,3 +422,65 @@ def test_prop_flatten_unflatten_round_trip(d):
     # same structure ⇒ equal TreeDefs (what the compile cache relies on)
     assert flatten(choicemap(d))[1] == td
     assert all(math.isfinite(x.item()) for x in leaves)
+
+
+# ---------------------------------------------------------------------------- masks
+def test_mask_and_particle() -> None:
+    import mlx.core as mx
+
+    from genmlx.core import ChoiceMap, choicemap
+
+    cm = choicemap(
+        {"x": mx.array([1.0, 2.0, 3.0]), "y": mx.array([4.0, 5.0, 6.0])}, batch_shape=(3,)
+    )
+    m = cm.mask(mx.array([True, False, True]))
+    assert m.is_masked and not cm.is_masked
+    assert m.get_mask("x").tolist() == [True, False, True]
+    assert m.mask(mx.array([False, False, True])).get_mask("y").tolist() == [False, False, True]
+    p1 = m.particle(1)
+    assert p1.is_empty
+    p2 = m.particle(2)
+    assert float(p2["x"]) == 3.0 and p2.batch_shape == () and not p2.is_masked
+    assert ChoiceMap.leaf(1.0, mask=mx.array(False)).unmasked().is_empty
+    assert float(ChoiceMap.leaf(1.0, mask=mx.array(True)).unmasked().value) == 1.0
+
+
+def test_masked_map_flattens_through_vmap() -> None:
+    import mlx.core as mx
+
+    from genmlx.core import choicemap
+    from genmlx.core.tree import flatten, unflatten
+
+    cm = choicemap({"a": 1.0, ("b", 0): 2.0}).mask(mx.array(False))
+    leaves, td = flatten(cm)
+    assert len(leaves) == 4
+    back = unflatten(td, leaves)
+    assert back.get_mask(("b", 0)).item() is False and float(back["a"]) == 1.0
+
+
+def test_where_combines_branches() -> None:
+    import mlx.core as mx
+
+    from genmlx.core import ChoiceMap, choicemap
+
+    idx = mx.array([0, 1, 1])
+    b0 = choicemap(
+        {"x": mx.array([1.0, 1.0, 1.0]), "z": mx.array([7.0, 7.0, 7.0])}, batch_shape=(3,)
+    )
+    b1 = choicemap({"x": mx.array([2.0, 2.0, 2.0])}, batch_shape=(3,))
+    u = ChoiceMap.where(idx, [b0, b1])
+    assert u["x"].tolist() == [1.0, 2.0, 2.0]
+    assert u.get_mask("x").tolist() == [True, True, True]
+    assert u.get_mask("z").tolist() == [True, False, False]
+    assert sorted(map(str, u.particle(1).addresses())) == ["x"]
+
+
+def test_where_rejects_shape_conflicts() -> None:
+    import mlx.core as mx
+    import pytest
+
+    from genmlx.core import ChoiceMap, choicemap
+    from genmlx.core.errors import AddressError
+
+    with pytest.raises(AddressError, match="different shapes"):
+        ChoiceMap.where(0, [choicemap({"x": 1.0}), choicemap({"x": mx.array([1.0, 2.0])})])

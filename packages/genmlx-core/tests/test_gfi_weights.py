@@ -617,3 +617,66 @@ def test_trace_is_immutable_and_choices_property():
         tr.score = mx.array(0.0)  # type: ignore[misc]
     assert plain(tr.choices) == plain(tr.get_choices()) == FULL3
     assert "chain" in repr(tr) and "4 choices" in repr(tr)
+
+
+# ---------------------------------------------------------------------------- masked constraints
+def test_masked_constraints_generate_and_update() -> None:
+    """A masked constraint is given where its mask holds: weight counts only there."""
+    import math
+
+    import mlx.core as mx
+
+    from genmlx.core import ChoiceMap, choicemap, gen
+    from genmlx.core.testing.models import normal
+
+    @gen
+    def m():
+        x = normal(0.0, 1.0) @ "x"
+        normal(x, 1.0) @ "y"
+
+    def lp(v: float, mu: float) -> float:
+        return -0.5 * (v - mu) ** 2 - 0.5 * math.log(2 * math.pi)
+
+    on = choicemap({"x": 0.5}).mask(mx.array(True))
+    tr, w = m.generate((), on, key=mx.random.key(0))
+    assert abs(float(w) - lp(0.5, 0.0)) < 1e-6 and float(tr["x"]) == 0.5
+    off = choicemap({"x": 0.5}).mask(mx.array(False))
+    tr2, w2 = m.generate((), off, key=mx.random.key(0))
+    assert float(w2) == 0.0 and float(tr2["x"]) != 0.5
+    # update: kept where off (weight 0, nothing discarded), replaced where on
+    new, wu, _, disc = m.update(tr, off)
+    assert float(wu) == 0.0 and float(new["x"]) == 0.5
+    assert disc.get_mask("x").item() is False
+    new, wu, _, disc = m.update(tr, choicemap({"x": -0.5}).mask(mx.array(True)))
+    y = float(tr["y"])
+    expected = lp(-0.5, 0.0) + lp(y, -0.5) - lp(0.5, 0.0) - lp(y, 0.5)
+    assert abs(float(wu) - expected) < 1e-5 and float(disc["x"]) == 0.5
+    # per particle under batching: particle i constrained iff mask[i]
+    cm = choicemap({"x": mx.array([1.0, 2.0])}, batch_shape=(2,)).mask(mx.array([True, False]))
+    vt, vw = m.vgenerate((), cm, 2, key=mx.random.key(3))
+    assert float(vt["x"][0]) == 1.0 and float(vt["x"][1]) != 2.0
+    assert abs(float(vw[0]) - lp(1.0, 0.0)) < 1e-6 and float(vw[1]) == 0.0
+    assert isinstance(ChoiceMap.empty(), ChoiceMap)
+
+
+def test_lenient_skips_address_checks_only_inside() -> None:
+    import mlx.core as mx
+    import pytest
+
+    from genmlx.core import choicemap, gen, runtime
+    from genmlx.core.errors import ConstraintError, MissingChoiceError
+    from genmlx.core.testing.models import normal
+
+    @gen
+    def m():
+        normal(0.0, 1.0) @ "x"
+
+    with pytest.raises(ConstraintError):
+        m.generate((), choicemap({"nope": 1.0}), key=mx.random.key(0))
+    with runtime.lenient():
+        m.generate((), choicemap({"nope": 1.0}), key=mx.random.key(0))
+        ld, _ = m.assess((), choicemap({}))
+        assert bool(mx.isfinite(ld))
+    with pytest.raises(MissingChoiceError):
+        m.assess((), choicemap({}))
+    assert not runtime.is_lenient()

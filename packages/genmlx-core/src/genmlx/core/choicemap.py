@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
@@ -65,9 +65,10 @@ class ChoiceMap:
     ``addr in cm`` and iteration over ``(address, value)`` leaves.
     """
 
-    __slots__ = ("_children", "_value", "batch_shape")
+    __slots__ = ("_children", "_mask", "_value", "batch_shape")
 
     _value: mx.array | None
+    _mask: mx.array | None
     _children: Mapping[Component, ChoiceMap]
     batch_shape: tuple[int, ...]
 
@@ -76,10 +77,14 @@ class ChoiceMap:
         value: mx.array | None = None,
         children: Mapping[Component, ChoiceMap] | None = None,
         batch_shape: tuple[int, ...] = (),
+        mask: mx.array | None = None,
     ) -> None:
         if value is not None and children:
             raise ValueError("a choice map node holds either a value or children, not both")
+        if mask is not None and value is None:
+            raise ValueError("only a leaf (a node holding a value) can carry a mask")
         object.__setattr__(self, "_value", value)
+        object.__setattr__(self, "_mask", mask)
         object.__setattr__(self, "_children", children if children is not None else {})
         object.__setattr__(self, "batch_shape", tuple(batch_shape))
 
@@ -93,9 +98,18 @@ class ChoiceMap:
         return _EMPTY
 
     @staticmethod
-    def leaf(value: Any, batch_shape: tuple[int, ...] = ()) -> ChoiceMap:
-        """A choice map whose root holds ``value`` (a distribution's choice map)."""
-        return ChoiceMap(as_array(value), None, batch_shape)
+    def leaf(
+        value: Any, batch_shape: tuple[int, ...] = (), mask: mx.array | None = None
+    ) -> ChoiceMap:
+        """A choice map whose root holds ``value`` (a distribution's choice map).
+
+        Args:
+            value: the choice's value.
+            batch_shape: the leading batch shape the value carries.
+            mask: optional boolean array of shape ``batch_shape``: the choice is
+                present only where it is True (see :meth:`mask`).
+        """
+        return ChoiceMap(as_array(value), None, batch_shape, _as_mask(mask))
 
     # ------------------------------------------------------------------ queries
     @property
@@ -137,7 +151,7 @@ class ChoiceMap:
         if node is None:
             return ChoiceMap(None, None, self.batch_shape)
         if node.batch_shape != self.batch_shape:
-            return ChoiceMap(node._value, node._children, self.batch_shape)
+            return ChoiceMap(node._value, node._children, self.batch_shape, node._mask)
         return node
 
     def has_value(self, addr: Address) -> bool:
@@ -210,7 +224,7 @@ class ChoiceMap:
     def _set(self, path: Path, node: ChoiceMap, full: Path | None = None) -> ChoiceMap:
         full = path if full is None else full
         if not path:
-            return ChoiceMap(node._value, node._children, self.batch_shape)
+            return ChoiceMap(node._value, node._children, self.batch_shape, node._mask)
         if self._value is not None:
             parent = full[: len(full) - len(path)]
             raise AddressError(
@@ -234,7 +248,9 @@ class ChoiceMap:
         if other.is_empty:
             return self
         if self.is_empty:
-            return ChoiceMap(other._value, other._children, self.batch_shape or other.batch_shape)
+            return ChoiceMap(
+                other._value, other._children, self.batch_shape or other.batch_shape, other._mask
+            )
         if self._value is not None or other._value is not None:
             raise AddressError(
                 f"merge: both choice maps have choices at {format_address(prefix)}; "
@@ -250,13 +266,152 @@ class ChoiceMap:
 
     def with_batch_shape(self, batch_shape: tuple[int, ...]) -> ChoiceMap:
         """The same leaves, declared to carry a leading batch axis of ``batch_shape``."""
-        return ChoiceMap(self._value, self._children, batch_shape)
+        return ChoiceMap(self._value, self._children, batch_shape, self._mask)
 
     def map(self, fn: Callable[[mx.array], mx.array]) -> ChoiceMap:
-        """Apply ``fn`` to every leaf."""
+        """Apply ``fn`` to every leaf value (masks are kept as they are)."""
         if self._value is not None:
-            return ChoiceMap(fn(self._value), None, self.batch_shape)
+            return ChoiceMap(fn(self._value), None, self.batch_shape, self._mask)
         return ChoiceMap(None, {c: s.map(fn) for c, s in self._children.items()}, self.batch_shape)
+
+    # ------------------------------------------------------------------ masks
+    @property
+    def leaf_mask(self) -> mx.array | None:
+        """The mask of this leaf node (``None``: present everywhere)."""
+        return self._mask
+
+    def get_mask(self, addr: Address) -> mx.array | None:
+        """The mask of the leaf at ``addr`` (``None`` when it is unmasked)."""
+        path = to_path(addr) if addr != () else ()
+        node = self._node(path)
+        if node is None or node._value is None:
+            raise AddressError(f"no choice at address {format_address(addr)}")
+        return node._mask
+
+    @property
+    def is_masked(self) -> bool:
+        """True when any leaf carries a mask."""
+        return any(m is not None for _, _, m in self.masked_leaves())
+
+    def masked_leaves(self) -> Iterator[tuple[Path, mx.array, mx.array | None]]:
+        """Iterate ``(path, value, mask)`` for every leaf (``mask`` is ``None`` when absent)."""
+        yield from self._masked_leaves(())
+
+    def _masked_leaves(self, prefix: Path) -> Iterator[tuple[Path, mx.array, mx.array | None]]:
+        if self._value is not None:
+            yield prefix, self._value, self._mask
+            return
+        for c, sub in self._children.items():
+            yield from sub._masked_leaves((*prefix, c))
+
+    def mask(self, flag: Any) -> ChoiceMap:
+        """The same map with every leaf present only where ``flag`` is True.
+
+        Masked choice maps describe choices that exist for some particles of a batch and
+        not for others (the branches of a batched ``Switch``, a ``Mask`` that is off).
+        ``generate`` and ``update`` treat a masked constraint as given where its mask is
+        True and absent elsewhere; ``assess`` uses its value.
+
+        Args:
+            flag: a boolean (array) broadcastable to the map's batch shape; it is AND-ed
+                with masks already there.
+
+        Example:
+            >>> import mlx.core as mx
+            >>> from genmlx.core import choicemap
+            >>> cm = choicemap({"x": mx.array([1.0, 2.0])}, batch_shape=(2,))
+            >>> m = cm.mask(mx.array([True, False]))
+            >>> m.get_mask("x").tolist(), m.particle(1).is_empty
+            ([True, False], True)
+        """
+        f = _as_mask(flag)
+        assert f is not None
+        if self._value is not None:
+            m = f if self._mask is None else mx.logical_and(self._mask, f)
+            return ChoiceMap(self._value, None, self.batch_shape, m)
+        return ChoiceMap(None, {c: s.mask(f) for c, s in self._children.items()}, self.batch_shape)
+
+    def particle(self, i: int) -> ChoiceMap:
+        """Particle ``i`` of a batched map, unbatched, without masks.
+
+        Leaves whose mask is False for particle ``i`` are left out (this evaluates the
+        masks, so call it outside ``mx.vmap``/``mx.compile``).
+
+        Raises:
+            ValueError: the map is not batched.
+        """
+        if not self.batch_shape:
+            raise ValueError("particle(i) needs a batched choice map (batch_shape == (n,))")
+        out = ChoiceMap(None, None, ())
+        for path, v, m in self.masked_leaves():
+            if m is not None and not bool(m[i].item() if m.ndim else m.item()):
+                continue
+            out = out._set(path, ChoiceMap(v[i]))
+        return out
+
+    def unmasked(self) -> ChoiceMap:
+        """The map of an unbatched execution with masked-out leaves dropped.
+
+        Evaluates the masks; leaves with a True (or no) mask are kept without one.
+
+        Raises:
+            ValueError: a mask is not a single boolean (the map is batched; use
+                :meth:`particle`).
+        """
+        out = ChoiceMap(None, None, self.batch_shape)
+        for path, v, m in self.masked_leaves():
+            if m is not None:
+                if m.size != 1:
+                    raise ValueError(
+                        "unmasked() needs one boolean per leaf; for a batched map use particle(i)"
+                    )
+                if not bool(m.item()):
+                    continue
+            out = out._set(path, ChoiceMap(v))
+        return out
+
+    @staticmethod
+    def where(index: Any, branches: Sequence[ChoiceMap]) -> ChoiceMap:
+        """Combine the choice maps of alternative branches, chosen per particle by ``index``.
+
+        The result has every address of every branch. At an address present in several
+        branches the value is that of the branch ``index`` names (all branches holding
+        it must agree on shape and dtype); its mask is True exactly where the chosen
+        branch has the choice. This is the choice map of a batched ``Switch``.
+
+        Args:
+            index: an integer array (the branch of each particle) or an int.
+            branches: the branches' choice maps, in branch order.
+        """
+        idx = index if isinstance(index, mx.array) else mx.array(index)
+        values: dict[Path, tuple[mx.array, mx.array]] = {}
+        batch_shape: tuple[int, ...] = ()
+        for b, cm in enumerate(branches):
+            batch_shape = batch_shape or cm.batch_shape
+            on = idx == b
+            for path, v, m in cm.masked_leaves():
+                here = on if m is None else mx.logical_and(on, m)
+                if path in values:
+                    v0, m0 = values[path]
+                    if v0.shape != v.shape or v0.dtype != v.dtype:
+                        raise AddressError(
+                            f"branches hold values of different shapes/dtypes at "
+                            f"{format_address(path)} ({v0.shape} {v0.dtype} vs {v.shape} "
+                            f"{v.dtype}); alternative branches must agree where they share "
+                            "an address"
+                        )
+                    sel = (
+                        here
+                        if here.ndim == 0
+                        else here.reshape(here.shape + (1,) * (v.ndim - here.ndim))
+                    )
+                    values[path] = (mx.where(sel, v, v0), mx.logical_or(m0, here))
+                else:
+                    values[path] = (v, here)
+        out = ChoiceMap(None, None, batch_shape)
+        for path, (v, m) in values.items():
+            out = out._set(path, ChoiceMap(v, None, (), m))
+        return out
 
     def filter(self, selection: Selection) -> ChoiceMap:
         """The leaves whose address ``selection`` selects."""
@@ -287,8 +442,12 @@ class ChoiceMap:
 
     # ------------------------------------------------------------------ trees
     def _tree_flatten(self) -> tuple[list[Any], Any]:
-        paths = [p for p, _ in self.leaves()]
-        return [v for _, v in self.leaves()], (self.batch_shape, tuple(paths))
+        paths: list[tuple[Path, bool]] = []
+        children: list[Any] = []
+        for p, v, m in self.masked_leaves():
+            paths.append((p, m is not None))
+            children.append(v if m is None else (v, m))
+        return children, (self.batch_shape, tuple(paths))
 
     @staticmethod
     def _tree_rebatch(aux: Any, batch_shape: tuple[int, ...]) -> Any:
@@ -298,16 +457,27 @@ class ChoiceMap:
     def _tree_unflatten(cls, aux: Any, children: list[Any]) -> ChoiceMap:
         batch_shape, paths = aux
         out = ChoiceMap(None, None, batch_shape)
-        for p, v in zip(paths, children):
-            out = out._set(p, ChoiceMap(v))
+        for (p, masked), v in zip(paths, children):
+            out = out._set(p, ChoiceMap(v[0], None, (), v[1]) if masked else ChoiceMap(v))
         return out
 
     def __repr__(self) -> str:
         if self._value is not None:
-            return f"ChoiceMap.leaf({_short(self._value)})"
-        inner = ", ".join(f"{format_address(p)}: {_short(v)}" for p, v in self.leaves())
+            m = "" if self._mask is None else f", mask={_short(self._mask)}"
+            return f"ChoiceMap.leaf({_short(self._value)}{m})"
+        inner = ", ".join(
+            f"{format_address(p)}: {_short(v)}" + ("" if m is None else f" (mask {_short(m)})")
+            for p, v, m in self.masked_leaves()
+        )
         b = f", batch_shape={self.batch_shape}" if self.batch_shape else ""
         return f"ChoiceMap({{{inner}}}{b})"
+
+
+def _as_mask(flag: Any) -> mx.array | None:
+    if flag is None:
+        return None
+    m = flag if isinstance(flag, mx.array) else mx.array(flag)
+    return m if m.dtype == mx.bool_ else m.astype(mx.bool_)
 
 
 def _short(v: mx.array) -> str:

@@ -39,6 +39,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from genmlx.core import runtime
 from genmlx.core.address import Path
 from genmlx.core.choicemap import ChoiceMap, as_array
 from genmlx.core.diff import Diff, NoChange, UnknownChange
@@ -53,7 +54,18 @@ from genmlx.core.gfi import (
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 
-__all__ = ["Distribution", "DistributionTrace"]
+__all__ = ["Distribution", "DistributionTrace", "where_mask"]
+
+
+def where_mask(mask: mx.array, a: mx.array, b: mx.array) -> mx.array:
+    """``a`` where ``mask`` holds, else ``b``; the mask broadcasts over trailing event axes.
+
+    The result has ``b``'s dtype (the sampled or kept value's).
+    """
+    a = a.astype(b.dtype) if a.dtype != b.dtype else a
+    if b.ndim > mask.ndim:
+        mask = mask.reshape(mask.shape + (1,) * (b.ndim - mask.ndim))
+    return mx.where(mask, a, b)
 
 
 class DistributionTrace(Trace):
@@ -161,9 +173,16 @@ class Distribution(GenerativeFunction):
     ) -> GenerateResult:
         if constraints.has_root_value:
             v = as_array(constraints.value)
+            m = constraints.leaf_mask
+            if m is not None:  # given where the mask holds, sampled elsewhere
+                v = where_mask(m, v, self.sample(key, *args))
+                s = self.score(v, args)
+                return GenerateResult(
+                    DistributionTrace(self, args, v, s), mx.where(m, s, mx.zeros_like(s))
+                )
             s = self.score(v, args)
             return GenerateResult(DistributionTrace(self, args, v, s), s)
-        if not constraints.is_empty:
+        if not constraints.is_empty and not runtime.is_lenient():
             raise ConstraintError(
                 f"generate on {self.name}: constraints hold sub-addresses "
                 f"{constraints.addresses()!r} but a distribution has a single choice"
@@ -172,6 +191,9 @@ class Distribution(GenerativeFunction):
         return GenerateResult(tr, mx.zeros_like(tr.score))
 
     def _assess(self, args: tuple[Any, ...], choices: ChoiceMap) -> AssessResult:
+        if not choices.has_root_value and runtime.is_lenient():
+            v = self.sample(mx.random.key(0), *args)  # a branch not taken: any value
+            return AssessResult(self.score(v, args), v)
         if not choices.has_root_value:
             raise MissingChoiceError(f"assess on {self.name}: no value given for its choice")
         v = as_array(choices.value)
@@ -188,14 +210,17 @@ class Distribution(GenerativeFunction):
         assert isinstance(trace, DistributionTrace)
         if constraints.has_root_value:
             v = as_array(constraints.value)
+            m = constraints.leaf_mask
+            if m is not None:  # given where the mask holds, kept elsewhere
+                v = where_mask(m, v, trace.value)
             s = self.score(v, args)
             return UpdateResult(
                 DistributionTrace(self, args, v, s),
                 s - trace.score,
                 UnknownChange,
-                ChoiceMap.leaf(trace.value),
+                ChoiceMap(trace.value, None, (), m),
             )
-        if not constraints.is_empty:
+        if not constraints.is_empty and not runtime.is_lenient():
             raise ConstraintError(
                 f"update on {self.name}: constraints hold sub-addresses "
                 f"{constraints.addresses()!r} but a distribution has a single choice"

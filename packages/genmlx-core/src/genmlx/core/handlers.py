@@ -29,7 +29,7 @@ from genmlx.core import runtime
 from genmlx.core.address import Component, Path, format_address
 from genmlx.core.choicemap import ChoiceMap, as_array
 from genmlx.core.diff import diff_args
-from genmlx.core.distribution import Distribution
+from genmlx.core.distribution import Distribution, where_mask
 from genmlx.core.errors import (
     AddressError,
     BatchedControlFlowError,
@@ -167,6 +167,8 @@ def _in_call(path: Path) -> Iterator[None]:
 def _choice_value_constraint(cons: ChoiceMap, path: Path, op: str, gf: Distribution) -> Any:
     if cons.has_root_value:
         return as_array(cons.value)
+    if runtime.is_lenient() and not cons.is_empty:
+        return None
     if not cons.is_empty:
         raise ConstraintError(
             f"{op}: the constraint at {format_address(path)} is a map of sub-addresses "
@@ -201,7 +203,13 @@ def generate_site(
     key = state.key
     if isinstance(gf, Distribution):
         v = _choice_value_constraint(cons, path, "generate", gf)
-        if v is not None:
+        m = cons.leaf_mask if v is not None else None
+        if m is not None:  # a masked constraint: given where the mask holds
+            key, sub = key.site()
+            v = where_mask(m, v, gf.sample(sub, *args))
+            s = gf.score(v, args)
+            w = state.weight + mx.where(m, s, mx.zeros_like(s))
+        elif v is not None:
             s = gf.score(v, args)
             w = state.weight + s
         else:
@@ -229,6 +237,9 @@ def assess_site(
     given = _constraint_at(state.choices, path)
     if isinstance(gf, Distribution):
         v = _choice_value_constraint(given, path, "assess", gf)
+        if v is None and runtime.is_lenient():
+            # an alternative branch that is not taken: any in-support value will do
+            v = gf.sample(mx.random.key(0), *args)
         if v is None:
             raise MissingChoiceError(
                 f"assess: no value for the random choice at {format_address(path)} "
@@ -253,8 +264,21 @@ def update_site(
     key, discard, changed = state.key, state.discard, state.changed
     if isinstance(gf, Distribution):
         v = _choice_value_constraint(cons, path, "update", gf)
+        m = cons.leaf_mask if v is not None else None
         old_choice = old if isinstance(old, ChoiceRecord) else None
-        if v is not None:
+        if v is not None and m is not None:  # masked: given where the mask holds
+            if old_choice is not None:
+                v = where_mask(m, v, old_choice.value)
+                s = gf.score(v, args)
+                w = state.weight + (s - old_choice.score)
+                discard = (path, ChoiceMap(old_choice.value, None, (), m), discard)
+            else:
+                key, sub = key.site()
+                v = where_mask(m, v, gf.sample(sub, *args))
+                s = gf.score(v, args)
+                w = state.weight + mx.where(m, s, mx.zeros_like(s))
+            changed = True
+        elif v is not None:
             s = gf.score(v, args)
             if old_choice is not None:
                 w = state.weight + (s - old_choice.score)
@@ -473,7 +497,13 @@ def build_trie(records: Cons, op: str, name: str) -> Trie:
 
 
 def check_all_used(cm: ChoiceMap, trie: Trie, op: str, name: str, what: str) -> None:
-    """Raise ConstraintError for a leaf of ``cm`` that no visited choice or call consumed."""
+    """Raise ConstraintError for a leaf of ``cm`` that no visited choice or call consumed.
+
+    Inside :func:`genmlx.core.runtime.lenient` (a branch that may not be taken) it checks
+    nothing.
+    """
+    if runtime.is_lenient():
+        return
     for path, _ in cm.leaves():
         node: Any = trie
         ok = False
@@ -510,6 +540,8 @@ def check_selection(
     sel: Selection, old: Trie, op: str, name: str, also: Trie | None = None
 ) -> None:
     """Raise AddressError when a selection names an address the trace does not have."""
+    if runtime.is_lenient():
+        return
     for path in sel.explicit_paths():
         if not (_has_path(old, path) or (also is not None and _has_path(also, path))):
             raise AddressError(

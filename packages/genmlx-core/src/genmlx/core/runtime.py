@@ -17,7 +17,15 @@ from typing import Any
 
 from genmlx.core.address import Path
 
-__all__ = ["Run", "active_run", "in_transform", "operation", "transforming"]
+__all__ = [
+    "Run",
+    "active_run",
+    "in_transform",
+    "is_lenient",
+    "lenient",
+    "operation",
+    "transforming",
+]
 
 
 class Run:
@@ -40,6 +48,7 @@ class Run:
 _ACTIVE: ContextVar[Run | None] = ContextVar("genmlx_active_run", default=None)
 _DEPTH: ContextVar[int] = ContextVar("genmlx_op_depth", default=0)
 _TRANSFORM: ContextVar[int] = ContextVar("genmlx_transform_depth", default=0)
+_LENIENT: ContextVar[bool] = ContextVar("genmlx_lenient", default=False)
 
 
 def active_run() -> Run | None:
@@ -91,3 +100,26 @@ def in_transform() -> bool:
 def is_transform_eval_error(err: BaseException) -> bool:
     """True for MLX's error when something evaluates an array under a transformation."""
     return isinstance(err, ValueError) and "function transformations" in str(err)
+
+
+@contextlib.contextmanager
+def lenient(on: bool = True) -> Iterator[None]:
+    """Run a branch that may not be taken without address checks.
+
+    A batched ``Switch`` runs every branch for every particle and keeps, per particle,
+    the one its index names. Constraints meant for one branch are then unused by the
+    others, ``assess`` finds choices missing and selections name addresses a branch
+    lacks; inside this context none of those is an error (a missing choice in
+    ``assess`` takes an arbitrary in-support value, whose score the caller masks out).
+    The caller checks the union of the branches instead.
+    """
+    token = _LENIENT.set(on)
+    try:
+        yield
+    finally:
+        _LENIENT.reset(token)
+
+
+def is_lenient() -> bool:
+    """True inside :func:`lenient`."""
+    return _LENIENT.get()

@@ -50,6 +50,8 @@ class _Static:
         v = self.value
         if v is None or isinstance(v, (bool, int, float, str, bytes)):
             return (type(v), v)
+        if isinstance(v, TreeDef):  # a nested structure kept in aux (combinator traces)
+            return ("treedef", v)
         return ("id", id(v))
 
     def __eq__(self, other: object) -> bool:

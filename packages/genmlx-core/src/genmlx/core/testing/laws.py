@@ -65,7 +65,12 @@ def assert_close(
 
 
 def assert_same_choices(a: ChoiceMap, b: ChoiceMap, what: str) -> None:
-    """Assert two choice maps have the same addresses and (close) values."""
+    """Assert two choice maps have the same addresses and (close) values.
+
+    Masked leaves (unbatched maps only) count where their mask is True.
+    """
+    a = a.unmasked() if a.is_masked else a
+    b = b.unmasked() if b.is_masked else b
     pa = [p for p, _ in a.leaves()]
     pb = [p for p, _ in b.leaves()]
     if sorted(map(repr, pa)) != sorted(map(repr, pb)):
@@ -180,7 +185,7 @@ def edit_roundtrip(gf: GenerativeFunction, args: tuple[Any, ...], key: mx.array)
 
 
 def _particle(tr: Trace, i: int) -> ChoiceMap:
-    return tr.get_choices().map(lambda v: v[i]).with_batch_shape(())
+    return tr.get_choices().particle(i)
 
 
 def batched_simulate(gf: GenerativeFunction, args: tuple[Any, ...], key: mx.array) -> None:
