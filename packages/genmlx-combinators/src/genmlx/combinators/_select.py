@@ -36,12 +36,12 @@ def concrete_int(x: Any) -> int | None:
             return None
         if runtime.in_transform():
             try:
-                return int(x.item())
+                return int(x.item())  # type: ignore[arg-type]
             except ValueError as e:
                 if runtime.is_transform_eval_error(e):
                     return None
                 raise
-        return int(x.item())
+        return int(x.item())  # type: ignore[arg-type]
     raise TypeError(f"expected an int or an integer array, got {type(x).__name__}")
 
 

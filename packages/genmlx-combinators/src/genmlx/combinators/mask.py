@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 
+from genmlx.combinators._select import concrete_int, merge_masked, select_tree, where_b
 from genmlx.core import runtime
 from genmlx.core.address import Path
 from genmlx.core.choicemap import ChoiceMap
@@ -37,7 +38,6 @@ from genmlx.core.gfi import (
 from genmlx.core.random import split
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
-from genmlx.combinators._select import concrete_int, merge_masked, select_tree, where_b
 from genmlx.core.tree import tree_map
 
 __all__ = ["Mask", "MaskTrace", "Masked"]

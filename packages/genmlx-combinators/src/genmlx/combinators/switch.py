@@ -31,6 +31,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from genmlx.combinators._select import concrete_int, merge_masked, select_tree
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap
@@ -46,7 +47,6 @@ from genmlx.core.gfi import (
 from genmlx.core.random import split
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
-from genmlx.combinators._select import concrete_int, merge_masked, select_tree
 
 __all__ = ["Switch", "SwitchTrace"]
 
