@@ -45,7 +45,7 @@ class Categorical(Distribution):
         k = lg.shape[-1]
         vi = mx.clip(v.astype(mx.int32), 0, k - 1)
         picked = mx.take_along_axis(
-            mx.broadcast_to(lp, v.shape + (k,)), vi[..., None], axis=-1
+            mx.broadcast_to(lp, (*v.shape, k)), vi[..., None], axis=-1
         ).squeeze(-1)
         ok = mx.logical_and(v >= 0, v < k)
         return mx.where(ok, picked, mx.array(-mx.inf))
