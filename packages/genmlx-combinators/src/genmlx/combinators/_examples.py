@@ -1,0 +1,136 @@
+"""Small random models for the conformance kit: ``[(generative_function, args), ...]``.
+
+Each combinator's ``conformance_examples()`` returns some of these, so
+``python -m genmlx.core.testing`` (and ``nox -s conformance``) checks the GFI laws on
+every registered combinator, third-party ones included, the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+
+from genmlx.core import gen
+from genmlx.core.gfi import GenerativeFunction
+from genmlx.core.testing.models import normal
+
+Example = tuple[GenerativeFunction, tuple[Any, ...]]
+
+
+@gen
+def _element(x):
+    z = normal(x, 1.0) @ "z"
+    return normal(z, 0.5) @ "y"
+
+
+@gen
+def _step(t, state, drift):
+    return normal(state + drift, 1.0) @ "x"
+
+
+@gen
+def _scan_step(carry, x):
+    c = normal(carry + x, 1.0) @ "c"
+    return c, 2.0 * c
+
+
+@gen
+def _near():
+    return normal(0.0, 1.0) @ "x"
+
+
+@gen
+def _far():
+    x = normal(5.0, 1.0) @ "x"
+    normal(x, 2.0) @ "w"
+    return x
+
+
+@gen
+def _production(depth):
+    x = normal(0.0, 1.0) @ "x"
+    return x, ([depth - 1, depth - 1] if depth > 0 else [])
+
+
+@gen
+def _aggregation(depth, x, children):
+    total = x
+    for c in children:
+        total = total + c
+    return normal(total, 1.0) @ "s"
+
+
+def _random_index(gf: GenerativeFunction) -> GenerativeFunction:
+    @gen
+    def model():
+        k = (normal(0.0, 1.0) @ "u" > 0).astype(mx.int32)
+        return gf(k) @ "inner"
+
+    return model
+
+
+def map_examples() -> list[Example]:
+    from genmlx.combinators.map import Map
+
+    return [(Map(_element), (mx.array([0.0, 1.0, -2.0]),))]
+
+
+def repeat_examples() -> list[Example]:
+    from genmlx.combinators.map import Repeat
+
+    return [(Repeat(_element, 3), (0.5,))]
+
+
+def vmap_examples() -> list[Example]:
+    from genmlx.combinators.vmap import Vmap
+
+    return [(Vmap(_step, in_axes=(0, 0, None)), (mx.arange(3), mx.array([0.0, 1.0, 2.0]), 0.5))]
+
+
+def unfold_examples() -> list[Example]:
+    from genmlx.combinators.unfold import Unfold
+
+    return [(Unfold(_step), (4, 0.0, 0.5))]
+
+
+def scan_examples() -> list[Example]:
+    from genmlx.combinators.unfold import Scan
+
+    return [(Scan(_scan_step), (0.0, mx.array([1.0, -1.0, 0.5])))]
+
+
+def switch_examples() -> list[Example]:
+    from genmlx.combinators.switch import Switch
+
+    sw = Switch(_near, _far)
+    return [(sw, (0,)), (sw, (1,)), (_random_index(sw), ())]
+
+
+def mask_examples() -> list[Example]:
+    from genmlx.combinators.mask import Mask
+
+    m = Mask(_far)
+    return [(m, (True,)), (m, (False,)), (_random_index(m), ())]
+
+
+def mix_examples() -> list[Example]:
+    from genmlx.combinators.mix import Mix
+
+    return [(Mix(_near, _far), (mx.log(mx.array([0.4, 0.6])), (), ()))]
+
+
+def recurse_examples() -> list[Example]:
+    from genmlx.combinators.recurse import Recurse
+
+    return [(Recurse(_production, _aggregation, max_branch=2), (1,))]
+
+
+def dimap_examples() -> list[Example]:
+    from genmlx.combinators.dimap import Contramap, Dimap, MapRetval
+
+    return [
+        (Dimap(_element, pre=lambda x: (2.0 * x,), post=lambda args, r: r + args[0]), (1.5,)),
+        (Contramap(_element, lambda x: (x - 1.0,)), (0.5,)),
+        (MapRetval(_element, lambda r: 3.0 * r), (0.5,)),
+    ]
