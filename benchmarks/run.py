@@ -21,7 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["polyreg_is", "vmap_operand_order", "dists_sampling", "mcmc"]
+BENCHMARKS = [
+    "polyreg_is",
+    "vmap_operand_order",
+    "dists_sampling",
+    "mcmc",
+    "unfold_extend",
+]
 
 
 def _update_readme(name: str, text: str) -> None:

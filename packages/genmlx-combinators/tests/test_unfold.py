@@ -549,3 +549,19 @@ def test_long_chain_across_chunks() -> None:
     assert xs3 == [*xs[:127], 0.0] and ys3 == ys[:128]
     assert f(down.score) == pytest.approx(full_score(xs3, ys3), rel=1e-4)
     assert len(d.addresses()) == 1 + 2 * (201 - 128)
+
+
+def test_batched_update_with_masked_per_particle_constraints() -> None:
+    k1, k2 = mx.random.key(70), mx.random.key(71)
+    vt = CHAIN.vsimulate(args(4), 3, key=k1)
+    ys = choicemap({(2, "y"): mx.array([1.0, 2.0, 3.0])}, batch_shape=(3,))
+    cons = ys.mask(mx.array([True, False, True]))
+    vu, vw, _, vd = CHAIN.update(vt, cons, key=k2)
+    keys1, keys2 = mx.random.split(k1, 3), mx.random.split(k2, 3)
+    for i in range(3):
+        t = CHAIN.simulate(args(4), key=keys1[i])
+        u, w, _, d = CHAIN.update(t, cons.particle(i), key=keys2[i])
+        np.testing.assert_allclose(np.asarray(vw[i]), np.asarray(w), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(vu.score[i]), np.asarray(u.score), rtol=1e-6)
+        assert vd.particle(i).addresses() == d.addresses()
+    assert f(vw[1]) == 0.0

@@ -692,6 +692,13 @@ class Unfold(_SequenceCombinator):
     kind = "Unfold"
     _trace_cls = UnfoldTrace
 
+    @staticmethod
+    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
+        """Small models the conformance kit checks this combinator on."""
+        from genmlx.combinators._examples import unfold_examples
+
+        return unfold_examples()
+
     def _length(self, args: tuple[Any, ...], op: str) -> int:
         if len(args) < 2:
             raise TypeError(
@@ -795,6 +802,13 @@ class Scan(_SequenceCombinator):
 
     kind = "Scan"
     _trace_cls = ScanTrace
+
+    @staticmethod
+    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
+        """Small models the conformance kit checks this combinator on."""
+        from genmlx.combinators._examples import scan_examples
+
+        return scan_examples()
 
     def _length(self, args: tuple[Any, ...], op: str) -> int:
         if len(args) != 2:
