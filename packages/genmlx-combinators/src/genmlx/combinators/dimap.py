@@ -1,6 +1,6 @@
 """``Dimap``, ``Contramap`` and ``MapRetval``: argument and return-value transforms.
 
-``Dimap(inner, pre, post)`` is the generative function
+``Dimap(inner, pre, post)`` is the generative function::
 
     x ↦ post(x, r)  where  r = inner(*pre(*x))
 

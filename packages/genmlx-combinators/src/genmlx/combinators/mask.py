@@ -9,6 +9,12 @@ The inner function always runs (so a batched run, where the flag differs per par
 is one vectorised computation, and particle ``i`` equals the unbatched run); its
 choices are masked by the flag in the trace's choice map.
 
+With a flag that is known (unbatched, outside ``mx.compile``), constraints given while
+it is False are an error (there are no choices to constrain); under batching they only
+apply to the particles whose flag is True. ``update`` with known flags runs only the
+operation it needs; with per-particle flags it runs both the update of the kept inner
+trace and a fresh ``generate`` and selects per particle.
+
 Weights (per particle): with the flag on, ``Mask`` is ``gf``. Turning it off in
 ``update`` removes the choices (weight ``−old score``, the old choices discarded);
 turning it on generates ``gf`` under the constraints (weight: the generate weight).
@@ -210,7 +216,29 @@ class Mask(GenerativeFunction):
         self._known_off(flag, constraints, "update")
         old = trace.flag
         k1, k2 = split(key, 2)
-        up = self.inner.update(trace.inner, constraints, iargs, tuple(argdiffs[1:]), key=k1)
+        iargdiffs = tuple(argdiffs[1:])
+        was_on = concrete_int(old) if old.size == 1 else None
+        now_on = concrete_int(flag) if flag.size == 1 else None
+        if was_on is not None and now_on is not None:  # flags known: run only what is needed
+            if was_on:
+                up = self.inner.update(trace.inner, constraints, iargs, iargdiffs, key=k1)
+                if now_on:
+                    rd = NoChange if up.retdiff.is_no_change() else UnknownChange
+                    return UpdateResult(
+                        self._trace(args, flag, up.trace), up.weight, rd, up.discard
+                    )
+                return UpdateResult(
+                    self._trace(args, flag, up.trace),
+                    -trace.inner.score,
+                    UnknownChange,
+                    trace.inner.get_choices(),
+                )
+            fresh = self.inner.generate(iargs, constraints, key=k2)
+            w = fresh.weight if now_on else mx.zeros_like(fresh.weight)
+            return UpdateResult(
+                self._trace(args, flag, fresh.trace), w, UnknownChange, ChoiceMap.empty()
+            )
+        up = self.inner.update(trace.inner, constraints, iargs, iargdiffs, key=k1)
         fresh = self.inner.generate(iargs, constraints, key=k2)
         inner = select_tree(old, up.trace, fresh.trace, f"{self.name} update")
         weight = mx.where(
@@ -224,8 +252,6 @@ class Mask(GenerativeFunction):
                 (trace.inner.get_choices(), mx.logical_and(old, mx.logical_not(flag))),
             ]
         )
-        if flag.size == 1 and concrete_int(flag) is not None and old.size == 1:
-            discard = discard.unmasked() if concrete_int(old) is not None else discard
         return UpdateResult(self._trace(args, flag, inner), weight, UnknownChange, discard)
 
     def _regenerate(
