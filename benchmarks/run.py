@@ -27,6 +27,7 @@ BENCHMARKS = [
     "dists_sampling",
     "mcmc",
     "unfold_extend",
+    "map_vs_vector",
 ]
 
 

@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
@@ -110,6 +110,45 @@ class ChoiceMap:
                 present only where it is True (see :meth:`mask`).
         """
         return ChoiceMap(as_array(value), None, batch_shape, _as_mask(mask))
+
+    @staticmethod
+    def from_nodes(
+        items: Iterable[tuple[Path, ChoiceMap]], batch_shape: tuple[int, ...] = ()
+    ) -> ChoiceMap:
+        """Build a map from ``(path, sub-map)`` pairs in one pass (O(number of nodes)).
+
+        Raises:
+            AddressError: a path is given twice or lies beneath another one's value.
+        """
+        root: dict[Any, Any] = {}
+        for path, node in items:
+            if not path:
+                if len(root) or isinstance(root.get(_ROOT), ChoiceMap):
+                    raise AddressError("from_nodes: the root given together with other paths")
+                root[_ROOT] = node
+                continue
+            d = root
+            for i, c in enumerate(path[:-1]):
+                nxt = d.get(c)
+                if nxt is None:
+                    nxt = {}
+                    d[c] = nxt
+                elif not isinstance(nxt, dict):
+                    raise AddressError(
+                        f"cannot put a choice at {format_address(path)}: "
+                        f"{format_address(path[: i + 1])} already holds a value"
+                    )
+                d = nxt
+            last = path[-1]
+            prev = d.get(last)
+            if prev is not None:
+                if isinstance(prev, dict) or (isinstance(prev, ChoiceMap) and not prev.is_empty):
+                    raise AddressError(f"address {format_address(path)} given twice")
+            d[last] = node
+        if _ROOT in root:
+            n = root[_ROOT]
+            return ChoiceMap(n._value, n._children, batch_shape, n._mask)
+        return _from_trie(root, batch_shape)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -342,12 +381,12 @@ class ChoiceMap:
         """
         if not self.batch_shape:
             raise ValueError("particle(i) needs a batched choice map (batch_shape == (n,))")
-        out = ChoiceMap(None, None, ())
+        items = []
         for path, v, m in self.masked_leaves():
             if m is not None and not bool(m[i].item() if m.ndim else m.item()):
                 continue
-            out = out._set(path, ChoiceMap(v[i]))
-        return out
+            items.append((path, ChoiceMap(v[i])))
+        return ChoiceMap.from_nodes(items)
 
     def unmasked(self) -> ChoiceMap:
         """The map of an unbatched execution with masked-out leaves dropped.
@@ -358,7 +397,7 @@ class ChoiceMap:
             ValueError: a mask is not a single boolean (the map is batched; use
                 :meth:`particle`).
         """
-        out = ChoiceMap(None, None, self.batch_shape)
+        items = []
         for path, v, m in self.masked_leaves():
             if m is not None:
                 if m.size != 1:
@@ -367,8 +406,8 @@ class ChoiceMap:
                     )
                 if not bool(m.item()):
                     continue
-            out = out._set(path, ChoiceMap(v))
-        return out
+            items.append((path, ChoiceMap(v)))
+        return ChoiceMap.from_nodes(items, self.batch_shape)
 
     @staticmethod
     def where(index: Any, branches: Sequence[ChoiceMap]) -> ChoiceMap:
@@ -408,10 +447,9 @@ class ChoiceMap:
                     values[path] = (mx.where(sel, v, v0), mx.logical_or(m0, here))
                 else:
                     values[path] = (v, here)
-        out = ChoiceMap(None, None, batch_shape)
-        for path, (v, m) in values.items():
-            out = out._set(path, ChoiceMap(v, None, (), m))
-        return out
+        return ChoiceMap.from_nodes(
+            ((path, ChoiceMap(v, None, (), m)) for path, (v, m) in values.items()), batch_shape
+        )
 
     def filter(self, selection: Selection) -> ChoiceMap:
         """The leaves whose address ``selection`` selects."""
@@ -456,10 +494,13 @@ class ChoiceMap:
     @classmethod
     def _tree_unflatten(cls, aux: Any, children: list[Any]) -> ChoiceMap:
         batch_shape, paths = aux
-        out = ChoiceMap(None, None, batch_shape)
-        for (p, masked), v in zip(paths, children):
-            out = out._set(p, ChoiceMap(v[0], None, (), v[1]) if masked else ChoiceMap(v))
-        return out
+        return ChoiceMap.from_nodes(
+            (
+                (p, ChoiceMap(v[0], None, (), v[1]) if masked else ChoiceMap(v))
+                for (p, masked), v in zip(paths, children)
+            ),
+            batch_shape,
+        )
 
     def __repr__(self) -> str:
         if self._value is not None:
@@ -471,6 +512,16 @@ class ChoiceMap:
         )
         b = f", batch_shape={self.batch_shape}" if self.batch_shape else ""
         return f"ChoiceMap({{{inner}}}{b})"
+
+
+_ROOT = object()
+
+
+def _from_trie(trie: dict[Component, Any], batch_shape: tuple[int, ...]) -> ChoiceMap:
+    children: dict[Component, ChoiceMap] = {}
+    for c, node in trie.items():
+        children[c] = _from_trie(node, ()) if isinstance(node, dict) else node
+    return ChoiceMap(None, children, batch_shape)
 
 
 def _as_mask(flag: Any) -> mx.array | None:
@@ -520,6 +571,14 @@ def choicemap(
     if mapping is not None:
         items.extend(mapping.items())
     items.extend(named.items())
+    if not any(isinstance(v, (ChoiceMap, Mapping)) for _, v in items):
+        # only leaves: build the trie in one pass (linear in the number of addresses)
+        try:
+            return ChoiceMap.from_nodes(
+                ((to_path(a), ChoiceMap(as_array(v))) for a, v in items), batch_shape
+            )
+        except AddressError as e:
+            raise AddressError(f"choicemap: {e}") from e
     for addr, v in items:
         path = to_path(addr)
         node: ChoiceMap
