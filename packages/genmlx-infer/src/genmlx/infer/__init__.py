@@ -17,8 +17,14 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
 * diagnostics: :func:`ess_bulk`, :func:`ess_tail`, :func:`ess_mean`, :func:`rhat`,
   :func:`summary`, :func:`effective_sample_size_weights` (ArviZ's definitions, on MLX)
 
-Still to come (issue 5 and later): benchmarks against NumPyro, SMC, variational
-inference.
+* sequential Monte Carlo (first slice of issue 6): :func:`particle_filter` returns a
+  :class:`ParticleFilterState` with ``step`` (bootstrap or custom proposal),
+  ``resample`` / ``maybe_resample`` (multinomial, stratified, systematic, residual:
+  :func:`resample_indices`), ``rejuvenate`` (any MCMC kernel), ``ess`` and
+  ``log_ml_estimate`` (Gen.jl's accumulation)
+
+Still to come: SMCP3, conditional SMC and particle MCMC (issue 6), variational
+inference (issue 7).
 """
 
 from genmlx.infer.diagnostics import (
@@ -41,14 +47,22 @@ from genmlx.infer.reversible_jump import (
     split_merge_kernel,
     split_merge_move,
 )
+from genmlx.infer.smc import (
+    RESAMPLING_METHODS,
+    ParticleFilterState,
+    particle_filter,
+    resample_indices,
+)
 from genmlx.infer.tempering import PTResult, parallel_tempering, tempered_rw_mh, tempered_swap
 
 __all__ = [
+    "RESAMPLING_METHODS",
     "ChainResult",
     "ISResult",
     "NutsInfo",
     "NutsWarmup",
     "PTResult",
+    "ParticleFilterState",
     "SummaryTable",
     "birth_death_kernel",
     "birth_death_move",
@@ -72,7 +86,9 @@ __all__ = [
     "nuts_info",
     "nuts_warmup",
     "parallel_tempering",
+    "particle_filter",
     "repeat",
+    "resample_indices",
     "rhat",
     "split_merge_kernel",
     "split_merge_move",

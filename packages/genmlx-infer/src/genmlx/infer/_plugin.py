@@ -25,6 +25,7 @@ INFERENCE_NAMES = (
     "parallel_tempering",
     "split_merge_move",
     "birth_death_move",
+    "particle_filter",
 )
 
 
