@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -335,30 +336,37 @@ class _SequenceCombinator(GenerativeFunction):
         self.name = f"{self.kind}({getattr(kernel, 'name', repr(kernel))})"
 
     # ------------------------------------------------------------ hooks
+    @abstractmethod
     def _length(self, args: tuple[Any, ...], op: str) -> int:
-        raise NotImplementedError
+        """The number of steps T the arguments ask for (checked; errors name ``op``)."""
 
+    @abstractmethod
     def _init_carry(self, args: tuple[Any, ...]) -> Any:
-        raise NotImplementedError
+        """The carry before step 0."""
 
+    @abstractmethod
     def _kernel_args(self, args: tuple[Any, ...], t: int, carry: Any) -> tuple[Any, ...]:
-        raise NotImplementedError
+        """The kernel's arguments at step ``t`` given the incoming carry."""
 
+    @abstractmethod
     def _carry_of(self, step_retval: Any, t: int) -> Any:
-        raise NotImplementedError
+        """The carry after step ``t``, from that step's return value."""
 
+    @abstractmethod
     def _inputs(
         self, args: tuple[Any, ...], argdiffs: tuple[Diff, ...], t0: int, t1: int, op: str
     ) -> _Inputs:
-        raise NotImplementedError
+        """How the kernel inputs changed (old length ``t0``, new ``t1``), from the argdiffs."""
 
+    @abstractmethod
     def _retval_of(
         self, step_retvals: list[Any], args: tuple[Any, ...], batch_shape: tuple[int, ...]
     ) -> Any:
-        raise NotImplementedError
+        """The combinator's return value from the steps' return values."""
 
+    @abstractmethod
     def _retdiff(self, t0: int, t1: int, changed: dict[int, Diff]) -> Diff:
-        raise NotImplementedError
+        """The retdiff of an update from length ``t0`` to ``t1``; ``changed``: step → retdiff."""
 
     # ------------------------------------------------------------ small pieces
     def _new_trace(self, args: tuple[Any, ...], steps: Sequence[Trace], score: mx.array) -> Any:
