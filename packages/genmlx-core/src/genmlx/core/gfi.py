@@ -39,7 +39,7 @@ from genmlx.core import runtime
 from genmlx.core.address import Address, format_address, to_path
 from genmlx.core.choicemap import ChoiceMap, choicemap
 from genmlx.core.config import check_scores_enabled
-from genmlx.core.diff import Diff, diff_args, no_change_args
+from genmlx.core.diff import Diff, NoChange, diff_args, no_change_args
 from genmlx.core.errors import NonFiniteScoreError
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.selection import Selection
@@ -367,7 +367,9 @@ class GenerativeFunction(ABC):
         density, newly sampled choices add 0 and removed choices subtract their old log
         density. ``discard`` holds overwritten and removed choices, so updating the new
         trace with ``discard`` (and the old args) returns to ``trace`` with weight
-        ``-weight``.
+        ``-weight``. With no constraints and unchanged arguments the trace itself comes
+        back with weight 0 (subclasses never see that case: "unchanged" means the very
+        same argument objects and all-``NoChange`` argdiffs).
 
         Args:
             trace: the trace to change (single or batched).
@@ -378,6 +380,9 @@ class GenerativeFunction(ABC):
         """
         args, argdiffs = self._resolve_args(trace, args, argdiffs, "update")
         cons = _as_choicemap(constraints, "update")
+        if cons.is_empty and _unchanged(trace.args, args, argdiffs):
+            # nothing to do, for every generative function: the trace is kept as it is
+            return UpdateResult(trace, mx.zeros_like(trace.score), NoChange, ChoiceMap.empty())
         key = resolve_key(key)
         if trace.batch_shape:
             from genmlx.core import batching
@@ -408,6 +413,8 @@ class GenerativeFunction(ABC):
         """
         args, argdiffs = self._resolve_args(trace, args, argdiffs, "regenerate")
         sel = _as_selection(selection, "regenerate")
+        if sel.is_none() and _unchanged(trace.args, args, argdiffs):
+            return RegenerateResult(trace, mx.zeros_like(trace.score), NoChange)
         key = resolve_key(key)
         if trace.batch_shape:
             from genmlx.core import batching
@@ -482,6 +489,13 @@ class GenerativeFunction(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def _unchanged(old: tuple[Any, ...], new: tuple[Any, ...], argdiffs: tuple[Diff, ...]) -> bool:
+    """The argdiffs say nothing changed and the arguments are the very same objects."""
+    if not all(d.is_no_change() for d in argdiffs):
+        return False
+    return old is new or (len(old) == len(new) and all(a is b for a, b in zip(old, new)))
 
 
 def _check_finite(

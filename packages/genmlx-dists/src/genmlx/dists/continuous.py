@@ -290,8 +290,10 @@ class Normal(_Scalar):
 
     def log_prob(self, value: Any, mu: Any, sigma: Any) -> mx.array:
         self._check(mu, sigma)
-        if is_plain_number(sigma) and _is_pos(float(sigma)) and not (
-            is_plain_number(mu) and not _is_finite(float(mu))
+        if (
+            is_plain_number(sigma)
+            and _is_pos(float(sigma))
+            and not (is_plain_number(mu) and not _is_finite(float(mu)))
         ):
             # Fast path (the common case: a likelihood with a fixed noise scale): no
             # masking passes over the full broadcast shape. ±inf values give -inf and NaN
