@@ -35,8 +35,9 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "dists": ("core",),
     "combinators": ("core",),
     "infer": ("core", "dists", "combinators"),
-    "nn": ("core",),
-    "viz": ("core",),
+    # nn and viz: runtime deps are core only; their tests also use dists and infer
+    "nn": ("core", "dists", "combinators", "infer"),
+    "viz": ("core", "dists", "combinators", "infer"),
 }
 
 
