@@ -24,7 +24,9 @@ A Python branch on a random value cannot run once for all particles; it raises
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any
 
 import mlx.core as mx
@@ -44,10 +46,12 @@ from genmlx.core.gfi import (
 )
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
-from genmlx.core.tree import TreeDef, flatten, unflatten
+from genmlx.core.tree import TreeDef, flatten, opaque_nodes, replace_opaque, unflatten
 
 __all__ = [
+    "particle_index",
     "rebatch",
+    "take_particles",
     "vassess",
     "vedit",
     "vgenerate",
@@ -56,6 +60,7 @@ __all__ = [
     "vregenerate",
     "vsimulate",
     "vupdate",
+    "where_particles",
 ]
 
 
@@ -85,6 +90,36 @@ def _axes(td: TreeDef, batched: bool, out: list[int | None]) -> None:
         _axes(c, batched, out)
 
 
+_PARTICLE: ContextVar[dict[int, tuple[object, mx.array]] | None] = ContextVar(
+    "genmlx_particle_index", default=None
+)
+
+
+def particle_index(key: object) -> mx.array | None:
+    """The current particle's index for opaque data registered under ``key``.
+
+    Inside :func:`vmap_call`, every :class:`~genmlx.core.tree.Opaque` object among the
+    batched inputs is registered with the particle index (a scalar that ``mx.vmap``
+    batches as ``arange(n)``), so the object can read its own particle's values with a
+    gather (``x[particle_index(key)]``). Outside that call it returns ``None`` and the
+    object's values are the whole particle batch.
+    """
+    hit = (_PARTICLE.get() or {}).get(id(key))
+    return None if hit is None else hit[1]
+
+
+@contextmanager
+def _registered(keys: list[object], pid: mx.array) -> Iterator[None]:
+    table = dict(_PARTICLE.get() or {})
+    for k in keys:
+        table[id(k)] = (k, pid)  # the key object is held, so its id stays unique
+    token = _PARTICLE.set(table)
+    try:
+        yield
+    finally:
+        _PARTICLE.reset(token)
+
+
 def vmap_call(
     fn: Callable[..., Any], n: int, batched: tuple[Any, ...], shared: tuple[Any, ...]
 ) -> Any:
@@ -94,9 +129,28 @@ def vmap_call(
     all particles except those inside batched traces / choice maps. Inside ``fn`` every
     trace and choice map is unbatched; the result's traces and choice maps come back
     with ``batch_shape == (n,)``.
+
+    The batched inputs are flattened with ``freeze=True``: parts of batched traces kept
+    as :class:`~genmlx.core.tree.Opaque` objects do not go through ``mx.vmap``; inside
+    ``fn`` they read their particle's values through :func:`particle_index`, and when
+    ``fn`` returns them unchanged they come back as they were, at no cost.
     """
-    b_leaves, b_td = flatten(batched)
+    all_b, b_td = flatten(batched, freeze=True)
     s_leaves, s_td = flatten(shared)
+    # Each distinct batched array goes in once, so that an array held in two places
+    # (a choice value that is also a sub-call's argument) is one object inside fn too:
+    # identity-based argdiffs then see it unchanged.
+    slot: dict[int, int] = {}
+    b_leaves: list[mx.array] = []
+    b_index = []
+    for x in all_b:
+        j = slot.setdefault(id(x), len(b_leaves))
+        if j == len(b_leaves):
+            b_leaves.append(x)
+        b_index.append(j)
+    keys = [o._opaque_key for o in opaque_nodes(b_td)]
+    if keys:  # the particle index rides along as one more batched input
+        b_leaves.append(mx.arange(n, dtype=mx.int32))
     axes: list[int | None] = [0] * len(b_leaves)
     _axes(s_td, False, axes)
     b_inner, s_inner = rebatch(b_td, ()), rebatch(s_td, ())
@@ -104,11 +158,14 @@ def vmap_call(
     box: dict[str, Any] = {}
 
     def inner(*leaves: mx.array) -> list[mx.array]:
-        b = unflatten(b_inner, list(leaves[:nb]))
+        b = unflatten(b_inner, [leaves[j] for j in b_index])
         s = unflatten(s_inner, list(leaves[nb:]))
-        with runtime.operation():
-            out = fn(*b, *s)
-        out_leaves, out_td = flatten(out)
+        ctx = _registered(keys, leaves[nb - 1]) if keys else nullcontext()
+        with ctx:
+            with runtime.operation():
+                out = fn(*b, *s)
+            # inside the registration, so opaque data fn passed through stays opaque
+            out_leaves, out_td = flatten(out)
         # Return each distinct array once: MLX's vmap leaves the batch axis in place
         # for the second occurrence of an output array (e.g. a choice that is also
         # the return value), so repeated outputs are rebuilt from one copy.
@@ -127,6 +184,75 @@ def vmap_call(
         unique_out = mx.vmap(inner, in_axes=tuple(axes))(*b_leaves, *s_leaves)
     out_leaves = [unique_out[j] for j in box["index"]]
     return unflatten(rebatch(box["td"], (n,)), out_leaves)
+
+
+def take_particles(tree: Any, idx: mx.array) -> Any:
+    """Particles ``idx`` of a batched tree (traces, choice maps, arrays): axis 0 gathered.
+
+    ``idx`` is a scalar (one particle: the result is unbatched) or ``[k]`` (``k``
+    particles). :class:`~genmlx.core.tree.Opaque` parts gather lazily (their
+    ``_opaque_take``), so resampling a long sequence trace costs no more than its
+    recent steps. A trace's arguments are shared by its particles and kept as they are.
+    """
+    if isinstance(tree, Trace):
+        return _take(tree._replace(args=()), idx)._replace(args=tree.args)
+    return _take(tree, idx)
+
+
+def _take(tree: Any, idx: mx.array) -> Any:
+    if idx.ndim == 0:  # one particle: opaque parts are materialised through the gather
+        leaves, td = flatten(tree)
+    else:
+        leaves, td = flatten(tree, freeze=True)
+        td = replace_opaque(td, lambda o: o._opaque_take(idx))
+    return unflatten(
+        rebatch(td, tuple(idx.shape)), _per_array(lambda x: mx.take(x, idx, axis=0), leaves)
+    )
+
+
+def _per_array(fn: Callable[..., mx.array], *columns: list[mx.array]) -> list[mx.array]:
+    """``fn`` applied position by position, once per distinct input (identity is kept:
+    an array held in two places of a trace stays one array)."""
+    memo: dict[tuple[int, ...], mx.array] = {}
+    out = []
+    for xs in zip(*columns):
+        k = tuple(map(id, xs))
+        y = memo.get(k)
+        if y is None:
+            y = memo[k] = fn(*xs)
+        out.append(y)
+    return out
+
+
+def where_particles(mask: mx.array, new: Any, old: Any) -> Any | None:
+    """Per particle, ``new`` where ``mask`` else ``old`` (two batched trees, ``mask`` ``[n]``).
+
+    Both trees must have the same structure; opaque parts must be the same objects
+    (what a kernel leaves untouched). Returns ``None`` when the structures differ.
+    Traces keep ``new``'s arguments (shared by the particles).
+    """
+    if isinstance(new, Trace) and isinstance(old, Trace):
+        out = _where(mask, new._replace(args=()), old._replace(args=()))
+        return None if out is None else out._replace(args=new.args)
+    return _where(mask, new, old)
+
+
+def _where(mask: mx.array, new: Any, old: Any) -> Any | None:
+    ln, tdn = flatten(new, freeze=True)
+    lo, tdo = flatten(old, freeze=True)
+    if tdn != tdo or len(ln) != len(lo):
+        ln, tdn = flatten(new, thaw=True)  # opaque parts differ: compare everything
+        lo, tdo = flatten(old, thaw=True)
+        if tdn != tdo or len(ln) != len(lo):
+            return None
+
+    def select(a: mx.array, b: mx.array) -> mx.array:
+        if a is b:
+            return a
+        m = mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)) if a.ndim > mask.ndim else mask
+        return mx.where(m, a, b)
+
+    return unflatten(tdn, _per_array(select, ln, lo))
 
 
 def _keys(key: mx.array, n: int) -> mx.array:

@@ -6,10 +6,19 @@ outermost eager GFI operation, GenMLX evaluates the score/weight once and raises
 NaN or +inf (or -inf for a sampled value). Inside ``vmap``/``compile``/``grad`` nothing
 is checked, since nothing can be evaluated there.
 
+``lazy_particles`` (default on, or ``GENMLX_LAZY_PARTICLES=0``): batched traces may
+keep parts of themselves out of ``mx.vmap`` and gather them lazily when particles are
+resampled (:class:`~genmlx.core.tree.Opaque`; sequence combinators use it so that a
+particle-filter step costs the same at every time step). Turning it off gives the
+same numbers through a plain flatten of every array, which is slower for long traces.
+
 Example:
     >>> from genmlx.core import config
     >>> with config.score_checks(False):
     ...     pass
+    >>> with config.lazy_particles(False):
+    ...     config.lazy_particles_enabled()
+    False
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import os
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-__all__ = ["check_scores_enabled", "score_checks"]
+__all__ = ["check_scores_enabled", "lazy_particles", "lazy_particles_enabled", "score_checks"]
 
 _CHECK: ContextVar[bool] = ContextVar(
     "genmlx_check_scores", default=os.environ.get("GENMLX_CHECK_SCORES", "1") != "0"
@@ -39,3 +48,23 @@ def score_checks(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _CHECK.reset(token)
+
+
+_LAZY: ContextVar[bool] = ContextVar(
+    "genmlx_lazy_particles", default=os.environ.get("GENMLX_LAZY_PARTICLES", "1") != "0"
+)
+
+
+def lazy_particles_enabled() -> bool:
+    """Whether batched traces may keep parts out of ``vmap`` (see the module docs)."""
+    return _LAZY.get()
+
+
+@contextlib.contextmanager
+def lazy_particles(enabled: bool) -> Iterator[None]:
+    """Turn lazy particle data on or off inside a ``with`` block."""
+    token = _LAZY.set(enabled)
+    try:
+        yield
+    finally:
+        _LAZY.reset(token)

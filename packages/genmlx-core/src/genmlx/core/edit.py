@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
@@ -130,16 +131,51 @@ class SelectionEdit(EditRequest):
 
 
 class ProposalEdit(EditRequest):
-    """Move to choices proposed by ``proposal(trace, *proposal_args)``.
+    """Move to choices proposed by ``proposal(trace, *proposal_args)`` (an SMCP3 move).
+
+    The forward kernel ``K = proposal`` proposes choices ``c ~ K(·; x)`` (new values
+    for existing addresses and/or choices at new addresses); the trace moves there with
+    ``update(x, c ∪ constraints, args, argdiffs)``, which returns the overwritten and
+    removed choices ``d`` (the discard); the backward kernel ``L = backward_proposal``
+    scores the way back, ``L(d; x')``. The weight is the SMCP3 incremental weight
+
+        ``log w = [log p(x'; args') - log p(x; args)] + log L(d; x') - log K(c; x)``
+
+    where the bracket is ``update``'s weight (it only touches what changed). With
+    ``args``/``constraints`` (new arguments and observations, as a particle filter
+    step) and a forward kernel that proposes only new latent choices, ``d`` is empty
+    and the weight is the usual custom-proposal weight ``p(x', y)/p(x) / K(c; x)``.
 
     Args:
-        proposal: a generative function whose first argument is the current trace;
-            its choices are the new values to write into the trace.
+        proposal: the forward kernel, a generative function whose first argument is
+            the current trace; its choices are written into the trace.
         proposal_args: its remaining arguments.
-        backward_proposal: scores the reverse move on the new trace; it must propose
-            exactly the addresses the forward move overwrites. Defaults to ``proposal``
-            (a symmetric-shape move, as in MH with a custom proposal).
+        backward_proposal: the backward kernel ``L(new_trace, *backward_args)``; it must
+            propose exactly the addresses the move overwrites or removes. Defaults to
+            ``proposal`` (a symmetric MH-style move) when neither ``args`` nor
+            ``constraints`` is given; otherwise to none, which requires an empty
+            discard.
         backward_args: its remaining arguments (default: ``proposal_args``).
+        args: new arguments for the model (default: unchanged).
+        argdiffs: their diffs (default: computed by ``update``).
+        constraints: fixed constraints added to the proposed choices (observations).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from genmlx.core import gen, choicemap
+        >>> from genmlx.core.edit import ProposalEdit
+        >>> from genmlx.core.testing.models import normal
+        >>> @gen
+        ... def m():
+        ...     return normal(0.0, 1.0) @ "x"
+        >>> @gen
+        ... def shift(tr):
+        ...     return normal(tr["x"], 0.5) @ "x"
+        >>> tr, _ = m.generate((), choicemap({"x": 0.2}), key=mx.random.key(0))
+        >>> new, w, _, back = m.edit(tr, ProposalEdit(shift), key=mx.random.key(1))
+        >>> # random-walk MH: the kernel is symmetric, so w = log p(x') - log p(x)
+        >>> bool(mx.allclose(w, new.score - tr.score))
+        True
     """
 
     def __init__(
@@ -148,29 +184,78 @@ class ProposalEdit(EditRequest):
         proposal_args: tuple[Any, ...] = (),
         backward_proposal: GenerativeFunction | None = None,
         backward_args: tuple[Any, ...] | None = None,
+        *,
+        args: tuple[Any, ...] | None = None,
+        argdiffs: tuple[Diff, ...] | None = None,
+        constraints: ChoiceMap | None = None,
     ) -> None:
         self.proposal = proposal
         self.proposal_args = tuple(proposal_args)
-        self.backward_proposal = backward_proposal if backward_proposal is not None else proposal
+        plain = args is None and constraints is None
+        self.backward_proposal = (
+            backward_proposal if backward_proposal is not None or not plain else proposal
+        )
         self.backward_args = (
             tuple(backward_args) if backward_args is not None else self.proposal_args
         )
+        self.args = None if args is None else tuple(args)
+        self.argdiffs = argdiffs
+        self.constraints = constraints
 
     def apply(self, gen_fn: GenerativeFunction, trace: Trace, key: mx.array) -> EditResult:
         from genmlx.core.gfi import EditResult
 
         k1, k2 = split2(key)
         choices, fwd_logq, _ = self.proposal.propose((trace, *self.proposal_args), key=k1)
-        new, w, rd, discard = gen_fn.update(trace, choices, key=k2)
-        bwd_logq, _ = self.backward_proposal.assess((new, *self.backward_args), discard)
+        cons = choices
+        if self.constraints is not None and not self.constraints.is_empty:
+            cons = self.constraints if choices.is_empty else choices.merge(self.constraints)
+        new, w, rd, discard = gen_fn.update(trace, cons, self.args, self.argdiffs, key=k2)
+        if self.backward_proposal is None:
+            if not discard.is_empty:
+                first = next(iter(discard.leaves()))[0]
+                raise ValueError(
+                    f"edit with ProposalEdit: the move overwrites or removes choices (e.g. "
+                    f"at {first!r}) but no backward_proposal scores the way back; pass a "
+                    "backward_proposal that proposes exactly those addresses"
+                )
+            bwd_logq = mx.zeros_like(w)
+        else:
+            bwd_logq, _ = self.backward_proposal.assess((new, *self.backward_args), discard)
+        bargs, bdiffs = _backward_args(self.args, trace.args)
         back = ProposalEdit(
-            self.backward_proposal, self.backward_args, self.proposal, self.proposal_args
+            self.backward_proposal if self.backward_proposal is not None else _nothing(),
+            self.backward_args,
+            self.proposal,
+            self.proposal_args,
+            args=bargs,
+            argdiffs=bdiffs,
         )
         return EditResult(new, w + bwd_logq - fwd_logq, rd, back)
 
     def _tree_flatten(self) -> tuple[list[Any], Any]:
-        return [self.proposal_args, self.backward_args], (self.proposal, self.backward_proposal)
+        return (
+            [self.proposal_args, self.backward_args, self.args, self.constraints],
+            (self.proposal, self.backward_proposal, self.argdiffs),
+        )
 
     @classmethod
     def _tree_unflatten(cls, aux: Any, children: list[Any]) -> ProposalEdit:
-        return cls(aux[0], children[0], aux[1], children[1])
+        proposal, backward, argdiffs = aux
+        pargs, bargs, args, constraints = children
+        new = cls(proposal, pargs, backward, bargs, args=args, argdiffs=argdiffs)
+        new.constraints = constraints
+        new.backward_proposal = backward
+        return new
+
+
+@functools.cache
+def _nothing() -> GenerativeFunction:
+    """A kernel that proposes nothing (the reverse of a move whose discard is empty)."""
+    from genmlx.core.dsl import gen  # dsl imports this module
+
+    @gen
+    def propose_nothing(trace: Any, *args: Any) -> None:
+        return None
+
+    return propose_nothing

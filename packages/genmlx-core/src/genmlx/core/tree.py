@@ -23,11 +23,26 @@ Example:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from typing import Any
 
 import mlx.core as mx
 
-__all__ = ["TreeDef", "evaluate", "flatten", "tree_map", "unflatten"]
+from genmlx.core.config import lazy_particles_enabled
+
+__all__ = [
+    "Opaque",
+    "TreeDef",
+    "evaluate",
+    "flatten",
+    "freezing",
+    "opaque_nodes",
+    "replace_opaque",
+    "thawing",
+    "tree_map",
+    "unflatten",
+]
 
 _LEAF = "leaf"
 _STATIC = "static"
@@ -36,6 +51,55 @@ _TUPLE = "tuple"
 _NAMEDTUPLE = "namedtuple"
 _DICT = "dict"
 _CUSTOM = "custom"
+_OPAQUE = "opaque"
+
+# "freeze": particle-level batched work (opaque parts may be created); "thaw": every
+# part materialised; "": the default (existing opaque parts of the running batched
+# operation stay opaque, others are materialised)
+_MODE: ContextVar[str] = ContextVar("genmlx_tree_mode", default="")
+
+
+class Opaque(ABC):
+    """Particle-batched data that :func:`flatten` keeps whole, as one static node.
+
+    A batched trace can hold part of itself as an ``Opaque`` object (for instance the
+    untouched prefix of a long sequence trace) so that batched operations do not pass
+    its arrays through ``mx.vmap`` one by one: ``flatten`` records the object itself
+    in the :class:`TreeDef` (compared by identity) and yields no leaves for it.
+    Inside :func:`~genmlx.core.batching.vmap_call` the object reads its values for the
+    current particle through :func:`~genmlx.core.batching.particle_index`; particle
+    gathers (:func:`~genmlx.core.batching.take_particles`) call :meth:`_opaque_take`.
+
+    Which objects become opaque is decided by their owners' ``_tree_flatten``, which
+    may consult :func:`freezing`: only flattens done for particle-level batched work
+    (``vmap_call``'s batched inputs, particle gathers and selections) ask for it.
+    """
+
+    __slots__ = ()
+
+    @property
+    @abstractmethod
+    def _opaque_key(self) -> object:
+        """The identity under which :func:`~genmlx.core.batching.vmap_call` registers
+        the particle index for this object (shared by views of the same data)."""
+
+    @abstractmethod
+    def _opaque_take(self, idx: mx.array) -> Opaque:
+        """The object with its particles gathered at ``idx`` (axis 0)."""
+
+    @abstractmethod
+    def _opaque_arrays(self) -> list[mx.array]:
+        """Arrays :func:`evaluate` should compute (those the latest operation added)."""
+
+
+def freezing() -> bool:
+    """Whether the flatten in progress may keep particle-batched data opaque."""
+    return _MODE.get() == "freeze"
+
+
+def thawing() -> bool:
+    """Whether the flatten in progress must materialise every opaque part."""
+    return _MODE.get() == "thaw"
 
 
 class _Static:
@@ -84,7 +148,7 @@ class TreeDef:
             return (cls, _Static(extra) if not isinstance(extra, tuple) else _freeze(extra))
         if self.kind == _DICT:
             return tuple(self.aux)
-        if self.kind == _STATIC:
+        if self.kind in (_STATIC, _OPAQUE):
             return self.aux
         return None
 
@@ -116,10 +180,24 @@ def _is_namedtuple(x: Any) -> bool:
     return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
-def flatten(obj: Any) -> tuple[list[mx.array], TreeDef]:
-    """Split ``obj`` into its MLX array leaves and a :class:`TreeDef`."""
+def flatten(
+    obj: Any, *, freeze: bool = False, thaw: bool = False
+) -> tuple[list[mx.array], TreeDef]:
+    """Split ``obj`` into its MLX array leaves and a :class:`TreeDef`.
+
+    With ``freeze=True`` (particle-level batched work only) objects may keep large
+    particle-batched parts as :class:`Opaque` nodes. By default only the opaque parts
+    that the running batched operation registered stay opaque (so that it can pass
+    them through); ``thaw=True`` materialises every part into leaves.
+    """
     leaves: list[mx.array] = []
-    td = _flatten(obj, leaves)
+    if freeze and not lazy_particles_enabled():
+        freeze = False
+    token = _MODE.set("freeze" if freeze else "thaw" if thaw else "")
+    try:
+        td = _flatten(obj, leaves)
+    finally:
+        _MODE.reset(token)
     return leaves, td
 
 
@@ -127,6 +205,8 @@ def _flatten(obj: Any, leaves: list[mx.array]) -> TreeDef:
     if isinstance(obj, mx.array):
         leaves.append(obj)
         return _LEAF_DEF
+    if isinstance(obj, Opaque):
+        return TreeDef(_OPAQUE, _Static(obj), ())
     flat = getattr(obj, "_tree_flatten", None)
     if flat is not None and not isinstance(obj, type):
         children, aux = flat()
@@ -155,7 +235,7 @@ def _unflatten(td: TreeDef, it: Any) -> Any:
     k = td.kind
     if k == _LEAF:
         return next(it)
-    if k == _STATIC:
+    if k in (_STATIC, _OPAQUE):
         return td.aux.value
     children = [_unflatten(c, it) for c in td.children]
     if k == _LIST:
@@ -187,5 +267,30 @@ def evaluate(*objs: Any) -> None:
         >>> from genmlx.core import evaluate, choicemap
         >>> evaluate(choicemap({"x": mx.array(1.0) + 1.0}))
     """
-    leaves, _ = flatten(objs)
+    leaves, td = flatten(objs, freeze=True)
+    for node in opaque_nodes(td):
+        leaves.extend(node._opaque_arrays())
     mx.eval(leaves)
+
+
+def opaque_nodes(td: TreeDef) -> list[Opaque]:
+    """The :class:`Opaque` objects recorded in ``td``, in flatten order."""
+    out: list[Opaque] = []
+
+    def walk(t: TreeDef) -> None:
+        if t.kind == _OPAQUE:
+            out.append(t.aux.value)
+        for c in t.children:
+            walk(c)
+
+    walk(td)
+    return out
+
+
+def replace_opaque(td: TreeDef, fn: Any) -> TreeDef:
+    """``td`` with every :class:`Opaque` node ``o`` replaced by ``fn(o)``."""
+    if td.kind == _OPAQUE:
+        return TreeDef(_OPAQUE, _Static(fn(td.aux.value)), ())
+    if not td.children:
+        return td
+    return TreeDef(td.kind, td.aux, tuple(replace_opaque(c, fn) for c in td.children))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 
 from genmlx.core import Trace
-from genmlx.core.tree import flatten, unflatten
+from genmlx.core.batching import where_particles
 
 __all__ = ["accept_reject", "where_trace"]
 
@@ -21,21 +21,14 @@ def where_trace(mask: mx.array, new: Trace, old: Trace) -> Trace:
             needs a model whose addresses do not depend on random choices).
     """
     # the top-level arguments are shared by every chain (and unchanged by a kernel):
-    # select only the trace's own leaves, which carry the chain axis
-    args = new.args
-    ln, tdn = flatten(new._replace(args=()))
-    lo, tdo = flatten(old._replace(args=()))
-    if tdn != tdo or len(ln) != len(lo):
+    # where_particles selects only the trace's own leaves, which carry the chain axis
+    out: Trace | None = where_particles(mask, new, old)
+    if out is None:
         raise ValueError(
             "accept/reject needs the proposed and current traces to have the same "
             "addresses and shapes; this model's structure changed between them"
         )
-    out = []
-    for a, b in zip(ln, lo):
-        m = mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)) if a.ndim > mask.ndim else mask
-        out.append(mx.where(m, a, b))
-    result: Trace = unflatten(tdn, out)._replace(args=args)
-    return result
+    return out
 
 
 def accept_reject(
@@ -48,8 +41,14 @@ def accept_reject(
     """
     u = mx.random.uniform(shape=log_alpha.shape, key=key)
     accepted = mx.log(u) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
-    if not new.batch_shape and flatten(new)[1] != flatten(old)[1]:
+    out = where_particles(accepted, new, old)
+    if out is None:
+        if new.batch_shape:
+            raise ValueError(
+                "accept/reject needs the proposed and current traces to have the same "
+                "addresses and shapes; this model's structure changed between them"
+            )
         # a single trace whose structure changed (e.g. a move across branches): choose
         # in Python — this needs the value, so it cannot be compiled
         return (new if bool(accepted.item()) else old), accepted
-    return where_trace(accepted, new, old), accepted
+    return out, accepted

@@ -25,9 +25,8 @@ from typing import Any, NamedTuple
 import mlx.core as mx
 
 from genmlx.core import ChoiceMap, GenerativeFunction, Trace, choicemap
-from genmlx.core.batching import rebatch
+from genmlx.core.batching import take_particles
 from genmlx.core.random import Key, resolve_key
-from genmlx.core.tree import flatten, unflatten
 
 __all__ = ["ISResult", "importance_resampling", "importance_sampling"]
 
@@ -168,11 +167,7 @@ def importance_sampling(
 
 def _index_trace(tr: Trace, idx: mx.array) -> Trace:
     """Particle ``idx`` (a scalar → single trace, or ``[k]`` → batched trace)."""
-    args = tr.args
-    leaves, td = flatten(tr._replace(args=()))
-    batch = tuple(idx.shape)
-    out = unflatten(rebatch(td, batch), [mx.take(x, idx, axis=0) for x in leaves])
-    result: Trace = out._replace(args=args)
+    result: Trace = take_particles(tr, idx)
     return result
 
 

@@ -46,6 +46,7 @@ import mlx.core as mx
 from genmlx.core import ChoiceMap, GenerativeFunction, Trace, runtime
 from genmlx.core.batching import vmap_call
 from genmlx.core.diff import Diff, diff_args
+from genmlx.core.edit import EditRequest, ProposalEdit
 from genmlx.core.random import Key, resolve_key
 from genmlx.infer.importance import _check_inputs, _index_trace, _raw_weights
 
@@ -288,6 +289,86 @@ class ParticleFilterState(NamedTuple):
                 model, tr, obs, new_args, tuple(argdiffs), proposal, tuple(proposal_args), key
             )
         return ParticleFilterState(new, self.log_weights + w, self.log_ml_accumulated)
+
+    # ------------------------------------------------------------------ SMCP3
+    def edit(self, request: EditRequest, *, key: Key = None) -> ParticleFilterState:
+        """Apply an edit request to every particle at once; ``log w_i +=`` its weight.
+
+        This is the general SMC move of SMCP3: the request's weight is the incremental
+        importance weight of the move from the current target to the edited one. A
+        :class:`~genmlx.core.edit.ConstraintEdit` with new arguments and observations
+        is a bootstrap step, a :class:`~genmlx.core.edit.SelectionEdit` a
+        resample-move from the model's prior, a :class:`~genmlx.core.edit.ProposalEdit`
+        an SMCP3 move with forward and backward kernels (see :meth:`smcp3_step`). All
+        particles run in one batched edit.
+        """
+        if not isinstance(request, EditRequest):
+            raise TypeError(f"edit: request must be an EditRequest, got {type(request).__name__}")
+        key = resolve_key(key)
+        new, w, _, _ = self.traces.gen_fn.edit(self.traces, request, key=key)
+        return ParticleFilterState(new, self.log_weights + w, self.log_ml_accumulated)
+
+    def smcp3_step(
+        self,
+        forward: GenerativeFunction,
+        forward_args: tuple[Any, ...] = (),
+        backward: GenerativeFunction | None = None,
+        backward_args: tuple[Any, ...] = (),
+        *,
+        new_args: tuple[Any, ...] | None = None,
+        observations: ChoiceMap | Mapping[Any, Any] | None = None,
+        argdiffs: tuple[Diff, ...] | None = None,
+        key: Key = None,
+    ) -> ParticleFilterState:
+        """An SMCP3 step (Lew et al., 2023) with forward kernel ``K`` and backward kernel ``L``.
+
+        For each particle ``x``: ``c ~ K(·; x, *forward_args)`` proposes new values —
+        for the new step's latents, and possibly new values for old latents (a move
+        that also improves the past); ``x' = update(x, c ∪ y, new_args)`` with the
+        overwritten old values ``d`` in the discard; and
+
+            ``log w += log p(x', y_{0:t}; new_args) - log p(x, y_{0:t-1}; args)
+            + log L(d; x', *backward_args) - log K(c; x, *forward_args)``.
+
+        ``L`` is a generative function of the new trace that proposes exactly the
+        addresses the move overwrote (the reverse move); without overwrites no
+        ``L`` is needed and this is a custom-proposal particle filter step. With the
+        optimal pair — ``K`` the new target's conditional and ``L`` the old target's
+        conditional — every particle gets the same weight. Batched: one edit for all
+        particles (:meth:`edit` with a :class:`~genmlx.core.edit.ProposalEdit`).
+
+        Args:
+            forward: ``K(trace, *forward_args)``, a generative function.
+            forward_args: its extra arguments.
+            backward: ``L(new_trace, *backward_args)`` or ``None``.
+            backward_args: its extra arguments.
+            new_args: the model's new arguments (default: unchanged).
+            observations: the new observations (shared by all particles).
+            argdiffs: change hints for ``new_args``.
+            key: PRNG key.
+        """
+        model = self.traces.gen_fn
+        args = self.traces.args if new_args is None else tuple(new_args)
+        obs = _check_inputs(model, args, observations, self.n_particles, forward, "smcp3_step")
+        if forward is None:
+            raise TypeError("smcp3_step: forward must be a generative function K(trace, ...)")
+        if backward is not None and not isinstance(backward, GenerativeFunction):
+            raise TypeError(
+                "smcp3_step: backward must be a generative function L(new_trace, ...) or None, "
+                f"got {type(backward).__name__}"
+            )
+        if argdiffs is None and new_args is not None:
+            argdiffs = diff_args(self.traces.args, args)
+        request = ProposalEdit(
+            forward,
+            tuple(forward_args),
+            backward,
+            tuple(backward_args),
+            args=None if new_args is None else args,
+            argdiffs=argdiffs,
+            constraints=obs,
+        )
+        return self.edit(request, key=key)
 
     # ------------------------------------------------------------------ resample
     def resample(
