@@ -17,14 +17,16 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
 * diagnostics: :func:`ess_bulk`, :func:`ess_tail`, :func:`ess_mean`, :func:`rhat`,
   :func:`summary`, :func:`effective_sample_size_weights` (ArviZ's definitions, on MLX)
 
-* sequential Monte Carlo (first slice of issue 6): :func:`particle_filter` returns a
+* sequential Monte Carlo: :func:`particle_filter` returns a
   :class:`ParticleFilterState` with ``step`` (bootstrap or custom proposal),
   ``resample`` / ``maybe_resample`` (multinomial, stratified, systematic, residual:
   :func:`resample_indices`), ``rejuvenate`` (any MCMC kernel), ``ess`` and
   ``log_ml_estimate`` (Gen.jl's accumulation)
 
-Still to come: SMCP3, conditional SMC and particle MCMC (issue 6), variational
-inference (issue 7).
+* SMCP3: :meth:`ParticleFilterState.edit` (any edit request as an SMC move) and
+  :meth:`ParticleFilterState.smcp3_step` (forward and backward kernels as generative
+  functions); particle MCMC: :func:`conditional_smc`, :func:`particle_gibbs`,
+  :func:`pmmh`
 """
 
 from genmlx.infer.diagnostics import (
@@ -41,6 +43,7 @@ from genmlx.infer.importance import ISResult, importance_resampling, importance_
 from genmlx.infer.mh import ChainResult, chain, cycle, involutive_mh, mh, mix, repeat
 from genmlx.infer.nuts import NutsInfo, NutsWarmup, nuts, nuts_info, nuts_warmup
 from genmlx.infer.other_kernels import elliptical_slice, gibbs
+from genmlx.infer.pmcmc import PMMHResult, conditional_smc, particle_gibbs, pmmh
 from genmlx.infer.reversible_jump import (
     birth_death_kernel,
     birth_death_move,
@@ -61,12 +64,14 @@ __all__ = [
     "ISResult",
     "NutsInfo",
     "NutsWarmup",
+    "PMMHResult",
     "PTResult",
     "ParticleFilterState",
     "SummaryTable",
     "birth_death_kernel",
     "birth_death_move",
     "chain",
+    "conditional_smc",
     "cycle",
     "effective_sample_size_weights",
     "elliptical_slice",
@@ -87,6 +92,8 @@ __all__ = [
     "nuts_warmup",
     "parallel_tempering",
     "particle_filter",
+    "particle_gibbs",
+    "pmmh",
     "repeat",
     "resample_indices",
     "rhat",

@@ -26,6 +26,9 @@ INFERENCE_NAMES = (
     "split_merge_move",
     "birth_death_move",
     "particle_filter",
+    "conditional_smc",
+    "particle_gibbs",
+    "pmmh",
 )
 
 
