@@ -79,9 +79,7 @@ def _step_times(model: Any, wrapped: bool, t_max: int, n: int) -> list[float]:
 
 
 def _windows(times: list[float], starts: list[int]) -> dict[int, float]:
-    return {
-        s: statistics.median(times[s : s + 10]) * 1e3 for s in starts if s + 10 <= len(times)
-    }
+    return {s: statistics.median(times[s : s + 10]) * 1e3 for s in starts if s + 10 <= len(times)}
 
 
 # ------------------------------------------------------------------ HMM steps/s

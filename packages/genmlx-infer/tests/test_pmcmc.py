@@ -139,7 +139,6 @@ def _log_prior(theta: mx.array) -> mx.array:
     return mx.where(inside, mx.array(math.log(0.5)), mx.array(-math.inf))
 
 
-@pytest.mark.slow
 def test_pmmh_matches_the_grid_posterior_mean() -> None:
     grid = np.linspace(-1, 1, 2001)
     logpost = np.array([_kalman_loglik(a) for a in grid])

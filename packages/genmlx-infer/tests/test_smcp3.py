@@ -176,3 +176,23 @@ def test_edit_with_a_constraint_edit_is_a_bootstrap_step() -> None:
     np.testing.assert_allclose(
         np.asarray(via_edit.log_weights), np.asarray(via_step.log_weights), atol=1e-6
     )
+
+
+def test_the_bearings_only_example_tracks_and_the_tutorial_snippet_runs() -> None:
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    example = root / "examples" / "bearings_only.py"
+    tutorial = root / "docs" / "tutorial-smc.rst"
+    if not example.is_file() or not tutorial.is_file():
+        pytest.skip("examples/ and docs/ are not in this checkout (an installed package)")
+    ns = runpy.run_path(str(example))
+    out = ns["main"](["--quick"])
+    # the filter follows the target: its error is far below the target's range
+    assert out["rmse"] < 0.5 * out["mean_range"]
+    assert out["ess"] > 1
+    text = tutorial.read_text()
+    block = text.split(".. code-block:: python\n", 1)[1].split("\nParticle MCMC", 1)[0]
+    code = "\n".join(line[4:] for line in block.splitlines())
+    exec(compile(code, str(tutorial), "exec"), {})
