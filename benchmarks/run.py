@@ -28,6 +28,7 @@ BENCHMARKS = [
     "mcmc",
     "unfold_extend",
     "map_vs_vector",
+    "smc_filter",
 ]
 
 
