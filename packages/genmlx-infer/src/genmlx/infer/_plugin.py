@@ -29,6 +29,18 @@ INFERENCE_NAMES = (
     "conditional_smc",
     "particle_gibbs",
     "pmmh",
+    "expectation",
+    "elbo_objective",
+    "iwelbo_objective",
+    "wake_p_objective",
+    "wake_q_objective",
+    "sleep_q_objective",
+    "train",
+    "train_objective",
+    "lecture",
+    "lecture_batched",
+    "train_proposal",
+    "wake_sleep",
 )
 
 
@@ -36,6 +48,8 @@ INFERENCE_NAMES = (
 def genmlx_register_inference(register: Any) -> None:
     """Register every inference algorithm and kernel combinator of genmlx.infer."""
     import genmlx.infer as infer
+    from genmlx.infer.adev_estimators import register_builtin_estimators
 
     for name in INFERENCE_NAMES:
         register(getattr(infer, name), name=name)
+    register_builtin_estimators(register)
