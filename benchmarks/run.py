@@ -29,6 +29,7 @@ BENCHMARKS = [
     "unfold_extend",
     "map_vs_vector",
     "smc_filter",
+    "vi_elbo",
 ]
 
 

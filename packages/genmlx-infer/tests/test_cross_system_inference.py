@@ -30,9 +30,15 @@ standard errors (fixed seeds):
   is unbiased); the ESS case checks the final ESS of every run. ``smc_single`` (one step
   = importance sampling) uses the IS log-ML bound above.
 
+* VI (``advi``, mean-field, the spec's iterations and learning rate, Adam): the spec's
+  criterion, the fitted mean within 3 posterior sd of the exact mean, is what we check
+  here: the final Adam iterate at the spec's learning rates still moves by optimiser
+  noise (at lr 0.05 about 0.2 posterior sd), so a tighter single-run bound would not be
+  derived from anything. ``test_vi.py`` checks exactness with bounds from replicated
+  fits.
+
 The spec marks the two ``normal_linreg`` MALA cases ``skip`` because Gen.jl's MALA does
-not converge there; ours does, so we run them. VI cases are skipped with the reason
-stated below until variational inference lands.
+not converge there; ours does, so we run them.
 """
 
 from __future__ import annotations
@@ -91,9 +97,6 @@ def _spec() -> dict[str, Any]:
 
 
 SPEC = _spec()
-NOT_YET = {
-    "vi": "variational inference not implemented yet in genmlx.infer",
-}
 R_SMC = 12
 
 
@@ -118,16 +121,6 @@ def _mcmc_cases() -> list[Any]:
         if c.id in FAST_MCMC or c.id == "missing"
         else pytest.param(*c.values, id=c.id, marks=pytest.mark.slow)
         for c in _cases(("mh", "hmc", "mala"))
-    ]
-
-
-def _skipped_cases() -> list[Any]:
-    if not SPEC:
-        return [pytest.param({"id": "missing"}, marks=pytest.mark.skip(reason=SKIP_REASON))]
-    return [
-        pytest.param(c, id=c["id"], marks=pytest.mark.skip(reason=NOT_YET[c["algorithm"]]))
-        for c in SPEC["tests"]
-        if c["algorithm"] in NOT_YET
     ]
 
 
@@ -390,6 +383,21 @@ def test_smc(case: dict[str, Any]) -> None:
     assert abs(mean - 1.0) < 4 * sd / math.sqrt(len(ratio)) + 1e-6, (mean, sd)
 
 
-@pytest.mark.parametrize("case", _skipped_cases())
-def test_not_implemented_algorithms(case: dict[str, Any]) -> None:
-    raise AssertionError("skipped cases only")
+# --------------------------------------------------------------------------- VI
+@pytest.mark.parametrize("case", _cases(("vi",)))
+def test_vi(case: dict[str, Any]) -> None:
+    from genmlx.infer.vi import advi
+
+    model, args, obs, addr = build(case)
+    p = case["algorithm_params"]
+    res = advi(
+        model,
+        args,
+        obs,
+        n_steps=p["iterations"],
+        learning_rate=p["learning_rate"],
+        key=mx.random.key(5),
+    )
+    got = float(_target(res.loc[addr], case))
+    mean, var = exact_posterior(case)
+    assert abs(got - mean) < 3 * math.sqrt(var), (got, mean)  # the spec's criterion

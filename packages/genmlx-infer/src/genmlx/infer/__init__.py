@@ -27,6 +27,10 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   :meth:`ParticleFilterState.smcp3_step` (forward and backward kernels as generative
   functions); particle MCMC: :func:`conditional_smc`, :func:`particle_gibbs`,
   :func:`pmmh`
+* variational inference: :func:`advi` (mean-field / full-rank, constraining
+  transforms), :func:`black_box_vi` (reparameterised or REINFORCE with baselines),
+  :func:`black_box_vimco` (IWELBO with VIMCO control variates), :func:`elbo`,
+  :func:`iwelbo`
 * ADEV (:func:`expectation`, estimators :func:`reparam`, :func:`reinforce`,
   :func:`enum`, :func:`mvd`; objectives :func:`elbo_objective`, :func:`iwelbo_objective`,
   :func:`wake_p_objective`, :func:`wake_q_objective`, :func:`sleep_q_objective`) and
@@ -96,6 +100,18 @@ from genmlx.infer.smc import (
     resample_indices,
 )
 from genmlx.infer.tempering import PTResult, parallel_tempering, tempered_rw_mh, tempered_swap
+from genmlx.infer.vi import (
+    ADVIResult,
+    VIEstimate,
+    VIResult,
+    advi,
+    black_box_vi,
+    black_box_vimco,
+    elbo,
+    elbo_grad,
+    iwelbo,
+    iwelbo_grad,
+)
 
 __all__ = [
     "RESAMPLING_METHODS",
@@ -103,6 +119,7 @@ __all__ = [
     "ADEVEstimatorError",
     "ADEVPrimitive",
     "ADEVSample",
+    "ADVIResult",
     "ChainResult",
     "Expectation",
     "GradientEstimate",
@@ -115,15 +132,22 @@ __all__ = [
     "ParticleFilterState",
     "SummaryTable",
     "TrainResult",
+    "VIEstimate",
+    "VIResult",
     "WakeSleepResult",
     "adev_key",
     "adev_simulate",
+    "advi",
     "birth_death_kernel",
     "birth_death_move",
+    "black_box_vi",
+    "black_box_vimco",
     "chain",
     "conditional_smc",
     "cycle",
     "effective_sample_size_weights",
+    "elbo",
+    "elbo_grad",
     "elbo_objective",
     "elliptical_slice",
     "enum",
@@ -137,6 +161,8 @@ __all__ = [
     "importance_resampling",
     "importance_sampling",
     "involutive_mh",
+    "iwelbo",
+    "iwelbo_grad",
     "iwelbo_objective",
     "lecture",
     "lecture_batched",

@@ -1,0 +1,544 @@
+"""Automatic differentiation variational inference (ADVI, Kucukelbir et al., 2017).
+
+Given a model ``p(x, y)`` with observations ``y``, ADVI fits a Gaussian ``q(z)`` in an
+*unconstrained* space: each continuous latent choice ``x_a`` is ``T_a(z_a)`` for a
+bijection ``T_a`` from ``ℝ^{d_a}`` onto the support of its distribution, picked from
+that support:
+
+==================================  ==============================  ===================
+support                             ``x = T(z)``                    ``log |dx/dz|``
+==================================  ==============================  ===================
+the real line                       ``z``                           ``0``
+``(low, ∞)`` (positive: low = 0)    ``low + exp(z)``                ``z``
+``(-∞, high)``                      ``high - exp(z)``               ``z``
+``(low, high)``                     ``low + (high - low) σ(z)``     ``log(high - low)
+                                                                    + log σ(z) + log σ(-z)``
+==================================  ==============================  ===================
+
+The pushforward of ``q`` through ``T`` is the variational posterior over the latent
+choices, and the ELBO is estimated by reparameterisation, ``z = μ + L ε`` with
+``ε ~ N(0, I)``:
+
+.. math::
+
+    \\mathrm{ELBO}(μ, L) = \\mathbb{E}_ε\\big[\\log p(T(z), y) + \\log|\\det J_T(z)|
+        - \\log q(z)\\big],
+
+which equals ``log p(y) - KL(q_T || p(x | y))``. ``L`` is diagonal (*mean-field*, one
+``log`` scale per coordinate) or lower triangular with a positive diagonal (*full
+rank*). Each step averages ``n_samples`` draws, all in one batched ``assess`` of the
+model, and moves ``(μ, L)`` with an optimiser from ``mlx.optimizers`` (Adam by
+default) along ``mx.value_and_grad`` of the estimate.
+
+Example:
+    >>> import mlx.core as mx
+    >>> from genmlx.core import gen
+    >>> from genmlx.dists import gamma, poisson
+    >>> @gen
+    ... def model():
+    ...     rate = gamma(2.0, 1.0) @ "rate"
+    ...     poisson(rate) @ "count"
+    >>> approx = advi(model, (), {"count": 3}, n_steps=200, key=mx.random.key(0),
+    ...               learning_rate=0.05)
+    >>> approx.sample(5, key=mx.random.key(1))["rate"].shape
+    (5,)
+    >>> bool(mx.all(approx.sample(100, key=mx.random.key(2))["rate"] > 0))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import mlx.core as mx
+
+from genmlx.core import runtime
+from genmlx.core.address import Address, format_address, to_path
+from genmlx.core.choicemap import ChoiceMap, as_array, choicemap
+from genmlx.core.gfi import GenerativeFunction
+from genmlx.core.params import ParamStore, use_params
+from genmlx.core.random import Key, resolve_key
+from genmlx.core.trace import Trace
+from genmlx.infer._advi_transforms import (
+    Block,
+    constrain,
+    flat_bound,
+    override,
+    site_bounds,
+    unconstrain,
+)
+from genmlx.infer._vi_loop import (
+    VIEstimate,
+    check_positive_int,
+    estimate,
+    make_optimizer,
+    optimize,
+)
+from genmlx.infer._vi_sites import Site, find_sites
+
+__all__ = ["SUPPORTS", "ADVIResult", "advi"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+SUPPORTS: dict[str, Any] = {
+    **dict.fromkeys(
+        ["normal", "laplace", "cauchy", "logistic", "gumbel", "student_t", "mv_normal"],
+        "real",
+    ),
+    **dict.fromkeys(
+        [
+            "exponential",
+            "gamma",
+            "inv_gamma",
+            "chi2",
+            "half_normal",
+            "half_cauchy",
+            "log_normal",
+            "weibull",
+        ],
+        "positive",
+    ),
+    **dict.fromkeys(["beta", "kumaraswamy", "beta_uniform"], "unit"),
+    **dict.fromkeys(["von_mises", "wrapped_cauchy", "wrapped_normal"], "circle"),
+    "uniform": lambda low, high: (low, high),
+    "truncated_normal": lambda mu, sigma, low, high: (low, high),
+    "pareto": lambda scale, alpha: (scale, None),
+}
+"""Support of each known continuous distribution, by name: :func:`advi` picks its
+constraining bijection from it. Values are ``"real"``, ``"positive"``, ``"unit"`` (0, 1),
+``"circle"`` (-pi, pi), or a function of the distribution's parameters returning
+``(low, high)`` with ``None`` for an open end. A third-party distribution can be added
+here, or its support given per address with ``advi(..., supports=...)``."""
+
+
+def _tril(raw: mx.array) -> mx.array:
+    """Lower-triangular factor: the strict lower part of ``raw`` and ``exp`` of its diagonal."""
+    d = raw.shape[0]
+    return mx.tril(raw, k=-1) + mx.diag(mx.exp(mx.diag(raw))) * mx.eye(d)
+
+
+def _draw(params: dict[str, mx.array], eps: mx.array) -> tuple[mx.array, mx.array]:
+    """``z = μ + L ε`` and ``log q(z)`` for ``ε`` of shape ``[n, D]``."""
+    loc = params["loc"]
+    d = loc.shape[0]
+    if "log_scale" in params:
+        z = loc + eps * mx.exp(params["log_scale"])
+        log_det = mx.sum(params["log_scale"])
+    else:
+        raw = params["scale_tril"]
+        z = loc + eps @ _tril(raw).T
+        log_det = mx.sum(mx.diag(raw))
+    log_q = -0.5 * mx.sum(eps * eps, axis=-1) - log_det - 0.5 * d * _LOG_2PI
+    return z, log_q
+
+
+def _broadcast_obs(obs: ChoiceMap, n: int) -> ChoiceMap:
+    if obs.is_empty:
+        return obs
+    return obs.map(lambda v: mx.broadcast_to(v, (n, *v.shape))).with_batch_shape((n,))
+
+
+class ADVIResult:
+    """A fitted ADVI approximation: a Gaussian in unconstrained space pushed through the
+    constraining bijections onto the model's latent choices.
+
+    Attributes:
+        model: the model.
+        args: its arguments.
+        observations: the observations it was fitted to.
+        guide: ``"meanfield"`` or ``"fullrank"``.
+        params: the variational parameters: ``"loc"`` (``[D]``) and ``"log_scale"``
+            (``[D]``, mean-field) or ``"scale_tril"`` (``[D, D]``, full rank; the factor
+            is its strict lower triangle plus ``exp`` of its diagonal).
+        elbo_history: the ELBO estimate of every step, shape ``[n_steps]``.
+    """
+
+    def __init__(
+        self,
+        model: GenerativeFunction,
+        args: tuple[Any, ...],
+        observations: ChoiceMap,
+        guide: str,
+        blocks: tuple[Block, ...],
+        params: dict[str, mx.array],
+        elbo_history: mx.array,
+        store: ParamStore | None = None,
+    ) -> None:
+        self.model = model
+        self.args = args
+        self.observations = observations
+        self.guide = guide
+        self._blocks = blocks
+        self.params = params
+        self.elbo_history = elbo_history
+        self._store = store if store is not None else ParamStore()
+
+    # ------------------------------------------------------------------ the Gaussian
+    @property
+    def addresses(self) -> list[Address]:
+        """The latent addresses, in the model's visiting order."""
+        return [b.path[0] if len(b.path) == 1 else b.path for b in self._blocks]
+
+    @property
+    def dim(self) -> int:
+        """``D``, the number of unconstrained coordinates."""
+        return int(self.params["loc"].shape[0])
+
+    @property
+    def scale_tril(self) -> mx.array:
+        """The Cholesky factor ``L`` of the unconstrained covariance, ``[D, D]``."""
+        if "log_scale" in self.params:
+            return mx.diag(mx.exp(self.params["log_scale"]))
+        return _tril(self.params["scale_tril"])
+
+    @property
+    def covariance(self) -> mx.array:
+        """The unconstrained covariance ``L Lᵀ``, ``[D, D]`` (coordinates in block order)."""
+        lt = self.scale_tril
+        return lt @ lt.T
+
+    def _per_address(self, flat: mx.array) -> ChoiceMap:
+        items = [
+            (b.path, ChoiceMap(flat[b.start : b.start + b.size].reshape(b.shape)))
+            for b in self._blocks
+        ]
+        return ChoiceMap.from_nodes(items)
+
+    @property
+    def loc(self) -> ChoiceMap:
+        """The unconstrained mean ``μ``, per latent address."""
+        return self._per_address(self.params["loc"])
+
+    @property
+    def scale(self) -> ChoiceMap:
+        """The unconstrained marginal standard deviations, per latent address."""
+        return self._per_address(mx.sqrt(mx.diag(self.covariance)))
+
+    def median(self) -> ChoiceMap:
+        """``T(μ)``: the median of each latent coordinate under the approximation (each
+        ``T`` is monotone in every coordinate, and ``μ`` is the Gaussian's median)."""
+        loc = self.params["loc"][None]
+        items = [
+            (b.path, ChoiceMap(constrain(b, loc[:, b.start : b.start + b.size])[0][0]))
+            for b in self._blocks
+        ]
+        return ChoiceMap.from_nodes(items)
+
+    # ------------------------------------------------------------------ sampling
+    def _constrained(self, z: mx.array) -> tuple[ChoiceMap, mx.array]:
+        n = z.shape[0]
+        items = []
+        ladj = mx.zeros((n,))
+        for b in self._blocks:
+            x, lj = constrain(b, z[:, b.start : b.start + b.size])
+            items.append((b.path, ChoiceMap(x, None, (n,))))
+            ladj = ladj + lj
+        return ChoiceMap.from_nodes(items, (n,)), ladj
+
+    def sample(self, n: int, *, key: Key = None) -> ChoiceMap:
+        """``n`` independent draws of the latent choices, in the model's (constrained)
+        space: a choice map with ``batch_shape == (n,)`` and ``[n, ...]`` leaves."""
+        check_positive_int(n, "n", "ADVIResult.sample")
+        eps = mx.random.normal((n, self.dim), key=resolve_key(key))
+        z, _ = _draw(self.params, eps)
+        return self._constrained(z)[0]
+
+    def traces(self, n: int, *, key: Key = None) -> Trace:
+        """``n`` model traces whose latent choices are draws from the approximation and
+        whose observed choices are the observations (a batched trace)."""
+        k_sample, k_gen = mx.random.split(resolve_key(key), 2)
+        latents = self.sample(n, key=k_sample)
+        with use_params(self._store):
+            tr, _ = self.model.vgenerate(
+                self.args, latents.merge(_broadcast_obs(self.observations, n)), n, key=k_gen
+            )
+        return tr
+
+    def log_density(self, choices: ChoiceMap | Mapping[Any, Any]) -> mx.array:
+        """``log q(x)`` of latent values ``x`` (constrained space, a change of variables:
+        ``log N(T⁻¹(x); μ, L Lᵀ) - log|det J_T(T⁻¹(x))|``).
+
+        ``choices`` must hold every latent address (other addresses are ignored); a
+        batched choice map gives one log density per particle.
+        """
+        cm = choices if isinstance(choices, ChoiceMap) else choicemap(choices)
+        zs = []
+        for b in self._blocks:
+            try:
+                value = cm[b.path if len(b.path) != 1 else b.path[0]]
+            except KeyError:
+                raise KeyError(
+                    f"ADVIResult.log_density: no value for the latent choice at "
+                    f"{format_address(b.path)}; give every latent address"
+                ) from None
+            zs.append(unconstrain(b, as_array(value)))
+        z = mx.concatenate(zs, axis=-1)
+        lead = z.shape[:-1]
+        z2 = z.reshape(-1, self.dim)
+        diff = z2 - self.params["loc"]
+        if "log_scale" in self.params:
+            eps = diff * mx.exp(-self.params["log_scale"])
+        else:
+            lt = _tril(self.params["scale_tril"])
+            eps = mx.linalg.solve_triangular(lt, diff.T, upper=False, stream=mx.cpu).T
+        _, log_q = _draw(self.params, eps)
+        _, ladj = self._constrained(z2)
+        return (log_q - ladj).reshape(lead)
+
+    def elbo(self, n_samples: int = 1000, *, key: Key = None) -> VIEstimate:
+        """A fresh Monte Carlo estimate of the ELBO with ``n_samples`` draws (and its
+        standard error)."""
+        check_positive_int(n_samples, "n_samples", "ADVIResult.elbo")
+        eps = mx.random.normal((n_samples, self.dim), key=resolve_key(key))
+        with use_params(self._store):
+            terms = _elbo_terms(
+                self.model, self.args, self.observations, self._blocks, self.params, eps
+            )
+        return estimate(terms)
+
+    def __repr__(self) -> str:
+        return (
+            f"ADVIResult({self.guide}, D={self.dim}, addresses={self.addresses!r}, "
+            f"final ELBO={float(self.elbo_history[-1]):.4g})"
+        )
+
+
+def _elbo_terms(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    obs: ChoiceMap,
+    blocks: tuple[Block, ...],
+    params: dict[str, mx.array],
+    eps: mx.array,
+) -> mx.array:
+    """Per-draw ``log p(T(z), y) + log|J_T(z)| - log q(z)``, shape ``[n]``."""
+    n = eps.shape[0]
+    z, log_q = _draw(params, eps)
+    items = []
+    ladj = mx.zeros((n,))
+    for b in blocks:
+        x, lj = constrain(b, z[:, b.start : b.start + b.size])
+        items.append((b.path, ChoiceMap(x, None, (n,))))
+        ladj = ladj + lj
+    latents = ChoiceMap.from_nodes(items, (n,))
+    with runtime.transforming():
+        log_p, _ = model.assess(args, latents.merge(_broadcast_obs(obs, n)))
+    return log_p + ladj - log_q
+
+
+def _blocks(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    obs: ChoiceMap,
+    supports: Mapping[Any, Any],
+    key: mx.array,
+) -> tuple[tuple[Block, ...], list[Site]]:
+    """The latent choices' blocks, from two executions (to check the structure is fixed)."""
+    k1, k2 = mx.random.split(key, 2)
+    overrides = {to_path(a): s for a, s in supports.items()}
+    first = [s for s in find_sites(model, args, obs, k1, "advi") if not s.observed]
+    second = [s for s in find_sites(model, args, obs, k2, "advi") if not s.observed]
+    if not first:
+        raise ValueError(
+            "advi: the model has no latent (unobserved) choices given these observations; "
+            "there is nothing to fit"
+        )
+    if [s.path for s in first] != [s.path for s in second]:
+        raise ValueError(
+            "advi: the model's latent addresses differ between executions (random "
+            "structure); ADVI needs a fixed set of continuous latent choices"
+        )
+    for path in overrides:
+        if not any(s.path[: len(path)] == path for s in first):
+            raise ValueError(
+                f"advi: supports= names {format_address(path)}, which holds no latent "
+                f"choice (latent addresses: {[format_address(s.path) for s in first]})"
+            )
+    blocks = []
+    start = 0
+    for s1, s2 in zip(first, second):
+        low, high = site_bounds(s1, overrides, SUPPORTS)
+        shape = tuple(s1.value.shape)
+        size = int(math.prod(shape))
+        fl, fh = flat_bound(low, shape), flat_bound(high, shape)
+        if override(s1.path, overrides) is None:
+            l2, h2 = site_bounds(s2, overrides, SUPPORTS)
+            f2l, f2h = flat_bound(l2, shape), flat_bound(h2, shape)
+            same = all(
+                (a is None and b is None)
+                or (a is not None and b is not None and bool(mx.array_equal(a, b).item()))
+                for a, b in ((fl, f2l), (fh, f2h))
+            )
+            if not same:
+                raise ValueError(
+                    f"advi: the support of the latent choice at {format_address(s1.path)} "
+                    "depends on other random choices; ADVI needs fixed supports. "
+                    "Reparameterise the model (e.g. sample a unit-interval value u and use "
+                    "low + (high - low) * u), or pass supports= with fixed bounds"
+                )
+        blocks.append(Block(s1.path, shape, start, size, fl, fh))
+        start += size
+    return tuple(blocks), first
+
+
+def advi(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    observations: ChoiceMap | Mapping[Any, Any] | None,
+    *,
+    n_steps: int = 1000,
+    key: Key = None,
+    guide: str = "meanfield",
+    n_samples: int = 10,
+    optimizer: Any = None,
+    learning_rate: float = 0.01,
+    init_scale: float = 0.1,
+    init: ChoiceMap | Mapping[Any, Any] | None = None,
+    supports: Mapping[Any, Any] | None = None,
+    params: ParamStore | Mapping[str, Any] | None = None,
+    compiled: bool = True,
+    steps_per_call: int = 1,
+    progress: bool = False,
+) -> ADVIResult:
+    """Fit a Gaussian approximation to ``p(x | y)`` by ADVI (see the module docstring).
+
+    Every step draws ``n_samples`` reparameterised samples ``z = μ + L ε`` in one batched
+    ``assess`` of the model and takes an optimiser step along the gradient of
+
+    .. math::
+
+        \\widehat{\\mathrm{ELBO}} = \\frac1S \\sum_s \\log p(T(z_s), y)
+            + \\log|\\det J_T(z_s)| - \\log q(z_s),
+
+    an unbiased estimate of ``ELBO(μ, L) = log p(y) - KL(q_T || p(· | y))`` whose
+    gradient is unbiased too. The latent choices and their supports are found by running
+    the model's body once with the observations (twice, to check that addresses and
+    supports do not change between executions).
+
+    Args:
+        model: the model (its latent choices must be continuous).
+        args: the model's arguments.
+        observations: observed values (ChoiceMap or dict); ``None`` fits the prior.
+        n_steps: the number of optimiser steps.
+        key: PRNG key (step ``t`` uses ``split(k, n_steps)[t]`` of a sub-key).
+        guide: ``"meanfield"`` (diagonal covariance) or ``"fullrank"`` (dense).
+        n_samples: draws per step.
+        optimizer: an ``mlx.optimizers.Optimizer`` (default ``Adam(learning_rate)``).
+        learning_rate: the default optimiser's learning rate.
+        init_scale: initial standard deviation of every unconstrained coordinate.
+        init: initial (constrained) values for some latent choices; the others start at
+            a draw from the prior, mapped to the unconstrained space.
+        supports: per-address support overriding the table :data:`SUPPORTS` (needed
+            for choices inside combinators and for unknown distributions): ``"real"``,
+            ``"positive"``, ``"unit_interval"`` or ``(low, high)`` with ``None``/``±inf``
+            for an open end. An address applies to every choice beneath it (``{"xs":
+            "positive"}`` covers ``("xs", 0, "z")``, ``("xs", 1, "z")``, ...).
+        params: a ``ParamStore`` bound while the model runs (for models that read ``param`` values;
+            they are not trained).
+        compiled: compile the gradient step with ``mx.compile`` (``False``: eager).
+        steps_per_call: with ``compiled=True``, optimiser steps per compiled call
+            (unrolled; larger values save per-step host overhead on small models at
+            the cost of a longer first compilation).
+        progress: show a ``tqdm`` progress bar (``pip install tqdm``).
+
+    Returns:
+        An :class:`ADVIResult` with ``.sample(n, key=)``, ``.elbo_history``, ``.loc``,
+        ``.scale``, ``.covariance``, ``.median()``, ``.log_density(choices)``,
+        ``.traces(n, key=)`` and ``.elbo(n_samples, key=)``.
+
+    Raises:
+        TypeError: a latent choice is discrete (use black-box VI or ADEV for those).
+        ValueError: unknown guide, a support that is unknown or depends on other
+            choices, or no latent choices.
+        NonFiniteScoreError: the ELBO or its gradient became NaN/infinite at some step.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from genmlx.core import gen
+        >>> from genmlx.dists import normal
+        >>> @gen
+        ... def model():
+        ...     mu = normal(0.0, 1.0) @ "mu"
+        ...     normal(mu, 1.0) @ "y"
+        >>> approx = advi(model, (), {"y": 2.0}, n_steps=500, n_samples=20,
+        ...               learning_rate=0.05, key=mx.random.key(0))
+        >>> round(float(approx.loc["mu"]), 1)   # the posterior is N(1, 1/2)
+        1.0
+    """
+    if not isinstance(model, GenerativeFunction):
+        raise TypeError(f"advi: model must be a GenerativeFunction, got {type(model).__name__}")
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(f"advi: args must be a tuple of arguments, got {type(args).__name__}")
+    args = tuple(args)
+    if guide not in ("meanfield", "fullrank"):
+        raise ValueError(f"advi: guide must be 'meanfield' or 'fullrank', got {guide!r}")
+    check_positive_int(n_steps, "n_steps", "advi")
+    check_positive_int(steps_per_call, "steps_per_call", "advi")
+    check_positive_int(n_samples, "n_samples", "advi")
+    if not (isinstance(init_scale, (int, float)) and init_scale > 0):
+        raise ValueError(f"advi: init_scale must be a positive number, got {init_scale!r}")
+    obs = _as_cm(observations, "observations")
+    if obs.batch_shape:
+        raise ValueError("advi: observations must be unbatched (shared by every sample)")
+    opt = make_optimizer(optimizer, learning_rate, "advi")
+    store = ParamStore(params if params is not None else {})
+    k_find, k_fit = mx.random.split(resolve_key(key), 2)
+    with use_params(store):
+        blocks, sites = _blocks(model, args, obs, supports or {}, k_find)
+    start = _as_cm(init, "init")
+    latent_paths = {b.path for b in blocks}
+    for path, _ in start.leaves():
+        if path not in latent_paths:
+            raise ValueError(
+                f"advi: init gives a value at {format_address(path)}, which is not a latent "
+                f"choice (latent addresses: {[format_address(p) for p in latent_paths]})"
+            )
+    locs = []
+    for b, site in zip(blocks, sites):
+        value = site.value
+        name = b.path if len(b.path) != 1 else b.path[0]
+        if name in start:
+            value = as_array(start[name])
+        z = unconstrain(b, mx.broadcast_to(as_array(value), b.shape))
+        locs.append(mx.where(mx.isfinite(z), z, 0.0))
+    loc = mx.concatenate(locs)
+    d = loc.shape[0]
+    fit: dict[str, mx.array] = {"loc": loc}
+    if guide == "meanfield":
+        fit["log_scale"] = mx.full((d,), math.log(init_scale))
+    else:
+        fit["scale_tril"] = mx.diag(mx.full((d,), math.log(init_scale)))
+
+    def objective(
+        p: dict[str, mx.array], extra: dict[str, mx.array], k: mx.array
+    ) -> tuple[mx.array, mx.array, dict[str, mx.array]]:
+        eps = mx.random.normal((n_samples, d), key=k)
+        with use_params(store):
+            elbo = mx.mean(_elbo_terms(model, args, obs, blocks, p, eps))
+        return -elbo, elbo, extra
+
+    fitted, history = optimize(
+        objective,
+        fit,
+        {},
+        n_steps=n_steps,
+        key=k_fit,
+        optimizer=opt,
+        compiled=compiled,
+        steps_per_call=steps_per_call,
+        progress=progress,
+        op="advi",
+    )
+    return ADVIResult(model, args, obs, guide, blocks, fitted, mx.array(history), store)
+
+
+def _as_cm(c: Any, what: str) -> ChoiceMap:
+    if c is None:
+        return ChoiceMap.empty()
+    if isinstance(c, ChoiceMap):
+        return c
+    if isinstance(c, Mapping):
+        return choicemap(c)
+    raise TypeError(f"advi: {what} must be a ChoiceMap (or a dict), got {type(c).__name__}")
