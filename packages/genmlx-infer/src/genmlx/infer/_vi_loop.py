@@ -38,6 +38,7 @@ __all__ = [
     "estimate",
     "make_optimizer",
     "optimize",
+    "progress_bar",
 ]
 
 Objective = Callable[
@@ -87,7 +88,8 @@ def make_optimizer(optimizer: Any, learning_rate: Any, op: str) -> optim.Optimiz
     return optimizer
 
 
-def _progress_bar(n_steps: int, op: str) -> Any:
+def progress_bar(n_steps: int, op: str) -> Any:
+    """A tqdm bar of ``n_steps`` steps (tqdm is the optional ``progress`` extra)."""
     try:
         from tqdm.auto import tqdm
     except ImportError as e:  # an optional extra, so the error says what to install
@@ -146,7 +148,7 @@ def optimize(
     run = partial(mx.compile, inputs=state, outputs=state)(steps) if compiled else steps
     chunk = steps_per_call if compiled else 1
     keys = mx.random.split(key, n_steps)
-    bar = _progress_bar(n_steps, op) if progress else None
+    bar = progress_bar(n_steps, op) if progress else None
     history: list[float] = []
     try:
         for start in range(0, n_steps, chunk):

@@ -135,7 +135,13 @@ class ADEVEstimator:
     ) -> tuple[mx.array, mx.array]:
         """A linear estimator's draw: ``(x, ℓ)`` such that ``k(x) · exp(ℓ - ⊥ℓ)`` is a
         surrogate of ``E_{x~d(θ)}[k(x)]`` for every continuation ``k``."""
-        raise NotImplementedError(f"the {self.name} estimator is not linear; ADEV calls estimate")
+        # Not a stub: the protocol's two paths. ADEV calls draw only when
+        # ``linear`` is True and estimate otherwise; a plugin that sets
+        # ``linear = True`` without a draw reaches this error, which says so.
+        raise NotImplementedError(
+            f"the {self.name} estimator sets linear=True but defines no draw(); implement "
+            "draw, or set linear=False and implement estimate"
+        )
 
     def estimate(
         self,

@@ -54,6 +54,7 @@ from genmlx.core.params import ParamStore, use_params
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.selection import Selection, select
 from genmlx.core.trace import Trace
+from genmlx.infer._vi_loop import check_positive_int, make_optimizer, progress_bar
 from genmlx.infer.adev import Expectation, wake_p_objective
 
 __all__ = [
@@ -116,12 +117,6 @@ class WakeSleepResult(NamedTuple):
 
 
 # ---------------------------------------------------------------------------- loop
-def _positive_int(n: Any, what: str, op: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{op}: {what} must be a positive int, got {n!r}")
-    return n
-
-
 def _as_store(store: Any, op: str) -> ParamStore:
     if isinstance(store, ParamStore):
         s = store
@@ -143,16 +138,6 @@ def _as_store(store: Any, op: str) -> ParamStore:
     return s
 
 
-def _progress(steps: range, enabled: bool, op: str) -> Any:
-    if not enabled:
-        return steps
-    try:
-        from tqdm.auto import tqdm
-    except ImportError as e:  # an optional extra, so the error says what to install
-        raise ImportError(f"{op}(progress=True) needs tqdm: pip install tqdm") from e
-    return tqdm(steps, desc=op, unit="step")
-
-
 def _optimise(
     step: Step,
     store: ParamStore,
@@ -165,14 +150,8 @@ def _optimise(
     op: str,
 ) -> tuple[ParamStore, mx.array]:
     """Run ``step`` ``n_steps`` times with ``optimizer``; return the store and history."""
-    _positive_int(n_steps, "n_steps", op)
-    if optimizer is None:
-        optimizer = optim.Adam(learning_rate=0.01)
-    elif not isinstance(optimizer, optim.Optimizer):
-        raise TypeError(
-            f"{op}: optimizer must be an mlx.optimizers.Optimizer (e.g. optim.Adam(1e-2)), "
-            f"got {type(optimizer).__name__}"
-        )
+    check_positive_int(n_steps, "n_steps", op)
+    optimizer = make_optimizer(optimizer, 0.01, op)
     # nested under "params" so that parameter names cannot collide with the
     # optimiser's own state entries ("step", "learning_rate")
     tree: dict[str, Params] = {"params": store.values_dict}
@@ -193,25 +172,30 @@ def _optimise(
 
         fn = mx.compile(traced, inputs=state, outputs=state)
     keys = mx.random.split(resolve_key(key), n_steps)
-    bar = _progress(range(n_steps), progress, op)
+    bar = progress_bar(n_steps, op) if progress else None
     history = []
-    for s in bar:
-        try:
-            metric, tree = fn(keys[s], tree)
-        except ValueError as e:
-            if compile and (
-                runtime.is_transform_eval_error(e) or isinstance(e, BatchedControlFlowError)
-            ):
-                raise GenMLXError(
-                    f"{op}(compile=True) traces the whole training step with mx.compile, "
-                    f"and the step needed a concrete value: {e} — pass compile=False to "
-                    "run it eagerly"
-                ) from e
-            raise
-        mx.eval(metric, tree, optimizer.state)
-        history.append(metric)
-        if progress:
-            bar.set_postfix(loss=f"{float(metric.reshape(-1)[0]):.4g}")
+    try:
+        for s in range(n_steps):
+            try:
+                metric, tree = fn(keys[s], tree)
+            except ValueError as e:
+                if compile and (
+                    runtime.is_transform_eval_error(e) or isinstance(e, BatchedControlFlowError)
+                ):
+                    raise GenMLXError(
+                        f"{op}(compile=True) traces the whole training step with mx.compile, "
+                        f"and the step needed a concrete value: {e} — pass compile=False to "
+                        "run it eagerly"
+                    ) from e
+                raise
+            mx.eval(metric, tree, optimizer.state)
+            history.append(metric)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(metric.reshape(-1)[0]):.4g}")
+    finally:
+        if bar is not None:
+            bar.close()
     return store.update(tree["params"]), mx.stack(history)
 
 
@@ -305,7 +289,7 @@ def train(
         make_batch = data
     else:
         leaves, n_data = _dataset(data, op)
-        b = n_data if batch_size is None else _positive_int(batch_size, "batch_size", op)
+        b = n_data if batch_size is None else check_positive_int(batch_size, "batch_size", op)
         if b > n_data:
             raise ValueError(f"{op}: batch_size={b} exceeds the {n_data} data")
         shared = tuple(args)
@@ -401,7 +385,7 @@ def train_objective(
             f"elbo_objective(...), ...), got {type(objective).__name__}"
         )
     s = _as_store(store, op)
-    _positive_int(n_samples, "n_samples", op)
+    check_positive_int(n_samples, "n_samples", op)
     sign = -1.0 if maximize else 1.0
     fixed = tuple(args)
 
@@ -534,7 +518,7 @@ def lecture_batched(
         True
     """
     _check_lecture(model, proposal, get_q_args, "lecture_batched")
-    b = _positive_int(batch_size, "batch_size", "lecture_batched")
+    b = check_positive_int(batch_size, "batch_size", "lecture_batched")
     k_model, k_prop = mx.random.split(resolve_key(key), 2)
     with use_params(store):
         tr = model.vsimulate(tuple(model_args), b, key=k_model)
@@ -571,7 +555,7 @@ def train_proposal(
     op = "train_proposal"
     _check_lecture(model, proposal, get_q_args, op)
     s = _as_store(store, op)
-    b = _positive_int(batch_size, "batch_size", op)
+    b = check_positive_int(batch_size, "batch_size", op)
     sel = latents
     if sel is None:  # decided once, eagerly (the address structure is static)
         with use_params(s):
@@ -656,8 +640,8 @@ def wake_sleep(
     op = "wake_sleep"
     _check_lecture(model, proposal, get_q_args, op)
     s = _as_store(store, op)
-    b = _positive_int(batch_size, "batch_size", op)
-    _positive_int(n_samples, "n_samples", op)
+    b = check_positive_int(batch_size, "batch_size", op)
+    check_positive_int(n_samples, "n_samples", op)
     wake = wake_p_objective(
         model, model_args, observations, proposal, proposal_args, n_particles=n_particles
     )
