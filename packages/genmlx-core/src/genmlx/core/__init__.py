@@ -44,6 +44,7 @@ from genmlx.core.gfi import (
     UpdateResult,
 )
 from genmlx.core.gradients import choice_gradients, param_gradients
+from genmlx.core.graph import ModelGraph, Site, analyze
 from genmlx.core.params import ParamStore, param, use_params
 from genmlx.core.plugins.registry import registry
 from genmlx.core.selection import Selection, select
@@ -71,6 +72,7 @@ __all__ = [
     "GenerateResult",
     "GenerativeFunction",
     "MissingChoiceError",
+    "ModelGraph",
     "NoChange",
     "NonFiniteScoreError",
     "ParamStore",
@@ -80,7 +82,9 @@ __all__ = [
     "RegenerateResult",
     "Selection",
     "SelectionEdit",
+    "Site",
     "Trace",
+    "analyze",
     "UnknownChange",
     "UpdateResult",
     "VectorDiff",

@@ -42,6 +42,7 @@ import mlx.core as mx
 from genmlx.core import runtime
 from genmlx.core.address import Path
 from genmlx.core.choicemap import ChoiceMap, as_array
+from genmlx.core.constraints import Constraint
 from genmlx.core.diff import Diff, NoChange, UnknownChange
 from genmlx.core.errors import ConstraintError, MissingChoiceError
 from genmlx.core.gfi import (
@@ -154,6 +155,26 @@ class Distribution(GenerativeFunction):
             TypeError: when the distribution is not enumerable.
         """
         raise TypeError(f"{self.name} has no finite support to enumerate (is_enumerable is False)")
+
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """A distribution always makes exactly one choice: its structure is fixed."""
+        del args
+        return None
+
+    def domain(self, *params: Any) -> Constraint | None:
+        """The set of values with positive density, as a
+        :class:`~genmlx.core.constraints.Constraint` (``None``: not declared).
+
+        Gradient-based inference maps each continuous latent choice from this domain
+        to unconstrained space (:func:`genmlx.core.bijectors.biject_to`). It may depend
+        on the parameters (``uniform(low, high)`` is ``interval(low, high)``), which
+        may themselves be computed from other choices. The default is ``None``
+        (unknown) rather than the real line, because assuming an unbounded domain for
+        a bounded distribution would silently sample outside its support; a
+        distribution meant for gradient methods declares its domain.
+        """
+        del params
+        return None
 
     def leaf(self, value: Any) -> ChoiceMap:
         """The choice map holding ``value`` as this distribution's choice."""

@@ -193,6 +193,23 @@ class GenerativeFunction(ABC):
 
     name: str = "generative function"
 
+    # ------------------------------------------------------------------ structure
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """Whether this function's address structure is fixed once ``args`` are known.
+
+        Returns ``None`` when every call with arguments of this structure visits the
+        same addresses with the same shapes (distributions, fixed-length combinators),
+        or a short reason why not (completing "the call at ... ") otherwise. A model
+        that calls a generative function with a structure that can change is *dynamic*
+        for :func:`genmlx.core.analyze` and runs on the interpreter. The default is
+        the conservative answer; subclasses whose structure is fixed override it.
+        """
+        del args
+        return (
+            f"is a {type(self).__name__}, which does not declare a fixed address structure "
+            "(GenerativeFunction.static_structure)"
+        )
+
     # ------------------------------------------------------------------ syntax
     def __call__(self, *args: Any) -> TracedCall:
         """``gf(*args) @ addr`` traces a call inside a ``@gen`` body."""

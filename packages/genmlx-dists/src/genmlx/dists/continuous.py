@@ -66,6 +66,7 @@ from typing import Any, ClassVar
 
 import mlx.core as mx
 
+from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, check_param, is_plain_number, sample_shape, where_valid
 from genmlx.dists.special import (
@@ -282,6 +283,11 @@ class Normal(_Scalar):
         _check_loc(self.name, "mu", mu)
         _check_pos(self.name, "sigma", sigma)
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real
+
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, sigma)
         mu, sigma = _f32(mu), _f32(sigma)
@@ -342,6 +348,10 @@ class Uniform(_Scalar):
         if is_plain_number(low) and is_plain_number(high):
             check_param(self.name, "high", high, lambda h: h > float(low), f"> low={low!r}")
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.interval(params[0], params[1])
+
     def sample(self, key: mx.array, low: Any, high: Any, *, shape: Any = ()) -> mx.array:
         self._check(low, high)
         low, high = _f32(low), _f32(high)
@@ -384,6 +394,11 @@ class Exponential(_Scalar):
         (mx.array([0.1, 2.0, 50.0]),),
     ]
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
+
     def sample(self, key: mx.array, rate: Any, *, shape: Any = ()) -> mx.array:
         _check_pos(self.name, "rate", rate)
         rate = _f32(rate)
@@ -423,6 +438,11 @@ class _LocScale(_Scalar):
     def _check(self, loc: Any, scale: Any) -> None:
         _check_loc(self.name, "loc", loc)
         _check_pos(self.name, "scale", scale)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real
 
     def sample(self, key: mx.array, loc: Any, scale: Any, *, shape: Any = ()) -> mx.array:
         self._check(loc, scale)
@@ -578,6 +598,11 @@ class HalfNormal(_Scalar):
         (mx.array([0.1, 1.0, 30.0]),),
     ]
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
+
     def sample(self, key: mx.array, sigma: Any, *, shape: Any = ()) -> mx.array:
         _check_pos(self.name, "sigma", sigma)
         sigma = _f32(sigma)
@@ -617,6 +642,11 @@ class HalfCauchy(_Scalar):
         (1.0,),
         (mx.array([0.1, 1.0, 30.0]),),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, scale: Any, *, shape: Any = ()) -> mx.array:
         _check_pos(self.name, "scale", scale)
@@ -662,6 +692,11 @@ class LogNormal(_Scalar):
     def _check(self, mu: Any, sigma: Any) -> None:
         _check_loc(self.name, "mu", mu)
         _check_pos(self.name, "sigma", sigma)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, sigma)
@@ -712,6 +747,11 @@ class Weibull(_Scalar):
     def _check(self, k: Any, lam: Any) -> None:
         _check_pos(self.name, "k", k)
         _check_pos(self.name, "lam", lam)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, k: Any, lam: Any, *, shape: Any = ()) -> mx.array:
         self._check(k, lam)
@@ -769,6 +809,10 @@ class Pareto(_Scalar):
     def _check(self, x_m: Any, alpha: Any) -> None:
         _check_pos(self.name, "x_m", x_m)
         _check_pos(self.name, "alpha", alpha)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.greater_than(params[0])
 
     def sample(self, key: mx.array, x_m: Any, alpha: Any, *, shape: Any = ()) -> mx.array:
         self._check(x_m, alpha)
@@ -866,6 +910,10 @@ class TruncatedNormal(_Scalar):
         b = _standardise(high_s, mu_s, sig_s)
         return valid, mu_s, sig_s, low_s, high_s, a, b
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.interval(params[2], params[3])
+
     def sample(
         self, key: mx.array, mu: Any, sigma: Any, low: Any, high: Any, *, shape: Any = ()
     ) -> mx.array:
@@ -960,6 +1008,11 @@ class VonMises(_Scalar):
         _check_loc(self.name, "mu", mu)
         check_param(self.name, "kappa", kappa, lambda v: 0.0 <= v < _INF, "a finite number >= 0")
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.circular
+
     def sample(self, key: mx.array, mu: Any, kappa: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, kappa)
         mu, kappa = _f32(mu), _f32(kappa)
@@ -1036,6 +1089,11 @@ class WrappedCauchy(_Scalar):
         _check_loc(self.name, "mu", mu)
         check_param(self.name, "rho", rho, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.circular
+
     def sample(self, key: mx.array, mu: Any, rho: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, rho)
         mu, rho = _f32(mu), _f32(rho)
@@ -1092,6 +1150,11 @@ class WrappedNormal(_Scalar):
     def _check(self, mu: Any, sigma: Any) -> None:
         _check_loc(self.name, "mu", mu)
         _check_pos(self.name, "sigma", sigma)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.circular
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, sigma)

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import mlx.core as mx
 
+from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import (
     arr,
@@ -353,6 +354,11 @@ class Gamma(Distribution):
         (mx.array([0.5, 2.0, 40.0]), mx.array([[1.0], [0.25]])),
     ]
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
+
     def sample(
         self, key: mx.array, alpha: Any, rate: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
@@ -400,6 +406,11 @@ class InvGamma(Distribution):
         (mx.array([1.5, 4.0, 30.0]), mx.array([[1.0], [3.0]])),
     ]
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
+
     def sample(
         self, key: mx.array, alpha: Any, scale: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
@@ -446,6 +457,11 @@ class Chi2(Distribution):
         (0.5,),
         (mx.array([[1.0, 4.0, 50.0]]),),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, df: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
         _check_pos(self.name, "df", df)
@@ -526,6 +542,11 @@ class Beta(Distribution):
         (mx.array([0.5, 2.0, 60.0]), mx.array([[1.0], [7.0]])),
     ]
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.unit_interval
+
     def sample(
         self, key: mx.array, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
@@ -568,6 +589,11 @@ class Kumaraswamy(Distribution):
         (0.5, 0.7),
         (mx.array([0.5, 1.0, 3.0]), mx.array([[2.0], [0.8]])),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.unit_interval
 
     def sample(self, key: mx.array, a: Any, b: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
         _check_pos(self.name, "a", a)
@@ -630,6 +656,11 @@ class BetaUniform(Distribution):
         _check_unit(self.name, "theta", theta)
         _check_pos(self.name, "alpha", alpha)
         _check_pos(self.name, "beta", beta)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.unit_interval
 
     def sample(
         self, key: mx.array, theta: Any, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()
@@ -701,6 +732,11 @@ class StudentT(Distribution):
         _check_pos(self.name, "df", df)
         _check_real(self.name, "loc", loc)
         _check_pos(self.name, "scale", scale)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real
 
     def sample(
         self, key: mx.array, df: Any, loc: Any, scale: Any, *, shape: tuple[int, ...] = ()
@@ -819,6 +855,11 @@ class Dirichlet(Distribution):
         if al.ndim == 0:
             raise ValueError(f"{self.name}: alpha must have at least one dimension (K)")
         return al
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.simplex
 
     def sample(self, key: mx.array, alpha: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
         al = self._alpha(alpha)

@@ -40,6 +40,7 @@ from typing import Any, ClassVar, cast
 import mlx.core as mx
 import numpy as np
 
+from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, check_param, validation_enabled
 from genmlx.dists.gamma_family import standard_gamma
@@ -286,6 +287,11 @@ class MvNormal(Distribution):
             )
         return m, c, d
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real_vector
+
     def sample(
         self, key: mx.array, mean: Any, cov: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
@@ -373,6 +379,11 @@ class Wishart(Distribution):
     def _params(self, df: Any, scale: Any) -> tuple[mx.array, mx.array, int]:
         return _wishart_params(self.name, df, scale)
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive_definite
+
     def sample(
         self, key: mx.array, df: Any, scale: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
@@ -447,6 +458,11 @@ class InvWishart(Distribution):
 
     def _params(self, df: Any, scale: Any) -> tuple[mx.array, mx.array, int]:
         return _wishart_params(self.name, df, scale)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive_definite
 
     def sample(
         self, key: mx.array, df: Any, scale: Any, *, shape: tuple[int, ...] = ()

@@ -18,6 +18,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.core.dsl import DynamicGenerativeFunction, gen
 
@@ -75,6 +76,11 @@ class Normal(Distribution):
     name = "normal"
     has_reparam = True
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real
+
     def sample(
         self, key: mx.array, mu: Any, sigma: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
@@ -97,6 +103,11 @@ class Bernoulli(Distribution):
     is_discrete = True
     is_enumerable = True
 
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.boolean
+
     def sample(self, key: mx.array, p: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
         pa = _arr(p)
         out: mx.array = mx.random.uniform(shape=_shape(shape, pa), key=key) < pa
@@ -117,6 +128,11 @@ class Beta(Distribution):
     """
 
     name = "beta"
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.unit_interval
 
     def sample(
         self, key: mx.array, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()
