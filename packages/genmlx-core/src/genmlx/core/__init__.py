@@ -45,6 +45,7 @@ from genmlx.core.gfi import (
 )
 from genmlx.core.gradients import choice_gradients, param_gradients
 from genmlx.core.graph import ModelGraph, Site, analyze
+from genmlx.core.logdensity import LogDensity, StaticModelError, logdensity
 from genmlx.core.params import ParamStore, param, use_params
 from genmlx.core.plugins.registry import registry
 from genmlx.core.selection import Selection, select
@@ -71,6 +72,7 @@ __all__ = [
     "GenMLXError",
     "GenerateResult",
     "GenerativeFunction",
+    "LogDensity",
     "MissingChoiceError",
     "ModelGraph",
     "NoChange",
@@ -82,6 +84,7 @@ __all__ = [
     "RegenerateResult",
     "Selection",
     "SelectionEdit",
+    "StaticModelError",
     "Site",
     "Trace",
     "analyze",
@@ -95,6 +98,7 @@ __all__ = [
     "evaluate",
     "format_address",
     "gen",
+    "logdensity",
     "param",
     "param_gradients",
     "registry",
