@@ -399,9 +399,23 @@ def _param_hook() -> None:
         flag[0] = True
 
 
+def _placeholder(tree: Any) -> Any:
+    """The same structure with every array replaced by ones of its shape and dtype."""
+    leaves, td = flatten(tree)
+    return unflatten(td, [mx.ones(x.shape, dtype=x.dtype) for x in leaves])
+
+
 def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -> ModelGraph:
     from genmlx.core import params as P
     from genmlx.core import handlers as H
+
+    if runtime.in_transform():
+        # Inside vmap/compile/grad the values are symbolic: analyse the structure with
+        # concrete stand-ins of the same shapes and dtypes. The graph depends only on
+        # the signature (a body whose structure depends on values is found dynamic
+        # by the dependency trace whatever the values), so the result is the same.
+        args = _placeholder(args)
+        obs = _placeholder(obs)
 
     if not _is_gen(model):
         raise TypeError(
@@ -637,8 +651,6 @@ def analyze(
 
     args = _as_args(args, "analyze")
     obs = _as_choicemap(observations, "analyze", "observations")
-    if runtime.in_transform():
-        raise GenMLXError("analyze cannot run inside vmap/compile/grad; call it outside")
     if obs.is_empty:
         return structural_graph(model, args)
     base = structural_graph(model, args)

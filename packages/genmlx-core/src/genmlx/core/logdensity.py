@@ -252,10 +252,13 @@ class _Program:
         return parts[0] if len(parts) == 1 else mx.concatenate(parts)
 
     # -- compiled, batched --------------------------------------------------------
-    def compiled(self, kind: str, batch_ndim: int, obs_batched: bool, n_in: int) -> Callable[..., Any]:
-        """``kind`` in ``logp``, ``vg`` (value and gradient), ``forward``, ``inverse``;
-        inputs ``(y_or_xs..., obs_leaves..., arg_leaves...)``."""
-        key = (kind, batch_ndim, obs_batched, n_in)
+    def function(
+        self, kind: str, batch_ndim: int, obs_batched: bool, n_in: int
+    ) -> Callable[..., Any]:
+        """The pure (uncompiled) function ``kind`` in ``logp``, ``vg`` (value and
+        gradient), ``forward``, ``inverse`` of inputs ``(y_or_xs..., obs_leaves...,
+        arg_leaves...)``, vmapped over ``batch_ndim`` leading axes."""
+        key = ("fn", kind, batch_ndim, obs_batched, n_in)
         fn = self._compiled.get(key)
         if fn is not None:
             return fn
@@ -274,6 +277,7 @@ class _Program:
             if kind == "logp":
                 return self.logp(head, ol, al)
             if kind == "vg":
+
                 def f(yy: mx.array) -> mx.array:
                     return self.logp(yy, ol, al)
 
@@ -282,19 +286,28 @@ class _Program:
                 return tuple(self.forward(head, ol, al))
             return self.inverse(head, ol, al)
 
-        fn = one
+        out = one
         n_head = n_blocks if kind == "inverse" else 1
         for _ in range(batch_ndim):
             axes = (0,) * n_head + ((0 if obs_batched else None),) * n_obs + (None,) * (
                 n_in - n_head - n_obs
             )
-            fn = mx.vmap(fn, in_axes=axes)
+            out = mx.vmap(out, in_axes=axes)
 
         def run(*inputs: Any) -> Any:
             with runtime.transforming():
-                return fn(*inputs)
+                return out(*inputs)
 
-        cfn = mx.compile(run)
+        self._compiled[key] = run
+        return run
+
+    def compiled(self, kind: str, batch_ndim: int, obs_batched: bool, n_in: int) -> Callable[..., Any]:
+        """:meth:`function`, compiled (kernel fusion per :mod:`genmlx.core.compile`)."""
+        key = (kind, batch_ndim, obs_batched, n_in)
+        fn = self._compiled.get(key)
+        if fn is not None:
+            return fn
+        cfn = mx.compile(self.function(kind, batch_ndim, obs_batched, n_in))
         first = [True]
 
         def call(*inputs: Any) -> Any:
@@ -532,8 +545,27 @@ class LogDensity:
                 raise ValueError("logdensity: batched observations need the same batch shape as y")
         else:
             obs = self._obs_leaves
-        fn = self._p.compiled(kind, 1 if batch else 0, bool(self._obs_batch), n_in)
+        if runtime.in_transform():  # inside a caller's own vmap/compile: no nesting
+            fn = self._p.function(kind, 1 if batch else 0, bool(self._obs_batch), n_in)
+        else:
+            fn = self._p.compiled(kind, 1 if batch else 0, bool(self._obs_batch), n_in)
         return fn(*head, *obs, *self._arg_leaves)
+
+    def pure(self, kind: str = "vg", *, batched: bool = True) -> tuple[Callable[..., Any], list[mx.array]]:
+        """``(fn, inputs)``: the uncompiled function for use inside a caller's own
+        compiled program, called as ``fn(y, *inputs)``.
+
+        ``kind`` is ``"vg"`` (returns ``(value, gradient)``) or ``"logp"``; with
+        ``batched`` the vector is ``[n, dim]`` (and batched observations ``[n, ...]``).
+        The inputs hold the observations and the model's array arguments, so they are
+        never frozen into a compiled program as constants.
+        """
+        n_in = 1 + len(self._obs_leaves) + len(self._arg_leaves)
+        obs = self._obs_leaves
+        if self._obs_batch and len(self._obs_batch) > 1:
+            raise ValueError("pure: observations may carry one batch axis")
+        fn = self._p.function(kind, 1 if batched else 0, bool(self._obs_batch), n_in)
+        return fn, [*obs, *self._arg_leaves]
 
     def __call__(self, y: Any) -> mx.array:
         """``log p`` (plus log-Jacobian) at ``y`` of shape ``[..., dim]``: shape ``[...]``."""
@@ -657,8 +689,6 @@ def logdensity(
         raise StaticModelError(f"logdensity: expected a @gen model, got {model!r}")
     args = _as_args(args, "logdensity")
     obs = _as_choicemap(observations, "logdensity", "observations")
-    if runtime.in_transform():
-        raise GenMLXError("logdensity(...) must be built outside vmap/compile/grad")
     doms = {to_path(k): v for k, v in (domains or {}).items()}
     batch = tuple(obs.batch_shape)
     prog = _program(model, args, obs, latents, doms, transform, batch)
