@@ -70,6 +70,7 @@ from genmlx.infer.diagnostics import (
     rhat,
     summary,
 )
+from genmlx.infer.driver import MCMCResult, MCMCWarning, mcmc
 from genmlx.infer.gradient_kernels import hmc, mala, map_optimize
 from genmlx.infer.importance import ISResult, importance_resampling, importance_sampling
 from genmlx.infer.learning import (
@@ -125,6 +126,8 @@ __all__ = [
     "GradientEstimate",
     "ISResult",
     "LectureResult",
+    "MCMCResult",
+    "MCMCWarning",
     "NutsInfo",
     "NutsWarmup",
     "PMMHResult",
@@ -171,6 +174,7 @@ __all__ = [
     "mh",
     "mix",
     "mvd",
+    "mcmc",
     "nuts",
     "nuts_info",
     "nuts_warmup",

@@ -131,7 +131,8 @@ def nuts_info(
         state, t.vg, t.inputs, key=key, step_size=eps, metric=metric, max_depth=max_depth,
         compiled=compiled, dynamic=eager,
     )
-    tr = t.to_trace(new.position)
+    moved = mx.any(new.position != t.position, axis=-1)
+    tr = t.to_trace(new.position, moved)
     if not t.batched:
         info = NutsInfo(*(a[0] for a in info))
     return tr, info
@@ -376,7 +377,7 @@ def nuts_warmup(
         init_buffer=init_buffer, term_buffer=term_buffer, base_window=base_window,
         compiled=t.compiled,
     )
-    tr = t.to_trace(state.position)
+    tr = t.to_trace(state.position, mx.any(state.position != t.position, axis=-1))
     d = t.dim
     if metric.kind == "identity":
         mass = mx.eye(d, dtype=mx.float32) if dense_mass else mx.ones((d,), dtype=mx.float32)

@@ -25,6 +25,7 @@ from genmlx.core import StaticModelError, Trace, analyze, logdensity, runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.selection import Selection
+from genmlx.infer._traces import where_trace
 
 __all__ = ["Target", "target"]
 
@@ -36,7 +37,8 @@ class Target(NamedTuple):
         vg: ``vg(y [C, d], *inputs) -> (log π [C], ∇log π [C, d])``.
         inputs: the arrays ``vg`` reads.
         position: the current point, ``[C, d]`` (``C = 1`` for a single trace).
-        to_trace: ``y [C, d] -> Trace`` (the kernel's result).
+        to_trace: ``(y [C, d], moved [C] | None) -> Trace`` (the kernel's result;
+            chains not ``moved`` keep their values exactly).
         batched: whether the trace is batched (``False``: ``C == 1`` was added).
         compiled: whether ``vg`` may be compiled (the static tier) or must run eagerly.
         unconstrained: ``y`` is in unconstrained space.
@@ -45,7 +47,7 @@ class Target(NamedTuple):
     vg: Callable[..., tuple[mx.array, mx.array]]
     inputs: tuple[mx.array, ...]
     position: mx.array
-    to_trace: Callable[[mx.array], Trace]
+    to_trace: Callable[..., Trace]
     batched: bool
     compiled: bool
     unconstrained: bool
@@ -90,9 +92,14 @@ def _static_target(trace: Trace, selection: Selection, op: str) -> Target | None
     else:
         inp = tuple(inputs)
 
-    def to_trace(y_new: mx.array) -> Trace:
+    def to_trace(y_new: mx.array, moved: mx.array | None = None) -> Trace:
         cm = ld.to_choicemap(y_new if batched else y_new[0])
-        return trace.gen_fn.update(trace, cm).trace
+        new = trace.gen_fn.update(trace, cm).trace
+        if moved is None:
+            return new
+        # chains that did not move keep their exact values (forward(inverse(x)) is x
+        # only up to rounding)
+        return where_trace(moved if batched else moved[0], new, trace)
 
     return Target(vg, inp, y, to_trace, batched, True, True)
 
@@ -149,8 +156,11 @@ def _interpreter_target(trace: Trace, selection: Selection, op: str) -> Target:
             return ld[None], g[None]
         return ld, g
 
-    def to_trace(y_new: mx.array) -> Trace:
-        return gf.update(trace, unflat(y_new if batched else y_new[0])).trace
+    def to_trace(y_new: mx.array, moved: mx.array | None = None) -> Trace:
+        new = gf.update(trace, unflat(y_new if batched else y_new[0])).trace
+        if moved is None:
+            return new
+        return where_trace(moved if batched else moved[0], new, trace)
 
     return Target(vg, (), x if batched else x[None], to_trace, batched, False, False)
 
