@@ -31,7 +31,7 @@ from typing import Any
 import mlx.core as mx
 
 from genmlx.core import handlers as H
-from genmlx.core import runtime
+from genmlx.core import incremental, runtime
 from genmlx.core.address import Address, Path, format_address, to_path
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff, NoChange, UnknownChange
@@ -213,7 +213,11 @@ class DynamicGenerativeFunction(GenerativeFunction):
         state = H.UpdateState(
             KeyStream.start(key), None, 0.0, 0.0, constraints, trace._trie, None, False
         )
-        st, retval = self._run("update", args, H.update_site, state)
+        plan = incremental.plan_update(self, args, argdiffs, constraints)
+        handler = (
+            H.update_site if plan is None else incremental.plan_handler(plan, H.update_site, "update")
+        )
+        st, retval = self._run("update", args, handler, state)
         trie = H.build_trie(st.records, "update", self.name)
         H.check_all_used(constraints, trie, "update", self.name, "constraint")
         weight = st.weight
@@ -231,7 +235,10 @@ class DynamicGenerativeFunction(GenerativeFunction):
                 discard = discard._set(path, rec.trace.get_choices())
         new = DynamicTrace(self, args, retval, _as_score(st.score), trie)
         changed = st.changed or not all(d.is_no_change() for d in argdiffs)
-        return UpdateResult(new, _as_score(weight), UnknownChange if changed else NoChange, discard)
+        retdiff = UnknownChange if changed else NoChange
+        if plan is not None:
+            retdiff = plan.retdiff
+        return UpdateResult(new, _as_score(weight), retdiff, discard)
 
     def _regenerate(
         self,
@@ -250,13 +257,22 @@ class DynamicGenerativeFunction(GenerativeFunction):
         state = H.RegenerateState(
             KeyStream.start(key), None, 0.0, 0.0, selection, trace._trie, False
         )
-        st, retval = self._run("regenerate", args, H.regenerate_site, state)
+        plan = incremental.plan_regenerate(self, args, argdiffs, selection)
+        handler = (
+            H.regenerate_site
+            if plan is None
+            else incremental.plan_handler(plan, H.regenerate_site, "regenerate")
+        )
+        st, retval = self._run("regenerate", args, handler, state)
         trie = H.build_trie(st.records, "regenerate", self.name)
         if not same_args:  # new args may add addresses: selected ones exist before or after
             H.check_selection(selection, trace._trie, "regenerate", self.name, also=trie)
         new = DynamicTrace(self, args, retval, _as_score(st.score), trie)
         changed = st.changed or not all(d.is_no_change() for d in argdiffs)
-        return RegenerateResult(new, _as_score(st.weight), UnknownChange if changed else NoChange)
+        retdiff = UnknownChange if changed else NoChange
+        if plan is not None:
+            retdiff = plan.retdiff
+        return RegenerateResult(new, _as_score(st.weight), retdiff)
 
     def _project(self, trace: Trace, selection: Selection) -> mx.array:
         assert isinstance(trace, DynamicTrace)

@@ -407,6 +407,7 @@ class GenerativeFunction(ABC):
             return batching.vupdate(self, trace, cons, args, argdiffs, key)
         if cons.batch_shape:
             raise ValueError("update: batched constraints need a batched trace")
+        _prepare(self, args)
         with runtime.operation() as top:
             res = self._update(trace, cons, args, argdiffs, key)
         if top:
@@ -437,6 +438,7 @@ class GenerativeFunction(ABC):
             from genmlx.core import batching
 
             return batching.vregenerate(self, trace, sel, args, argdiffs, key)
+        _prepare(self, args)
         with runtime.operation() as top:
             res = self._regenerate(trace, sel, args, argdiffs, key)
         if top:
@@ -506,6 +508,13 @@ class GenerativeFunction(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def _prepare(gf: GenerativeFunction, args: tuple[Any, ...]) -> None:
+    """Analyse a static model once so that its updates are dependency-aware."""
+    from genmlx.core import static
+
+    static.prepare(gf, args)
 
 
 def _unchanged(old: tuple[Any, ...], new: tuple[Any, ...], argdiffs: tuple[Diff, ...]) -> bool:

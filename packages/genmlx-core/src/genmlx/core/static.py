@@ -167,18 +167,44 @@ class _ModelCache:
 _CACHES: weakref.WeakKeyDictionary[Any, _ModelCache] = weakref.WeakKeyDictionary()
 
 
-def _eligible(gf: Any, args: tuple[Any, ...]) -> _ModelCache | None:
+_SEEN: weakref.WeakKeyDictionary[Any, dict[Any, int]] = weakref.WeakKeyDictionary()
+
+
+def _eligible(
+    gf: Any, args: tuple[Any, ...], depth: int = 1, counted: bool = True
+) -> _ModelCache | None:
     from genmlx.core.dsl import DynamicGenerativeFunction
-    from genmlx.core.graph import structural_graph
+    from genmlx.core.graph import _arg_signature, cached_graph, structural_graph
 
     if not _ENABLED.get() or runtime.in_transform() or runtime.active_run() is not None:
         return None
+    if runtime.operation_depth() > depth:
+        # a kernel called by a combinator or another operation: only the models users
+        # call are analysed and compiled (a kernel's arguments, such as a time step,
+        # change every call)
+        return None
     if not isinstance(gf, DynamicGenerativeFunction):
         return None
-    try:
-        g = structural_graph(gf, args)
-    except Exception:  # noqa: BLE001 - a model the analysis cannot run stays interpreted
-        return None
+    g = cached_graph(gf, args)
+    if g is None and counted:
+        # analyse a signature the second time it is seen: a one-off call (or arguments
+        # such as a time step that change every call) costs nothing extra
+        try:
+            sig = _arg_signature(args)
+            seen = _SEEN.setdefault(gf, {})
+            n = seen.get(sig, 0) + 1
+            if len(seen) > 1024:
+                seen.clear()
+            seen[sig] = n
+        except TypeError:
+            return None
+        if n < _COMPILE_AFTER:
+            return None
+    if g is None:
+        try:
+            g = structural_graph(gf, args)
+        except Exception:  # noqa: BLE001 - a model the analysis cannot run stays interpreted
+            return None
     if not g.is_static or g.uses_params:
         return None
     cache = _CACHES.get(gf)
@@ -188,25 +214,38 @@ def _eligible(gf: Any, args: tuple[Any, ...]) -> _ModelCache | None:
     return cache
 
 
+def prepare(gf: Any, args: tuple[Any, ...]) -> None:
+    """Analyse a ``@gen`` model for ``args``' signature (once) so that its updates and
+    regenerations can be dependency-aware; nothing happens inside transformations."""
+    _eligible(gf, args, depth=0)
+
+
 def run(gf: Any, op: str, fn: Callable[..., Any], inputs: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
     """``fn(*inputs)``, compiled for static ``gf`` once its signature repeats.
 
     ``fn`` must be a pure function of the arrays in ``inputs`` (everything else in
     ``inputs`` is static and part of the signature). Returns ``fn``'s result.
     """
-    cache = _eligible(gf, args)
-    if cache is None:
+    if not _ENABLED.get() or runtime.in_transform() or runtime.operation_depth() > 1:
         return fn(*inputs)
     _, ftd = flatten(inputs, freeze=True)
     if opaque_nodes(ftd):  # lazily gathered sequence steps: keep their O(1) updates
         return fn(*inputs)
     leaves, td = flatten(inputs)
     sig = (op, td, tuple((tuple(x.shape), x.dtype) for x in leaves))
-    entry = cache.programs.get(sig)
+    cache = _CACHES.get(gf)
+    entry = cache.programs.get(sig) if cache is not None and cache.valid() else None
     if entry is None:
-        n = cache.counts.get(sig, 0) + 1
-        cache.counts[sig] = n
+        seen = _SEEN.setdefault(gf, {})
+        n = seen.get(sig, 0) + 1
+        if len(seen) > 1024:
+            seen.clear()
+        seen[sig] = n
         if n < _COMPILE_AFTER:
+            return fn(*inputs)
+        cache = _eligible(gf, args, counted=False)
+        if cache is None:
+            seen[sig] = -(10**9)  # not eligible: do not ask again
             return fn(*inputs)
         box: dict[str, Any] = {}
 
@@ -224,7 +263,7 @@ def run(gf: Any, op: str, fn: Callable[..., Any], inputs: tuple[Any, ...], args:
         with tracing_mode():
             out_leaves = cfn(*leaves)
         if opaque_nodes(box["td"]):  # an output part kept outside the arrays
-            cache.counts[sig] = -(10**9)
+            seen[sig] = -(10**9)
             return unflatten(box["td"], list(out_leaves))
         cache.programs[sig] = (cfn, box)
         cache.compiled += 1
