@@ -1,7 +1,9 @@
 """Developer and CI sessions for the GenMLX monorepo.
 
-    python3 -m nox -s tests              # every package, each in its own venv
+    python3 -m nox -s tests isolation    # what CI runs (.ci/run): the default sessions
     python3 -m nox -s "tests(dists)"     # one package
+    python3 -m nox -s build              # every package's wheel and sdist into dist/
+    python3 -m nox -s isolation          # each wheel installed alone, every public module imported
     python3 -m nox -s tests-slow conformance lint typecheck docs bench demo
     python3 -m nox -s example-plugin     # the example distribution plugin, as a user installs it
 
@@ -21,9 +23,10 @@ import nox
 
 nox.needs_version = ">=2024.3.2"  # "uv|venv" backend fallback
 nox.options.default_venv_backend = "uv|venv"
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["tests", "isolation"]
 
 ROOT = Path(__file__).resolve().parent
+DIST = ROOT / "dist"
 SHARED = ROOT.parent / "shared"
 EXAMPLE_PLUGIN = ROOT / "packages/genmlx-core/tests/fixtures/genmlx-example-plugin"
 EXAMPLE_DISTS_PLUGIN = ROOT / "examples/genmlx-example-dists-plugin"
@@ -34,7 +37,7 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "core": (),
     "dists": ("core",),
     "combinators": ("core",),
-    "infer": ("core", "dists", "combinators"),
+    "infer": ("core", "dists", "combinators"),  # runtime: core, dists; tests: combinators
     # nn and viz: runtime deps are core only; their tests also use dists and infer
     "nn": ("core", "dists", "combinators", "infer"),
     "viz": ("core", "dists", "combinators", "infer"),
@@ -105,6 +108,39 @@ def tests(session: nox.Session, package: str) -> None:
         *session.posargs,
         env=env,
     )
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build every package's wheel and sdist into ``dist/`` and check them with twine."""
+    session.install("build[uv]" if session.venv_backend == "uv" else "build", "twine")
+    shutil.rmtree(DIST, ignore_errors=True)
+    installer = ["--installer", "uv"] if session.venv_backend == "uv" else []
+    for name in PACKAGES:
+        session.run(
+            "python", "-m", "build", *installer, "--outdir", str(DIST), f"packages/genmlx-{name}"
+        )
+    built = sorted(str(f) for f in DIST.iterdir())
+    session.log(f"built {len(built)} files into {DIST}")
+    session.run("twine", "check", "--strict", *built)
+
+
+@nox.session(requires=["build"])
+@nox.parametrize("package", list(PACKAGES), ids=list(PACKAGES))
+def isolation(session: nox.Session, package: str) -> None:
+    """Install one package's wheel from ``dist/`` as a user would, with only its declared
+    runtime dependencies, and import every public module.
+
+    ``pip install --find-links dist genmlx-<package>``: the sibling packages it declares
+    come from ``dist/`` as well, everything else from the package index. An undeclared
+    dependency on a sibling package fails the import. Then, with genmlx-core alone, a
+    missing sibling must fail with an error that says which package to install.
+    """
+    backend = ["genmlx-core[cpu]"] if sys.platform == "linux" else []  # mlx's CPU backend
+    session.install("--find-links", str(DIST), *backend, f"genmlx-{package}")
+    session.run("python", "tools/import_all.py", f"genmlx.{package}")
+    if package == "core":
+        session.run("python", "tools/import_all.py", "--expect-missing", "genmlx.infer")
 
 
 @nox.session(name="tests-slow")

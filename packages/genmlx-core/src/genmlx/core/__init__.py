@@ -15,8 +15,11 @@ Public API:
 * plugins: :func:`registry`
 
 Importing ``genmlx.core`` does not load plugins; the registry loads them on first use.
+It does make ``import genmlx.<sibling>`` of a first-party package that is not
+installed fail with a message naming the package to install.
 """
 
+from genmlx.core import _siblings
 from genmlx.core.address import Address, format_address
 from genmlx.core.choicemap import ChoiceMap, choicemap
 from genmlx.core.compile import compile
@@ -100,3 +103,5 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_siblings.install()

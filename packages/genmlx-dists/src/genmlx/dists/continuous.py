@@ -271,6 +271,7 @@ class Normal(_Scalar):
     """
 
     name = "normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -330,6 +331,7 @@ class Uniform(_Scalar):
     """
 
     name = "uniform"
+    params = ("low", "high")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -378,6 +380,7 @@ class Exponential(_Scalar):
     """
 
     name = "exponential"
+    params = ("rate",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
@@ -405,6 +408,7 @@ class _LocScale(_Scalar):
     """A location–scale family ``loc + scale * Z``: subclasses give ``_std_sample`` (Z)
     and ``_std_log_prob`` (log density of Z)."""
 
+    params = ("loc", "scale")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -572,6 +576,7 @@ class HalfNormal(_Scalar):
     """
 
     name = "half_normal"
+    params = ("sigma",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
@@ -612,6 +617,7 @@ class HalfCauchy(_Scalar):
     """
 
     name = "half_cauchy"
+    params = ("scale",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
@@ -653,6 +659,7 @@ class LogNormal(_Scalar):
     """
 
     name = "log_normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -703,6 +710,7 @@ class Weibull(_Scalar):
     """
 
     name = "weibull"
+    params = ("k", "lam")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.5, 2.0),
@@ -760,6 +768,7 @@ class Pareto(_Scalar):
     """
 
     name = "pareto"
+    params = ("x_m", "alpha")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0, 3.0),
@@ -832,6 +841,7 @@ class TruncatedNormal(_Scalar):
     """
 
     name = "truncated_normal"
+    params = ("mu", "sigma", "low", "high")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0, -1.0, 2.0),
@@ -950,6 +960,7 @@ class VonMises(_Scalar):
     """
 
     name = "von_mises"
+    params = ("mu", "kappa")
     has_reparam = False
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 2.0),
@@ -1026,6 +1037,7 @@ class WrappedCauchy(_Scalar):
     """
 
     name = "wrapped_cauchy"
+    params = ("mu", "rho")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 0.3),
@@ -1083,6 +1095,7 @@ class WrappedNormal(_Scalar):
     """
 
     name = "wrapped_normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 0.8),

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import mlx.core as mx
 
-from genmlx.core.distribution import Distribution
+from genmlx.core.distribution import Distribution, Param
 from genmlx.dists.base import (
     arr,
     batch_shape,
@@ -345,6 +345,7 @@ class Gamma(Distribution):
     """
 
     name = "gamma"
+    params = (Param("shape", aliases=("alpha",)), "rate")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -392,6 +393,7 @@ class InvGamma(Distribution):
     """
 
     name = "inv_gamma"
+    params = (Param("shape", aliases=("alpha",)), "scale")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -439,6 +441,7 @@ class Chi2(Distribution):
     """
 
     name = "chi2"
+    params = ("df",)
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -518,6 +521,7 @@ class Beta(Distribution):
     """
 
     name = "beta"
+    params = ("alpha", "beta")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -561,6 +565,7 @@ class Kumaraswamy(Distribution):
     """
 
     name = "kumaraswamy"
+    params = ("a", "b")
     has_reparam = True
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -618,6 +623,7 @@ class BetaUniform(Distribution):
     """
 
     name = "beta_uniform"
+    params = ("theta", "alpha", "beta")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -689,6 +695,7 @@ class StudentT(Distribution):
     """
 
     name = "student_t"
+    params = ("df", "loc", "scale")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -805,6 +812,7 @@ class Dirichlet(Distribution):
     """
 
     name = "dirichlet"
+    params = ("alpha",)
     has_reparam = False
     event_ndim = 1
     example_params: ClassVar[list[tuple[Any, ...]]] = [

@@ -316,6 +316,8 @@ class ADEVPrimitive(Distribution):
         self.is_enumerable = dist.is_enumerable
         self.is_discrete = dist.is_discrete
         self.event_ndim = dist.event_ndim
+        # the wrapped distribution's parameter names, so reinforce(normal)(mu=..., sigma=...)
+        self._param_specs = dist._param_specs  # type: ignore[misc]
 
     def sample(self, *args: Any, **kwargs: Any) -> mx.array:
         return self.dist.sample(*args, **kwargs)

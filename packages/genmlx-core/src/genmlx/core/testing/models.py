@@ -73,6 +73,7 @@ class Normal(Distribution):
     """Normal(mu, sigma), broadcasting (reference implementation)."""
 
     name = "normal"
+    params = ("mu", "sigma")
     has_reparam = True
 
     def sample(
@@ -94,6 +95,7 @@ class Bernoulli(Distribution):
     """Bernoulli(p) with boolean values (reference implementation)."""
 
     name = "bernoulli"
+    params = ("p",)
     is_discrete = True
     is_enumerable = True
 
@@ -117,6 +119,7 @@ class Beta(Distribution):
     """
 
     name = "beta"
+    params = ("alpha", "beta")
 
     def sample(
         self, key: mx.array, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()
