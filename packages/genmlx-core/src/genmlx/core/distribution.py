@@ -329,9 +329,9 @@ class Distribution(GenerativeFunction):
             if len(given) > 1:
                 raise TypeError(f"{op}: parameter {p.name!r} given twice (as {given})")
             if not given:
-                missing = [q.name for q in specs[i:] if not any(k in kwargs for k in q.keywords)]
+                absent = [q.name for q in specs[i:] if not any(k in kwargs for k in q.keywords)]
                 raise TypeError(
-                    f"{op}: missing parameter(s) {', '.join(map(repr, missing))}; "
+                    f"{op}: missing parameter(s) {', '.join(map(repr, absent))}; "
                     f"call {signature}"
                 )
             values.append(kwargs[given[0]])
