@@ -69,6 +69,7 @@ from genmlx.infer.diagnostics import (
     ess_tail,
     rhat,
     summary,
+    to_chain_draw,
 )
 from genmlx.infer.gradient_kernels import hmc, mala, map_optimize
 from genmlx.infer.importance import ISResult, importance_resampling, importance_sampling
@@ -187,6 +188,7 @@ __all__ = [
     "split_merge_kernel",
     "split_merge_move",
     "summary",
+    "to_chain_draw",
     "tempered_rw_mh",
     "tempered_swap",
     "train",

@@ -178,8 +178,8 @@ def hmc(
     trace: Trace,
     selection: Selection,
     *,
-    step_size: float,
-    n_leapfrog: int,
+    step_size: float = 0.1,
+    n_leapfrog: int = 10,
     key: mx.array,
     mass: mx.array | None = None,
 ) -> tuple[Trace, mx.array]:
@@ -197,8 +197,8 @@ def hmc(
         trace: a single or batched trace.
         selection: the continuous choices to move (flattened, in choice-map order, into
             a vector of length ``d``).
-        step_size: ``ε > 0``.
-        n_leapfrog: number of leapfrog steps ``L ≥ 1``.
+        step_size: ``ε > 0`` (default 0.1, Gen.jl's ``eps``).
+        n_leapfrog: number of leapfrog steps ``L ≥ 1`` (default 10, Gen.jl's ``L``).
         key: PRNG key.
         mass: ``None`` (identity), a vector ``[d]`` (diagonal mass) or a positive
             definite matrix ``[d, d]`` (dense mass).
