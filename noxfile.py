@@ -220,6 +220,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Run the README's end-to-end example."""
+    """Run the README's end-to-end example (under a minute on 2 CPU cores)."""
     install_local(session, *PACKAGES)
+    session.install("tqdm")  # the MCMC part's progress bar
     session.run("python", "examples/demo.py", *session.posargs)
