@@ -87,10 +87,27 @@ def _env() -> dict[str, str]:
     return {"GENMLX_SHARED_DIR": str(SHARED)} if SHARED.is_dir() else {}
 
 
+# The test targets: every package, and "docs" (the docs truth test, docs/tests/).
+TEST_TARGETS = [*PACKAGES, "docs"]
+
+
 @nox.session
-@nox.parametrize("package", list(PACKAGES), ids=list(PACKAGES))
+@nox.parametrize("package", TEST_TARGETS, ids=TEST_TARGETS)
 def tests(session: nox.Session, package: str) -> None:
-    """Run one package's fast tests in a venv with only its declared dependencies."""
+    """Run one package's fast tests in a venv with only its declared dependencies.
+
+    ``tests(docs)`` runs every code block of the README and the tutorial pages, with
+    every package (and the optional tqdm and ArviZ) installed, as a reader would.
+    """
+    if package == "docs":
+        install_local(session, *PACKAGES, test=True)
+        session.install("tqdm")
+        env = {
+            **_env(),  # the how-to's plugin excerpts import the example plugin's module
+            "PYTHONPATH": str(EXAMPLE_DISTS_PLUGIN / "src"),
+        }
+        session.run("pytest", "--import-mode=importlib", "docs/tests", *session.posargs, env=env)
+        return
     install_local(session, package, test=True)
     env = _env()
     if package == "core":
