@@ -87,7 +87,10 @@ def _env() -> dict[str, str]:
     return {"GENMLX_SHARED_DIR": str(SHARED)} if SHARED.is_dir() else {}
 
 
-# The test targets: every package, and "docs" (the docs truth test, docs/tests/).
+# What the docs build needs (MathJax bundled from a pip package: formulas render offline).
+DOCS_TOOLS = ("sphinx>=8", "sphinx-mathjax-offline>=0.0.2")
+# The test targets: every package, and "docs" (docs/tests/: the docs truth test and the
+# dead-reference check).
 TEST_TARGETS = [*PACKAGES, "docs"]
 
 
@@ -101,7 +104,7 @@ def tests(session: nox.Session, package: str) -> None:
     """
     if package == "docs":
         install_local(session, *PACKAGES, test=True)
-        session.install("tqdm")
+        session.install("tqdm", *DOCS_TOOLS)
         env = {
             **_env(),  # the how-to's plugin excerpts import the example plugin's module
             "PYTHONPATH": str(EXAMPLE_DISTS_PLUGIN / "src"),
@@ -164,14 +167,16 @@ def isolation(session: nox.Session, package: str) -> None:
 def tests_slow(session: nox.Session) -> None:
     """Run the slow statistical tests (marker ``slow``) of every package."""
     install_local(session, *PACKAGES, test=True)
+    session.install("tqdm", *DOCS_TOOLS)
     session.run(
         "pytest",
         "--import-mode=importlib",
         "-m",
         "slow",
         "packages",
+        "docs/tests",  # the tutorial pages that train compiled models
         *session.posargs,
-        env=_env(),
+        env={**_env(), "PYTHONPATH": str(EXAMPLE_DISTS_PLUGIN / "src")},
         success_codes=[0, 5],  # 5: no slow tests collected yet
     )
 
@@ -222,7 +227,7 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the Sphinx site; warnings are errors."""
     install_local(session, *PACKAGES)
-    session.install("sphinx")
+    session.install(*DOCS_TOOLS)
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 

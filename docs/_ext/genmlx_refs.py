@@ -14,6 +14,7 @@ that does not import, or whose object is documented nowhere, stays missing, so
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from docutils import nodes
@@ -23,10 +24,12 @@ from sphinx.environment import BuildEnvironment
 _MISSING = object()
 
 
-def _lookup(path: str) -> Any:
-    """The object at dotted ``path`` (a module prefix, then attributes), or _MISSING."""
+def _attribute_first(path: str) -> Any:
+    """``from a.b import c`` semantics: ``c`` as an attribute of ``a.b`` when it is one
+    (``genmlx.infer.advi`` is the function that ``genmlx.infer`` exports, not the
+    submodule of that name)."""
     parts = path.split(".")
-    for cut in range(len(parts), 0, -1):
+    for cut in range(len(parts) - 1, 0, -1):
         try:
             obj: Any = importlib.import_module(".".join(parts[:cut]))
         except Exception:
@@ -34,9 +37,26 @@ def _lookup(path: str) -> Any:
         for attr in parts[cut:]:
             obj = getattr(obj, attr, _MISSING)
             if obj is _MISSING:
-                return _MISSING
-        return obj
+                break
+        else:
+            return obj
     return _MISSING
+
+
+def _lookup(path: str, module_first: bool = False) -> Any:
+    """The object at dotted ``path``, or _MISSING."""
+    if module_first:
+        try:
+            return importlib.import_module(path)
+        except Exception:
+            pass
+    obj = _attribute_first(path)
+    if obj is _MISSING and not module_first:
+        try:
+            return importlib.import_module(path)
+        except Exception:
+            return _MISSING
+    return obj
 
 
 def _documented_names(env: BuildEnvironment) -> dict[int, list[str]]:
@@ -45,8 +65,9 @@ def _documented_names(env: BuildEnvironment) -> dict[int, list[str]]:
     if cache is not None:
         return cache
     index: dict[int, list[str]] = {}
-    for name in env.get_domain("py").objects:  # type: ignore[attr-defined]
-        obj = _lookup(name)
+    objects = env.get_domain("py").objects  # type: ignore[attr-defined]
+    for name, entry in objects.items():
+        obj = _lookup(name, module_first=entry.objtype == "module")
         if obj is not _MISSING and not isinstance(obj, (int, float, str, bool, type(None))):
             index.setdefault(id(obj), []).append(name)
     env._genmlx_ref_index = index  # type: ignore[attr-defined]
@@ -76,10 +97,17 @@ def resolve(
     for candidate in _candidates(node):
         if not candidate.startswith("genmlx"):
             continue
-        obj = _lookup(candidate)
+        obj = _lookup(candidate, module_first=node["reftype"] == "mod")
         if obj is _MISSING:
             continue
-        for name in index.get(id(obj), []):
+        names = index.get(id(obj), [])
+        if not names and not (
+            inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj)
+        ):
+            # an instance documented through its class (a distribution such as
+            # genmlx.dists.normal is described by genmlx.dists.Normal)
+            names = index.get(id(type(obj)), [])
+        for name in names:
             ref = domain.resolve_xref(
                 env, node["refdoc"], app.builder, node["reftype"], name, node, contnode
             )
@@ -89,6 +117,21 @@ def resolve(
                 )
             if ref is not None:
                 return ref
+    # a short name (``:func:`moving_average``` in the docstring of a function documented
+    # under its package): the one documented object whose name ends with it
+    target = node["reftarget"].lstrip("~.")
+    if "." not in target:
+        objects = domain.objects  # type: ignore[attr-defined]
+        matches = {n for n in objects if n.startswith("genmlx") and n.endswith("." + target)}
+        found = {id(_lookup(n, module_first=objects[n].objtype == "module")) for n in matches}
+        if len(found) == 1:
+            name = sorted(matches)[0]
+            for role in (node["reftype"], "obj"):
+                ref = domain.resolve_xref(
+                    env, node["refdoc"], app.builder, role, name, node, contnode
+                )
+                if ref is not None:
+                    return ref
     return None
 
 

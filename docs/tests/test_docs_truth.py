@@ -18,8 +18,13 @@ pastes them one after the other):
 
 Budget: each block must finish within ``DEFAULT_BUDGET_S`` seconds of wall time, with
 MLX's kernel cache cold or warm, unless the page says before the block what it costs,
-with a comment the reader does not see: ``.. budget: 60 s`` (the prose next to it
+with a comment the reader does not see: ``.. budget: 60 s`` for the next block,
+``.. budget-page: 120 s`` for every later block of the page (the prose next to it
 says why). ``GENMLX_DOCS_BUDGET_SCALE`` multiplies every budget (for slow machines).
+
+Pages whose blocks train models with compiled steps (``SLOW_PAGES``: the first
+compilation on Linux builds C++ kernels, minutes on a cold cache) are marked ``slow``
+and run by ``nox -s tests-slow``; the others run in the default test run.
 
 The combinator pages (``docs/combinators/``) are run by genmlx-combinators' own tests.
 """
@@ -45,6 +50,12 @@ PAGES = sorted(p.relative_to(ROOT).as_posix() for p in DOCS.glob("*.rst")) + [
     "docs/tutorial-adev.inc",
     "README.md",
 ]
+SLOW_PAGES = {
+    "docs/tutorial-vi.rst",
+    "docs/tutorial-adev.inc",
+    "docs/tutorial-learning.rst",
+    "docs/tutorial-amortized.rst",
+}
 DEFAULT_BUDGET_S = 30.0
 SCALE = float(os.environ.get("GENMLX_DOCS_BUDGET_SCALE", "1"))
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
@@ -86,11 +97,17 @@ def rst_blocks(path: Path) -> tuple[list[Block], list[int]]:
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks: list[Block] = []
     bare: list[int] = []
-    budget = DEFAULT_BUDGET_S
+    page_budget = DEFAULT_BUDGET_S
+    budget = page_budget
     i = 0
     while i < len(lines):
         line = lines[i]
         stripped = line.strip()
+        m_page = re.match(r"^\.\. budget-page: (\d+(?:\.\d+)?) s$", stripped)
+        if m_page:
+            page_budget = budget = float(m_page.group(1))
+            i += 1
+            continue
         base = len(line) - len(line.lstrip())
         m_budget = re.match(r"^\.\. budget: (\d+(?:\.\d+)?) s$", stripped)
         m_code = re.match(r"^\.\. (?:code-block|code|sourcecode):: *(\S*)", stripped)
@@ -103,7 +120,7 @@ def rst_blocks(path: Path) -> tuple[list[Block], list[int]]:
             body, i = _indented_body(lines, i + 1, base)
             if lang in RUN_LANGUAGES:
                 blocks.append(Block("python", i, body, budget))
-                budget = DEFAULT_BUDGET_S
+                budget = page_budget
             elif lang not in SHOW_LANGUAGES:
                 raise AssertionError(f"{path}:{i}: unknown code-block language {lang!r}")
         elif m_inc:
@@ -112,14 +129,14 @@ def rst_blocks(path: Path) -> tuple[list[Block], list[int]]:
             if target.suffix == ".py":
                 if not any(b.kind == "include" and b.path == target for b in blocks):
                     blocks.append(Block("include", i, "", budget, target))
-                budget = DEFAULT_BUDGET_S
+                budget = page_budget
         elif stripped.startswith(">>>"):
             start = i
             while i < len(lines) and lines[i].strip():
                 i += 1
             src = "\n".join(x[base:] for x in lines[start:i])
             blocks.append(Block("doctest", start + 1, src, budget))
-            budget = DEFAULT_BUDGET_S
+            budget = page_budget
         elif stripped.endswith("::") and not stripped.startswith(".."):
             _, nxt = _indented_body(lines, i + 1, base)
             if nxt > i + 1:
@@ -170,7 +187,8 @@ def run_block(block: Block, namespace: dict[str, object], name: str) -> None:
         exec(compile(block.source, f"{name} line {block.line}", "exec"), namespace)
     elif block.kind == "doctest":
         parser = doctest.DocTestParser()
-        test = parser.get_doctest(block.source, namespace, name, name, block.line)
+        label = f"{name}:{block.line}"  # unique: doctest's linecache patch keys on it
+        test = parser.get_doctest(block.source, namespace, label, name, block.line)
         runner = doctest.DocTestRunner(optionflags=FLAGS)
         out: list[str] = []
         runner.run(test, out=out.append, clear_globs=False)
@@ -180,6 +198,7 @@ def run_block(block: Block, namespace: dict[str, object], name: str) -> None:
     else:
         assert block.path is not None
         sys.path.insert(0, str(block.path.parent))
+        argv, sys.argv = sys.argv, [str(block.path)]  # a script parses its own arguments
         try:
             script = "__name__ == \"__main__\"" in block.path.read_text(encoding="utf-8")
             made = runpy.run_path(
@@ -187,10 +206,13 @@ def run_block(block: Block, namespace: dict[str, object], name: str) -> None:
             )
             namespace.update({k: v for k, v in made.items() if not k.startswith("__")})
         finally:
+            sys.argv = argv
             sys.path.remove(str(block.path.parent))
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize(
+    "page", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PAGES else p for p in PAGES]
+)
 def test_page_blocks_run_within_budget(page: str, tmp_path: Path, monkeypatch) -> None:
     blocks, bare = page_blocks(page)
     assert not bare, (

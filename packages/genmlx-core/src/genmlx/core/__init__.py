@@ -25,7 +25,7 @@ from genmlx.core.choicemap import ChoiceMap, choicemap
 from genmlx.core.compile import compile
 from genmlx.core.deterministic import CustomGradientGF, DeterministicGF, deterministic
 from genmlx.core.diff import Diff, NoChange, UnknownChange, VectorDiff
-from genmlx.core.distribution import Distribution, DistributionTrace
+from genmlx.core.distribution import Distribution, DistributionTrace, Param
 from genmlx.core.dsl import DynamicGenerativeFunction, DynamicTrace, gen, splice
 from genmlx.core.edit import ConstraintEdit, EditRequest, ProposalEdit, SelectionEdit
 from genmlx.core.errors import (
@@ -76,6 +76,7 @@ __all__ = [
     "MissingChoiceError",
     "NoChange",
     "NonFiniteScoreError",
+    "Param",
     "ParamStore",
     "PluginError",
     "ProposalEdit",

@@ -229,6 +229,10 @@ class Distribution(GenerativeFunction):
         is_discrete: values are integers or booleans (no gradient w.r.t. the value).
         event_ndim: trailing value dimensions forming one event (0 for scalars,
             1 for ``mv_normal``, 2 for ``wishart``).
+        params: the parameters in order, declared once as names or :class:`Param`
+            records (``params = ("mu", "sigma")``); keyword parameters in calls,
+            ``sample``, ``log_prob`` and ``support`` come from it. ``None`` (the
+            default) means positional parameters only.
     """
 
     name: str = "distribution"
@@ -236,9 +240,9 @@ class Distribution(GenerativeFunction):
     is_enumerable: bool = False
     is_discrete: bool = False
     event_ndim: int = 0
-    #: The parameters, in order: names or :class:`Param` records (normalised to a tuple
-    #: of ``Param`` when the class is created). ``None``: not declared, so parameters
-    #: are positional only (constructed distributions with variable parameters).
+    # The parameters, in order, as names or Param records (normalised to a tuple of
+    # Param when the class is created); None: not declared, so parameters are
+    # positional only (constructed distributions with variable parameters).
     params: ClassVar[tuple[str | Param, ...] | None] = None
     _param_specs: ClassVar[tuple[Param, ...] | None] = None
 

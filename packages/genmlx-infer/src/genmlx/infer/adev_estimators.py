@@ -294,7 +294,7 @@ class ADEVPrimitive(Distribution):
 
     It samples, scores, enumerates and reparameterises exactly as the distribution it
     wraps, so it works in any generative function; inside an ADEV expectation its
-    choices are differentiated with :attr:`estimator`.
+    choices are differentiated with its ``estimator``.
     """
 
     dist: Distribution

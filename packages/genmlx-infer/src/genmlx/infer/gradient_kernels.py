@@ -6,7 +6,7 @@ flattened into one vector ``x`` per chain (shape ``batch_shape + (d,)``); the ta
 choices held fixed, evaluated through ``trace.gen_fn.assess`` and differentiated with
 ``mx.grad``. For a batched trace the chains' log densities are independent, so the
 gradient of their *sum* is the per-chain gradient; every chain is accepted or rejected
-on its own with :func:`genmlx.infer._traces.accept_reject`.
+on its own with ``accept_reject`` (``genmlx.infer._traces``).
 
 The trace is moved with ``gen_fn.update(trace, new_values)``, whose weight is
 ``log π(x') - log π(x)``. The kernels contain no ``.item()``/``bool(array)`` on their

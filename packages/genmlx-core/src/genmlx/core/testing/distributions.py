@@ -1429,8 +1429,8 @@ def check_distribution(
         The :class:`DistributionReport`.
 
     Raises:
-        AssertionError: when a check fails (and ``raise_on_failure``); the message is
-        the whole report.
+        AssertionError: when a check fails (and ``raise_on_failure``), with the whole
+            report as its message.
     """
     try:
         from hypothesis import HealthCheck, given, settings
