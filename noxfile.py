@@ -36,7 +36,7 @@ EXAMPLE_DISTS_PLUGIN = ROOT / "examples/genmlx-example-dists-plugin"
 PACKAGES: dict[str, tuple[str, ...]] = {
     "core": (),
     "dists": ("core",),
-    "combinators": ("core",),
+    "combinators": ("core", "dists"),  # runtime: core; the docs pages in its tests: dists
     "infer": ("core", "dists", "combinators"),  # runtime: core, dists; tests: combinators
     # nn and viz: runtime deps are core only; their tests also use dists and infer
     "nn": ("core", "dists", "combinators", "infer"),

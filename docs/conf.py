@@ -37,9 +37,16 @@ autodoc_member_order = "bysource"
 nitpicky = True
 nitpick_ignore_regex = [
     # mlx, numpy, matplotlib, ArviZ, pluggy, hypothesis, tqdm and the standard library
-    (r"py:.*", r"(mx|mlx|np|numpy|nn|matplotlib|plt|mpl|arviz|az|pluggy|hypothesis|tqdm|optim)(\..*)?"),
+    (
+        r"py:.*",
+        r"(mx|mlx|np|numpy|nn|matplotlib|plt|mpl|arviz|az|pluggy|hypothesis|tqdm|optim)(\..*)?",
+    ),
     # type variables and internal type aliases in signatures (not API)
-    (r"py:class", r"(.*\.)?(_T|F|Pre|Post|TreeDef|Opaque|HasModule|FrozenSteps|Support|InAxes|Component|Block|H\.Trie|_\w+)"),
+    (
+        r"py:class",
+        r"(.*\.)?(_T|F|Pre|Post|TreeDef|Opaque|HasModule|FrozenSteps|Support|InAxes|Component"
+        r"|Block|H\.Trie|_\w+)",
+    ),
     (r"py:.*", r"PluginManager(\..*)?"),  # pluggy's
     (r"py:.*", r"(typing|collections|collections\.abc|contextlib|types|pathlib|os)\..*"),
     (r"py:.*", r"(Path|Iterator|Iterable|Callable|Mapping|Sequence|Generator|ContextVar)"),

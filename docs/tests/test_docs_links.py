@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("sphinx")
-from sphinx.cmd.build import build_main  # noqa: E402
+from sphinx.cmd.build import build_main
 
 DOCS = Path(__file__).resolve().parents[1]
 

@@ -46,7 +46,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # the gallery scripts draw figures
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-PAGES = sorted(p.relative_to(ROOT).as_posix() for p in DOCS.glob("*.rst")) + [
+PAGES = [
+    *sorted(p.relative_to(ROOT).as_posix() for p in DOCS.glob("*.rst")),
     "docs/tutorial-adev.inc",
     "README.md",
 ]

@@ -14,8 +14,8 @@ explicit ``layout``: ``"chain_draw"`` for ``[chains, draws, *param_shape]`` (Arv
 of a batched trace) or ``"draw"`` for one chain ``[draws, *param_shape]``. An array
 without a layout is refused: both axis orders are plausible, and reading one as the
 other gives a silently wrong ESS. Every statistic is computed independently for each
-scalar parameter and returned with shape ``param_shape``. All parameters are processed at once (no Python loop over
-parameters); Geyer's sequential truncation rule is expressed with cumulative
+scalar parameter and returned with shape ``param_shape``. All parameters are processed
+at once (no Python loop over parameters); Geyer's sequential truncation rule is expressed with cumulative
 minima and masks.
 
 Definitions (``M`` chains of ``N`` draws after splitting each chain in half):
