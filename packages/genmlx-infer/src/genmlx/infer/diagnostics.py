@@ -15,8 +15,8 @@ of a batched trace) or ``"draw"`` for one chain ``[draws, *param_shape]``. An ar
 without a layout is refused: both axis orders are plausible, and reading one as the
 other gives a silently wrong ESS. Every statistic is computed independently for each
 scalar parameter and returned with shape ``param_shape``. All parameters are processed
-at once (no Python loop over parameters); Geyer's sequential truncation rule is expressed with cumulative
-minima and masks.
+at once (no Python loop over parameters); Geyer's sequential truncation rule is
+expressed with cumulative minima and masks.
 
 Definitions (``M`` chains of ``N`` draws after splitting each chain in half):
 
