@@ -130,10 +130,48 @@ class TracedCall:
         return f"TracedCall({self.gen_fn!r}, {len(self.args)} args)"
 
     def __bool__(self) -> bool:
-        raise TypeError(
-            f"{self.gen_fn!r}(...) was used as a value; inside a @gen body write "
-            "`gen_fn(args) @ 'address'` to trace it, outside one use gen_fn.simulate(args)"
+        raise self._misuse("as a truth value")
+
+    def _misuse(self, how: str) -> TypeError:
+        """The error for a call used as a value before it was given an address."""
+        name = getattr(self.gen_fn, "name", type(self.gen_fn).__name__)
+        return TypeError(
+            f"{name}(...) was used {how} without an address: add @ \"address\" to make "
+            f'the traced choice and use its value, e.g. `x = {name}(...) @ "x"` inside a '
+            f"@gen body (outside one, use {name}.simulate(args) or, for a distribution, "
+            f"{name}.sample(key, ...))"
         )
+
+
+def _number_misuse(symbol: str) -> Any:
+    def method(self: TracedCall, *other: Any) -> Any:
+        raise self._misuse(f"in `{symbol}`" if symbol else "as a number")
+
+    return method
+
+
+# A TracedCall in arithmetic, comparisons or a conversion is a forgotten `@ "address"`.
+for _names, _symbol in [
+    (("__add__", "__radd__"), "+"),
+    (("__sub__", "__rsub__"), "-"),
+    (("__mul__", "__rmul__"), "*"),
+    (("__truediv__", "__rtruediv__"), "/"),
+    (("__floordiv__", "__rfloordiv__"), "//"),
+    (("__mod__", "__rmod__"), "%"),
+    (("__pow__", "__rpow__"), "**"),
+    (("__rmatmul__",), "@ (on the left)"),
+    (("__neg__",), "unary -"),
+    (("__pos__",), "unary +"),
+    (("__abs__",), "abs()"),
+    (("__lt__",), "<"),
+    (("__le__",), "<="),
+    (("__gt__",), ">"),
+    (("__ge__",), ">="),
+    (("__float__", "__int__", "__index__", "__complex__", "__array__"), ""),
+    (("__getitem__",), "[...]"),
+]:
+    for _name in _names:
+        setattr(TracedCall, _name, _number_misuse(_symbol))
 
 
 def _as_args(args: Any, op: str) -> tuple[Any, ...]:

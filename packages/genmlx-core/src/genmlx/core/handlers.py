@@ -468,6 +468,12 @@ def run_body(
         try:
             retval = fn(*args)
         except ValueError as e:
+            if "TracedCall" in str(e):  # e.g. mx.exp(normal(0, 1)), xs * normal(0, 1)
+                raise TypeError(
+                    f"{op} on {name}: a distribution or generative function call was used "
+                    f"as a value ({e}). Add @ \"address\" to make the traced choice and "
+                    'use its value, e.g. `x = normal(0.0, 1.0) @ "x"`.'
+                ) from e
             if runtime.is_transform_eval_error(e):
                 after = (
                     f"after the choice at {format_address(run.last_path)}"

@@ -272,6 +272,7 @@ class Normal(_Scalar):
     """
 
     name = "normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -336,6 +337,7 @@ class Uniform(_Scalar):
     """
 
     name = "uniform"
+    params = ("low", "high")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -388,6 +390,7 @@ class Exponential(_Scalar):
     """
 
     name = "exponential"
+    params = ("rate",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
@@ -420,6 +423,7 @@ class _LocScale(_Scalar):
     """A location–scale family ``loc + scale * Z``: subclasses give ``_std_sample`` (Z)
     and ``_std_log_prob`` (log density of Z)."""
 
+    params = ("loc", "scale")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -592,6 +596,7 @@ class HalfNormal(_Scalar):
     """
 
     name = "half_normal"
+    params = ("sigma",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
@@ -637,6 +642,7 @@ class HalfCauchy(_Scalar):
     """
 
     name = "half_cauchy"
+    params = ("scale",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
@@ -683,6 +689,7 @@ class LogNormal(_Scalar):
     """
 
     name = "log_normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -738,6 +745,7 @@ class Weibull(_Scalar):
     """
 
     name = "weibull"
+    params = ("k", "lam")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.5, 2.0),
@@ -800,6 +808,7 @@ class Pareto(_Scalar):
     """
 
     name = "pareto"
+    params = ("x_m", "alpha")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0, 3.0),
@@ -876,6 +885,7 @@ class TruncatedNormal(_Scalar):
     """
 
     name = "truncated_normal"
+    params = ("mu", "sigma", "low", "high")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0, -1.0, 2.0),
@@ -998,6 +1008,7 @@ class VonMises(_Scalar):
     """
 
     name = "von_mises"
+    params = ("mu", "kappa")
     has_reparam = False
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 2.0),
@@ -1079,6 +1090,7 @@ class WrappedCauchy(_Scalar):
     """
 
     name = "wrapped_cauchy"
+    params = ("mu", "rho")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 0.3),
@@ -1141,6 +1153,7 @@ class WrappedNormal(_Scalar):
     """
 
     name = "wrapped_normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 0.8),

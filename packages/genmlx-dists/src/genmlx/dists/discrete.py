@@ -479,6 +479,7 @@ class Bernoulli(Distribution):
     """
 
     name = "bernoulli"
+    params = ("p",)
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [(0.3,), (mx.array([0.1, 0.5, 0.9]),)]
@@ -527,6 +528,7 @@ class Categorical(Distribution):
     """
 
     name = "categorical"
+    params = ("probs",)
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -590,6 +592,7 @@ class CategoricalLogits(Distribution):
     """
 
     name = "categorical_logits"
+    params = ("logits",)
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -655,6 +658,7 @@ class Poisson(Distribution):
     """
 
     name = "poisson"
+    params = ("rate",)
     is_discrete = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [(3.0,), (mx.array([0.5, 4.0, 25.0]),)]
 
@@ -694,6 +698,7 @@ class Geometric(Distribution):
     """
 
     name = "geometric"
+    params = ("p",)
     is_discrete = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [(0.3,), (mx.array([0.05, 0.5, 1.0]),)]
 
@@ -744,6 +749,7 @@ class Binomial(Distribution):
     """
 
     name = "binomial"
+    params = ("n", "p")
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -801,6 +807,7 @@ class NegBinomial(Distribution):
     """
 
     name = "neg_binomial"
+    params = ("r", "p")
     is_discrete = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (3.0, 0.4),
@@ -868,6 +875,7 @@ class UniformDiscrete(Distribution):
     """
 
     name = "uniform_discrete"
+    params = ("low", "high")
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -938,6 +946,7 @@ class Multinomial(Distribution):
     """
 
     name = "multinomial"
+    params = ("n", "probs")
     is_discrete = True
     event_ndim = 1
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -1002,6 +1011,7 @@ class BetaBinomial(Distribution):
     """
 
     name = "beta_binomial"
+    params = ("n", "alpha", "beta")
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -1088,6 +1098,7 @@ class DirichletMultinomial(Distribution):
     """
 
     name = "dirichlet_multinomial"
+    params = ("n", "alpha")
     is_discrete = True
     event_ndim = 1
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -1197,6 +1208,7 @@ class Zipf(Distribution):
     """
 
     name = "zipf"
+    params = ("s", "n")
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -1284,6 +1296,7 @@ class Delta(Distribution):
     """
 
     name = "delta"
+    params = ("value",)
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [(2.5,), (mx.array([1, 2, 3]),)]
@@ -1333,6 +1346,7 @@ class PiecewiseUniform(Distribution):
     """
 
     name = "piecewise_uniform"
+    params = ("bounds", "probs")
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (mx.array([0.0, 1.0, 3.0, 3.5]), mx.array([0.2, 0.5, 0.3])),
         (mx.array([[-1.0, 0.0, 2.0], [0.0, 0.5, 1.0]]), mx.array([[0.3, 0.7], [0.9, 0.1]])),

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import mlx.core as mx
 
 from genmlx.core import constraints as C
-from genmlx.core.distribution import Distribution
+from genmlx.core.distribution import Distribution, Param
 from genmlx.dists.base import (
     arr,
     batch_shape,
@@ -346,6 +346,7 @@ class Gamma(Distribution):
     """
 
     name = "gamma"
+    params = (Param("shape", aliases=("alpha",)), "rate")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -398,6 +399,7 @@ class InvGamma(Distribution):
     """
 
     name = "inv_gamma"
+    params = (Param("shape", aliases=("alpha",)), "scale")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -450,6 +452,7 @@ class Chi2(Distribution):
     """
 
     name = "chi2"
+    params = ("df",)
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -534,6 +537,7 @@ class Beta(Distribution):
     """
 
     name = "beta"
+    params = ("alpha", "beta")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -582,6 +586,7 @@ class Kumaraswamy(Distribution):
     """
 
     name = "kumaraswamy"
+    params = ("a", "b")
     has_reparam = True
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -644,6 +649,7 @@ class BetaUniform(Distribution):
     """
 
     name = "beta_uniform"
+    params = ("theta", "alpha", "beta")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -720,6 +726,7 @@ class StudentT(Distribution):
     """
 
     name = "student_t"
+    params = ("df", "loc", "scale")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -841,6 +848,7 @@ class Dirichlet(Distribution):
     """
 
     name = "dirichlet"
+    params = ("alpha",)
     has_reparam = False
     event_ndim = 1
     example_params: ClassVar[list[tuple[Any, ...]]] = [

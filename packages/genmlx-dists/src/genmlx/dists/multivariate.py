@@ -264,6 +264,7 @@ class MvNormal(Distribution):
     """
 
     name = "mv_normal"
+    params = ("mean", "cov")
     has_reparam = True
     event_ndim = 1
     param_event_ndims = (1, 2)
@@ -365,6 +366,7 @@ class Wishart(Distribution):
     """
 
     name = "wishart"
+    params = ("df", "scale")
     event_ndim = 2
     param_event_ndims = (0, 2)
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -443,6 +445,7 @@ class InvWishart(Distribution):
     """
 
     name = "inv_wishart"
+    params = ("df", "scale")
     event_ndim = 2
     param_event_ndims = (0, 2)
     example_params: ClassVar[list[tuple[Any, ...]]] = [

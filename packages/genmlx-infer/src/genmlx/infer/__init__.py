@@ -69,6 +69,7 @@ from genmlx.infer.diagnostics import (
     ess_tail,
     rhat,
     summary,
+    to_chain_draw,
 )
 from genmlx.infer.driver import MCMCResult, MCMCWarning, mcmc
 from genmlx.infer.gradient_kernels import hmc, mala, map_optimize
@@ -193,6 +194,7 @@ __all__ = [
     "summary",
     "tempered_rw_mh",
     "tempered_swap",
+    "to_chain_draw",
     "train",
     "train_objective",
     "train_proposal",

@@ -6,7 +6,7 @@ flattened into one vector ``x`` per chain (shape ``batch_shape + (d,)``); the ta
 choices held fixed, evaluated through ``trace.gen_fn.assess`` and differentiated with
 ``mx.grad``. For a batched trace the chains' log densities are independent, so the
 gradient of their *sum* is the per-chain gradient; every chain is accepted or rejected
-on its own with :func:`genmlx.infer._traces.accept_reject`.
+on its own with ``accept_reject`` (``genmlx.infer._traces``).
 
 The trace is moved with ``gen_fn.update(trace, new_values)``, whose weight is
 ``log π(x') - log π(x)``. The kernels contain no ``.item()``/``bool(array)`` on their
@@ -273,8 +273,8 @@ def hmc(
         trace: a single or batched trace.
         selection: the continuous choices to move (flattened, in choice-map order, into
             a vector of length ``d``).
-        step_size: ``ε > 0`` (a scalar or one per chain).
-        n_leapfrog: number of leapfrog steps ``L ≥ 1``.
+        step_size: ``ε > 0`` (default 0.1, Gen.jl's ``eps``; a scalar or one per chain).
+        n_leapfrog: number of leapfrog steps ``L ≥ 1`` (default 10, Gen.jl's ``L``).
         key: PRNG key (``None``: a fresh one).
         mass: ``None`` (identity), a vector ``[d]`` (diagonal mass) or a symmetric
             positive definite matrix ``[d, d]`` (dense mass); per chain with a leading

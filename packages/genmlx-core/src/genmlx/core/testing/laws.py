@@ -266,8 +266,13 @@ def check_gfi_laws(
     Raises:
         AssertionError: the first law that fails, with hypothesis' minimal seed.
     """
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
+    try:
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+    except ImportError as e:  # an optional extra, so the error says what to install
+        raise ImportError(
+            'check_gfi_laws draws its cases with hypothesis: pip install "genmlx-core[testing]"'
+        ) from e
 
     @settings(
         max_examples=max_examples,

@@ -74,6 +74,7 @@ class Normal(Distribution):
     """Normal(mu, sigma), broadcasting (reference implementation)."""
 
     name = "normal"
+    params = ("mu", "sigma")
     has_reparam = True
 
     def domain(self, *params: Any) -> C.Constraint:
@@ -100,6 +101,7 @@ class Bernoulli(Distribution):
     """Bernoulli(p) with boolean values (reference implementation)."""
 
     name = "bernoulli"
+    params = ("p",)
     is_discrete = True
     is_enumerable = True
 
@@ -128,6 +130,7 @@ class Beta(Distribution):
     """
 
     name = "beta"
+    params = ("alpha", "beta")
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
