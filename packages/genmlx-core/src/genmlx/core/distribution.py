@@ -386,6 +386,14 @@ class Distribution(GenerativeFunction):
         del args
         return None
 
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The domain of the single choice (at the root path)."""
+        try:
+            d = self.domain(*args)
+        except Exception:  # noqa: BLE001 - a domain that cannot be built is unknown
+            return None
+        return None if d is None else {(): d}
+
     def domain(self, *params: Any) -> Constraint | None:
         """The set of values with positive density, as a
         :class:`~genmlx.core.constraints.Constraint` (``None``: not declared).

@@ -169,6 +169,36 @@ class DynamicGenerativeFunction(GenerativeFunction):
         self.fn = fn
         self.name = getattr(fn, "__qualname__", getattr(fn, "__name__", "gen_fn"))
 
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """``None`` when the body's address structure is fixed for arguments like
+        ``args`` (its analysed graph is static), else the reason it is not."""
+        from genmlx.core.graph import structural_graph
+
+        try:
+            g = structural_graph(self, args)
+        except Exception as e:  # noqa: BLE001 - an analysis failure means "not known static"
+            return f"is {self!r}, whose body could not be analysed ({type(e).__name__}: {e})"
+        return None if g.is_static else f"is {self!r}, which is dynamic: {g.reason}"
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """Domains of the body's choices (from its analysed graph) that do not depend on
+        array-valued parameters."""
+        from genmlx.core.graph import structural_graph
+
+        try:
+            g = structural_graph(self, args)
+        except Exception:  # noqa: BLE001
+            return None
+        if not g.is_static:
+            return None
+        out: dict[Any, Any] = {}
+        for s in g.sites:
+            if s.kind == "choice" and s.domain is not None and _fixed_domain(s.domain):
+                out[s.path] = s.domain
+            elif s.kind == "call":
+                out.update({(*s.path, *p): d for p, d in s.call_domains})
+        return out
+
     def _run(self, op: str, args: tuple[Any, ...], handler: Any, state: Any) -> tuple[Any, Any]:
         return H.run_body(op, self.name, self.fn, args, handler, state)
 
@@ -290,6 +320,14 @@ class DynamicGenerativeFunction(GenerativeFunction):
 
     def __repr__(self) -> str:
         return f"<gen {self.name}>"
+
+
+def _fixed_domain(d: Any) -> bool:
+    """A domain whose bounds are plain numbers (the same for every call)."""
+    for attr in ("low", "high"):
+        if isinstance(getattr(d, attr, None), mx.array):
+            return False
+    return True
 
 
 def gen(fn: Callable[..., Any]) -> DynamicGenerativeFunction:

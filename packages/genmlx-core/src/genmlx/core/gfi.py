@@ -248,6 +248,17 @@ class GenerativeFunction(ABC):
             "(GenerativeFunction.static_structure)"
         )
 
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The domains of this function's random choices for ``args``, by relative path,
+        where they are the same for every call (``None``: not known).
+
+        The compiled tier (:func:`genmlx.core.logdensity`) uses them to map latent
+        choices made inside a call to unconstrained space. Combinators answer from their
+        kernel's domains.
+        """
+        del args
+        return None
+
     # ------------------------------------------------------------------ syntax
     def __call__(self, *args: Any) -> TracedCall:
         """``gf(*args) @ addr`` traces a call inside a ``@gen`` body."""

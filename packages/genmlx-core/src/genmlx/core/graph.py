@@ -100,6 +100,7 @@ class Site:
     domain: Constraint | None = None
     call_choices: tuple[tuple[Path, tuple[int, ...], Any, bool], ...] = ()
     param_parents: tuple[tuple[frozenset[Path], frozenset[int]], ...] = ()
+    call_domains: tuple[tuple[Path, Constraint], ...] = ()
 
     @property
     def address(self) -> Any:
@@ -256,6 +257,7 @@ class _Found:
     value: Any  # choice value, call retval, or None for inlined @gen calls
     observed: bool
     call_choices: tuple[tuple[Path, tuple[int, ...], Any, bool], ...] = ()
+    call_domains: tuple[tuple[Path, Constraint], ...] = ()
 
 
 class _Recorder:
@@ -313,7 +315,12 @@ def _discover_site(rec: _Recorder) -> Callable[..., tuple[Any, Any]]:
             for p, v in tr.get_choices().leaves()
         )
         observed = bool(choices) and all(o for *_, o in choices)
-        rec.found.append(_Found(full, gf, "call", args, tr.retval, observed, choices))
+        try:
+            doms = gf.choice_domains(args) or {}
+        except Exception:  # noqa: BLE001 - unknown domains
+            doms = {}
+        cd = tuple((p, doms[p]) for p, *_ in choices if p in doms)
+        rec.found.append(_Found(full, gf, "call", args, tr.retval, observed, choices, cd))
         return state, tr.retval
 
     return handler
@@ -331,7 +338,7 @@ def _replay_site(rec: _Recorder, values: list[Any], params_out: list[list[Any]])
                 "address set changed between two runs"
             )
         f = rec.found[i]
-        if f.path != full or f.gen_fn is not gf:
+        if f.path != full or not same_gen_fn(f.gen_fn, gf):
             raise _Dynamic(
                 f"the address set changed between two runs: site {i} was "
                 f"{format_address(f.path)} ({f.gen_fn!r}) and is now "
@@ -350,6 +357,41 @@ def _replay_site(rec: _Recorder, values: list[Any], params_out: list[list[Any]])
         return state, values[i]
 
     return handler
+
+
+def _gf_key(gf: Any, depth: int = 0) -> Any:
+    if depth > 8:
+        return ("id", id(gf))
+    items = []
+    for k, v in sorted(vars(gf).items()) if hasattr(gf, "__dict__") else ():
+        if isinstance(v, GenerativeFunction):
+            items.append((k, type(v), _gf_key(v, depth + 1)))
+        elif isinstance(v, (tuple, list)) and all(isinstance(x, GenerativeFunction) for x in v):
+            items.append((k, tuple((type(x), _gf_key(x, depth + 1)) for x in v)))
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            items.append((k, v))
+        elif isinstance(v, tuple) and all(x is None or isinstance(x, (bool, int, float, str)) for x in v):
+            items.append((k, v))
+        elif callable(v) and hasattr(v, "__code__"):
+            items.append((k, "fn", v.__code__))
+        elif k.startswith("_") or k in ("__wrapped__",):
+            continue
+        else:
+            items.append((k, "id", id(v)))
+    return tuple(items)
+
+
+def same_gen_fn(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` are the same generative function, or two instances built the same
+    way (a combinator made inside a body is a new object on every run)."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or _is_gen(a):
+        return False
+    try:
+        return bool(_gf_key(a) == _gf_key(b))
+    except Exception:  # noqa: BLE001 - incomparable attributes: not the same
+        return False
 
 
 def _arg_signature(args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -569,7 +611,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
         else:
             sites.append(
                 Site(f.path, f.gen_fn, f.kind, None, None, f.observed, parents, argp, None,
-                     f.call_choices, pp)
+                     f.call_choices, pp, f.call_domains)
             )
     # the parents of an inlined @gen call's sites include the call's own parents
     # through its arguments already (the trace follows the data), so nothing to add.

@@ -118,6 +118,8 @@ class _Replay:
 def _bijector(b: Block, dom: Constraint | None, transform: bool) -> Bijector:
     if not transform:
         return IdentityBijector()
+    if dom is None and b.in_call:
+        dom = b.domain  # a call's choice: its fixed domain, found when analysing
     d = b.override if b.override is not None else dom
     if d is None:
         return IdentityBijector()
@@ -355,8 +357,11 @@ def _build_program(
         if s.kind == "choice" and not s.observed:
             items = [(s.path, s.shape, s.dtype, s.domain, False, s)]
         elif s.kind == "call":
+            cdoms = dict(s.call_domains)
             items = [
-                ((*s.path, *p), sh, dt, None, True, s) for p, sh, dt, o in s.call_choices if not o
+                ((*s.path, *p), sh, dt, cdoms.get(p), True, s)
+                for p, sh, dt, o in s.call_choices
+                if not o
             ]
         else:
             continue

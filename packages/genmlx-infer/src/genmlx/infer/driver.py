@@ -141,7 +141,10 @@ class MCMCResult:
         for name, v in self._named().items():
             x = v.reshape(v.shape[0], v.shape[1], -1)
             flat = np.asarray(x.reshape(-1, x.shape[2]), dtype=np.float64)
-            eb, et, em, rh = (np.asarray(f(x)).reshape(-1) for f in (ess_bulk, ess_tail, ess_mean, rhat))
+            eb, et, em, rh = (
+                np.asarray(f(x, layout="chain_draw")).reshape(-1)
+                for f in (ess_bulk, ess_tail, ess_mean, rhat)
+            )
             sd = flat.std(axis=0, ddof=1)
             qs = np.quantile(flat, [lo, 0.5, hi], axis=0)
             for i in range(x.shape[2]):
