@@ -269,6 +269,7 @@ class _Recorder:
         self.prefix: Path = ()
         self.key = mx.random.key(0)
         self.count = 0
+        self.last: Path | None = None
 
 
 def _is_gen(gf: Any) -> bool:
@@ -345,6 +346,7 @@ def _replay_site(rec: _Recorder, values: list[Any], params_out: list[list[Any]])
                 f"{format_address(full)} ({gf!r})"
             )
         params_out.append(list(args))
+        rec.last = full
         if f.kind == "gen":
             outer = rec.prefix
             rec.prefix = full
@@ -510,6 +512,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
                 pos += td.num_leaves
             params_out.clear()
             rec.prefix = ()
+            rec.last = None
             _, retval = H.run_body(
                 "analyze", name, model.fn, a, _replay_site(rec, values, params_out), None  # type: ignore[attr-defined]
             )
@@ -542,12 +545,17 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
             return ModelGraph(model, False, str(e), (), n_args=n_args)
         except ValueError as e:
             if runtime.is_transform_eval_error(e) or "BatchedControlFlow" in type(e).__name__:
+                where = (
+                    f"after the choice at {format_address(rec.last)}"
+                    if rec.last is not None
+                    else "before its first random choice"
+                )
                 return ModelGraph(
                     model,
                     False,
-                    "its body needs the concrete value of an array (a Python `if`/`while`, "
-                    "bool(), float() or .item() on a random value or an argument array), so "
-                    "its structure can depend on the values",
+                    f"its body needs the concrete value of an array {where} (a Python "
+                    "`if`/`while`, bool(), float() or .item() on a random value or an "
+                    "argument array), so its structure can depend on the values",
                     (),
                     n_args=n_args,
                 )
