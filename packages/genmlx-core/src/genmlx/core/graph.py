@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address, from_path
@@ -101,6 +102,9 @@ class Site:
     call_choices: tuple[tuple[Path, tuple[int, ...], Any, bool], ...] = ()
     param_parents: tuple[tuple[frozenset[Path], frozenset[int]], ...] = ()
     call_domains: tuple[tuple[Path, Constraint], ...] = ()
+    param_affine: tuple[bool, ...] = ()
+    param_shapes: tuple[tuple[int, ...] | None, ...] = ()
+    param_uniform: tuple[bool, ...] = ()
 
     @property
     def address(self) -> Any:
@@ -240,6 +244,13 @@ class ModelGraph:
         ret = [format_address(p) for p in sorted(self.retval_parents, key=str)]
         ret += [f"arg{i}" for i in sorted(self.retval_arg_parents)]
         lines.append(f"  return <- {', '.join(ret) or '-'}")
+        if self.is_static:
+            from genmlx.core.rewrites import is_enabled, plan
+
+            for r in plan(self):
+                if self._by_path[r.path].observed:
+                    off = "" if is_enabled() else " [rewrites off]"
+                    lines.append(f"  rewrite {format_address(r.path)}: {r.describe()}{off}")
         return "\n".join([head, *lines])
 
 
@@ -405,6 +416,108 @@ def _obs_structure(obs: ChoiceMap) -> tuple[Any, ...]:
     return tuple(sorted((p, tuple(v.shape)) for p, v in obs.leaves()))
 
 
+_STRUCTURAL = frozenset(
+    {
+        "Broadcast", "Reshape", "ExpandDims", "Squeeze", "Transpose", "Slice", "AsType",
+        "Copy", "StopGradient", "Negative", "Flatten", "Unflatten", "Concatenate",
+    }
+)
+
+
+def _affine_from_export(events: list[dict[str, Any]], variable: set[int]) -> list[bool]:
+    """For each exported output: is it an affine function of the inputs at positions
+    ``variable`` (the other inputs and constants are fixed)? Decided from the primitives
+    (exact, no numerical test): sums, products with a fixed factor, matrix products with
+    a fixed side, divisions by a fixed divisor, sums over axes and reshaping operations
+    keep affinity; anything else applied to a varying value breaks it."""
+    var: dict[str, bool] = {}  # the node depends on a variable input
+    aff: dict[str, bool] = {}  # the node is affine in the variable inputs
+    outputs: list[str] = []
+    for e in events:
+        t = e.get("type")
+        if t == "inputs":
+            for j, (name, *_) in enumerate(e["inputs"]):
+                var[name] = j in variable
+                aff[name] = True
+        elif t == "outputs":
+            outputs = [name for name, *_ in e["outputs"]]
+        elif t == "constants":
+            for name, *_ in e["constants"]:
+                var[name], aff[name] = False, True
+        elif t == "primitive":
+            ins = [name for name, *_ in e["inputs"]]
+            v = [var.get(n, False) for n in ins]
+            a = [aff.get(n, True) for n in ins]
+            prim = e["name"]
+            if not any(v):
+                ok = True
+            elif prim in _STRUCTURAL or prim in ("Add", "Subtract"):
+                ok = all(a)
+            elif prim in ("Multiply", "Matmul"):
+                ok = sum(v) == 1 and all(a)
+            elif prim == "Divide":
+                ok = v[0] and not any(v[1:]) and a[0]
+            elif prim == "Reduce":
+                ok = bool(e.get("arguments")) and e["arguments"][0] == 2 and all(a)  # a sum
+            elif prim in ("Gather", "Take"):
+                ok = v[0] and not any(v[1:]) and a[0]
+            elif prim == "Select":
+                ok = not v[0] and all(a[1:])
+            else:
+                ok = False
+            for name, *_ in e["outputs"]:
+                var[name] = any(v)
+                aff[name] = ok
+    return [aff.get(n, True) for n in outputs]
+
+
+_ELEMENTWISE = frozenset(
+    {
+        "Abs", "Add", "ArcCos", "ArcSin", "ArcTan", "ArcTanh", "AsType", "Ceil", "Copy",
+        "Cos", "Cosh", "Divide", "Equal", "Erf", "ErfInv", "Exp", "Expm1", "Floor",
+        "Greater", "GreaterEqual", "Less", "LessEqual", "Log", "Log1p", "LogAddExp",
+        "LogicalAnd", "LogicalNot", "LogicalOr", "Maximum", "Minimum", "Multiply",
+        "Negative", "NotEqual", "Power", "Remainder", "Round", "Select", "Sigmoid", "Sign",
+        "Sin", "Sinh", "Sqrt", "Square", "StopGradient", "Subtract", "Tan", "Tanh",
+    }
+)
+
+
+def _uniform_from_export(events: list[dict[str, Any]]) -> list[bool]:
+    """For each exported output: are all its elements equal whatever the inputs (a
+    scalar broadcast, possibly through elementwise operations)?"""
+    uni: dict[str, bool] = {}
+    outputs: list[str] = []
+    for e in events:
+        t = e.get("type")
+        if t == "inputs":
+            for name, shape, *_ in e["inputs"]:
+                uni[name] = tuple(shape) == ()
+        elif t == "outputs":
+            outputs = [name for name, *_ in e["outputs"]]
+        elif t == "constants":
+            for name, value in e["constants"]:
+                try:
+                    a = np.asarray(value)
+                    uni[name] = a.size <= 1 or bool(np.all(a == a.reshape(-1)[0]))
+                except Exception:  # noqa: BLE001
+                    uni[name] = False
+        elif t == "primitive":
+            ins = [name for name, *_ in e["inputs"]]
+            prim = e["name"]
+            if prim in ("Broadcast", "Reshape", "ExpandDims", "Squeeze", "Transpose", "Slice"):
+                ok = bool(ins) and uni.get(ins[0], False)
+            elif prim in _ELEMENTWISE:
+                ok = all(uni.get(n, False) for n in ins)
+            elif prim == "Full":
+                ok = bool(ins) and uni.get(ins[0], False)
+            else:
+                ok = False
+            for name, shape, *_ in e["outputs"]:
+                uni[name] = ok or tuple(shape) == ()
+    return [uni.get(n, False) for n in outputs]
+
+
 def _deps_from_export(
     events: list[dict[str, Any]], n_inputs: int, n_outputs: int
 ) -> list[frozenset[int]]:
@@ -563,6 +676,8 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
         n_out_total = sum(n for *_, n in box["layout"]) + box["n_ret"]
         n_out = n_out_total if n_out_total else 1
         deps = _deps_from_export(events, n_in, n_out)
+        affine = _affine_from_export(events, set(range(len(arg_leaves), n_in)))
+        uniform = _uniform_from_export(events)
     finally:
         P._OBSERVER.reset(token)
         _uses_params.flag = None
@@ -578,11 +693,15 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
         return frozenset(sites), frozenset(argpos)
 
     per_site: list[list[tuple[frozenset[Path], frozenset[int]]]] = [[] for _ in found]
+    per_affine: list[list[bool]] = [[] for _ in found]
+    per_uniform: list[list[bool]] = [[] for _ in found]
     pos = 0
     for i, j, n in box["layout"]:
         acc: frozenset[int] = frozenset()
         for d in deps[pos : pos + n]:
             acc = acc | d
+        per_affine[i].append(all(affine[pos : pos + n]) if n else True)
+        per_uniform[i].append(all(uniform[pos : pos + n]) if n else True)
         pos += n
         per_site[i].append(classify(acc))
     ret_ix: frozenset[int] = frozenset()
@@ -601,6 +720,10 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
                 dom = f.gen_fn.domain(*f.args)  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 - a domain that cannot be built is unknown
                 dom = None
+            shapes = tuple(
+                tuple(a.shape) if isinstance(a, mx.array) else (() if isinstance(a, (int, float)) else None)
+                for a in f.args
+            )
             sites.append(
                 Site(
                     f.path,
@@ -614,6 +737,10 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
                     dom,
                     (),
                     pp,
+                    (),
+                    tuple(per_affine[i]),
+                    shapes,
+                    tuple(per_uniform[i]),
                 )
             )
         else:

@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 
-from genmlx.core import runtime
+from genmlx.core import rewrites, runtime
 from genmlx.core.address import Path, format_address, from_path, to_path
 from genmlx.core.bijectors import Bijector, IdentityBijector, biject_to
 from genmlx.core.choicemap import ChoiceMap, as_array
@@ -93,7 +93,10 @@ class Block(NamedTuple):
 class _Replay:
     """Per-evaluation state of the replay handler (one body execution)."""
 
-    __slots__ = ("blocks", "calls", "collect", "mode", "obs", "prefix", "score", "transform", "y")
+    __slots__ = (
+        "blocks", "calls", "collect", "mode", "obs", "prefix", "prepared", "score", "transform",
+        "values", "y",
+    )
 
     def __init__(
         self,
@@ -113,6 +116,8 @@ class _Replay:
         self.score: Any = 0.0
         self.prefix: Path = ()
         self.collect: dict[Path, mx.array] = {}
+        self.values: dict[Path, mx.array] = {}
+        self.prepared: Any = None
 
 
 def _bijector(b: Block, dom: Constraint | None, transform: bool) -> Bijector:
@@ -143,8 +148,11 @@ def _replay_handler(st: _Replay) -> Callable[..., tuple[Any, Any]]:
                 x, ld = bij.forward_and_log_det(u)
                 if x.dtype != b.dtype and mx.issubdtype(b.dtype, mx.floating):
                     x = x.astype(b.dtype)
+                st.values[full] = x
                 if st.mode == "forward":
                     st.collect[full] = x
+                elif isinstance(bij, IdentityBijector):
+                    st.score = st.score + gf.score(x, args)
                 else:
                     st.score = st.score + gf.score(x, args) + mx.sum(ld)
                 return state, x
@@ -157,7 +165,10 @@ def _replay_handler(st: _Replay) -> Callable[..., tuple[Any, Any]]:
                 )
             v = as_array(node.value)
             if st.mode == "logp":
-                st.score = st.score + gf.score(v, args)
+                s = None
+                if st.prepared is not None and full in st.prepared.specs:
+                    s = rewrites.score(st.prepared, full, gf, args, st.values)
+                st.score = st.score + (gf.score(v, args) if s is None else s)
             return state, v
         if _is_gen(gf):
             outer = st.prefix
@@ -224,14 +235,18 @@ class _Program:
         self.transform = transform
         self.dim = sum(b.size for b in blocks)
         self._compiled: dict[Any, Callable[..., Any]] = {}
+        self.rw_td: TreeDef | None = None  # the structure of the rewrites' constants
 
     # -- one-chain pure functions -------------------------------------------------
     def _run(self, mode: str, y: Any, obs_leaves: list[mx.array], arg_leaves: list[Any]) -> _Replay:
         from genmlx.core import handlers as H
 
         obs = unflatten(self.obs_td, list(obs_leaves))
-        args = unflatten(self.arg_td, list(arg_leaves))
+        na = self.arg_td.num_leaves
+        args = unflatten(self.arg_td, list(arg_leaves[:na]))
         st = _Replay(mode, y, obs, self.by_path, self.calls, self.transform)
+        if self.rw_td is not None:
+            st.prepared = unflatten(self.rw_td, list(arg_leaves[na:]))
         with runtime.operation():
             H.run_body(mode, self.model.name, self.model.fn, args, _replay_handler(st), None)  # type: ignore[attr-defined]
         return st
@@ -488,6 +503,20 @@ class LogDensity:
         self._obs_leaves, _ = flatten(observations.with_batch_shape(()) if obs_batch else observations)
         self._arg_leaves, _ = flatten(args)
         self._obs_batch = obs_batch
+        prepared = None
+        if program.transform is not None and not obs_batch and not runtime.in_transform():
+            prepared = rewrites.prepare(program.model, args, observations)
+        if prepared is not None:
+            rw_leaves, rw_td = flatten(prepared)
+            if program.rw_td is None or program.rw_td == rw_td:
+                program.rw_td = rw_td
+                self._arg_leaves = [*self._arg_leaves, *rw_leaves]
+        elif program.rw_td is not None:
+            program_copy = _Program(
+                program.model, program.graph, program.blocks, program.obs_td, program.arg_td,
+                program.transform,
+            )
+            self._p = program_copy
 
     # ------------------------------------------------------------------ structure
     @property

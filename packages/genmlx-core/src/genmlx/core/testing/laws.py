@@ -213,10 +213,19 @@ def batched_generate(gf: GenerativeFunction, args: tuple[Any, ...], key: mx.arra
 
 
 def _same_tree(a: Any, b: Any, what: str) -> None:
-    la, ta = flatten(a)
-    lb, tb = flatten(b)
-    if ta != tb or len(la) != len(lb):
+    # the structures are compared through the arrays (their number, shapes and values)
+    # and the traces' choices: a combinator built inside a body is a new object on every
+    # run, so tree definitions holding it differ by identity only
+    la, _ = flatten(a)
+    lb, _ = flatten(b)
+    if len(la) != len(lb) or any(x.shape != y.shape for x, y in zip(la, lb)):
         raise AssertionError(f"{what}: the compiled tier's result has another structure")
+    for x, y in ((a, b),) if isinstance(a, Trace) else zip(a, b) if isinstance(a, tuple) else ():
+        if isinstance(x, Trace) and isinstance(y, Trace):
+            if sorted(map(str, x.get_choices().addresses())) != sorted(
+                map(str, y.get_choices().addresses())
+            ):
+                raise AssertionError(f"{what}: the traces hold different addresses")
     for i, (x, y) in enumerate(zip(la, lb)):
         assert_close(x, y, f"{what}: leaf {i}")
 

@@ -75,6 +75,7 @@ class Normal(Distribution):
 
     name = "normal"
     params = ("mu", "sigma")
+    gaussian_location_scale = True
     has_reparam = True
 
     def domain(self, *params: Any) -> C.Constraint:
