@@ -57,7 +57,7 @@ METADATA_KEYS: Mapping[str, frozenset[str]] = MappingProxyType(
         ),
         "inference": frozenset({"conformance_kernel", "info_fields"}),
         "nn": frozenset(),
-        "visualizers": frozenset({"accepts"}),
+        "visualizers": frozenset({"accepts", "conformance_call"}),
     }
 )
 """The registration metadata each kind accepts (``register(obj, ..., key=value)``).
@@ -72,7 +72,9 @@ METADATA_KEYS: Mapping[str, frozenset[str]] = MappingProxyType(
   for one of the kit's test models, see :mod:`genmlx.core.testing.kernels`),
   ``info_fields`` (attributes the kernel's info must carry besides ``accepted``);
 * visualizers: ``accepts`` (the result types it draws, names from
-  :data:`genmlx.core.plugins.result_types.RESULT_TYPES`).
+  :data:`genmlx.core.plugins.result_types.RESULT_TYPES`), ``conformance_call``
+  (``(visualizer, example, **kwargs) -> figure`` when it needs more than the result,
+  see :mod:`genmlx.core.testing.visualizers`).
 """
 
 
@@ -118,6 +120,11 @@ def _validate(kind: str, obj: Any, plugin: str) -> None:
         )
 
 
+_CALLABLE_METADATA = frozenset(
+    {"conformance_kernel", "conformance_build", "conformance_examples", "conformance_call"}
+)
+
+
 def _validate_metadata(kind: str, metadata: Mapping[str, Any], plugin: str, name: str) -> None:
     unknown = sorted(set(metadata) - METADATA_KEYS[kind])
     if unknown:
@@ -141,7 +148,7 @@ def _validate_metadata(kind: str, metadata: Mapping[str, Any], plugin: str, name
                 f"plugin {plugin!r}: visualizer {name!r} accepts unknown result types "
                 f"{bad or '(none given)'}; use some of {', '.join(RESULT_TYPES)}"
             )
-    for key in ("conformance_kernel", "conformance_build", "conformance_examples"):
+    for key in sorted(_CALLABLE_METADATA):
         if key in metadata and not callable(metadata[key]):
             raise PluginError(
                 f"plugin {plugin!r}: {key}= of {kind} {name!r} must be a callable, "

@@ -125,7 +125,7 @@ class CountingKernel(GenerativeFunction):
 
     def __init__(self, inner: GenerativeFunction, name: str | None = None) -> None:
         self.inner = inner
-        self.name = name or getattr(inner, "name", "kernel")
+        self.name = name or str(getattr(inner, "name", "kernel"))
         self.calls: Counter[str] = Counter()
 
     @property
@@ -357,7 +357,7 @@ def check_combinator(
     bad = set(names) - set(FAMILY)
     if bad:
         raise ValueError(f"check_combinator: unknown kernels {sorted(bad)}; known: {FAMILY}")
-    report = KitReport("combinator", name or getattr(build, "__name__", "combinator"))
+    report = KitReport("combinator", name or str(getattr(build, "__name__", "combinator")))
     if build is not None:
         for kname in names:
             kernel = family[kname]

@@ -193,7 +193,7 @@ def _batch_size(draws: Mapping[Address, Any], latents: tuple[Address, ...]) -> i
     sizes = {np.asarray(draws[a]).shape[0] for a in latents}
     if len(sizes) != 1:
         raise ValueError(f"KernelTestModel.trace: latents have different numbers of draws {sizes}")
-    return sizes.pop()
+    return int(sizes.pop())
 
 
 def _to_mx(v: npt.NDArray[Any]) -> mx.array:

@@ -78,10 +78,12 @@ import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import mlx.core as mx
 import numpy as np
+import numpy.typing as npt
 
 from genmlx.core.address import format_address
 from genmlx.core.testing.distributions import (
@@ -146,7 +148,7 @@ class KernelKitSettings:
         seed: base seed (each check and model derives its own).
     """
 
-    n_chains: int = 1000
+    n_chains: int = 2000
     n_steps: int = 10
     n_reference: int = 20000
     sbc_datasets: int = 200
@@ -239,8 +241,8 @@ def _pvalues(
         rb = np.stack([b for _, b in cr], axis=1).astype(np.float64)
         ra = np.stack([a for _, a in cg], axis=1).astype(np.float64)
         mu, sd = rb.mean(axis=0), rb.std(axis=0) + 1e-12
-        v = rng.standard_normal(rb.shape[1])
-        v /= np.linalg.norm(v)
+        z: npt.NDArray[np.float64] = rng.standard_normal(size=(int(rb.shape[1]),))
+        v = z / float(np.linalg.norm(z))
         out.append(("random projection", ks_2samp_pvalue((ra - mu) / sd @ v, (rb - mu) / sd @ v)))
     return out
 
@@ -575,7 +577,7 @@ def check_kernel(
     unknown = set(wanted) - set(KERNEL_CHECKS)
     if unknown:
         raise ValueError(f"check_kernel: unknown checks {sorted(unknown)}; known: {KERNEL_CHECKS}")
-    report = KitReport("kernel", name or getattr(factory, "__name__", repr(factory)))
+    report = KitReport("kernel", name or str(getattr(factory, "__name__", repr(factory))))
     kernels: dict[str, Kernel] = {}
     chosen: dict[str, KernelTestModel] = {}
     for model in _models(models):
@@ -598,30 +600,24 @@ def check_kernel(
             )
     else:
         by_name = list(chosen.values())
+        single: dict[str, Callable[..., CheckResult]] = {
+            "info": partial(check_info, info_fields=info_fields),
+            "key_determinism": check_key_determinism,
+            "batched_vs_single": check_batched_vs_single,
+        }
         for check in wanted:
             if check == "stationarity":
-                for m in by_name:
-                    report.run(
-                        f"stationarity[{m.name}]",
-                        lambda m=m: check_stationarity(kernels[m.name], m, settings),
-                    )
+                runs = [(m, check_stationarity) for m in by_name]
             elif check == "sbc":
                 sbc = next((s for s in SBC_MODELS if s in chosen and chosen[s].sbc), None)
                 if sbc is None:
                     report.notes.append("sbc: no SBC model applies")
                     continue
-                m = chosen[sbc]
-                report.run(f"sbc[{sbc}]", lambda m=m: check_sbc(kernels[m.name], m, settings))
+                runs = [(chosen[sbc], check_sbc)]
             else:
-                m = by_name[0]
-                fn: Callable[[], CheckResult]
-                if check == "info":
-                    fn = lambda m=m: check_info(kernels[m.name], m, settings, info_fields)  # noqa: E731
-                elif check == "key_determinism":
-                    fn = lambda m=m: check_key_determinism(kernels[m.name], m, settings)  # noqa: E731
-                else:
-                    fn = lambda m=m: check_batched_vs_single(kernels[m.name], m, settings)  # noqa: E731
-                report.run(f"{check}[{m.name}]", fn)
+                runs = [(by_name[0], single[check])]
+            for m, fn in runs:
+                report.run(f"{check}[{m.name}]", partial(fn, kernels[m.name], m, settings))
     if raise_on_failure and not report.passed:
         raise AssertionError(str(report))
     return report
