@@ -181,7 +181,8 @@ class KernelTestModel:
             flat = v.reshape(n, -1)
             shape = v.shape[1:]
             for j, idx in enumerate(np.ndindex(*shape) if shape else [()]):
-                label = format_address(a) + (f"[{','.join(map(str, idx))}]" if idx else "")
+                name = a if isinstance(a, str) else format_address(a)
+                label = name + (f"[{','.join(map(str, idx))}]" if idx else "")
                 out.append((label, flat[:, j]))
         return out
 

@@ -291,6 +291,18 @@ def _same(a: Draws, b: Draws, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
     return True
 
 
+def _moved(d: Draws, start: Draws) -> npt.NDArray[np.bool_]:
+    """Per chain: some latent differs from ``start``."""
+    out: npt.NDArray[np.bool_] | None = None
+    for k, v in d.items():
+        v = np.asarray(v)
+        s0 = np.asarray(start[k]).astype(v.dtype)  # the start as the trace stores it
+        diff = (v != s0[None]).reshape(v.shape[0], -1).any(axis=1)
+        out = diff if out is None else np.logical_or(out, diff)
+    assert out is not None
+    return out
+
+
 def _row(d: Draws, i: int) -> Draws:
     return {k: np.asarray(v)[i] for k, v in d.items()}
 
@@ -412,10 +424,15 @@ def check_batched_vs_single(
         singles.append({a: np.array(tr[a]) for a in model.latents})
     copies = _stack([x0] * m)
     bt, _ = _call(kernel, model.trace(copies), _key(settings, "batched-copies", model.name))
-    pvals = _pvalues(model, _values(model, bt), _stack(singles), rng, joint=False)
+    got_bt, got_s = _values(model, bt), _stack(singles)
+    pvals = _pvalues(model, got_bt, got_s, rng, joint=False)
+    # how many chains left the start: coupled chains move all together or not at all
+    moved_b, moved_s = _moved(got_bt, x0), _moved(got_s, x0)
+    pvals.append(("moved from the start", _chi2_homogeneity(moved_b[:, None], moved_s[:, None])))
     what = (
         "chains use their own randomness (not split(key, n)[i]); "
-        f"{m} single-trace steps from one state vs one batched step on {m} copies"
+        f"{m} single-trace steps from one state vs one batched step on {m} copies "
+        f"(moved: {int(moved_s.sum())} single, {int(moved_b.sum())} batched)"
     )
     return _verdict(name, pvals, settings.alpha, what)
 
