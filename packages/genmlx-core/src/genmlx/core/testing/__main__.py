@@ -172,26 +172,28 @@ def _visualizers(
     reg: Registry, args: argparse.Namespace, wanted: set[str] | None, t: _Tally
 ) -> None:
     entries = [e for e in reg.visualizers.entries() if wanted is None or e.name in wanted]
-    if not entries:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")  # draw off-screen whatever the user's backend
-    from genmlx.core.testing.visualizers import check_visualizer
-
+    checkable = []
     for entry in entries:
-        accepts = entry.info("accepts")
-        if not accepts:
+        if entry.info("accepts"):
+            checkable.append(entry)
+        else:
             t.skip(
                 "visualizer",
                 entry.name,
                 entry.plugin,
                 "declares no accepts= (the result types it draws), so the kit cannot call it",
             )
-            continue
+    if not checkable:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")  # draw off-screen whatever the user's backend
+    from genmlx.core.testing.visualizers import check_visualizer
+
+    for entry in checkable:
         report = check_visualizer(
             entry.obj,
-            tuple(accepts),
+            tuple(entry.info("accepts")),
             name=entry.name,
             call=entry.info("conformance_call"),
             raise_on_failure=False,
