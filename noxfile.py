@@ -3,7 +3,7 @@
     python3 -m nox -s tests              # every package, each in its own venv
     python3 -m nox -s "tests(dists)"     # one package
     python3 -m nox -s tests-slow conformance lint typecheck docs bench demo
-    python3 -m nox -s example-plugin     # the example distribution plugin, as a user installs it
+    python3 -m nox -s example-plugin     # the example plugins, as a user installs them
 
 Every install is non-editable and each test venv holds only the package's declared
 dependencies and test extras, so an undeclared dependency fails the tests. Sessions
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent
 SHARED = ROOT.parent / "shared"
 EXAMPLE_PLUGIN = ROOT / "packages/genmlx-core/tests/fixtures/genmlx-example-plugin"
 EXAMPLE_DISTS_PLUGIN = ROOT / "examples/genmlx-example-dists-plugin"
+EXAMPLE_MCMC_PLUGIN = ROOT / "examples/genmlx-example-mcmc-plugin"
 
 # Short name -> local (monorepo) packages it needs, for its dependencies and test extra.
 # Order matters: dependencies come before dependents.
@@ -130,19 +131,32 @@ def conformance(session: nox.Session) -> None:
     session.run("python", "-m", "genmlx.core.testing", *session.posargs, env=_env())
 
 
-@nox.session(name="example-plugin")
-def example_plugin(session: nox.Session) -> None:
-    """Install the example distribution plugin as a user would and run its tests and the kit.
+# Example plugin -> (its directory, the local packages a user would install with it, the
+# names of what it registers: the kits check those).
+EXAMPLE_PLUGINS: dict[str, tuple[Path, tuple[str, ...], tuple[str, ...]]] = {
+    # a distribution: core only, so the plugin cannot lean on genmlx-dists
+    "dists": (EXAMPLE_DISTS_PLUGIN, (), ("gompertz",)),
+    # a kernel, a combinator, a visualizer: the visualizer kit draws genmlx-infer results
+    "mcmc": (EXAMPLE_MCMC_PLUGIN, ("infer",), ("barker", "Iterate", "plot_autocorrelation")),
+}
 
-    Only genmlx-core (with its test extra) and the plugin (with its own) are installed,
-    so the plugin cannot lean on genmlx-dists.
+
+@nox.session(name="example-plugin")
+@nox.parametrize("plugin", list(EXAMPLE_PLUGINS), ids=list(EXAMPLE_PLUGINS))
+def example_plugin(session: nox.Session, plugin: str) -> None:
+    """Install an example plugin as a user would; run its tests and the conformance kits.
+
+    genmlx-core comes with its test extra (the kits use hypothesis; its pytest plugin
+    gives the tests their ``genmlx_*_kit`` fixtures), plus only the GenMLX packages the
+    plugin's users need.
     """
+    path, local, names = EXAMPLE_PLUGINS[plugin]
     install_local(session, "core", test=True)
-    session.install(f"{EXAMPLE_DISTS_PLUGIN}[test]")
-    session.run(
-        "pytest", "--import-mode=importlib", str(EXAMPLE_DISTS_PLUGIN / "tests"), *session.posargs
-    )
-    session.run("python", "-m", "genmlx.core.testing", "3")
+    if local:
+        install_local(session, *local)
+    session.install(f"{path}[test]")
+    session.run("pytest", "--import-mode=importlib", str(path / "tests"), *session.posargs)
+    session.run("python", "-m", "genmlx.core.testing", "3", "--strict", "--only", *names)
 
 
 @nox.session

@@ -31,6 +31,8 @@ from genmlx.core.testing.kernels import (
     QUICK,
     THOROUGH,
     accepted_of,
+    check_stationarity,
+    ks_resolution,
 )
 
 
@@ -366,6 +368,42 @@ def test_accepted_of() -> None:
     assert accepted_of(_Info(a, a)) is a
     with pytest.raises(TypeError, match="accepted"):
         accepted_of(3)
+
+
+def _shift_kernel(delta: float) -> Any:
+    """A 'kernel' that moves every chain by ``delta`` posterior sd in total over the run."""
+
+    def make(model: KernelTestModel) -> Any:
+        per_step = delta * model.scales["mu"] / QUICK.n_steps
+
+        def shift(trace: Trace, *, key: mx.array) -> tuple[Trace, mx.array]:
+            cm = choicemap({"mu": trace["mu"] + per_step}).with_batch_shape(trace.batch_shape)
+            new, _, _, _ = trace.gen_fn.update(trace, cm)
+            return new, mx.ones(trace.batch_shape, dtype=mx.bool_)
+
+        return shift
+
+    return make
+
+
+def test_stated_resolution_is_the_power_of_the_stationarity_test() -> None:
+    """The kit states which shift it resolves; twice that shift is flagged, none is not."""
+    model = KERNEL_TEST_MODELS["conjugate_gaussian"]
+    d, shift = ks_resolution(QUICK.n_chains, QUICK.n_reference, QUICK.alpha)
+    assert 0.02 < d < 0.1 and shift == pytest.approx(2 * math.sqrt(2) * _erfinv(d), rel=1e-3)
+    ok = check_stationarity(_shift_kernel(0.0)(model), model)
+    assert ok.passed and f"{shift:.2f} sd" in ok.detail
+    # the posterior sd of mu is exactly model.scales["mu"], so this is a 2·shift move
+    bad = check_stationarity(_shift_kernel(2 * shift)(model), model)
+    assert not bad.passed
+
+
+def _erfinv(y: float) -> float:
+    lo, hi = 0.0, 10.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if math.erf(mid) < y else (lo, mid)
+    return hi
 
 
 def test_kit_arguments_are_checked() -> None:
