@@ -109,3 +109,11 @@ def test_kit_arguments_are_checked() -> None:
         check_visualizer(_scatter, ("samples",))
     with pytest.raises(AssertionError, match="visualizer kit: _scatter"):
         check_visualizer(_scatter, ("vi_result",))  # a VI result has no .score
+
+
+def test_the_kits_docstring_example_runs() -> None:
+    import doctest
+
+    import genmlx.core.testing.visualizers as kit
+
+    assert doctest.testmod(kit, optionflags=doctest.ELLIPSIS).failed == 0

@@ -166,7 +166,7 @@ QUICK = KernelKitSettings()
 """Defaults: seconds per kernel (the first-party kernels run them in every CI run)."""
 
 THOROUGH = KernelKitSettings(
-    n_chains=4000, n_steps=40, n_reference=50000, sbc_datasets=500, sbc_draws=19, n_stat=300
+    n_chains=10000, n_steps=40, n_reference=100000, sbc_datasets=1000, sbc_draws=19, n_stat=400
 )
 """Larger experiments (more power, minutes per kernel): for the ``slow`` marker."""
 
@@ -335,6 +335,25 @@ def _moved(d: Draws, start: Draws) -> npt.NDArray[np.bool_]:
         out = diff if out is None else np.logical_or(out, diff)
     assert out is not None
     return out
+
+
+def _same_args(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """The same arguments: identical objects or equal values (arrays compared as arrays)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if x is y:
+            continue
+        if isinstance(x, mx.array) or isinstance(y, mx.array):
+            xa, ya = np.asarray(x), np.asarray(y)
+            if xa.shape != ya.shape or not np.array_equal(xa, ya):
+                return False
+        elif isinstance(x, (tuple, list)) and isinstance(y, (tuple, list)):
+            if not _same_args(tuple(x), tuple(y)):
+                return False
+        elif x != y:
+            return False
+    return True
 
 
 def _row(d: Draws, i: int) -> Draws:
@@ -538,7 +557,7 @@ def check_info(
     for label, tr in cases:
         new, info = _call(kernel, tr, _key(settings, "info", label, model.name))
         errors += [f"{label}: {e}" for e in _consistency(model, tr, new)]
-        if new.args != tr.args and any(x is not y for x, y in zip(new.args, tr.args)):
+        if not _same_args(new.args, tr.args):
             errors.append(f"{label}: the trace's arguments changed")
         try:
             acc = accepted_of(info)
