@@ -24,36 +24,27 @@ Keyword arguments go to the kit (``models=``, ``checks=``, ``max_examples=``, ..
 
 ``pytest --genmlx-thorough`` runs the kernel kit's larger experiments
 (:data:`~genmlx.core.testing.kernels.THOROUGH`) instead of the quick defaults.
+
+The fixtures themselves are defined only where pytest is installed (this module is
+importable without it: the kit classes below work anywhere).
 """
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import Any
-
-import pytest
 
 __all__ = [
     "CombinatorKit",
     "DistributionKit",
     "KernelKit",
+    "KitUsageError",
     "VisualizerKit",
-    "genmlx_combinator_kit",
-    "genmlx_distribution_kit",
-    "genmlx_kernel_kit",
-    "genmlx_visualizer_kit",
-    "pytest_addoption",
 ]
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    """``--genmlx-thorough``: larger kernel-kit experiments."""
-    group = parser.getgroup("genmlx", "GenMLX conformance kits")
-    group.addoption(
-        "--genmlx-thorough",
-        action="store_true",
-        default=False,
-        help="run the kernel kit's THOROUGH settings (more chains and steps; minutes)",
-    )
+class KitUsageError(ValueError):
+    """A kit fixture was called in a way it cannot check (a missing declaration)."""
 
 
 def _entry(kind: str, name: str) -> Any:
@@ -65,7 +56,7 @@ def _entry(kind: str, name: str) -> Any:
 def _need(entry: Any, key: str, what: str) -> Any:
     value = entry.info(key)
     if value is None:
-        raise pytest.UsageError(
+        raise KitUsageError(
             f"{entry.name!r} (from plugin {entry.plugin!r}) declares no {key}=, so the "
             f"{what} kit cannot check it; pass it at registration or as an attribute"
         )
@@ -120,7 +111,7 @@ class VisualizerKit:
             accepts = accepts if accepts is not None else _need(entry, "accepts", "visualizer")
             visualizer = entry.obj
         if accepts is None:
-            raise pytest.UsageError("genmlx_visualizer_kit: pass accepts=(result types, ...)")
+            raise KitUsageError("genmlx_visualizer_kit: pass accepts=(result types, ...)")
         return check_visualizer(visualizer, tuple(accepts), **kwargs)
 
 
@@ -139,29 +130,15 @@ class DistributionKit:
             default = getattr(dist, "example_params", None)
         examples = [params] if params is not None else list(default or [])
         if not examples:
-            raise pytest.UsageError("genmlx_distribution_kit: pass params= or set example_params")
+            raise KitUsageError("genmlx_distribution_kit: pass params= or set example_params")
         return [check_distribution(dist, tuple(p), **kwargs) for p in examples]
 
 
-@pytest.fixture
-def genmlx_kernel_kit(request: pytest.FixtureRequest) -> KernelKit:
-    """The kernel kit: ``genmlx_kernel_kit(factory or registered name, **kwargs)``."""
-    return KernelKit(thorough=bool(request.config.getoption("genmlx_thorough", False)))
-
-
-@pytest.fixture
-def genmlx_combinator_kit() -> CombinatorKit:
-    """The combinator kit: ``genmlx_combinator_kit(builder or registered name, **kwargs)``."""
-    return CombinatorKit()
-
-
-@pytest.fixture
-def genmlx_visualizer_kit() -> VisualizerKit:
-    """The visualizer kit: ``genmlx_visualizer_kit(fn or registered name, accepts=...)``."""
-    return VisualizerKit()
-
-
-@pytest.fixture
-def genmlx_distribution_kit() -> DistributionKit:
-    """The distribution kit: ``genmlx_distribution_kit(dist or registered name, params)``."""
-    return DistributionKit()
+if find_spec("pytest") is not None:  # the fixtures and the option, for pytest to find
+    from genmlx.core.testing._pytest_fixtures import (  # noqa: F401
+        genmlx_combinator_kit,
+        genmlx_distribution_kit,
+        genmlx_kernel_kit,
+        genmlx_visualizer_kit,
+        pytest_addoption,
+    )
