@@ -15,6 +15,7 @@ run on the interpreter that runs nox (no ``python=`` pin), so a machine with onl
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -31,6 +32,10 @@ SHARED = ROOT.parent / "shared"
 EXAMPLE_PLUGIN = ROOT / "packages/genmlx-core/tests/fixtures/genmlx-example-plugin"
 EXAMPLE_DISTS_PLUGIN = ROOT / "examples/genmlx-example-dists-plugin"
 EXAMPLE_MCMC_PLUGIN = ROOT / "examples/genmlx-example-mcmc-plugin"
+# the plugin how-tos show excerpts of the example plugins, which the docs tests run
+EXAMPLE_SOURCES = os.pathsep.join(
+    str(p / "src") for p in (EXAMPLE_DISTS_PLUGIN, EXAMPLE_MCMC_PLUGIN)
+)
 
 # Short name -> local (monorepo) packages it needs, for its dependencies and test extra.
 # Order matters: dependencies come before dependents.
@@ -108,7 +113,7 @@ def tests(session: nox.Session, package: str) -> None:
         session.install("tqdm", *DOCS_TOOLS)
         env = {
             **_env(),  # the how-to's plugin excerpts import the example plugin's module
-            "PYTHONPATH": str(EXAMPLE_DISTS_PLUGIN / "src"),
+            "PYTHONPATH": EXAMPLE_SOURCES,
         }
         session.run("pytest", "--import-mode=importlib", "docs/tests", *session.posargs, env=env)
         return
@@ -177,7 +182,7 @@ def tests_slow(session: nox.Session) -> None:
         "packages",
         "docs/tests",  # the tutorial pages that train compiled models
         *session.posargs,
-        env={**_env(), "PYTHONPATH": str(EXAMPLE_DISTS_PLUGIN / "src")},
+        env={**_env(), "PYTHONPATH": EXAMPLE_SOURCES},
         success_codes=[0, 5],  # 5: no slow tests collected yet
     )
 

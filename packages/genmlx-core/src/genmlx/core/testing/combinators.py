@@ -111,7 +111,8 @@ class CountingKernel(GenerativeFunction):
     It behaves exactly like ``inner`` (same choices, scores, weights and return values;
     its traces are ``inner``'s with ``gen_fn`` set to the wrapper) and records each
     call of ``simulate``, ``generate``, ``assess``, ``update``, ``regenerate`` and
-    ``project`` in :attr:`calls`, batched ones included.
+    ``project`` in its ``calls`` counter (a :class:`collections.Counter`), batched ones
+    included; :attr:`total` is their sum.
 
     Example:
         >>> import mlx.core as mx

@@ -163,12 +163,12 @@ class KernelKitSettings:
 
 
 QUICK = KernelKitSettings()
-"""Defaults: seconds per kernel (the first-party kernels run them in every CI run)."""
+"""The default settings, seconds per kernel (the first-party kernels run them in CI)."""
 
 THOROUGH = KernelKitSettings(
     n_chains=10000, n_steps=40, n_reference=100000, sbc_datasets=1000, sbc_draws=19, n_stat=400
 )
-"""Larger experiments (more power, minutes per kernel): for the ``slow`` marker."""
+"""Larger experiments with more power, a minute or so per kernel, for ``slow`` tests."""
 
 
 # --------------------------------------------------------------------------- helpers
