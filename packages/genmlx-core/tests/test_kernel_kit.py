@@ -188,6 +188,30 @@ def test_one_dimensional_posteriors_match_the_model(name: str) -> None:
     assert ks_pvalue(float(d), n) > 1e-3, (name, d)
 
 
+def test_the_mixture_prior_passes_the_distribution_kit() -> None:
+    from genmlx.core.testing import check_distribution
+    from genmlx.core.testing.kernel_models import normal_mixture
+
+    check_distribution(normal_mixture, (0.5, -2.0, 2.0, 0.7), n=20000, max_examples=2)
+    check_distribution(normal_mixture, (0.2, 0.0, 1.0, 0.3), n=20000, max_examples=1)
+
+
+def test_bimodal_posterior_is_the_updated_mixture() -> None:
+    # components N(∓2, 0.7²) updated by y = 0.8 ~ N(x, 1.5²), reweighted by N(y; m, s² + σ²)
+    v = 1 / (1 / 0.49 + 1 / 2.25)
+    mu = np.array([v * (-2 / 0.49 + 0.8 / 2.25), v * (2 / 0.49 + 0.8 / 2.25)])
+    lw = -0.5 * (0.8 - np.array([-2.0, 2.0])) ** 2 / (0.49 + 2.25)
+    p = np.exp(lw - lw.max()) / np.exp(lw - lw.max()).sum()
+    x = KERNEL_TEST_MODELS["bimodal"].posterior(np.random.default_rng(8), 200000)["x"]
+    mean = p @ mu
+    var = v + p[0] * p[1] * (mu[0] - mu[1]) ** 2
+    assert x.mean() == pytest.approx(mean, abs=4 * math.sqrt(var / 200000))
+    assert x.var() == pytest.approx(var, rel=0.01)
+    below = p @ np.array([0.5 * (1 + math.erf((0.15 - m) / math.sqrt(2 * v))) for m in mu])
+    assert (x < 0.15).mean() == pytest.approx(below, abs=0.004)
+    assert p[0] == pytest.approx(0.237, abs=0.001)
+
+
 def test_correlated_gaussian_moments() -> None:
     m = KERNEL_TEST_MODELS["correlated_gaussian"]
     x = m.posterior(np.random.default_rng(2), 200000)["x"]

@@ -16,8 +16,9 @@ The models (:data:`KERNEL_TEST_MODELS`):
   and ``y ~ N(x[0] + x[1], 0.5²)``: a bivariate normal posterior with correlation −0.8;
 * ``discrete`` — three coins ``a, b, c ~ Bernoulli(0.3 / 0.6 / 0.5)`` and
   ``y ~ N(a + 2b − c, 0.7²)``: eight states, posterior by enumeration;
-* ``bimodal`` — ``x ~ N(0, 2²)``, ``y ~ N(x², 1)`` with ``y = 2``: two modes near ±1.4
-  (the posterior CDF is computed on a fine grid);
+* ``bimodal`` — a mixture: ``x ~ 0.5·N(−2, 0.7²) + 0.5·N(2, 0.7²)``, ``y ~ N(x, 1.5²)``
+  with ``y = 0.8``: the posterior is a two-component normal mixture, modes five
+  standard deviations apart;
 * ``constrained`` — ``p ~ Beta(2, 3)`` and six coin flips ``("x", i) ~ Bernoulli(p)``:
   a Beta posterior on ``(0, 1)``; moves outside the support must be rejected.
 
@@ -46,6 +47,7 @@ import numpy.typing as npt
 
 from genmlx.core.address import Address, format_address
 from genmlx.core.choicemap import choicemap
+from genmlx.core.distribution import Distribution
 from genmlx.core.dsl import gen
 from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.selection import Selection, select
@@ -55,11 +57,13 @@ from genmlx.core.trace import Trace
 __all__ = [
     "KERNEL_TEST_MODELS",
     "KernelTestModel",
+    "NormalMixture",
     "bimodal",
     "conjugate_gaussian",
     "constrained",
     "correlated_gaussian",
     "discrete",
+    "normal_mixture",
 ]
 
 Draws = dict[Address, npt.NDArray[Any]]
@@ -355,51 +359,80 @@ discrete = KernelTestModel(
 )
 """Three coins ``a, b, c ~ Bernoulli(0.3, 0.6, 0.5)``, ``y ~ N(a + 2b − c, 0.7²)``, ``y = 1.1``."""
 
-_BIMODAL_Y = 2.0
-_GRID = np.linspace(-9.0, 9.0, 36001)
+
+class NormalMixture(Distribution):
+    """``w·N(m₁, s²) + (1 − w)·N(m₂, s²)``: a two-component normal mixture (reference).
+
+    The prior of the ``bimodal`` test model; ``sample`` picks the component with a
+    uniform and shifts a standard normal, ``log_prob`` is the ``logaddexp`` of the two
+    weighted component densities.
+    """
+
+    name = "normal_mixture"
+
+    def sample(
+        self, key: mx.array, w: Any, m1: Any, m2: Any, s: Any, *, shape: tuple[int, ...] = ()
+    ) -> mx.array:
+        k1, k2 = mx.random.split(key)
+        full = (*tuple(shape), *mx.broadcast_shapes(*(mx.array(p).shape for p in (w, m1, m2, s))))
+        first = mx.random.uniform(shape=full, key=k1) < w
+        out: mx.array = mx.where(first, m1, m2) + s * mx.random.normal(full, key=k2)
+        return out
+
+    def log_prob(self, value: Any, w: Any, m1: Any, m2: Any, s: Any) -> mx.array:
+        x = value if isinstance(value, mx.array) else mx.array(value, dtype=mx.float32)
+        c = -mx.log(mx.array(s, dtype=mx.float32)) - 0.5 * math.log(2.0 * math.pi)
+        a = mx.log(mx.array(w, dtype=mx.float32)) + c - 0.5 * mx.square((x - m1) / s)
+        b = mx.log1p(-mx.array(w, dtype=mx.float32)) + c - 0.5 * mx.square((x - m2) / s)
+        out: mx.array = mx.logaddexp(a, b)
+        return out
+
+
+normal_mixture = NormalMixture()
+
+_MIX = (0.5, -2.0, 2.0, 0.7)  # weight, means, component sd of the prior
+_MIX_NOISE = 1.5
+_MIX_Y = 0.8
 
 
 @gen
 def _bimodal() -> Any:
-    x = normal(0.0, 2.0) @ "x"
-    normal(x * x, 1.0) @ "y"
+    x = normal_mixture(*_MIX) @ "x"
+    normal(x, _MIX_NOISE) @ "y"
     return x
 
 
-def _grid_draws(rng: np.random.Generator, log_dens: npt.NDArray[np.float64], n: int) -> Any:
-    """Inverse-CDF draws from a density tabulated on :data:`_GRID` (spacing 5e-4: the
-    interpolated CDF is exact to ~1e-7, far below what the kit's tests resolve)."""
-    d = np.exp(log_dens - log_dens.max())
-    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (d[1:] + d[:-1]) * np.diff(_GRID))])
-    return np.interp(rng.random(n) * cdf[-1], cdf, _GRID)
-
-
 def _bimodal_posterior(rng: np.random.Generator, obs: Draws, n: int) -> Draws:
+    """Exact: each prior component updated by the normal likelihood, reweighted by its
+    marginal likelihood ``N(y; m_k, s² + σ²)``."""
     y = _scalar_obs(obs, ["y"])[:, 0]
-    out = np.empty(n)
-    for val in np.unique(y):
-        rows = np.flatnonzero(y == val)
-        log_dens = -0.5 * (_GRID / 2.0) ** 2 - 0.5 * (val - _GRID**2) ** 2
-        out[rows] = _grid_draws(rng, log_dens, rows.size)
-    return {"x": out}
+    w, m1, m2, s = _MIX
+    s2, n2 = s * s, _MIX_NOISE * _MIX_NOISE
+    var = 1.0 / (1.0 / s2 + 1.0 / n2)
+    mu1, mu2 = var * (m1 / s2 + y / n2), var * (m2 / s2 + y / n2)
+    l1 = math.log(w) - 0.5 * (y - m1) ** 2 / (s2 + n2)
+    l2 = math.log1p(-w) - 0.5 * (y - m2) ** 2 / (s2 + n2)
+    p1 = 1.0 / (1.0 + np.exp(l2 - l1))
+    first = rng.random(n) < p1
+    return {"x": np.where(first, mu1, mu2) + math.sqrt(var) * rng.standard_normal(n)}
 
 
 bimodal = KernelTestModel(
     name="bimodal",
     model=_bimodal,
     args=(),
-    observations={"y": _BIMODAL_Y},
+    observations={"y": _MIX_Y},
     latents=("x",),
     event_shapes={"x": ()},
     discrete=False,
     posterior_fn=_bimodal_posterior,
     support={"x": (-math.inf, math.inf)},
-    gaussian_prior={"x": (0.0, 4.0)},
-    scales={"x": 0.33},
-    tags=frozenset({"multimodal"}),
-    sbc=False,
+    scales={"x": math.sqrt(1.0 / (1.0 / _MIX[3] ** 2 + 1.0 / _MIX_NOISE**2))},
+    tags=frozenset({"multimodal", "mixture"}),
 )
-"""``x ~ N(0, 2²)``, ``y ~ N(x², 1)``, ``y = 2``: modes near ±1.4 (grid posterior)."""
+"""``x ~ 0.5·N(−2, 0.7²) + 0.5·N(2, 0.7²)``, ``y ~ N(x, 1.5²)``, ``y = 0.8``: the
+posterior is a two-component normal mixture with modes at −1.50 and +1.79 (weights
+0.24 / 0.76), five component standard deviations apart."""
 
 _FLIPS = (True, False, True, True, False, True)
 _BETA_PRIOR = (2.0, 3.0)
