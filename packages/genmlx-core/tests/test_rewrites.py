@@ -7,7 +7,6 @@ import math
 
 import mlx.core as mx
 import numpy as np
-import pytest
 
 from genmlx.core import analyze, choicemap, gen, logdensity, rewrites
 from genmlx.core.testing.models import beta, normal
@@ -48,9 +47,9 @@ def ref_loglik(a, b, c, xs, ys, sd):
 def close(got, want, scale):
     """float32 rounding of the terms: ``|got − want| ≤ 1e-5 (|want| + scale)``."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert np.all(np.abs(got - want) <= 1e-5 * (np.abs(want) + scale) + 1e-4), (
-        np.abs(got - want).max()
-    )
+    assert np.all(np.abs(got - want) <= 1e-5 * (np.abs(want) + scale) + 1e-4), np.abs(
+        got - want
+    ).max()
 
 
 def test_affine_gaussian_is_found_and_shown():

@@ -70,8 +70,11 @@ def test_rewritten_equals_direct(model, args, cm, rewritten):
 @pytest.mark.parametrize("p", [0.0, 1.0, 1.5, -0.2, 0.3])
 @pytest.mark.parametrize("data", ["mixed", "all_true", "all_false"])
 def test_bernoulli_edges(p, data):
-    flips = {"mixed": FLIPS, "all_true": mx.ones(30, dtype=mx.bool_),
-             "all_false": mx.zeros(30, dtype=mx.bool_)}[data]
+    flips = {
+        "mixed": FLIPS,
+        "all_true": mx.ones(30, dtype=mx.bool_),
+        "all_false": mx.zeros(30, dtype=mx.bool_),
+    }[data]
     on, off = _both(coin_p, (30,), choicemap({"p": p, "flips": flips}))
     if math.isinf(off):
         assert on == off

@@ -407,7 +407,7 @@ class Distribution(GenerativeFunction):
         """The domain of the single choice (at the root path)."""
         try:
             d = self.domain(*args)
-        except Exception:  # noqa: BLE001 - a domain that cannot be built is unknown
+        except Exception:
             return None
         return None if d is None else {(): d}
 

@@ -176,7 +176,7 @@ class DynamicGenerativeFunction(GenerativeFunction):
 
         try:
             g = structural_graph(self, args)
-        except Exception as e:  # noqa: BLE001 - an analysis failure means "not known static"
+        except Exception as e:
             return f"is {self!r}, whose body could not be analysed ({type(e).__name__}: {e})"
         return None if g.is_static else f"is {self!r}, which is dynamic: {g.reason}"
 
@@ -187,7 +187,7 @@ class DynamicGenerativeFunction(GenerativeFunction):
 
         try:
             g = structural_graph(self, args)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return None
         if not g.is_static:
             return None
@@ -247,9 +247,9 @@ class DynamicGenerativeFunction(GenerativeFunction):
             KeyStream.start(key), None, 0.0, 0.0, constraints, trace._trie, None, False
         )
         plan = incremental.plan_update(self, args, argdiffs, constraints)
-        handler = (
-            H.update_site if plan is None else incremental.plan_handler(plan, H.update_site, "update")
-        )
+        handler = H.update_site
+        if plan is not None:
+            handler = incremental.plan_handler(plan, H.update_site, "update")
         st, retval = self._run("update", args, handler, state)
         trie = H.build_trie(st.records, "update", self.name)
         H.check_all_used(constraints, trie, "update", self.name, "constraint")

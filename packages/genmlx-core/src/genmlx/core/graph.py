@@ -301,9 +301,7 @@ def _discover_site(rec: _Recorder) -> Callable[..., tuple[Any, Any]]:
                 v = as_array(node.value)
                 rec.found.append(_Found(full, gf, "choice", args, v, True))
             else:
-                k = mx.random.fold_in(rec.key, rec.count) if hasattr(mx.random, "fold_in") else (
-                    mx.random.split(rec.key, rec.count + 1)[rec.count]
-                )
+                k = mx.random.split(rec.key, rec.count + 1)[rec.count]
                 v = gf.sample(k, *args)
                 rec.found.append(_Found(full, gf, "choice", args, v, False))
             return state, v
@@ -312,7 +310,7 @@ def _discover_site(rec: _Recorder) -> Callable[..., tuple[Any, Any]]:
             outer = rec.prefix
             rec.prefix = full
             try:
-                value = gf.fn(*args)  # inline: its sites reach this same handler
+                value = gf.fn(*args)  # type: ignore[attr-defined]  # inlined: same handler
             finally:
                 rec.prefix = outer
             run = runtime.active_run()
@@ -329,7 +327,7 @@ def _discover_site(rec: _Recorder) -> Callable[..., tuple[Any, Any]]:
         observed = bool(choices) and all(o for *_, o in choices)
         try:
             doms = gf.choice_domains(args) or {}
-        except Exception:  # noqa: BLE001 - unknown domains
+        except Exception:
             doms = {}
         cd = tuple((p, doms[p]) for p, *_ in choices if p in doms)
         rec.found.append(_Found(full, gf, "call", args, tr.retval, observed, choices, cd))
@@ -362,7 +360,7 @@ def _replay_site(rec: _Recorder, values: list[Any], params_out: list[list[Any]])
             outer = rec.prefix
             rec.prefix = full
             try:
-                value = gf.fn(*args)
+                value = gf.fn(*args)  # type: ignore[attr-defined]
             finally:
                 rec.prefix = outer
             run = runtime.active_run()
@@ -375,7 +373,7 @@ def _replay_site(rec: _Recorder, values: list[Any], params_out: list[list[Any]])
 def _gf_key(gf: Any, depth: int = 0) -> Any:
     if depth > 8:
         return ("id", id(gf))
-    items = []
+    items: list[Any] = []
     for k, v in sorted(vars(gf).items()) if hasattr(gf, "__dict__") else ():
         if isinstance(v, GenerativeFunction):
             items.append((k, type(v), _gf_key(v, depth + 1)))
@@ -383,7 +381,9 @@ def _gf_key(gf: Any, depth: int = 0) -> Any:
             items.append((k, tuple((type(x), _gf_key(x, depth + 1)) for x in v)))
         elif v is None or isinstance(v, (bool, int, float, str)):
             items.append((k, v))
-        elif isinstance(v, tuple) and all(x is None or isinstance(x, (bool, int, float, str)) for x in v):
+        elif isinstance(v, tuple) and all(
+            x is None or isinstance(x, (bool, int, float, str)) for x in v
+        ):
             items.append((k, v))
         elif callable(v) and hasattr(v, "__code__"):
             items.append((k, "fn", v.__code__))
@@ -403,7 +403,7 @@ def same_gen_fn(a: Any, b: Any) -> bool:
         return False
     try:
         return bool(_gf_key(a) == _gf_key(b))
-    except Exception:  # noqa: BLE001 - incomparable attributes: not the same
+    except Exception:
         return False
 
 
@@ -418,8 +418,19 @@ def _obs_structure(obs: ChoiceMap) -> tuple[Any, ...]:
 
 _STRUCTURAL = frozenset(
     {
-        "Broadcast", "Reshape", "ExpandDims", "Squeeze", "Transpose", "Slice", "AsType",
-        "Copy", "StopGradient", "Negative", "Flatten", "Unflatten", "Concatenate",
+        "Broadcast",
+        "Reshape",
+        "ExpandDims",
+        "Squeeze",
+        "Transpose",
+        "Slice",
+        "AsType",
+        "Copy",
+        "StopGradient",
+        "Negative",
+        "Flatten",
+        "Unflatten",
+        "Concatenate",
     }
 )
 
@@ -473,12 +484,53 @@ def _affine_from_export(events: list[dict[str, Any]], variable: set[int]) -> lis
 
 _ELEMENTWISE = frozenset(
     {
-        "Abs", "Add", "ArcCos", "ArcSin", "ArcTan", "ArcTanh", "AsType", "Ceil", "Copy",
-        "Cos", "Cosh", "Divide", "Equal", "Erf", "ErfInv", "Exp", "Expm1", "Floor",
-        "Greater", "GreaterEqual", "Less", "LessEqual", "Log", "Log1p", "LogAddExp",
-        "LogicalAnd", "LogicalNot", "LogicalOr", "Maximum", "Minimum", "Multiply",
-        "Negative", "NotEqual", "Power", "Remainder", "Round", "Select", "Sigmoid", "Sign",
-        "Sin", "Sinh", "Sqrt", "Square", "StopGradient", "Subtract", "Tan", "Tanh",
+        "Abs",
+        "Add",
+        "ArcCos",
+        "ArcSin",
+        "ArcTan",
+        "ArcTanh",
+        "AsType",
+        "Ceil",
+        "Copy",
+        "Cos",
+        "Cosh",
+        "Divide",
+        "Equal",
+        "Erf",
+        "ErfInv",
+        "Exp",
+        "Expm1",
+        "Floor",
+        "Greater",
+        "GreaterEqual",
+        "Less",
+        "LessEqual",
+        "Log",
+        "Log1p",
+        "LogAddExp",
+        "LogicalAnd",
+        "LogicalNot",
+        "LogicalOr",
+        "Maximum",
+        "Minimum",
+        "Multiply",
+        "Negative",
+        "NotEqual",
+        "Power",
+        "Remainder",
+        "Round",
+        "Select",
+        "Sigmoid",
+        "Sign",
+        "Sin",
+        "Sinh",
+        "Sqrt",
+        "Square",
+        "StopGradient",
+        "Subtract",
+        "Tan",
+        "Tanh",
     }
 )
 
@@ -500,7 +552,7 @@ def _uniform_from_export(events: list[dict[str, Any]]) -> list[bool]:
                 try:
                     a = np.asarray(value)
                     uni[name] = a.size <= 1 or bool(np.all(a == a.reshape(-1)[0]))
-                except Exception:  # noqa: BLE001
+                except Exception:
                     uni[name] = False
         elif t == "primitive":
             ins = [name for name, *_ in e["inputs"]]
@@ -563,8 +615,8 @@ def _placeholder(tree: Any) -> Any:
 
 
 def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -> ModelGraph:
-    from genmlx.core import params as P
     from genmlx.core import handlers as H
+    from genmlx.core import params as P
 
     if runtime.in_transform():
         # Inside vmap/compile/grad the values are symbolic: analyse the structure with
@@ -579,7 +631,8 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
             f"analyze: expected a @gen function, got {model!r}; wrap a distribution or "
             "combinator in a @gen body to analyse it"
         )
-    name = model.name  # type: ignore[attr-defined]
+    name = model.name
+    fn: Any = model.fn  # type: ignore[attr-defined]
     n_args = len(args)
     rec = _Recorder(obs)
     flag = [False]
@@ -588,7 +641,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
     try:
         # ---------------------------------------------------------------- pass 1
         try:
-            H.run_body("analyze", name, model.fn, args, _discover_site(rec), None)  # type: ignore[attr-defined]
+            H.run_body("analyze", name, fn, args, _discover_site(rec), None)
         except _Dynamic as e:
             return ModelGraph(model, False, str(e), (), n_args=n_args)
         except GenMLXError as e:
@@ -627,7 +680,12 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
             rec.prefix = ()
             rec.last = None
             _, retval = H.run_body(
-                "analyze", name, model.fn, a, _replay_site(rec, values, params_out), None  # type: ignore[attr-defined]
+                "analyze",
+                name,
+                fn,
+                a,
+                _replay_site(rec, values, params_out),
+                None,
             )
             if len(params_out) != len(found):
                 raise _Dynamic(
@@ -696,7 +754,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
     per_affine: list[list[bool]] = [[] for _ in found]
     per_uniform: list[list[bool]] = [[] for _ in found]
     pos = 0
-    for i, j, n in box["layout"]:
+    for i, _, n in box["layout"]:
         acc: frozenset[int] = frozenset()
         for d in deps[pos : pos + n]:
             acc = acc | d
@@ -718,10 +776,12 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
             dom = None
             try:
                 dom = f.gen_fn.domain(*f.args)  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - a domain that cannot be built is unknown
+            except Exception:
                 dom = None
             shapes = tuple(
-                tuple(a.shape) if isinstance(a, mx.array) else (() if isinstance(a, (int, float)) else None)
+                tuple(a.shape)
+                if isinstance(a, mx.array)
+                else (() if isinstance(a, (int, float)) else None)
                 for a in f.args
             )
             sites.append(
@@ -745,8 +805,20 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
             )
         else:
             sites.append(
-                Site(f.path, f.gen_fn, f.kind, None, None, f.observed, parents, argp, None,
-                     f.call_choices, pp, f.call_domains)
+                Site(
+                    f.path,
+                    f.gen_fn,
+                    f.kind,
+                    None,
+                    None,
+                    f.observed,
+                    parents,
+                    argp,
+                    None,
+                    f.call_choices,
+                    pp,
+                    f.call_domains,
+                )
             )
     # the parents of an inlined @gen call's sites include the call's own parents
     # through its arguments already (the trace follows the data), so nothing to add.

@@ -232,7 +232,12 @@ def prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepared
 
     arg_leaves, _ = flatten(args)
     obs_leaves = [v for _, v in observations.leaves()]
-    key = (id(gf), tuple(map(id, arg_leaves)), tuple(map(id, obs_leaves)), tuple(r.path for r in rws))
+    key = (
+        id(gf),
+        tuple(map(id, arg_leaves)),
+        tuple(map(id, obs_leaves)),
+        tuple(r.path for r in rws),
+    )
     hit = _CACHE.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], [*arg_leaves, *obs_leaves])):
         return hit[1]
@@ -240,7 +245,7 @@ def prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepared
     for r in rws:
         try:
             consts = _constants(gf, args, observations, r, g)
-        except Exception:  # noqa: BLE001 - a rewrite that cannot be prepared is not used
+        except Exception:
             consts = None
         if consts is not None:
             specs[r.path] = (r, consts)
@@ -301,7 +306,9 @@ def _constants(
             theta[path] = vec[start : start + size].reshape(shape)
             start += size
         params = _site_params(gf, args, obs, r.path, theta)
-        return mx.broadcast_to(as_array(params[0]).astype(mx.float32), y.shape).reshape(-1), params[1]
+        return mx.broadcast_to(as_array(params[0]).astype(mx.float32), y.shape).reshape(-1), params[
+            1
+        ]
 
     base_mu, sigma = mean_at(mx.zeros((p,), dtype=mx.float32))
     cols = []
@@ -349,7 +356,8 @@ def score(
         scalars = tuple(
             as_array(q).reshape(-1)[0] if isinstance(q, mx.array) and q.ndim else q for q in params
         )
-        return gf.iid_log_prob(stats, *scalars)
+        rewritten: mx.array = gf.iid_log_prob(stats, *scalars)
+        return rewritten
     parts = []
     for q in r.parents:
         v = parent_values.get(q)

@@ -703,7 +703,8 @@ class Poisson(Distribution):
         if not (np.all(k >= 0) and np.all(k == np.floor(k)) and np.all(np.isfinite(k))):
             return None
         lfact = float(sum(math.lgamma(v + 1.0) for v in k))
-        return (mx.array(float(k.sum())), mx.array(lfact, dtype=mx.float32), mx.array(float(k.size)))
+        total = mx.array(float(k.sum()))
+        return (total, mx.array(lfact, dtype=mx.float32), mx.array(float(k.size)))
 
     def iid_log_prob(self, stats: tuple[mx.array, ...], rate: Any) -> mx.array:
         """``Σk log λ − nλ − Σ log k!``."""
