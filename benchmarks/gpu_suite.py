@@ -41,7 +41,9 @@ from genmlx.dists import bernoulli, normal
 REPS = 20
 
 
-def _best(fn: Callable[[int], Any], block: Callable[[Any], None], reps: int = REPS) -> tuple[float, float]:
+def _best(
+    fn: Callable[[int], Any], block: Callable[[Any], None], reps: int = REPS
+) -> tuple[float, float]:
     """(first call seconds, best of ``reps`` seconds) of ``fn(i)``."""
     t0 = time.perf_counter()
     block(fn(0))
@@ -61,10 +63,14 @@ def _mx_block(x: Any) -> None:
 
 # ---------------------------------------------------------------------------- data
 XS_NP = np.linspace(0, 1, 50).astype(np.float32)
-YS_NP = (0.5 - 1.25 * XS_NP + 2.0 * XS_NP**2 + 0.05 * np.random.default_rng(0).standard_normal(50)).astype(np.float32)
+YS_NP = (
+    0.5 - 1.25 * XS_NP + 2.0 * XS_NP**2 + 0.05 * np.random.default_rng(0).standard_normal(50)
+).astype(np.float32)
 _rng = np.random.default_rng(1)
 LR_X = _rng.standard_normal((200, 5)).astype(np.float32)
-LR_Y = _rng.uniform(size=200) < 1 / (1 + np.exp(-(LR_X @ np.array([1.0, -0.5, 0.8, 0.0, -1.2]) + 0.3)))
+LR_Y = _rng.uniform(size=200) < 1 / (
+    1 + np.exp(-(LR_X @ np.array([1.0, -0.5, 0.8, 0.0, -1.2]) + 0.3))
+)
 
 
 @gen
@@ -190,8 +196,12 @@ def _jax_side(n: int, which: str) -> dict[str, Any]:
     jg = jax.jit(gj)
     try:
         first, best = _best(lambda i: jg(jax.random.PRNGKey(i), cons), jblock)
-        out["genjax"] = {"first_s": first, "ms": best * 1e3, "log_ml": float(jg(jax.random.PRNGKey(123), cons))}
-    except Exception as e:  # noqa: BLE001 - report what failed, keep the rest
+        out["genjax"] = {
+            "first_s": first,
+            "ms": best * 1e3,
+            "log_ml": float(jg(jax.random.PRNGKey(123), cons)),
+        }
+    except Exception as e:
         out["genjax"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     return out
 

@@ -41,7 +41,7 @@ import mlx.core as mx
 from genmlx.core import runtime
 from genmlx.core.tree import TreeDef, flatten, unflatten
 
-__all__ = ["compile", "fusion_enabled", "kernel_fusion"]
+__all__ = ["compile", "compile_function", "fusion_enabled", "kernel_fusion"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,6 +116,23 @@ def tracing_mode() -> Iterator[None]:
             _SET_MODE(_ENABLED)
 
 
+def compile_function(fn: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
+    """``mx.compile(fn, **kwargs)`` under GenMLX's kernel-fusion setting.
+
+    Every call holds MLX's compile mode at :func:`fusion_enabled` (a new input shape
+    re-traces the program inside MLX, so the first call alone is not enough); the
+    switch costs two C calls. Used for every program GenMLX compiles.
+    """
+    cfn = mx.compile(fn, **kwargs)
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        with tracing_mode():
+            return cfn(*args)
+
+    return call
+
+
 class _Compiled:
     """One ``mx.compile``'d function per input structure/shape signature."""
 
@@ -140,12 +157,8 @@ class _Compiled:
                 box["td"] = out_td
                 return out_leaves
 
-            entry = (mx.compile(pure), box)
+            entry = (compile_function(pure), box)
             self.cache[sig] = entry
-            cfn, box = entry
-            with tracing_mode():  # the first call traces (and may fuse) the program
-                out_leaves = cfn(*leaves)
-            return unflatten(box["td"], list(out_leaves))
         cfn, box = entry
         out_leaves = cfn(*leaves)
         return unflatten(box["td"], list(out_leaves))

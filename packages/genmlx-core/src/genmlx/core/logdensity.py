@@ -47,7 +47,7 @@ from genmlx.core import rewrites, runtime
 from genmlx.core.address import Path, format_address, from_path, to_path
 from genmlx.core.bijectors import Bijector, IdentityBijector, biject_to
 from genmlx.core.choicemap import ChoiceMap, as_array
-from genmlx.core.compile import tracing_mode
+from genmlx.core.compile import compile_function
 from genmlx.core.constraints import Constraint
 from genmlx.core.errors import GenMLXError
 from genmlx.core.gfi import GenerativeFunction, _as_args, _as_choicemap
@@ -339,15 +339,7 @@ class _Program:
         fn = self._compiled.get(key)
         if fn is not None:
             return fn
-        cfn = mx.compile(self.function(kind, batch_ndim, obs_batched, n_in))
-        first = [True]
-
-        def call(*inputs: Any) -> Any:
-            if first[0]:
-                first[0] = False
-                with tracing_mode():
-                    return cfn(*inputs)
-            return cfn(*inputs)
+        call = compile_function(self.function(kind, batch_ndim, obs_batched, n_in))
 
         self._compiled[key] = call
         return call

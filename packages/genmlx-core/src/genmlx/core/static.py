@@ -48,7 +48,7 @@ import mlx.core as mx
 import numpy as np
 
 from genmlx.core import runtime
-from genmlx.core.compile import tracing_mode
+from genmlx.core.compile import compile_function
 from genmlx.core.tree import flatten, opaque_nodes, unflatten
 
 __all__ = ["auto_compile", "auto_compile_enabled", "clear", "stats"]
@@ -259,11 +259,10 @@ def run(
             box["td"] = out_td
             return out_leaves
 
-        cfn = mx.compile(pure)
+        cfn = compile_function(pure)
         if len(cache.programs) >= _MAX_PROGRAMS:
             cache.programs.pop(next(iter(cache.programs)))
-        with tracing_mode():
-            out_leaves = cfn(*leaves)
+        out_leaves = cfn(*leaves)
         if opaque_nodes(box["td"]):  # an output part kept outside the arrays
             seen[sig] = -(10**9)
             return unflatten(box["td"], list(out_leaves))

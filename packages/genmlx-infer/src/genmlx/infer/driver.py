@@ -56,7 +56,7 @@ from genmlx.core import (
     runtime,
 )
 from genmlx.core.address import format_address, from_path
-from genmlx.core.compile import tracing_mode
+from genmlx.core.compile import compile_function
 from genmlx.core.gfi import _as_args, _as_choicemap
 from genmlx.core.random import resolve_key
 from genmlx.infer.adaptation import DualAveraging, estimate_mass, find_step_size, windows
@@ -277,17 +277,7 @@ class _VecKernel(NamedTuple):
 
 
 def _compiled_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
-    cfn = mx.compile(fn)
-    first = [True]
-
-    def call(*a: Any) -> Any:
-        if first[0]:
-            first[0] = False
-            with tracing_mode():
-                return cfn(*a)
-        return cfn(*a)
-
-    return call
+    return compile_function(fn)
 
 
 def _hmc_program(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Callable[..., Any]:

@@ -40,7 +40,7 @@ import mlx.core as mx
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap
-from genmlx.core.compile import tracing_mode
+from genmlx.core.compile import compile_function
 from genmlx.core.random import resolve_key
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
@@ -149,17 +149,7 @@ def _program(
     if fn is None or fn[0] is not key[1]:
         if len(_PROGRAMS) > 256:
             _PROGRAMS.clear()
-        cfn = mx.compile(build())
-        first = [True]
-
-        def call(*a: Any) -> Any:
-            if first[0]:
-                first[0] = False
-                with tracing_mode():
-                    return cfn(*a)
-            return cfn(*a)
-
-        fn = _PROGRAMS[key] = (key[1], call)
+        fn = _PROGRAMS[key] = (key[1], compile_function(build()))
     return fn[1]
 
 

@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 import mlx.core as mx
 
 from genmlx.core import runtime
+from genmlx.core.compile import compile_function
 from genmlx.core.random import resolve_key
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
@@ -148,7 +149,7 @@ def _vg_compiled(t: Target) -> Any:
     if fn is None or fn[0] is not t.vg:
         if len(_VG) > 256:
             _VG.clear()
-        fn = _VG[id(t.vg)] = (t.vg, mx.compile(t.vg))
+        fn = _VG[id(t.vg)] = (t.vg, compile_function(t.vg))
     return fn[1]
 
 
@@ -226,7 +227,7 @@ def _one_step_accept(
         d = h0 - h1
         return mx.exp(mx.minimum(mx.where(mx.isnan(d), -mx.inf, d), 0.0))
 
-    fn = mx.compile(f) if compiled else f
+    fn = compile_function(f) if compiled else f
 
     def call(eps: mx.array, key: mx.array) -> mx.array:
         return fn(eps, key, state.position, state.logdensity, state.grad, marr, inputs)

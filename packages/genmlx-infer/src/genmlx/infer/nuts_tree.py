@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 
-from genmlx.core.compile import tracing_mode
+from genmlx.core.compile import compile_function
 from genmlx.infer.integrators import Metric, leapfrog
 
 __all__ = ["NUTSState", "NutsInfo", "nuts_transition"]
@@ -180,17 +180,7 @@ class _Engine:
         if fn is None and not self.compiled:
             fn = self._fns[key] = build()
         if fn is None:
-            cfn = mx.compile(build())
-            first = [True]
-
-            def call(*a: Any) -> Any:
-                if first[0]:
-                    first[0] = False
-                    with tracing_mode():
-                        return cfn(*a)
-                return cfn(*a)
-
-            fn = self._fns[key] = call
+            fn = self._fns[key] = compile_function(build())
         return fn
 
     # ------------------------------------------------------------------ pieces
