@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
 import mlx.core as mx
+
+from genmlx.infer import _sharding
 
 __all__ = [
     "SummaryTable",
@@ -62,6 +64,16 @@ _CONSTANT_RESOLUTION = 1e-15
 # --------------------------------------------------------------------------------------
 # Internal helpers on [chains, draws, K] float32 arrays.
 # --------------------------------------------------------------------------------------
+
+
+def _all_chains(samples: mx.array, group: Any, op: str) -> mx.array:
+    """``samples`` with every process's chains (axis 0) when a group is in play."""
+    g = _sharding.group_for(group, op)
+    if g is None:
+        return samples
+    from genmlx.infer.distributed.diagnostics import gather_chains
+
+    return gather_chains(samples if isinstance(samples, mx.array) else mx.array(samples), g, op)
 
 
 def _as_3d(samples: mx.array) -> tuple[mx.array, tuple[int, ...]]:
@@ -257,7 +269,7 @@ def _nan_result(param_shape: tuple[int, ...]) -> mx.array:
 # --------------------------------------------------------------------------------------
 
 
-def ess_bulk(samples: mx.array) -> mx.array:
+def ess_bulk(samples: mx.array, *, group: Any = None) -> mx.array:
     """Bulk effective sample size (rank-normalised split-chain ESS).
 
     ``ESS_bulk = ESS(z)`` where ``z`` are the rank-normalised values of the split
@@ -265,6 +277,8 @@ def ess_bulk(samples: mx.array) -> mx.array:
 
     Args:
         samples: draws of shape ``[chains, draws, *param_shape]`` (``draws ≥ 4``).
+        group: an ``mx.distributed`` group: ``samples`` holds this process's chains;
+            the statistic is computed over every process's chains (gathered).
 
     Returns:
         ESS per scalar parameter, shape ``param_shape`` (NaN where a parameter has a
@@ -276,13 +290,14 @@ def ess_bulk(samples: mx.array) -> mx.array:
         >>> ess_bulk(x).shape
         (2,)
     """
+    samples = _all_chains(samples, group, "ess_bulk")
     x, param_shape = _as_3d(samples)
     if x.shape[1] < _MIN_DRAWS:
         return _nan_result(param_shape)
     return _finish(_ess_core(_z_scale(_split_chains(x))), x, param_shape)
 
 
-def ess_mean(samples: mx.array) -> mx.array:
+def ess_mean(samples: mx.array, *, group: Any = None) -> mx.array:
     """Effective sample size for the mean (split-chain ESS of the raw values).
 
     Equals ``arviz.ess(samples, method="mean")``: ``ESS(split(x))`` without rank
@@ -290,6 +305,8 @@ def ess_mean(samples: mx.array) -> mx.array:
 
     Args:
         samples: draws of shape ``[chains, draws, *param_shape]`` (``draws ≥ 4``).
+        group: an ``mx.distributed`` group: ``samples`` holds this process's chains;
+            the statistic is computed over every process's chains (gathered).
 
     Returns:
         ESS per scalar parameter, shape ``param_shape``.
@@ -300,13 +317,14 @@ def ess_mean(samples: mx.array) -> mx.array:
         >>> bool(ess_mean(x) > 2000)
         True
     """
+    samples = _all_chains(samples, group, "ess_mean")
     x, param_shape = _as_3d(samples)
     if x.shape[1] < _MIN_DRAWS:
         return _nan_result(param_shape)
     return _finish(_ess_core(_split_chains(x)), x, param_shape)
 
 
-def ess_tail(samples: mx.array, prob: float = 0.1) -> mx.array:
+def ess_tail(samples: mx.array, prob: float = 0.1, *, group: Any = None) -> mx.array:
     """Tail effective sample size.
 
     ``min(ESS(I(x ≤ q_{prob/2})), ESS(I(x ≤ q_{1−prob/2})))`` with the indicators
@@ -318,6 +336,8 @@ def ess_tail(samples: mx.array, prob: float = 0.1) -> mx.array:
     Args:
         samples: draws of shape ``[chains, draws, *param_shape]`` (``draws ≥ 4``).
         prob: total probability in the two tails, in ``(0, 1)``.
+        group: an ``mx.distributed`` group: ``samples`` holds this process's chains;
+            the statistic is computed over every process's chains (gathered).
 
     Returns:
         ESS per scalar parameter, shape ``param_shape``.
@@ -328,6 +348,7 @@ def ess_tail(samples: mx.array, prob: float = 0.1) -> mx.array:
         >>> bool(ess_tail(x) > 1000)
         True
     """
+    samples = _all_chains(samples, group, "ess_tail")
     if not 0.0 < prob < 1.0:
         raise ValueError(f"prob must lie in (0, 1); got {prob}")
     x, param_shape = _as_3d(samples)
@@ -345,7 +366,7 @@ def ess_tail(samples: mx.array, prob: float = 0.1) -> mx.array:
     return _finish(out, x, param_shape)
 
 
-def rhat(samples: mx.array) -> mx.array:
+def rhat(samples: mx.array, *, group: Any = None) -> mx.array:
     """Rank-normalised split R-hat (Vehtari et al. 2021).
 
     ``max(R̂(z(split(x))), R̂(z(|split(x) − median(split(x))|)))`` with ``z`` the rank
@@ -356,6 +377,8 @@ def rhat(samples: mx.array) -> mx.array:
     Args:
         samples: draws of shape ``[chains, draws, *param_shape]`` (``chains ≥ 2``,
             ``draws ≥ 4``).
+        group: an ``mx.distributed`` group: ``samples`` holds this process's chains;
+            the statistic is computed over every process's chains (gathered).
 
     Returns:
         R-hat per scalar parameter, shape ``param_shape`` (NaN for fewer than 2 chains
@@ -367,6 +390,7 @@ def rhat(samples: mx.array) -> mx.array:
         >>> bool(rhat(x + mx.array([[0.0], [0.0], [0.0], [3.0]])) > 1.1)
         True
     """
+    samples = _all_chains(samples, group, "rhat")
     x, param_shape = _as_3d(samples)
     if x.shape[0] < 2 or x.shape[1] < _MIN_DRAWS:
         return _nan_result(param_shape)
@@ -376,7 +400,9 @@ def rhat(samples: mx.array) -> mx.array:
     return _finish(mx.maximum(bulk, tail), x, param_shape)
 
 
-def effective_sample_size_weights(log_weights: mx.array, axis: int = -1) -> mx.array:
+def effective_sample_size_weights(
+    log_weights: mx.array, axis: int = -1, *, group: Any = None
+) -> mx.array:
     """Kish effective sample size of (unnormalised) importance weights.
 
     With normalised weights ``w_i = exp(lw_i) / Σ_j exp(lw_j)``,
@@ -386,6 +412,9 @@ def effective_sample_size_weights(log_weights: mx.array, axis: int = -1) -> mx.a
     Args:
         log_weights: log importance weights; ``axis`` indexes the particles.
         axis: particle axis (other axes are independent particle systems).
+        group: an ``mx.distributed`` group: ``log_weights`` (one-dimensional) are this
+            process's particles' and the ESS is over every process's particles (a
+            maximum and two sums over processes).
 
     Returns:
         The ESS, with ``axis`` reduced.
@@ -395,6 +424,11 @@ def effective_sample_size_weights(log_weights: mx.array, axis: int = -1) -> mx.a
         >>> round(effective_sample_size_weights(mx.zeros(10)).item(), 4)
         10.0
     """
+    g = _sharding.group_for(group, "effective_sample_size_weights")
+    if g is not None:
+        from genmlx.infer.distributed.diagnostics import weights_ess
+
+        return weights_ess(log_weights, axis, g)
     lw = log_weights.astype(mx.float32)
     lw = lw - mx.max(lw, axis=axis, keepdims=True)  # avoid cancellation of large terms
     return mx.exp(2.0 * mx.logsumexp(lw, axis=axis) - mx.logsumexp(2.0 * lw, axis=axis))
@@ -429,7 +463,7 @@ class SummaryTable(dict[str, dict[str, float]]):
         return self.to_string()
 
 
-def summary(samples_by_name: Mapping[str, mx.array]) -> SummaryTable:
+def summary(samples_by_name: Mapping[str, mx.array], *, group: Any = None) -> SummaryTable:
     """Posterior summary table in the style of ``arviz.summary``.
 
     For every scalar parameter: mean, standard deviation (``ddof=1``), the 5%, 50% and
@@ -438,6 +472,8 @@ def summary(samples_by_name: Mapping[str, mx.array]) -> SummaryTable:
 
     Args:
         samples_by_name: ``{name: array of shape [chains, draws, *param_shape]}``.
+        group: an ``mx.distributed`` group: the arrays hold this process's chains; the
+            table is over every process's chains (gathered; the same on every process).
 
     Returns:
         A :class:`SummaryTable` (a ``dict`` of per-parameter ``dict`` rows; ``print``
@@ -452,6 +488,13 @@ def summary(samples_by_name: Mapping[str, mx.array]) -> SummaryTable:
         >>> abs(table["theta[0]"]["mean"]) < 0.1
         True
     """
+    g = _sharding.group_for(group, "summary")
+    if g is not None:
+        from genmlx.infer.distributed._comm import local_only
+
+        gathered = {n: _all_chains(v, g, "summary") for n, v in samples_by_name.items()}
+        with local_only():
+            return summary(gathered)
     table = SummaryTable()
     for name, value in samples_by_name.items():
         x, param_shape = _as_3d(value)

@@ -36,6 +36,7 @@ from genmlx.core.address import Address, Path, format_address
 from genmlx.core.batching import vmap_call
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.tree import flatten
+from genmlx.infer import _sharding
 from genmlx.infer._traces import accept_reject, where_trace
 
 __all__ = [
@@ -505,6 +506,7 @@ def chain(
     thin: int = 1,
     addresses: Sequence[Address] | None = None,
     progress: bool = False,
+    group: Any = None,
 ) -> ChainResult:
     """Run ``kernel`` for ``n_steps`` steps and record the values of ``addresses``.
 
@@ -524,6 +526,12 @@ def chain(
         addresses: addresses whose values to record (``None``: none).
         progress: show a progress bar (needs ``tqdm``, an optional dependency:
             ``pip install tqdm``; eager runs only).
+        group: an ``mx.distributed`` group (default: the
+            :func:`~genmlx.infer.distributed.use_group` default, else none): ``trace``
+            holds this process's chains, and chain ``i`` of all ``N`` steps with key
+            ``split(split(key, n_steps)[s], N)[i]`` on its own trace, so the chains do
+            not depend on the number of processes (see
+            :mod:`genmlx.infer.distributed.mcmc`).
 
     Returns:
         :class:`ChainResult` ``(trace, samples, acceptance_rate)``.
@@ -543,6 +551,14 @@ def chain(
         >>> res.samples["mu"].shape
         (20, 10)
     """
+    g = _sharding.group_for(group, "chain")
+    if g is not None:
+        from genmlx.infer.distributed.mcmc import chain as sharded
+
+        return sharded(
+            kernel, trace, n_steps, key=key, burn_in=burn_in, thin=thin,
+            addresses=addresses, progress=progress, group=g,
+        )
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"chain: n_steps must be a positive int, got {n_steps!r}")
     if not isinstance(burn_in, int) or burn_in < 0 or burn_in >= n_steps:

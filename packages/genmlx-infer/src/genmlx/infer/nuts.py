@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import mlx.core as mx
 
@@ -421,6 +421,8 @@ def nuts_warmup(
     init_buffer: int = 75,
     term_buffer: int = 50,
     base_window: int = 25,
+    group: Any = None,
+    pool: bool = True,
 ) -> NutsWarmup:
     """Stan's NUTS warm-up: dual-averaging step size and windowed mass adaptation.
 
@@ -461,6 +463,9 @@ def nuts_warmup(
         init_buffer: Stan's initial fast buffer (steps).
         term_buffer: Stan's terminal fast buffer (steps).
         base_window: Stan's first slow window (steps).
+        group: an ``mx.distributed`` group: ``trace`` holds this process's chains
+            (see :func:`genmlx.infer.distributed.mcmc.nuts_warmup`).
+        pool: with ``group``, pool the adaptation over all processes' chains.
 
     Returns:
         :class:`NutsWarmup` ``(step_size, mass, trace)``: the adapted scalar step size,
@@ -480,6 +485,18 @@ def nuts_warmup(
         >>> w.mass.shape, w.trace["x"].shape
         ((1,), (50,))
     """
+    from genmlx.infer import _sharding
+
+    g = _sharding.group_for(group, "nuts_warmup")
+    if g is not None:
+        from genmlx.infer.distributed.mcmc import nuts_warmup as sharded
+
+        return sharded(
+            trace, selection, n_steps, key=key, group=g, pool=pool,
+            target_accept=target_accept, step_size=step_size, max_depth=max_depth,
+            adapt_mass=adapt_mass, dense_mass=dense_mass, find_step_size=find_step_size,
+            init_buffer=init_buffer, term_buffer=term_buffer, base_window=base_window,
+        )
     from genmlx.core.compile import compile as _compile
 
     gamma, t0, kappa = 0.05, 10.0, 0.75
