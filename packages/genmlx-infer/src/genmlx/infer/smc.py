@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import mlx.core as mx
 
@@ -50,6 +50,9 @@ from genmlx.core.edit import EditRequest, ProposalEdit
 from genmlx.core.random import Key, resolve_key
 from genmlx.infer import _sharding
 from genmlx.infer.importance import _check_inputs, _index_trace, _raw_weights
+
+if TYPE_CHECKING:
+    from genmlx.infer.distributed.smc import ShardedParticleFilterState
 
 __all__ = [
     "RESAMPLING_METHODS",
@@ -529,6 +532,36 @@ def _proposal_update(
 
 
 # ---------------------------------------------------------------------- entry point
+@overload
+def particle_filter(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    observations: ChoiceMap | Mapping[Any, Any] | None,
+    n_particles: int,
+    *,
+    proposal: GenerativeFunction | None = ...,
+    proposal_args: tuple[Any, ...] = ...,
+    key: Key = ...,
+    group: None = ...,
+    mode: str = ...,
+) -> ParticleFilterState: ...
+
+
+@overload
+def particle_filter(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    observations: ChoiceMap | Mapping[Any, Any] | None,
+    n_particles: int,
+    *,
+    proposal: GenerativeFunction | None = ...,
+    proposal_args: tuple[Any, ...] = ...,
+    key: Key = ...,
+    group: mx.distributed.Group,
+    mode: str = ...,
+) -> ShardedParticleFilterState: ...
+
+
 def particle_filter(
     model: GenerativeFunction,
     args: tuple[Any, ...],
@@ -540,7 +573,7 @@ def particle_filter(
     key: Key = None,
     group: Any = None,
     mode: str = "global",
-) -> Any:
+) -> ParticleFilterState | ShardedParticleFilterState:
     """Initialise a particle filter of ``n_particles`` particles (one batched trace).
 
     ``(x_i, log w_i) = generate(args, observations)`` for all particles in one batched

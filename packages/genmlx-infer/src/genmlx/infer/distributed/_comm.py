@@ -343,8 +343,9 @@ def global_logsumexp(x: mx.array, group: Any, op: str) -> tuple[mx.array, mx.arr
     head = mx.stack([local_max, bad])
     parts = gather_scalars(head, group)
     m = mx.max(parts[:, 0])
-    if float(mx.sum(parts[:, 1]).item()) > 0:
-        ranks = [r for r in range(parts.shape[0]) if float(parts[r, 1].item()) > 0]
+    n_bad = np.asarray(parts[:, 1])
+    if n_bad.sum() > 0:
+        ranks = [r for r in range(n_bad.shape[0]) if n_bad[r] > 0]
         raise ValueError(
             f"{op}: NaN or +inf log weights on process(es) {ranks}; check the model's "
             "parameters and the observations"

@@ -26,8 +26,7 @@ import mlx.core as mx
 import numpy as np
 
 from genmlx.core import Trace
-from genmlx.core.batching import take_particles
-from genmlx.core.batching import rebatch
+from genmlx.core.batching import rebatch, take_particles
 from genmlx.core.tree import flatten, unflatten
 from genmlx.infer.distributed._comm import Layout, fingerprint, gather_packed, gather_scalars
 

@@ -19,14 +19,13 @@ from typing import Any
 import mlx.core as mx
 
 from genmlx.core import ChoiceMap, GenerativeFunction, Trace, runtime
-from genmlx.core.batching import vmap_call
+from genmlx.core.batching import rebatch, vmap_call
 from genmlx.core.diff import Diff
 from genmlx.core.edit import EditRequest
-from genmlx.core.batching import rebatch
 from genmlx.core.tree import flatten, unflatten
 from genmlx.infer.distributed._comm import Layout
 
-__all__ = ["generate", "global_keys", "kernel_step", "update", "edit"]
+__all__ = ["edit", "generate", "global_keys", "kernel_step", "update"]
 
 
 def global_keys(key: mx.array, layout: Layout) -> mx.array:
@@ -137,20 +136,20 @@ def edit(
 
 
 def kernel_step(
-    kernel: Callable[..., tuple[Trace, mx.array]],
+    kernel: Callable[..., tuple[Trace, Any]],
     traces: Trace,
     key: mx.array,
     layout: Layout,
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, Any]:
     """One kernel transition of this process's chains, chain ``i`` running
     ``kernel(trace_i, *args, key=split(key, N)[i], **kwargs)`` on its own trace."""
     kw = kwargs or {}
     keys = global_keys(key, layout)
     targs = traces.args
 
-    def one(k: mx.array, t: Trace, a: tuple[Any, ...]) -> tuple[Trace, mx.array]:
+    def one(k: mx.array, t: Trace, a: tuple[Any, ...]) -> tuple[Trace, Any]:
         new, acc = kernel(t._replace(args=a), *args, key=k, **kw)
         if not isinstance(new, Trace):
             raise TypeError(
