@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 import os
 import signal
@@ -201,6 +202,18 @@ def test_use_group_is_the_default_and_nests(solo: mx.distributed.Group) -> None:
     assert current_group() is None
     st = particle_filter(SSM, (1, X0), {(0, "y"): YS[0]}, 10, key=mx.random.key(8))
     assert not isinstance(st, ShardedParticleFilterState)
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["genmlx.infer.distributed._comm", "genmlx.infer.distributed._exchange",
+     "genmlx.infer.distributed.mcmc"],
+)
+def test_docstring_examples_run(module: str) -> None:
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), verbose=False)
+    assert result.failed == 0 and result.attempted > 0
 
 
 # ---------------------------------------------------------------------- errors
