@@ -359,11 +359,26 @@ def compare(ref: dict[str, np.ndarray], report_dir: Path) -> int:
         else:
             raise AssertionError("fewer particles than processes was accepted")
 
+    def fresh_keys() -> None:
+        # key=None everywhere: draws that must agree use process 0's fresh key
+        one = importance_resampling(regression, (XS,), OBS, 30, key=None, group=g)
+        both = np.asarray(mx.distributed.all_gather(one["slope"].reshape(1), group=g))
+        if both[0] != both[1]:
+            raise AssertionError(f"key=None: the processes returned different draws {both}")
+        st = particle_filter(LG, (1, X0), {(0, "y"): LG_YS[0]}, 30, key=None, group=g)
+        before = set(np.asarray(st.gather().traces[(0, "x")]).tolist())
+        after = np.asarray(st.resample(key=None).gather().traces[(0, "x")])
+        if not set(after.tolist()) <= before:
+            raise AssertionError("key=None resampling produced particles that did not exist")
+        sums = np.asarray(mx.distributed.all_gather(mx.array([after.sum()]), group=g))
+        if sums[0] != sums[1]:
+            raise AssertionError("key=None resampling differs between processes")
+
     for name, fn in [
         ("is_prior", is_prior), ("is_proposal", is_proposal), ("sir", sir),
         ("smc_global", smc_global), ("smc_island", smc_island), ("mcmc_mh", mcmc_mh),
         ("mcmc_hmc", mcmc_hmc), ("nuts_pooled", nuts_pooled),
-        ("nuts_unpooled", nuts_unpooled), ("errors", errors),
+        ("nuts_unpooled", nuts_unpooled), ("errors", errors), ("fresh_keys", fresh_keys),
     ]:
         checks.run(name, fn)
     report_dir.mkdir(parents=True, exist_ok=True)

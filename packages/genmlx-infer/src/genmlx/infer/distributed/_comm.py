@@ -177,13 +177,25 @@ def balanced_layout(n_total: int, group: Any, op: str, what: str = "n_particles"
     return Layout.balanced(n_total, size, group.rank())
 
 
-def layout_from_local(n_local: int, group: Any, op: str, what: str = "chains") -> Layout:
-    """The layout made of every process's own count (gathered), in rank order."""
-    sizes = gather_scalars(mx.array([n_local], dtype=mx.int32), group)
-    out = Layout(tuple(int(s) for s in np.asarray(sizes).reshape(-1)), group.rank())
+def layout_from_local(
+    n_local: int,
+    group: Any,
+    op: str,
+    key: Key,
+    extra: Sequence[int] = (),
+    what: str = "chains",
+    *,
+    need_key: bool = True,
+) -> tuple[Layout, Any]:
+    """The layout made of every process's own count, in rank order, and (``need_key``)
+    the key every process uses (see :func:`checked_gather`; one collective)."""
+    sizes, k = checked_gather(
+        mx.array([float(n_local)]), group, op, key, extra, adopt=need_key
+    )
+    out = Layout(tuple(int(v) for v in np.asarray(sizes).reshape(-1)), group.rank())
     if min(out.sizes) < 1:
         raise ValueError(f"{op}: every process needs at least one of the {what}; got {out.sizes}")
-    return out
+    return out, k
 
 
 # ---------------------------------------------------------------------- collectives
@@ -192,26 +204,6 @@ def gather_scalars(x: mx.array, group: Any) -> mx.array:
     if group.size() == 1:
         return x[None]
     out = mx.distributed.all_gather(x[None], group=group)
-    mx.eval(out)
-    return out
-
-
-def sum_over(x: mx.array, group: Any) -> mx.array:
-    """``Σ_r x_r`` over the processes, added in rank order (the same bits everywhere)."""
-    if group.size() == 1:
-        return x
-    parts = gather_scalars(x, group)
-    total = parts[0]
-    for r in range(1, group.size()):
-        total = total + parts[r]
-    return total
-
-
-def max_over(x: mx.array, group: Any) -> mx.array:
-    """Element-wise maximum of ``x`` over the processes (exact)."""
-    if group.size() == 1:
-        return x
-    out = mx.distributed.all_max(x, group=group)
     mx.eval(out)
     return out
 
@@ -250,6 +242,23 @@ def gather_rows(x: mx.array, layout: Layout, group: Any) -> mx.array:
     return out
 
 
+def gather_weights(
+    x: mx.array, layout: Layout, group: Any, op: str, key: Key, extra: Sequence[int] = ()
+) -> tuple[mx.array, mx.array]:
+    """``(all N values, shared key)``: :func:`gather_rows` of a float vector and the key
+    check of :func:`checked_gather` (``adopt=True``) in one collective."""
+    if x.shape != (layout.n_local,):
+        raise ValueError(f"{op}: expected {layout.n_local} weights on process {layout.rank}")
+    m = max(layout.sizes)
+    parts, k = checked_gather(_pad_rows(x.astype(mx.float32), m), group, op, key, extra,
+                              adopt=True)
+    if group.size() == 1:
+        return x, k
+    flat = mx.concatenate([parts[r, :s] for r, s in enumerate(layout.sizes)]).astype(x.dtype)
+    mx.eval(flat)
+    return flat, k
+
+
 def gather_packed(
     leaves: Sequence[mx.array], rows: int, group: Any
 ) -> list[mx.array]:
@@ -280,77 +289,115 @@ def fingerprint(parts: Sequence[Any]) -> int:
     return zlib.crc32(repr(list(parts)).encode()) & 0x7FFFFFFF
 
 
-def agree(group: Any, op: str, what: str, values: Sequence[int]) -> None:
-    """Raise the same ``ValueError`` on every process unless all passed equal ``values``."""
-    if group.size() == 1:
-        return
-    mine = mx.array([int(v) & 0x7FFFFFFF for v in values], dtype=mx.int32)
-    allv = np.asarray(gather_scalars(mine, group))
-    if not (allv == allv[0]).all():
-        raise ValueError(
-            f"{op}: the processes passed different {what} (per process: "
-            f"{allv.tolist()}); every process must make the same call"
-        )
+def _header(fresh: bool, key: mx.array, extra: Sequence[int]) -> mx.array:
+    bits = key.astype(mx.uint32).reshape(-1)
+    ints = mx.array([int(fresh), *(int(v) & 0xFFFFFFFF for v in extra)], dtype=mx.uint32)
+    return mx.view(mx.concatenate([ints, bits]), mx.float32)
 
 
-def shared_key(key: Key, group: Any, op: str, extra: Sequence[int] = ()) -> mx.array:
-    """The key all processes use: ``key`` (checked to be the same everywhere, together
-    with the integers ``extra``), or for ``key=None`` a fresh key drawn by process 0.
+def checked_gather(
+    payload: mx.array,
+    group: Any,
+    op: str,
+    key: Key,
+    extra: Sequence[int] = (),
+    *,
+    adopt: bool,
+) -> tuple[mx.array, Any]:
+    """All processes' ``payload`` (a float32 vector of the same length everywhere),
+    ``[P, L]``, in *one* collective that also checks that the processes made the same
+    call: the integers ``extra`` must agree, and so must the keys — all explicit and
+    equal, or all ``None``.
+
+    Returns ``(gathered payload, key)``. With ``adopt`` the key is the one every process
+    must use (when the processes must draw the same numbers, e.g. resampling
+    ancestors): ``key`` resolved, or for ``key=None`` process 0's fresh key. Without
+    ``adopt`` it is ``None`` (the caller already used its own key).
 
     Raises:
-        ValueError: (on every process) the processes passed different keys or
-            different ``extra`` values.
+        ValueError: (on every process) the processes disagree.
     """
     fresh = key is None
-    k = resolve_key(key)
+    k = resolve_key(key) if (adopt or not fresh) else mx.zeros((2,), dtype=mx.uint32)
+    payload = payload.astype(mx.float32).reshape(-1)
     if group.size() == 1:
-        return k
-    bits = k.astype(mx.uint32).reshape(-1)
-    mine = mx.concatenate(
-        [mx.array([int(fresh)], dtype=mx.uint32), bits, mx.array(list(extra), dtype=mx.uint32)]
-    )
-    allv = gather_scalars(mine, group)
-    rows = np.asarray(allv)
-    if not (rows[:, 0] == rows[0, 0]).all():
+        return payload[None], (k if adopt else None)
+    length = payload.shape[0]
+    head = _header(fresh, k, extra)
+    got = gather_scalars(mx.concatenate([payload, head]), group)
+    rows = np.asarray(mx.view(got[:, length:], mx.uint32))
+    n_extra = len(extra)
+    flags, ints, keys = rows[:, 0], rows[:, 1 : 1 + n_extra], rows[:, 1 + n_extra :]
+    if not (flags == flags[0]).all():
         raise ValueError(
             f"{op}: some processes passed key=None and others a key; pass the same key "
             "on every process (or None on all of them)"
         )
-    n_key = bits.shape[0]
-    if not (rows[:, 1 + n_key :] == rows[0, 1 + n_key :]).all():
+    if not (ints == ints[0]).all():
         raise ValueError(
             f"{op}: the processes passed different arguments (per process: "
-            f"{rows[:, 1 + n_key:].tolist()}); every process must make the same call"
+            f"{ints.tolist()}); every process must make the same call"
         )
-    if fresh:  # process 0's fresh key for everyone
-        return allv[0, 1 : 1 + n_key].astype(k.dtype).reshape(k.shape)
-    if not (rows[:, 1 : 1 + n_key] == rows[0, 1 : 1 + n_key]).all():
+    if not fresh and not (keys == keys[0]).all():
         raise ValueError(
             f"{op}: the processes passed different keys; pass the same key on every "
             "process (e.g. mx.random.key(seed) with one seed)"
         )
-    return k
+    if not adopt:
+        return got[:, :length], None
+    if fresh:
+        k = mx.array(keys[0]).astype(k.dtype).reshape(k.shape)
+    return got[:, :length], k
 
 
-def global_logsumexp(x: mx.array, group: Any, op: str) -> tuple[mx.array, mx.array]:
-    """``(logsumexp, logsumexp of 2x)`` of the values ``x`` of all processes (flattened),
-    by a maximum and a sum over processes: ``m = max_r max(x_r)``,
-    ``lse = m + log Σ_r Σ_i exp(x_ri − m)``. NaN or ``+inf`` anywhere raises on every
-    process."""
+def shared_key(key: Key, group: Any, op: str, extra: Sequence[int] = ()) -> mx.array:
+    """The key all processes use, checked (with the integers ``extra``) in one small
+    collective before it is used; ``key=None`` gives process 0's fresh key everywhere."""
+    _, k = checked_gather(mx.zeros((0,)), group, op, key, extra, adopt=True)
+    out: mx.array = k
+    return out
+
+
+def _local_stats(x: mx.array) -> mx.array:
+    """``[m, Σ exp(x − m), Σ exp(2(x − m)), #(NaN or +inf)]`` of this process's values
+    (``m`` their maximum, or 0 when none is finite)."""
     x = x.astype(mx.float32).reshape(-1)
     bad = mx.sum(mx.logical_or(mx.isnan(x), x == mx.inf)).astype(mx.float32)
-    local_max = mx.max(x) if x.size else mx.array(-mx.inf)
-    head = mx.stack([local_max, bad])
-    parts = gather_scalars(head, group)
-    m = mx.max(parts[:, 0])
-    n_bad = np.asarray(parts[:, 1])
+    m = mx.max(x) if x.size else mx.array(-mx.inf)
+    m = mx.where(mx.isfinite(m), m, mx.array(0.0))
+    d = x - m
+    return mx.stack([m, mx.sum(mx.exp(d)), mx.sum(mx.exp(2.0 * d)), bad])
+
+
+def _combine_stats(parts: mx.array, op: str) -> tuple[mx.array, mx.array]:
+    """``(logsumexp, logsumexp of 2x)`` from every process's :func:`_local_stats`,
+    ``[P, 4]``, combined in rank order."""
+    n_bad = np.asarray(parts[:, 3])
     if n_bad.sum() > 0:
         ranks = [r for r in range(n_bad.shape[0]) if n_bad[r] > 0]
         raise ValueError(
             f"{op}: NaN or +inf log weights on process(es) {ranks}; check the model's "
             "parameters and the observations"
         )
-    m_safe = mx.where(mx.isfinite(m), m, mx.array(0.0))
-    s = mx.stack([mx.sum(mx.exp(x - m_safe)), mx.sum(mx.exp(2.0 * (x - m_safe)))])
-    tot = sum_over(s, group)
-    return m_safe + mx.log(tot[0]), 2.0 * m_safe + mx.log(tot[1])
+    m_r, s1, s2 = parts[:, 0], parts[:, 1], parts[:, 2]
+    live = s1 > 0
+    top = mx.max(mx.where(live, m_r, -mx.inf))
+    top = mx.where(mx.isfinite(top), top, mx.array(0.0))
+    t1 = mx.where(live, s1 * mx.exp(m_r - top), 0.0)
+    t2 = mx.where(live, s2 * mx.exp(2.0 * (m_r - top)), 0.0)
+    tot1, tot2 = t1[0], t2[0]
+    for r in range(1, parts.shape[0]):  # rank order: the same bits on every process
+        tot1, tot2 = tot1 + t1[r], tot2 + t2[r]
+    return top + mx.log(tot1), 2.0 * top + mx.log(tot2)
+
+
+def global_logsumexp(
+    x: mx.array, group: Any, op: str, key: Key = None, extra: Sequence[int] = ()
+) -> tuple[mx.array, mx.array]:
+    """``(logsumexp, logsumexp of 2x)`` of the values ``x`` of all processes,
+    exactly: with ``m_r`` the maximum on process ``r`` and ``M = max_r m_r``,
+    ``logsumexp = M + log Σ_r exp(m_r − M) Σ_i exp(x_ri − m_r)`` — one collective of
+    four numbers per process, which also checks ``key`` and ``extra`` (see
+    :func:`checked_gather`). NaN or ``+inf`` anywhere raises on every process."""
+    parts, _ = checked_gather(_local_stats(x), group, op, key, extra, adopt=False)
+    return _combine_stats(parts, op)

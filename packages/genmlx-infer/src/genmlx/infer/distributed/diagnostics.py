@@ -20,7 +20,9 @@ def gather_chains(samples: mx.array, group: Any, op: str) -> mx.array:
             f"{op}: samples must have shape [chains, draws, *param_shape]; got "
             f"{getattr(samples, 'shape', type(samples).__name__)}"
         )
-    layout = layout_from_local(samples.shape[0], group, op)
+    layout, _ = layout_from_local(
+        samples.shape[0], group, op, None, samples.shape[1:], need_key=False
+    )
     return gather_rows(samples, layout, group)
 
 

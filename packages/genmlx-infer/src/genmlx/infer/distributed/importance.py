@@ -20,15 +20,15 @@ import numpy as np
 
 from genmlx.core import ChoiceMap, GenerativeFunction, Trace
 from genmlx.core.batching import take_particles
-from genmlx.core.random import Key
+from genmlx.core.random import Key, resolve_key
 from genmlx.infer.distributed import _particles
 from genmlx.infer.distributed._comm import (
     Layout,
     balanced_layout,
     gather_rows,
+    gather_weights,
     global_logsumexp,
     local_only,
-    shared_key,
 )
 from genmlx.infer.distributed._exchange import fetch
 from genmlx.infer.importance import ISResult, _check_inputs
@@ -60,12 +60,13 @@ def importance_sampling(
     if not isinstance(proposal_args, (tuple, list)):
         raise TypeError(f"{op}: proposal_args must be a tuple")
     layout = balanced_layout(n_particles, group, op)
-    key = shared_key(key, group, op, (n_particles,))
+    k = resolve_key(key)
     with local_only():
         tr, lw = _particles.generate(
-            model, tuple(args), obs, proposal, tuple(proposal_args), key, layout
+            model, tuple(args), obs, proposal, tuple(proposal_args), k, layout
         )
-    lse, _ = global_logsumexp(lw, group, op)
+    # one collective: the global logsumexp, and a check that the processes agree
+    lse, _ = global_logsumexp(lw, group, op, None if key is None else k, (n_particles,))
     log_ml = lse - math.log(n_particles)
     lw_norm = lw - lse
     if gather:
@@ -107,17 +108,22 @@ def importance_resampling(
             f"{op}: n_samples={n_samples} draws cannot be split over {size} processes; "
             f"use n_samples >= {size} or gather=True"
         )
-    key = shared_key(key, group, op, (n_particles, n_samples or 0))
-    k_is, k_pick = mx.random.split(key, 2)
     obs = _check_inputs(model, args, observations, n_particles, proposal, op)
     layout = balanced_layout(n_particles, group, op)
+    k_is = mx.random.split(resolve_key(key), 2)[0]
     with local_only():
         tr, lw = _particles.generate(
             model, tuple(args), obs, proposal, tuple(proposal_args), k_is, layout
         )
-    lse, _ = global_logsumexp(lw, group, op)
-    lw_all = gather_rows(lw - lse, layout, group)
+    # one collective: every weight on every process, and the key the draws use (process
+    # 0's when key=None, so every process draws the same particles)
+    lw_all, shared = gather_weights(
+        lw, layout, group, op, None if key is None else resolve_key(key),
+        (n_particles, n_samples or 0),
+    )
+    k_pick = mx.random.split(shared, 2)[1]
     shape = () if n_samples is None else (n_samples,)
+    lw_all = lw_all - mx.logsumexp(lw_all)
     idx = np.asarray(mx.random.categorical(lw_all, shape=shape, key=k_pick)).astype(np.int64)
     if n_samples is None:
         got = fetch(tr, layout, [idx.reshape(1)] * size, group, op)

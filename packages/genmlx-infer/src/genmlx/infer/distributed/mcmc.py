@@ -80,10 +80,8 @@ def chain(
     if not callable(kernel):
         raise TypeError(f"{op}: kernel must be callable, got {type(kernel).__name__}")
     batched, single = _chains(trace, op)
-    layout = layout_from_local(batched.batch_shape[0], group, op)
-    extra = [n_steps if isinstance(n_steps, int) else -1, burn_in if isinstance(burn_in, int)
-             else -1, thin if isinstance(thin, int) else -1]
-    key = shared_key(key, group, op, extra)
+    extra = [v if isinstance(v, int) else -1 for v in (n_steps, burn_in, thin)]
+    layout, key = layout_from_local(batched.batch_shape[0], group, op, key, extra)
 
     def step(tr: Trace, *, key: Key = None) -> tuple[Trace, mx.array]:
         return _particles.kernel_step(kernel, tr, cast(mx.array, key), layout)
@@ -240,8 +238,9 @@ def nuts_warmup(
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"{op}: n_steps must be a positive int, got {n_steps!r}")
     batched, single = _chains(trace, op)
-    layout = layout_from_local(batched.batch_shape[0], group, op)
-    key = shared_key(key, group, op, (n_steps, int(pool), max_depth, int(dense_mass)))
+    extra = (n_steps, int(pool), max_depth, int(dense_mass))
+    layout, shared = layout_from_local(batched.batch_shape[0], group, op, key, extra)
+    key = cast(mx.array, shared)
     flat = _flatten_selected(batched, selection, op)
     d = flat.x.shape[-1]
     n_local = layout.n_local

@@ -47,13 +47,14 @@ import numpy as np
 from genmlx.core import ChoiceMap, GenerativeFunction, Trace
 from genmlx.core.diff import Diff, diff_args
 from genmlx.core.edit import EditRequest
-from genmlx.core.random import Key
+from genmlx.core.random import Key, resolve_key
 from genmlx.infer.distributed import _particles
 from genmlx.infer.distributed._comm import (
     Layout,
     balanced_layout,
     gather_rows,
     gather_scalars,
+    gather_weights,
     global_logsumexp,
     local_only,
     shared_key,
@@ -171,7 +172,7 @@ class ShardedParticleFilterState(NamedTuple):
         )
         if not isinstance(proposal_args, (tuple, list)):
             raise TypeError("step: proposal_args must be a tuple")
-        key = shared_key(key, self.group, "step")
+        key = resolve_key(key)
         tr = self.traces
         new_args = tuple(new_args)
         if argdiffs is None:
@@ -198,7 +199,7 @@ class ShardedParticleFilterState(NamedTuple):
         """:meth:`ParticleFilterState.edit` on this process's particles (global keys)."""
         if not isinstance(request, EditRequest):
             raise TypeError(f"edit: request must be an EditRequest, got {type(request).__name__}")
-        key = shared_key(key, self.group, "edit")
+        key = resolve_key(key)
         with local_only():
             new, w = _particles.edit(self.traces, request, key, self.layout)
         return self._with(new, self.log_weights + w)
@@ -245,7 +246,7 @@ class ShardedParticleFilterState(NamedTuple):
         (``hmc``, ``mala``, ``nuts``, combinators of several kernels) it is the per-chain
         version, the same for every number of processes.
         """
-        key = shared_key(key, self.group, "rejuvenate")
+        key = resolve_key(key)
         with local_only():
             new, _ = _particles.kernel_step(kernel, self.traces, key, self.layout, args, kwargs)
         return self._replace(local=self.local._replace(traces=new))
@@ -268,7 +269,6 @@ class ShardedParticleFilterState(NamedTuple):
         if ess_threshold is not None:
             return self.maybe_resample(ess_threshold, method, key=key)
         _check_method(method)
-        key = shared_key(key, self.group, "resample")
         if self.mode == "island" and self.group.size() > 1:
             return self._island_resample(method, key)
         return self._global_resample(method, key)
@@ -287,20 +287,27 @@ class ShardedParticleFilterState(NamedTuple):
                 f"maybe_resample: ess_threshold must be a number, got {ess_threshold!r}"
             )
         _check_method(method)
-        key = shared_key(key, self.group, "maybe_resample")
         if self.mode == "island" and self.group.size() > 1:
             share = ess_threshold * self.n_local / self.n_particles
             if bool((self.local.ess() < share).item()):
                 return self._island_resample(method, key)
             return self
-        if bool((self.ess() < ess_threshold).item()):
+        lse, lse2 = global_logsumexp(
+            self._global_log_weights(), self.group, "maybe_resample",
+            None if key is None else resolve_key(key),
+        )
+        if bool((mx.exp(2.0 * lse - lse2) < ess_threshold).item()):
             return self._global_resample(method, key)
         return self
 
-    def _global_resample(self, method: str, key: mx.array) -> ShardedParticleFilterState:
+    def _global_resample(self, method: str, key: Key) -> ShardedParticleFilterState:
         n = self.n_particles
-        lw_all = gather_rows(self.log_weights, self.layout, self.group)
-        idx = resample_indices(lw_all, method, key=key)
+        # one collective: every weight, and the key (process 0's when key=None)
+        lw_all, shared = gather_weights(
+            self.log_weights, self.layout, self.group, "resample",
+            None if key is None else resolve_key(key), (RESAMPLING_METHODS.index(method),),
+        )
+        idx = resample_indices(lw_all, method, key=shared)
         lse = mx.logsumexp(lw_all)
         acc = self.local.log_ml_accumulated + lse - math.log(n)
         ancestors = np.asarray(idx).astype(np.int64)
@@ -309,8 +316,8 @@ class ShardedParticleFilterState(NamedTuple):
         zeros = mx.zeros((self.n_local,), dtype=self.log_weights.dtype)
         return self._with(new, zeros, acc)
 
-    def _island_resample(self, method: str, key: mx.array) -> ShardedParticleFilterState:
-        k_r = mx.random.split(key, self.group.size())[self.layout.rank]
+    def _island_resample(self, method: str, key: Key) -> ShardedParticleFilterState:
+        k_r = mx.random.split(resolve_key(key), self.group.size())[self.layout.rank]
         with local_only():
             state = self.local.resample(method, key=k_r)
         return self._replace(local=state)
