@@ -370,7 +370,7 @@ def compare(ref: dict[str, np.ndarray], report_dir: Path) -> int:
         after = np.asarray(st.resample(key=None).gather().traces[(0, "x")])
         if not set(after.tolist()) <= before:
             raise AssertionError("key=None resampling produced particles that did not exist")
-        sums = np.asarray(mx.distributed.all_gather(mx.array([after.sum()]), group=g))
+        sums = np.asarray(mx.distributed.all_gather(mx.array([float(after.sum())]), group=g))
         if sums[0] != sums[1]:
             raise AssertionError("key=None resampling differs between processes")
 
