@@ -2,6 +2,7 @@
 
     python3 -m nox -s tests              # every package, each in its own venv
     python3 -m nox -s "tests(dists)"     # one package
+    python3 -m nox -s "tests(infer)" -- -k distributed   # sharded inference, 2 ring processes
     python3 -m nox -s tests-slow conformance lint typecheck docs bench demo
     python3 -m nox -s example-plugin     # the example distribution plugin, as a user installs it
 

@@ -236,6 +236,13 @@ def test_bad_groups_and_modes_are_rejected(solo: mx.distributed.Group) -> None:
         importance_resampling(regression, (XS,), OBS, 10, key=mx.random.key(0), n_samples=0,
                               group=solo)
     tr, _ = regression.vgenerate((XS,), OBS, 2, key=mx.random.key(0))
+
+    def reads_values(t: object, *, key: mx.array) -> tuple[object, mx.array]:
+        flag = t["slope"].item() > 0  # type: ignore[index]
+        return t, mx.array(flag)
+
+    with pytest.raises(ValueError, match="must not read values in Python"):
+        chain(reads_values, tr, 2, key=mx.random.key(0), group=solo)
     with pytest.raises(ValueError, match="n_steps"):
         chain(partial(mh, selection_or_proposal=select("slope")), tr, 0, key=mx.random.key(0),
               group=solo)

@@ -157,8 +157,18 @@ def kernel_step(
             )
         return new._replace(args=()), acc
 
-    with runtime.operation():
-        new, acc = vmap_call(one, layout.n_local, (keys, traces._replace(args=())), (targs,))
+    try:
+        with runtime.operation():
+            new, acc = vmap_call(one, layout.n_local, (keys, traces._replace(args=())), (targs,))
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            raise ValueError(
+                "sharded chains run the kernel on each chain's own trace under mx.vmap, so "
+                "the kernel must not read values in Python (.item(), bool(), float() of an "
+                "array, a Python `if` on a random value); use mx.where instead "
+                f"(MLX said: {e})"
+            ) from e
+        raise
     return new._replace(args=targs), acc
 
 
