@@ -179,7 +179,7 @@ def _launch(p: int, backend: str, args: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "res.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--out", str(out), *args]
-        if p > 1 or backend == "nccl":
+        if p > 1:  # one process needs no launcher (a group of one)
             launcher = Path(sys.executable).parent / "mlx.launch"
             extra = ["--starting-port", str(_free_port(p))] if backend == "ring" else []
             cmd = [str(launcher), "-n", str(p), "--backend", backend, *extra, "--", *cmd]

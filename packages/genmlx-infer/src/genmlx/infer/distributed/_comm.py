@@ -243,15 +243,22 @@ def gather_rows(x: mx.array, layout: Layout, group: Any) -> mx.array:
 
 
 def gather_weights(
-    x: mx.array, layout: Layout, group: Any, op: str, key: Key, extra: Sequence[int] = ()
+    x: mx.array,
+    layout: Layout,
+    group: Any,
+    op: str,
+    key: Key,
+    extra: Sequence[int] = (),
+    names: Sequence[str] | None = None,
 ) -> tuple[mx.array, mx.array]:
     """``(all N values, shared key)``: :func:`gather_rows` of a float vector and the key
     check of :func:`checked_gather` (``adopt=True``) in one collective."""
     if x.shape != (layout.n_local,):
         raise ValueError(f"{op}: expected {layout.n_local} weights on process {layout.rank}")
     m = max(layout.sizes)
-    parts, k = checked_gather(_pad_rows(x.astype(mx.float32), m), group, op, key, extra,
-                              adopt=True)
+    parts, k = checked_gather(
+        _pad_rows(x.astype(mx.float32), m), group, op, key, extra, adopt=True, names=names
+    )
     if group.size() == 1:
         return x, k
     flat = mx.concatenate([parts[r, :s] for r, s in enumerate(layout.sizes)]).astype(x.dtype)
@@ -259,29 +266,21 @@ def gather_weights(
     return flat, k
 
 
-def gather_packed(
-    leaves: Sequence[mx.array], rows: int, group: Any
-) -> list[mx.array]:
-    """``all_gather`` of several arrays with ``rows`` rows each, packed into one
-    collective per dtype: returns each leaf gathered (``[P·rows, ...]``)."""
-    groups: dict[Any, list[int]] = {}
-    for i, leaf in enumerate(leaves):
-        groups.setdefault(_gather_dtype(leaf.dtype), []).append(i)
-    out: list[mx.array | None] = [None] * len(leaves)
-    for dtype, members in groups.items():
-        flat = [leaves[i].astype(dtype).reshape(rows, -1) for i in members]
-        widths = [f.shape[1] for f in flat]
-        packed = flat[0] if len(flat) == 1 else mx.concatenate(flat, axis=1)
-        got = mx.distributed.all_gather(packed, group=group) if group.size() > 1 else packed
-        mx.eval(got)
-        start = 0
-        total_rows = got.shape[0]
-        for i, w in zip(members, widths):
-            leaf = leaves[i]
-            part = got[:, start : start + w].reshape((total_rows, *leaf.shape[1:]))
-            out[i] = part.astype(leaf.dtype)
-            start += w
-    return [o for o in out if o is not None]
+def gather_packed(leaves: Sequence[mx.array], rows: int, group: Any) -> list[mx.array]:
+    """``all_gather`` of several arrays with ``rows`` rows each in *one* collective: their
+    bytes are packed side by side into one ``uint8`` buffer. Returns each array gathered
+    (``[P·rows, ...]``)."""
+    parts = [mx.view(x.reshape(rows, -1), mx.uint8) for x in leaves]
+    widths = [x.shape[1] for x in parts]
+    packed = mx.concatenate(parts, axis=1) if parts else mx.zeros((rows, 0), dtype=mx.uint8)
+    got = mx.distributed.all_gather(packed, group=group) if group.size() > 1 else packed
+    mx.eval(got)
+    out, start = [], 0
+    for x, w in zip(leaves, widths):
+        part = mx.view(got[:, start : start + w], x.dtype)
+        out.append(part.reshape((got.shape[0], *x.shape[1:])))
+        start += w
+    return out
 
 
 def fingerprint(parts: Sequence[Any]) -> int:
@@ -303,6 +302,7 @@ def checked_gather(
     extra: Sequence[int] = (),
     *,
     adopt: bool,
+    names: Sequence[str] | None = None,
 ) -> tuple[mx.array, Any]:
     """All processes' ``payload`` (a float32 vector of the same length everywhere),
     ``[P, L]``, in *one* collective that also checks that the processes made the same
@@ -334,9 +334,13 @@ def checked_gather(
             "on every process (or None on all of them)"
         )
     if not (ints == ints[0]).all():
+        what = "arguments"
+        if names is not None:
+            bad = [names[j] for j in range(n_extra) if not (ints[:, j] == ints[0, j]).all()]
+            what = ", ".join(dict.fromkeys(bad))
         raise ValueError(
-            f"{op}: the processes passed different arguments (per process: "
-            f"{ints.tolist()}); every process must make the same call"
+            f"{op}: the processes differ in {what} (per process: {ints.tolist()}); every "
+            "process must make the same call"
         )
     if not fresh and not (keys == keys[0]).all():
         raise ValueError(

@@ -7,8 +7,9 @@ cross a process boundary:
 
 1. each process ``s`` *exports* the sorted, distinct indices it owns that some other
    process needs (``E_s``); all processes compute every ``E_s``;
-2. one ``all_gather`` per dtype sends the exported particles (``m = max_s |E_s|`` rows
-   per process, padded), materialised into plain arrays;
+2. one ``all_gather`` sends the exported particles (``m = max_s |E_s|`` rows per
+   process, padded; all arrays packed into one byte buffer), materialised into plain
+   arrays;
 3. each process builds its new particles with one gather per array from its own
    particles and the imported rows.
 
@@ -28,9 +29,9 @@ import numpy as np
 from genmlx.core import Trace
 from genmlx.core.batching import rebatch, take_particles
 from genmlx.core.tree import flatten, unflatten
-from genmlx.infer.distributed._comm import Layout, fingerprint, gather_packed, gather_scalars
+from genmlx.infer.distributed._comm import Layout, checked_gather, fingerprint, gather_packed
 
-__all__ = ["Plan", "fetch", "plan"]
+__all__ = ["Plan", "Thawed", "fetch", "plan"]
 
 
 class Plan:
@@ -100,15 +101,39 @@ def plan(layout: Layout, wanted: list[np.ndarray]) -> Plan:
     return Plan(exports, width, source, imports)
 
 
-def _structure(leaves: list[mx.array]) -> int:
-    return fingerprint([(str(x.dtype), tuple(x.shape[1:])) for x in leaves])
+class Thawed:
+    """This process's particles as plain arrays (every leaf ``[n_local, ...]``, lazily
+    gathered by MLX), the layout every process must share to exchange particles."""
+
+    __slots__ = ("fingerprint", "leaves", "treedef")
+
+    def __init__(self, local: Trace) -> None:
+        self.leaves, self.treedef = flatten(local._replace(args=()), thaw=True)
+        self.fingerprint = fingerprint(
+            [(str(x.dtype), tuple(x.shape[1:])) for x in self.leaves]
+        )
 
 
-def fetch(local: Trace, layout: Layout, wanted: list[np.ndarray], group: Any, op: str) -> Trace:
+STRUCTURE = (
+    "the particles' array structure (moving particles between processes needs every "
+    "particle to have the same addresses and shapes on every process)"
+)
+
+
+def fetch(
+    local: Trace,
+    layout: Layout,
+    wanted: list[np.ndarray],
+    group: Any,
+    op: str,
+    thawed: Thawed | None = None,
+) -> Trace:
     """The particles ``wanted[rank]`` (global indices) as a batched trace on this process.
 
     ``local`` holds this process's particles (``layout.n_local`` of them); ``wanted`` is
-    the same list on every process.
+    the same list on every process. ``thawed`` is ``Thawed(local)`` when the caller has
+    already checked (in an earlier collective) that every process has the same
+    ``thawed.fingerprint``; otherwise the check costs one small collective here.
 
     Raises:
         ValueError: (on every process) the particles' array structures differ between
@@ -120,26 +145,25 @@ def fetch(local: Trace, layout: Layout, wanted: list[np.ndarray], group: Any, op
     if p.width == 0:  # nothing crosses a process boundary
         out: Trace = take_particles(local, mine)
         return out
+    if thawed is None:
+        thawed = Thawed(local)
+        checked_gather(
+            mx.zeros((0,)), group, op, 0, (thawed.fingerprint, len(thawed.leaves)),
+            adopt=False, names=(STRUCTURE, STRUCTURE),
+        )
     exp_idx = np.zeros(p.width, dtype=np.int64)
     own_exports = p.exports[rank] - layout.lo
     exp_idx[: own_exports.size] = own_exports
-    exported = take_particles(local._replace(args=()), mx.array(exp_idx.astype(np.int32)))
-    exp_leaves, _ = flatten(exported, thaw=True)
-    shapes = gather_scalars(mx.array([_structure(exp_leaves), len(exp_leaves)], mx.int32), group)
-    if not (np.asarray(shapes) == np.asarray(shapes)[0]).all():
-        raise ValueError(
-            f"{op}: the particles have different array structures on different processes, "
-            "so they cannot move between processes; sharded inference needs every "
-            "particle to have the same addresses and shapes"
-        )
-    imported = gather_packed(exp_leaves, p.width, group)
-    if not p.imports[rank]:
+    take = mx.array(exp_idx.astype(np.int32))
+    # the exported rows, materialised from the lazy storage (only m rows are gathered)
+    exported, _ = flatten(take_particles(local._replace(args=()), take), thaw=True)
+    imported = gather_packed(exported, p.width, group)
+    if not p.imports[rank]:  # keep this process's lazy storage
         out = take_particles(local, mine)
         return out
-    own_leaves, td = flatten(local._replace(args=()), thaw=True)
     new_leaves = [
-        mx.take(mx.concatenate([a, b.astype(a.dtype)], axis=0), mine, axis=0)
-        for a, b in zip(own_leaves, imported)
+        mx.take(mx.concatenate([a, b], axis=0), mine, axis=0)
+        for a, b in zip(thawed.leaves, imported)
     ]
-    res: Trace = unflatten(rebatch(td, (int(mine.shape[0]),)), new_leaves)
+    res: Trace = unflatten(rebatch(thawed.treedef, (int(mine.shape[0]),)), new_leaves)
     return res._replace(args=local.args)

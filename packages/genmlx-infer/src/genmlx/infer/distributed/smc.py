@@ -59,7 +59,7 @@ from genmlx.infer.distributed._comm import (
     local_only,
     shared_key,
 )
-from genmlx.infer.distributed._exchange import fetch
+from genmlx.infer.distributed._exchange import STRUCTURE, Thawed, fetch
 from genmlx.infer.importance import _check_inputs
 from genmlx.infer.smc import (
     RESAMPLING_METHODS,
@@ -302,17 +302,21 @@ class ShardedParticleFilterState(NamedTuple):
 
     def _global_resample(self, method: str, key: Key) -> ShardedParticleFilterState:
         n = self.n_particles
-        # one collective: every weight, and the key (process 0's when key=None)
+        thawed = Thawed(self.traces)
+        # one collective: every weight, the key (process 0's when key=None) and a check
+        # that the processes' particles can be exchanged
         lw_all, shared = gather_weights(
             self.log_weights, self.layout, self.group, "resample",
-            None if key is None else resolve_key(key), (RESAMPLING_METHODS.index(method),),
+            None if key is None else resolve_key(key),
+            (RESAMPLING_METHODS.index(method), thawed.fingerprint, len(thawed.leaves)),
+            names=("the resampling method", STRUCTURE, STRUCTURE),
         )
         idx = resample_indices(lw_all, method, key=shared)
         lse = mx.logsumexp(lw_all)
         acc = self.local.log_ml_accumulated + lse - math.log(n)
         ancestors = np.asarray(idx).astype(np.int64)
         wanted = [ancestors[s : s + k] for s, k in zip(self.layout.starts, self.layout.sizes)]
-        new = fetch(self.traces, self.layout, wanted, self.group, "resample")
+        new = fetch(self.traces, self.layout, wanted, self.group, "resample", thawed)
         zeros = mx.zeros((self.n_local,), dtype=self.log_weights.dtype)
         return self._with(new, zeros, acc)
 
