@@ -204,6 +204,7 @@ def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
     ]
     rows: list[dict[str, Any]] = []
     device = "?"
+    load_before = os.getloadavg()[0]
     for p in procs:
         res = _launch(p, backend, args)
         rows += res["rows"]
@@ -214,14 +215,28 @@ def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
         "processes": procs,
         "device": device,
         "rows": rows,
+        "cpus": os.cpu_count(),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
 def table(result: dict[str, Any]) -> str:
     rows = result["rows"]
     base = {(r["algo"].split(",")[0], r["scaling"], r["n_total"]): r for r in rows if r["p"] == 1}
+    load = result.get("load_average")
+    note = (
+        f" Load average {load[0]} → {load[1]} on {result.get('cpus')} CPUs (shared machine)."
+        if load else ""
+    )
+
+    def order(r: dict[str, Any]) -> tuple[Any, ...]:
+        per = r["n_total"] // r["p"]
+        return (r["scaling"] != "strong", r["algo"].split(",")[0] != "IS",
+                r["n_total"] if r["scaling"] == "strong" else per, r["p"], r["algo"])
+
+    rows = sorted(rows, key=order)
     lines = [
-        f"Backend `{result.get('backend', 'ring')}`, processes {result.get('processes')}.\n",
+        f"Backend `{result.get('backend', 'ring')}`, processes {result.get('processes')}.{note}\n",
         "| algorithm | scaling | N total | processes | N per process | time (ms) "
         "| unsharded (ms) | speed-up | efficiency |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
