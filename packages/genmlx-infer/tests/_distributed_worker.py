@@ -31,7 +31,7 @@ import numpy as np
 from genmlx.combinators import Unfold
 from genmlx.core import gen, select
 from genmlx.core.edit import SelectionEdit
-from genmlx.dists import normal
+from genmlx.dists import bernoulli, categorical, normal
 from genmlx.infer import (
     chain,
     effective_sample_size_weights,
@@ -46,7 +46,18 @@ from genmlx.infer import (
     rhat,
     summary,
 )
-from genmlx.infer.distributed import vgenerate
+from genmlx.infer.distributed import _exchange, vgenerate
+
+MOVES = {"exchanges": 0}
+_gather_packed = _exchange.gather_packed
+
+
+def _counting_gather_packed(*args: Any, **kwargs: Any) -> Any:
+    MOVES["exchanges"] += 1
+    return _gather_packed(*args, **kwargs)
+
+
+_exchange.gather_packed = _counting_gather_packed  # count exchanges that move particles
 
 # ---------------------------------------------------------------------- models
 XS = mx.linspace(-2.0, 2.0, 12)
@@ -99,6 +110,30 @@ def kalman(ys: list[float]) -> float:
         k = v / s
         m, v = m + k * (y - m), (1 - k) * v
     return ll
+
+
+@gen
+def growing(n: int) -> None:
+    """A plain ``@gen`` model whose data grow with ``n`` (one more point per SMC step),
+    with boolean and integer latents (particles of several dtypes move between
+    processes)."""
+    slope = normal(0.0, 1.0) @ "slope"
+    shifted = bernoulli(0.3) @ "shifted"
+    level = categorical(mx.array([0.2, 0.5, 0.3])) @ "level"
+    offset = mx.where(shifted, 1.0, 0.0) + 0.2 * level.astype(mx.float32)
+    for i in range(n):
+        normal(slope * XS[i] + offset, 0.5) @ ("y", i)
+
+
+def growing_run(group: Any, n: int) -> Any:
+    keys = mx.random.split(mx.random.key(19), 3 * 6)
+    kw: dict[str, Any] = {} if group is None else {"group": group}
+    st = particle_filter(growing, (1,), {("y", 0): YS[0]}, n, key=keys[0], **kw)
+    for t in range(1, 6):
+        st = st.resample("stratified", key=keys[3 * t])
+        st = st.step((t + 1,), {("y", t): YS[t]}, key=keys[3 * t + 1])
+        st = st.rejuvenate(mh, select("slope"), key=keys[3 * t + 2])
+    return st
 
 
 N_IS, N_SMC, N_CHAINS = 101, 99, 7
@@ -189,6 +224,10 @@ def reference() -> dict[str, np.ndarray]:
     out["sir_many"] = np.asarray(many["slope"])
     for name, val in smc_arrays(smc_run(None, N_SMC, mx.random.key(15))).items():
         out[f"smc_{name}"] = val
+    st = growing_run(None, 40)
+    for a in ("slope", "shifted", "level"):
+        out[f"grow_{a}"] = np.asarray(st.traces[a])
+    out["grow_lw"], out["grow_lml"] = np.asarray(st.log_weights), np.asarray(st.log_ml_estimate())
     tr, _ = regression.vgenerate((XS,), OBS, N_CHAINS, key=mx.random.key(16))
     r = chain(mh_kernel(), tr, 40, key=mx.random.key(17), addresses=["slope"])
     draws = r.samples["slope"].T  # [chains, draws]
@@ -276,7 +315,10 @@ def compare(ref: dict[str, np.ndarray], report_dir: Path) -> int:
         same("gathered draws", allk["slope"], ref["sir_many"])
 
     def smc_global() -> None:
+        before = MOVES["exchanges"]
         st = smc_run(g, N_SMC, mx.random.key(15))
+        if MOVES["exchanges"] == before:
+            raise AssertionError("no resampling moved a particle between processes")
         same("accumulated log ML", st.log_ml_accumulated, ref["smc_acc"])
         close("log ML estimate", st.log_ml_estimate(), ref["smc_lml"])
         close("ESS", st.ess(), ref["smc_ess"])
@@ -287,6 +329,20 @@ def compare(ref: dict[str, np.ndarray], report_dir: Path) -> int:
         same("gathered particles (every step's x)", got["x"], ref["smc_x"])
         same("gathered log weights", got["lw"], ref["smc_lw"])
         same("gathered accumulated log ML", got["acc"], ref["smc_acc"])
+
+    def smc_plain_model() -> None:
+        before = MOVES["exchanges"]
+        st = growing_run(g, 40)
+        if MOVES["exchanges"] == before:
+            raise AssertionError("no resampling moved a particle between processes")
+        s = shard(40, rank, size)
+        for a in ("slope", "shifted", "level"):
+            same(f"this process's {a}", st.traces[a], ref[f"grow_{a}"][s])
+        full = st.gather()
+        for a in ("slope", "shifted", "level"):
+            same(f"gathered {a}", full.traces[a], ref[f"grow_{a}"])
+        same("gathered log weights", full.log_weights, ref["grow_lw"])
+        close("log ML", st.log_ml_estimate(), ref["grow_lml"])
 
     def smc_island() -> None:
         # islands never exchange particles: every particle's history starts at one of the
@@ -376,7 +432,8 @@ def compare(ref: dict[str, np.ndarray], report_dir: Path) -> int:
 
     for name, fn in [
         ("is_prior", is_prior), ("is_proposal", is_proposal), ("sir", sir),
-        ("smc_global", smc_global), ("smc_island", smc_island), ("mcmc_mh", mcmc_mh),
+        ("smc_global", smc_global), ("smc_plain_model", smc_plain_model),
+        ("smc_island", smc_island), ("mcmc_mh", mcmc_mh),
         ("mcmc_hmc", mcmc_hmc), ("nuts_pooled", nuts_pooled),
         ("nuts_unpooled", nuts_unpooled), ("errors", errors), ("fresh_keys", fresh_keys),
     ]:

@@ -309,6 +309,7 @@ def test_two_processes_agree_with_one(tmp_path: Path) -> None:
                 failures.append(f"rank {rank}, {name}: {res['error']}\n{res['traceback']}")
     assert not failures, "\n".join(failures)
     assert done.returncode == 0, done.stdout[-4000:]
-    expected = {"is_prior", "is_proposal", "sir", "smc_global", "smc_island", "mcmc_mh",
+    expected = {"is_prior", "is_proposal", "sir", "smc_global", "smc_plain_model",
+                "smc_island", "mcmc_mh",
                 "mcmc_hmc", "nuts_pooled", "nuts_unpooled", "errors", "fresh_keys"}
     assert set(json.loads((reports / "rank0.json").read_text())["checks"]) == expected
