@@ -124,6 +124,22 @@ def test_exchange_plan_moves_nothing_when_nothing_crosses() -> None:
     assert p.width == 0 and p.imports == [False, False]
 
 
+def test_packed_gather_round_trips_every_dtype(solo: mx.distributed.Group) -> None:
+    from genmlx.infer.distributed._comm import gather_packed
+
+    leaves = [
+        mx.zeros((3, 0)),
+        mx.array([[1.5, -2.0], [3.0, 4.0], [5.0, 6.0]]),
+        mx.array([True, False, True]),
+        mx.arange(3, dtype=mx.int32),
+        mx.array([1, 2, 3], dtype=mx.uint32),
+        mx.array([[0.5], [0.25], [2.0]], dtype=mx.float16),
+    ]
+    for got, want in zip(gather_packed(leaves, 3, solo), leaves):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert mx.array_equal(got, want)
+
+
 # ---------------------------------------------------------------------- one process
 def test_one_process_importance_sampling_is_the_unsharded_run(solo: mx.distributed.Group) -> None:
     ref = importance_sampling(regression, (XS,), OBS, 50, key=mx.random.key(0))

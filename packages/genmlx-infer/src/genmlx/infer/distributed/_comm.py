@@ -13,6 +13,7 @@ same bits everywhere.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -270,7 +271,7 @@ def gather_packed(leaves: Sequence[mx.array], rows: int, group: Any) -> list[mx.
     """``all_gather`` of several arrays with ``rows`` rows each in *one* collective: their
     bytes are packed side by side into one ``uint8`` buffer. Returns each array gathered
     (``[P·rows, ...]``)."""
-    parts = [mx.view(x.reshape(rows, -1), mx.uint8) for x in leaves]
+    parts = [mx.view(x.reshape(rows, math.prod(x.shape[1:])), mx.uint8) for x in leaves]
     widths = [x.shape[1] for x in parts]
     packed = mx.concatenate(parts, axis=1) if parts else mx.zeros((rows, 0), dtype=mx.uint8)
     got = mx.distributed.all_gather(packed, group=group) if group.size() > 1 else packed
