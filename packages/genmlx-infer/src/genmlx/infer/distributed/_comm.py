@@ -1,14 +1,16 @@
 """Process groups, shard layouts and the few collectives sharded inference needs.
 
-Everything here goes through :mod:`mlx.core.distributed` (``all_gather``, ``all_max``,
-``all_sum``); there is no other transport. Collectives are evaluated as soon as they are
-built, so every process reaches them in the same order.
+Everything here goes through :func:`mlx.core.distributed.all_gather`; there is no other
+transport. Collectives are evaluated as soon as they are built, so every process reaches
+them in the same order.
 
 Values that steer control flow (resample or not, the log ML accumulated at a
-resampling) must be bit-for-bit the same on every process. Reductions here therefore
-gather the per-process partial results (a few numbers each) and combine them in rank
-order on every process, rather than trusting that a backend's all-reduce returns the
-same bits everywhere.
+resampling) must be bit-for-bit the same on every process. The all-reductions here (a
+maximum and sums over processes) therefore gather the per-process partial results — a
+few numbers each, for which a gather costs what an ``all_sum`` costs — and combine them
+in rank order on every process, rather than trusting that a backend's all-reduce
+returns the same bits everywhere. The same gathers carry a check that the processes
+made the same call (keys, sizes), so the checks cost no extra communication.
 """
 
 from __future__ import annotations
