@@ -67,9 +67,9 @@ chains = vgenerate(line, (xs,), {"ys": ys}, 16, key=mx.random.key(2), group=grou
 warm = nuts_warmup(chains, sel, 200, key=mx.random.key(3), group=group, max_depth=5)
 kernel = partial(nuts, selection=sel, step_size=warm.step_size, mass=warm.mass, max_depth=5)
 run = chain(kernel, warm.trace, 200, key=mx.random.key(4), addresses=["slope"], group=group)
-draws = run.samples["slope"].T  # [this process's chains, draws]
-say(f"NUTS: step size {warm.step_size.item():.3f}, R-hat {rhat(draws, group=group).item():.4f}, "
-    f"bulk ESS {ess_bulk(draws, group=group).item():.0f} (16 chains)")
+# diagnostics of this process's chains, computed over all processes' chains
+say(f"NUTS: step size {warm.step_size.item():.3f}, R-hat {rhat(run, group=group).item():.4f}, "
+    f"bulk ESS {ess_bulk(run, group=group).item():.0f} (16 chains)")
 
 
 # ------------------------------------------------------------------ a particle filter

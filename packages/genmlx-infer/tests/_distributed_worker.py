@@ -232,8 +232,9 @@ def reference() -> dict[str, np.ndarray]:
     r = chain(mh_kernel(), tr, 40, key=mx.random.key(17), addresses=["slope"])
     draws = r.samples["slope"].T  # [chains, draws]
     out["mh_slope"] = np.asarray(r.samples["slope"])
-    out["mh_rhat"], out["mh_ess"] = np.asarray(rhat(draws)), np.asarray(ess_bulk(draws))
-    out["mh_mean"] = np.asarray(summary({"slope": draws})["slope"]["mean"])
+    out["mh_rhat"] = np.asarray(rhat(draws, layout="chain_draw"))
+    out["mh_ess"] = np.asarray(ess_bulk(draws, layout="chain_draw"))
+    out["mh_mean"] = np.asarray(summary({"slope": draws}, layout="chain_draw")["slope"]["mean"])
     r = chain(hmc_kernel(), tr, 12, key=mx.random.key(18), addresses=["slope"], group=solo)
     out["hmc_slope"] = np.asarray(r.samples["slope"])
     w = warmup(solo)
@@ -375,9 +376,10 @@ def compare(ref: dict[str, np.ndarray], report_dir: Path) -> int:
         s = shard(N_CHAINS, rank, size)
         same("this process's chains", r.samples["slope"], ref["mh_slope"][:, s])
         draws = r.samples["slope"].T
-        same("R-hat over all chains", rhat(draws, group=g), ref["mh_rhat"])
-        same("bulk ESS over all chains", ess_bulk(draws, group=g), ref["mh_ess"])
-        close("summary mean", summary({"slope": draws}, group=g)["slope"]["mean"],
+        same("R-hat over all chains", rhat(draws, layout="chain_draw", group=g), ref["mh_rhat"])
+        same("bulk ESS over all chains (from the ChainResult)", ess_bulk(r, group=g),
+             ref["mh_ess"])
+        close("summary mean", summary(r, group=g)["slope"]["mean"],
               ref["mh_mean"])
 
     def mcmc_hmc() -> None:
@@ -392,6 +394,21 @@ def compare(ref: dict[str, np.ndarray], report_dir: Path) -> int:
         s = shard(N_CHAINS, rank, size)
         same("chains after warm-up", w.trace["slope"], ref["nuts_slope"][s])
         same("NUTS draws", after_warmup(w, g).samples["slope"], ref["nuts_after"][:, s])
+
+    def nuts_batched() -> None:
+        # exact=False: batched NUTS per process (early termination), pooled adaptation
+        tr = vgenerate(regression, (XS,), OBS, 2 * size, key=mx.random.key(24), group=g)
+        w = nuts_warmup(tr, SEL, 30, key=mx.random.key(25), group=g, exact=False,
+                        init_buffer=6, term_buffer=6, base_window=8)
+        steps = np.asarray(mx.distributed.all_gather(w.step_size.reshape(1), group=g))
+        if not (np.isfinite(steps).all() and (steps == steps[0]).all()):
+            raise AssertionError(f"pooled step sizes differ between processes: {steps}")
+        k = partial(nuts, selection=SEL, step_size=w.step_size, mass=w.mass)
+        r = chain(k, w.trace, 6, key=mx.random.key(26), addresses=["slope"], group=g,
+                  exact=False)
+        both = np.asarray(mx.distributed.all_gather(r.samples["slope"][None], group=g))
+        if not np.isfinite(both).all() or np.array_equal(both[0], both[1]):
+            raise AssertionError("exact=False: the processes' chains are not independent")
 
     def nuts_unpooled() -> None:
         w = warmup(g, pool=False)
@@ -435,7 +452,8 @@ def compare(ref: dict[str, np.ndarray], report_dir: Path) -> int:
         ("smc_global", smc_global), ("smc_plain_model", smc_plain_model),
         ("smc_island", smc_island), ("mcmc_mh", mcmc_mh),
         ("mcmc_hmc", mcmc_hmc), ("nuts_pooled", nuts_pooled),
-        ("nuts_unpooled", nuts_unpooled), ("errors", errors), ("fresh_keys", fresh_keys),
+        ("nuts_batched", nuts_batched), ("nuts_unpooled", nuts_unpooled),
+        ("errors", errors), ("fresh_keys", fresh_keys),
     ]:
         checks.run(name, fn)
     report_dir.mkdir(parents=True, exist_ok=True)

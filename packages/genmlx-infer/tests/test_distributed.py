@@ -198,7 +198,10 @@ def test_one_process_chains_are_the_batched_mh_chains(solo: mx.distributed.Group
     assert mx.array_equal(res.samples["slope"], ref.samples["slope"])
     assert mx.array_equal(res.acceptance_rate, ref.acceptance_rate)
     draws = ref.samples["slope"].T
-    assert rhat(draws, group=solo).item() == rhat(draws).item()
+    assert rhat(draws, layout="chain_draw", group=solo).item() == rhat(
+        draws, layout="chain_draw"
+    ).item()
+    assert rhat(res, group=solo).item() == rhat(ref).item()
 
 
 def test_one_process_single_trace_is_one_chain(solo: mx.distributed.Group) -> None:
@@ -327,5 +330,6 @@ def test_two_processes_agree_with_one(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-4000:]
     expected = {"is_prior", "is_proposal", "sir", "smc_global", "smc_plain_model",
                 "smc_island", "mcmc_mh",
-                "mcmc_hmc", "nuts_pooled", "nuts_unpooled", "errors", "fresh_keys"}
+                "mcmc_hmc", "nuts_pooled", "nuts_batched", "nuts_unpooled", "errors",
+                "fresh_keys"}
     assert set(json.loads((reports / "rank0.json").read_text())["checks"]) == expected

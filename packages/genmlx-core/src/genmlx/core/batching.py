@@ -31,7 +31,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.core import runtime
+from genmlx.core import runtime, static
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff
 from genmlx.core.gfi import (
@@ -269,15 +269,34 @@ def _finish_trace(tr: Trace, args: tuple[Any, ...]) -> Trace:
     return tr._replace(args=args)
 
 
+def _vsimulate_core(gf: GenerativeFunction, args: tuple[Any, ...], n: int, key: mx.array) -> Trace:
+    keys = mx.random.split(key, n)
+    out: Trace = vmap_call(lambda k, a: _strip(gf._simulate(a, k)), n, (keys,), (args,))
+    return out
+
+
 def vsimulate(gf: GenerativeFunction, args: tuple[Any, ...], n: int, key: mx.array) -> Trace:
     """Batched ``simulate``: see :meth:`GenerativeFunction.vsimulate`."""
-    keys = _keys(key, n)
+    _keys(key, n)  # validates n
     with runtime.operation() as top:
-        tr = vmap_call(lambda k, a: _strip(gf._simulate(a, k)), n, (keys,), (args,))
+        tr = static.run(gf, "vsimulate", _vsimulate_core, (gf, args, n, key), args)
     tr = _finish_trace(tr, args)
     if top:
         _check_finite("vsimulate", gf, tr, None, allow_neg_inf=False)
     return tr
+
+
+def _vgenerate_core(
+    gf: GenerativeFunction, args: tuple[Any, ...], constraints: ChoiceMap, n: int, key: mx.array
+) -> tuple[Trace, mx.array]:
+    keys = mx.random.split(key, n)
+
+    def one(k: mx.array, a: tuple[Any, ...], c: ChoiceMap) -> tuple[Trace, mx.array]:
+        tr, w = gf._generate(a, c, k)
+        return _strip(tr), w
+
+    res: tuple[Trace, mx.array] = vmap_call(one, n, (keys,), (args, constraints))
+    return res
 
 
 def vgenerate(
@@ -288,29 +307,51 @@ def vgenerate(
     key: mx.array,
 ) -> GenerateResult:
     """Batched ``generate``: see :meth:`GenerativeFunction.vgenerate`."""
-    keys = _keys(key, n)
+    _keys(key, n)
     _batched_constraints(constraints, n, "vgenerate")
-
-    def one(k: mx.array, a: tuple[Any, ...], c: ChoiceMap) -> tuple[Trace, mx.array]:
-        tr, w = gf._generate(a, c, k)
-        return _strip(tr), w
-
     with runtime.operation() as top:
-        tr, w = vmap_call(one, n, (keys,), (args, constraints))
+        tr, w = static.run(
+            gf, "vgenerate", _vgenerate_core, (gf, args, constraints, n, key), args
+        )
     tr = _finish_trace(tr, args)
     if top:
         _check_finite("vgenerate", gf, tr, w)
     return GenerateResult(tr, w)
 
 
+def _vassess_core(
+    gf: GenerativeFunction, args: tuple[Any, ...], choices: ChoiceMap, n: int
+) -> Any:
+    return vmap_call(lambda c, a: tuple(gf._assess(a, c)), n, (), (choices, args))
+
+
 def vassess(gf: GenerativeFunction, args: tuple[Any, ...], choices: ChoiceMap) -> AssessResult:
     """Batched ``assess`` of a batched choice map: log densities of shape ``[n]``."""
     n = choices.batch_shape[0]
     with runtime.operation() as top:
-        ld, rv = vmap_call(lambda c, a: tuple(gf._assess(a, c)), n, (), (choices, args))
+        ld, rv = static.run(gf, "vassess", _vassess_core, (gf, args, choices, n), args)
     if top:
         _check_finite("assess", gf, None, ld)
     return AssessResult(ld, rv)
+
+
+def _vupdate_core(
+    gf: GenerativeFunction,
+    stripped: Trace,
+    constraints: ChoiceMap,
+    old_args: tuple[Any, ...],
+    args: tuple[Any, ...],
+    argdiffs: tuple[Diff, ...],
+    n: int,
+    key: mx.array,
+) -> Any:
+    keys = mx.random.split(key, n)
+
+    def one(k: mx.array, t: Trace, c: ChoiceMap, oa: tuple[Any, ...], a: tuple[Any, ...]) -> Any:
+        res = gf._update(t._replace(args=oa), c, a, argdiffs, k)
+        return res._replace(trace=_strip(res.trace))
+
+    return vmap_call(one, n, (keys, stripped), (constraints, old_args, args))
 
 
 def vupdate(
@@ -323,20 +364,39 @@ def vupdate(
 ) -> UpdateResult:
     """Batched ``update``: each particle updated on its own; weights of shape ``[n]``."""
     n = trace.batch_shape[0]
-    keys = _keys(key, n)
+    _keys(key, n)
     _batched_constraints(constraints, n, "update")
-    old_args = trace.args
-
-    def one(k: mx.array, t: Trace, c: ChoiceMap, oa: tuple[Any, ...], a: tuple[Any, ...]) -> Any:
-        res = gf._update(t._replace(args=oa), c, a, argdiffs, k)
-        return res._replace(trace=_strip(res.trace))
-
     with runtime.operation() as top:
-        res = vmap_call(one, n, (keys, _strip(trace)), (constraints, old_args, args))
+        res = static.run(
+            gf,
+            "vupdate",
+            _vupdate_core,
+            (gf, _strip(trace), constraints, trace.args, args, argdiffs, n, key),
+            args,
+        )
     res = res._replace(trace=_finish_trace(res.trace, args))
     if top:
         _check_finite("update", gf, res.trace, res.weight)
     return UpdateResult(*res)
+
+
+def _vregenerate_core(
+    gf: GenerativeFunction,
+    stripped: Trace,
+    selection: Selection,
+    old_args: tuple[Any, ...],
+    args: tuple[Any, ...],
+    argdiffs: tuple[Diff, ...],
+    n: int,
+    key: mx.array,
+) -> Any:
+    keys = mx.random.split(key, n)
+
+    def one(k: mx.array, t: Trace, oa: tuple[Any, ...], a: tuple[Any, ...]) -> Any:
+        res = gf._regenerate(t._replace(args=oa), selection, a, argdiffs, k)
+        return res._replace(trace=_strip(res.trace))
+
+    return vmap_call(one, n, (keys, stripped), (old_args, args))
 
 
 def vregenerate(
@@ -349,15 +409,15 @@ def vregenerate(
 ) -> RegenerateResult:
     """Batched ``regenerate``: each particle resampled on its own; weights ``[n]``."""
     n = trace.batch_shape[0]
-    keys = _keys(key, n)
-    old_args = trace.args
-
-    def one(k: mx.array, t: Trace, oa: tuple[Any, ...], a: tuple[Any, ...]) -> Any:
-        res = gf._regenerate(t._replace(args=oa), selection, a, argdiffs, k)
-        return res._replace(trace=_strip(res.trace))
-
+    _keys(key, n)
     with runtime.operation() as top:
-        res = vmap_call(one, n, (keys, _strip(trace)), (old_args, args))
+        res = static.run(
+            gf,
+            "vregenerate",
+            _vregenerate_core,
+            (gf, _strip(trace), selection, trace.args, args, argdiffs, n, key),
+            args,
+        )
     res = res._replace(trace=_finish_trace(res.trace, args))
     if top:
         _check_finite("regenerate", gf, res.trace, res.weight)

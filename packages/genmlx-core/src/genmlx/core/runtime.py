@@ -92,6 +92,11 @@ def transforming() -> Iterator[None]:
         _TRANSFORM.reset(token)
 
 
+def operation_depth() -> int:
+    """How many GFI operations are running (0 outside any)."""
+    return _DEPTH.get()
+
+
 def in_transform() -> bool:
     """True inside a GenMLX-driven vmap/compile/grad."""
     return _TRANSFORM.get() > 0

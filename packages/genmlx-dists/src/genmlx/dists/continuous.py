@@ -66,6 +66,7 @@ from typing import Any, ClassVar
 
 import mlx.core as mx
 
+from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, check_param, is_plain_number, sample_shape, where_valid
 from genmlx.dists.special import (
@@ -271,6 +272,7 @@ class Normal(_Scalar):
     """
 
     name = "normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -281,6 +283,11 @@ class Normal(_Scalar):
     def _check(self, mu: Any, sigma: Any) -> None:
         _check_loc(self.name, "mu", mu)
         _check_pos(self.name, "sigma", sigma)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, sigma)
@@ -330,6 +337,7 @@ class Uniform(_Scalar):
     """
 
     name = "uniform"
+    params = ("low", "high")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -341,6 +349,10 @@ class Uniform(_Scalar):
         _check_loc(self.name, "high", high)
         if is_plain_number(low) and is_plain_number(high):
             check_param(self.name, "high", high, lambda h: h > float(low), f"> low={low!r}")
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.interval(params[0], params[1])
 
     def sample(self, key: mx.array, low: Any, high: Any, *, shape: Any = ()) -> mx.array:
         self._check(low, high)
@@ -378,11 +390,17 @@ class Exponential(_Scalar):
     """
 
     name = "exponential"
+    params = ("rate",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
         (mx.array([0.1, 2.0, 50.0]),),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, rate: Any, *, shape: Any = ()) -> mx.array:
         _check_pos(self.name, "rate", rate)
@@ -405,6 +423,7 @@ class _LocScale(_Scalar):
     """A location–scale family ``loc + scale * Z``: subclasses give ``_std_sample`` (Z)
     and ``_std_log_prob`` (log density of Z)."""
 
+    params = ("loc", "scale")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -423,6 +442,11 @@ class _LocScale(_Scalar):
     def _check(self, loc: Any, scale: Any) -> None:
         _check_loc(self.name, "loc", loc)
         _check_pos(self.name, "scale", scale)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real
 
     def sample(self, key: mx.array, loc: Any, scale: Any, *, shape: Any = ()) -> mx.array:
         self._check(loc, scale)
@@ -572,11 +596,17 @@ class HalfNormal(_Scalar):
     """
 
     name = "half_normal"
+    params = ("sigma",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
         (mx.array([0.1, 1.0, 30.0]),),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, sigma: Any, *, shape: Any = ()) -> mx.array:
         _check_pos(self.name, "sigma", sigma)
@@ -612,11 +642,17 @@ class HalfCauchy(_Scalar):
     """
 
     name = "half_cauchy"
+    params = ("scale",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
         (mx.array([0.1, 1.0, 30.0]),),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, scale: Any, *, shape: Any = ()) -> mx.array:
         _check_pos(self.name, "scale", scale)
@@ -653,6 +689,7 @@ class LogNormal(_Scalar):
     """
 
     name = "log_normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -662,6 +699,11 @@ class LogNormal(_Scalar):
     def _check(self, mu: Any, sigma: Any) -> None:
         _check_loc(self.name, "mu", mu)
         _check_pos(self.name, "sigma", sigma)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, sigma)
@@ -703,6 +745,7 @@ class Weibull(_Scalar):
     """
 
     name = "weibull"
+    params = ("k", "lam")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.5, 2.0),
@@ -712,6 +755,11 @@ class Weibull(_Scalar):
     def _check(self, k: Any, lam: Any) -> None:
         _check_pos(self.name, "k", k)
         _check_pos(self.name, "lam", lam)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, k: Any, lam: Any, *, shape: Any = ()) -> mx.array:
         self._check(k, lam)
@@ -760,6 +808,7 @@ class Pareto(_Scalar):
     """
 
     name = "pareto"
+    params = ("x_m", "alpha")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0, 3.0),
@@ -769,6 +818,10 @@ class Pareto(_Scalar):
     def _check(self, x_m: Any, alpha: Any) -> None:
         _check_pos(self.name, "x_m", x_m)
         _check_pos(self.name, "alpha", alpha)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.greater_than(params[0])
 
     def sample(self, key: mx.array, x_m: Any, alpha: Any, *, shape: Any = ()) -> mx.array:
         self._check(x_m, alpha)
@@ -832,6 +885,7 @@ class TruncatedNormal(_Scalar):
     """
 
     name = "truncated_normal"
+    params = ("mu", "sigma", "low", "high")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0, -1.0, 2.0),
@@ -865,6 +919,10 @@ class TruncatedNormal(_Scalar):
         a = _standardise(low_s, mu_s, sig_s)
         b = _standardise(high_s, mu_s, sig_s)
         return valid, mu_s, sig_s, low_s, high_s, a, b
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.interval(params[2], params[3])
 
     def sample(
         self, key: mx.array, mu: Any, sigma: Any, low: Any, high: Any, *, shape: Any = ()
@@ -950,6 +1008,7 @@ class VonMises(_Scalar):
     """
 
     name = "von_mises"
+    params = ("mu", "kappa")
     has_reparam = False
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 2.0),
@@ -959,6 +1018,11 @@ class VonMises(_Scalar):
     def _check(self, mu: Any, kappa: Any) -> None:
         _check_loc(self.name, "mu", mu)
         check_param(self.name, "kappa", kappa, lambda v: 0.0 <= v < _INF, "a finite number >= 0")
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.circular
 
     def sample(self, key: mx.array, mu: Any, kappa: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, kappa)
@@ -1026,6 +1090,7 @@ class WrappedCauchy(_Scalar):
     """
 
     name = "wrapped_cauchy"
+    params = ("mu", "rho")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 0.3),
@@ -1035,6 +1100,11 @@ class WrappedCauchy(_Scalar):
     def _check(self, mu: Any, rho: Any) -> None:
         _check_loc(self.name, "mu", mu)
         check_param(self.name, "rho", rho, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.circular
 
     def sample(self, key: mx.array, mu: Any, rho: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, rho)
@@ -1083,6 +1153,7 @@ class WrappedNormal(_Scalar):
     """
 
     name = "wrapped_normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 0.8),
@@ -1092,6 +1163,11 @@ class WrappedNormal(_Scalar):
     def _check(self, mu: Any, sigma: Any) -> None:
         _check_loc(self.name, "mu", mu)
         _check_pos(self.name, "sigma", sigma)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.circular
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, sigma)

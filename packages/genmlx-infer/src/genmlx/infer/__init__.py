@@ -73,7 +73,9 @@ from genmlx.infer.diagnostics import (
     ess_tail,
     rhat,
     summary,
+    to_chain_draw,
 )
+from genmlx.infer.driver import MCMCResult, MCMCWarning, mcmc
 from genmlx.infer.gradient_kernels import hmc, mala, map_optimize
 from genmlx.infer.importance import ISResult, importance_resampling, importance_sampling
 from genmlx.infer.learning import (
@@ -129,6 +131,8 @@ __all__ = [
     "GradientEstimate",
     "ISResult",
     "LectureResult",
+    "MCMCResult",
+    "MCMCWarning",
     "NutsInfo",
     "NutsWarmup",
     "PMMHResult",
@@ -175,6 +179,7 @@ __all__ = [
     "mh",
     "mix",
     "mvd",
+    "mcmc",
     "nuts",
     "nuts_info",
     "nuts_warmup",
@@ -193,6 +198,7 @@ __all__ = [
     "summary",
     "tempered_rw_mh",
     "tempered_swap",
+    "to_chain_draw",
     "train",
     "train_objective",
     "train_proposal",

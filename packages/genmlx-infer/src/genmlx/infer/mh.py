@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 Kernel = Callable[..., tuple[Trace, mx.array]]
-"""A kernel: ``kernel(trace, *, key) -> (new_trace, accepted)``."""
+"""The type of a kernel, ``kernel(trace, *, key) -> (new_trace, accepted)``."""
 
 _Pairs = list[tuple[Path, mx.array]]
 
@@ -507,6 +507,7 @@ def chain(
     addresses: Sequence[Address] | None = None,
     progress: bool = False,
     group: Any = None,
+    exact: bool = True,
 ) -> ChainResult:
     """Run ``kernel`` for ``n_steps`` steps and record the values of ``addresses``.
 
@@ -528,10 +529,14 @@ def chain(
             ``pip install tqdm``; eager runs only).
         group: an ``mx.distributed`` group (default: the
             :func:`~genmlx.infer.distributed.use_group` default, else none): ``trace``
-            holds this process's chains, and chain ``i`` of all ``N`` steps with key
+            holds this process's chains, and chain ``i`` of all ``N`` steps at step ``s`` with key
             ``split(split(key, n_steps)[s], N)[i]`` on its own trace, so the chains do
             not depend on the number of processes (see
             :mod:`genmlx.infer.distributed.mcmc`).
+        exact: with ``group``: ``True`` runs the kernel on each chain's own trace under
+            ``mx.vmap`` with its global key (bit-for-bit the chains of any number of
+            processes); ``False`` runs it batched on this process's chains with a key of
+            the process's own — faster for kernels that stop early on values (``nuts``).
 
     Returns:
         :class:`ChainResult` ``(trace, samples, acceptance_rate)``.
@@ -557,7 +562,7 @@ def chain(
 
         return sharded(
             kernel, trace, n_steps, key=key, burn_in=burn_in, thin=thin,
-            addresses=addresses, progress=progress, group=g,
+            addresses=addresses, progress=progress, group=g, exact=exact,
         )
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"chain: n_steps must be a positive int, got {n_steps!r}")

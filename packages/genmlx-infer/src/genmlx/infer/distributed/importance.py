@@ -1,7 +1,7 @@
 """Sharded importance sampling and sampling–importance–resampling.
 
 Process ``r`` of ``P`` draws particles ``[lo_r, hi_r)`` of the ``N`` (``lo_r = ⌊rN/P⌋``)
-with their global keys (see :mod:`genmlx.infer.distributed._particles`), so the union of
+with their global keys (see ``genmlx.infer.distributed._particles``), so the union of
 the shards is exactly the single-process run with the same ``N`` and key. The log weights
 are combined exactly: ``m = max_r max_i log w̃_ri`` and
 ``L = m + log Σ_r Σ_i exp(log w̃_ri − m)`` (a maximum and a sum over processes, a few

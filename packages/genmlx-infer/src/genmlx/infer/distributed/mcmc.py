@@ -5,10 +5,12 @@ Process ``r`` holds chains ``[lo_r, hi_r)`` of ``N`` (any split: every process s
 many chains it holds). At step ``s`` chain ``i`` applies the kernel to its own trace with
 key ``mx.random.split(split(key, n_steps)[s], N)[i]``, so the chains do not depend on the
 number of processes: the sharded run's chains are, bit for bit, those of the same call
-on one process. For kernels defined per chain (``mh``, ``involutive_mh``, ``gibbs``...)
-they are also the chains of the single-process batched :func:`genmlx.infer.chain`; for
-kernels that draw noise for the whole batch at once (``hmc``, ``mala``, ``nuts``, a
-``cycle`` of kernels) they are the per-chain version of that kernel.
+on one process. For kernels defined per chain (``mh``, ``involutive_mh``) they are also
+the chains of the single-process batched :func:`genmlx.infer.chain`; for kernels that
+draw noise for the whole batch at once (``hmc``, ``mala``, ``nuts``, ``gibbs``,
+``elliptical_slice``, a ``cycle`` of kernels) they are the per-chain version of that
+kernel. ``exact=False`` trades this for speed with kernels that stop on values (see
+:func:`chain`).
 
 Diagnostics over all chains: pass ``group=`` to :func:`genmlx.infer.rhat`,
 :func:`genmlx.infer.ess_bulk`, :func:`genmlx.infer.summary`, ... with this process's
@@ -28,6 +30,8 @@ from genmlx.core import ChoiceMap, GenerativeFunction, Selection, Trace
 from genmlx.core.address import Address
 from genmlx.core.batching import take_particles
 from genmlx.core.random import Key
+from genmlx.infer.adaptation import find_step_size as _find_step_size
+from genmlx.infer.adaptation import windows as _windows
 from genmlx.infer.distributed import _particles
 from genmlx.infer.distributed._comm import (
     balanced_layout,
@@ -36,10 +40,10 @@ from genmlx.infer.distributed._comm import (
     local_only,
     shared_key,
 )
-from genmlx.infer.gradient_kernels import _flatten_selected
 from genmlx.infer.importance import _check_inputs
 from genmlx.infer.mh import ChainResult
-from genmlx.infer.nuts import NutsInfo, NutsWarmup, _init_step_size, _windows, nuts_info
+from genmlx.infer.nuts import NutsInfo, NutsWarmup, nuts_info
+from genmlx.infer.targets import target
 
 __all__ = ["chain", "nuts_warmup", "vgenerate", "vsimulate"]
 
@@ -71,9 +75,18 @@ def chain(
     addresses: Sequence[Address] | None,
     progress: bool,
     group: Any,
+    exact: bool = True,
 ) -> ChainResult:
     """Sharded :func:`genmlx.infer.chain`: ``trace`` holds this process's chains; the
-    result holds them too (``samples[a]`` is ``[n_kept, n_local, ...]``)."""
+    result holds them too (``samples[a]`` is ``[n_kept, n_local, ...]``).
+
+    With ``exact`` (the default) chain ``i`` runs the kernel on its own trace with its
+    global key (module docstring). With ``exact=False`` each process runs the kernel
+    batched on its chains with key ``split(k_s, P)[r]`` at step ``s`` (one process: the
+    plain :func:`genmlx.infer.chain`): the chains then depend on the number of
+    processes, but a kernel that stops on values — ``nuts``, whose trajectories end at
+    their U-turn only outside ``mx.vmap`` (under it every chain integrates the full
+    ``2^max_depth − 1`` steps) — runs at its single-process speed."""
     from genmlx.infer.mh import chain as local_chain
 
     op = "chain"
@@ -83,8 +96,13 @@ def chain(
     extra = [v if isinstance(v, int) else -1 for v in (n_steps, burn_in, thin)]
     layout, key = layout_from_local(batched.batch_shape[0], group, op, key, extra)
 
+    size, rank = group.size(), group.rank()
+
     def step(tr: Trace, *, key: Key = None) -> tuple[Trace, mx.array]:
-        return _particles.kernel_step(kernel, tr, cast(mx.array, key), layout)
+        if exact:
+            return _particles.kernel_step(kernel, tr, cast(mx.array, key), layout)
+        k = cast(mx.array, key) if size == 1 else mx.random.split(cast(mx.array, key), size)[rank]
+        return kernel(tr, key=k)
 
     with local_only():
         res = local_chain(
@@ -207,9 +225,11 @@ def nuts_warmup(
     key: Key,
     group: Any,
     pool: bool = True,
+    exact: bool = True,
+    per_chain: bool = False,
     target_accept: float = 0.8,
     step_size: float = 0.1,
-    max_depth: int = 8,
+    max_depth: int = 10,
     adapt_mass: bool = True,
     dense_mass: bool = False,
     find_step_size: bool = True,
@@ -220,37 +240,55 @@ def nuts_warmup(
     """Stan's NUTS warm-up (see :func:`genmlx.infer.nuts_warmup`) over chains spread
     across processes.
 
-    Chain ``i`` makes its NUTS transitions with its global keys (as in :func:`chain`).
-    With ``pool=True`` the adaptation pools all ``N`` chains of all processes, so every
-    process gets the same step size and mass: the acceptance statistic of each
-    transition is the mean over all chains (the per-chain statistics are gathered, ``N``
-    numbers), Stan's step-size heuristic uses that mean, and at the end of each slow
-    window the mass comes from every chain's window moments (per-chain mean and centred
-    sums of squares — ``N·d`` numbers, ``N·d²`` with ``dense_mass`` — gathered and
-    combined). All of it is reduced in global chain order on every process, so the
-    adapted values, and the chains, are bit for bit those of the same call on one
-    process. With ``pool=False`` each process adapts on its own chains (no
-    communication; step size and mass differ between processes).
+    **Pooled over all processes** (``pool=True``, ``per_chain=False``): every process
+    gets the same step size and mass. The acceptance statistic of each transition is the
+    mean over all ``N`` chains (the per-chain statistics are gathered, ``N`` numbers);
+    Stan's step-size heuristic uses that mean; at the end of each slow window the mass
+    comes from every chain's window moments (per-chain mean and centred sums of squares
+    of the sampler's coordinates — ``N·d`` numbers, ``N·d²`` with ``dense_mass`` —
+    gathered and combined). All of it is reduced in global chain order on every process.
+    With ``exact`` (the default) chain ``i`` makes its transitions with its global keys
+    under ``mx.vmap`` (as in :func:`chain`), so the adapted values and the chains are
+    bit for bit those of the same call on one process; under ``mx.vmap`` NUTS cannot stop
+    a trajectory at its U-turn and integrates ``2^max_depth − 1`` steps, so keep
+    ``max_depth`` modest there or pass ``exact=False`` (each process runs batched NUTS on
+    its chains with a key of its own: early termination, results depending on the number
+    of processes).
+
+    **Per process** (``pool=False``) or **per chain** (``per_chain=True``): no adaptation
+    statistic crosses processes, so each process runs the single-process
+    :func:`genmlx.infer.nuts_warmup` on its chains with key ``split(key, P)[r]``.
     """
+    from genmlx.infer.nuts import nuts_warmup as local_warmup
+
     op = "nuts_warmup"
     if not isinstance(selection, Selection):
         raise TypeError(f"{op}: selection must be a Selection, got {type(selection).__name__}")
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"{op}: n_steps must be a positive int, got {n_steps!r}")
+    if not isinstance(max_depth, int) or max_depth < 1:
+        raise ValueError(f"{op}: max_depth must be an int of at least 1, got {max_depth!r}")
     batched, single = _chains(trace, op)
-    extra = (n_steps, int(pool), max_depth, int(dense_mass))
+    pooled_mode = pool and not per_chain
+    extra = (n_steps, int(pool), int(per_chain), int(exact), max_depth, int(dense_mass))
     layout, shared = layout_from_local(batched.batch_shape[0], group, op, key, extra)
     key = cast(mx.array, shared)
-    flat = _flatten_selected(batched, selection, op)
-    d = flat.x.shape[-1]
+    size, rank = group.size(), group.rank()
+    own_key = key if size == 1 else mx.random.split(key, size)[rank]
+    if not pooled_mode:
+        with local_only():
+            return local_warmup(
+                trace, selection, n_steps, key=own_key, target_accept=target_accept,
+                step_size=step_size, max_depth=max_depth, adapt_mass=adapt_mass,
+                dense_mass=dense_mass, per_chain=per_chain, find_step_size=find_step_size,
+                init_buffer=init_buffer, term_buffer=term_buffer, base_window=base_window,
+            )
     n_local = layout.n_local
+    d = target(batched, selection, op).dim
     gamma, t0, kappa = 0.05, 10.0, 0.75
     mass = mx.eye(d, dtype=mx.float32) if dense_mass else mx.ones((d,), dtype=mx.float32)
     first_slow, end_list = _windows(n_steps, init_buffer, term_buffer, base_window)
     ends = set(end_list) if adapt_mass else set()
-
-    def pooled(x: mx.array) -> mx.array:
-        return gather_rows(x, layout, group) if pool else x
 
     def transition(
         tr: Trace, k: mx.array, eps: mx.array, m: mx.array, depth: int
@@ -259,18 +297,29 @@ def nuts_warmup(
             return nuts_info(t, selection, key=key, step_size=eps, max_depth=depth, mass=m)
 
         with local_only():
-            new, info = _particles.kernel_step(kern, tr, k, layout)
+            if exact:
+                new, info = _particles.kernel_step(kern, tr, k, layout)
+            else:
+                new, info = kern(tr, key=k if size == 1 else mx.random.split(k, size)[rank])
         return new, cast(NutsInfo, info)
 
-    def one_step(tr: Trace, k: mx.array, eps: mx.array, m: mx.array) -> tuple[Trace, NutsInfo]:
-        new, info = transition(tr, k, eps, m, 1)
-        return new, info._replace(accept_prob=pooled(info.accept_prob))
+    def mean_accept(info: NutsInfo) -> mx.array:
+        a = info.accept_prob.astype(mx.float32)
+        return mx.mean(gather_rows(mx.where(mx.isnan(a), 0.0, a), layout, group))
 
+    def heuristic(eps0: float, k: mx.array, m: mx.array) -> mx.array:
+        def one_step_accept(e: mx.array, kk: mx.array) -> mx.array:
+            _, info = transition(batched, kk, e[0], m, 1)
+            return mx.broadcast_to(mean_accept(info), e.shape)
+
+        found = _find_step_size(one_step_accept, mx.array([eps0]), k, per_chain=False)
+        return found[0]
+
+    eps = mx.array(step_size, dtype=mx.float32)
     if find_step_size:
         key, sub = mx.random.split(key)
-        step_size = _init_step_size(batched, selection, step_size, mass, sub, one_step)
-    eps = mx.array(step_size, dtype=mx.float32)
-    mu = mx.array(math.log(10.0 * step_size), dtype=mx.float32)
+        eps = heuristic(step_size, sub, mass)
+    mu = math.log(10.0) + mx.log(eps)
     log_eps_bar = mx.array(0.0)
     h_bar = mx.array(0.0)
     count = 0
@@ -279,7 +328,7 @@ def nuts_warmup(
         key, sub = mx.random.split(key)
         batched, info = transition(batched, sub, eps, mass, max_depth)
         count += 1
-        alpha = mx.minimum(mx.mean(pooled(info.accept_prob)), 1.0)
+        alpha = mx.minimum(mean_accept(info), 1.0)
         eta = 1.0 / (count + t0)
         h_bar = (1.0 - eta) * h_bar + eta * (target_accept - alpha)
         log_eps = mu - math.sqrt(count) / gamma * h_bar
@@ -287,22 +336,15 @@ def nuts_warmup(
         log_eps_bar = w * log_eps + (1.0 - w) * log_eps_bar
         eps = mx.exp(log_eps)
         if adapt_mass and t >= first_slow:
-            window.add(_flatten_selected(batched, selection, op).x.reshape(n_local, d))
+            window.add(target(batched, selection, op).position.reshape(n_local, d))
         if t + 1 in ends:
-            mean, m2 = window.mean, window.m2
-            if pool:
-                mean = gather_rows(mean, layout, group)
-                m2 = gather_rows(m2, layout, group)
+            mean = gather_rows(window.mean, layout, group)
+            m2 = gather_rows(window.m2, layout, group)
             mass = _pooled_inverse_mass(mean, m2, window.count, dense_mass)
             window = _Welford(n_local, d, dense_mass)
             if find_step_size:
                 key, sub = mx.random.split(key)
-                eps = mx.array(
-                    _init_step_size(
-                        batched, selection, cast(float, eps.item()), mass, sub, one_step
-                    ),
-                    dtype=mx.float32,
-                )
+                eps = heuristic(cast(float, eps.item()), sub, mass)
             mu = math.log(10.0) + mx.log(eps)
             count = 0
             h_bar = mx.array(0.0)
@@ -311,5 +353,3 @@ def nuts_warmup(
     final = mx.exp(log_eps_bar) if count > 0 else eps
     out = take_particles(batched, mx.array(0)) if single else batched
     return NutsWarmup(final.astype(mx.float32), mass, out)
-
-

@@ -12,9 +12,10 @@ over processes. Resampling gathers the ``N`` log weights on every process (``4N`
 each), draws the ancestors there with the shared key — the single-process draw — and
 moves only the particles whose ancestor lives on another process
 (:mod:`genmlx.infer.distributed._exchange`). The accumulated log ML is updated from the
-gathered weights, so it is bit-for-bit the single-process value; :meth:`ess` and
-:meth:`log_ml_estimate` combine the processes' partial sums (a maximum and a sum over
-processes, a few numbers each). For the same keys the particles, ancestors and log ML
+gathered weights, so it is bit-for-bit the single-process value;
+:meth:`~genmlx.infer.distributed.ShardedParticleFilterState.ess` and
+:meth:`~genmlx.infer.distributed.ShardedParticleFilterState.log_ml_estimate` combine the
+processes' partial sums (a maximum and a sum over processes, a few numbers each). For the same keys the particles, ancestors and log ML
 equal the single-process run's, whatever the number of processes.
 
 **Island mode** (``mode="island"``) runs ``P`` independent particle filters (islands)
@@ -165,7 +166,7 @@ class ShardedParticleFilterState(NamedTuple):
         proposal_args: tuple[Any, ...] = (),
         key: Key = None,
     ) -> ShardedParticleFilterState:
-        """:meth:`ParticleFilterState.step` on this process's particles, each with its
+        """:meth:`~genmlx.infer.smc.ParticleFilterState.step` on this process's particles, each with its
         global key (bootstrap or custom proposal)."""
         obs = _check_inputs(
             self.traces.gen_fn, new_args, observations, self.n_particles, proposal, "step"
@@ -196,7 +197,7 @@ class ShardedParticleFilterState(NamedTuple):
         return self._with(new, self.log_weights + w)
 
     def edit(self, request: EditRequest, *, key: Key = None) -> ShardedParticleFilterState:
-        """:meth:`ParticleFilterState.edit` on this process's particles (global keys)."""
+        """:meth:`~genmlx.infer.smc.ParticleFilterState.edit` on this process's particles (global keys)."""
         if not isinstance(request, EditRequest):
             raise TypeError(f"edit: request must be an EditRequest, got {type(request).__name__}")
         key = resolve_key(key)
@@ -216,7 +217,7 @@ class ShardedParticleFilterState(NamedTuple):
         argdiffs: tuple[Diff, ...] | None = None,
         key: Key = None,
     ) -> ShardedParticleFilterState:
-        """:meth:`ParticleFilterState.smcp3_step` on this process's particles."""
+        """:meth:`~genmlx.infer.smc.ParticleFilterState.smcp3_step` on this process's particles."""
         request = _smcp3_request(
             self.traces,
             self.n_particles,
