@@ -15,8 +15,9 @@ moves only the particles whose ancestor lives on another process
 gathered weights, so it is bit-for-bit the single-process value;
 :meth:`~genmlx.infer.distributed.ShardedParticleFilterState.ess` and
 :meth:`~genmlx.infer.distributed.ShardedParticleFilterState.log_ml_estimate` combine the
-processes' partial sums (a maximum and a sum over processes, a few numbers each). For the same keys the particles, ancestors and log ML
-equal the single-process run's, whatever the number of processes.
+processes' partial sums (a maximum and a sum over processes, a few numbers each). For
+the same keys the particles, ancestors and log ML equal the single-process run's,
+whatever the number of processes.
 
 **Island mode** (``mode="island"``) runs ``P`` independent particle filters (islands)
 that never exchange particles: process ``r`` resamples its own ``n_r`` particles, with
@@ -166,8 +167,8 @@ class ShardedParticleFilterState(NamedTuple):
         proposal_args: tuple[Any, ...] = (),
         key: Key = None,
     ) -> ShardedParticleFilterState:
-        """:meth:`~genmlx.infer.smc.ParticleFilterState.step` on this process's particles, each with its
-        global key (bootstrap or custom proposal)."""
+        """:meth:`~genmlx.infer.smc.ParticleFilterState.step` on this process's particles,
+        each with its global key (bootstrap or custom proposal)."""
         obs = _check_inputs(
             self.traces.gen_fn, new_args, observations, self.n_particles, proposal, "step"
         )
@@ -197,7 +198,8 @@ class ShardedParticleFilterState(NamedTuple):
         return self._with(new, self.log_weights + w)
 
     def edit(self, request: EditRequest, *, key: Key = None) -> ShardedParticleFilterState:
-        """:meth:`~genmlx.infer.smc.ParticleFilterState.edit` on this process's particles (global keys)."""
+        """:meth:`~genmlx.infer.smc.ParticleFilterState.edit` on this process's particles
+        (global keys)."""
         if not isinstance(request, EditRequest):
             raise TypeError(f"edit: request must be an EditRequest, got {type(request).__name__}")
         key = resolve_key(key)
