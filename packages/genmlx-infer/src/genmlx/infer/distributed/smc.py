@@ -305,13 +305,15 @@ class ShardedParticleFilterState(NamedTuple):
 
     def _global_resample(self, method: str, key: Key) -> ShardedParticleFilterState:
         n = self.n_particles
-        thawed = Thawed(self.traces)
+        # particles move only between processes: one process keeps its lazy storage
+        thawed = Thawed(self.traces) if self.group.size() > 1 else None
+        structure = (thawed.fingerprint, len(thawed.leaves)) if thawed is not None else (0, 0)
         # one collective: every weight, the key (process 0's when key=None) and a check
         # that the processes' particles can be exchanged
         lw_all, shared = gather_weights(
             self.log_weights, self.layout, self.group, "resample",
             None if key is None else resolve_key(key),
-            (RESAMPLING_METHODS.index(method), thawed.fingerprint, len(thawed.leaves)),
+            (RESAMPLING_METHODS.index(method), *structure),
             names=("the resampling method", STRUCTURE, STRUCTURE),
         )
         idx = resample_indices(lw_all, method, key=shared)
