@@ -2,6 +2,7 @@
 
     python3 -m nox -s tests isolation    # what CI runs (.ci/run): the default sessions
     python3 -m nox -s "tests(dists)"     # one package
+    python3 -m nox -s "tests(infer)" -- -k distributed   # sharded inference, 2 ring processes
     python3 -m nox -s build              # every package's wheel and sdist into dist/
     python3 -m nox -s isolation          # each wheel installed alone, every public module imported
     python3 -m nox -s tests-slow conformance lint typecheck docs bench demo

@@ -36,6 +36,10 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   :func:`wake_p_objective`, :func:`wake_q_objective`, :func:`sleep_q_objective`) and
   learning (:func:`train`, :func:`train_objective`, :func:`lecture`,
   :func:`lecture_batched`, :func:`train_proposal`, :func:`wake_sleep`)
+* scale-out over processes and GPUs (:mod:`genmlx.infer.distributed`, on
+  :mod:`mlx.core.distributed`): ``group=`` on :func:`importance_sampling`,
+  :func:`importance_resampling`, :func:`particle_filter`, :func:`chain`,
+  :func:`nuts_warmup` and the diagnostics shards particles and chains over processes
 """
 
 from genmlx.infer.adev import (

@@ -27,6 +27,7 @@ import mlx.core as mx
 from genmlx.core import ChoiceMap, GenerativeFunction, Trace, choicemap
 from genmlx.core.batching import take_particles
 from genmlx.core.random import Key, resolve_key
+from genmlx.infer import _sharding
 
 __all__ = ["ISResult", "importance_resampling", "importance_sampling"]
 
@@ -109,6 +110,8 @@ def importance_sampling(
     proposal_args: tuple[Any, ...] = (),
     *,
     key: Key = None,
+    group: Any = None,
+    gather: bool = False,
 ) -> ISResult:
     """Importance sampling with the prior or a custom proposal, batched over particles.
 
@@ -134,11 +137,18 @@ def importance_sampling(
         n_particles: the number of particles ``N``.
         proposal: ``None`` (the prior) or a generative function proposing latents.
         proposal_args: the proposal's arguments.
-        key: PRNG key.
+        key: PRNG key (with ``group``: the same key on every process).
+        group: an ``mx.distributed`` group to shard the particles over (default: the
+            :func:`~genmlx.infer.distributed.use_group` default, else none). Process
+            ``r`` of ``P`` draws particles ``[⌊rN/P⌋, ⌊(r+1)N/P⌋)`` with their
+            single-process keys; the log ML and the normalisation are global (see
+            :mod:`genmlx.infer.distributed`).
+        gather: with ``group``, return all ``N`` particles on every process (the
+            single-process result) instead of this process's share.
 
     Returns:
         :class:`ISResult` ``(traces, log_weights, log_ml_estimate)``; ``log_weights``
-        are normalised (their logsumexp is 0).
+        are normalised (their logsumexp is 0; with ``group``, over all processes).
 
     Raises:
         TypeError: model/proposal are not generative functions, or bad observations.
@@ -156,6 +166,14 @@ def importance_sampling(
         >>> res.log_weights.shape
         (1000,)
     """
+    g = _sharding.group_for(group, "importance_sampling")
+    if g is not None:
+        from genmlx.infer.distributed.importance import importance_sampling as sharded
+
+        return sharded(
+            model, args, observations, n_particles, proposal, proposal_args,
+            key=key, group=g, gather=gather,
+        )
     obs = _check_inputs(model, args, observations, n_particles, proposal, "importance_sampling")
     if not isinstance(proposal_args, (tuple, list)):
         raise TypeError("importance_sampling: proposal_args must be a tuple")
@@ -181,6 +199,8 @@ def importance_resampling(
     proposal: GenerativeFunction | None = None,
     proposal_args: tuple[Any, ...] = (),
     n_samples: int | None = None,
+    group: Any = None,
+    gather: bool = False,
 ) -> Trace:
     """Sampling–importance–resampling: run :func:`importance_sampling`, then draw
     particle indices ``j ~ Categorical(w_1..w_N)`` (vectorised).
@@ -193,6 +213,12 @@ def importance_resampling(
         key: PRNG key.
         n_samples: ``None`` returns one (unbatched) trace; an int ``k`` returns a
             batched trace of ``k`` independent draws (with replacement).
+        group: an ``mx.distributed`` group to shard the particles over (see
+            :func:`importance_sampling`); the draws are the single-process draws. With
+            ``n_samples=None`` every process returns the drawn trace; with ``k`` draws
+            process ``r`` returns draws ``[⌊rk/P⌋, ⌊(r+1)k/P⌋)``.
+        gather: with ``group`` and ``n_samples``, return all ``k`` draws on every
+            process.
 
     Returns:
         The resampled trace(s).
@@ -209,6 +235,14 @@ def importance_resampling(
         >>> tr.batch_shape
         ()
     """
+    g = _sharding.group_for(group, "importance_resampling")
+    if g is not None:
+        from genmlx.infer.distributed.importance import importance_resampling as sharded
+
+        return sharded(
+            model, args, observations, n_particles, key=key, proposal=proposal,
+            proposal_args=proposal_args, n_samples=n_samples, group=g, gather=gather,
+        )
     if n_samples is not None and (
         isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1
     ):

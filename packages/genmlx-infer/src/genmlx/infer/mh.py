@@ -36,6 +36,7 @@ from genmlx.core.address import Address, Path, format_address
 from genmlx.core.batching import vmap_call
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.tree import flatten
+from genmlx.infer import _sharding
 from genmlx.infer._traces import accept_reject, where_trace
 
 __all__ = [
@@ -505,6 +506,8 @@ def chain(
     thin: int = 1,
     addresses: Sequence[Address] | None = None,
     progress: bool = False,
+    group: Any = None,
+    exact: bool = True,
 ) -> ChainResult:
     """Run ``kernel`` for ``n_steps`` steps and record the values of ``addresses``.
 
@@ -524,6 +527,16 @@ def chain(
         addresses: addresses whose values to record (``None``: none).
         progress: show a progress bar (needs ``tqdm``, an optional dependency:
             ``pip install tqdm``; eager runs only).
+        group: an ``mx.distributed`` group (default: the
+            :func:`~genmlx.infer.distributed.use_group` default, else none): ``trace``
+            holds this process's chains, and chain ``i`` of all ``N`` steps at step ``s`` with key
+            ``split(split(key, n_steps)[s], N)[i]`` on its own trace, so the chains do
+            not depend on the number of processes (see
+            :mod:`genmlx.infer.distributed.mcmc`).
+        exact: with ``group``: ``True`` runs the kernel on each chain's own trace under
+            ``mx.vmap`` with its global key (bit-for-bit the chains of any number of
+            processes); ``False`` runs it batched on this process's chains with a key of
+            the process's own — faster for kernels that stop early on values (``nuts``).
 
     Returns:
         :class:`ChainResult` ``(trace, samples, acceptance_rate)``.
@@ -543,6 +556,14 @@ def chain(
         >>> res.samples["mu"].shape
         (20, 10)
     """
+    g = _sharding.group_for(group, "chain")
+    if g is not None:
+        from genmlx.infer.distributed.mcmc import chain as sharded
+
+        return sharded(
+            kernel, trace, n_steps, key=key, burn_in=burn_in, thin=thin,
+            addresses=addresses, progress=progress, group=g, exact=exact,
+        )
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"chain: n_steps must be a positive int, got {n_steps!r}")
     if not isinstance(burn_in, int) or burn_in < 0 or burn_in >= n_steps:

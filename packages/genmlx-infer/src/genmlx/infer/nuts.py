@@ -333,6 +333,9 @@ def nuts_warmup(
     init_buffer: int = 75,
     term_buffer: int = 50,
     base_window: int = 25,
+    group: Any = None,
+    pool: bool = True,
+    exact: bool = True,
 ) -> NutsWarmup:
     """Stan's NUTS warm-up: dual-averaging step size and windowed mass adaptation.
 
@@ -359,6 +362,12 @@ def nuts_warmup(
         init_buffer: Stan's initial fast buffer (steps).
         term_buffer: Stan's terminal fast buffer (steps).
         base_window: Stan's first slow window (steps).
+        group: an ``mx.distributed`` group: ``trace`` holds this process's chains (see
+            :func:`genmlx.infer.distributed.mcmc.nuts_warmup`).
+        pool: with ``group`` (and not ``per_chain``), pool the adaptation over every
+            process's chains.
+        exact: with ``group``, run each chain with its global keys (the same numbers for
+            any number of processes; see :func:`genmlx.infer.distributed.mcmc.chain`).
 
     Returns:
         :class:`NutsWarmup` ``(step_size, mass, trace)``: the adapted step size (a
@@ -377,6 +386,19 @@ def nuts_warmup(
         >>> w.mass.shape, w.trace["x"].shape
         ((1,), (50,))
     """
+    from genmlx.infer import _sharding
+
+    g = _sharding.group_for(group, "nuts_warmup")
+    if g is not None:
+        from genmlx.infer.distributed.mcmc import nuts_warmup as sharded
+
+        return sharded(
+            trace, selection, n_steps, key=key, group=g, pool=pool, exact=exact,
+            per_chain=per_chain, target_accept=target_accept, step_size=step_size,
+            max_depth=max_depth, adapt_mass=adapt_mass, dense_mass=dense_mass,
+            find_step_size=find_step_size, init_buffer=init_buffer,
+            term_buffer=term_buffer, base_window=base_window,
+        )
     if not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"nuts_warmup: n_steps must be a positive int, got {n_steps!r}")
     _check_step(step_size, "nuts_warmup")

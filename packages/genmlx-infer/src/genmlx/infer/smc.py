@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import mlx.core as mx
 
@@ -48,7 +48,11 @@ from genmlx.core.batching import vmap_call
 from genmlx.core.diff import Diff, diff_args
 from genmlx.core.edit import EditRequest, ProposalEdit
 from genmlx.core.random import Key, resolve_key
+from genmlx.infer import _sharding
 from genmlx.infer.importance import _check_inputs, _index_trace, _raw_weights
+
+if TYPE_CHECKING:
+    from genmlx.infer.distributed.smc import ShardedParticleFilterState
 
 __all__ = [
     "RESAMPLING_METHODS",
@@ -347,26 +351,16 @@ class ParticleFilterState(NamedTuple):
             argdiffs: change hints for ``new_args``.
             key: PRNG key.
         """
-        model = self.traces.gen_fn
-        args = self.traces.args if new_args is None else tuple(new_args)
-        obs = _check_inputs(model, args, observations, self.n_particles, forward, "smcp3_step")
-        if forward is None:
-            raise TypeError("smcp3_step: forward must be a generative function K(trace, ...)")
-        if backward is not None and not isinstance(backward, GenerativeFunction):
-            raise TypeError(
-                "smcp3_step: backward must be a generative function L(new_trace, ...) or None, "
-                f"got {type(backward).__name__}"
-            )
-        if argdiffs is None and new_args is not None:
-            argdiffs = diff_args(self.traces.args, args)
-        request = ProposalEdit(
+        request = _smcp3_request(
+            self.traces,
+            self.n_particles,
             forward,
-            tuple(forward_args),
+            forward_args,
             backward,
-            tuple(backward_args),
-            args=None if new_args is None else args,
-            argdiffs=argdiffs,
-            constraints=obs,
+            backward_args,
+            new_args,
+            observations,
+            argdiffs,
         )
         return self.edit(request, key=key)
 
@@ -465,6 +459,42 @@ class ParticleFilterState(NamedTuple):
         return self._replace(traces=new)
 
 
+def _smcp3_request(
+    traces: Trace,
+    n_particles: int,
+    forward: GenerativeFunction,
+    forward_args: tuple[Any, ...],
+    backward: GenerativeFunction | None,
+    backward_args: tuple[Any, ...],
+    new_args: tuple[Any, ...] | None,
+    observations: ChoiceMap | Mapping[Any, Any] | None,
+    argdiffs: tuple[Diff, ...] | None,
+) -> ProposalEdit:
+    """The :class:`~genmlx.core.edit.ProposalEdit` of an SMCP3 step (validated)."""
+    model = traces.gen_fn
+    args = traces.args if new_args is None else tuple(new_args)
+    obs = _check_inputs(model, args, observations, n_particles, forward, "smcp3_step")
+    if forward is None:
+        raise TypeError("smcp3_step: forward must be a generative function K(trace, ...)")
+    if backward is not None and not isinstance(backward, GenerativeFunction):
+        raise TypeError(
+            "smcp3_step: backward must be a generative function L(new_trace, ...) or None, "
+            f"got {type(backward).__name__}"
+        )
+    if argdiffs is None and new_args is not None:
+        argdiffs = diff_args(traces.args, args)
+    request = ProposalEdit(
+        forward,
+        tuple(forward_args),
+        backward,
+        tuple(backward_args),
+        args=None if new_args is None else args,
+        argdiffs=argdiffs,
+        constraints=obs,
+    )
+    return request
+
+
 def _proposal_update(
     model: GenerativeFunction,
     traces: Trace,
@@ -474,11 +504,14 @@ def _proposal_update(
     proposal: GenerativeFunction,
     pargs: tuple[Any, ...],
     key: mx.array,
+    keys: mx.array | None = None,
 ) -> tuple[Trace, mx.array]:
     """Per particle (vmapped): ``c ~ q(·; x, *pargs)``, ``update(x, c ∪ y)``, weight
-    ``u - log q(c)``."""
+    ``u - log q(c)``. Particle ``i`` uses ``keys[i]`` (default: ``split(key, n)``; a
+    sharded filter passes its particles' global keys)."""
     n = traces.batch_shape[0]
-    keys = mx.random.split(key, n)
+    if keys is None:
+        keys = mx.random.split(key, n)
     old_args = traces.args
 
     def one(
@@ -499,6 +532,36 @@ def _proposal_update(
 
 
 # ---------------------------------------------------------------------- entry point
+@overload
+def particle_filter(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    observations: ChoiceMap | Mapping[Any, Any] | None,
+    n_particles: int,
+    *,
+    proposal: GenerativeFunction | None = ...,
+    proposal_args: tuple[Any, ...] = ...,
+    key: Key = ...,
+    group: None = ...,
+    mode: str = ...,
+) -> ParticleFilterState: ...
+
+
+@overload
+def particle_filter(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    observations: ChoiceMap | Mapping[Any, Any] | None,
+    n_particles: int,
+    *,
+    proposal: GenerativeFunction | None = ...,
+    proposal_args: tuple[Any, ...] = ...,
+    key: Key = ...,
+    group: mx.distributed.Group,
+    mode: str = ...,
+) -> ShardedParticleFilterState: ...
+
+
 def particle_filter(
     model: GenerativeFunction,
     args: tuple[Any, ...],
@@ -508,7 +571,9 @@ def particle_filter(
     proposal: GenerativeFunction | None = None,
     proposal_args: tuple[Any, ...] = (),
     key: Key = None,
-) -> ParticleFilterState:
+    group: Any = None,
+    mode: str = "global",
+) -> ParticleFilterState | ShardedParticleFilterState:
     """Initialise a particle filter of ``n_particles`` particles (one batched trace).
 
     ``(x_i, log w_i) = generate(args, observations)`` for all particles in one batched
@@ -530,10 +595,17 @@ def particle_filter(
         n_particles: ``N``.
         proposal: ``None`` (the prior) or a generative function proposing latents.
         proposal_args: the proposal's arguments.
-        key: PRNG key.
+        key: PRNG key (with ``group``: the same key on every process).
+        group: an ``mx.distributed`` group to shard the particles over (default: the
+            :func:`~genmlx.infer.distributed.use_group` default, else none).
+        mode: with ``group``: ``"global"`` (resampling over all particles, the
+            single-process filter) or ``"island"`` (each process resamples its own
+            particles; see :mod:`genmlx.infer.distributed.smc`).
 
     Returns:
-        A :class:`ParticleFilterState`.
+        A :class:`ParticleFilterState`; with ``group``, a
+        :class:`~genmlx.infer.distributed.ShardedParticleFilterState` holding this
+        process's particles (the same methods, with global meaning).
 
     Example:
         >>> import mlx.core as mx
@@ -556,6 +628,16 @@ def particle_filter(
         >>> state.traces.batch_shape, state.log_ml_estimate().shape
         ((1000,), ())
     """
+    g = _sharding.group_for(group, "particle_filter")
+    if g is not None:
+        from genmlx.infer.distributed.smc import particle_filter as sharded
+
+        return sharded(
+            model, args, observations, n_particles, proposal=proposal,
+            proposal_args=proposal_args, key=key, group=g, mode=mode,
+        )
+    if mode not in ("global", "island"):
+        raise ValueError(f"particle_filter: mode must be 'global' or 'island', got {mode!r}")
     obs = _check_inputs(model, args, observations, n_particles, proposal, "particle_filter")
     if not isinstance(proposal_args, (tuple, list)):
         raise TypeError("particle_filter: proposal_args must be a tuple")
