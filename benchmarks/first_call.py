@@ -62,14 +62,26 @@ SETUP = textwrap.dedent(
 )
 
 CASES = {
-    "vgenerate": "w = poly.vgenerate((XS,), choicemap({'ys': YS}), 10000, key=mx.random.key(i))[1]; mx.eval(w)",
-    "logdensity": "ld = logdensity(logreg, (X,), choicemap({'y': Y})); mx.eval(ld.value_and_grad(mx.zeros(6) + i))",
-    "mcmc_nuts": "r = mcmc(logreg, (X,), choicemap({'y': Y}), n_chains=4, n_warmup=100, n_samples=100, key=mx.random.key(i), warn=False)",
+    "vgenerate": (
+        "w = poly.vgenerate((XS,), choicemap({'ys': YS}), 10000, key=mx.random.key(i))[1]; "
+        "mx.eval(w)"
+    ),
+    "logdensity": (
+        "ld = logdensity(logreg, (X,), choicemap({'y': Y})); "
+        "mx.eval(ld.value_and_grad(mx.zeros(6) + i))"
+    ),
+    "mcmc_nuts": (
+        "r = mcmc(logreg, (X,), choicemap({'y': Y}), n_chains=4, n_warmup=100, "
+        "n_samples=100, key=mx.random.key(i), warn=False)"
+    ),
     "hmc_kernel": (
         "tr = logreg.vgenerate((X,), choicemap({'y': Y}), 4, key=mx.random.key(9))[0]; "
         "t2, a = hmc(tr, select('w', 'b'), key=mx.random.key(i)); mx.eval(t2.score)"
     ),
-    "advi": "r = advi(logreg, (X,), choicemap({'y': Y}), n_steps=200, key=mx.random.key(i)); mx.eval(r.loc)",
+    "advi": (
+        "r = advi(logreg, (X,), choicemap({'y': Y}), n_steps=200, key=mx.random.key(i)); "
+        "mx.eval(r.loc)"
+    ),
 }
 
 
@@ -118,7 +130,8 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         "Seconds for the first and second call in a fresh process; compile = first − second.",
         "",
-        "| case | fusion | cold: first | cold: compile | warm: first | warm: compile | second call |",
+        "| case | fusion | cold: first | cold: compile | warm: first | warm: compile "
+        "| second call |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
