@@ -35,6 +35,7 @@ from typing import Any, ClassVar, cast
 import mlx.core as mx
 
 from genmlx.core import constraints as C
+from genmlx.core import runtime
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, batch_shape, check_param, sample_shape, where_valid
 
@@ -293,6 +294,21 @@ def _survival_search(v: mx.array, f: mx.array) -> mx.array:
     return mx.sum((mx.expand_dims(v, -1) < surv).astype(mx.int32), axis=-1)
 
 
+def all_done(done: mx.array) -> bool:
+    """Eagerly, whether every element of ``done`` holds (so remaining rejection rounds
+    can be skipped: the result is the same either way). Under a transformation
+    (``mx.vmap``/``mx.compile``, where no value can be read) it says ``False`` and the
+    fixed number of rounds runs."""
+    if runtime.in_transform():
+        return False
+    try:
+        return bool(mx.all(done).item())
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return False
+        raise
+
+
 def _first_accepted(
     propose: Callable[[mx.array, Shape], tuple[mx.array, mx.array]],
     key: mx.array,
@@ -323,6 +339,8 @@ def _first_accepted(
         pick = mx.take_along_axis(val, mx.expand_dims(first, 0), axis=0)[0]
         result = mx.where(_and(any_acc, ~done), pick, result)
         done = _or(done, any_acc)
+        if left and all_done(done):
+            break  # every element has its draw: later rounds would change nothing
     return result
 
 
