@@ -62,7 +62,7 @@ from genmlx.core.random import resolve_key
 from genmlx.infer.adaptation import DualAveraging, estimate_mass, find_step_size, windows
 from genmlx.infer.diagnostics import SummaryTable, ess_bulk, ess_mean, ess_tail, rhat
 from genmlx.infer.integrators import Metric, leapfrog
-from genmlx.infer.nuts_tree import NUTSState, nuts_transition
+from genmlx.infer.nuts_tree import NUTSState, chain_normal, chain_uniform, nuts_transition
 
 __all__ = ["MCMCResult", "MCMCWarning", "mcmc"]
 
@@ -290,14 +290,15 @@ def _hmc_program(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Cal
         marr: tuple[mx.array, ...],
         inputs: tuple[mx.array, ...],
     ) -> Any:
-        k_mom, k_acc = mx.random.split(key)
-        p0 = metric.momentum(mx.random.normal(x0.shape, key=k_mom), marr)
+        ks = mx.vmap(lambda k: mx.random.split(k, 2))(mx.random.split(key, x0.shape[0]))
+        k_mom, k_acc = ks[:, 0], ks[:, 1]
+        p0 = metric.momentum(chain_normal(k_mom, x0.shape[1]), marr)
         x, p, ld, g = x0, p0, ld0, g0
         for _ in range(n_leapfrog):
             x, p, ld, g = leapfrog(vg, inputs, metric, marr, x, p, g, eps)
         log_alpha = ld - ld0 - metric.kinetic(p, marr) + metric.kinetic(p0, marr)
         log_alpha = mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
-        acc = mx.log(mx.random.uniform(shape=ld.shape, key=k_acc)) < log_alpha
+        acc = mx.log(chain_uniform(k_acc)) < log_alpha
         am = acc[:, None]
         return (
             mx.where(am, x, x0),
@@ -320,15 +321,16 @@ def _mala_program(vg: Callable[..., Any]) -> Callable[..., Any]:
         inputs: tuple[mx.array, ...],
     ) -> Any:
         del marr
-        k_n, k_acc = mx.random.split(key)
+        ks = mx.vmap(lambda k: mx.random.split(k, 2))(mx.random.split(key, x0.shape[0]))
+        k_n, k_acc = ks[:, 0], ks[:, 1]
         e = eps[:, None]
-        x = x0 + 0.5 * e * e * g0 + e * mx.random.normal(x0.shape, key=k_n)
+        x = x0 + 0.5 * e * e * g0 + e * chain_normal(k_n, x0.shape[1])
         ld, g = vg(x, *inputs)
         fwd = mx.sum(mx.square(x - x0 - 0.5 * e * e * g0), axis=-1)
         bwd = mx.sum(mx.square(x0 - x - 0.5 * e * e * g), axis=-1)
         log_alpha = ld - ld0 + (fwd - bwd) / (2.0 * eps * eps)
         log_alpha = mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
-        acc = mx.log(mx.random.uniform(shape=ld.shape, key=k_acc)) < log_alpha
+        acc = mx.log(chain_uniform(k_acc)) < log_alpha
         am = acc[:, None]
         return (
             mx.where(am, x, x0),

@@ -45,7 +45,8 @@ from genmlx.core.random import resolve_key
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 from genmlx.infer.integrators import Metric, leapfrog
-from genmlx.infer.targets import target
+from genmlx.infer.nuts_tree import chain_normal, chain_uniform
+from genmlx.infer.targets import chain_keys, target
 
 __all__ = ["hmc", "mala", "map_optimize"]
 
@@ -154,17 +155,18 @@ def _program(
 
 
 def _mala_step(vg: Callable[..., Any]) -> Callable[..., Any]:
-    def step(key: mx.array, y: mx.array, eps: mx.array, inputs: tuple[mx.array, ...]) -> Any:
-        k_noise, k_acc = mx.random.split(key)
+    def step(keys: mx.array, y: mx.array, eps: mx.array, inputs: tuple[mx.array, ...]) -> Any:
+        ks = mx.vmap(lambda k: mx.random.split(k, 2))(keys)
+        k_noise, k_acc = ks[:, 0], ks[:, 1]
         e = eps[..., None] if eps.ndim else eps
         ld, g = vg(y, *inputs)
-        y_new = y + 0.5 * e * e * g + e * mx.random.normal(y.shape, key=k_noise)
+        y_new = y + 0.5 * e * e * g + e * chain_normal(k_noise, y.shape[1])
         ld_new, g_new = vg(y_new, *inputs)
         fwd = mx.sum(mx.square(y_new - y - 0.5 * e * e * g), axis=-1)
         bwd = mx.sum(mx.square(y - y_new - 0.5 * e * e * g_new), axis=-1)
         ee = eps * eps
         log_alpha = ld_new - ld + (fwd - bwd) / (2.0 * ee)
-        u = mx.random.uniform(shape=log_alpha.shape, key=k_acc)
+        u = chain_uniform(k_acc)
         acc = mx.log(u) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
         return mx.where(acc[:, None], y_new, y), acc
 
@@ -213,27 +215,28 @@ def mala(
     c = t.position.shape[0]
     eps = mx.broadcast_to(mx.array(step_size, dtype=mx.float32), (c,))
     fn = _program(("mala", t.vg), lambda: _mala_step(t.vg), t.compiled)
-    y_new, acc = fn(key, t.position, eps, t.inputs)
+    y_new, acc = fn(chain_keys(key, c, t.batched), t.position, eps, t.inputs)
     new = t.to_trace(y_new, acc)
     return new, (acc if t.batched else acc[0])
 
 
 def _hmc_step(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Callable[..., Any]:
     def step(
-        key: mx.array,
+        keys: mx.array,
         y: mx.array,
         eps: mx.array,
         marr: tuple[mx.array, ...],
         inputs: tuple[mx.array, ...],
     ) -> Any:
-        k_mom, k_acc = mx.random.split(key)
-        p0 = metric.momentum(mx.random.normal(y.shape, key=k_mom), marr)
+        ks = mx.vmap(lambda k: mx.random.split(k, 2))(keys)
+        k_mom, k_acc = ks[:, 0], ks[:, 1]
+        p0 = metric.momentum(chain_normal(k_mom, y.shape[1]), marr)
         ld0, g = vg(y, *inputs)
         x, p, ld = y, p0, ld0
         for _ in range(n_leapfrog):
             x, p, ld, g = leapfrog(vg, inputs, metric, marr, x, p, g, eps)
         log_alpha = ld - ld0 - metric.kinetic(p, marr) + metric.kinetic(p0, marr)
-        u = mx.random.uniform(shape=log_alpha.shape, key=k_acc)
+        u = chain_uniform(k_acc)
         acc = mx.log(u) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
         return mx.where(acc[:, None], x, y), acc
 
@@ -308,7 +311,7 @@ def hmc(
         lambda: _hmc_step(t.vg, metric, n_leapfrog),
         t.compiled,
     )
-    y_new, acc = fn(key, t.position, eps, tuple(metric.arrays), t.inputs)
+    y_new, acc = fn(chain_keys(key, c, t.batched), t.position, eps, tuple(metric.arrays), t.inputs)
     new = t.to_trace(y_new, acc)
     return new, (acc if t.batched else acc[0])
 

@@ -54,7 +54,7 @@ from genmlx.core.trace import Trace
 from genmlx.infer.adaptation import DualAveraging, estimate_mass, find_step_size, windows
 from genmlx.infer.integrators import Metric, leapfrog
 from genmlx.infer.nuts_tree import NutsInfo, NUTSState, nuts_transition
-from genmlx.infer.targets import Target, target
+from genmlx.infer.targets import Target, chain_keys, target
 
 __all__ = [
     "NUTSState",
@@ -127,7 +127,8 @@ def nuts_info(
         state,
         t.vg,
         t.inputs,
-        key=key,
+        # chain i of a batched trace runs with split(key, C)[i]; a single trace with key
+        key=chain_keys(key, c, t.batched),
         step_size=eps,
         metric=metric,
         max_depth=max_depth,
@@ -393,11 +394,23 @@ def nuts_warmup(
         from genmlx.infer.distributed.mcmc import nuts_warmup as sharded
 
         return sharded(
-            trace, selection, n_steps, key=key, group=g, pool=pool, exact=exact,
-            per_chain=per_chain, target_accept=target_accept, step_size=step_size,
-            max_depth=max_depth, adapt_mass=adapt_mass, dense_mass=dense_mass,
-            find_step_size=find_step_size, init_buffer=init_buffer,
-            term_buffer=term_buffer, base_window=base_window,
+            trace,
+            selection,
+            n_steps,
+            key=key,
+            group=g,
+            pool=pool,
+            exact=exact,
+            per_chain=per_chain,
+            target_accept=target_accept,
+            step_size=step_size,
+            max_depth=max_depth,
+            adapt_mass=adapt_mass,
+            dense_mass=dense_mass,
+            find_step_size=find_step_size,
+            init_buffer=init_buffer,
+            term_buffer=term_buffer,
+            base_window=base_window,
         )
     if not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"nuts_warmup: n_steps must be a positive int, got {n_steps!r}")

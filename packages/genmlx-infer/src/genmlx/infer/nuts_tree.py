@@ -25,8 +25,10 @@ its length ``K``, so the bits below ``log₂K`` repeat from chunk to chunk, and 
 last leaf of a chunk closes levels above (as many as the trailing ones of the chunk's
 index): one compiled program per ``(K, extra levels)``.
 
-All chains share one key stream threaded through the state, so the engine reads no
-value on the host except the two "is any chain still running" checks.
+Every chain has its own key, threaded through the state (chain ``i`` of a batch run with
+key ``k`` uses ``split(k, C)[i]``, so a chain's draws do not depend on how many chains
+run beside it); the engine reads no value on the host except the two "is any chain still
+running" checks.
 """
 
 from __future__ import annotations
@@ -151,6 +153,23 @@ def _merge(left: _Block, right: _Block) -> tuple[_Block, mx.array]:
     return (rho, lpf, lsf, rpl, rsl), ok
 
 
+def _split_keys(keys: mx.array) -> tuple[mx.array, mx.array]:
+    """Per chain: ``(next key, key to draw with)`` from keys ``[C, 2]``."""
+    ks = mx.vmap(lambda k: mx.random.split(k, 2))(keys)
+    return ks[:, 0], ks[:, 1]
+
+
+def chain_normal(keys: mx.array, d: int) -> mx.array:
+    """Standard normals ``[C, d]``, row ``i`` from key ``keys[i]``."""
+    return mx.vmap(lambda k: mx.random.normal((d,), key=k))(keys)
+
+
+def chain_uniform(keys: mx.array, n: int | None = None) -> mx.array:
+    """Uniforms ``[C]`` (or ``[C, n]``), row ``i`` from key ``keys[i]``."""
+    shape = () if n is None else (n,)
+    return mx.vmap(lambda k: mx.random.uniform(shape=shape, key=k))(keys)
+
+
 def _trailing_ones(n: int) -> int:
     t = 0
     while n & 1:
@@ -190,8 +209,8 @@ class _Engine:
         def f(
             key: mx.array, x: mx.array, ld: mx.array, g: mx.array, marr: tuple[mx.array, ...]
         ) -> Any:
-            key, k = mx.random.split(key)
-            p = metric.momentum(mx.random.normal(x.shape, key=k), marr)
+            key, k = _split_keys(key)
+            p = metric.momentum(chain_normal(k, x.shape[1]), marr)
             ps = metric.velocity(p, marr)
             h0 = -ld + 0.5 * _dot(p, ps)
             c = x.shape[0]
@@ -225,8 +244,8 @@ class _Engine:
         levels = self.max_depth
 
         def f(t: _Tree) -> _Sub:
-            key, k = mx.random.split(t.key)
-            fwd = mx.random.bernoulli(shape=t.running.shape, key=k)
+            key, k = _split_keys(t.key)
+            fwd = chain_uniform(k) < 0.5
             fm = fwd[:, None]
             x = mx.where(fm, t.xr, t.xl)
             p = mx.where(fm, t.pr, t.pl)
@@ -272,8 +291,8 @@ class _Engine:
             marr: tuple[mx.array, ...],
             inputs: tuple[mx.array, ...],
         ) -> tuple[_Tree, _Sub]:
-            key, k = mx.random.split(s.key)
-            u = mx.random.uniform(shape=(k_steps, *t.running.shape), key=k)
+            key, k = _split_keys(s.key)
+            u = mx.swapaxes(chain_uniform(k, k_steps), 0, 1)  # [K, C]
             v_eps = mx.where(s.forward, eps, -eps)
             x, p, g = s.x, s.p, s.g
             valid, lsw = s.valid, s.lsw
@@ -347,8 +366,8 @@ class _Engine:
 
     def merge(self) -> Callable[..., Any]:
         def f(t: _Tree, s: _Sub) -> _Tree:
-            key, k = mx.random.split(t.key)
-            u = mx.random.uniform(shape=t.running.shape, key=k)
+            key, k = _split_keys(t.key)
+            u = chain_uniform(k)
             ok = mx.logical_and(t.running, s.valid)
             take = mx.logical_and(ok, mx.log(u) < s.lsw - t.lsw)
             tm = take[:, None]
@@ -432,7 +451,8 @@ def nuts_transition(
         state: positions ``[C, d]`` with their log densities and gradients.
         vg: ``vg(y, *inputs) -> (log π [C], ∇log π [C, d])``, pure and traceable.
         inputs: arrays ``vg`` reads (observations, data).
-        key: PRNG key.
+        key: PRNG key; chain ``i`` runs with ``split(key, C)[i]`` (or pass per-chain
+            keys ``[C, 2]``).
         step_size: ``[C]`` (one per chain) or a scalar.
         metric: the mass matrix (:class:`~genmlx.infer.integrators.Metric`).
         max_depth: maximum number of doublings (``2^max_depth − 1`` steps at most).
@@ -451,7 +471,8 @@ def nuts_transition(
     eng = _engine(vg, metric.kind, max_depth, compiled)
     marr = tuple(metric.arrays)
     inp = tuple(inputs)
-    tree = eng.begin()(key, state.position, state.logdensity, state.grad, marr)
+    keys = key if key.ndim == 2 else mx.random.split(key, c)
+    tree = eng.begin()(keys, state.position, state.logdensity, state.grad, marr)
     start, merge, count = eng.start_sub(), eng.merge(), eng.count_depth()
     for j in range(max_depth):
         if dynamic and j > 0 and not bool(mx.any(tree.running).item()):

@@ -27,7 +27,7 @@ from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.selection import Selection
 from genmlx.infer._traces import where_trace
 
-__all__ = ["Target", "target"]
+__all__ = ["Target", "chain_keys", "target"]
 
 
 class Target(NamedTuple):
@@ -186,6 +186,12 @@ def target(trace: Trace, selection: Selection, op: str) -> Target:
     if t is not None:
         return t
     return _interpreter_target(trace, selection, op)
+
+
+def chain_keys(key: mx.array, n_chains: int, batched: bool) -> mx.array:
+    """Per-chain keys ``[C, 2]``: ``split(key, C)`` for a batched trace (chain ``i`` gets
+    ``split(key, C)[i]``, GenMLX's batching law), the key itself for a single trace."""
+    return mx.random.split(key, n_chains) if batched else key[None]
 
 
 def unwrap(t: Target, y: Any) -> Any:
