@@ -31,6 +31,18 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   transforms), :func:`black_box_vi` (reparameterised or REINFORCE with baselines),
   :func:`black_box_vimco` (IWELBO with VIMCO control variates), :func:`elbo`,
   :func:`iwelbo`
+* exact and analytical inference: :func:`fit` (picks the method and says why),
+  :func:`enumerate_posterior` (variable elimination over tensor axes),
+  :func:`enumerative_inference` / :func:`choice_vol_grid` (Gen.jl's grids),
+  :func:`enumerated_logdensity` and :func:`infer_discrete` (discrete latents summed out
+  inside NUTS/VI), :func:`conjugate_structure` / :func:`conjugate_posterior` /
+  :func:`rb_importance_sampling` / :func:`rb_particle_filter` / :func:`conjugate_gibbs`
+  / :func:`collapsed_gibbs` (automatic conjugacy), :func:`kalman_filter` (Kalman,
+  EKF, UKF), :func:`hmm_forward_backward`, :func:`rao_blackwellized_particle_filter`,
+  :func:`advi_logdensity`
+* trace translators: :class:`DeterministicTraceTranslator`,
+  :class:`GeneralTraceTranslator`, :class:`SimpleExtendingTraceTranslator`,
+  :class:`SymmetricTraceTranslator`, :func:`translate_particles`
 * ADEV (:func:`expectation`, estimators :func:`reparam`, :func:`reinforce`,
   :func:`enum`, :func:`mvd`; objectives :func:`elbo_objective`, :func:`iwelbo_objective`,
   :func:`wake_p_objective`, :func:`wake_q_objective`, :func:`sleep_q_objective`) and
@@ -61,6 +73,20 @@ from genmlx.infer.adev_estimators import (
     reinforce,
     reparam,
 )
+from genmlx.infer.conjugacy import (
+    ConjugacyPlan,
+    ConjugateGroup,
+    ConjugateResult,
+    PosteriorDistribution,
+    RBISResult,
+    RBParticleFilterState,
+    collapsed_gibbs,
+    conjugate_gibbs,
+    conjugate_posterior,
+    conjugate_structure,
+    rb_importance_sampling,
+    rb_particle_filter,
+)
 from genmlx.infer.diagnostics import (
     SummaryTable,
     effective_sample_size_weights,
@@ -72,8 +98,29 @@ from genmlx.infer.diagnostics import (
     to_chain_draw,
 )
 from genmlx.infer.driver import MCMCResult, MCMCWarning, mcmc
+from genmlx.infer.enumeration import (
+    EnumeratedLogDensity,
+    EnumerationResult,
+    EnumerativeResult,
+    Grid,
+    choice_vol_grid,
+    enumerate_posterior,
+    enumerated_logdensity,
+    enumerative_inference,
+    infer_discrete,
+)
+from genmlx.infer.fit import METHODS, FitResult, fit
 from genmlx.infer.gradient_kernels import hmc, mala, map_optimize
 from genmlx.infer.importance import ISResult, importance_resampling, importance_sampling
+from genmlx.infer.hmm import HMMResult, hmm_arrays, hmm_forward_backward
+from genmlx.infer.kalman import (
+    KalmanResult,
+    LinearGaussianSSM,
+    RBPFResult,
+    kalman_filter,
+    kalman_filter_arrays,
+    rao_blackwellized_particle_filter,
+)
 from genmlx.infer.learning import (
     LectureResult,
     TrainResult,
@@ -85,6 +132,7 @@ from genmlx.infer.learning import (
     train_proposal,
     wake_sleep,
 )
+from genmlx.infer.logdensity_vi import LogDensityVIResult, advi_logdensity
 from genmlx.infer.mh import ChainResult, chain, cycle, involutive_mh, mh, mix, repeat
 from genmlx.infer.nuts import NutsInfo, NutsWarmup, nuts, nuts_info, nuts_warmup
 from genmlx.infer.other_kernels import elliptical_slice, gibbs
@@ -116,6 +164,7 @@ from genmlx.infer.vi import (
 )
 
 __all__ = [
+    "METHODS",
     "RESAMPLING_METHODS",
     "ADEVEstimator",
     "ADEVEstimatorError",
@@ -200,5 +249,39 @@ __all__ = [
     "train_proposal",
     "wake_p_objective",
     "wake_q_objective",
+    "ConjugacyPlan",
+    "ConjugateGroup",
+    "ConjugateResult",
+    "PosteriorDistribution",
+    "RBISResult",
+    "RBParticleFilterState",
+    "collapsed_gibbs",
+    "conjugate_gibbs",
+    "conjugate_posterior",
+    "conjugate_structure",
+    "rb_importance_sampling",
+    "rb_particle_filter",
+    "EnumeratedLogDensity",
+    "EnumerationResult",
+    "EnumerativeResult",
+    "Grid",
+    "choice_vol_grid",
+    "enumerate_posterior",
+    "enumerated_logdensity",
+    "enumerative_inference",
+    "infer_discrete",
+    "FitResult",
+    "fit",
+    "HMMResult",
+    "hmm_arrays",
+    "hmm_forward_backward",
+    "KalmanResult",
+    "LinearGaussianSSM",
+    "RBPFResult",
+    "kalman_filter",
+    "kalman_filter_arrays",
+    "rao_blackwellized_particle_filter",
+    "LogDensityVIResult",
+    "advi_logdensity",
     "wake_sleep",
 ]
