@@ -193,7 +193,8 @@ def backtrack(
     s = 1 if n_samples is None else n_samples
     assigned: dict[int, mx.array] = {}
     keys = (
-        mx.random.split(key, max(len(records), 1)) if (n_samples is not None and key is not None)
+        mx.random.split(key, max(len(records), 1))
+        if (n_samples is not None and key is not None)
         else None
     )
     for i, rec in enumerate(reversed(records)):

@@ -60,6 +60,8 @@ INFERENCE_NAMES = (
     "hmm_forward_backward",
     "rao_blackwellized_particle_filter",
     "advi_logdensity",
+    "translate_particles",
+    "translator_mh",
 )
 
 

@@ -42,7 +42,9 @@ __all__ = ["SeqModel", "find_sequence", "is_sequence_gf", "stack_steps"]
 
 def is_sequence_gf(gf: Any) -> bool:
     """``Unfold`` / ``Scan`` from genmlx.combinators (recognised without importing it)."""
-    return type(gf).__name__ in ("Unfold", "Scan") and isinstance(getattr(gf, "kernel", None), GenerativeFunction)
+    return type(gf).__name__ in ("Unfold", "Scan") and isinstance(
+        getattr(gf, "kernel", None), GenerativeFunction
+    )
 
 
 @dataclass
@@ -95,7 +97,9 @@ class SeqModel:
 
     def obs_at(self, t: int) -> ChoiceMap:
         """Step ``t``'s observations (placeholders where missing)."""
-        return ChoiceMap.from_nodes([(p, ChoiceMap(self.obs_values[p][t])) for p in self.obs_paths], ())
+        return ChoiceMap.from_nodes(
+            [(p, ChoiceMap(self.obs_values[p][t])) for p in self.obs_paths], ()
+        )
 
     def mask_at(self, t: int) -> dict[Path, mx.array]:
         return {p: self.obs_mask[p][t] for p in self.obs_paths}
@@ -160,8 +164,9 @@ def find_sequence(
             tr, _ = gf.generate(a, subm, key=mx.random.key(0))
             return tr.retval
 
-        recs, _ = replay(model, args, obs, lambda p, d, pa: d.sample(mx.random.key(0), *pa),
-                         op=op, call=call)
+        recs, _ = replay(
+            model, args, obs, lambda p, d, pa: d.sample(mx.random.key(0), *pa), op=op, call=call
+        )
         for r in recs:
             outer = outer + mx.sum(r.dist.log_prob(r.value, *r.params))
         seq, seq_args = calls[0].gen_fn, found["args"]
@@ -199,8 +204,21 @@ def find_sequence(
         rows = [d.get(t, mx.zeros(ref.shape, dtype=ref.dtype)) for t in range(T)]
         values[p] = mx.stack(rows)
         mask[p] = mx.array([t in d for t in range(T)])
-    sm = SeqModel(model, seq, kind, prefix, tuple(seq_args), T, kernel, obs_paths, values, mask,
-                  outer, None, [])  # type: ignore[arg-type]
+    sm = SeqModel(
+        model,
+        seq,
+        kind,
+        prefix,
+        tuple(seq_args),
+        T,
+        kernel,
+        obs_paths,
+        values,
+        mask,
+        outer,
+        None,
+        [],
+    )  # type: ignore[arg-type]
     obs0 = sm.obs_at(0)
     g = analyze(kernel, sm.step_args(0, sm.init), obs0)
     if not g.is_static:
@@ -227,6 +245,6 @@ def stack_steps(fn: Callable[[Any], tuple[mx.array, ...]], sm: SeqModel) -> tupl
             out = mx.vmap(fn)(ts)
         mx.eval(out)
         return tuple(out)
-    except Exception:  # noqa: BLE001 - any failure of the vectorised attempt: go step by step
+    except Exception:
         rows = [fn(t) for t in range(sm.T)]
         return tuple(mx.stack([r[i] for r in rows]) for i in range(len(rows[0])))

@@ -71,6 +71,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -185,18 +186,23 @@ class ConjugacyPlan:
             were not conjugate.
     """
 
-    def __init__(self, model: GenerativeFunction, args: tuple[Any, ...], graph: ModelGraph,
-                 groups: list[ConjugateGroup], rejected: dict[Path, str]) -> None:
+    def __init__(
+        self,
+        model: GenerativeFunction,
+        args: tuple[Any, ...],
+        graph: ModelGraph,
+        groups: list[ConjugateGroup],
+        rejected: dict[Path, str],
+    ) -> None:
         self.model = model
         self.args = args
         self.graph = graph
         self.groups = list(groups)
         marg = {p for g in groups for p in g.latents}
-        self.marginalized = {
-            from_path(p): g.describe() for g in groups for p in g.latents
-        }
+        self.marginalized = {from_path(p): g.describe() for g in groups for p in g.latents}
         self.remaining = [
-            from_path(s.path) for s in graph.sites
+            from_path(s.path)
+            for s in graph.sites
             if s.kind == "choice" and not s.observed and s.path not in marg
         ]
         self.rejected = {from_path(p): r for p, r in rejected.items()}
@@ -293,9 +299,7 @@ def conjugate_structure(
     blocks = _components(cand, g)
     gauss = []
     for block in blocks:
-        children = sorted(
-            {c.path for p in block for c in kids(p) if c.path not in block}, key=str
-        )
+        children = sorted({c.path for p in block for c in kids(p) if c.path not in block}, key=str)
         gauss.append(ConjugateGroup("linear-gaussian", tuple(block), tuple(children)))
     groups = singles + gauss
     # ---------------------------------------------------------- consistency
@@ -317,7 +321,8 @@ def conjugate_structure(
             gr = groups[i]
             why = (
                 "its children's log density is not quadratic in it (a mean that is not affine, "
-                "or a scale that depends on it)" if gr.family == "linear-gaussian"
+                "or a scale that depends on it)"
+                if gr.family == "linear-gaussian"
                 else "its children do not read it linearly with the family's coefficient"
             )
             for p in gr.latents:
@@ -372,7 +377,7 @@ def _components(cand: set[Path], g: ModelGraph) -> list[list[Path]]:
         ps = [p for p in s.parents if p in cand]
         if s.path in cand:
             ps.append(s.path)
-        for a, b in zip(ps, ps[1:]):
+        for a, b in itertools.pairwise(ps):
             union(a, b)
     out: dict[Path, list[Path]] = {}
     order = [s.path for s in g.sites if s.path in cand]
@@ -381,8 +386,9 @@ def _components(cand: set[Path], g: ModelGraph) -> list[list[Path]]:
     return list(out.values())
 
 
-def _consistent(groups: list[ConjugateGroup], sites: dict[Path, Any],
-                rejected: dict[Path, str]) -> list[ConjugateGroup]:
+def _consistent(
+    groups: list[ConjugateGroup], sites: dict[Path, Any], rejected: dict[Path, str]
+) -> list[ConjugateGroup]:
     """Drop groups whose priors or children read another group's latents."""
     while True:
         owner = {p: i for i, gr in enumerate(groups) for p in gr.latents}
@@ -391,12 +397,18 @@ def _consistent(groups: list[ConjugateGroup], sites: dict[Path, Any],
             for p in gr.latents:
                 other = [q for q in sites[p].parents if q in owner and owner[q] != i]
                 if other:
-                    drop = (i, f"its prior reads {format_address(other[0])}, integrated out elsewhere")
+                    drop = (
+                        i,
+                        f"its prior reads {format_address(other[0])}, integrated out elsewhere",
+                    )
             for c in gr.children:
                 other = [q for q in sites[c].parents if q in owner and owner[q] != i]
                 if other:
-                    drop = (i, f"its child {format_address(c)} also reads "
-                               f"{format_address(other[0])}, integrated out elsewhere")
+                    drop = (
+                        i,
+                        f"its child {format_address(c)} also reads "
+                        f"{format_address(other[0])}, integrated out elsewhere",
+                    )
             if drop:
                 break
         if drop is None:
@@ -418,8 +430,9 @@ class PosteriorDistribution:
         dist: the :mod:`genmlx.dists` distribution.
     """
 
-    def __init__(self, family: str, dist: Distribution, params: dict[str, mx.array],
-                 shape: tuple[int, ...]) -> None:
+    def __init__(
+        self, family: str, dist: Distribution, params: dict[str, mx.array], shape: tuple[int, ...]
+    ) -> None:
         self.family = family
         self.dist = dist
         self.params = params
@@ -472,8 +485,13 @@ class PosteriorDistribution:
             return f"array{tuple(v.shape)}"
 
         inner = ", ".join(f"{k}={fmt(v)}" for k, v in self.params.items())
-        name = {"beta": "Beta", "gamma": "Gamma", "dirichlet": "Dirichlet",
-                "normal": "Normal", "mv_normal": "MvNormal"}[self.family]
+        name = {
+            "beta": "Beta",
+            "gamma": "Gamma",
+            "dirichlet": "Dirichlet",
+            "normal": "Normal",
+            "mv_normal": "MvNormal",
+        }[self.family]
         return f"{name}({inner})"
 
 
@@ -510,7 +528,8 @@ class _Collapser:
         self.owner = {p: i for i, gr in enumerate(plan.groups) for p in gr.latents}
         self.child_of = {c: i for i, gr in enumerate(plan.groups) for c in gr.children}
         self.remaining = [
-            s.path for s in g.sites
+            s.path
+            for s in g.sites
             if s.kind == "choice" and not s.observed and s.path not in self.owner
         ]
         for s in g.sites:
@@ -532,8 +551,12 @@ class _Collapser:
             out[p] = as_array(node.value)
         return out
 
-    def _run(self, vals: Mapping[Path, mx.array], obs: ChoiceMap,
-             override: Mapping[Path, mx.array] | None = None) -> tuple[list[SiteRecord], dict[Path, mx.array]]:
+    def _run(
+        self,
+        vals: Mapping[Path, mx.array],
+        obs: ChoiceMap,
+        override: Mapping[Path, mx.array] | None = None,
+    ) -> tuple[list[SiteRecord], dict[Path, mx.array]]:
         refs: dict[Path, mx.array] = {}
 
         def provide(path: Path, dist: Distribution, params: tuple[Any, ...]) -> mx.array:
@@ -598,8 +621,15 @@ class _Collapser:
         return total, posts, errs
 
     # -- one-latent families ------------------------------------------------------
-    def _single(self, i: int, gr: ConjugateGroup, vals: Mapping[Path, mx.array], obs: ChoiceMap,
-                refs: dict[Path, mx.array], by_path: dict[Path, SiteRecord]) -> tuple[mx.array, Any, mx.array]:
+    def _single(
+        self,
+        i: int,
+        gr: ConjugateGroup,
+        vals: Mapping[Path, mx.array],
+        obs: ChoiceMap,
+        refs: dict[Path, mx.array],
+        by_path: dict[Path, SiteRecord],
+    ) -> tuple[mx.array, Any, mx.array]:
         path = gr.latents[0]
         prior = by_path[path]
         theta = refs[path]
@@ -617,8 +647,11 @@ class _Collapser:
                 r = bp[kid.path]
                 p = as_array(r.params[slot]).astype(mx.float32)
                 vshape = tuple(r.value.shape)
-                out.append(mx.broadcast_to(p, vshape + (p.shape[-1],)) if is_dir
-                           else mx.broadcast_to(p, vshape))
+                out.append(
+                    mx.broadcast_to(p, (*vshape, p.shape[-1]))
+                    if is_dir
+                    else mx.broadcast_to(p, vshape)
+                )
             return out
 
         # directions: one per θ element (a row of θ for the Dirichlet, scaled 1..K)
@@ -629,7 +662,9 @@ class _Collapser:
         else:
             basis = mx.eye(k_elems).reshape(k_elems, *theta.shape)
         p0 = child_params(theta)
-        cols = mx.vmap(lambda e: tuple(mx.jvp(lambda t: tuple(child_params(t)), (theta,), (e,))[1]))(basis)
+        cols = mx.vmap(
+            lambda e: tuple(mx.jvp(lambda t: tuple(child_params(t)), (theta,), (e,))[1])
+        )(basis)
         # per child: assignment matrix M (m, k), coefficients c (m,), checks
         err = mx.array(0.0)
         theta2 = theta * 0.5 + 0.5 * _ref_shift(theta, is_dir)
@@ -664,10 +699,16 @@ class _Collapser:
             pred2 = coef * (M @ th2_flat[:, 0])
             rows = mx.sum(M, axis=1) > 0
             scale = 1.0 + mx.abs(c0.reshape(-1))
-            err = mx.maximum(err, mx.max(mx.where(rows, mx.abs(c0.reshape(-1) - pred) / scale, 0.0)))
-            err = mx.maximum(err, mx.max(mx.where(rows, mx.abs(q2.reshape(-1) - pred2) / scale, 0.0)))
+            err = mx.maximum(
+                err, mx.max(mx.where(rows, mx.abs(c0.reshape(-1) - pred) / scale, 0.0))
+            )
+            err = mx.maximum(
+                err, mx.max(mx.where(rows, mx.abs(q2.reshape(-1) - pred2) / scale, 0.0))
+            )
             # a child that does not read θ must not change either
-            err = mx.maximum(err, mx.max(mx.where(rows, 0.0, mx.abs(q2.reshape(-1) - c0.reshape(-1)))))
+            err = mx.maximum(
+                err, mx.max(mx.where(rows, 0.0, mx.abs(q2.reshape(-1) - c0.reshape(-1))))
+            )
             if _exact(prior.dist, Beta):
                 err = mx.maximum(err, mx.max(mx.where(rows, mx.abs(coef - 1.0), 0.0)))
             else:
@@ -682,12 +723,16 @@ class _Collapser:
             for M, _, _, kid in stats:
                 y = kid.value.astype(mx.float32).reshape(-1)
                 if _exact(kid.dist, Binomial):
-                    n = mx.broadcast_to(as_array(kid.params[0]).astype(mx.float32), kid.value.shape).reshape(-1)
+                    n = mx.broadcast_to(
+                        as_array(kid.params[0]).astype(mx.float32), kid.value.shape
+                    ).reshape(-1)
                 else:
                     n = mx.ones_like(y)
                 a = a + y @ M
                 b = b + (n - y) @ M
-            post = PosteriorDistribution("beta", beta, {"alpha": a.reshape(shape), "beta": b.reshape(shape)}, shape)
+            post = PosteriorDistribution(
+                "beta", beta, {"alpha": a.reshape(shape), "beta": b.reshape(shape)}, shape
+            )
         elif _exact(prior.dist, Gamma):
             a = mx.broadcast_to(pa[0], shape).reshape(-1)
             b = mx.broadcast_to(pa[1], shape).reshape(-1)
@@ -699,14 +744,18 @@ class _Collapser:
                 else:
                     a = a + rows @ M
                     b = b + (coef * y) @ M
-            post = PosteriorDistribution("gamma", gamma, {"shape": a.reshape(shape), "rate": b.reshape(shape)}, shape)
+            post = PosteriorDistribution(
+                "gamma", gamma, {"shape": a.reshape(shape), "rate": b.reshape(shape)}, shape
+            )
         else:
             alpha = mx.broadcast_to(pa[0], shape).reshape(k_elems, -1)
             for M, _, _, kid in stats:
                 y = kid.value.reshape(-1).astype(mx.int32)
                 onehot = (y[:, None] == mx.arange(alpha.shape[-1])[None]).astype(mx.float32)
                 alpha = alpha + M.T @ onehot
-            post = PosteriorDistribution("dirichlet", dirichlet, {"alpha": alpha.reshape(shape)}, shape)
+            post = PosteriorDistribution(
+                "dirichlet", dirichlet, {"alpha": alpha.reshape(shape)}, shape
+            )
         # p(y) = p(y | θ) p(θ) / p(θ | y) at θ = θ_ref
         loglik = mx.array(0.0)
         for kid in kids:
@@ -716,8 +765,14 @@ class _Collapser:
         return loglik + lprior - lpost, post, err
 
     # -- linear-Gaussian block ---------------------------------------------------
-    def _gaussian(self, i: int, gr: ConjugateGroup, vals: Mapping[Path, mx.array], obs: ChoiceMap,
-                  refs: dict[Path, mx.array]) -> tuple[mx.array, Any, mx.array]:
+    def _gaussian(
+        self,
+        i: int,
+        gr: ConjugateGroup,
+        vals: Mapping[Path, mx.array],
+        obs: ChoiceMap,
+        refs: dict[Path, mx.array],
+    ) -> tuple[mx.array, Any, mx.array]:
         members = list(gr.latents)
         shapes = [tuple(self.sites[p].shape) for p in members]
         sizes = [int(math.prod(s)) for s in shapes]
@@ -824,8 +879,14 @@ class ConjugateResult:
     method = "conjugate"
     exact = True
 
-    def __init__(self, plan: ConjugacyPlan, log_ml: mx.array, posteriors: dict[Any, PosteriorDistribution],
-                 blocks: dict[tuple[Any, ...], PosteriorDistribution], batch: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        plan: ConjugacyPlan,
+        log_ml: mx.array,
+        posteriors: dict[Any, PosteriorDistribution],
+        blocks: dict[tuple[Any, ...], PosteriorDistribution],
+        batch: tuple[int, ...],
+    ) -> None:
         self.plan = plan
         self.log_ml = log_ml
         self.posteriors = posteriors
@@ -843,7 +904,9 @@ class ConjugateResult:
         a linear-Gaussian block is drawn jointly)."""
         if self.batch_shape:
             raise ValueError("sample: index the batch and call conjugate_posterior on one element")
-        keys = mx.random.split(resolve_key(key), len(self.posteriors) + len(self.block_posteriors) + 1)
+        keys = mx.random.split(
+            resolve_key(key), len(self.posteriors) + len(self.block_posteriors) + 1
+        )
         out: dict[Any, mx.array] = {}
         j = 0
         in_block = {a for b in self.block_posteriors for a in b}
@@ -885,8 +948,13 @@ class ConjugateResult:
         return f"ConjugateResult(log_ml={lml_s}; {inner})"
 
 
-def _split_block(post: PosteriorDistribution, members: list[Path], shapes: list[tuple[int, ...]],
-                 sizes: list[int], batch: tuple[int, ...]) -> dict[Any, PosteriorDistribution]:
+def _split_block(
+    post: PosteriorDistribution,
+    members: list[Path],
+    shapes: list[tuple[int, ...]],
+    sizes: list[int],
+    batch: tuple[int, ...],
+) -> dict[Any, PosteriorDistribution]:
     out = {}
     off = 0
     nb = len(batch)
@@ -895,19 +963,28 @@ def _split_block(post: PosteriorDistribution, members: list[Path], shapes: list[
         cov = post.params["cov"][..., off : off + n, off : off + n]
         if s == ():
             out[from_path(p)] = PosteriorDistribution(
-                "normal", normal, {"mu": mean[..., 0], "sigma": mx.sqrt(cov[..., 0, 0])}, ())
+                "normal", normal, {"mu": mean[..., 0], "sigma": mx.sqrt(cov[..., 0, 0])}, ()
+            )
         elif len(s) == 1:
-            out[from_path(p)] = PosteriorDistribution("mv_normal", mv_normal, {"mean": mean, "cov": cov}, s)
+            out[from_path(p)] = PosteriorDistribution(
+                "mv_normal", mv_normal, {"mean": mean, "cov": cov}, s
+            )
         else:
             out[from_path(p)] = PosteriorDistribution(
-                "mv_normal", mv_normal, {"mean": mean, "cov": cov}, (n,))
+                "mv_normal", mv_normal, {"mean": mean, "cov": cov}, (n,)
+            )
         off += n
     del nb
     return out
 
 
-def _plan_for(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap,
-              plan: ConjugacyPlan | None, op: str) -> ConjugacyPlan:
+def _plan_for(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    obs: ChoiceMap,
+    plan: ConjugacyPlan | None,
+    op: str,
+) -> ConjugacyPlan:
     if plan is None:
         plan = conjugate_structure(model, args, obs)
     elif not isinstance(plan, ConjugacyPlan):
@@ -988,7 +1065,9 @@ def conjugate_posterior(
             k = len(p0.params)
             params = dict(zip(p0.params, out[pos : pos + k]))
             pos += k
-            posteriors[from_path(gr.latents[0])] = PosteriorDistribution(p0.family, p0.dist, params, p0.shape)
+            posteriors[from_path(gr.latents[0])] = PosteriorDistribution(
+                p0.family, p0.dist, params, p0.shape
+            )
     mx.eval(total)
     return ConjugateResult(plan, total, posteriors, blocks, batch)
 
@@ -1030,8 +1109,9 @@ class RBISResult(NamedTuple):
         return mx.tensordot(w, m, axes=1)
 
 
-def _collapsed_batch(col: _Collapser, vals: dict[Path, mx.array], obs: ChoiceMap,
-                     n: int) -> tuple[mx.array, mx.array, list[Any], list[mx.array], dict[Path, mx.array]]:
+def _collapsed_batch(
+    col: _Collapser, vals: dict[Path, mx.array], obs: ChoiceMap, n: int
+) -> tuple[mx.array, mx.array, list[Any], list[mx.array], dict[Path, mx.array]]:
     """Per particle: collapsed log p(x_R, y), log p(x_R), posteriors, errors, site lps."""
     paths = list(vals)
 
@@ -1058,9 +1138,13 @@ def _collapsed_batch(col: _Collapser, vals: dict[Path, mx.array], obs: ChoiceMap
     return total, prior, params, errs, site_lp
 
 
-def _conditionals(col: _Collapser, obs: ChoiceMap, params: list[mx.array]) -> tuple[dict[Any, PosteriorDistribution], list[Any]]:
+def _conditionals(
+    col: _Collapser, obs: ChoiceMap, params: list[mx.array]
+) -> tuple[dict[Any, PosteriorDistribution], list[Any]]:
     with runtime.transforming():
-        ref_vals = {p: mx.zeros(col.sites[p].shape, dtype=col.sites[p].dtype) for p in col.remaining}
+        ref_vals = {
+            p: mx.zeros(col.sites[p].shape, dtype=col.sites[p].dtype) for p in col.remaining
+        }
         _, posts0, _ = col.evaluate(ref_vals, obs)
     out: dict[Any, PosteriorDistribution] = {}
     blocks: list[Any] = []
@@ -1068,21 +1152,29 @@ def _conditionals(col: _Collapser, obs: ChoiceMap, params: list[mx.array]) -> tu
     for gr, p0 in zip(col.plan.groups, posts0):
         if isinstance(p0, tuple):
             pd0, members, shapes, sizes = p0
-            pd = PosteriorDistribution("mv_normal", mv_normal, dict(zip(pd0.params, params[pos : pos + 2])), pd0.shape)
+            pd = PosteriorDistribution(
+                "mv_normal", mv_normal, dict(zip(pd0.params, params[pos : pos + 2])), pd0.shape
+            )
             pos += 2
             blocks.append((pd, members, shapes, sizes))
             out.update(_split_block(pd, members, shapes, sizes, (1,)))
         else:
             k = len(p0.params)
             out[from_path(gr.latents[0])] = PosteriorDistribution(
-                p0.family, p0.dist, dict(zip(p0.params, params[pos : pos + k])), p0.shape)
+                p0.family, p0.dist, dict(zip(p0.params, params[pos : pos + k])), p0.shape
+            )
             pos += k
             blocks.append(None)
     return out, blocks
 
 
-def _draw_conditionals(col: _Collapser, conds: dict[Any, PosteriorDistribution], blocks: list[Any],
-                       n: int, key: mx.array) -> dict[Path, mx.array]:
+def _draw_conditionals(
+    col: _Collapser,
+    conds: dict[Any, PosteriorDistribution],
+    blocks: list[Any],
+    n: int,
+    key: mx.array,
+) -> dict[Path, mx.array]:
     keys = mx.random.split(key, len(col.plan.groups) + 1)
     out: dict[Path, mx.array] = {}
     for i, (gr, b) in enumerate(zip(col.plan.groups, blocks)):
@@ -1171,7 +1263,9 @@ def rb_importance_sampling(
     cm = ChoiceMap.from_nodes([(p, ChoiceMap(v)) for p, v in {**vals, **draws}.items()], (n,))
     traces = model.vgenerate(args, _with_obs(cm, obs, n), n, key=k3).trace
     lml = mx.logsumexp(lw) - math.log(n)
-    return RBISResult(traces, lw - mx.logsumexp(lw), lml, dict(plan.marginalized), "marginal", conds)
+    return RBISResult(
+        traces, lw - mx.logsumexp(lw), lml, dict(plan.marginalized), "marginal", conds
+    )
 
 
 # ---------------------------------------------------------------------------- RB-SMC
@@ -1216,8 +1310,14 @@ class RBParticleFilterState(NamedTuple):
         """``log Ẑ = log Ẑ_acc + logsumexp(log w) − log N`` (unbiased ``Ẑ``)."""
         return self.log_ml_accumulated + mx.logsumexp(self.log_weights) - math.log(self.n_particles)
 
-    def step(self, new_args: tuple[Any, ...], observations: Any, *,
-             argdiffs: tuple[Diff, ...] | None = None, key: Key = None) -> RBParticleFilterState:
+    def step(
+        self,
+        new_args: tuple[Any, ...],
+        observations: Any,
+        *,
+        argdiffs: tuple[Diff, ...] | None = None,
+        key: Key = None,
+    ) -> RBParticleFilterState:
         """Extend every particle to ``new_args`` and the new observations.
 
         New sampled latents are drawn from the model (a batched ``update``); the
@@ -1257,11 +1357,16 @@ class RBParticleFilterState(NamedTuple):
         idx = resample_indices(self.log_weights, method, key=resolve_key(key))
         lse = mx.logsumexp(self.log_weights)
         return RBParticleFilterState(
-            _index_trace(self.traces, idx), mx.zeros((n,)), self.log_ml_accumulated + lse - math.log(n),
-            self.collapsed[idx], self.plan)
+            _index_trace(self.traces, idx),
+            mx.zeros((n,)),
+            self.log_ml_accumulated + lse - math.log(n),
+            self.collapsed[idx],
+            self.plan,
+        )
 
-    def maybe_resample(self, ess_threshold: float, method: str = "systematic", *,
-                       key: Key = None) -> RBParticleFilterState:
+    def maybe_resample(
+        self, ess_threshold: float, method: str = "systematic", *, key: Key = None
+    ) -> RBParticleFilterState:
         """Resample when ``ess() < ess_threshold``."""
         if float(self.ess()) < ess_threshold:
             return self.resample(method, key=key)
@@ -1388,7 +1493,9 @@ def _observed_of(trace: Trace, graph: ModelGraph) -> ChoiceMap:
     return ChoiceMap.from_nodes(nodes, ())
 
 
-def conjugate_gibbs(trace: Trace, plan: ConjugacyPlan, *, key: Key = None) -> tuple[Trace, mx.array]:
+def conjugate_gibbs(
+    trace: Trace, plan: ConjugacyPlan, *, key: Key = None
+) -> tuple[Trace, mx.array]:
     """Draw every integrated-out group of ``plan`` from its exact full conditional.
 
     A Gibbs move (always accepted): given the trace's other choices ``x_R`` and the
@@ -1427,8 +1534,9 @@ def conjugate_gibbs(trace: Trace, plan: ConjugacyPlan, *, key: Key = None) -> tu
         return _per_chain(body, trace, resolve_key(key))
 
 
-def collapsed_gibbs(trace: Trace, addr: Address, plan: ConjugacyPlan, *,
-                    key: Key = None) -> tuple[Trace, mx.array]:
+def collapsed_gibbs(
+    trace: Trace, addr: Address, plan: ConjugacyPlan, *, key: Key = None
+) -> tuple[Trace, mx.array]:
     """A discrete choice drawn with the conjugate latents integrated out, then those
     redrawn from their exact conditional (a blocked Gibbs move, always accepted).
 
@@ -1445,8 +1553,8 @@ def collapsed_gibbs(trace: Trace, addr: Address, plan: ConjugacyPlan, *,
         raise ValueError(f"collapsed_gibbs: {format_address(path)} must be a sampled latent choice")
     if not getattr(site.gen_fn, "is_enumerable", False):
         raise ValueError(
-            f"collapsed_gibbs: the choice at {format_address(path)} ({fn_name(site.gen_fn)}) has no "
-            "finite support to enumerate"
+            f"collapsed_gibbs: the choice at {format_address(path)} ({fn_name(site.gen_fn)}) "
+            "has no finite support to enumerate"
         )
     model = trace.gen_fn
     obs = _observed_of(trace if not trace.batch_shape else _first_of(trace), plan.graph)

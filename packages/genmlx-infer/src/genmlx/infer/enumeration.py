@@ -272,7 +272,9 @@ class _Enumerator:
                 cand = _candidates(raw, shape, sample.dtype, where, op)
                 lv = None
                 if path in grid_logv:
-                    lv = _candidates(grid_logv[path].astype(mx.float32), shape, mx.float32, where, op)
+                    lv = _candidates(
+                        grid_logv[path].astype(mx.float32), shape, mx.float32, where, op
+                    )
                 found.append((path, dist, cand, lv, src))
                 return cand[0]
             if continuous and not _is_discrete_site(dist, sample):
@@ -295,9 +297,9 @@ class _Enumerator:
         unused = set(grid_points) | set(supports)
         unused -= {p for p, *_ in found}
         if unused:
+            names = ", ".join(format_address(p) for p in sorted(unused, key=str))
             raise ValueError(
-                f"{op}: grid/supports name {', '.join(format_address(p) for p in sorted(unused, key=str))}, "
-                "which are not latent choices of the model"
+                f"{op}: grid/supports name {names}, which are not latent choices of the model"
             )
         # plate depth: the most element axes any log density or value has
         d = 0
@@ -307,11 +309,9 @@ class _Enumerator:
         self.D = d
         self.E = len(found)
         self.vars: list[_Var] = []
-        for i, (path, dist, cand, lv, src) in enumerate(found):
+        for i, (path, _, cand, lv, src) in enumerate(found):
             shape = tuple(cand.shape[1:])
-            plates = frozenset(
-                self.D - len(shape) + j for j, s in enumerate(shape) if s > 1
-            )
+            plates = frozenset(self.D - len(shape) + j for j, s in enumerate(shape) if s > 1)
             self.vars.append(_Var(i, path, shape, cand.dtype, cand, lv, plates, src))
         self.by_path = {v.path: v for v in self.vars}
         self.layout = {v.path: self._lay(v.candidates, v) for v in self.vars}
@@ -349,7 +349,10 @@ class _Enumerator:
     def _lay(self, arr: mx.array, v: _Var) -> mx.array:
         k = arr.shape[0]
         shape = (
-            (1,) * v.index + (k,) + (1,) * (self.E - 1 - v.index) + (1,) * (self.D - len(v.shape))
+            (1,) * v.index
+            + (k,)
+            + (1,) * (self.E - 1 - v.index)
+            + (1,) * (self.D - len(v.shape))
             + v.shape
         )
         return arr.reshape(shape)
@@ -465,8 +468,14 @@ class _Enumerator:
 
     _concrete_index: dict[Path, mx.array]
 
-    def log_z(self, factors: list[mx.array], extra: mx.array, *, op: str = "sum",
-              record: list[Record] | None = None) -> mx.array:
+    def log_z(
+        self,
+        factors: list[mx.array],
+        extra: mx.array,
+        *,
+        op: str = "sum",
+        record: list[Record] | None = None,
+    ) -> mx.array:
         if not factors:
             return extra
         if self.E == 0:
@@ -528,7 +537,9 @@ class _Enumerator:
                         ix = self._lay(index[v.path][None], v)
                         g = mx.take_along_axis(g, ix, axis=v.index)
                 g = g.reshape(g.shape[self.E :])
-                a = np.broadcast_to(np.asarray(g, dtype=np.float64), np.broadcast_shapes(g.shape, p.shape))
+                a = np.broadcast_to(
+                    np.asarray(g, dtype=np.float64), np.broadcast_shapes(g.shape, p.shape)
+                )
                 b = np.broadcast_to(np.asarray(p, dtype=np.float64), a.shape)
                 same = np.isclose(a, b, rtol=1e-4, atol=1e-4) | ((a == b) & ~np.isfinite(a))
                 if not same.all():
@@ -549,7 +560,10 @@ def _candidates(raw: Any, shape: tuple[int, ...], dtype: Any, where: str, op: st
     k = cand.shape[0]
     if tuple(cand.shape[1:]) != shape:
         try:
-            cand = mx.broadcast_to(cand.reshape((k,) + (1,) * (len(shape) - (cand.ndim - 1)) + tuple(cand.shape[1:])), (k, *shape))
+            cand = mx.broadcast_to(
+                cand.reshape((k,) + (1,) * (len(shape) - (cand.ndim - 1)) + tuple(cand.shape[1:])),
+                (k, *shape),
+            )
         except (ValueError, TypeError) as e:
             raise StaticModelError(
                 f"{op}: the candidate values for {where} have shape {tuple(cand.shape)}; "
@@ -607,8 +621,14 @@ class EnumerationResult:
 
     weight_kind = "marginal"
 
-    def __init__(self, enum: _Enumerator, obs: ChoiceMap, log_ml: mx.array,
-                 marginals: dict[Any, mx.array], batch: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        enum: _Enumerator,
+        obs: ChoiceMap,
+        log_ml: mx.array,
+        marginals: dict[Any, mx.array],
+        batch: tuple[int, ...],
+    ) -> None:
         self._enum = enum
         self.observations = obs
         self.log_ml = log_ml
@@ -816,8 +836,15 @@ def enumerate_posterior(
     obs = _as_choicemap(observations, op, "observations")
     first, td, leaves, batch = _obs_parts(obs, op)
     e = _Enumerator(
-        model, args, first, supports=_paths(supports), grid=_grid_of(grid), continuous=False,
-        domains={}, key=resolve_key(key if key is not None else 0), op=op,
+        model,
+        args,
+        first,
+        supports=_paths(supports),
+        grid=_grid_of(grid),
+        continuous=False,
+        domains={},
+        key=resolve_key(key if key is not None else 0),
+        op=op,
     )
 
     def one(ol: list[mx.array]) -> tuple[mx.array, list[mx.array]]:
@@ -963,8 +990,9 @@ class EnumeratedLogDensity:
         fs, extra, _ = e.factors(obs, y=y, args=args)
         return e.log_z(fs, extra)
 
-    def _constrain_one(self, y: mx.array, obs_leaves: list[mx.array],
-                       arg_leaves: list[Any]) -> tuple[mx.array, ...]:
+    def _constrain_one(
+        self, y: mx.array, obs_leaves: list[mx.array], arg_leaves: list[Any]
+    ) -> tuple[mx.array, ...]:
         e = self._e
         obs = unflatten(self._obs_td, list(obs_leaves))
         args = unflatten(self._arg_td, list(arg_leaves))
@@ -983,8 +1011,9 @@ class EnumeratedLogDensity:
         replay(e.model, args, obs, provide, op="logdensity.constrain", call=e._call_hook(obs))
         return tuple(got[c.path] for c in e.conts)
 
-    def _inverse_one(self, xs: list[mx.array], obs_leaves: list[mx.array],
-                     arg_leaves: list[Any]) -> mx.array:
+    def _inverse_one(
+        self, xs: list[mx.array], obs_leaves: list[mx.array], arg_leaves: list[Any]
+    ) -> mx.array:
         e = self._e
         obs = unflatten(self._obs_td, list(obs_leaves))
         args = unflatten(self._arg_td, list(arg_leaves))
@@ -1097,9 +1126,7 @@ class EnumeratedLogDensity:
         y, batch = self._check(y, "logdensity.constrain")
         flat = y.reshape(-1, self.dim)
         xs = self._function("forward", True)(flat, *self._inputs())
-        return {
-            from_path(c.path): x.reshape(*batch, *c.shape) for c, x in zip(self._e.conts, xs)
-        }
+        return {from_path(c.path): x.reshape(*batch, *c.shape) for c, x in zip(self._e.conts, xs)}
 
     def to_choicemap(self, y: Any) -> ChoiceMap:
         """The continuous choices at ``y`` as a choice map (batched when ``y`` is)."""
@@ -1125,8 +1152,9 @@ class EnumeratedLogDensity:
 
         def one(*inputs: Any) -> mx.array:
             k = len(self._e.conts)
-            return self._inverse_one(list(inputs[:k]), list(inputs[k : k + n_obs]),
-                                     list(inputs[k + n_obs :]))
+            return self._inverse_one(
+                list(inputs[:k]), list(inputs[k : k + n_obs]), list(inputs[k + n_obs :])
+            )
 
         with runtime.transforming():
             if batch:
@@ -1151,8 +1179,11 @@ class EnumeratedLogDensity:
         for a, v in disc.items():
             cm = cm.merge(ChoiceMap.from_nodes([(to_path(a), ChoiceMap(v))], (n,)))
         if not self.observations.is_empty:
-            cm = cm.merge(self.observations.map(
-                lambda v: mx.broadcast_to(v, (n, *v.shape))).with_batch_shape((n,)))
+            cm = cm.merge(
+                self.observations.map(lambda v: mx.broadcast_to(v, (n, *v.shape))).with_batch_shape(
+                    (n,)
+                )
+            )
         if not batch:
             one = ChoiceMap.from_nodes(((p, ChoiceMap(x[0])) for p, x in cm.leaves()), ())
             return self.model.generate(self.args, one, key=k2).trace
@@ -1207,8 +1238,15 @@ def enumerated_logdensity(
     if obs.batch_shape:
         raise ValueError(f"{op}: observations must be unbatched")
     e = _Enumerator(
-        model, args, obs, supports=_paths(supports), grid=None, continuous=True,
-        domains=_paths(domains), key=resolve_key(key if key is not None else 0), op=op,
+        model,
+        args,
+        obs,
+        supports=_paths(supports),
+        grid=None,
+        continuous=True,
+        domains=_paths(domains),
+        key=resolve_key(key if key is not None else 0),
+        op=op,
     )
     if not e.conts:
         raise StaticModelError(

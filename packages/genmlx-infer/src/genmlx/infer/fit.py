@@ -87,9 +87,19 @@ class FitResult:
         marginalized: ``{address: how}`` of the choices integrated out exactly.
     """
 
-    def __init__(self, method: str, reason: str, result: Any, *, exact: bool, log_ml: Any,
-                 log_ml_kind: str | None, considered: list[tuple[str, str]],
-                 sampler: Any, marginalized: dict[Any, str] | None = None) -> None:
+    def __init__(
+        self,
+        method: str,
+        reason: str,
+        result: Any,
+        *,
+        exact: bool,
+        log_ml: Any,
+        log_ml_kind: str | None,
+        considered: list[tuple[str, str]],
+        sampler: Any,
+        marginalized: dict[Any, str] | None = None,
+    ) -> None:
         self.method = method
         self.reason = reason
         self.result = result
@@ -136,8 +146,13 @@ class FitResult:
             qs = np.quantile(x, [0.05, 0.5, 0.95], axis=0)
             for j in range(x.shape[1]):
                 label = name if x.shape[1] == 1 and v.ndim == 1 else f"{name}[{j}]"
-                table[label] = {"mean": float(x[:, j].mean()), "sd": float(x[:, j].std(ddof=1)),
-                                "q5": float(qs[0, j]), "q50": float(qs[1, j]), "q95": float(qs[2, j])}
+                table[label] = {
+                    "mean": float(x[:, j].mean()),
+                    "sd": float(x[:, j].std(ddof=1)),
+                    "q5": float(qs[0, j]),
+                    "q50": float(qs[1, j]),
+                    "q95": float(qs[2, j]),
+                }
         return table
 
     def __repr__(self) -> str:
@@ -145,7 +160,11 @@ class FitResult:
             lml = "no evidence"
         else:
             v = mx.array(self.log_ml).tolist()
-            lml = f"log_ml={v:.4f} ({self.log_ml_kind})" if isinstance(v, float) else f"log_ml [{len(v)}] ({self.log_ml_kind})"
+            lml = (
+                f"log_ml={v:.4f} ({self.log_ml_kind})"
+                if isinstance(v, float)
+                else f"log_ml [{len(v)}] ({self.log_ml_kind})"
+            )
         return f"FitResult({self.method}: {lml}; {self.reason})"
 
 
@@ -175,7 +194,9 @@ def _flatten_chains(samples: dict[Any, mx.array], n: int, key: mx.array) -> dict
     return {a: v.reshape(total, *v.shape[2:])[idx] for a, v in samples.items()}
 
 
-def _weighted(values: dict[Any, mx.array], log_w: mx.array, n: int, key: mx.array) -> dict[Any, mx.array]:
+def _weighted(
+    values: dict[Any, mx.array], log_w: mx.array, n: int, key: mx.array
+) -> dict[Any, mx.array]:
     from genmlx.infer.smc import resample_indices
 
     idx = resample_indices(log_w, "multinomial", n=n, key=key)
@@ -187,21 +208,40 @@ def _latent_values(trace: Any, obs: ChoiceMap) -> dict[Any, mx.array]:
 
 
 # ---------------------------------------------------------------------------- methods
-def _run_enumeration(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]) -> FitResult:
+def _run_enumeration(
+    model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]
+) -> FitResult:
     from genmlx.infer.enumeration import enumerate_posterior
 
     r = enumerate_posterior(model, args, obs, supports=opts.get("supports"), key=key)
-    return FitResult("enumeration", "", r, exact=r.exact, log_ml=r.log_ml,
-                     log_ml_kind="exact" if r.exact else "approximate", considered=[],
-                     sampler=lambda n, k: r.sample(n, key=k))
+    return FitResult(
+        "enumeration",
+        "",
+        r,
+        exact=r.exact,
+        log_ml=r.log_ml,
+        log_ml_kind="exact" if r.exact else "approximate",
+        considered=[],
+        sampler=lambda n, k: r.sample(n, key=k),
+    )
 
 
-def _run_conjugate(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]) -> FitResult:
+def _run_conjugate(
+    model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]
+) -> FitResult:
     from genmlx.infer.conjugacy import conjugate_posterior
 
     r = conjugate_posterior(model, args, obs, plan=opts.get("plan"))
-    return FitResult("conjugate", "", r, exact=True, log_ml=r.log_ml, log_ml_kind="exact",
-                     considered=[], sampler=lambda n, k: r.sample(n, key=k))
+    return FitResult(
+        "conjugate",
+        "",
+        r,
+        exact=True,
+        log_ml=r.log_ml,
+        log_ml_kind="exact",
+        considered=[],
+        sampler=lambda n, k: r.sample(n, key=k),
+    )
 
 
 def _seq_sampler(r: Any, sm_addr: Any) -> Any:
@@ -211,31 +251,63 @@ def _seq_sampler(r: Any, sm_addr: Any) -> Any:
     return draw
 
 
-def _run_kalman(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]) -> FitResult:
+def _run_kalman(
+    model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]
+) -> FitResult:
     from genmlx.infer.kalman import kalman_filter
 
     r = kalman_filter(model, args, obs, method=opts.get("kalman_method", "kalman"))
     addr = next(iter(r.marginalized))
-    return FitResult("kalman", "", r, exact=r.exact, log_ml=r.log_ml,
-                     log_ml_kind="exact" if r.exact else "approximate", considered=[],
-                     sampler=_seq_sampler(r, addr))
+    return FitResult(
+        "kalman",
+        "",
+        r,
+        exact=r.exact,
+        log_ml=r.log_ml,
+        log_ml_kind="exact" if r.exact else "approximate",
+        considered=[],
+        sampler=_seq_sampler(r, addr),
+    )
 
 
-def _run_hmm(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]) -> FitResult:
+def _run_hmm(
+    model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]
+) -> FitResult:
     from genmlx.infer.hmm import hmm_forward_backward
 
     r = hmm_forward_backward(model, args, obs)
     addr = next(iter(r.marginalized))
-    return FitResult("hmm", "", r, exact=True, log_ml=r.log_ml, log_ml_kind="exact",
-                     considered=[], sampler=_seq_sampler(r, addr))
+    return FitResult(
+        "hmm",
+        "",
+        r,
+        exact=True,
+        log_ml=r.log_ml,
+        log_ml_kind="exact",
+        considered=[],
+        sampler=_seq_sampler(r, addr),
+    )
 
 
-def _run_nuts(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]) -> FitResult:
+def _run_nuts(
+    model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]
+) -> FitResult:
     from genmlx.infer.driver import mcmc
     from genmlx.infer.enumeration import EnumeratedLogDensity, infer_discrete
 
-    kw = {k: opts[k] for k in ("n_chains", "n_warmup", "n_samples", "max_depth", "target_accept",
-                               "domains", "progress") if k in opts}
+    kw = {
+        k: opts[k]
+        for k in (
+            "n_chains",
+            "n_warmup",
+            "n_samples",
+            "max_depth",
+            "target_accept",
+            "domains",
+            "progress",
+        )
+        if k in opts
+    }
     kw.setdefault("n_chains", 4)
     kw.setdefault("n_warmup", 500)
     kw.setdefault("n_samples", 500)
@@ -246,24 +318,51 @@ def _run_nuts(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[s
     if isinstance(r.logdensity, EnumeratedLogDensity):
         samples = infer_discrete(r, key=k2)
         marg = {a: "summed out inside the NUTS density" for a in r.logdensity.marginalized}
-    return FitResult("nuts", "", r, exact=False, log_ml=None, log_ml_kind=None, considered=[],
-                     sampler=lambda n, k: _flatten_chains(samples, n, k), marginalized=marg)
+    return FitResult(
+        "nuts",
+        "",
+        r,
+        exact=False,
+        log_ml=None,
+        log_ml_kind=None,
+        considered=[],
+        sampler=lambda n, k: _flatten_chains(samples, n, k),
+        marginalized=marg,
+    )
 
 
-def _run_vi(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]) -> FitResult:
+def _run_vi(
+    model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]
+) -> FitResult:
     from genmlx.infer.logdensity_vi import advi_logdensity
 
     ld = opts.get("_ld") or _vector_target(model, args, obs, opts)
     k1, k2 = mx.random.split(key)
-    r = advi_logdensity(ld, n_steps=opts.get("n_steps", 2000), n_samples=opts.get("vi_samples", 16),
-                        learning_rate=opts.get("learning_rate", 0.05), key=k1)
+    r = advi_logdensity(
+        ld,
+        n_steps=opts.get("n_steps", 2000),
+        n_samples=opts.get("vi_samples", 16),
+        learning_rate=opts.get("learning_rate", 0.05),
+        key=k1,
+    )
     bound = r.elbo(2000, key=k2)
     marg = {a: "summed out inside the VI density" for a in getattr(ld, "marginalized", ())}
-    return FitResult("vi", "", r, exact=False, log_ml=bound, log_ml_kind="lower_bound", considered=[],
-                     sampler=lambda n, k: r.sample(n, key=k), marginalized=marg)
+    return FitResult(
+        "vi",
+        "",
+        r,
+        exact=False,
+        log_ml=bound,
+        log_ml_kind="lower_bound",
+        considered=[],
+        sampler=lambda n, k: r.sample(n, key=k),
+        marginalized=marg,
+    )
 
 
-def _run_importance(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]) -> FitResult:
+def _run_importance(
+    model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]
+) -> FitResult:
     from genmlx.infer.conjugacy import conjugate_structure, rb_importance_sampling
     from genmlx.infer.importance import importance_sampling
 
@@ -275,15 +374,33 @@ def _run_importance(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: 
     if plan is not None and plan.groups:
         r = rb_importance_sampling(model, args, obs, n, plan=plan, key=key)
         vals = _latent_values(r.traces, obs)
-        return FitResult("importance", "", r, exact=False, log_ml=r.log_ml_estimate, log_ml_kind="estimate",
-                         considered=[], sampler=lambda m, k: _weighted(vals, r.log_weights, m, k))
+        return FitResult(
+            "importance",
+            "",
+            r,
+            exact=False,
+            log_ml=r.log_ml_estimate,
+            log_ml_kind="estimate",
+            considered=[],
+            sampler=lambda m, k: _weighted(vals, r.log_weights, m, k),
+        )
     r2 = importance_sampling(model, args, obs, n, key=key)
     vals = _latent_values(r2.traces, obs)
-    return FitResult("importance", "", r2, exact=False, log_ml=r2.log_ml_estimate, log_ml_kind="estimate",
-                     considered=[], sampler=lambda m, k: _weighted(vals, r2.log_weights, m, k))
+    return FitResult(
+        "importance",
+        "",
+        r2,
+        exact=False,
+        log_ml=r2.log_ml_estimate,
+        log_ml_kind="estimate",
+        considered=[],
+        sampler=lambda m, k: _weighted(vals, r2.log_weights, m, k),
+    )
 
 
-def _run_smc(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]) -> FitResult:
+def _run_smc(
+    model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[str, Any]
+) -> FitResult:
     """A bootstrap particle filter through the steps of a sequence model."""
     from genmlx.infer.smc import particle_filter
 
@@ -306,8 +423,11 @@ def _run_smc(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[st
         return (sm.seq_args[0], unflatten(td, [x[:t] for x in leaves]))
 
     def obs_at(t: int) -> ChoiceMap:
-        nodes = [((t, *p), ChoiceMap(sm.obs_values[p][t])) for p in sm.obs_paths
-                 if bool(sm.obs_mask[p][t].item())]
+        nodes = [
+            ((t, *p), ChoiceMap(sm.obs_values[p][t]))
+            for p in sm.obs_paths
+            if bool(sm.obs_mask[p][t].item())
+        ]
         return ChoiceMap.from_nodes(nodes, ())
 
     state = particle_filter(model, args_at(1), obs_at(0), n, key=keys[0])
@@ -316,8 +436,16 @@ def _run_smc(model: Any, args: Any, obs: ChoiceMap, key: mx.array, opts: dict[st
         state = state.step(args_at(t + 1), obs_at(t), key=keys[2 * t])
     lw = state.log_weights
     vals = _latent_values(state.traces, obs)
-    return FitResult("smc", "", state, exact=False, log_ml=state.log_ml_estimate(), log_ml_kind="estimate",
-                     considered=[], sampler=lambda m, k: _weighted(vals, lw, m, k))
+    return FitResult(
+        "smc",
+        "",
+        state,
+        exact=False,
+        log_ml=state.log_ml_estimate(),
+        log_ml_kind="estimate",
+        considered=[],
+        sampler=lambda m, k: _weighted(vals, lw, m, k),
+    )
 
 
 _RUNNERS = {
@@ -342,7 +470,9 @@ def _vector_target(model: Any, args: Any, obs: ChoiceMap, opts: dict[str, Any]) 
 
 
 # ---------------------------------------------------------------------------- choice
-def _choose(model: Any, args: Any, obs: ChoiceMap, opts: dict[str, Any]) -> tuple[str, str, list[tuple[str, str]]]:
+def _choose(
+    model: Any, args: Any, obs: ChoiceMap, opts: dict[str, Any]
+) -> tuple[str, str, list[tuple[str, str]]]:
     considered: list[tuple[str, str]] = []
     if _seq_wrapper(model, args, obs):
         from genmlx.infer.hmm import hmm_forward_backward
@@ -350,16 +480,29 @@ def _choose(model: Any, args: Any, obs: ChoiceMap, opts: dict[str, Any]) -> tupl
 
         try:
             hmm_forward_backward(model, args, obs)
-            return "hmm", "a sequence model with a discrete state: the forward–backward algorithm is exact", considered
+            return (
+                "hmm",
+                "a sequence model with a discrete state: the forward–backward algorithm is exact",
+                considered,
+            )
         except StaticModelError as e:
             considered.append(("hmm", str(e)))
         try:
             kalman_filter(model, args, obs, method="kalman")
-            return "kalman", "a linear-Gaussian sequence model: the Kalman filter and smoother are exact", considered
+            return (
+                "kalman",
+                "a linear-Gaussian sequence model: the Kalman filter and smoother are exact",
+                considered,
+            )
         except StaticModelError as e:
             considered.append(("kalman", str(e)))
         if is_sequence_gf(model):
-            return "smc", "a sequence model that is neither linear-Gaussian nor discrete-state: a particle filter", considered
+            return (
+                "smc",
+                "a sequence model that is neither linear-Gaussian nor discrete-state: "
+                "a particle filter",
+                considered,
+            )
     if not isinstance(model, DynamicGenerativeFunction):
         considered.append(("enumeration", "not a @gen model"))
         return "importance", "not a @gen model: importance sampling from the prior", considered
@@ -376,14 +519,26 @@ def _choose(model: Any, args: Any, obs: ChoiceMap, opts: dict[str, Any]) -> tupl
 
         try:
             opts["_enum"] = enumerate_posterior(model, args, obs, supports=opts.get("supports"))
-            return ("enumeration", "every latent choice has a finite support: exact enumeration "
-                    "(variable elimination over tensor axes)", considered)
+            return (
+                "enumeration",
+                "every latent choice has a finite support: exact enumeration "
+                "(variable elimination over tensor axes)",
+                considered,
+            )
         except StaticModelError as e:
             considered.append(("enumeration", str(e)))
     else:
-        cont = [format_address(s.path) for s in latent if not getattr(s.gen_fn, "is_enumerable", False)]
-        considered.append(("enumeration", "continuous or unbounded latent choices: " + ", ".join(cont[:4])
-                           if cont else "latent choices inside calls"))
+        cont = [
+            format_address(s.path) for s in latent if not getattr(s.gen_fn, "is_enumerable", False)
+        ]
+        considered.append(
+            (
+                "enumeration",
+                "continuous or unbounded latent choices: " + ", ".join(cont[:4])
+                if cont
+                else "latent choices inside calls",
+            )
+        )
     from genmlx.infer.conjugacy import conjugate_structure
 
     plan = conjugate_structure(model, args, obs)
@@ -391,25 +546,39 @@ def _choose(model: Any, args: Any, obs: ChoiceMap, opts: dict[str, Any]) -> tupl
     if plan.fully_conjugate:
         how = "; ".join(f"{a}: {h}" for a, h in plan.marginalized.items())
         return "conjugate", f"every latent choice is conjugate: {how}", considered
-    considered.append(("conjugate", "not conjugate: " + (
-        ", ".join(map(str, plan.remaining[:4])) or "latent calls")))
+    considered.append(
+        (
+            "conjugate",
+            "not conjugate: " + (", ".join(map(str, plan.remaining[:4])) or "latent calls"),
+        )
+    )
     try:
         ld = _vector_target(model, args, obs, opts)
     except StaticModelError as e:
         considered.append(("nuts", str(e)))
         if plan.groups:
-            return ("importance", "importance sampling with the conjugate latents integrated out "
-                    "(Rao-Blackwellised)", considered)
+            return (
+                "importance",
+                "importance sampling with the conjugate latents integrated out (Rao-Blackwellised)",
+                considered,
+            )
         return "importance", "importance sampling from the prior", considered
     opts["_ld"] = ld
     limit = opts.get("max_nuts_dim", 200)
     if ld.dim <= limit:
         summed = getattr(ld, "marginalized", ())
         extra = f", with {', '.join(map(str, summed))} summed out" if summed else ""
-        return ("nuts", f"a static model with {ld.dim} continuous unconstrained dimension(s)"
-                f"{extra}: NUTS", considered)
+        return (
+            "nuts",
+            f"a static model with {ld.dim} continuous unconstrained dimension(s){extra}: NUTS",
+            considered,
+        )
     considered.append(("nuts", f"{ld.dim} dimensions (more than max_nuts_dim={limit})"))
-    return "vi", f"a static model with {ld.dim} continuous dimensions: Gaussian VI (ADVI)", considered
+    return (
+        "vi",
+        f"a static model with {ld.dim} continuous dimensions: Gaussian VI (ADVI)",
+        considered,
+    )
 
 
 def fit(
@@ -442,9 +611,24 @@ def fit(
         ValueError: an unknown method or option.
         StaticModelError: the forced method does not apply (its message says why).
     """
-    allowed = {"n_chains", "n_warmup", "n_samples", "max_depth", "target_accept", "domains",
-               "n_steps", "learning_rate", "vi_samples", "n_particles", "supports",
-               "kalman_method", "max_nuts_dim", "progress", "warn", "plan"}
+    allowed = {
+        "n_chains",
+        "n_warmup",
+        "n_samples",
+        "max_depth",
+        "target_accept",
+        "domains",
+        "n_steps",
+        "learning_rate",
+        "vi_samples",
+        "n_particles",
+        "supports",
+        "kalman_method",
+        "max_nuts_dim",
+        "progress",
+        "warn",
+        "plan",
+    }
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"fit: unknown option(s) {sorted(unknown)}; known: {sorted(allowed)}")
@@ -460,9 +644,16 @@ def fit(
         reason, considered = "chosen by the caller (method=...)", []
     if method == "enumeration" and "_enum" in opts:
         r = opts["_enum"]
-        res = FitResult("enumeration", "", r, exact=r.exact, log_ml=r.log_ml,
-                        log_ml_kind="exact" if r.exact else "approximate", considered=[],
-                        sampler=lambda n, k: r.sample(n, key=k))
+        res = FitResult(
+            "enumeration",
+            "",
+            r,
+            exact=r.exact,
+            log_ml=r.log_ml,
+            log_ml_kind="exact" if r.exact else "approximate",
+            considered=[],
+            sampler=lambda n, k: r.sample(n, key=k),
+        )
     else:
         res = _RUNNERS[method](model, args, obs, key, opts)
     res.reason = reason

@@ -43,7 +43,14 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.core import ChoiceMap, Distribution, GenerativeFunction, StaticModelError, Trace, runtime
+from genmlx.core import (
+    ChoiceMap,
+    Distribution,
+    GenerativeFunction,
+    StaticModelError,
+    Trace,
+    runtime,
+)
 from genmlx.core.address import Path, format_address, from_path
 from genmlx.core.choicemap import as_array
 from genmlx.core.random import Key, resolve_key
@@ -126,8 +133,16 @@ class HMMResult:
     method = "hmm"
     exact = True
 
-    def __init__(self, log_init: mx.array, log_A: mx.array, log_e: mx.array, support: mx.array,
-                 batch: tuple[int, ...], sm: SeqModel | None, state: Path | None) -> None:
+    def __init__(
+        self,
+        log_init: mx.array,
+        log_A: mx.array,
+        log_e: mx.array,
+        support: mx.array,
+        batch: tuple[int, ...],
+        sm: SeqModel | None,
+        state: Path | None,
+    ) -> None:
         self.log_init, self.log_transition, self.log_emission = log_init, log_A, log_e
         self.support = support
         self.batch_shape = batch
@@ -146,8 +161,11 @@ class HMMResult:
         self._sm = sm
         self._state = state
         where = format_address(state).strip("'") if state is not None else "z"
-        self.marginalized = {from_path(state) if state is not None else "z":
-                             f"hmm forward–backward (the state {where} at every step)"}
+        self.marginalized = {
+            from_path(state)
+            if state is not None
+            else "z": f"hmm forward–backward (the state {where} at every step)"
+        }
 
     @property
     def log_ml_estimate(self) -> mx.array:
@@ -157,7 +175,9 @@ class HMMResult:
     def viterbi(self) -> mx.array:
         """The most probable state path (values, ``[B?, T]``)."""
         if self.batch_shape:
-            idx = mx.vmap(lambda le: _viterbi(self.log_init, self.log_transition, le))(self.log_emission)
+            idx = mx.vmap(lambda le: _viterbi(self.log_init, self.log_transition, le))(
+                self.log_emission
+            )
         else:
             idx = _viterbi(self.log_init, self.log_transition, self.log_emission)
         return self.support[idx]
@@ -231,7 +251,9 @@ def hmm_arrays(log_init: Any, log_transition: Any, log_emission: Any) -> HMMResu
 
 
 def _is_enumerable(site: Any) -> bool:
-    return bool(getattr(site.gen_fn, "is_enumerable", False)) and not getattr(site.gen_fn, "event_ndim", 0)
+    return bool(getattr(site.gen_fn, "is_enumerable", False)) and not getattr(
+        site.gen_fn, "event_ndim", 0
+    )
 
 
 def hmm_forward_backward(
@@ -257,7 +279,9 @@ def hmm_forward_backward(
     sm, obs, batch = _prepare(model, args, observations, op)
     lat = sm.latent_sites
     if len(lat) != 1 or not _is_enumerable(lat[0]) or lat[0].shape != ():
-        names = ", ".join(f"{format_address(s.path)} ({getattr(s.gen_fn, 'name', s.gen_fn)})" for s in lat)
+        names = ", ".join(
+            f"{format_address(s.path)} ({getattr(s.gen_fn, 'name', s.gen_fn)})" for s in lat
+        )
         raise StaticModelError(
             f"{op}: the kernel must have exactly one latent choice, a scalar with a finite "
             f"support (categorical, bernoulli, ...), returned as the new state; its latent "
@@ -276,13 +300,19 @@ def hmm_forward_backward(
     sm.run(0, init, obs0, provide_first, op)
     support = captured["support"]
     if support.ndim != 1:
-        raise StaticModelError(f"{op}: the state's support must be a list of scalars, got {tuple(support.shape)}")
+        raise StaticModelError(
+            f"{op}: the state's support must be a list of scalars, got {tuple(support.shape)}"
+        )
     K = int(support.shape[0])
     # the carry must be the state itself
     for j in (0, K - 1):
         _, new = sm.run(0, init, obs0, lambda p, d, pa, j=j: support[j], op)
         leaves, _ = flatten(new)
-        if len(leaves) != 1 or leaves[0].shape != () or not bool(mx.all(leaves[0] == support[j]).item()):
+        if (
+            len(leaves) != 1
+            or leaves[0].shape != ()
+            or not bool(mx.all(leaves[0] == support[j]).item())
+        ):
             raise StaticModelError(
                 f"{op}: the kernel must return its state choice {format_address(state)} as the "
                 "new state (Unfold: `return z`; Scan: `return z, out`)"

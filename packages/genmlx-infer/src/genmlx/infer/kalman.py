@@ -240,8 +240,15 @@ class KalmanResult:
 
     weight_kind = "marginal"
 
-    def __init__(self, passes: _Pass, smoothed: tuple[mx.array, mx.array], method: str,
-                 batch: tuple[int, ...], sm: SeqModel | None, state: tuple[Path, tuple[int, ...]] | None) -> None:
+    def __init__(
+        self,
+        passes: _Pass,
+        smoothed: tuple[mx.array, mx.array],
+        method: str,
+        batch: tuple[int, ...],
+        sm: SeqModel | None,
+        state: tuple[Path, tuple[int, ...]] | None,
+    ) -> None:
         self._p = passes
         self.log_ml = passes.log_ml
         self.filtered_means, self.filtered_covs = passes.m_f, passes.P_f
@@ -299,7 +306,9 @@ class KalmanResult:
         lml = self.log_ml.tolist()
         lml_s = f"{lml:.4f}" if isinstance(lml, float) else f"[{len(lml)} values]"
         T = self.filtered_means.shape[-2]
-        return f"KalmanResult({self.method}: log_ml={lml_s}, T={T}, d={self.filtered_means.shape[-1]})"
+        return (
+            f"KalmanResult({self.method}: log_ml={lml_s}, T={T}, d={self.filtered_means.shape[-1]})"
+        )
 
 
 def _model_args(sm: SeqModel) -> tuple[Any, ...]:
@@ -352,7 +361,9 @@ def kalman_filter_arrays(
     """
     y = as_array(ys).astype(mx.float32)
     if y.ndim not in (2, 3):
-        raise ValueError(f"kalman_filter_arrays: ys must be [T, m] or [B, T, m], got {tuple(y.shape)}")
+        raise ValueError(
+            f"kalman_filter_arrays: ys must be [T, m] or [B, T, m], got {tuple(y.shape)}"
+        )
     batch = (int(y.shape[0]),) if y.ndim == 3 else ()
     T, m = int(y.shape[-2]), int(y.shape[-1])
     Fm = _per_step(F, T, 2, "F")
@@ -367,7 +378,11 @@ def kalman_filter_arrays(
             f"kalman_filter_arrays: H must be [m, d] = [{m}, {dim}] and R [m, m]; got "
             f"{tuple(Hm.shape[1:])} and {tuple(Rm.shape[1:])}"
         )
-    mk = mx.ones(y.shape, dtype=mx.bool_) if mask is None else mx.broadcast_to(as_array(mask), y.shape)
+    mk = (
+        mx.ones(y.shape, dtype=mx.bool_)
+        if mask is None
+        else mx.broadcast_to(as_array(mask), y.shape)
+    )
     m0 = as_array(init_mean).astype(mx.float32)
     P0 = as_array(init_cov).astype(mx.float32)
 
@@ -398,7 +413,9 @@ class _GaussKernel:
         self.op = op
         lat = [s for s in sm.latent_sites if s.path not in sampled]
         if len(lat) != 1 or type(lat[0].gen_fn) not in (Normal, MvNormal):
-            names = ", ".join(f"{format_address(s.path)} ({getattr(s.gen_fn, 'name', s.gen_fn)})" for s in lat)
+            names = ", ".join(
+                f"{format_address(s.path)} ({getattr(s.gen_fn, 'name', s.gen_fn)})" for s in lat
+            )
             raise StaticModelError(
                 f"{op}: the kernel must have exactly one latent state choice, normal or "
                 f"mv_normal, that it returns as the new state; its latent choices are: "
@@ -409,7 +426,9 @@ class _GaussKernel:
         self.shape = tuple(self.state.shape)
         self.d = int(math.prod(self.shape)) if self.shape else 1
         if type(self.state.gen_fn) is MvNormal and len(self.shape) != 1:
-            raise StaticModelError(f"{op}: the mv_normal state must be a vector, got shape {self.shape}")
+            raise StaticModelError(
+                f"{op}: the mv_normal state must be a vector, got shape {self.shape}"
+            )
         emis = [s for s in sm.graph.sites if s.kind == "choice" and s.observed]
         for s in emis:
             if type(s.gen_fn) not in (Normal, MvNormal):
@@ -430,8 +449,14 @@ class _GaussKernel:
         x = s_flat.reshape(self.shape)
         return x if extra is None else extra(x)
 
-    def _records(self, t: Any, carry: Any, x: mx.array | None, obs: ChoiceMap,
-                 sampled: dict[Path, mx.array] | None = None) -> tuple[dict[Path, Any], Any]:
+    def _records(
+        self,
+        t: Any,
+        carry: Any,
+        x: mx.array | None,
+        obs: ChoiceMap,
+        sampled: dict[Path, mx.array] | None = None,
+    ) -> tuple[dict[Path, Any], Any]:
         sm = self.sm
         st = self.state.path
 
@@ -456,13 +481,20 @@ class _GaussKernel:
         sig = mx.broadcast_to(as_array(r.params[1]).astype(mx.float32), r.value.shape).reshape(-1)
         return mu, mx.diag(sig * sig)
 
-    def trans(self, t: Any, carry: Any, obs: ChoiceMap, sampled: dict[Path, mx.array] | None = None
-              ) -> tuple[mx.array, mx.array]:
+    def trans(
+        self, t: Any, carry: Any, obs: ChoiceMap, sampled: dict[Path, mx.array] | None = None
+    ) -> tuple[mx.array, mx.array]:
         recs, _ = self._records(t, carry, None, obs, sampled)
         return self._mean_cov(recs[self.state.path])
 
-    def emit(self, t: Any, carry: Any, x_flat: mx.array, obs: ChoiceMap,
-             sampled: dict[Path, mx.array] | None = None) -> tuple[mx.array, mx.array]:
+    def emit(
+        self,
+        t: Any,
+        carry: Any,
+        x_flat: mx.array,
+        obs: ChoiceMap,
+        sampled: dict[Path, mx.array] | None = None,
+    ) -> tuple[mx.array, mx.array]:
         recs, _ = self._records(t, carry, x_flat.reshape(self.shape), obs, sampled)
         means, covs = zip(*(self._mean_cov(recs[p]) for p in self.emis))
         mean = mx.concatenate(list(means))
@@ -471,8 +503,14 @@ class _GaussKernel:
             cov = _block_diag(list(covs))
         return mean, cov
 
-    def new_carry(self, t: Any, carry: Any, x_flat: mx.array, obs: ChoiceMap,
-                  sampled: dict[Path, mx.array] | None = None) -> Any:
+    def new_carry(
+        self,
+        t: Any,
+        carry: Any,
+        x_flat: mx.array,
+        obs: ChoiceMap,
+        sampled: dict[Path, mx.array] | None = None,
+    ) -> Any:
         _, new = self._records(t, carry, x_flat.reshape(self.shape), obs, sampled)
         return new
 
@@ -504,8 +542,10 @@ def _check_carry(gk: _GaussKernel, op: str) -> None:
         v = mx.full((gk.d,), 0.37 * k, dtype=mx.float32)
         new = gk.new_carry(0, init, v, obs)
         leaves, _ = flatten(new)
-        if len(leaves) != 1 or tuple(leaves[0].shape) != gk.shape or not bool(
-            mx.allclose(leaves[0].reshape(-1).astype(mx.float32), v, atol=1e-6).item()
+        if (
+            len(leaves) != 1
+            or tuple(leaves[0].shape) != gk.shape
+            or not bool(mx.allclose(leaves[0].reshape(-1).astype(mx.float32), v, atol=1e-6).item())
         ):
             raise StaticModelError(
                 f"{op}: the kernel must return its state choice {format_address(gk.state.path)} "
@@ -577,8 +617,9 @@ def _emission_independent_of_carry(gk: _GaussKernel) -> mx.array:
     return mx.max(mx.abs(a - b))
 
 
-def _obs_matrix(sm: SeqModel, gk: _GaussKernel, values: dict[Path, mx.array],
-                masks: dict[Path, mx.array]) -> tuple[mx.array, mx.array]:
+def _obs_matrix(
+    sm: SeqModel, gk: _GaussKernel, values: dict[Path, mx.array], masks: dict[Path, mx.array]
+) -> tuple[mx.array, mx.array]:
     """Stack the observed sites into ``[..., T, m]`` values and masks."""
     ys, ms = [], []
     for p, sz in zip(gk.emis, gk.sizes):
@@ -592,7 +633,9 @@ def _obs_matrix(sm: SeqModel, gk: _GaussKernel, values: dict[Path, mx.array],
     return mx.concatenate(ys, axis=-1), mx.concatenate(ms, axis=-1)
 
 
-def _batched_values(sm: SeqModel, obs: ChoiceMap, batch: tuple[int, ...]) -> tuple[dict[Path, mx.array], dict[Path, mx.array]]:
+def _batched_values(
+    sm: SeqModel, obs: ChoiceMap, batch: tuple[int, ...]
+) -> tuple[dict[Path, mx.array], dict[Path, mx.array]]:
     """Observation values ``[B?, T, ...]`` and masks ``[T]`` (same for every batch element)."""
     if not batch:
         return sm.obs_values, sm.obs_mask
@@ -610,8 +653,9 @@ def _batched_values(sm: SeqModel, obs: ChoiceMap, batch: tuple[int, ...]) -> tup
     return values, sm.obs_mask
 
 
-def _prepare(model: GenerativeFunction, args: Any, observations: Any, op: str
-             ) -> tuple[SeqModel, ChoiceMap, tuple[int, ...]]:
+def _prepare(
+    model: GenerativeFunction, args: Any, observations: Any, op: str
+) -> tuple[SeqModel, ChoiceMap, tuple[int, ...]]:
     args = _as_args(args, op)
     obs = _as_choicemap(observations, op, "observations")
     batch = tuple(obs.batch_shape)
@@ -696,7 +740,7 @@ def kalman_filter(
                 f"{op}: the observations' distribution reads the incoming state, not only the "
                 "new state; the filter needs y_t to depend on x_t alone"
             )
-        lin_t, lin_e = (_ekf_lin(gk) if method == "ekf" else _ukf_lin(gk))
+        lin_t, lin_e = _ekf_lin(gk) if method == "ekf" else _ukf_lin(gk)
         m0, P0 = gk.trans(0, sm.init, sm.obs_at(0))
         m0 = m0.astype(mx.float32)
 
@@ -744,8 +788,9 @@ def _sigma_points(m: mx.array, P: mx.array, kappa: float) -> tuple[mx.array, mx.
     return pts, w
 
 
-def _slr(fn: Callable[[mx.array], tuple[mx.array, mx.array]], m: mx.array, P: mx.array,
-         kappa: float) -> tuple[mx.array, mx.array, mx.array]:
+def _slr(
+    fn: Callable[[mx.array], tuple[mx.array, mx.array]], m: mx.array, P: mx.array, kappa: float
+) -> tuple[mx.array, mx.array, mx.array]:
     """Statistical linear regression of ``fn``'s mean through sigma points of ``N(m, P)``:
     ``(A, b, Ω)`` with ``E[f] ≈ A m + b`` and ``Cov[f] + noise ≈ A P Aᵀ + Ω``."""
     pts, w = _sigma_points(m, P, kappa)
@@ -866,7 +911,9 @@ def rao_blackwellized_particle_filter(
 
     def split_carry(carry: Any) -> tuple[Any, mx.array]:
         leaves, td = flatten(carry)
-        return (td, [lv for lv, g in zip(leaves, is_g) if not g]), leaves[g_leaf].astype(mx.float32).reshape(-1)
+        return (td, [lv for lv, g in zip(leaves, is_g) if not g]), leaves[g_leaf].astype(
+            mx.float32
+        ).reshape(-1)
 
     def join_carry(aux: Any, x: mx.array) -> Any:
         from genmlx.core.tree import unflatten
@@ -894,7 +941,16 @@ def rao_blackwellized_particle_filter(
         obs_t = sm.obs_at(t)
         y_t, m_t = ys[t], mk[t].astype(mx.float32)
 
-        def one(k: mx.array, rest_i: list[mx.array], m_i: mx.array, P_i: mx.array) -> tuple[Any, ...]:
+        def one(
+            k: mx.array,
+            rest_i: list[mx.array],
+            m_i: mx.array,
+            P_i: mx.array,
+            t: int = t,
+            obs_t: ChoiceMap = obs_t,
+            y_t: mx.array = y_t,
+            m_t: mx.array = m_t,
+        ) -> tuple[Any, ...]:
             carry_s = join_carry((aux0[0], rest_i), m_i)
             # draw the sampled choices from the prior (they may not read the Gaussian part)
             draws: dict[Path, mx.array] = {}
@@ -929,7 +985,9 @@ def rao_blackwellized_particle_filter(
             S = _sym(Ht @ Pp @ Ht.T + Rt)
             L = _chol(S)
             w = _tri(L, v[:, None])[:, 0]
-            ll = -0.5 * (mx.sum(w * w) + 2.0 * mx.sum(mx.log(mx.diagonal(L))) + mx.sum(m_t) * _LOG2PI)
+            ll = -0.5 * (
+                mx.sum(w * w) + 2.0 * mx.sum(mx.log(mx.diagonal(L))) + mx.sum(m_t) * _LOG2PI
+            )
             K = _chol_solve(L, Ht @ Pp).T
             m_new = mp + K @ v
             A = mx.eye(d) - K @ Ht
@@ -966,9 +1024,17 @@ def rao_blackwellized_particle_filter(
     sampled = {from_path(p): mx.stack(v, axis=1) for p, v in hist_s.items()}
     where = format_address(gk.state.path).strip("'")
     return RBPFResult(
-        log_ml + sm.outer_log_prob, lw - mx.logsumexp(lw), sampled, mx.stack(hist_m, axis=1),
-        mx.stack(hist_P, axis=1), mx.stack(ess_hist),
-        {from_path(gk.state.path): f"kalman inside each particle (the state {where} at every step)"},
+        log_ml + sm.outer_log_prob,
+        lw - mx.logsumexp(lw),
+        sampled,
+        mx.stack(hist_m, axis=1),
+        mx.stack(hist_P, axis=1),
+        mx.stack(ess_hist),
+        {
+            from_path(
+                gk.state.path
+            ): f"kalman inside each particle (the state {where} at every step)"
+        },
         "marginal",
     )
 
@@ -990,8 +1056,14 @@ def _gauss_leaf(gk: _GaussKernel, sampled_sites: list[Any]) -> tuple[int, list[b
         same = tuple(la.shape) == tuple(lb.shape) and bool(mx.all(la == lb).item())
         is_g.append(not same)
     idx = [i for i, g in enumerate(is_g) if g]
-    if len(idx) != 1 or int(a[idx[0]].size) != gk.d or not bool(
-        mx.allclose(a[idx[0]].reshape(-1).astype(mx.float32), mx.full((gk.d,), 0.41), atol=1e-6).item()
+    if (
+        len(idx) != 1
+        or int(a[idx[0]].size) != gk.d
+        or not bool(
+            mx.allclose(
+                a[idx[0]].reshape(-1).astype(mx.float32), mx.full((gk.d,), 0.41), atol=1e-6
+            ).item()
+        )
     ):
         raise StaticModelError(
             "rao_blackwellized_particle_filter: the kernel must return its Gaussian state choice "

@@ -76,7 +76,8 @@ class LogDensityVIResult:
         return mx.mean(self.logdensity(y)) + ent
 
     def __repr__(self) -> str:
-        return f"LogDensityVIResult(d={self.loc.shape[0]}, final ELBO={float(self.elbo_history[-1]):.4f})"
+        last = float(self.elbo_history[-1])
+        return f"LogDensityVIResult(d={self.loc.shape[0]}, final ELBO={last:.4f})"
 
 
 def advi_logdensity(
