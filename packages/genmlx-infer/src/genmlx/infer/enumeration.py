@@ -245,6 +245,8 @@ class _Enumerator:
         grid_logv = dict(grid.log_volumes) if grid is not None else {}
         self._check_calls()
         self._extra: list[mx.array] = []
+        self.unread: set[Path] = set()
+        self._unread_values: dict[Path, mx.array] = {}
         k_disc, k_val = mx.random.split(key)
         # ---------------------------------------------------------- discovery
         found: list[tuple[Path, Distribution, mx.array, mx.array | None, str]] = []
@@ -279,6 +281,10 @@ class _Enumerator:
                 return cand[0]
             if continuous and not _is_discrete_site(dist, sample):
                 conts.append((path, dist, sample, domains.get(path)))
+                return sample
+            if not self.graph.children(path):
+                # nothing reads it: it integrates to 1 and its factor is left out
+                self.unread.add(path)
                 return sample
             if not _is_discrete_site(dist, sample):
                 raise StaticModelError(
@@ -343,6 +349,7 @@ class _Enumerator:
         self.dim = start
         self.cont_by_path = {c.path: c for c in self.conts}
         self._site_order = [r.path for r in recs]
+        self._factor_order = [r.path for r in recs if r.path not in self.unread]
         self._validate(obs, k_val)
 
     # ------------------------------------------------------------------ helpers
@@ -410,6 +417,8 @@ class _Enumerator:
                 return self.layout[path]
             c = self.cont_by_path.get(path)
             if c is None:
+                if path in self.unread:
+                    return dist.sample(mx.random.key(0), *params)
                 raise StaticModelError(
                     f"{self.op}: the choice at {format_address(path)} was not seen when the "
                     "model was analysed (its structure changed?)"
@@ -440,6 +449,8 @@ class _Enumerator:
         nd = self.D if concrete is not None else self.E + self.D
         out: list[mx.array] = []
         for r in recs:
+            if r.path in self.unread:
+                continue
             lp = r.dist.log_prob(r.value, *r.params)
             if lp.ndim > nd:
                 raise StaticModelError(
@@ -530,7 +541,7 @@ class _Enumerator:
                         "depends on the values of other choices; pass supports="
                         f"{{{from_path(r.path)!r}: values}} listing every value it can take"
                     )
-            for t, p, path in zip(tables, point, self._site_order):
+            for t, p, path in zip(tables, point, self._factor_order):
                 g = t
                 for v in self.vars:
                     if g.shape[v.index] > 1:
@@ -635,7 +646,9 @@ class EnumerationResult:
         self.marginals = marginals
         self.batch_shape = batch
         self.support = {from_path(v.path): v.candidates for v in enum.vars}
-        self.marginalized = tuple(from_path(v.path) for v in enum.vars)
+        self.marginalized = tuple(from_path(v.path) for v in enum.vars) + tuple(
+            from_path(p) for p in enum._site_order if p in enum.unread
+        )
         self.exact = all(v.source != "grid" for v in enum.vars)
         self.method = "enumeration" if self.exact else "grid"
 
