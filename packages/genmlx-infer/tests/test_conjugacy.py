@@ -99,7 +99,9 @@ def test_beta_bernoulli():
     flips = np.array([True, True, False, True, True])
     r = conjugate_posterior(beta_bernoulli, (5,), {"flips": mx.array(flips)})
     h, n = flips.sum(), len(flips)
-    assert float(r.log_ml) == pytest.approx(special.betaln(2 + h, 3 + n - h) - special.betaln(2, 3), abs=1e-4)
+    assert float(r.log_ml) == pytest.approx(
+        special.betaln(2 + h, 3 + n - h) - special.betaln(2, 3), abs=1e-4
+    )
     assert float(r.posteriors["p"].params["alpha"]) == 2 + h
     assert float(r.posteriors["p"].params["beta"]) == 3 + n - h
     assert r.marginalized == {"p": "beta–bernoulli (children: flips)"}
@@ -109,8 +111,11 @@ def test_beta_bernoulli():
 def test_beta_binomial():
     ns, ks = np.array([10.0, 5.0, 8.0]), np.array([3, 2, 6])
     r = conjugate_posterior(beta_binomial, (mx.array(ns),), {"k": mx.array(ks)})
-    want = (np.log(special.comb(ns, ks)).sum() + special.betaln(1.5 + ks.sum(), 2 + (ns - ks).sum())
-            - special.betaln(1.5, 2))
+    want = (
+        np.log(special.comb(ns, ks)).sum()
+        + special.betaln(1.5 + ks.sum(), 2 + (ns - ks).sum())
+        - special.betaln(1.5, 2)
+    )
     assert float(r.log_ml) == pytest.approx(want, abs=1e-4)
     post = r.posteriors["p"]
     assert float(post.mean()) == pytest.approx(stats.beta(1.5 + 11, 2 + 12).mean(), abs=1e-6)
@@ -120,8 +125,14 @@ def test_gamma_poisson_with_exposures():
     e, y = np.array([1.0, 2.0, 0.5]), np.array([2, 5, 0])
     r = conjugate_posterior(gamma_poisson, (mx.array(e),), {"y": mx.array(y)})
     a, b = 2.0, 1.5
-    want = (np.sum(y * np.log(e)) - np.sum(special.gammaln(y + 1)) + a * np.log(b) - special.gammaln(a)
-            + special.gammaln(a + y.sum()) - (a + y.sum()) * np.log(b + e.sum()))
+    want = (
+        np.sum(y * np.log(e))
+        - np.sum(special.gammaln(y + 1))
+        + a * np.log(b)
+        - special.gammaln(a)
+        + special.gammaln(a + y.sum())
+        - (a + y.sum()) * np.log(b + e.sum())
+    )
     assert float(r.log_ml) == pytest.approx(want, abs=1e-4)
     assert float(r.posteriors["rate"].params["shape"]) == a + y.sum()
     assert float(r.posteriors["rate"].params["rate"]) == pytest.approx(b + e.sum())
@@ -130,8 +141,13 @@ def test_gamma_poisson_with_exposures():
 def test_gamma_exponential():
     r = conjugate_posterior(gamma_exponential, (), {"x1": 0.5, "x2": 1.2})
     a, b, c, x = 3.0, 2.0, np.array([1.0, 2.0]), np.array([0.5, 1.2])
-    want = (np.log(c).sum() + a * np.log(b) - special.gammaln(a) + special.gammaln(a + 2)
-            - (a + 2) * np.log(b + (c * x).sum()))
+    want = (
+        np.log(c).sum()
+        + a * np.log(b)
+        - special.gammaln(a)
+        + special.gammaln(a + 2)
+        - (a + 2) * np.log(b + (c * x).sum())
+    )
     assert float(r.log_ml) == pytest.approx(want, abs=1e-4)
     assert r.marginalized["rate"].startswith("gamma–exponential")
 
@@ -140,8 +156,11 @@ def test_dirichlet_categorical():
     y = np.array([0, 2, 1, 1, 0, 1])
     r = conjugate_posterior(dirichlet_categorical, (6,), {"y": mx.array(y)})
     al, cnt = np.array([1.0, 2.0, 0.5]), np.bincount(y, minlength=3)
-    want = special.gammaln(al.sum()) - special.gammaln(al.sum() + 6) + np.sum(
-        special.gammaln(al + cnt) - special.gammaln(al))
+    want = (
+        special.gammaln(al.sum())
+        - special.gammaln(al.sum() + 6)
+        + np.sum(special.gammaln(al + cnt) - special.gammaln(al))
+    )
     assert float(r.log_ml) == pytest.approx(want, abs=1e-4)
     np.testing.assert_allclose(np.asarray(r.posteriors["theta"].params["alpha"]), al + cnt)
 
@@ -152,7 +171,9 @@ def test_normal_normal_scalar_and_iid():
     ys = np.array([0.3, 0.9, 1.4])
     r = conjugate_posterior(normal_iid, (3,), {"ys": mx.array(ys)})
     cov = 4.0 * np.ones((3, 3)) + 0.25 * np.eye(3)
-    assert float(r.log_ml) == pytest.approx(stats.multivariate_normal.logpdf(ys, np.ones(3), cov), abs=1e-4)
+    assert float(r.log_ml) == pytest.approx(
+        stats.multivariate_normal.logpdf(ys, np.ones(3), cov), abs=1e-4
+    )
     prec = 1 / 4 + 3 / 0.25
     post = r.posteriors["mu"]
     assert float(post.params["mu"]) == pytest.approx((1 / 4 + ys.sum() / 0.25) / prec, abs=1e-5)
@@ -163,7 +184,9 @@ def test_mvn_linear_gaussian():
     y = np.array([1.2, 2.0, 3.1, 1.5])
     r = conjugate_posterior(mvn_regression, (mx.array(X),), {"y": mx.array(y)})
     cov = X @ SIGMA_W @ X.T + 0.2 * np.eye(4)
-    assert float(r.log_ml) == pytest.approx(stats.multivariate_normal.logpdf(y, np.ones(4), cov), abs=1e-4)
+    assert float(r.log_ml) == pytest.approx(
+        stats.multivariate_normal.logpdf(y, np.ones(4), cov), abs=1e-4
+    )
     S_post = np.linalg.inv(np.linalg.inv(SIGMA_W) + X.T @ X / 0.2)
     m_post = S_post @ (X.T @ (y - 1.0) / 0.2)
     post = r.posteriors["w"]
@@ -214,7 +237,12 @@ def test_elementwise_groups():
     want = np.sum(y * np.log(e)) - np.sum(special.gammaln(y + 1))
     for j in range(3):
         yj, ej = y[g == j].sum(), e[g == j].sum()
-        want += 2.0 * np.log(1.0) - special.gammaln(2.0) + special.gammaln(2 + yj) - (2 + yj) * np.log(1 + ej)
+        want += (
+            2.0 * np.log(1.0)
+            - special.gammaln(2.0)
+            + special.gammaln(2 + yj)
+            - (2 + yj) * np.log(1 + ej)
+        )
     assert float(r.log_ml) == pytest.approx(want, abs=1e-4)
 
 
@@ -279,7 +307,7 @@ def test_rb_weights_are_marginal_not_joint():
     assert np.max(np.abs(raw - joint)) > 0.1
     # the trace itself keeps the joint score of all its choices
     score = np.asarray(res.traces.score)
-    want = (np.log(np.where(s, 0.3, 0.7)) + stats.norm.logpdf(mu, 0, 2) + joint)
+    want = np.log(np.where(s, 0.3, 0.7)) + stats.norm.logpdf(mu, 0, 2) + joint
     np.testing.assert_allclose(score, want, atol=1e-4)
     # each particle's mu was drawn from its exact conditional N(m_s, v)
     cond = res.conditionals["mu"]
@@ -293,9 +321,13 @@ def test_rb_importance_sampling_variance_against_its_closed_form():
     E[p(y|s,mu)²] = Σ_s p(s) N(y; 3s, 4 + 1/2) / (2√π),   E[p(y|s)²] = Σ_s p(s) N(y; 3s, 5)².
     """
     z = _z_shifted()
-    e2_plain = sum(ps * stats.norm.pdf(Y1, 3.0 * s, math.sqrt(4.5)) / (2 * math.sqrt(math.pi))
-                   for s, ps in ((1, 0.3), (0, 0.7)))
-    e2_rb = sum(ps * stats.norm.pdf(Y1, 3.0 * s, math.sqrt(5)) ** 2 for s, ps in ((1, 0.3), (0, 0.7)))
+    e2_plain = sum(
+        ps * stats.norm.pdf(Y1, 3.0 * s, math.sqrt(4.5)) / (2 * math.sqrt(math.pi))
+        for s, ps in ((1, 0.3), (0, 0.7))
+    )
+    e2_rb = sum(
+        ps * stats.norm.pdf(Y1, 3.0 * s, math.sqrt(5)) ** 2 for s, ps in ((1, 0.3), (0, 0.7))
+    )
     ratio = (e2_plain - z**2) / (e2_rb - z**2)
     R, N = 400, 25
     obs = {"y": mx.array([Y1])}
@@ -341,7 +373,9 @@ def _exact_jumps():
 
 
 def _run_rbpf(key_int, n):
-    st = rb_particle_filter(level_with_jumps, (1,), {("y", 0): YS_J[0]}, n, key=mx.random.key(key_int))
+    st = rb_particle_filter(
+        level_with_jumps, (1,), {("y", 0): YS_J[0]}, n, key=mx.random.key(key_int)
+    )
     for t in range(1, len(YS_J)):
         st = st.resample(key=mx.random.key(1000 * key_int + 2 * t))
         st = st.step((t + 1,), {("y", t): YS_J[t]}, key=mx.random.key(1000 * key_int + 2 * t + 1))
@@ -352,8 +386,9 @@ def test_rb_particle_filter_is_unbiased_and_says_what_it_integrates():
     exact = _exact_jumps()
     st = _run_rbpf(0, 2000)
     assert st.weight_kind == "marginal"
-    assert st.marginalized == {"level": "linear-gaussian (children: ('y', 0), ('y', 1), ('y', 2), "
-                                        "('y', 3), ('y', 4))"}
+    assert st.marginalized == {
+        "level": "linear-gaussian (children: ('y', 0), ('y', 1), ('y', 2), ('y', 3), ('y', 4))"
+    }
     assert float(st.log_ml_estimate()) == pytest.approx(exact, abs=0.1)
     # the posterior mean of the level, Rao-Blackwellised, against the exact one
     import itertools
@@ -363,7 +398,9 @@ def test_rb_particle_filter_is_unbiased_and_says_what_it_integrates():
     for js in itertools.product([0, 1], repeat=T):
         j = np.array(js)
         cov = 4 * np.ones((T, T)) + 0.25 * np.eye(T)
-        w = np.prod(np.where(j, 0.2, 0.8)) * stats.multivariate_normal.pdf(np.array(YS_J), 3.0 * j, cov)
+        w = np.prod(np.where(j, 0.2, 0.8)) * stats.multivariate_normal.pdf(
+            np.array(YS_J), 3.0 * j, cov
+        )
         prec = 1 / 4 + T / 0.25
         num += w * (np.sum(np.array(YS_J) - 3.0 * j) / 0.25) / prec
         den += w
@@ -413,14 +450,18 @@ def test_collapsed_gibbs_draws_z_with_the_means_integrated_out():
     obs = {"y": mx.array(YS_G)}
     plan = conjugate_structure(two_means, (3,), obs)
     cov = 9 * np.ones((3, 3)) + np.eye(3)
-    lw = np.array([np.log(0.6), np.log(0.4)]) + stats.multivariate_normal.logpdf(YS_G, np.zeros(3), cov)
+    lw = np.array([np.log(0.6), np.log(0.4)]) + stats.multivariate_normal.logpdf(
+        YS_G, np.zeros(3), cov
+    )
     p1 = math.exp(lw[1] - special.logsumexp(lw))  # the same for both values: symmetric priors
     tr, _ = two_means.vgenerate((3,), obs, 4000, key=mx.random.key(0))
     new, _ = collapsed_gibbs(tr, "z", plan, key=mx.random.key(1))
     freq = float(np.mean(np.asarray(new["z"])))
     assert abs(freq - p1) < 5 * math.sqrt(p1 * (1 - p1) / 4000)
     # and the means were redrawn given the new z: the chosen component's mean sits near the data
-    chosen = np.where(np.asarray(new["z"]), np.asarray(new["mus"])[:, 1], np.asarray(new["mus"])[:, 0])
+    chosen = np.where(
+        np.asarray(new["z"]), np.asarray(new["mus"])[:, 1], np.asarray(new["mus"])[:, 0]
+    )
     prec = 1 / 9 + 3.0
     assert abs(chosen.mean() - YS_G.sum() / prec) < 5 * prec**-0.5 / math.sqrt(4000)
 

@@ -63,9 +63,9 @@ def _brute(model, args, obs, supports):
     post = np.exp(lps - lz)
     marg = {}
     for i, n in enumerate(names):
-        marg[n] = np.array([
-            sum(p for (vals, _), p in zip(rows, post) if vals[i] == v) for v in supports[n]
-        ])
+        marg[n] = np.array(
+            [sum(p for (vals, _), p in zip(rows, post) if vals[i] == v) for v in supports[n]]
+        )
     return lz, marg, rows, lps
 
 
@@ -189,8 +189,9 @@ def test_vector_choice_is_enumerated_element_by_element():
     post = enumerate_posterior(mixture, (5,), {"y": mx.array(YS_MIX)})
     lik = stats.norm.pdf(YS_MIX[:, None], MUS[None, :], 1.0) * W
     assert float(post.log_ml) == pytest.approx(np.log(lik.sum(1)).sum(), abs=1e-4)
-    np.testing.assert_allclose(np.asarray(post.marginals["z"]), (lik / lik.sum(1, keepdims=True)).T,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(post.marginals["z"]), (lik / lik.sum(1, keepdims=True)).T, atol=1e-5
+    )
     # a global choice shared by the plate
     post2 = enumerate_posterior(switched_mixture, (5,), {"y": mx.array(YS_MIX)})
     tot = 0.0
@@ -257,11 +258,16 @@ def test_explicit_supports_make_a_dependent_support_exact():
         enumerate_posterior(dependent_support_obs, (), {"y": 1.7})
     post = enumerate_posterior(dependent_support_obs, (), {"y": 1.7}, supports={"k": [0, 1, 2, 3]})
     # p(n) = 1/3 for n in {1, 2, 3}; k | n ~ Binomial(n, 1/2); y | k ~ N(k, 1)
-    z = sum(stats.binom.pmf(k, n, 0.5) * stats.norm.pdf(1.7, k, 1) / 3
-            for n in (1, 2, 3) for k in range(n + 1))
+    z = sum(
+        stats.binom.pmf(k, n, 0.5) * stats.norm.pdf(1.7, k, 1) / 3
+        for n in (1, 2, 3)
+        for k in range(n + 1)
+    )
     assert float(post.log_ml) == pytest.approx(math.log(z), abs=1e-5)
-    pk = [sum(stats.binom.pmf(k, n, 0.5) for n in (1, 2, 3)) / 3 * stats.norm.pdf(1.7, k, 1) / z
-          for k in range(4)]
+    pk = [
+        sum(stats.binom.pmf(k, n, 0.5) for n in (1, 2, 3)) / 3 * stats.norm.pdf(1.7, k, 1) / z
+        for k in range(4)
+    ]
     np.testing.assert_allclose(np.asarray(post.marginals["k"]), pk, atol=1e-5)
 
 
@@ -270,7 +276,9 @@ def test_enumerative_inference_on_a_grid():
     g = choice_vol_grid(("x", mx.linspace(-8.0, 8.0, 1601), "continuous"))
     res = enumerative_inference(continuous_latent, (), {"y": 1.0}, g)
     assert res.traces.batch_shape == (1600,)
-    assert float(res.log_ml_estimate) == pytest.approx(stats.norm.logpdf(1.0, 0, math.sqrt(2)), abs=1e-3)
+    assert float(res.log_ml_estimate) == pytest.approx(
+        stats.norm.logpdf(1.0, 0, math.sqrt(2)), abs=1e-3
+    )
     w = np.exp(np.asarray(res.log_weights))
     xs = np.asarray(res.traces["x"])
     assert float((w * xs).sum()) == pytest.approx(0.5, abs=1e-3)  # posterior mean y/2
@@ -302,7 +310,10 @@ def test_enumerated_logdensity_value_and_gradient():
     np.testing.assert_allclose(np.asarray(ld(pts)), _exact_mixed([-1.0, 0.3, 2.0]), atol=1e-4)
     v, g = ld.value_and_grad(pts)
     eps = 1e-4
-    fd = (_exact_mixed(np.array([-1.0, 0.3, 2.0]) + eps) - _exact_mixed(np.array([-1.0, 0.3, 2.0]) - eps)) / (2 * eps)
+    fd = (
+        _exact_mixed(np.array([-1.0, 0.3, 2.0]) + eps)
+        - _exact_mixed(np.array([-1.0, 0.3, 2.0]) - eps)
+    ) / (2 * eps)
     np.testing.assert_allclose(np.asarray(g)[:, 0], fd, rtol=1e-3, atol=1e-3)
     assert float(ld.from_choicemap(choicemap({"mu": 0.7}))[0]) == pytest.approx(0.7)
 
@@ -314,8 +325,16 @@ def test_nuts_with_discrete_latents_summed_out():
     w /= w.sum()
     mean = float((w * grid).sum())
     sd = math.sqrt(float((w * (grid - mean) ** 2).sum()))
-    res = mcmc(signed_mean, (6,), {"y": mx.array(YS_MM)}, n_chains=4, n_warmup=300,
-               n_samples=400, key=mx.random.key(0), warn=False)
+    res = mcmc(
+        signed_mean,
+        (6,),
+        {"y": mx.array(YS_MM)},
+        n_chains=4,
+        n_warmup=300,
+        n_samples=400,
+        key=mx.random.key(0),
+        warn=False,
+    )
     mu = res.samples["mu"]
     ess = float(ess_bulk(mu, layout="chain_draw"))
     assert abs(float(mx.mean(mu)) - mean) < 5 * sd / math.sqrt(ess)
@@ -323,9 +342,16 @@ def test_nuts_with_discrete_latents_summed_out():
     # exact posterior probability averaged over mu
     d = infer_discrete(res, key=mx.random.key(1))
     assert d["z"].shape == (4, 400, 6)
-    pz = np.array([(w * (0.7 * stats.norm.pdf(y, grid, 1)) /
-                    (0.7 * stats.norm.pdf(y, grid, 1) + 0.3 * stats.norm.pdf(y, 0.0, 1))).sum()
-                   for y in YS_MM])
+    pz = np.array(
+        [
+            (
+                w
+                * (0.7 * stats.norm.pdf(y, grid, 1))
+                / (0.7 * stats.norm.pdf(y, grid, 1) + 0.3 * stats.norm.pdf(y, 0.0, 1))
+            ).sum()
+            for y in YS_MM
+        ]
+    )
     freq = np.asarray(d["z"]).reshape(-1, 6).mean(0)
     n_eff = min(ess, 1600.0)
     assert np.all(np.abs(freq - pz) < 5 * np.sqrt(pz * (1 - pz) / n_eff) + 0.01), (freq, pz)

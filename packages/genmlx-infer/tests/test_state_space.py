@@ -63,7 +63,9 @@ def test_kalman_against_the_joint_gaussian():
     res = kalman_filter(LG, (T, mx.array(0.0)), _obs(YS))
     mx_, Cx, my, Cy = _joint_lg(T)
     assert res.method == "kalman" and res.exact and res.weight_kind == "marginal"
-    assert float(res.log_ml) == pytest.approx(stats.multivariate_normal.logpdf(YS, my, Cy), abs=1e-3)
+    assert float(res.log_ml) == pytest.approx(
+        stats.multivariate_normal.logpdf(YS, my, Cy), abs=1e-3
+    )
     Cxy = 2 * Cx
     post_mean = mx_ + Cxy @ np.linalg.solve(Cy, YS - my)
     post_cov = Cx - Cxy @ np.linalg.solve(Cy, Cxy.T)
@@ -82,7 +84,9 @@ def test_kalman_against_the_joint_gaussian():
     se = np.sqrt(np.diag(post_cov) / n)
     assert np.all(np.abs(xs.mean(0) - post_mean) < 5 * se)
     c01 = np.cov(xs[:, 2], xs[:, 3])[0, 1]
-    assert c01 == pytest.approx(post_cov[2, 3], abs=5 * math.sqrt(post_cov[2, 2] * post_cov[3, 3] / n) * 1.5)
+    assert c01 == pytest.approx(
+        post_cov[2, 3], abs=5 * math.sqrt(post_cov[2, 2] * post_cov[3, 3] / n) * 1.5
+    )
     tr = res.traces(3, key=mx.random.key(1))
     assert tr.batch_shape == (3,)
 
@@ -98,16 +102,28 @@ def test_missing_observations_and_batched_sequences():
     rb = kalman_filter(LG, (T, mx.array(0.0)), obs)
     assert rb.log_ml.shape == (3,) and rb.smoothed_means.shape == (3, T, 1)
     for b in range(3):
-        assert float(rb.log_ml[b]) == pytest.approx(stats.multivariate_normal.logpdf(ys2[b], my, Cy), abs=1e-3)
+        assert float(rb.log_ml[b]) == pytest.approx(
+            stats.multivariate_normal.logpdf(ys2[b], my, Cy), abs=1e-3
+        )
     assert rb.sample(4, key=mx.random.key(0)).shape == (3, 4, T)
 
 
 def test_array_level_filter_agrees():
     _, _, my, Cy = _joint_lg(T)
-    res = kalman_filter_arrays(mx.array(YS[:, None]), F=mx.array([[0.9]]), c=mx.array([0.1]),
-                               Q=mx.eye(1), H=mx.array([[2.0]]), d=mx.array([-0.5]),
-                               R=mx.array([[0.25]]), init_mean=mx.array([0.1]), init_cov=mx.eye(1))
-    assert float(res.log_ml) == pytest.approx(stats.multivariate_normal.logpdf(YS, my, Cy), abs=1e-3)
+    res = kalman_filter_arrays(
+        mx.array(YS[:, None]),
+        F=mx.array([[0.9]]),
+        c=mx.array([0.1]),
+        Q=mx.eye(1),
+        H=mx.array([[2.0]]),
+        d=mx.array([-0.5]),
+        R=mx.array([[0.25]]),
+        init_mean=mx.array([0.1]),
+        init_cov=mx.eye(1),
+    )
+    assert float(res.log_ml) == pytest.approx(
+        stats.multivariate_normal.logpdf(YS, my, Cy), abs=1e-3
+    )
 
 
 # ---------------------------------------------------------------- vector state, Scan, inputs
@@ -127,8 +143,12 @@ def test_vector_state_scan_with_inputs_against_the_joint():
     n = len(us)
     rng = np.random.default_rng(0)
     pos, dif = rng.normal(size=n).round(2), rng.normal(size=n).round(2)
-    obs = choicemap({**{(t, "pos"): float(pos[t]) for t in range(n)},
-                     **{(t, "diff"): float(dif[t]) for t in range(n)}})
+    obs = choicemap(
+        {
+            **{(t, "pos"): float(pos[t]) for t in range(n)},
+            **{(t, "diff"): float(dif[t]) for t in range(n)},
+        }
+    )
     res = kalman_filter(Scan(tracker), (mx.zeros(2), mx.array(us)), obs)
     # the joint of (x_0..x_{n-1}) stacked: x_t = F x_{t-1} + B u_t + e_t
     d = 2 * n
@@ -137,18 +157,22 @@ def test_vector_state_scan_with_inputs_against_the_joint():
     prev_m = np.zeros(2)
     for t in range(n):
         prev_m = FM @ prev_m + np.array([0.0, 1.0]) * us[t]
-        mean[2 * t: 2 * t + 2] = prev_m
+        mean[2 * t : 2 * t + 2] = prev_m
         for s in range(t + 1):
-            A[2 * t: 2 * t + 2, 2 * s: 2 * s + 2] = np.linalg.matrix_power(FM, t - s) * math.sqrt(0.1)
+            A[2 * t : 2 * t + 2, 2 * s : 2 * s + 2] = np.linalg.matrix_power(FM, t - s) * math.sqrt(
+                0.1
+            )
     Cx = A @ A.T
     H = np.zeros((2 * n, d))
     for t in range(n):
         H[2 * t, 2 * t] = 1.0
-        H[2 * t + 1, 2 * t: 2 * t + 2] = [-1.0, 1.0]
+        H[2 * t + 1, 2 * t : 2 * t + 2] = [-1.0, 1.0]
     R = np.diag(np.tile([0.09, 0.25], n))
     y = np.stack([pos, dif], axis=1).reshape(-1)
     Cy = H @ Cx @ H.T + R
-    assert float(res.log_ml) == pytest.approx(stats.multivariate_normal.logpdf(y, H @ mean, Cy), abs=1e-3)
+    assert float(res.log_ml) == pytest.approx(
+        stats.multivariate_normal.logpdf(y, H @ mean, Cy), abs=1e-3
+    )
     post = mean + Cx @ H.T @ np.linalg.solve(Cy, y - H @ mean)
     np.testing.assert_allclose(np.asarray(res.smoothed_means).reshape(-1), post, atol=1e-3)
 
@@ -162,9 +186,13 @@ def time_varying(t, x):
 
 def test_time_varying_kernel():
     res = kalman_filter(Unfold(time_varying), (4, mx.array(0.0)), _obs(YS[:4]))
-    A = np.array([[0.8 ** (t - s) * (1 + 0.1 * s) if s <= t else 0.0 for s in range(4)] for t in range(4)])
+    A = np.array(
+        [[0.8 ** (t - s) * (1 + 0.1 * s) if s <= t else 0.0 for s in range(4)] for t in range(4)]
+    )
     Cy = A @ A.T + 0.25 * np.eye(4)
-    assert float(res.log_ml) == pytest.approx(stats.multivariate_normal.logpdf(YS[:4], np.zeros(4), Cy), abs=1e-3)
+    assert float(res.log_ml) == pytest.approx(
+        stats.multivariate_normal.logpdf(YS[:4], np.zeros(4), Cy), abs=1e-3
+    )
 
 
 # ---------------------------------------------------------------- nonlinear: EKF/UKF
@@ -196,7 +224,9 @@ def test_ekf_and_ukf():
     for m in ("ekf", "ukf"):
         r = kalman_filter(LG, (T, mx.array(0.0)), _obs(YS), method=m)
         assert r.method == m and not r.exact
-        assert float(r.log_ml) == pytest.approx(float(kalman_filter(LG, (T, mx.array(0.0)), _obs(YS)).log_ml), abs=1e-3)
+        assert float(r.log_ml) == pytest.approx(
+            float(kalman_filter(LG, (T, mx.array(0.0)), _obs(YS)).log_ml), abs=1e-3
+        )
     ys = [0.6, 0.9, 1.3, 1.8, 2.4]
     model = Unfold(nonlinear)
     obs = _obs(ys)
@@ -299,11 +329,15 @@ def hmm_loop(n):
 def test_hmm_agrees_with_enumeration_and_handles_batches_and_gaps():
     rng = np.random.default_rng(3)
     ys = rng.normal(size=(2, 10)).round(2)
-    obs = choicemap({(t, "y"): mx.array(ys[:, t]) for t in range(10) if t != 4}).with_batch_shape((2,))
+    obs = choicemap({(t, "y"): mx.array(ys[:, t]) for t in range(10) if t != 4}).with_batch_shape(
+        (2,)
+    )
     res = hmm_forward_backward(Unfold(hmm_step), (10, mx.array(0)), obs)
     enum = enumerate_posterior(hmm_loop, (10,), obs)
     np.testing.assert_allclose(np.asarray(res.log_ml), np.asarray(enum.log_ml), atol=1e-4)
-    np.testing.assert_allclose(np.asarray(res.smoothed[:, 6]), np.asarray(enum.marginals[(6, "z")]), atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(res.smoothed[:, 6]), np.asarray(enum.marginals[(6, "z")]), atol=1e-4
+    )
     mask = np.array([t != 4 for t in range(10)], dtype=float)
     for b in range(2):
         lz, _ = _forward_numpy(np.where(mask > 0, ys[b], 0.0), mask)
@@ -333,7 +367,9 @@ def _exact_switching(ys):
     for rs in itertools.product([0, 1], repeat=n):
         r = np.array(rs)
         mean = A @ (1.5 * r)
-        out.append(np.sum(np.log(np.where(r, 0.1, 0.9))) + stats.multivariate_normal.logpdf(ys, mean, cov))
+        out.append(
+            np.sum(np.log(np.where(r, 0.1, 0.9))) + stats.multivariate_normal.logpdf(ys, mean, cov)
+        )
     return logsumexp(out)
 
 
@@ -343,15 +379,28 @@ def test_rbpf_is_unbiased_and_beats_the_bootstrap_filter():
     obs = _obs(YS_SW)
     n_steps = len(YS_SW)
     R, N = 40, 100
-    rb = np.array([float(rao_blackwellized_particle_filter(
-        model, (n_steps, mx.array(0.0)), obs, N, key=mx.random.key(k)).log_ml_estimate) for k in range(R)])
+    rb = np.array(
+        [
+            float(
+                rao_blackwellized_particle_filter(
+                    model, (n_steps, mx.array(0.0)), obs, N, key=mx.random.key(k)
+                ).log_ml_estimate
+            )
+            for k in range(R)
+        ]
+    )
     plain = []
     for k in range(R):
-        st = particle_filter(model, (1, mx.array(0.0)), {(0, "y"): float(YS_SW[0])}, N, key=mx.random.key(k))
+        st = particle_filter(
+            model, (1, mx.array(0.0)), {(0, "y"): float(YS_SW[0])}, N, key=mx.random.key(k)
+        )
         for t in range(1, n_steps):
             st = st.maybe_resample(N / 2, key=mx.random.key(10_000 + 100 * k + t))
-            st = st.step((t + 1, mx.array(0.0)), {(t, "y"): float(YS_SW[t])},
-                         key=mx.random.key(20_000 + 100 * k + t))
+            st = st.step(
+                (t + 1, mx.array(0.0)),
+                {(t, "y"): float(YS_SW[t])},
+                key=mx.random.key(20_000 + 100 * k + t),
+            )
         plain.append(float(st.log_ml_estimate()))
     plain = np.array(plain)
     # unbiased on the linear scale: the mean of Ẑ/Z is 1 within 5 standard errors
@@ -360,6 +409,8 @@ def test_rbpf_is_unbiased_and_beats_the_bootstrap_filter():
     # F-test: Var(log Ẑ) of the bootstrap filter is larger at the 0.001 level
     ratio = plain.var(ddof=1) / rb.var(ddof=1)
     assert ratio > stats.f.ppf(0.999, R - 1, R - 1), ratio
-    res = rao_blackwellized_particle_filter(model, (n_steps, mx.array(0.0)), obs, N, key=mx.random.key(0))
+    res = rao_blackwellized_particle_filter(
+        model, (n_steps, mx.array(0.0)), obs, N, key=mx.random.key(0)
+    )
     assert res.weight_kind == "marginal" and "x" in res.marginalized
     assert res.sampled["r"].shape == (N, n_steps)
