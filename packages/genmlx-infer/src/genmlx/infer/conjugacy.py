@@ -64,9 +64,9 @@ Example:
     >>> res.marginalized
     {'p': 'beta–bernoulli (children: flips)'}
     >>> res.posteriors["p"]
-    Beta(alpha=6.0, beta=3.0)
+    Beta(alpha=6, beta=3)
     >>> round(float(res.log_ml), 4)   # log B(6, 3) - log B(2, 2)
-    -3.4012
+    -3.3322
 """
 
 from __future__ import annotations
@@ -1447,7 +1447,7 @@ def rb_particle_filter(
         >>> for t in (1, 2):
         ...     st = st.step((t + 1,), {("y", t): ys[t]}, key=mx.random.key(t))
         >>> st.marginalized
-        {'level': 'linear-gaussian (children: y/0, y/1, y/2)'}
+        {'level': "linear-gaussian (children: ('y', 0), ('y', 1), ('y', 2))"}
     """
     op = "rb_particle_filter"
     args = _as_args(args, op)

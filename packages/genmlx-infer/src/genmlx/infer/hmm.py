@@ -232,8 +232,8 @@ def hmm_arrays(log_init: Any, log_transition: Any, log_emission: Any) -> HMMResu
         >>> import mlx.core as mx
         >>> r = hmm_arrays(mx.log(mx.array([0.5, 0.5])), mx.log(mx.array([[0.9, 0.1], [0.1, 0.9]])),
         ...                mx.log(mx.array([[0.9, 0.2], [0.9, 0.2]])))
-        >>> round(float(mx.exp(r.log_ml)), 4)
-        0.3745
+        >>> round(float(mx.exp(r.log_ml)), 4)   # α₀ = (.45, .1); α₁ = (.415·.9, .135·.2)
+        0.4005
     """
     li = as_array(log_init).astype(mx.float32)
     le = as_array(log_emission).astype(mx.float32)
