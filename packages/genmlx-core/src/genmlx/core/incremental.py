@@ -1,6 +1,6 @@
 """Dependency-aware ``update`` and ``regenerate`` for static models (Gen.jl's static DSL).
 
-With a static model graph (:mod:`genmlx.core.graph`) an update knows, before running
+With a static model graph (:func:`genmlx.core.analyze`) an update knows, before running
 the body, which sites can change: a site must run again when its value is constrained
 (``update``) or selected (``regenerate``), or when its parameters are computed from an
 argument that changed or from a site whose value may change. Every other site keeps

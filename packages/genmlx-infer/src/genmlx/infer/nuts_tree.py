@@ -73,7 +73,7 @@ class NutsInfo(NamedTuple):
 
     @property
     def accepted(self) -> mx.array:
-        """NUTS has no accept/reject step: ``True`` for every chain."""
+        """``True`` for every chain (NUTS has no accept/reject step)."""
         return mx.ones(self.depth.shape, dtype=mx.bool_)
 
 
