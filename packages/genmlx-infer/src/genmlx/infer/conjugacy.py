@@ -210,7 +210,7 @@ class ConjugacyPlan:
 
     @property
     def fully_conjugate(self) -> bool:
-        """Every latent choice is integrated out: the evidence is exact."""
+        """Whether every latent choice is integrated out (then the evidence is exact)."""
         return bool(self.groups) and not self.remaining and not self._calls
 
     def __repr__(self) -> str:
@@ -1274,8 +1274,9 @@ class RBParticleFilterState(NamedTuple):
     :func:`rb_particle_filter`).
 
     Attributes:
-        traces: the particles (a batched trace; their integrated-out choices hold
-            arbitrary values until :meth:`posterior_traces`).
+        traces: the particles (a batched trace; their integrated-out choices hold prior
+            draws that no weight uses — :meth:`conditionals` gives each particle's exact
+            conditional posterior of them).
         log_weights: unnormalised Rao-Blackwellised log weights ``[N]``.
         log_ml_accumulated: accumulated ``logsumexp − log N`` of past resamplings.
         collapsed: each particle's current ``log p(y_{0:t}, x_R)`` with the conjugate

@@ -13,7 +13,7 @@ once with ``z_v`` set to *all* its support values at once, laid out along axis `
 broadcast table over the choices it depends on — the factors of the model's factor
 graph. The log marginal likelihood ``log Σ_z Π_f exp f(z)`` is then contracted by
 variable elimination with ``logsumexp`` in a greedy min-size order
-(:mod:`genmlx.infer._contract`): a chain of ``T`` choices with ``K`` values costs
+(``genmlx.infer._contract``): a chain of ``T`` choices with ``K`` values costs
 ``O(T K²)`` array work, not ``K^T`` Python iterations. Posterior marginals are the
 gradients of ``log p(y)`` with respect to a zero log-potential added to each choice's
 own factor (one backward pass for all of them); samples and the MAP assignment come

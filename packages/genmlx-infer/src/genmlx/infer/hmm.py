@@ -55,7 +55,7 @@ from genmlx.core.address import Path, format_address, from_path
 from genmlx.core.choicemap import as_array
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.tree import flatten
-from genmlx.infer._ssm import SeqModel, stack_steps
+from genmlx.infer._ssm import stack_steps
 from genmlx.infer.kalman import _batched_values, _prepare
 
 __all__ = ["HMMResult", "hmm_arrays", "hmm_forward_backward"]
@@ -140,7 +140,7 @@ class HMMResult:
         log_e: mx.array,
         support: mx.array,
         batch: tuple[int, ...],
-        sm: SeqModel | None,
+        sm: Any,
         state: Path | None,
     ) -> None:
         self.log_init, self.log_transition, self.log_emission = log_init, log_A, log_e

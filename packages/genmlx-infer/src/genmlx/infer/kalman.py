@@ -1,6 +1,6 @@
 """Kalman filtering and smoothing of ``Unfold``/``Scan`` models (and EKF/UKF).
 
-:func:`kalman_filter` takes a sequence model (:mod:`genmlx.infer._ssm`: an
+:func:`kalman_filter` takes a sequence model (an
 ``Unfold``/``Scan``, or a ``@gen`` model around one) whose kernel has **one latent
 state choice** ``x_t`` (``normal`` — any shape, independent elements — or
 ``mv_normal``) that it returns as the new state, and **observed choices** that are
@@ -246,8 +246,8 @@ class KalmanResult:
         smoothed: tuple[mx.array, mx.array],
         method: str,
         batch: tuple[int, ...],
-        sm: SeqModel | None,
-        state: tuple[Path, tuple[int, ...]] | None,
+        sm: Any,
+        state: Any,
     ) -> None:
         self._p = passes
         self.log_ml = passes.log_ml

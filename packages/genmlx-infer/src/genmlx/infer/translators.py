@@ -255,7 +255,7 @@ class GeneralTraceTranslator:
         q_forward_args: tuple[Any, ...],
         q_backward: GenerativeFunction | None,
         q_backward_args: tuple[Any, ...],
-        transform: Transform,
+        transform: Callable[[TransformIO], Any],
     ) -> None:
         _check_model(p_new, "GeneralTraceTranslator: p_new")
         for q, name in ((q_forward, "q_forward"), (q_backward, "q_backward")):
@@ -335,7 +335,7 @@ class DeterministicTraceTranslator(GeneralTraceTranslator):
         p_new: GenerativeFunction,
         new_args: tuple[Any, ...],
         new_observations: Any,
-        transform: Transform,
+        transform: Callable[[TransformIO], Any],
     ) -> None:
         super().__init__(p_new, new_args, new_observations, None, (), None, (), transform)
 
@@ -389,7 +389,10 @@ class SymmetricTraceTranslator:
     and ``w = log p(t') − log p(t) + log q(v; t') − log q(u; t) + log |det J|``."""
 
     def __init__(
-        self, q: GenerativeFunction, q_args: tuple[Any, ...], involution: Transform
+        self,
+        q: GenerativeFunction,
+        q_args: tuple[Any, ...],
+        involution: Callable[[TransformIO], Any],
     ) -> None:
         _check_model(q, "SymmetricTraceTranslator: q")
         _check_transform(involution)
