@@ -30,6 +30,8 @@ BENCHMARKS = [
     "map_vs_vector",
     "smc_filter",
     "vi_elbo",
+    "exact_enumeration",
+    "kalman_vs_pf",
 ]
 
 

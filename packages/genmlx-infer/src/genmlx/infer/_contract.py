@@ -62,24 +62,36 @@ def _reduce(t: mx.array, axis: int, op: str) -> mx.array:
     return mx.logsumexp(t, axis=axis, keepdims=True)
 
 
-def _broadcast_size(fs: Sequence[_F]) -> int:
-    shape = [1] * fs[0].t.ndim
+def _sizes(fs: Sequence[_F], n_vars: int) -> list[int]:
+    """The size of every axis of the layout (the largest over the factors)."""
+    nd = fs[0].t.ndim
+    out = [1] * nd
     for f in fs:
-        for i, s in enumerate(f.t.shape):
-            shape[i] = max(shape[i], s)
-    return math.prod(shape)
+        for i in f.vars:
+            out[i] = max(out[i], f.t.shape[i])
+        for d in f.plates:
+            out[n_vars + d] = max(out[n_vars + d], f.t.shape[n_vars + d])
+    return out
 
 
 def _eliminate(
     fs: list[_F], variables: Sequence[int], n_vars: int, op: str, record: list[Record] | None
 ) -> list[_F]:
     todo = set(variables)
+    if not todo or not fs:
+        return fs
+    sizes = _sizes(fs, n_vars)
     while todo:
         # greedy: the variable whose elimination builds the smallest table
         best, best_cost = -1, -1
         for v in sorted(todo):
-            touching = [f for f in fs if v in f.vars]
-            cost = _broadcast_size(touching) if touching else 0
+            vs: set[int] = set()
+            ps: set[int] = set()
+            for f in fs:
+                if v in f.vars:
+                    vs |= f.vars
+                    ps |= f.plates
+            cost = math.prod(sizes[i] for i in vs) * math.prod(sizes[n_vars + d] for d in ps)
             if best < 0 or cost < best_cost:
                 best, best_cost = v, cost
         todo.discard(best)
@@ -92,8 +104,8 @@ def _eliminate(
         if record is not None:
             record.append(Record(best, t))
         t = _reduce(t, best, op)
-        vs, ps = scope(t, n_vars)
-        fs = [f for f in fs if best not in f.vars] + [_F(t, vs, ps)]
+        vs2, ps2 = scope(t, n_vars)
+        fs = [f for f in fs if best not in f.vars] + [_F(t, vs2, ps2)]
     return fs
 
 
