@@ -470,3 +470,15 @@ def test_plain_particle_filter_still_runs_on_the_same_model():
     # a sanity check that the RB filter's model is an ordinary model
     st = particle_filter(level_with_jumps, (1,), {("y", 0): YS_J[0]}, 8, key=mx.random.key(0))
     assert st.traces.batch_shape == (8,)
+
+
+def test_gibbs_kernels_on_a_single_trace():
+    obs = {"y": mx.array(YS_G)}
+    plan = conjugate_structure(two_means, (3,), obs)
+    tr = two_means.generate((3,), {**obs, "z": True}, key=mx.random.key(0)).trace
+    new, acc = conjugate_gibbs(tr, plan, key=mx.random.key(1))
+    assert bool(acc) and new.batch_shape == () and new["mus"].shape == (2,)
+    # the move changed the conjugate latents and kept the rest
+    assert bool(new["z"]) and not bool(mx.all(new["mus"] == tr["mus"]))
+    moved, acc = collapsed_gibbs(tr, "z", plan, key=mx.random.key(2))
+    assert bool(acc) and moved.batch_shape == ()

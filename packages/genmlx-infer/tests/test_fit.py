@@ -186,3 +186,22 @@ def test_exact_evidence_of_the_sequence_models():
     assert float(res.log_ml) == pytest.approx(
         stats.multivariate_normal.logpdf(ys, np.zeros(5), cov), abs=1e-3
     )
+
+
+def test_batched_observations_give_one_answer_per_data_set():
+    flips = mx.array([[True, True, False, True], [False, False, False, True]])
+    res = fit(coin, (), choicemap({"flips": flips}).with_batch_shape((2,)))
+    assert res.method == "conjugate" and res.log_ml.shape == (2,)
+    for b, h in ((0, 3), (1, 1)):
+        assert float(res.log_ml[b]) == pytest.approx(special.betaln(1 + h, 1 + 4 - h), abs=1e-4)
+    draws = res.samples(4000, key=mx.random.key(0))["p"]
+    assert draws.shape == (2, 4000)
+    for b, h in ((0, 3), (1, 1)):
+        mean = (1 + h) / 6
+        assert abs(float(mx.mean(draws[b])) - mean) < 5 * math.sqrt(mean * (1 - mean) / 7 / 4000)
+    with pytest.raises(ValueError, match="data sets"):
+        res.summary()
+    wet = choicemap({"wet": mx.array([True, False])}).with_batch_shape((2,))
+    res2 = fit(sprinkler, (), wet)
+    assert res2.method == "enumeration"
+    assert float(mx.exp(res2.log_ml[0]) + mx.exp(res2.log_ml[1])) == pytest.approx(1.0, abs=1e-5)

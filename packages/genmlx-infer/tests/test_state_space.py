@@ -414,3 +414,14 @@ def test_rbpf_is_unbiased_and_beats_the_bootstrap_filter():
     )
     assert res.weight_kind == "marginal" and "x" in res.marginalized
     assert res.sampled["r"].shape == (N, n_steps)
+
+
+def test_ekf_and_ukf_on_batched_sequences():
+    ys = np.array([[0.6, 0.9, 1.2, 1.5], [0.5, 0.7, 0.9, 1.1]])
+    obs = choicemap({(t, "y"): mx.array(ys[:, t]) for t in range(4)}).with_batch_shape((2,))
+    for m in ("ekf", "ukf"):
+        rb = kalman_filter(Unfold(nonlinear), (4, mx.array(1.0)), obs, method=m)
+        assert rb.log_ml.shape == (2,)
+        for b in range(2):
+            one = kalman_filter(Unfold(nonlinear), (4, mx.array(1.0)), _obs(ys[b]), method=m)
+            assert float(rb.log_ml[b]) == pytest.approx(float(one.log_ml), abs=1e-4)

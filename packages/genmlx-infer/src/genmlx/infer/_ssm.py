@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 
@@ -27,7 +27,6 @@ from genmlx.core import (
     Distribution,
     DynamicGenerativeFunction,
     GenerativeFunction,
-    ModelGraph,
     StaticModelError,
     analyze,
     runtime,
@@ -78,7 +77,7 @@ class SeqModel:
     obs_values: dict[Path, mx.array]
     obs_mask: dict[Path, mx.array]
     outer_log_prob: mx.array
-    graph: ModelGraph
+    graph: Any  # the kernel's ModelGraph (set once the step arguments are known)
     latent_sites: list[Any]
 
     # -- kernel arguments ------------------------------------------------------------
@@ -178,7 +177,7 @@ def find_sequence(
     if kind == "Unfold":
         T = seq_args[0]
         if isinstance(T, mx.array):
-            T = int(T.item())
+            T = int(cast(int, T.item()))
     else:
         leaves, _ = flatten(seq_args[1])
         T = int(leaves[0].shape[0])

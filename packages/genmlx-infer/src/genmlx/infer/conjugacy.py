@@ -314,10 +314,10 @@ def conjugate_structure(
         ref = model.generate(args, obs, key=k).trace.get_choices()
         vals = col.values_from(ref)
         _, _, errs = col.evaluate(vals, obs, posterior=False)
-        bad = [i for i, e in enumerate(errs) if not float(e) <= _TOL]
-        if not bad:
+        failing = [i for i, e in enumerate(errs) if not float(e) <= _TOL]
+        if not failing:
             break
-        for i in bad:
+        for i in failing:
             gr = groups[i]
             why = (
                 "its children's log density is not quadratic in it (a mean that is not affine, "
@@ -327,7 +327,9 @@ def conjugate_structure(
             )
             for p in gr.latents:
                 rejected[p] = why
-        groups = _consistent([gr for i, gr in enumerate(groups) if i not in bad], sites, rejected)
+        groups = _consistent(
+            [gr for i, gr in enumerate(groups) if i not in failing], sites, rejected
+        )
     return ConjugacyPlan(model, args, g, groups, rejected)
 
 
@@ -563,9 +565,9 @@ class _Collapser:
             if override is not None and path in override:
                 return override[path]
             if path in self.owner:
-                v = _ref_value(dist, params, tuple(self.sites[path].shape))
-                refs[path] = v
-                return v
+                ref = _ref_value(dist, params, tuple(self.sites[path].shape or ()))
+                refs[path] = ref
+                return ref
             v = vals.get(path)
             if v is None:
                 raise StaticModelError(
@@ -662,9 +664,9 @@ class _Collapser:
         else:
             basis = mx.eye(k_elems).reshape(k_elems, *theta.shape)
         p0 = child_params(theta)
-        cols = mx.vmap(
-            lambda e: tuple(mx.jvp(lambda t: tuple(child_params(t)), (theta,), (e,))[1])
-        )(basis)
+        cols = mx.vmap(lambda e: tuple(mx.jvp(lambda t: tuple(child_params(t)), [theta], [e])[1]))(
+            basis
+        )
         # per child: assignment matrix M (m, k), coefficients c (m,), checks
         err = mx.array(0.0)
         theta2 = theta * 0.5 + 0.5 * _ref_shift(theta, is_dir)
@@ -774,7 +776,7 @@ class _Collapser:
         refs: dict[Path, mx.array],
     ) -> tuple[mx.array, Any, mx.array]:
         members = list(gr.latents)
-        shapes = [tuple(self.sites[p].shape) for p in members]
+        shapes = [tuple(self.sites[p].shape or ()) for p in members]
         sizes = [int(math.prod(s)) for s in shapes]
         keep = set(members) | set(gr.children)
         others = {p: v for p, v in refs.items() if p not in members}
@@ -802,11 +804,11 @@ class _Collapser:
         eye = mx.eye(d)
 
         def d1(x: mx.array, e: mx.array) -> mx.array:
-            return mx.jvp(f, (x,), (e,))[1][0]
+            return mx.jvp(f, [x], [e])[1][0]
 
         def fwd(x: mx.array) -> tuple[mx.array, mx.array]:
             def row(a: mx.array) -> mx.array:
-                return mx.vmap(lambda b: mx.jvp(lambda z: d1(z, a), (x,), (b,))[1][0])(eye)
+                return mx.vmap(lambda b: mx.jvp(lambda z: d1(z, a), [x], [b])[1][0])(eye)
 
             return mx.vmap(lambda e: d1(x, e))(eye), mx.vmap(row)(eye)
 
@@ -900,29 +902,32 @@ class ConjugateResult:
         return self.log_ml
 
     def sample(self, n: int, *, key: Key = None) -> dict[Any, mx.array]:
-        """``n`` exact posterior draws ``{address: [n, *shape]}`` (unbatched results;
-        a linear-Gaussian block is drawn jointly)."""
-        if self.batch_shape:
-            raise ValueError("sample: index the batch and call conjugate_posterior on one element")
+        """``n`` exact posterior draws ``{address: [n, *shape]}`` (``[B, n, *shape]`` for
+        batched observations; a linear-Gaussian block is drawn jointly)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"sample: n must be a positive int, got {n!r}")
         keys = mx.random.split(
             resolve_key(key), len(self.posteriors) + len(self.block_posteriors) + 1
         )
         out: dict[Any, mx.array] = {}
         j = 0
         in_block = {a for b in self.block_posteriors for a in b}
+        nb = len(self.batch_shape)
         for addrs, post in self.block_posteriors.items():
-            x = post.sample(n, key=keys[j])
+            x = post.sample(n, key=keys[j])  # [n, B?, d]
             j += 1
             off = 0
             for a in addrs:
                 shape = self.posteriors[a].shape
                 size = int(math.prod(shape))
-                out[a] = x[:, off : off + size].reshape(n, *shape)
+                part = x[..., off : off + size].reshape(n, *self.batch_shape, *shape)
+                out[a] = mx.moveaxis(part, 0, nb) if nb else part
                 off += size
         for a, post in self.posteriors.items():
             if a in in_block:
                 continue
-            out[a] = post.sample(n, key=keys[j])
+            x = post.sample(n, key=keys[j])
+            out[a] = mx.moveaxis(x, 0, nb) if nb else x
             j += 1
         return out
 
@@ -931,7 +936,7 @@ class ConjugateResult:
         if self.batch_shape:
             raise ValueError("summary: needs an unbatched result")
         table = SummaryTable()
-        table.columns = ("mean", "sd")  # type: ignore[misc]
+        table.columns = ("mean", "sd")  # type: ignore[misc,assignment]
         for a, post in self.posteriors.items():
             m = np.asarray(post.mean(), dtype=np.float64).reshape(-1)
             s = np.sqrt(np.asarray(post.variance(), dtype=np.float64).reshape(-1))
@@ -943,7 +948,7 @@ class ConjugateResult:
 
     def __repr__(self) -> str:
         lml = self.log_ml.tolist()
-        lml_s = f"{lml:.4f}" if isinstance(lml, float) else f"[{len(lml)} values]"
+        lml_s = f"{lml:.4f}" if isinstance(lml, float) else f"[{self.log_ml.size} values]"
         inner = "; ".join(f"{a}: {h}" for a, h in self.marginalized.items())
         return f"ConjugateResult(log_ml={lml_s}; {inner})"
 
@@ -1143,7 +1148,7 @@ def _conditionals(
 ) -> tuple[dict[Any, PosteriorDistribution], list[Any]]:
     with runtime.transforming():
         ref_vals = {
-            p: mx.zeros(col.sites[p].shape, dtype=col.sites[p].dtype) for p in col.remaining
+            p: mx.zeros(col.sites[p].shape or (), dtype=col.sites[p].dtype) for p in col.remaining
         }
         _, posts0, _ = col.evaluate(ref_vals, obs)
     out: dict[Any, PosteriorDistribution] = {}

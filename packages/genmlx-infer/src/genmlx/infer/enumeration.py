@@ -426,6 +426,10 @@ class _Enumerator:
             if y is None:
                 return cvals[path]
             dom = c.override if c.override is not None else dist.domain(*params)
+            if dom is None:
+                raise StaticModelError(
+                    f"{self.op}: the continuous choice at {format_address(path)} lost its domain"
+                )
             bij: Bijector = biject_to(dom)
             u = y[c.start : c.start + c.size].reshape(c.ushape)
             x, ld = bij.forward_and_log_det(u)
@@ -529,12 +533,12 @@ class _Enumerator:
             self._concrete_index = index
             point, _, recs = self.factors(obs, concrete=assignment)
             for r in recs:
-                v = self.by_path.get(r.path)
-                if v is None or v.source != "support":
+                var = self.by_path.get(r.path)
+                if var is None or var.source != "support":
                     continue
                 sup = r.dist.support(*r.params)
-                if tuple(sup.shape) != tuple(v.candidates.shape) or not bool(
-                    mx.all(sup == v.candidates).item()
+                if tuple(sup.shape) != tuple(var.candidates.shape) or not bool(
+                    mx.all(sup == var.candidates).item()
                 ):
                     raise StaticModelError(
                         f"{self.op}: the support of the choice at {format_address(r.path)} "
@@ -771,7 +775,7 @@ class EnumerationResult:
         """Posterior mean, standard deviation, mode and its probability per element."""
         self._one()
         table = SummaryTable()
-        table.columns = ("mean", "sd", "mode", "p_mode")  # type: ignore[misc]
+        table.columns = ("mean", "sd", "mode", "p_mode")  # type: ignore[misc,assignment]
         for v in self._enum.vars:
             a = from_path(v.path)
             p = np.asarray(self.marginals[a], dtype=np.float64).reshape(v.size, -1)
@@ -793,7 +797,7 @@ class EnumerationResult:
     def __repr__(self) -> str:
         names = ", ".join(map(str, self.marginalized))
         lml = self.log_ml.tolist()
-        lml_s = f"{lml:.4f}" if isinstance(lml, float) else f"[{len(lml)} values]"
+        lml_s = f"{lml:.4f}" if isinstance(lml, float) else f"[{self.log_ml.size} values]"
         return f"EnumerationResult({self.method}: log_ml={lml_s}; summed out: {names})"
 
 
@@ -1017,6 +1021,7 @@ class EnumeratedLogDensity:
                 return first[path]
             c = e.cont_by_path[path]
             dom = c.override if c.override is not None else dist.domain(*params)
+            assert dom is not None  # checked when the structure was built
             x = biject_to(dom).forward(y[c.start : c.start + c.size].reshape(c.ushape))
             got[path] = x.astype(c.dtype) if mx.issubdtype(c.dtype, mx.floating) else x
             return got[path]
@@ -1039,6 +1044,7 @@ class EnumeratedLogDensity:
                 return first[path]
             c = e.cont_by_path[path]
             dom = c.override if c.override is not None else dist.domain(*params)
+            assert dom is not None  # checked when the structure was built
             us[path] = biject_to(dom).inverse(given[path].astype(mx.float32)).reshape(-1)
             return given[path]
 

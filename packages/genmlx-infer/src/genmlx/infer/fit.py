@@ -108,6 +108,7 @@ class FitResult:
         self.log_ml_kind = log_ml_kind
         self.considered = considered
         self._sampler = sampler
+        self.batch_shape = tuple(getattr(result, "batch_shape", ()) or ())
         got = marginalized if marginalized else getattr(result, "marginalized", None)
         if isinstance(got, dict):
             self.marginalized = dict(got)
@@ -121,7 +122,8 @@ class FitResult:
 
     def samples(self, n: int = 1000, *, key: Key = None) -> dict[Any, mx.array]:
         """``n`` posterior draws ``{address: [n, *shape]}`` (for a sequence model, the
-        kernel's address with ``[n, T, *shape]``)."""
+        kernel's address with ``[n, T, *shape]``; a leading ``[B]`` for batched
+        observations)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"samples: n must be a positive int, got {n!r}")
         out: dict[Any, mx.array] = self._sampler(n, resolve_key(key))
@@ -129,7 +131,16 @@ class FitResult:
 
     def summary(self, n: int = 4000, *, key: Key = None) -> SummaryTable:
         """Posterior mean, sd and 5/50/95% quantiles per element (exact where the method
-        is; from ``n`` draws otherwise — the MCMC table adds ESS and R-hat)."""
+        is; from ``n`` draws otherwise — the MCMC table adds ESS and R-hat).
+
+        Raises:
+            ValueError: a batched fit (one table per data set: fit them one by one).
+        """
+        if self.batch_shape:
+            raise ValueError(
+                f"summary: this fit holds {self.batch_shape[0]} data sets (batched "
+                "observations); use samples() ([B, n, ...]) or fit one data set"
+            )
         own = getattr(self.result, "summary", None)
         if callable(own) and self.method in ("enumeration", "conjugate", "nuts"):
             try:
@@ -139,7 +150,7 @@ class FitResult:
                 pass
         draws = self.samples(n, key=key)
         table = SummaryTable()
-        table.columns = ("mean", "sd", "q5", "q50", "q95")  # type: ignore[misc]
+        table.columns = ("mean", "sd", "q5", "q50", "q95")  # type: ignore[misc,assignment]
         for a, v in draws.items():
             x = np.asarray(v.astype(mx.float32), dtype=np.float64).reshape(v.shape[0], -1)
             name = a if isinstance(a, str) else format_address(to_path(a))
@@ -163,7 +174,7 @@ class FitResult:
             lml = (
                 f"log_ml={v:.4f} ({self.log_ml_kind})"
                 if isinstance(v, float)
-                else f"log_ml [{len(v)}] ({self.log_ml_kind})"
+                else f"log_ml [{mx.array(self.log_ml).size}] ({self.log_ml_kind})"
             )
         return f"FitResult({self.method}: {lml}; {self.reason})"
 

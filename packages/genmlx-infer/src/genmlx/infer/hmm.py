@@ -214,7 +214,7 @@ class HMMResult:
 
     def __repr__(self) -> str:
         lml = self.log_ml.tolist()
-        lml_s = f"{lml:.4f}" if isinstance(lml, float) else f"[{len(lml)} values]"
+        lml_s = f"{lml:.4f}" if isinstance(lml, float) else f"[{self.log_ml.size} values]"
         T, K = self.log_emission.shape[-2:]
         return f"HMMResult(log_ml={lml_s}, T={T}, K={K})"
 
@@ -306,7 +306,11 @@ def hmm_forward_backward(
     K = int(support.shape[0])
     # the carry must be the state itself
     for j in (0, K - 1):
-        _, new = sm.run(0, init, obs0, lambda p, d, pa, j=j: support[j], op)
+
+        def fixed(path: Path, dist: Distribution, params: tuple[Any, ...], j: int = j) -> mx.array:
+            return support[j]
+
+        _, new = sm.run(0, init, obs0, fixed, op)
         leaves, _ = flatten(new)
         if (
             len(leaves) != 1

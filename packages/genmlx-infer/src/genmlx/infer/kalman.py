@@ -304,7 +304,7 @@ class KalmanResult:
 
     def __repr__(self) -> str:
         lml = self.log_ml.tolist()
-        lml_s = f"{lml:.4f}" if isinstance(lml, float) else f"[{len(lml)} values]"
+        lml_s = f"{lml:.4f}" if isinstance(lml, float) else f"[{self.log_ml.size} values]"
         T = self.filtered_means.shape[-2]
         return (
             f"KalmanResult({self.method}: log_ml={lml_s}, T={T}, d={self.filtered_means.shape[-1]})"
@@ -530,7 +530,7 @@ def _block_diag(blocks: list[mx.array]) -> mx.array:
 def _jac(fn: Callable[[mx.array], mx.array], x: mx.array) -> mx.array:
     """``∂fn/∂x`` (forward mode, one column per input element): ``[out, in]``."""
     d = x.shape[0]
-    cols = mx.vmap(lambda e: mx.jvp(fn, (x,), (e,))[1][0])(mx.eye(d))
+    cols = mx.vmap(lambda e: mx.jvp(fn, [x], [e])[1][0])(mx.eye(d))
     return cols.T
 
 
@@ -624,7 +624,7 @@ def _obs_matrix(
     ys, ms = [], []
     for p, sz in zip(gk.emis, gk.sizes):
         v = values[p].astype(mx.float32)
-        lead = v.shape[: v.ndim - len(gk.sm.graph.site(p).shape)]
+        lead = v.shape[: v.ndim - len(gk.sm.graph.site(p).shape or ())]
         v = v.reshape(*lead, sz)
         mk = masks[p]
         mk = mx.broadcast_to(mk.reshape(*mk.shape, 1), (*mk.shape, sz))
@@ -644,7 +644,7 @@ def _batched_values(
         sub = sub.get_submap(sm.prefix)
     per: dict[Path, dict[int, mx.array]] = {}
     for path, v in sub.leaves():
-        per.setdefault(path[1:], {})[path[0]] = as_array(v)
+        per.setdefault(path[1:], {})[int(path[0])] = as_array(v)
     values = {}
     for p, dct in per.items():
         ref = next(iter(dct.values()))

@@ -192,7 +192,7 @@ def _run_transform(
         outs = [v for _, _, v, c in io2.writes if c]
         return mx.concatenate([o.reshape(-1).astype(mx.float32) for o in outs])
 
-    cols = mx.vmap(lambda e: mx.jvp(fx, (x0,), (e,))[1][0])(mx.eye(n_in))
+    cols = mx.vmap(lambda e: mx.jvp(fx, [x0], [e])[1][0])(mx.eye(n_in))
     return new_cm, bwd_cm, _lu_log_abs_det(cols.T)
 
 
