@@ -370,3 +370,13 @@ def test_vi_with_discrete_latents_summed_out():
     assert elbo <= log_z + 0.05  # a lower bound (Monte Carlo error allowed)
     assert elbo > log_z - 0.5
     assert float(q.loc[0]) == pytest.approx(mean, abs=0.15)
+
+
+def test_impossible_observations_are_an_error():
+    @gen
+    def never():
+        r = bernoulli(0.0) @ "r"
+        bernoulli(mx.where(r, 1.0, 0.0)) @ "y"
+
+    with pytest.raises(ValueError, match="probability zero"):
+        enumerate_posterior(never, (), {"y": True})

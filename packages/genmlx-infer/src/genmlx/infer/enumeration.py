@@ -847,6 +847,7 @@ def enumerate_posterior(
         StaticModelError: a latent choice is continuous and not on the grid, a discrete
             one has no known support, the model is dynamic, or the model does not
             broadcast over the enumeration axes.
+        ValueError: the observations have probability zero under the model.
     """
     op = "enumerate_posterior"
     args = _as_args(args, op)
@@ -886,6 +887,13 @@ def enumerate_posterior(
         lead = g.shape[: len(batch)]
         marg[from_path(v.path)] = g.reshape(*lead, v.size, *v.shape)
     mx.eval(log_ml, list(marg.values()))
+    impossible = np.flatnonzero(~np.isfinite(np.asarray(log_ml).reshape(-1)))
+    if impossible.size:
+        where = f" (batch elements {impossible.tolist()})" if batch else ""
+        raise ValueError(
+            f"{op}: the observations have probability zero under the model{where}, so there "
+            "is no posterior; check the observed values against the model's supports"
+        )
     return EnumerationResult(e, obs, log_ml, marg, batch)
 
 
