@@ -31,7 +31,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.core import runtime, static
+from genmlx.core import rewrites, runtime, static
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff
 from genmlx.core.gfi import (
@@ -287,7 +287,12 @@ def vsimulate(gf: GenerativeFunction, args: tuple[Any, ...], n: int, key: mx.arr
 
 
 def _vgenerate_core(
-    gf: GenerativeFunction, args: tuple[Any, ...], constraints: ChoiceMap, n: int, key: mx.array
+    gf: GenerativeFunction,
+    args: tuple[Any, ...],
+    constraints: ChoiceMap,
+    n: int,
+    key: mx.array,
+    prepared: Any = None,
 ) -> tuple[Trace, mx.array]:
     keys = mx.random.split(key, n)
 
@@ -295,7 +300,8 @@ def _vgenerate_core(
         tr, w = gf._generate(a, c, k)
         return _strip(tr), w
 
-    res: tuple[Trace, mx.array] = vmap_call(one, n, (keys,), (args, constraints))
+    with rewrites.active(prepared):
+        res: tuple[Trace, mx.array] = vmap_call(one, n, (keys,), (args, constraints))
     return res
 
 
@@ -309,9 +315,10 @@ def vgenerate(
     """Batched ``generate``: see :meth:`GenerativeFunction.vgenerate`."""
     _keys(key, n)
     _batched_constraints(constraints, n, "vgenerate")
+    prepared = rewrites.prepare(gf, args, constraints)
     with runtime.operation() as top:
         tr, w = static.run(
-            gf, "vgenerate", _vgenerate_core, (gf, args, constraints, n, key), args
+            gf, "vgenerate", _vgenerate_core, (gf, args, constraints, n, key, prepared), args
         )
     tr = _finish_trace(tr, args)
     if top:
