@@ -31,6 +31,8 @@ BENCHMARKS = [
     "smc_filter",
     "vi_elbo",
     "distributed_scaling",
+    "exact_enumeration",
+    "kalman_vs_pf",
 ]
 
 
