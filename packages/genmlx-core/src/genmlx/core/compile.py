@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import mlx.core as mx
 
 from genmlx.core import runtime
+from genmlx.core.threads import guard_thread
 from genmlx.core.tree import TreeDef, flatten, unflatten
 
 __all__ = ["compile"]
@@ -50,6 +51,7 @@ class _Compiled:
         self.cache: dict[Any, tuple[Callable[..., Any], dict[str, TreeDef]]] = {}
 
     def __call__(self, *args: Any) -> Any:
+        guard_thread()
         leaves, in_td = flatten(args)
         sig = (in_td, tuple((tuple(x.shape), x.dtype) for x in leaves))
         entry = self.cache.get(sig)
@@ -59,7 +61,7 @@ class _Compiled:
 
             def pure(*lv: mx.array) -> list[mx.array]:
                 a = unflatten(in_td, list(lv))
-                with runtime.transforming():
+                with runtime.transforming(), runtime.compiling():
                     out = fn(*a)
                 out_leaves, out_td = flatten(out)
                 box["td"] = out_td

@@ -43,6 +43,7 @@ from genmlx.core.diff import Diff, NoChange, diff_args, no_change_args
 from genmlx.core.errors import NonFiniteScoreError
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.selection import Selection
+from genmlx.core.threads import translate_stream_errors
 from genmlx.core.trace import Trace
 
 if TYPE_CHECKING:
@@ -145,6 +146,21 @@ def _as_args(args: Any, op: str) -> tuple[Any, ...]:
         f"{op}: args must be a tuple of arguments, e.g. (xs,) for one argument or () for none;"
         f" got {type(args).__name__}"
     )
+
+
+def _as_argdiffs(argdiffs: Any, op: str, gf: Any) -> tuple[Diff, ...]:
+    if not isinstance(argdiffs, (tuple, list)):
+        raise TypeError(
+            f"{op} on {gf!r}: argdiffs must be a tuple with one Diff per argument "
+            f"(NoChange, UnknownChange, ...); got {type(argdiffs).__name__}"
+        )
+    for i, d in enumerate(argdiffs):
+        if not isinstance(d, Diff):
+            raise TypeError(
+                f"{op} on {gf!r}: argdiffs[{i}] is {d!r} ({type(d).__name__}), not a Diff; use "
+                "NoChange, UnknownChange or VectorDiff(...) from genmlx.core"
+            )
+    return tuple(argdiffs)
 
 
 def _as_choicemap(c: Any, op: str, what: str = "constraints") -> ChoiceMap:
@@ -258,7 +274,7 @@ class GenerativeFunction(ABC):
             The trace; ``trace.score == log p(t; args)``.
         """
         args = _as_args(args, "simulate")
-        key = resolve_key(key)
+        key = resolve_key(key, "simulate")
         with runtime.operation() as top:
             tr = self._simulate(args, key)
         if top:
@@ -291,8 +307,8 @@ class GenerativeFunction(ABC):
         if cons.batch_shape:
             from genmlx.core import batching
 
-            return batching.vgenerate(self, args, cons, cons.batch_shape[0], resolve_key(key))
-        key = resolve_key(key)
+            return batching.vgenerate(self, args, cons, cons.batch_shape[0], resolve_key(key, "generate"))
+        key = resolve_key(key, "generate")
         with runtime.operation() as top:
             res = self._generate(args, cons, key)
         if top:
@@ -321,7 +337,7 @@ class GenerativeFunction(ABC):
     def propose(self, args: tuple[Any, ...] = (), *, key: Key = None) -> ProposeResult:
         """Sample choices and return them with their log density and the return value."""
         args = _as_args(args, "propose")
-        key = resolve_key(key)
+        key = resolve_key(key, "propose")
         with runtime.operation() as top:
             res = self._propose(args, key)
         if top:
@@ -340,16 +356,30 @@ class GenerativeFunction(ABC):
                 f"{op}: the trace was made by {trace.gen_fn!r}, not by {self!r}; "
                 "call the operation on trace.gen_fn"
             )
+        if argdiffs is not None:
+            argdiffs = _as_argdiffs(argdiffs, op, self)
         if args is None:
             if argdiffs is not None and not all(d.is_no_change() for d in argdiffs):
-                raise ValueError(f"{op}: argdiffs say the arguments changed but no args given")
+                raise ValueError(
+                    f"{op} on {self!r}: argdiffs say the arguments changed but no args were "
+                    "given; pass the new args too"
+                )
             return trace.args, no_change_args(trace.args)
         args = _as_args(args, op)
+        if len(args) != len(trace.args):
+            raise TypeError(
+                f"{op} on {self!r}: the trace was made with {len(trace.args)} argument(s) but "
+                f"{len(args)} were given; pass every argument of the model (args=None keeps "
+                "the old ones)"
+            )
         if argdiffs is None:
             return args, diff_args(trace.args, args)
         if len(argdiffs) != len(args):
-            raise ValueError(f"{op}: {len(argdiffs)} argdiffs for {len(args)} arguments")
-        return args, tuple(argdiffs)
+            raise ValueError(
+                f"{op} on {self!r}: {len(argdiffs)} argdiffs for {len(args)} arguments; give "
+                "one Diff (NoChange, UnknownChange, ...) per argument"
+            )
+        return args, argdiffs
 
     def update(
         self,
@@ -383,7 +413,7 @@ class GenerativeFunction(ABC):
         if cons.is_empty and _unchanged(trace.args, args, argdiffs):
             # nothing to do, for every generative function: the trace is kept as it is
             return UpdateResult(trace, mx.zeros_like(trace.score), NoChange, ChoiceMap.empty())
-        key = resolve_key(key)
+        key = resolve_key(key, "update")
         if trace.batch_shape:
             from genmlx.core import batching
 
@@ -415,7 +445,7 @@ class GenerativeFunction(ABC):
         sel = _as_selection(selection, "regenerate")
         if sel.is_none() and _unchanged(trace.args, args, argdiffs):
             return RegenerateResult(trace, mx.zeros_like(trace.score), NoChange)
-        key = resolve_key(key)
+        key = resolve_key(key, "regenerate")
         if trace.batch_shape:
             from genmlx.core import batching
 
@@ -450,7 +480,7 @@ class GenerativeFunction(ABC):
             raise TypeError(f"edit: request must be an EditRequest, got {type(request).__name__}")
         if trace.gen_fn is not self:
             raise ValueError(f"edit: the trace was made by {trace.gen_fn!r}, not {self!r}")
-        key = resolve_key(key)
+        key = resolve_key(key, "edit")
         if trace.batch_shape:
             from genmlx.core import batching
 
@@ -472,7 +502,7 @@ class GenerativeFunction(ABC):
         """
         from genmlx.core import batching
 
-        return batching.vsimulate(self, _as_args(args, "vsimulate"), n, resolve_key(key))
+        return batching.vsimulate(self, _as_args(args, "vsimulate"), n, resolve_key(key, "vsimulate"))
 
     def vgenerate(
         self, args: tuple[Any, ...], constraints: Any, n: int, *, key: Key = None
@@ -485,7 +515,7 @@ class GenerativeFunction(ABC):
         from genmlx.core import batching
 
         cons = _as_choicemap(constraints, "vgenerate")
-        return batching.vgenerate(self, _as_args(args, "vgenerate"), cons, n, resolve_key(key))
+        return batching.vgenerate(self, _as_args(args, "vgenerate"), cons, n, resolve_key(key, "vgenerate"))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -508,6 +538,17 @@ def _check_finite(
     """Raise NonFiniteScoreError when a score/weight is NaN or +inf (or -inf if not allowed)."""
     if not check_scores_enabled() or runtime.in_transform():
         return
+    with translate_stream_errors(f"{op} on {gf!r}"):
+        _check_finite_now(op, gf, trace, weight, allow_neg_inf)
+
+
+def _check_finite_now(
+    op: str,
+    gf: GenerativeFunction,
+    trace: Trace | None,
+    weight: mx.array | None,
+    allow_neg_inf: bool,
+) -> None:
     arrays = [a for a in (trace.score if trace is not None else None, weight) if a is not None]
     if not arrays:
         return

@@ -16,11 +16,14 @@ from contextvars import ContextVar
 from typing import Any
 
 from genmlx.core.address import Path
+from genmlx.core.threads import guard_thread, translate_stream_errors
 
 __all__ = [
     "Run",
     "active_run",
+    "compiling",
     "in_transform",
+    "is_compiling",
     "is_lenient",
     "lenient",
     "operation",
@@ -49,6 +52,7 @@ _ACTIVE: ContextVar[Run | None] = ContextVar("genmlx_active_run", default=None)
 _DEPTH: ContextVar[int] = ContextVar("genmlx_op_depth", default=0)
 _TRANSFORM: ContextVar[int] = ContextVar("genmlx_transform_depth", default=0)
 _LENIENT: ContextVar[bool] = ContextVar("genmlx_lenient", default=False)
+_COMPILING: ContextVar[bool] = ContextVar("genmlx_compiling", default=False)
 
 
 def active_run() -> Run | None:
@@ -74,7 +78,12 @@ def operation() -> Iterator[bool]:
     # A GFI call made from inside a body must not see that body's run.
     run_token = _ACTIVE.set(None)
     try:
-        yield depth == 0
+        if depth == 0:
+            guard_thread()
+            with translate_stream_errors("a GenMLX operation"):
+                yield True
+        else:
+            yield False
     finally:
         _ACTIVE.reset(run_token)
         _DEPTH.reset(token)
@@ -90,6 +99,21 @@ def transforming() -> Iterator[None]:
     finally:
         _DEPTH.reset(depth_token)
         _TRANSFORM.reset(token)
+
+
+@contextlib.contextmanager
+def compiling() -> Iterator[None]:
+    """Mark code being traced by :func:`genmlx.core.compile` (``key=None`` is refused)."""
+    token = _COMPILING.set(True)
+    try:
+        yield
+    finally:
+        _COMPILING.reset(token)
+
+
+def is_compiling() -> bool:
+    """True while :func:`genmlx.core.compile` traces a function."""
+    return _COMPILING.get()
 
 
 def in_transform() -> bool:

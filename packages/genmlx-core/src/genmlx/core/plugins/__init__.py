@@ -6,6 +6,24 @@ group. See the plugin author guide in the docs.
 """
 
 from genmlx.core.plugins.hookspecs import hookimpl, hookspec
-from genmlx.core.plugins.registry import KINDS, Category, Entry, Registry, registry
+from genmlx.core.plugins.registry import (
+    KINDS,
+    Category,
+    Entry,
+    PluginLoadError,
+    PluginLoadWarning,
+    Registry,
+    registry,
+)
 
-__all__ = ["KINDS", "Category", "Entry", "Registry", "hookimpl", "hookspec", "registry"]
+__all__ = [
+    "KINDS",
+    "Category",
+    "Entry",
+    "PluginLoadError",
+    "PluginLoadWarning",
+    "Registry",
+    "hookimpl",
+    "hookspec",
+    "registry",
+]
