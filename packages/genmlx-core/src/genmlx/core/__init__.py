@@ -13,6 +13,8 @@ Public API:
 * speed: batched ``vsimulate``/``vgenerate`` on every generative function, and
   :func:`compile`
 * plugins: :func:`registry`
+* saving results: :func:`save` / :func:`load` (a portable file format); choice maps,
+  traces and results also pickle and deep-copy
 
 Importing ``genmlx.core`` does not load plugins; the registry loads them on first use.
 """
@@ -29,7 +31,10 @@ from genmlx.core.errors import (
     AddressError,
     BatchedControlFlowError,
     ConstraintError,
+    DistributionArgumentError,
     GenMLXError,
+    InvalidAddressError,
+    InvalidKeyError,
     MissingChoiceError,
     NonFiniteScoreError,
     PluginError,
@@ -47,6 +52,8 @@ from genmlx.core.gradients import choice_gradients, param_gradients
 from genmlx.core.params import ParamStore, param, use_params
 from genmlx.core.plugins.registry import registry
 from genmlx.core.selection import Selection, select
+from genmlx.core.serialize import FormatError, SavedTrace, load, save
+from genmlx.core.threads import ThreadStreamError
 from genmlx.core.trace import Trace
 from genmlx.core.tree import evaluate
 
@@ -62,14 +69,18 @@ __all__ = [
     "DeterministicGF",
     "Diff",
     "Distribution",
+    "DistributionArgumentError",
     "DistributionTrace",
     "DynamicGenerativeFunction",
     "DynamicTrace",
     "EditRequest",
     "EditResult",
+    "FormatError",
     "GenMLXError",
     "GenerateResult",
     "GenerativeFunction",
+    "InvalidAddressError",
+    "InvalidKeyError",
     "MissingChoiceError",
     "NoChange",
     "NonFiniteScoreError",
@@ -78,8 +89,10 @@ __all__ = [
     "ProposalEdit",
     "ProposeResult",
     "RegenerateResult",
+    "SavedTrace",
     "Selection",
     "SelectionEdit",
+    "ThreadStreamError",
     "Trace",
     "UnknownChange",
     "UpdateResult",
@@ -91,9 +104,11 @@ __all__ = [
     "evaluate",
     "format_address",
     "gen",
+    "load",
     "param",
     "param_gradients",
     "registry",
+    "save",
     "select",
     "splice",
     "use_params",

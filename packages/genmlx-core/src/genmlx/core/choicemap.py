@@ -91,6 +91,12 @@ class ChoiceMap:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("ChoiceMap is immutable; use set(), merge() or choicemap()")
 
+    def __reduce__(self) -> Any:
+        """Pickled (and deep-copied) node by node; see :mod:`genmlx.core.serialize`."""
+        if self is _EMPTY:
+            return (ChoiceMap.empty, ())
+        return (ChoiceMap, (self._value, dict(self._children), self.batch_shape, self._mask))
+
     # ------------------------------------------------------------------ constructors
     @staticmethod
     def empty() -> ChoiceMap:

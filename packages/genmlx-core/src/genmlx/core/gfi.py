@@ -307,7 +307,9 @@ class GenerativeFunction(ABC):
         if cons.batch_shape:
             from genmlx.core import batching
 
-            return batching.vgenerate(self, args, cons, cons.batch_shape[0], resolve_key(key, "generate"))
+            return batching.vgenerate(
+                self, args, cons, cons.batch_shape[0], resolve_key(key, "generate")
+            )
         key = resolve_key(key, "generate")
         with runtime.operation() as top:
             res = self._generate(args, cons, key)
@@ -502,7 +504,9 @@ class GenerativeFunction(ABC):
         """
         from genmlx.core import batching
 
-        return batching.vsimulate(self, _as_args(args, "vsimulate"), n, resolve_key(key, "vsimulate"))
+        return batching.vsimulate(
+            self, _as_args(args, "vsimulate"), n, resolve_key(key, "vsimulate")
+        )
 
     def vgenerate(
         self, args: tuple[Any, ...], constraints: Any, n: int, *, key: Key = None
@@ -515,10 +519,25 @@ class GenerativeFunction(ABC):
         from genmlx.core import batching
 
         cons = _as_choicemap(constraints, "vgenerate")
-        return batching.vgenerate(self, _as_args(args, "vgenerate"), cons, n, resolve_key(key, "vgenerate"))
+        return batching.vgenerate(
+            self, _as_args(args, "vgenerate"), cons, n, resolve_key(key, "vgenerate")
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+    # ------------------------------------------------------------------ copying
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickled by reference to its module-level name (see genmlx.core.serialize)."""
+        from genmlx.core.serialize import reduce_generative_function
+
+        return reduce_generative_function(self, protocol)
+
+    def __copy__(self) -> GenerativeFunction:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GenerativeFunction:
+        return self  # code, not data: copies of traces share their model
 
 
 def _unchanged(old: tuple[Any, ...], new: tuple[Any, ...], argdiffs: tuple[Diff, ...]) -> bool:

@@ -88,6 +88,9 @@ class _All(Selection):
     def __repr__(self) -> str:
         return "Selection.all()"
 
+    def __reduce__(self) -> str:
+        return "_ALL"
+
 
 class _None(Selection):
     def selects_root(self) -> bool:
@@ -101,6 +104,9 @@ class _None(Selection):
 
     def __repr__(self) -> str:
         return "Selection.none()"
+
+    def __reduce__(self) -> str:
+        return "_NONE"
 
 
 _ALL = _All()

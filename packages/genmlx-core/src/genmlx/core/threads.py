@@ -64,7 +64,7 @@ class _ClearStreamsAtExit:
     def __del__(self) -> None:
         try:
             mx.clear_streams()
-        except Exception:  # noqa: S110 - nothing can be reported from a dying thread
+        except Exception:  # nothing can be reported from a dying thread
             pass
 
 

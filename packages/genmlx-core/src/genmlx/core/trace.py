@@ -73,6 +73,13 @@ class Trace(ABC):
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("traces are immutable; GFI operations return new traces")
 
+    def __reduce__(self) -> Any:
+        """Pickled (and deep-copied) as its arrays and structure; the generative function
+        by reference (see :mod:`genmlx.core.serialize`)."""
+        from genmlx.core.serialize import reduce_trace
+
+        return reduce_trace(self)
+
     def _replace(self, **changes: Any) -> Trace:
         cls = type(self)
         new = cls.__new__(cls)

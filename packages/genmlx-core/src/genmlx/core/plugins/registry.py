@@ -117,9 +117,7 @@ def _misspelt_hooks(plugin: Any) -> list[str]:
             continue
         close = difflib.get_close_matches(attr, sorted(_HOOK_NAMES), n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
-        out.append(
-            f"{attr} is not a GenMLX hook (hooks: {', '.join(sorted(_HOOK_NAMES))}){hint}"
-        )
+        out.append(f"{attr} is not a GenMLX hook (hooks: {', '.join(sorted(_HOOK_NAMES))}){hint}")
     return out
 
 
@@ -368,9 +366,7 @@ class Registry:
         for kind, entries in staged.items():
             self._tables[kind].update(entries)
 
-    def _register_fn(
-        self, kind: str, plugin: str, staged: dict[str, Entry]
-    ) -> Callable[..., None]:
+    def _register_fn(self, kind: str, plugin: str, staged: dict[str, Entry]) -> Callable[..., None]:
         def register(obj: Any, name: str | None = None, aliases: tuple[str, ...] = ()) -> None:
             if isinstance(aliases, str):
                 raise PluginError(
