@@ -6,9 +6,10 @@ operating system's entropy source (``os.urandom``), which is convenient interact
 and gives different samples in every call and every thread; library code always passes
 keys. An ``int`` is accepted as a seed.
 
-``key=None`` is refused inside :func:`genmlx.core.compile`: a key made while the
-function is traced would be frozen into the compiled graph and every call would
-reuse it. Pass the key as an argument of the compiled function instead.
+Inside :func:`genmlx.core.compile`, ``key=None`` derives its keys from a hidden key
+input that the compiled function receives from the operating system in every call, so
+the compiled function also draws fresh randomness per call (a key made while tracing
+would otherwise be frozen into the graph).
 
 Example:
     >>> import mlx.core as mx
@@ -29,7 +30,7 @@ import mlx.core as mx
 import numpy as np
 
 from genmlx.core import runtime
-from genmlx.core.errors import GenMLXError, InvalidKeyError
+from genmlx.core.errors import InvalidKeyError
 from genmlx.core.threads import guard_thread
 
 __all__ = ["Key", "KeyStream", "fresh_key", "resolve_key", "split", "split2"]
@@ -43,13 +44,9 @@ def fresh_key() -> mx.array:
     Independent of MLX's global generator, so two threads (or two processes forked
     from one) never draw the same "fresh" key.
     """
-    if runtime.is_compiling():
-        raise GenMLXError(
-            "key=None inside genmlx.core.compile: a fresh key drawn while the function "
-            "is traced would be frozen into the compiled graph, and every call would "
-            "reuse it. Pass a key as an argument of the compiled function "
-            "(e.g. compile(lambda key, ...: model.simulate(args, key=key)))."
-        )
+    compiled = runtime.compiled_fresh_key()
+    if compiled is not None:
+        return compiled  # type: ignore[no-any-return]
     return mx.array(np.frombuffer(os.urandom(8), dtype=np.uint32))
 
 
