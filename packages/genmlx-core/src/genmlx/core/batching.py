@@ -44,6 +44,7 @@ from genmlx.core.gfi import (
     _batched_constraints,
     _check_finite,
 )
+from genmlx.core.memory import check_batch_memory
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 from genmlx.core.tree import TreeDef, flatten, opaque_nodes, replace_opaque, unflatten
@@ -275,6 +276,7 @@ def vsimulate(gf: GenerativeFunction, args: tuple[Any, ...], n: int, key: mx.arr
     with runtime.operation() as top:
         tr = vmap_call(lambda k, a: _strip(gf._simulate(a, k)), n, (keys,), (args,))
     tr = _finish_trace(tr, args)
+    check_batch_memory("vsimulate", repr(gf), n, tr, lambda m: vsimulate(gf, args, m, keys[0]))
     if top:
         _check_finite("vsimulate", gf, tr, None, allow_neg_inf=False)
     return tr
@@ -298,6 +300,13 @@ def vgenerate(
     with runtime.operation() as top:
         tr, w = vmap_call(one, n, (keys,), (args, constraints))
     tr = _finish_trace(tr, args)
+    check_batch_memory(
+        "vgenerate",
+        repr(gf),
+        n,
+        (tr, w),
+        None if constraints.batch_shape else lambda m: vgenerate(gf, args, constraints, m, keys[0]),
+    )
     if top:
         _check_finite("vgenerate", gf, tr, w)
     return GenerateResult(tr, w)
