@@ -270,9 +270,21 @@ def _finish_trace(tr: Trace, args: tuple[Any, ...]) -> Trace:
     return tr._replace(args=args)
 
 
-def vsimulate(gf: GenerativeFunction, args: tuple[Any, ...], n: int, key: mx.array) -> Trace:
-    """Batched ``simulate``: see :meth:`GenerativeFunction.vsimulate`."""
-    keys = _keys(key, n)
+def vsimulate(
+    gf: GenerativeFunction,
+    args: tuple[Any, ...],
+    n: int,
+    key: mx.array | None,
+    *,
+    keys: mx.array | None = None,
+) -> Trace:
+    """Batched ``simulate``: see :meth:`GenerativeFunction.vsimulate`.
+
+    ``keys`` (``[n, 2]``) gives the particles' keys directly instead of
+    ``mx.random.split(key, n)`` (so that a run split into chunks draws exactly what
+    one run would).
+    """
+    keys = _keys(key, n) if keys is None else keys
     with runtime.operation() as top:
         tr = vmap_call(lambda k, a: _strip(gf._simulate(a, k)), n, (keys,), (args,))
     tr = _finish_trace(tr, args)
@@ -287,10 +299,13 @@ def vgenerate(
     args: tuple[Any, ...],
     constraints: ChoiceMap,
     n: int,
-    key: mx.array,
+    key: mx.array | None,
+    *,
+    keys: mx.array | None = None,
 ) -> GenerateResult:
-    """Batched ``generate``: see :meth:`GenerativeFunction.vgenerate`."""
-    keys = _keys(key, n)
+    """Batched ``generate``: see :meth:`GenerativeFunction.vgenerate`; ``keys`` as for
+    :func:`vsimulate`."""
+    keys = _keys(key, n) if keys is None else keys
     _batched_constraints(constraints, n, "vgenerate")
 
     def one(k: mx.array, a: tuple[Any, ...], c: ChoiceMap) -> tuple[Trace, mx.array]:

@@ -38,6 +38,7 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   :func:`lecture_batched`, :func:`train_proposal`, :func:`wake_sleep`)
 """
 
+from genmlx.infer._checks import DegenerateWeightsError
 from genmlx.infer.adev import (
     ADEVSample,
     Expectation,
@@ -121,6 +122,7 @@ __all__ = [
     "ADEVSample",
     "ADVIResult",
     "ChainResult",
+    "DegenerateWeightsError",
     "Expectation",
     "GradientEstimate",
     "ISResult",
