@@ -40,8 +40,10 @@ import mlx.core as mx
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap
+from genmlx.core.random import Key
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
+from genmlx.infer import _checks as checks
 from genmlx.infer._traces import accept_reject
 
 __all__ = ["hmc", "mala", "map_optimize"]
@@ -122,7 +124,7 @@ def _move(trace: Trace, flat: _Flat, x_new: mx.array) -> tuple[Trace, mx.array]:
 
 
 def mala(
-    trace: Trace, selection: Selection, *, step_size: float, key: mx.array
+    trace: Trace, selection: Selection, *, step_size: float, key: Key = None
 ) -> tuple[Trace, mx.array]:
     """Metropolis-adjusted Langevin step on the selected continuous choices.
 
@@ -158,18 +160,21 @@ def mala(
         >>> acc.shape
         ()
     """
-    k_noise, k_acc = mx.random.split(key)
+    checks.trace(trace, "mala")
+    checks.selection(selection, "mala")
+    k_noise, k_acc = mx.random.split(checks.key(key, "mala"))
     flat = _flatten_selected(trace, selection, "mala")
     logp = _logp_fn(trace, flat)
-    eps = mx.array(step_size, dtype=mx.float32)
+    eps = checks.positive_scalar(step_size, "step_size", "mala", flat.batch)
+    e = eps[..., None] if eps.ndim else eps  # per chain: broadcast over the d coordinates
     x = flat.x
     _, g = _value_and_grad(logp, x)
     xi = mx.random.normal(shape=x.shape, key=k_noise)
-    x_new = x + 0.5 * eps * eps * g + eps * xi
+    x_new = x + 0.5 * e * e * g + e * xi
     new_trace, w = _move(trace, flat, x_new)
     _, g_new = _value_and_grad(logp, x_new)
-    fwd = mx.sum(mx.square(x_new - x - 0.5 * eps * eps * g), axis=-1)
-    bwd = mx.sum(mx.square(x - x_new - 0.5 * eps * eps * g_new), axis=-1)
+    fwd = mx.sum(mx.square(x_new - x - 0.5 * e * e * g), axis=-1)
+    bwd = mx.sum(mx.square(x - x_new - 0.5 * e * e * g_new), axis=-1)
     log_alpha = w + (fwd - bwd) / (2.0 * eps * eps)
     return accept_reject(k_acc, log_alpha, new_trace, trace)
 
@@ -180,7 +185,7 @@ def hmc(
     *,
     step_size: float,
     n_leapfrog: int,
-    key: mx.array,
+    key: Key = None,
     mass: mx.array | None = None,
 ) -> tuple[Trace, mx.array]:
     """Hamiltonian Monte Carlo step on the selected continuous choices.
@@ -223,13 +228,17 @@ def hmc(
         >>> tr2["x"].shape
         (10,)
     """
-    if n_leapfrog < 1:
-        raise ValueError(f"hmc: n_leapfrog must be at least 1, got {n_leapfrog}")
-    k_mom, k_acc = mx.random.split(key)
+    checks.trace(trace, "hmc")
+    checks.selection(selection, "hmc")
+    checks.count(n_leapfrog, "n_leapfrog", "hmc")
+    k_mom, k_acc = mx.random.split(checks.key(key, "hmc"))
     flat = _flatten_selected(trace, selection, "hmc")
     d = flat.x.shape[-1]
+    mass = checks.mass_matrix(mass, d, "hmc")
     logp = _logp_fn(trace, flat)
-    eps = mx.array(step_size, dtype=mx.float32)
+    eps = checks.positive_scalar(step_size, "step_size", "hmc", flat.batch)
+    if eps.ndim:
+        eps = eps[..., None]
     z = mx.random.normal(shape=flat.x.shape, key=k_mom)
 
     if mass is None:
@@ -326,6 +335,12 @@ def map_optimize(
         1.0
     """
     del key
+    checks.trace(trace, "map_optimize")
+    checks.selection(selection, "map_optimize")
+    checks.count(max_steps, "max_steps", "map_optimize")
+    checks.count(max_backtracks, "max_backtracks", "map_optimize")
+    checks.number(step_size, "step_size", "map_optimize", low=0.0, low_open=True, high_open=True)
+    checks.number(tol, "tol", "map_optimize", low=0.0, high_open=True)
     flat = _flatten_selected(trace, selection, "map_optimize")
     logp = _logp_fn(trace, flat)
     x = flat.x

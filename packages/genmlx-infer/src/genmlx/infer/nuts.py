@@ -66,8 +66,10 @@ from typing import NamedTuple, cast
 
 import mlx.core as mx
 
+from genmlx.core.random import Key
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
+from genmlx.infer import _checks as checks
 from genmlx.infer.gradient_kernels import (
     _flatten_selected,
     _logp_fn,
@@ -167,7 +169,7 @@ def nuts_info(
     trace: Trace,
     selection: Selection,
     *,
-    key: mx.array,
+    key: Key = None,
     step_size: float | mx.array = 0.1,
     max_depth: int = 8,
     mass: mx.array | None = None,
@@ -190,11 +192,15 @@ def nuts_info(
         >>> info.accept_prob.shape
         (10,)
     """
-    if max_depth < 1:
-        raise ValueError(f"nuts: max_depth must be at least 1, got {max_depth}")
+    checks.trace(trace, "nuts")
+    checks.selection(selection, "nuts")
+    checks.count(max_depth, "max_depth", "nuts")
+    key = checks.key(key, "nuts")
     flat = _flatten_selected(trace, selection, "nuts")
     batch = flat.batch
     d = flat.x.shape[-1]
+    mass = checks.mass_matrix(mass, d, "nuts")
+    step_size = checks.positive_scalar(step_size, "step_size", "nuts", batch)
     logp = _logp_fn(trace, flat)
     root_m, minv = _mass_ops(mass, d, "nuts")
 
@@ -297,7 +303,7 @@ def nuts(
     trace: Trace,
     selection: Selection,
     *,
-    key: mx.array,
+    key: Key = None,
     step_size: float | mx.array = 0.1,
     max_depth: int = 8,
     mass: mx.array | None = None,
@@ -328,7 +334,8 @@ def nuts(
     Returns:
         ``(new_trace, accepted)``. NUTS has no accept/reject step (the proposal may be
         the starting point itself), so ``accepted`` is all ``True`` with the trace's
-        batch shape; use :func:`nuts_info` for the acceptance statistic, tree depth,
+        batch shape (``False`` for chains whose step size, an array under
+        ``compile``, is invalid: NaN, inf or not positive); use :func:`nuts_info` for the acceptance statistic, tree depth,
         number of leapfrog steps and divergences.
 
     Raises:
@@ -348,10 +355,12 @@ def nuts(
         >>> acc.shape, tr2.batch_shape
         ((), ())
     """
+    eps = checks.positive_scalar(step_size, "step_size", "nuts", tuple(trace.batch_shape))
     new_trace, _ = nuts_info(
-        trace, selection, key=key, step_size=step_size, max_depth=max_depth, mass=mass
+        trace, selection, key=key, step_size=eps, max_depth=max_depth, mass=mass
     )
-    return new_trace, mx.ones(tuple(trace.batch_shape), dtype=mx.bool_)
+    # all True, except chains whose (traced, unreadable) step size is invalid
+    return new_trace, mx.broadcast_to(mx.logical_not(mx.isnan(eps)), tuple(trace.batch_shape))
 
 
 def _windows(
@@ -411,7 +420,7 @@ def nuts_warmup(
     selection: Selection,
     n_steps: int,
     *,
-    key: mx.array,
+    key: Key = None,
     target_accept: float = 0.8,
     step_size: float = 0.1,
     max_depth: int = 8,
@@ -482,6 +491,19 @@ def nuts_warmup(
     """
     from genmlx.core.compile import compile as _compile
 
+    op = "nuts_warmup"
+    checks.trace(trace, op)
+    checks.selection(selection, op)
+    checks.count(n_steps, "n_steps", op)
+    key = checks.key(key, op)
+    checks.number(
+        target_accept, "target_accept", op, low=0.0, high=1.0, low_open=True, high_open=True
+    )
+    checks.number(step_size, "step_size", op, low=0.0, low_open=True, high_open=True)
+    checks.count(max_depth, "max_depth", op)
+    for name, v in (("init_buffer", init_buffer), ("term_buffer", term_buffer)):
+        checks.count(v, name, op, minimum=0)
+    checks.count(base_window, "base_window", op)
     gamma, t0, kappa = 0.05, 10.0, 0.75
     flat = _flatten_selected(trace, selection, "nuts_warmup")
     d = flat.x.shape[-1]
