@@ -335,8 +335,8 @@ def nuts(
         ``(new_trace, accepted)``. NUTS has no accept/reject step (the proposal may be
         the starting point itself), so ``accepted`` is all ``True`` with the trace's
         batch shape (``False`` for chains whose step size, an array under
-        ``compile``, is invalid: NaN, inf or not positive); use :func:`nuts_info` for the acceptance statistic, tree depth,
-        number of leapfrog steps and divergences.
+        ``compile``, is invalid: NaN, inf or not positive); use :func:`nuts_info` for
+        the acceptance statistic, tree depth, number of leapfrog steps and divergences.
 
     Raises:
         TypeError: a selected choice is not floating point.
