@@ -116,12 +116,27 @@ class Mix(DynamicGenerativeFunction):
                     f"{name}: expected one argument tuple per component ({n}), "
                     f"got {len(component_args)}"
                 )
-            k = categorical(logits) @ "component"
+            lg = logits if isinstance(logits, mx.array) else mx.array(logits)
+            if lg.ndim == 0 or lg.shape[-1] != n:
+                raise ValueError(
+                    f"{name}: logits has shape {tuple(lg.shape)}, but the mixture has {n} "
+                    f"components; give one logit per component (last axis of length {n})"
+                )
+            k = categorical(lg) @ "component"
             return switch(k, *component_args) @ "value"
 
         body.__qualname__ = name
         super().__init__(body)
         self.name = name
+
+    def __reduce__(self) -> Any:
+        """Pickled as its components (by reference where they have module-level names)."""
+        from genmlx.core.serialize import reference, resolve_reference
+
+        ref = reference(self)
+        if ref is not None:
+            return (resolve_reference, (ref,))
+        return (Mix, self.components)
 
     def __repr__(self) -> str:
         return f"<{self.name}>"

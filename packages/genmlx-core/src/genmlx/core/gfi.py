@@ -583,6 +583,10 @@ def _check_finite_now(
         if runtime.is_transform_eval_error(e):
             return
         raise
+    if trace is not None:
+        reason = _structural_problem(trace)
+        if reason is not None:
+            raise NonFiniteScoreError(f"{op} on {gf!r}: {reason}")
     where = "its weight"
     if trace is not None:
         for path, s in trace.site_scores():
@@ -596,3 +600,27 @@ def _check_finite_now(
         "distribution's parameters are valid (e.g. a positive scale) and that observed "
         "values lie in its support; config.score_checks(False) disables this check."
     )
+
+
+def _structural_problem(trace: Trace) -> str | None:
+    """The first problem a trace (or one nested in it) reports through
+    :meth:`Trace.nonfinite_reason` — e.g. a batched ``Switch`` index out of range,
+    which cannot raise where it happens and gives a NaN score instead."""
+    stack: list[Any] = [trace]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Trace):
+            reason = node.nonfinite_reason()
+            if reason is not None:
+                return reason
+            children, _ = node._tree_flatten()
+            stack.extend(reversed(children))
+        elif isinstance(node, (list, tuple)):
+            stack.extend(reversed(node))
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+    return None

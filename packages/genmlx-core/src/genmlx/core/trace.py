@@ -109,6 +109,15 @@ class Trace(ABC):
         """``(path, log density)`` of every random choice (used to name bad sites)."""
         yield (), self.score
 
+    def nonfinite_reason(self) -> str | None:
+        """Why this trace's score is NaN when no choice is to blame (evaluates arrays).
+
+        A combinator that cannot raise where a problem happens (under batching or
+        ``compile``) makes its score NaN and explains it here, naming itself and the
+        offending value; the score check reports the explanation. Default: None.
+        """
+        return None
+
     # ------------------------------------------------------------------ shorthands
     def update(
         self,
