@@ -1153,7 +1153,10 @@ class Zipf(Distribution):
         self._check(s, n)
         sa, na = _f32(s), _f32(n)
         full = sample_shape(shape, sa, na)
-        sa = mx.broadcast_to(mx.where(sa >= 0, sa, 0.0), full)
+        # invalid (NaN, inf, negative) parameters draw 1 (their score is -inf); NaN must
+        # not reach the integer search below, whose gathers would read out of bounds
+        sa = mx.broadcast_to(mx.where(_and(sa >= 0, mx.isfinite(sa)), sa, 0.0), full)
+        na = mx.where(mx.isnan(na), 1.0, na)
         nf = mx.broadcast_to(mx.clip(mx.floor(na), 1.0, _INT32_MAX_F), full)
         table = _zipf_table(sa)
         h = _zipf_tail(sa, mx.zeros_like(nf), nf, table)
