@@ -157,11 +157,11 @@ def _check_positive(dist: str, name: str, x: Any) -> None:
 def _check_weights(dist: str, name: str, w: Any) -> None:
     """Check a Python list of probabilities/weights (arrays are checked lazily)."""
     if isinstance(w, (list, tuple)) and all(isinstance(v, (int, float)) for v in w):
+        if len(w) == 0:
+            raise ValueError(f"{dist}: {name} must have at least one entry")
         for v in w:
             check_param(dist, f"{name} entry", v, lambda t: t >= 0 and math.isfinite(t), ">= 0")
         check_param(dist, f"sum of {name}", float(sum(w)), lambda t: t > 0, "> 0")
-        if len(w) == 0:
-            raise ValueError(f"{dist}: {name} must have at least one entry")
 
 
 def _check_concentrations(dist: str, name: str, w: Any) -> None:
@@ -525,6 +525,11 @@ class Categorical(Distribution):
         pr = _f32(probs)
         if pr.ndim == 0:
             raise ValueError(f"{self.name}: probs must have a category axis (got a scalar)")
+        if pr.shape[-1] == 0:
+            raise ValueError(
+                f"{self.name}: probs has no categories (shape {tuple(pr.shape)}); give at "
+                "least one probability along the last axis"
+            )
         return pr
 
     def sample(self, key: mx.array, probs: Any, *, shape: Shape = ()) -> mx.array:
@@ -583,6 +588,11 @@ class CategoricalLogits(Distribution):
         lg = _f32(logits)
         if lg.ndim == 0:
             raise ValueError(f"{self.name}: logits must have a category axis (got a scalar)")
+        if lg.shape[-1] == 0:
+            raise ValueError(
+                f"{self.name}: logits has no categories (shape {tuple(lg.shape)}); give at "
+                "least one logit along the last axis"
+            )
         return lg
 
     def sample(self, key: mx.array, logits: Any, *, shape: Shape = ()) -> mx.array:
