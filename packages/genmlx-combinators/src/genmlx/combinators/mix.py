@@ -107,6 +107,12 @@ class Mix(DynamicGenerativeFunction):
                 raise TypeError(f"Mix: component {i} is not a generative function: {c!r}")
         self.components = tuple(components)
         switch = Switch(*(Contramap(c, _pick_args(k)) for k, c in enumerate(components)))
+        # the inner Switch and its branches pickle as parts of this Mix (so that traces
+        # pickled with it still belong to this Mix's Switch after unpickling)
+        self._switch = switch
+        object.__setattr__(switch, "_pickle_owner", (self, ("_switch",)))
+        for k, branch in enumerate(switch.branches):
+            object.__setattr__(branch, "_pickle_owner", (self, ("_switch", "branches", k)))
         n = len(components)
         name = "Mix(" + ", ".join(getattr(c, "name", "?") for c in components) + ")"
 

@@ -128,8 +128,24 @@ def resolve_reference(ref: str, *, import_: bool = True) -> Any:
     return obj
 
 
+def _owned_part(owner: Any, path: tuple[Any, ...]) -> Any:
+    obj = owner
+    for step in path:
+        obj = obj[step] if isinstance(step, int) else getattr(obj, step)
+    return obj
+
+
 def reduce_generative_function(gf: Any, protocol: int) -> Any:
-    """Pickle support for generative functions: by reference when possible."""
+    """Pickle support for generative functions: by reference when possible.
+
+    A generative function built inside another one (say, the ``Switch`` inside a
+    ``Mix``) may set ``_pickle_owner = (owner, path)``: it is then pickled as that part
+    of its owner (``path`` of attribute names and indices), so that after unpickling it
+    is again the very object its owner uses.
+    """
+    owned = getattr(gf, "_pickle_owner", None)
+    if owned is not None:
+        return (_owned_part, owned)
     ref = reference(gf)
     if ref is not None:
         return (resolve_reference, (ref,))
