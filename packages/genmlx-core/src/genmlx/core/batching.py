@@ -256,9 +256,11 @@ def _where(mask: mx.array, new: Any, old: Any) -> Any | None:
     return unflatten(tdn, _per_array(select, ln, lo))
 
 
-def _keys(key: mx.array, n: int) -> mx.array:
+def _keys(key: mx.array | None, n: int) -> mx.array:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"the number of particles must be a positive int, got {n!r}")
+    if key is None:
+        raise ValueError("a batched operation needs a key (or keys=)")
     return mx.random.split(key, n)
 
 

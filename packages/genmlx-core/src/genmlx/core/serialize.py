@@ -586,7 +586,9 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, mx.array], dict[str, 
     target = os.fspath(path)
     try:
         with open(target, "rb") as f:
-            arrays, meta = mx.load(f, format="safetensors", return_metadata=True)
+            loaded: Any = mx.load(f, format="safetensors", return_metadata=True)
+        arrays: dict[str, mx.array] = dict(loaded[0])
+        meta: dict[str, str] = dict(loaded[1])
     except FileNotFoundError:
         raise
     except Exception as e:
@@ -614,7 +616,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, mx.array], dict[str, 
         )
     if version < 1:
         raise FormatError(f"load: {target} has an unknown format version {version}")
-    return dict(arrays), doc
+    return arrays, doc
 
 
 def load(
