@@ -205,7 +205,7 @@ class SavedTrace(NamedTuple):
 
     Attributes:
         gen_fn: the reference (``"module:name"``) of the generative function, or None.
-        name: its printable name when it was saved.
+        name: its ``name`` when it was saved.
         args: the arguments (``None`` where they could not be saved).
         choices: the random choices (batched like the trace).
         score: the saved score.
@@ -381,7 +381,7 @@ class _Writer:
     def _trace(self, tr: Any, where: str) -> Any:
         return {
             "gen_fn": reference(tr.gen_fn),
-            "name": repr(tr.gen_fn),
+            "name": str(getattr(tr.gen_fn, "name", None) or repr(tr.gen_fn)),
             "args": self.enc(tr.args, f"{where}.args", lenient=True),
             "choices": self._choicemap(tr.get_choices()),
             "score": self.array(tr.score),
@@ -630,8 +630,8 @@ def load(
     Args:
         path: the file.
         gen_fns: generative functions to rebuild traces with, keyed by the reference
-            (``"module:name"``) or the printed name recorded in the file; by default
-            the reference is imported.
+            (``"module:name"``) or the name (``gen_fn.name``) recorded in the file; by
+            default the reference is imported.
         restore: rebuild traces (replaying their choices); ``False`` returns
             :class:`SavedTrace` records instead, which need no model code.
 
