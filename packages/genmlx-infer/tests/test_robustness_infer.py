@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 
 from genmlx.combinators import Unfold
-from genmlx.core import compile, config, gen, load, save, select
+from genmlx.core import compile, config, gen, load, param, save, select
 from genmlx.dists import bernoulli, normal, uniform
 from genmlx.infer import (
     DegenerateWeightsError,
+    advi,
+    black_box_vi,
     chain,
     elliptical_slice,
     gibbs,
@@ -35,10 +37,14 @@ from genmlx.infer import (
     map_optimize,
     mh,
     nuts,
+    nuts_info,
     nuts_warmup,
+    parallel_tempering,
     particle_filter,
+    pmmh,
     repeat,
     resample_indices,
+    train,
 )
 
 K = mx.random.key
@@ -351,6 +357,87 @@ def test_results_round_trip_through_pickle_deepcopy_and_save(name: str, tmp_path
         b = back.step((4, X0), {(3, "y"): 0.2}, key=K(9))
         _equal(a.log_weights, b.log_weights)
         assert float(a.log_ml_estimate()) == pytest.approx(float(b.log_ml_estimate()))
+
+
+@gen
+def iid_model():
+    mu = normal(0.0, 1.0) @ "mu"
+    normal(mx.broadcast_to(mu, (3,)), 1.0) @ "ys"
+
+
+@gen
+def mu_guide():
+    normal(param("m", 0.0), mx.exp(param("s", 0.0))) @ "mu"
+
+
+@gen
+def weight_model(x):
+    normal(param("w", 0.0) * x, 1.0) @ "y"
+
+
+IID_OBS = {"ys": mx.array([0.5, 1.0, 1.5])}
+
+
+def _other_results() -> dict[str, Any]:
+    """Builders (each result is made only when its test runs)."""
+    tr, _ = iid_model.vgenerate((), IID_OBS, 8, key=K(0))
+    return {
+        "advi": lambda: advi(iid_model, (), IID_OBS, n_steps=20, key=K(0), compiled=False),
+        "bbvi": lambda: black_box_vi(
+            iid_model,
+            (),
+            IID_OBS,
+            mu_guide,
+            (),
+            n_steps=10,
+            key=K(0),
+            params={"m": 0.0, "s": 0.0},
+            compiled=False,
+        ),
+        "nuts_info": lambda: nuts_info(tr, select("mu"), key=K(1), max_depth=3),
+        "train": lambda: train(
+            weight_model,
+            lambda k: ((mx.array(1.0),), {"y": 2.0}),
+            {"w": 0.0},
+            n_steps=5,
+            key=K(0),
+            compile=False,
+        ),
+        "tempering": lambda: parallel_tempering(
+            iid_model,
+            (),
+            IID_OBS,
+            [1.0, 0.5],
+            selection=select("mu"),
+            step_size=0.3,
+            n_steps=5,
+            key=K(0),
+            addresses=["mu"],
+        ),
+        "pmmh": lambda: pmmh(
+            lambda th, k: -mx.sum(th**2),
+            lambda th: -mx.sum(th**2),
+            mx.array([0.1]),
+            5,
+            step_size=0.3,
+            key=K(0),
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", ["advi", "bbvi", "nuts_info", "train", "tempering", "pmmh"])
+def test_other_results_round_trip(name: str, tmp_path: Path) -> None:
+    res = _other_results()[name]()
+    path = tmp_path / f"{name}.safetensors"
+    save(path, res)
+    for back in (pickle.loads(pickle.dumps(res)), copy.deepcopy(res), load(path)):
+        if name in ("advi", "bbvi"):
+            assert type(back) is type(res)
+            a, b = res.sample(16, key=K(5)), back.sample(16, key=K(5))
+            _equal(a["mu"], b["mu"])
+            _equal(res.elbo_history, back.elbo_history)
+        else:
+            _equal(res, back)
 
 
 # ----------------------------------------------------------------- memory

@@ -199,6 +199,17 @@ def register_format(
     _FORMATS[key] = _Format(cls, encode, decode)
 
 
+def _register_core_formats() -> None:
+    from genmlx.core.params import ParamStore
+
+    register_format(
+        ParamStore,
+        lambda store: dict(store.values_dict),
+        lambda values: ParamStore(values),
+        name="genmlx.core.ParamStore",
+    )
+
+
 # ---------------------------------------------------------------------------- records
 class SavedTrace(NamedTuple):
     """A trace read back from a file without its generative function.
@@ -651,3 +662,6 @@ def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         "version": doc["version"],
         "genmlx_core": doc.get("genmlx_core"),
     }
+
+
+_register_core_formats()
