@@ -160,6 +160,14 @@ def test_update_with_the_wrong_number_of_arguments_raises() -> None:
     assert float(w) == pytest.approx(ln(x, 0.0, 2.0) - ln(x, 0.0, 1.0), abs=1e-5)
 
 
+@pytest.mark.parametrize("args", [(0.0,), (0.0, 1.0, 2.0), ()])
+def test_calls_with_the_wrong_number_of_arguments_name_the_model(args: tuple) -> None:
+    with pytest.raises(TypeError, match=r"simulate on two_args: the model takes \(mu, sigma\)"):
+        two_args.simulate(args, key=K(0))
+    with pytest.raises(TypeError, match=r"generate on two_args: the model takes"):
+        two_args.vgenerate(args, None, 3, key=K(0))
+
+
 def test_batched_update_argument_count() -> None:
     tr = two_args.vsimulate((0.0, 1.0), 3, key=K(0))
     with pytest.raises(TypeError, match="2 argument"):

@@ -457,6 +457,10 @@ def run_body(
     with runtime.activate(run):
         try:
             retval = fn(*args)
+        except TypeError as e:
+            if run.last_path is None and not isinstance(e, GenMLXError):
+                _check_arity(op, name, fn, args, e)
+            raise
         except ValueError as e:
             if runtime.is_transform_eval_error(e):
                 after = (
@@ -475,6 +479,25 @@ def run_body(
                 ) from e
             raise
     return run.state, retval
+
+
+def _check_arity(
+    op: str, name: str, fn: Callable[..., Any], args: tuple[Any, ...], err: TypeError
+) -> None:
+    """Re-raise a call of the body with the wrong arguments in GenMLX's terms."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*args)
+    except TypeError as bad:
+        raise TypeError(
+            f"{op} on {name}: the model takes {sig} but got {len(args)} argument(s) ({bad}); "
+            "pass args as a tuple with one entry per parameter, e.g. (xs,) for one"
+        ) from err
 
 
 def build_trie(records: Cons, op: str, name: str) -> Trie:
