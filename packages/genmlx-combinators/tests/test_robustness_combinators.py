@@ -276,3 +276,13 @@ def test_unpickled_mix_trace_still_belongs_to_the_mix() -> None:
     assert float(w1) == pytest.approx(float(w2), abs=1e-6)
     sub = back.get_subtrace("value")
     assert sub.gen_fn is MIX._switch  # the inner Switch is the Mix's own, not a copy
+
+
+def test_combinator_update_with_the_wrong_number_of_arguments() -> None:
+    idx = mx.array([0, 1], dtype=mx.int32)
+    tr = MAP.simulate((idx,), key=K(0))
+    with pytest.raises(TypeError, match=r"update on .*Map\(kernel\).*1 argument\(s\) but 2"):
+        MAP.update(tr, None, (idx, idx))
+    sw = SW.simulate((0,), key=K(0))
+    with pytest.raises(TypeError, match=r"regenerate on .*Switch\(near, far\).*but 2"):
+        SW.regenerate(sw, select("x"), (0, 1))

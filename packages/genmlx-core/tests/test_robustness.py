@@ -144,9 +144,9 @@ def test_distribution_used_directly_checks_value_shape() -> None:
 # --------------------------------------------------------------------- arguments
 def test_update_with_the_wrong_number_of_arguments_raises() -> None:
     tr = two_args.simulate((0.0, 1.0), key=K(0))
-    with pytest.raises(TypeError, match=r"update on <gen two_args>.*2 argument\(s\) but 1"):
+    with pytest.raises(TypeError, match=r"update on <gen two_args>: .*\(mu, sigma\).*got 1"):
         tr.update(None, (0.0,))
-    with pytest.raises(TypeError, match="but 3 were given"):
+    with pytest.raises(TypeError, match="regenerate on <gen two_args>: .*got 3 argument"):
         two_args.regenerate(tr, select("x"), (0.0, 1.0, 2.0))
     with pytest.raises(ValueError, match="1 argdiffs for 2 arguments"):
         tr.update(None, (0.0, 2.0), (UnknownChange,))
@@ -170,8 +170,24 @@ def test_calls_with_the_wrong_number_of_arguments_name_the_model(args: tuple) ->
 
 def test_batched_update_argument_count() -> None:
     tr = two_args.vsimulate((0.0, 1.0), 3, key=K(0))
-    with pytest.raises(TypeError, match="2 argument"):
+    with pytest.raises(TypeError, match="got 1 argument"):
         tr.update(None, (0.0,))
+
+    # a model with a default argument may be updated with or without it
+    @gen
+    def optional(mu, sigma=1.0):
+        return normal(mu, sigma) @ "x"
+
+    t1 = optional.simulate((0.0,), key=K(0))
+    x = float(t1["x"])
+    w = optional.update(t1, None, (0.0, 2.0), key=K(1)).weight
+    assert float(w) == pytest.approx(ln(x, 0.0, 2.0) - ln(x, 0.0, 1.0), abs=1e-5)
+
+
+def test_generative_functions_without_a_signature_need_the_same_arguments() -> None:
+    tr = normal.simulate((0.0, 1.0), key=K(0))
+    with pytest.raises(TypeError, match=r"update on .*normal.*2 argument\(s\) but 1 were"):
+        normal.update(tr, None, (0.0,))
 
 
 # --------------------------------------------------------------------- keys

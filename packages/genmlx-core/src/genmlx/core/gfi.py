@@ -368,12 +368,7 @@ class GenerativeFunction(ABC):
                 )
             return trace.args, no_change_args(trace.args)
         args = _as_args(args, op)
-        if len(args) != len(trace.args):
-            raise TypeError(
-                f"{op} on {self!r}: the trace was made with {len(trace.args)} argument(s) but "
-                f"{len(args)} were given; pass every argument of the model (args=None keeps "
-                "the old ones)"
-            )
+        self._check_arity(trace, args, op)
         if argdiffs is None:
             return args, diff_args(trace.args, args)
         if len(argdiffs) != len(args):
@@ -382,6 +377,17 @@ class GenerativeFunction(ABC):
                 "one Diff (NoChange, UnknownChange, ...) per argument"
             )
         return args, argdiffs
+
+    def _check_arity(self, trace: Trace, args: tuple[Any, ...], op: str) -> None:
+        """Raise ``TypeError`` when ``update``/``regenerate`` get new arguments this
+        generative function cannot take. The default asks for as many as the trace was
+        made with; a generative function with optional arguments overrides it."""
+        if len(args) != len(trace.args):
+            raise TypeError(
+                f"{op} on {self!r}: the trace was made with {len(trace.args)} argument(s) but "
+                f"{len(args)} were given; pass every argument of the model (args=None keeps "
+                "the old ones)"
+            )
 
     def update(
         self,
