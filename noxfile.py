@@ -1,7 +1,9 @@
 """Developer and CI sessions for the GenMLX monorepo.
 
-    python3 -m nox -s tests              # every package, each in its own venv
+    python3 -m nox -s tests isolation    # what CI runs (.ci/run): the default sessions
     python3 -m nox -s "tests(dists)"     # one package
+    python3 -m nox -s build              # every package's wheel and sdist into dist/
+    python3 -m nox -s isolation          # each wheel installed alone, every public module imported
     python3 -m nox -s tests-slow conformance lint typecheck docs bench demo
     python3 -m nox -s example-plugin     # the example distribution plugin, as a user installs it
 
@@ -21,9 +23,10 @@ import nox
 
 nox.needs_version = ">=2024.3.2"  # "uv|venv" backend fallback
 nox.options.default_venv_backend = "uv|venv"
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["tests", "isolation"]
 
 ROOT = Path(__file__).resolve().parent
+DIST = ROOT / "dist"
 SHARED = ROOT.parent / "shared"
 EXAMPLE_PLUGIN = ROOT / "packages/genmlx-core/tests/fixtures/genmlx-example-plugin"
 EXAMPLE_DISTS_PLUGIN = ROOT / "examples/genmlx-example-dists-plugin"
@@ -33,8 +36,8 @@ EXAMPLE_DISTS_PLUGIN = ROOT / "examples/genmlx-example-dists-plugin"
 PACKAGES: dict[str, tuple[str, ...]] = {
     "core": (),
     "dists": ("core",),
-    "combinators": ("core",),
-    "infer": ("core", "dists", "combinators"),
+    "combinators": ("core", "dists"),  # runtime: core; the docs pages in its tests: dists
+    "infer": ("core", "dists", "combinators"),  # runtime: core, dists; tests: combinators
     # nn and viz: runtime deps are core only; their tests also use dists and infer
     "nn": ("core", "dists", "combinators", "infer"),
     "viz": ("core", "dists", "combinators", "infer"),
@@ -84,10 +87,30 @@ def _env() -> dict[str, str]:
     return {"GENMLX_SHARED_DIR": str(SHARED)} if SHARED.is_dir() else {}
 
 
+# What the docs build needs (MathJax bundled from a pip package: formulas render offline).
+DOCS_TOOLS = ("sphinx>=8", "sphinx-mathjax-offline>=0.0.2")
+# The test targets: every package, and "docs" (docs/tests/: the docs truth test and the
+# dead-reference check).
+TEST_TARGETS = [*PACKAGES, "docs"]
+
+
 @nox.session
-@nox.parametrize("package", list(PACKAGES), ids=list(PACKAGES))
+@nox.parametrize("package", TEST_TARGETS, ids=TEST_TARGETS)
 def tests(session: nox.Session, package: str) -> None:
-    """Run one package's fast tests in a venv with only its declared dependencies."""
+    """Run one package's fast tests in a venv with only its declared dependencies.
+
+    ``tests(docs)`` runs every code block of the README and the tutorial pages, with
+    every package (and the optional tqdm and ArviZ) installed, as a reader would.
+    """
+    if package == "docs":
+        install_local(session, *PACKAGES, test=True)
+        session.install("tqdm", *DOCS_TOOLS)
+        env = {
+            **_env(),  # the how-to's plugin excerpts import the example plugin's module
+            "PYTHONPATH": str(EXAMPLE_DISTS_PLUGIN / "src"),
+        }
+        session.run("pytest", "--import-mode=importlib", "docs/tests", *session.posargs, env=env)
+        return
     install_local(session, package, test=True)
     env = _env()
     if package == "core":
@@ -107,18 +130,53 @@ def tests(session: nox.Session, package: str) -> None:
     )
 
 
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build every package's wheel and sdist into ``dist/`` and check them with twine."""
+    session.install("build[uv]" if session.venv_backend == "uv" else "build", "twine")
+    shutil.rmtree(DIST, ignore_errors=True)
+    installer = ["--installer", "uv"] if session.venv_backend == "uv" else []
+    for name in PACKAGES:
+        session.run(
+            "python", "-m", "build", *installer, "--outdir", str(DIST), f"packages/genmlx-{name}"
+        )
+    built = sorted(str(f) for f in DIST.iterdir())
+    session.log(f"built {len(built)} files into {DIST}")
+    session.run("twine", "check", "--strict", *built)
+
+
+@nox.session(requires=["build"])
+@nox.parametrize("package", list(PACKAGES), ids=list(PACKAGES))
+def isolation(session: nox.Session, package: str) -> None:
+    """Install one package's wheel from ``dist/`` as a user would, with only its declared
+    runtime dependencies, and import every public module.
+
+    ``pip install --find-links dist genmlx-<package>``: the sibling packages it declares
+    come from ``dist/`` as well, everything else from the package index. An undeclared
+    dependency on a sibling package fails the import. Then, with genmlx-core alone, a
+    missing sibling must fail with an error that says which package to install.
+    """
+    backend = ["genmlx-core[cpu]"] if sys.platform == "linux" else []  # mlx's CPU backend
+    session.install("--find-links", str(DIST), *backend, f"genmlx-{package}")
+    session.run("python", "tools/import_all.py", f"genmlx.{package}")
+    if package == "core":
+        session.run("python", "tools/import_all.py", "--expect-missing", "genmlx.infer")
+
+
 @nox.session(name="tests-slow")
 def tests_slow(session: nox.Session) -> None:
     """Run the slow statistical tests (marker ``slow``) of every package."""
     install_local(session, *PACKAGES, test=True)
+    session.install("tqdm", *DOCS_TOOLS)
     session.run(
         "pytest",
         "--import-mode=importlib",
         "-m",
         "slow",
         "packages",
+        "docs/tests",  # the tutorial pages that train compiled models
         *session.posargs,
-        env=_env(),
+        env={**_env(), "PYTHONPATH": str(EXAMPLE_DISTS_PLUGIN / "src")},
         success_codes=[0, 5],  # 5: no slow tests collected yet
     )
 
@@ -169,7 +227,7 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the Sphinx site; warnings are errors."""
     install_local(session, *PACKAGES)
-    session.install("sphinx")
+    session.install(*DOCS_TOOLS)
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 
@@ -184,6 +242,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """Run the README's end-to-end example."""
+    """Run the README's end-to-end example (under a minute on 2 CPU cores)."""
     install_local(session, *PACKAGES)
+    session.install("tqdm")  # the MCMC part's progress bar
     session.run("python", "examples/demo.py", *session.posargs)

@@ -245,7 +245,7 @@ def _numpyro_nuts(
 def efficiency(chains: int, warmup: int, draws: int) -> dict[str, Any]:
     out: dict[str, Any] = {"chains": chains, "warmup": warmup, "draws": draws}
     tw, tr_, d = _genmlx_nuts(chains, warmup, draws, seed=0)
-    ess = float(mx.min(ess_bulk(d)).item())
+    ess = float(mx.min(ess_bulk(d, layout="chain_draw")).item())
     out["genmlx"] = {
         "warmup_s": tw,
         "sampling_s": tr_,
@@ -259,7 +259,7 @@ def efficiency(chains: int, warmup: int, draws: int) -> dict[str, Any]:
         out["numpyro"] = None
         return out
     tw, tr_, dn = res
-    ess = float(mx.min(ess_bulk(mx.array(dn))).item())
+    ess = float(mx.min(ess_bulk(mx.array(dn), layout="chain_draw")).item())
     out["numpyro"] = {
         "warmup_s": tw,
         "sampling_s": tr_,

@@ -36,6 +36,8 @@ PRIOR_SD = 2.0
 TRUE_SLOPE = -1.0
 TRUE_INTERCEPT = 2.0
 OUTLIERS = {2: 8.0, 9: -7.0, 15: 9.0}
+N_SWEEPS = 20  # MCMC sweeps per chain, of which BURN_IN are discarded
+BURN_IN = 5
 
 
 # ---------------------------------------------------------------- the model
@@ -118,9 +120,17 @@ def run_importance(xs: mx.array, ys: mx.array, n_particles: int, key: mx.array) 
 
 
 def run_mcmc(
-    xs: mx.array, ys: mx.array, n_chains: int, n_steps: int, burn_in: int, key: mx.array
+    xs: mx.array,
+    ys: mx.array,
+    n_chains: int,
+    n_steps: int,
+    burn_in: int,
+    key: mx.array,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """``n_chains`` independent chains (one batched trace) of ``n_steps`` sweeps."""
+    """``n_chains`` independent chains (one batched trace) of ``n_steps`` sweeps.
+
+    ``progress=True`` shows a progress bar (needs ``tqdm``)."""
     k_init, k_run = mx.random.split(key, 2)
     # start every chain at the least-squares line with no point flagged as an outlier;
     # Gibbs then flags the points the line cannot explain. (Chains started from the
@@ -139,14 +149,17 @@ def run_mcmc(
         key=k_run,
         burn_in=burn_in,
         addresses=["slope", "intercept", *flags],
+        progress=progress,
     )
     slope = res.samples["slope"].mean(axis=0)  # per-chain posterior means
     intercept = res.samples["intercept"].mean(axis=0)
     p_outlier = mx.stack([res.samples[a].astype(mx.float32).mean() for a in flags])
     return {
         "slope": _scalar(slope.mean()),
-        "slope_se": _scalar(slope.std()) / n_chains**0.5,
+        "slope_sd": _scalar(res.samples["slope"].std()),  # posterior standard deviation
+        "slope_se": _scalar(slope.std()) / n_chains**0.5,  # Monte-Carlo standard error
         "intercept": _scalar(intercept.mean()),
+        "intercept_sd": _scalar(res.samples["intercept"].std()),
         "intercept_se": _scalar(intercept.std()) / n_chains**0.5,
         "p_outlier": np.array(p_outlier),
         "acceptance": _scalar(res.acceptance_rate.mean()),
@@ -161,10 +174,11 @@ def main() -> None:
         f"importance: slope {is_res['slope']:+.3f}  intercept {is_res['intercept']:+.3f}"
         f"  (ESS {is_res['ess']:.1f} of 20000)"
     )
-    mc = run_mcmc(xs, ys, n_chains=200, n_steps=100, burn_in=30, key=mx.random.key(2))
+    mc = run_mcmc(xs, ys, n_chains=200, n_steps=N_SWEEPS, burn_in=BURN_IN, key=mx.random.key(2))
     print(
-        f"MCMC:       slope {mc['slope']:+.3f} ± {mc['slope_se']:.4f}"
-        f"  intercept {mc['intercept']:+.3f} ± {mc['intercept_se']:.4f}"
+        f"MCMC:       slope {mc['slope']:+.3f} (sd {mc['slope_sd']:.3f}, MC error "
+        f"{mc['slope_se']:.1e})  intercept {mc['intercept']:+.3f} (sd {mc['intercept_sd']:.3f},"
+        f" MC error {mc['intercept_se']:.1e})"
     )
     flagged = [i for i, p in enumerate(mc["p_outlier"]) if p > 0.5]
     print(f"points flagged as outliers (P > 0.5): {flagged}; true: {sorted(OUTLIERS)}")

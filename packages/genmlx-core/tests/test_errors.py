@@ -338,8 +338,29 @@ def test_traced_call_used_as_a_value():
         if normal(0.0, 1.0):  # forgot "@ addr"
             pass  # the branch body is irrelevant: the `if` itself must raise
 
-    with pytest.raises(TypeError, match="was used as a value"):
+    with pytest.raises(TypeError, match="as a truth value without an address"):
         m.simulate((), key=K(0))
+
+
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        (lambda: normal(0.0, 1.0) + 1.0, "in `\\+`"),
+        (lambda: 2.0 * normal(0.0, 1.0), "in `\\*`"),
+        (lambda: -normal(0.0, 1.0), "unary -"),
+        (lambda: float(normal(0.0, 1.0)), "as a number"),
+        (lambda: mx.ones(3) * normal(0.0, 1.0), "used as a value"),  # MLX raises first
+        (lambda: mx.exp(normal(0.0, 1.0)), "used as a value"),
+    ],
+)
+def test_traced_call_in_arithmetic_says_to_add_an_address(body, says):
+    @gen
+    def m():
+        return body()
+
+    with pytest.raises(TypeError, match=says) as info:
+        m.simulate((), key=K(0))
+    assert '@ "address"' in str(info.value)
 
 
 def test_gen_applied_twice():

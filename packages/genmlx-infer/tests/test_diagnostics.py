@@ -10,22 +10,27 @@ NumPy recipe, so the comparison is exact up to float32 arithmetic.
 from __future__ import annotations
 
 import math
+from functools import partial, update_wrapper
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from genmlx.infer.diagnostics import (
-    SummaryTable,
-    effective_sample_size_weights,
-    ess_bulk,
-    ess_mean,
-    ess_tail,
-    rhat,
-    summary,
-)
+from genmlx.infer import diagnostics
+from genmlx.infer.diagnostics import SummaryTable, effective_sample_size_weights
 
 REL_TOL = 1e-3
+
+
+def _chain_draw(f):  # the arrays below are [chains, draws, ...]: ArviZ's layout
+    return update_wrapper(partial(f, layout="chain_draw"), f)
+
+
+ess_bulk = _chain_draw(diagnostics.ess_bulk)
+ess_mean = _chain_draw(diagnostics.ess_mean)
+ess_tail = _chain_draw(diagnostics.ess_tail)
+rhat = _chain_draw(diagnostics.rhat)
+summary = _chain_draw(diagnostics.summary)
 
 
 def ar1(rng: np.random.Generator, chains: int, draws: int, phi: float) -> np.ndarray:
@@ -227,3 +232,75 @@ def test_summary() -> None:
     assert lines[4].startswith("sigma")
     single_chain = summary({"x": mx.random.normal((1, 100), key=mx.random.key(6))})
     assert math.isnan(single_chain["x"]["r_hat"])
+
+
+# ------------------------------------------------------------------ layouts
+def _chain_result(n_chains: int | None, n_draws: int = 400):
+    """A real chain() run: MH on x ~ N(0, 1), recording "x" (and "y")."""
+    from functools import partial as bind
+
+    from genmlx.core import gen, select
+    from genmlx.dists import normal
+    from genmlx.infer import chain, mh
+
+    @gen
+    def model():
+        normal(0.0, 1.0) @ "x"
+        normal(0.0, 1.0) @ "y"
+
+    key = mx.random.key(0)
+    tr = model.simulate((), key=key) if n_chains is None else model.vsimulate((), n_chains, key=key)
+    kernel = bind(mh, selection_or_proposal=select("x", "y"))
+    return chain(kernel, tr, n_draws, key=mx.random.key(1), addresses=["x", "y"])
+
+
+def test_a_chain_result_knows_its_layout() -> None:
+    res = _chain_result(4)
+    assert res.samples["x"].shape == (400, 4)  # chain() records [draws, chains]
+    table = diagnostics.summary(res)
+    by_hand = diagnostics.summary(
+        {"x": mx.swapaxes(res.samples["x"], 0, 1), "y": mx.swapaxes(res.samples["y"], 0, 1)},
+        layout="chain_draw",
+    )
+    assert table == by_hand
+    assert diagnostics.summary(res.samples, layout="draw_chain") == table
+    # ESS cannot exceed the number of draws by much; read the other way round it would
+    # be computed from 400 "chains" of 4 draws
+    assert table["x"]["ess_bulk"] < 1.5 * 1600
+    one = _chain_result(4)._replace(samples={"x": res.samples["x"]})
+    assert diagnostics.ess_bulk(one).item() == pytest.approx(table["x"]["ess_bulk"], rel=1e-6)
+    assert diagnostics.rhat(one).item() == pytest.approx(table["x"]["r_hat"], rel=1e-6)
+
+
+def test_a_single_chain_result() -> None:
+    res = _chain_result(None, 200)
+    assert res.samples["x"].shape == (200,)
+    table = diagnostics.summary(res)
+    assert math.isnan(table["x"]["r_hat"])
+    ref = diagnostics.ess_bulk(res.samples["x"][None], layout="chain_draw").item()
+    assert table["x"]["ess_bulk"] == pytest.approx(ref, rel=1e-6)
+    assert diagnostics.ess_bulk(res.samples["x"], layout="draw").item() == pytest.approx(ref)
+
+
+def test_ambiguous_inputs_are_refused() -> None:
+    x = mx.zeros((4, 100))
+    for f in (diagnostics.ess_bulk, diagnostics.ess_tail, diagnostics.ess_mean, diagnostics.rhat):
+        with pytest.raises(ValueError, match="ambiguous.*layout="):
+            f(x)
+    with pytest.raises(ValueError, match="ambiguous"):
+        diagnostics.summary({"x": x})
+    with pytest.raises(ValueError, match="layout must be one of"):
+        diagnostics.ess_bulk(x, layout="chains_first")
+    res = _chain_result(4, 40)
+    with pytest.raises(ValueError, match="knows its layout"):
+        diagnostics.summary(res, layout="chain_draw")
+    with pytest.raises(ValueError, match="recorded 2 addresses"):
+        diagnostics.ess_bulk(res)
+    with pytest.raises(TypeError, match="summary"):
+        diagnostics.summary(x)
+
+
+def test_to_chain_draw() -> None:
+    x = mx.arange(12.0).reshape(3, 4)  # [draws, chains]
+    assert mx.array_equal(diagnostics.to_chain_draw(x, layout="draw_chain"), x.T)
+    assert diagnostics.to_chain_draw(x[:, 0], layout="draw").shape == (1, 3)

@@ -97,6 +97,16 @@ def test_hmc_normal_normal():
     assert_moments(np.array(tr["mu"]), np.array(NN_MEAN), np.array(NN_VAR))
 
 
+def test_hmc_defaults_are_gen_jl_s():
+    # Gen.jl's hmc(trace, selection; L=10, eps=0.1): the defaults give that exact move
+    tr = init(normal_normal, NN_OBS)
+    a, acc_a = hmc(tr, select("mu"), key=mx.random.key(3))
+    b, acc_b = hmc(tr, select("mu"), step_size=0.1, n_leapfrog=10, key=mx.random.key(3))
+    assert mx.array_equal(a["mu"], b["mu"]) and mx.array_equal(acc_a, acc_b)
+    c, _ = hmc(tr, select("mu"), step_size=0.1, n_leapfrog=9, key=mx.random.key(3))
+    assert not mx.array_equal(a["mu"], c["mu"])
+
+
 def test_mala_normal_normal():
     tr = init(normal_normal, NN_OBS)
     tr, acc = run_chain(mala, tr, 150, 2, selection=select("mu"), step_size=0.8)

@@ -89,7 +89,10 @@ def sample(tr, sel, read, *, seed, step_size, max_depth, mass=None, burn=BURN, d
 
 def _ess(series: mx.array) -> np.ndarray:
     """The smaller of bulk and mean ESS of ``[chains, draws, k]`` series (conservative)."""
-    return np.minimum(np.array(ess_bulk(series)), np.array(ess_mean(series)))
+    return np.minimum(
+        np.array(ess_bulk(series, layout="chain_draw")),
+        np.array(ess_mean(series, layout="chain_draw")),
+    )
 
 
 def assert_moments(s: mx.array, mean: np.ndarray, cov: np.ndarray) -> None:

@@ -250,7 +250,7 @@ def _single_chain_samples(kernel, tr, n_steps: int, seed: int, record: str) -> n
 def _ess(x: np.ndarray) -> float:
     from genmlx.infer.diagnostics import ess_bulk
 
-    return float(ess_bulk(mx.array(x.astype(np.float32)).reshape(1, -1)).item())
+    return float(ess_bulk(mx.array(x.astype(np.float32)).reshape(-1), layout="draw").item())
 
 
 def test_elliptical_slice_single_chain_posterior():

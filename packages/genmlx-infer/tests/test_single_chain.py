@@ -85,8 +85,8 @@ def _assert_posterior(x: mx.array) -> None:
     d = x.size
     m = float(x.mean().item())
     v = float(x.var(ddof=1).item())
-    ess_mean = float(ess_bulk(x.reshape(1, d)).item())
-    ess_var = float(ess_bulk(((x - x.mean()) ** 2).reshape(1, d)).item())
+    ess_mean = float(ess_bulk(x.reshape(1, d), layout="chain_draw").item())
+    ess_var = float(ess_bulk(((x - x.mean()) ** 2).reshape(1, d), layout="chain_draw").item())
     # the chain must actually mix for the bounds to mean anything
     assert ess_mean > 50 and ess_var > 50, (ess_mean, ess_var)
     se_mean = math.sqrt(POST_VAR / ess_mean)

@@ -53,6 +53,7 @@ class Gompertz(Distribution):
     """
 
     name = "gompertz"
+    params = ("eta", "b")  # in order; gives keywords: gompertz(eta=0.1, b=0.5) @ "x"
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.1, 0.5),

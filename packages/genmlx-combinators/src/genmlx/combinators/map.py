@@ -49,6 +49,17 @@ __all__ = ["ElementsTrace", "Map", "MapTrace", "Repeat"]
 
 
 # ---------------------------------------------------------------------------- helpers
+def _per_element(doms: Any, n: int) -> dict[Any, Any] | None:
+    if doms is None:
+        return None
+    return {(i, *p): d for i in range(n) for p, d in doms.items()}
+
+
+def _kernel_static(kernel: GenerativeFunction, args: tuple[Any, ...], name: str) -> str | None:
+    reason = kernel.static_structure(args)
+    return None if reason is None else f"is a {name} whose kernel {reason}"
+
+
 def map_choicemap(
     cm: ChoiceMap, batch_shape: tuple[int, ...], fn: Callable[[mx.array], mx.array] | None = None
 ) -> ChoiceMap:
@@ -678,6 +689,18 @@ class Map(_Elementwise):
 
     combinator = "Map"
 
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """Fixed when the kernel's structure is fixed for one element's arguments."""
+        if not args or any(not isinstance(a, mx.array) or a.ndim == 0 for a in args):
+            return "has arguments that are not arrays with a leading element axis"
+        return _kernel_static(self.kernel, tuple(a[0] for a in args), "Map")
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The kernel's domains (for element 0's arguments) under every element."""
+        if not args or any(not isinstance(a, mx.array) or a.ndim == 0 for a in args):
+            return None
+        return _per_element(self.kernel.choice_domains(tuple(a[0] for a in args)), args[0].shape[0])
+
     @staticmethod
     def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
         """Small models the conformance kit checks this combinator on."""
@@ -776,6 +799,14 @@ class Repeat(_Elementwise):
     """
 
     combinator = "Repeat"
+
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """Fixed when the kernel's structure is fixed for its arguments."""
+        return _kernel_static(self.kernel, args, "Repeat")
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The kernel's domains under every call."""
+        return _per_element(self.kernel.choice_domains(args), self.n)
 
     @staticmethod
     def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:

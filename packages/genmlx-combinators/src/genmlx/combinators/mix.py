@@ -30,6 +30,7 @@ class Categorical(Distribution):
     """
 
     name = "categorical"
+    params = ("logits",)
     is_enumerable = True
     is_discrete = True
 

@@ -17,14 +17,17 @@ Public API:
   traces and results also pickle and deep-copy
 
 Importing ``genmlx.core`` does not load plugins; the registry loads them on first use.
+It does make ``import genmlx.<sibling>`` of a first-party package that is not
+installed fail with a message naming the package to install.
 """
 
+from genmlx.core import _siblings
 from genmlx.core.address import Address, format_address
 from genmlx.core.choicemap import ChoiceMap, choicemap
 from genmlx.core.compile import compile
 from genmlx.core.deterministic import CustomGradientGF, DeterministicGF, deterministic
 from genmlx.core.diff import Diff, NoChange, UnknownChange, VectorDiff
-from genmlx.core.distribution import Distribution, DistributionTrace
+from genmlx.core.distribution import Distribution, DistributionTrace, Param
 from genmlx.core.dsl import DynamicGenerativeFunction, DynamicTrace, gen, splice
 from genmlx.core.edit import ConstraintEdit, EditRequest, ProposalEdit, SelectionEdit
 from genmlx.core.errors import (
@@ -49,6 +52,8 @@ from genmlx.core.gfi import (
     UpdateResult,
 )
 from genmlx.core.gradients import choice_gradients, param_gradients
+from genmlx.core.graph import ModelGraph, Site, analyze
+from genmlx.core.logdensity import LogDensity, StaticModelError, logdensity
 from genmlx.core.params import ParamStore, param, use_params
 from genmlx.core.plugins.registry import registry
 from genmlx.core.selection import Selection, select
@@ -81,9 +86,12 @@ __all__ = [
     "GenerativeFunction",
     "InvalidAddressError",
     "InvalidKeyError",
+    "LogDensity",
     "MissingChoiceError",
+    "ModelGraph",
     "NoChange",
     "NonFiniteScoreError",
+    "Param",
     "ParamStore",
     "PluginError",
     "ProposalEdit",
@@ -92,11 +100,14 @@ __all__ = [
     "SavedTrace",
     "Selection",
     "SelectionEdit",
+    "Site",
+    "StaticModelError",
     "ThreadStreamError",
     "Trace",
     "UnknownChange",
     "UpdateResult",
     "VectorDiff",
+    "analyze",
     "choice_gradients",
     "choicemap",
     "compile",
@@ -105,6 +116,7 @@ __all__ = [
     "format_address",
     "gen",
     "load",
+    "logdensity",
     "param",
     "param_gradients",
     "registry",
@@ -115,3 +127,5 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_siblings.install()

@@ -31,7 +31,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.core import runtime
+from genmlx.core import runtime, static
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff
 from genmlx.core.gfi import (
@@ -264,12 +264,30 @@ def _keys(key: mx.array | None, n: int) -> mx.array:
     return mx.random.split(key, n)
 
 
+def _need(key: mx.array | None) -> mx.array:
+    if key is None:
+        raise ValueError("a batched operation needs a key (or keys=)")
+    return key
+
+
 def _strip(tr: Trace) -> Trace:
     return tr._replace(args=())
 
 
 def _finish_trace(tr: Trace, args: tuple[Any, ...]) -> Trace:
     return tr._replace(args=args)
+
+
+def _vsimulate_core(
+    gf: GenerativeFunction,
+    args: tuple[Any, ...],
+    n: int,
+    key: mx.array | None,
+    keys: mx.array | None,
+) -> Trace:
+    ks = keys if keys is not None else mx.random.split(_need(key), n)
+    out: Trace = vmap_call(lambda k, a: _strip(gf._simulate(a, k)), n, (ks,), (args,))
+    return out
 
 
 def vsimulate(
@@ -286,14 +304,34 @@ def vsimulate(
     ``mx.random.split(key, n)`` (so that a run split into chunks draws exactly what
     one run would).
     """
-    keys = _keys(key, n) if keys is None else keys
+    if keys is None:
+        _keys(key, n)  # validates n
     with runtime.operation() as top:
-        tr = vmap_call(lambda k, a: _strip(gf._simulate(a, k)), n, (keys,), (args,))
+        tr = static.run(gf, "vsimulate", _vsimulate_core, (gf, args, n, key, keys), args)
     tr = _finish_trace(tr, args)
-    check_batch_memory("vsimulate", repr(gf), n, tr, lambda m: vsimulate(gf, args, m, keys[0]))
+    probe_key = key if keys is None else keys[0]
+    check_batch_memory("vsimulate", repr(gf), n, tr, lambda m: vsimulate(gf, args, m, probe_key))
     if top:
         _check_finite("vsimulate", gf, tr, None, allow_neg_inf=False)
     return tr
+
+
+def _vgenerate_core(
+    gf: GenerativeFunction,
+    args: tuple[Any, ...],
+    constraints: ChoiceMap,
+    n: int,
+    key: mx.array | None,
+    keys: mx.array | None,
+) -> tuple[Trace, mx.array]:
+    ks = keys if keys is not None else mx.random.split(_need(key), n)
+
+    def one(k: mx.array, a: tuple[Any, ...], c: ChoiceMap) -> tuple[Trace, mx.array]:
+        tr, w = gf._generate(a, c, k)
+        return _strip(tr), w
+
+    res: tuple[Trace, mx.array] = vmap_call(one, n, (ks,), (args, constraints))
+    return res
 
 
 def vgenerate(
@@ -307,36 +345,62 @@ def vgenerate(
 ) -> GenerateResult:
     """Batched ``generate``: see :meth:`GenerativeFunction.vgenerate`; ``keys`` as for
     :func:`vsimulate`."""
-    keys = _keys(key, n) if keys is None else keys
+    if keys is None:
+        _keys(key, n)  # validates n
     _batched_constraints(constraints, n, "vgenerate")
-
-    def one(k: mx.array, a: tuple[Any, ...], c: ChoiceMap) -> tuple[Trace, mx.array]:
-        tr, w = gf._generate(a, c, k)
-        return _strip(tr), w
-
     with runtime.operation() as top:
-        tr, w = vmap_call(one, n, (keys,), (args, constraints))
+        tr, w = static.run(
+            gf, "vgenerate", _vgenerate_core, (gf, args, constraints, n, key, keys), args
+        )
     tr = _finish_trace(tr, args)
+    probe_key = key if keys is None else keys[0]
     check_batch_memory(
         "vgenerate",
         repr(gf),
         n,
         (tr, w),
-        None if constraints.batch_shape else lambda m: vgenerate(gf, args, constraints, m, keys[0]),
+        None
+        if constraints.batch_shape
+        else lambda m: vgenerate(gf, args, constraints, m, probe_key),
     )
     if top:
         _check_finite("vgenerate", gf, tr, w)
     return GenerateResult(tr, w)
 
 
+def _vassess_core(
+    gf: GenerativeFunction, args: tuple[Any, ...], choices: ChoiceMap, n: int
+) -> Any:
+    return vmap_call(lambda c, a: tuple(gf._assess(a, c)), n, (), (choices, args))
+
+
 def vassess(gf: GenerativeFunction, args: tuple[Any, ...], choices: ChoiceMap) -> AssessResult:
     """Batched ``assess`` of a batched choice map: log densities of shape ``[n]``."""
     n = choices.batch_shape[0]
     with runtime.operation() as top:
-        ld, rv = vmap_call(lambda c, a: tuple(gf._assess(a, c)), n, (), (choices, args))
+        ld, rv = static.run(gf, "vassess", _vassess_core, (gf, args, choices, n), args)
     if top:
         _check_finite("assess", gf, None, ld)
     return AssessResult(ld, rv)
+
+
+def _vupdate_core(
+    gf: GenerativeFunction,
+    stripped: Trace,
+    constraints: ChoiceMap,
+    old_args: tuple[Any, ...],
+    args: tuple[Any, ...],
+    argdiffs: tuple[Diff, ...],
+    n: int,
+    key: mx.array,
+) -> Any:
+    keys = mx.random.split(key, n)
+
+    def one(k: mx.array, t: Trace, c: ChoiceMap, oa: tuple[Any, ...], a: tuple[Any, ...]) -> Any:
+        res = gf._update(t._replace(args=oa), c, a, argdiffs, k)
+        return res._replace(trace=_strip(res.trace))
+
+    return vmap_call(one, n, (keys, stripped), (constraints, old_args, args))
 
 
 def vupdate(
@@ -349,20 +413,39 @@ def vupdate(
 ) -> UpdateResult:
     """Batched ``update``: each particle updated on its own; weights of shape ``[n]``."""
     n = trace.batch_shape[0]
-    keys = _keys(key, n)
+    _keys(key, n)
     _batched_constraints(constraints, n, "update")
-    old_args = trace.args
-
-    def one(k: mx.array, t: Trace, c: ChoiceMap, oa: tuple[Any, ...], a: tuple[Any, ...]) -> Any:
-        res = gf._update(t._replace(args=oa), c, a, argdiffs, k)
-        return res._replace(trace=_strip(res.trace))
-
     with runtime.operation() as top:
-        res = vmap_call(one, n, (keys, _strip(trace)), (constraints, old_args, args))
+        res = static.run(
+            gf,
+            "vupdate",
+            _vupdate_core,
+            (gf, _strip(trace), constraints, trace.args, args, argdiffs, n, key),
+            args,
+        )
     res = res._replace(trace=_finish_trace(res.trace, args))
     if top:
         _check_finite("update", gf, res.trace, res.weight)
     return UpdateResult(*res)
+
+
+def _vregenerate_core(
+    gf: GenerativeFunction,
+    stripped: Trace,
+    selection: Selection,
+    old_args: tuple[Any, ...],
+    args: tuple[Any, ...],
+    argdiffs: tuple[Diff, ...],
+    n: int,
+    key: mx.array,
+) -> Any:
+    keys = mx.random.split(key, n)
+
+    def one(k: mx.array, t: Trace, oa: tuple[Any, ...], a: tuple[Any, ...]) -> Any:
+        res = gf._regenerate(t._replace(args=oa), selection, a, argdiffs, k)
+        return res._replace(trace=_strip(res.trace))
+
+    return vmap_call(one, n, (keys, stripped), (old_args, args))
 
 
 def vregenerate(
@@ -375,15 +458,15 @@ def vregenerate(
 ) -> RegenerateResult:
     """Batched ``regenerate``: each particle resampled on its own; weights ``[n]``."""
     n = trace.batch_shape[0]
-    keys = _keys(key, n)
-    old_args = trace.args
-
-    def one(k: mx.array, t: Trace, oa: tuple[Any, ...], a: tuple[Any, ...]) -> Any:
-        res = gf._regenerate(t._replace(args=oa), selection, a, argdiffs, k)
-        return res._replace(trace=_strip(res.trace))
-
+    _keys(key, n)
     with runtime.operation() as top:
-        res = vmap_call(one, n, (keys, _strip(trace)), (old_args, args))
+        res = static.run(
+            gf,
+            "vregenerate",
+            _vregenerate_core,
+            (gf, _strip(trace), selection, trace.args, args, argdiffs, n, key),
+            args,
+        )
     res = res._replace(trace=_finish_trace(res.trace, args))
     if top:
         _check_finite("regenerate", gf, res.trace, res.weight)

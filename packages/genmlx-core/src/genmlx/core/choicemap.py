@@ -519,15 +519,31 @@ class ChoiceMap:
         )
 
     def __repr__(self) -> str:
+        """Addresses and values (numbers, small lists, or ``dtype[shape]`` for large and
+        batched leaves); one line, or one line per address when there are many.
+
+        Example:
+            >>> choicemap({"a": 1.0, ("y", 0): mx.arange(3)})
+            ChoiceMap({'a': 1.0, ('y', 0): [0, 1, 2]})
+        """
+        from genmlx.core._display import MAX_LINES, format_value
+
+        nb = len(self.batch_shape)
         if self._value is not None:
-            m = "" if self._mask is None else f", mask={_short(self._mask)}"
-            return f"ChoiceMap.leaf({_short(self._value)}{m})"
-        inner = ", ".join(
-            f"{format_address(p)}: {_short(v)}" + ("" if m is None else f" (mask {_short(m)})")
+            m = "" if self._mask is None else f", mask={format_value(self._mask)}"
+            return f"ChoiceMap.leaf({format_value(self._value, nb)}{m})"
+        items = [
+            f"{format_address(p)}: {format_value(v, nb)}"
+            + ("" if m is None else f" (mask {format_value(m)})")
             for p, v, m in self.masked_leaves()
-        )
+        ]
         b = f", batch_shape={self.batch_shape}" if self.batch_shape else ""
-        return f"ChoiceMap({{{inner}}}{b})"
+        if len(items) <= 4 and sum(map(len, items)) <= 80:
+            return f"ChoiceMap({{{', '.join(items)}}}{b})"
+        shown = items[:MAX_LINES] + (
+            [f"... and {len(items) - MAX_LINES} more"] if len(items) > MAX_LINES else []
+        )
+        return "ChoiceMap({\n" + "".join(f"  {i},\n" for i in shown) + f"}}{b})"
 
 
 _ROOT = object()
@@ -559,12 +575,6 @@ def _as_mask(flag: Any) -> mx.array | None:
         return None
     m = flag if isinstance(flag, mx.array) else mx.array(flag)
     return m if m.dtype == mx.bool_ else m.astype(mx.bool_)
-
-
-def _short(v: mx.array) -> str:
-    if v.size <= 4:
-        return repr(v.tolist()) if v.ndim else repr(v.item())
-    return f"array(shape={tuple(v.shape)}, dtype={v.dtype})"
 
 
 _EMPTY = ChoiceMap()

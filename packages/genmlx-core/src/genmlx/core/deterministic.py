@@ -70,6 +70,11 @@ class DeterministicGF(GenerativeFunction):
     def apply(self, *args: Any) -> Any:
         """The return value for ``args``."""
 
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """A deterministic function makes no choices: its structure is fixed."""
+        del args
+        return None
+
     def _reject(self, op: str, choices: ChoiceMap) -> None:
         if not choices.is_empty:
             raise ConstraintError(

@@ -10,6 +10,13 @@ return value is that value. Subclasses implement two methods and may declare mor
 * optionally ``reparam_sample`` (set ``has_reparam = True``) and ``support(*params)``
   (set ``is_enumerable = True``) for finite discrete distributions.
 
+A subclass declares its parameters once, in order, as the class attribute ``params``
+(``params = ("mu", "sigma")``, or :class:`Param` entries for aliases). From that one
+declaration the base class accepts keyword parameters everywhere —
+``normal(mu=0.0, sigma=1.0) @ "x"``, ``normal.sample(key, mu=0.0, sigma=1.0, shape=(3,))``,
+``normal.log_prob(x, sigma=2.0, mu=1.0)`` — passing them on by position to the
+subclass's own methods, and words the errors for unknown, repeated or missing ones.
+
 The GFI score of a choice is the *sum* of ``log_prob`` over its elements: a choice whose
 value is a vector of independent normals has one score.
 
@@ -34,15 +41,18 @@ Example:
 from __future__ import annotations
 
 import functools
+import inspect
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import mlx.core as mx
 
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap, as_array
+from genmlx.core.constraints import Constraint
 from genmlx.core.diff import Diff, NoChange, UnknownChange
 from genmlx.core.errors import (
     ConstraintError,
@@ -55,12 +65,93 @@ from genmlx.core.gfi import (
     GenerateResult,
     GenerativeFunction,
     RegenerateResult,
+    TracedCall,
     UpdateResult,
 )
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 
-__all__ = ["Distribution", "DistributionTrace", "where_mask"]
+__all__ = ["Distribution", "DistributionTrace", "Param", "where_mask"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter of a distribution (an entry of ``Distribution.params``).
+
+    Attributes:
+        name: the public keyword name (DESIGN's parameterisation table), e.g. ``"sigma"``.
+        aliases: other keyword names accepted for it (e.g. an older name).
+
+    The record is meant to grow (constraints and event shapes belong here too), so the
+    base class reads parameters from these records only.
+
+    Example:
+        >>> Param("shape", aliases=("alpha",)).keywords
+        ('shape', 'alpha')
+    """
+
+    name: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """Every keyword this parameter answers to, its name first."""
+        return (self.name, *self.aliases)
+
+
+def _as_param(entry: Any, owner: str) -> Param:
+    if isinstance(entry, Param):
+        return entry
+    if isinstance(entry, str):
+        return Param(entry)
+    raise TypeError(
+        f"{owner}.params: each entry must be a parameter name (str) or a Param, "
+        f"got {entry!r}"
+    )
+
+
+# Methods whose parameters the base binds from keywords: name -> (leading positional
+# arguments before the parameters, their keyword names, keywords reserved for the method).
+_BOUND_METHODS: dict[str, tuple[int, tuple[str, ...], frozenset[str]]] = {
+    "sample": (1, ("key",), frozenset({"shape"})),
+    "reparam_sample": (1, ("key",), frozenset({"shape"})),
+    "log_prob": (1, ("value",), frozenset()),
+    "support": (0, (), frozenset()),
+}
+
+
+def _bind_method(method: str, impl: Callable[..., Any]) -> Callable[..., Any]:
+    """``impl`` with keyword parameters bound to positions through ``self.params``."""
+    n_lead, lead_names, reserved = _BOUND_METHODS[method]
+
+    @functools.wraps(impl)
+    def bound(self: Distribution, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs or kwargs.keys() <= reserved:  # the common, all-positional call
+            return impl(self, *args, **kwargs)
+        own = {k: kwargs.pop(k) for k in reserved if k in kwargs}
+        lead = list(args[:n_lead])
+        declared = {k for p in (self._param_specs or ()) for k in p.keywords}
+        for name in lead_names[len(lead) :]:
+            if name in kwargs and name not in declared:
+                lead.append(kwargs.pop(name))
+        op = f"{self.name}.{method}"
+        try:
+            values = self.bind_params(args[n_lead:], kwargs, op=op)
+        except TypeError as e:
+            clash = [
+                p for p in self._param_specs or () if reserved & set(p.keywords) and p.aliases
+            ]
+            if not clash:
+                raise
+            p = clash[0]
+            raise TypeError(
+                f"{e} (in {op}, {p.name}= is the {method} keyword; pass the parameter "
+                f"{p.name!r} by position or as {p.aliases[0]}=)"
+            ) from None
+        return impl(self, *lead, *values, **own)
+
+    bound.__genmlx_bound__ = True  # type: ignore[attr-defined]
+    return bound
 
 
 def where_mask(mask: mx.array, a: mx.array, b: mx.array) -> mx.array:
@@ -139,9 +230,11 @@ _PARAM_NAMES: dict[type, tuple[str, ...]] = {}
 
 def _param_names(cls: type) -> tuple[str, ...]:
     names = _PARAM_NAMES.get(cls)
+    specs = getattr(cls, "_param_specs", None)
+    if names is None and specs:
+        names = tuple(p.name for p in specs)
+        _PARAM_NAMES[cls] = names
     if names is None:
-        import inspect
-
         try:
             sig = inspect.signature(cls.log_prob)  # type: ignore[attr-defined]
             ps = [
@@ -183,6 +276,30 @@ def _param_shapes(args: tuple[Any, ...]) -> str:
         shape = getattr(a, "shape", None)
         parts.append(str(tuple(shape)) if shape is not None else type(a).__name__)
     return "(" + ", ".join(parts) + ")"
+
+
+def _check_arity(cls: type, method: str, impl: Callable[..., Any]) -> None:
+    """A declared ``params`` must match the positional parameters of ``impl``."""
+    try:
+        sig = inspect.signature(impl)
+    except (TypeError, ValueError):  # builtins and the like: nothing to compare
+        return
+    kinds = [p.kind for p in sig.parameters.values()]
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return
+    positional = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    n_lead = _BOUND_METHODS[method][0]
+    n = len(positional) - 1 - n_lead  # minus self and the leading arguments
+    params: tuple[Param, ...] = getattr(cls, "_param_specs", None) or ()
+    if n != len(params):
+        raise TypeError(
+            f"{cls.__name__}.params declares {len(params)} parameter(s) "
+            f"{tuple(p.name for p in params)} but {cls.__name__}.{method} takes {n}"
+        )
 
 
 class DistributionTrace(Trace):
@@ -231,6 +348,10 @@ class Distribution(GenerativeFunction):
         is_discrete: values are integers or booleans (no gradient w.r.t. the value).
         event_ndim: trailing value dimensions forming one event (0 for scalars,
             1 for ``mv_normal``, 2 for ``wishart``).
+        params: the parameters in order, declared once as names or :class:`Param`
+            records (``params = ("mu", "sigma")``); keyword parameters in calls,
+            ``sample``, ``log_prob`` and ``support`` come from it. ``None`` (the
+            default) means positional parameters only.
     """
 
     name: str = "distribution"
@@ -238,6 +359,112 @@ class Distribution(GenerativeFunction):
     is_enumerable: bool = False
     is_discrete: bool = False
     event_ndim: int = 0
+    # The parameters, in order, as names or Param records (normalised to a tuple of
+    # Param when the class is created); None: not declared, so parameters are
+    # positional only (constructed distributions with variable parameters).
+    params: ClassVar[tuple[str | Param, ...] | None] = None
+    _param_specs: ClassVar[tuple[Param, ...] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("params")
+        if declared is not None:
+            entries = (declared,) if isinstance(declared, (str, Param)) else tuple(declared)
+            specs = tuple(_as_param(e, cls.__name__) for e in entries)
+            seen: set[str] = set()
+            for p in specs:
+                clash = set(p.keywords) & seen
+                if clash:
+                    raise TypeError(f"{cls.__name__}.params: {sorted(clash)} named twice")
+                seen.update(p.keywords)
+            cls.params = cls._param_specs = specs
+        if cls._param_specs is None:
+            return
+        for method in _BOUND_METHODS:
+            impl = cls.__dict__.get(method)
+            if impl is None or getattr(impl, "__genmlx_bound__", False):
+                continue
+            if not inspect.isfunction(impl) or getattr(impl, "__isabstractmethod__", False):
+                continue
+            _check_arity(cls, method, impl)
+            setattr(cls, method, _bind_method(method, impl))
+
+    def bind_params(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, op: str | None = None
+    ) -> tuple[Any, ...]:
+        """The parameters in declared order, from positional ``args`` and ``kwargs``.
+
+        Args:
+            args: parameters given by position (a prefix of :attr:`params`).
+            kwargs: the rest by keyword (a parameter's name or one of its aliases).
+            op: the operation, for error messages (default: the distribution's name).
+
+        Raises:
+            TypeError: the distribution declares no parameter names and ``kwargs`` is
+                not empty, or a keyword is unknown, a parameter is given twice, one is
+                missing, or too many are given by position.
+
+        Example:
+            >>> from genmlx.core.testing.models import normal
+            >>> normal.bind_params((), {"sigma": 2.0, "mu": 1.0})
+            (1.0, 2.0)
+        """
+        op = op or self.name
+        specs = self._param_specs
+        if specs is None:
+            if kwargs:
+                raise TypeError(
+                    f"{op}: {self.name} takes its parameters by position only (it declares "
+                    f"no parameter names); got keywords {sorted(kwargs)}"
+                )
+            return tuple(args)
+        signature = f"{self.name}({', '.join(p.name for p in specs)})"
+        if len(args) > len(specs):
+            raise TypeError(
+                f"{op}: {signature} takes {len(specs)} parameter(s), got {len(args)} by position"
+            )
+        if not kwargs:
+            if len(args) < len(specs):
+                missing = ", ".join(repr(p.name) for p in specs[len(args) :])
+                raise TypeError(f"{op}: missing parameter(s) {missing}; call {signature}")
+            return tuple(args)
+        owner = {k: p for p in specs for k in p.keywords}
+        unknown = [k for k in kwargs if k not in owner]
+        if unknown:
+            raise TypeError(
+                f"{op}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                f"the parameters are {signature}"
+                + "".join(
+                    f" ({p.name!r} is also accepted as {', '.join(map(repr, p.aliases))})"
+                    for p in specs
+                    if p.aliases
+                )
+            )
+        values = list(args)
+        for i, p in enumerate(specs):
+            given = [k for k in p.keywords if k in kwargs]
+            if i < len(args):
+                if given:
+                    raise TypeError(
+                        f"{op}: parameter {p.name!r} given both by position and as {given[0]}="
+                    )
+                continue
+            if len(given) > 1:
+                raise TypeError(f"{op}: parameter {p.name!r} given twice (as {given})")
+            if not given:
+                absent = [q.name for q in specs[i:] if not any(k in kwargs for k in q.keywords)]
+                raise TypeError(
+                    f"{op}: missing parameter(s) {', '.join(map(repr, absent))}; "
+                    f"call {signature}"
+                )
+            values.append(kwargs[given[0]])
+        return tuple(values)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TracedCall:
+        """``d(*params) @ addr`` (or ``d(mu=..., sigma=...) @ addr``) traces a choice."""
+        if self._param_specs is None and not kwargs:
+            return TracedCall(self, args)
+        return TracedCall(self, self.bind_params(args, kwargs))
 
     # The signatures below are written ``(*args, **kwargs)`` so that subclasses can
     # name their parameters (``sample(self, key, mu, sigma, *, shape=())``); the
@@ -271,6 +498,34 @@ class Distribution(GenerativeFunction):
             TypeError: when the distribution is not enumerable.
         """
         raise TypeError(f"{self.name} has no finite support to enumerate (is_enumerable is False)")
+
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """A distribution always makes exactly one choice: its structure is fixed."""
+        del args
+        return None
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The domain of the single choice (at the root path)."""
+        try:
+            d = self.domain(*args)
+        except Exception:  # noqa: BLE001 - a domain that cannot be built is unknown
+            return None
+        return None if d is None else {(): d}
+
+    def domain(self, *params: Any) -> Constraint | None:
+        """The set of values with positive density, as a
+        :class:`~genmlx.core.constraints.Constraint` (``None``: not declared).
+
+        Gradient-based inference maps each continuous latent choice from this domain
+        to unconstrained space (:func:`genmlx.core.bijectors.biject_to`). It may depend
+        on the parameters (``uniform(low, high)`` is ``interval(low, high)``), which
+        may themselves be computed from other choices. The default is ``None``
+        (unknown) rather than the real line, because assuming an unbounded domain for
+        a bounded distribution would silently sample outside its support; a
+        distribution meant for gradient methods declares its domain.
+        """
+        del params
+        return None
 
     def leaf(self, value: Any) -> ChoiceMap:
         """The choice map holding ``value`` as this distribution's choice."""

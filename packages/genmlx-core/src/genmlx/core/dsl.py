@@ -31,7 +31,7 @@ from typing import Any
 import mlx.core as mx
 
 from genmlx.core import handlers as H
-from genmlx.core import runtime
+from genmlx.core import incremental, runtime
 from genmlx.core.address import Address, Path, format_address, to_path
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff, NoChange, UnknownChange
@@ -185,6 +185,36 @@ class DynamicGenerativeFunction(GenerativeFunction):
                 f"({e}); pass every argument (args=None keeps the old ones)"
             ) from None
 
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """``None`` when the body's address structure is fixed for arguments like
+        ``args`` (its analysed graph is static), else the reason it is not."""
+        from genmlx.core.graph import structural_graph
+
+        try:
+            g = structural_graph(self, args)
+        except Exception as e:  # noqa: BLE001 - an analysis failure means "not known static"
+            return f"is {self!r}, whose body could not be analysed ({type(e).__name__}: {e})"
+        return None if g.is_static else f"is {self!r}, which is dynamic: {g.reason}"
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """Domains of the body's choices (from its analysed graph) that do not depend on
+        array-valued parameters."""
+        from genmlx.core.graph import structural_graph
+
+        try:
+            g = structural_graph(self, args)
+        except Exception:  # noqa: BLE001
+            return None
+        if not g.is_static:
+            return None
+        out: dict[Any, Any] = {}
+        for s in g.sites:
+            if s.kind == "choice" and s.domain is not None and _fixed_domain(s.domain):
+                out[s.path] = s.domain
+            elif s.kind == "call":
+                out.update({(*s.path, *p): d for p, d in s.call_domains})
+        return out
+
     def _run(self, op: str, args: tuple[Any, ...], handler: Any, state: Any) -> tuple[Any, Any]:
         return H.run_body(op, self.name, self.fn, args, handler, state)
 
@@ -229,7 +259,11 @@ class DynamicGenerativeFunction(GenerativeFunction):
         state = H.UpdateState(
             KeyStream.start(key), None, 0.0, 0.0, constraints, trace._trie, None, False
         )
-        st, retval = self._run("update", args, H.update_site, state)
+        plan = incremental.plan_update(self, args, argdiffs, constraints)
+        handler = (
+            H.update_site if plan is None else incremental.plan_handler(plan, H.update_site, "update")
+        )
+        st, retval = self._run("update", args, handler, state)
         trie = H.build_trie(st.records, "update", self.name)
         H.check_all_used(constraints, trie, "update", self.name, "constraint")
         weight = st.weight
@@ -247,7 +281,10 @@ class DynamicGenerativeFunction(GenerativeFunction):
                 discard = discard._set(path, rec.trace.get_choices())
         new = DynamicTrace(self, args, retval, _as_score(st.score), trie)
         changed = st.changed or not all(d.is_no_change() for d in argdiffs)
-        return UpdateResult(new, _as_score(weight), UnknownChange if changed else NoChange, discard)
+        retdiff = UnknownChange if changed else NoChange
+        if plan is not None:
+            retdiff = plan.retdiff
+        return UpdateResult(new, _as_score(weight), retdiff, discard)
 
     def _regenerate(
         self,
@@ -266,13 +303,22 @@ class DynamicGenerativeFunction(GenerativeFunction):
         state = H.RegenerateState(
             KeyStream.start(key), None, 0.0, 0.0, selection, trace._trie, False
         )
-        st, retval = self._run("regenerate", args, H.regenerate_site, state)
+        plan = incremental.plan_regenerate(self, args, argdiffs, selection)
+        handler = (
+            H.regenerate_site
+            if plan is None
+            else incremental.plan_handler(plan, H.regenerate_site, "regenerate")
+        )
+        st, retval = self._run("regenerate", args, handler, state)
         trie = H.build_trie(st.records, "regenerate", self.name)
         if not same_args:  # new args may add addresses: selected ones exist before or after
             H.check_selection(selection, trace._trie, "regenerate", self.name, also=trie)
         new = DynamicTrace(self, args, retval, _as_score(st.score), trie)
         changed = st.changed or not all(d.is_no_change() for d in argdiffs)
-        return RegenerateResult(new, _as_score(st.weight), UnknownChange if changed else NoChange)
+        retdiff = UnknownChange if changed else NoChange
+        if plan is not None:
+            retdiff = plan.retdiff
+        return RegenerateResult(new, _as_score(st.weight), retdiff)
 
     def _project(self, trace: Trace, selection: Selection) -> mx.array:
         assert isinstance(trace, DynamicTrace)
@@ -290,6 +336,14 @@ class DynamicGenerativeFunction(GenerativeFunction):
 
     def __repr__(self) -> str:
         return f"<gen {self.name}>"
+
+
+def _fixed_domain(d: Any) -> bool:
+    """A domain whose bounds are plain numbers (the same for every call)."""
+    for attr in ("low", "high"):
+        if isinstance(getattr(d, attr, None), mx.array):
+            return False
+    return True
 
 
 def gen(fn: Callable[..., Any]) -> DynamicGenerativeFunction:

@@ -131,10 +131,48 @@ class TracedCall:
         return f"TracedCall({self.gen_fn!r}, {len(self.args)} args)"
 
     def __bool__(self) -> bool:
-        raise TypeError(
-            f"{self.gen_fn!r}(...) was used as a value; inside a @gen body write "
-            "`gen_fn(args) @ 'address'` to trace it, outside one use gen_fn.simulate(args)"
+        raise self._misuse("as a truth value")
+
+    def _misuse(self, how: str) -> TypeError:
+        """The error for a call used as a value before it was given an address."""
+        name = getattr(self.gen_fn, "name", type(self.gen_fn).__name__)
+        return TypeError(
+            f"{name}(...) was used {how} without an address: add @ \"address\" to make "
+            f'the traced choice and use its value, e.g. `x = {name}(...) @ "x"` inside a '
+            f"@gen body (outside one, use {name}.simulate(args) or, for a distribution, "
+            f"{name}.sample(key, ...))"
         )
+
+
+def _number_misuse(symbol: str) -> Any:
+    def method(self: TracedCall, *other: Any) -> Any:
+        raise self._misuse(f"in `{symbol}`" if symbol else "as a number")
+
+    return method
+
+
+# A TracedCall in arithmetic, comparisons or a conversion is a forgotten `@ "address"`.
+for _names, _symbol in [
+    (("__add__", "__radd__"), "+"),
+    (("__sub__", "__rsub__"), "-"),
+    (("__mul__", "__rmul__"), "*"),
+    (("__truediv__", "__rtruediv__"), "/"),
+    (("__floordiv__", "__rfloordiv__"), "//"),
+    (("__mod__", "__rmod__"), "%"),
+    (("__pow__", "__rpow__"), "**"),
+    (("__rmatmul__",), "@ (on the left)"),
+    (("__neg__",), "unary -"),
+    (("__pos__",), "unary +"),
+    (("__abs__",), "abs()"),
+    (("__lt__",), "<"),
+    (("__le__",), "<="),
+    (("__gt__",), ">"),
+    (("__ge__",), ">="),
+    (("__float__", "__int__", "__index__", "__complex__", "__array__"), ""),
+    (("__getitem__",), "[...]"),
+]:
+    for _name in _names:
+        setattr(TracedCall, _name, _number_misuse(_symbol))
 
 
 def _as_args(args: Any, op: str) -> tuple[Any, ...]:
@@ -208,6 +246,34 @@ class GenerativeFunction(ABC):
     """
 
     name: str = "generative function"
+
+    # ------------------------------------------------------------------ structure
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """Whether this function's address structure is fixed once ``args`` are known.
+
+        Returns ``None`` when every call with arguments of this structure visits the
+        same addresses with the same shapes (distributions, fixed-length combinators),
+        or a short reason why not (completing "the call at ... ") otherwise. A model
+        that calls a generative function with a structure that can change is *dynamic*
+        for :func:`genmlx.core.analyze` and runs on the interpreter. The default is
+        the conservative answer; subclasses whose structure is fixed override it.
+        """
+        del args
+        return (
+            f"is a {type(self).__name__}, which does not declare a fixed address structure "
+            "(GenerativeFunction.static_structure)"
+        )
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The domains of this function's random choices for ``args``, by relative path,
+        where they are the same for every call (``None``: not known).
+
+        The compiled tier (:func:`genmlx.core.logdensity`) uses them to map latent
+        choices made inside a call to unconstrained space. Combinators answer from their
+        kernel's domains.
+        """
+        del args
+        return None
 
     # ------------------------------------------------------------------ syntax
     def __call__(self, *args: Any) -> TracedCall:
@@ -428,6 +494,7 @@ class GenerativeFunction(ABC):
             return batching.vupdate(self, trace, cons, args, argdiffs, key)
         if cons.batch_shape:
             raise ValueError("update: batched constraints need a batched trace")
+        _prepare(self, args)
         with runtime.operation() as top:
             res = self._update(trace, cons, args, argdiffs, key)
         if top:
@@ -458,6 +525,7 @@ class GenerativeFunction(ABC):
             from genmlx.core import batching
 
             return batching.vregenerate(self, trace, sel, args, argdiffs, key)
+        _prepare(self, args)
         with runtime.operation() as top:
             res = self._regenerate(trace, sel, args, argdiffs, key)
         if top:
@@ -544,6 +612,13 @@ class GenerativeFunction(ABC):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> GenerativeFunction:
         return self  # code, not data: copies of traces share their model
+
+
+def _prepare(gf: GenerativeFunction, args: tuple[Any, ...]) -> None:
+    """Analyse a static model once so that its updates are dependency-aware."""
+    from genmlx.core import static
+
+    static.prepare(gf, args)
 
 
 def _unchanged(old: tuple[Any, ...], new: tuple[Any, ...], argdiffs: tuple[Diff, ...]) -> bool:

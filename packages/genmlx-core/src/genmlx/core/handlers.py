@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 import mlx.core as mx
@@ -153,6 +154,28 @@ def iter_records(trie: Trie, prefix: Path = ()) -> Iterator[tuple[Path, Record]]
             yield from iter_records(node, path)
         else:
             yield path, node
+
+
+_ARGDIFFS: ContextVar[tuple[Any, ...] | None] = ContextVar("genmlx_argdiffs", default=None)
+
+
+@contextlib.contextmanager
+def argdiffs_override(diffs: tuple[Any, ...]) -> Iterator[None]:
+    """Give the next sub-call that ``update_site``/``regenerate_site`` runs these argdiffs
+    instead of identity-based ones (a static model's plan knows them precisely)."""
+    token = _ARGDIFFS.set(diffs)
+    try:
+        yield
+    finally:
+        _ARGDIFFS.reset(token)
+
+
+def _call_argdiffs(old_args: tuple[Any, ...], args: tuple[Any, ...]) -> tuple[Any, ...]:
+    given = _ARGDIFFS.get()
+    if given is not None and len(given) == len(args):
+        _ARGDIFFS.set(None)
+        return given
+    return diff_args(old_args, args)
 
 
 @contextlib.contextmanager
@@ -305,7 +328,7 @@ def update_site(
     else:
         old_call = old if isinstance(old, CallRecord) and old.trace.gen_fn is gf else None
         if old_call is not None:
-            argdiffs = diff_args(old_call.trace.args, args)
+            argdiffs = _call_argdiffs(old_call.trace.args, args)
             if cons.is_empty and all(d.is_no_change() for d in argdiffs):
                 tr, wsub = old_call.trace, None
             else:
@@ -363,7 +386,7 @@ def regenerate_site(
         sel = _selection_at(state.selection, path)
         old_call = old if isinstance(old, CallRecord) and old.trace.gen_fn is gf else None
         if old_call is not None:
-            argdiffs = diff_args(old_call.trace.args, args)
+            argdiffs = _call_argdiffs(old_call.trace.args, args)
             if sel.is_none() and all(d.is_no_change() for d in argdiffs):
                 tr, wsub = old_call.trace, None
             else:
@@ -462,6 +485,12 @@ def run_body(
                 _check_arity(op, name, fn, args, e)
             raise
         except ValueError as e:
+            if "TracedCall" in str(e):  # e.g. mx.exp(normal(0, 1)), xs * normal(0, 1)
+                raise TypeError(
+                    f"{op} on {name}: a distribution or generative function call was used "
+                    f"as a value ({e}). Add @ \"address\" to make the traced choice and "
+                    'use its value, e.g. `x = normal(0.0, 1.0) @ "x"`.'
+                ) from e
             if runtime.is_transform_eval_error(e):
                 after = (
                     f"after the choice at {format_address(run.last_path)}"

@@ -107,6 +107,8 @@ class ParamStore(Mapping[str, mx.array]):
 
 _STORE: ContextVar[ParamStore | None] = ContextVar("genmlx_param_store", default=None)
 _RECORD: ContextVar[dict[str, mx.array] | None] = ContextVar("genmlx_param_record", default=None)
+# Called on every ``param`` read while a model is being analysed (genmlx.core.graph).
+_OBSERVER: ContextVar[Any] = ContextVar("genmlx_param_observer", default=None)
 
 
 @contextlib.contextmanager
@@ -122,6 +124,9 @@ def use_params(store: ParamStore | Mapping[str, Any]) -> Iterator[ParamStore]:
 
 def param(name: str, init: Any) -> mx.array:
     """The trainable parameter ``name``: the bound store's value, or ``init``."""
+    observer = _OBSERVER.get()
+    if observer is not None:
+        observer()
     store = _STORE.get()
     if store is not None and name in store:
         return store[name]

@@ -129,6 +129,11 @@ def compiled_fresh_key() -> Any:
     return mx.random.split(k, 2)[0]
 
 
+def operation_depth() -> int:
+    """How many GFI operations are running (0 outside any)."""
+    return _DEPTH.get()
+
+
 def in_transform() -> bool:
     """True inside a GenMLX-driven vmap/compile/grad."""
     return _TRANSFORM.get() > 0

@@ -77,6 +77,11 @@ class Selection(ABC):
         """True only for selections known to be empty without looking at a trace."""
         return False
 
+    def _static_key(self) -> object:
+        """A hashable value equal for selections of the same structure (compile caches
+        key on it, so a selection rebuilt every call does not recompile)."""
+        return ("id", id(self))
+
 
 class _All(Selection):
     def selects_root(self) -> bool:
@@ -84,6 +89,9 @@ class _All(Selection):
 
     def child(self, component: Component) -> Selection:
         return self
+
+    def _static_key(self) -> object:
+        return ("all",)
 
     def __repr__(self) -> str:
         return "Selection.all()"
@@ -101,6 +109,9 @@ class _None(Selection):
 
     def is_none(self) -> bool:
         return True
+
+    def _static_key(self) -> object:
+        return ("none",)
 
     def __repr__(self) -> str:
         return "Selection.none()"
@@ -147,6 +158,13 @@ class _Addresses(Selection):
         walk(self._trie, ())
         return out
 
+    def _static_key(self) -> object:
+        def freeze(t: _Trie) -> object:
+            return tuple(sorted(((repr(c), c, freeze(v) if isinstance(v, dict) else v)
+                                 for c, v in t.items()), key=lambda x: x[0]))
+
+        return ("addresses", freeze(self._trie))
+
     def __repr__(self) -> str:
         return "select(" + ", ".join(format_address(p) for p in self.explicit_paths()) + ")"
 
@@ -172,6 +190,9 @@ class _Complement(Selection):
     def __invert__(self) -> Selection:
         return self.inner
 
+    def _static_key(self) -> object:
+        return ("not", self.inner._static_key())
+
     def __repr__(self) -> str:
         return f"~{self.inner!r}"
 
@@ -195,6 +216,9 @@ class _Union(Selection):
     def explicit_paths(self) -> list[Path]:
         return self.a.explicit_paths() + self.b.explicit_paths()
 
+    def _static_key(self) -> object:
+        return ("or", self.a._static_key(), self.b._static_key())
+
     def __repr__(self) -> str:
         return f"({self.a!r} | {self.b!r})"
 
@@ -217,6 +241,9 @@ class _Intersection(Selection):
 
     def explicit_paths(self) -> list[Path]:
         return self.a.explicit_paths() + self.b.explicit_paths()
+
+    def _static_key(self) -> object:
+        return ("and", self.a._static_key(), self.b._static_key())
 
     def __repr__(self) -> str:
         return f"({self.a!r} & {self.b!r})"

@@ -165,6 +165,33 @@ class Trace(ABC):
         return (batch_shape, *aux[1:])
 
     def __repr__(self) -> str:
-        b = f", batch_shape={self.batch_shape}" if self.batch_shape else ""
+        """The generative function, the score and every choice (address: value), one per
+        line; batched traces show shapes and per-particle means instead of values.
+
+        Example:
+            >>> import mlx.core as mx
+            >>> from genmlx.core import gen
+            >>> from genmlx.core.testing.models import normal
+            >>> @gen
+            ... def model():
+            ...     normal(0.0, 1.0) @ "x"
+            >>> print(model.simulate((), key=mx.random.key(0)))  # doctest: +ELLIPSIS
+            DynamicTrace(model, score=-..., 1 choice)
+              'x': ...
+            >>> print(model.vsimulate((), 1000, key=mx.random.key(0)))  # doctest: +ELLIPSIS
+            DynamicTrace(model, batch_shape=(1000,), score mean -1.4..., sd 0.69..., 1 choice)
+              'x': float32[1000] mean -0.02..., sd 0.99...
+        """
+        from genmlx.core._display import format_value, leaf_lines
+
         name = getattr(self.gen_fn, "name", type(self.gen_fn).__name__)
-        return f"{type(self).__name__}({name}, {len(self.get_choices())} choices{b})"
+        leaves = list(self.get_choices().leaves())
+        nb = len(self.batch_shape)
+        if nb:
+            summary = format_value(self.score, nb).split(" ", 1)[-1]  # "mean ..., sd ..."
+            score = f"batch_shape={self.batch_shape}, score {summary}"
+        else:
+            score = f"score={format_value(self.score)}"
+        count = f"{len(leaves)} choice{'' if len(leaves) == 1 else 's'}"
+        header = f"{type(self).__name__}({name}, {score}, {count})"
+        return "\n".join([header, *leaf_lines(leaves, nb)])

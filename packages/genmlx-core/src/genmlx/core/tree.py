@@ -116,6 +116,9 @@ class _Static:
             return (type(v), v)
         if isinstance(v, TreeDef):  # a nested structure kept in aux (combinator traces)
             return ("treedef", v)
+        sk = getattr(v, "_static_key", None)
+        if sk is not None and not isinstance(v, type):  # e.g. selections, by structure
+            return ("static", type(v), sk())
         return ("id", id(v))
 
     def __eq__(self, other: object) -> bool:

@@ -5,7 +5,8 @@
 * :func:`product` — a joint of independent distributions, one stacked value;
 * :func:`iid` — ``n`` independent draws as one vector choice;
 * :func:`transformed` — the push-forward of a distribution through a :class:`Bijector`
-  (``exp_bijector``, ``sigmoid_bijector``, :func:`affine`, or :meth:`Bijector.from_functions`);
+  (``exp_bijector``, ``sigmoid_bijector``, :func:`affine`, or
+  :meth:`~genmlx.dists.Bijector.from_functions`);
 * :func:`from_functions` — a distribution from a user's own sample and log-density functions.
 
 Every constructed object is a :class:`~genmlx.core.Distribution`, so it is traced with

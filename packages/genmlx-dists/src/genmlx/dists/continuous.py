@@ -66,6 +66,7 @@ from typing import Any, ClassVar
 
 import mlx.core as mx
 
+from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, check_param, is_plain_number, sample_shape, where_valid
 from genmlx.dists.special import (
@@ -275,6 +276,7 @@ class Normal(_Scalar):
     """
 
     name = "normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -285,6 +287,11 @@ class Normal(_Scalar):
     def _check(self, mu: Any, sigma: Any) -> None:
         _check_loc(self.name, "mu", mu)
         _check_pos(self.name, "sigma", sigma)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, sigma)
@@ -337,6 +344,7 @@ class Uniform(_Scalar):
     """
 
     name = "uniform"
+    params = ("low", "high")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -348,6 +356,10 @@ class Uniform(_Scalar):
         _check_loc(self.name, "high", high)
         if is_plain_number(low) and is_plain_number(high):
             check_param(self.name, "high", high, lambda h: h > float(low), f"> low={low!r}")
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.interval(params[0], params[1])
 
     def sample(self, key: mx.array, low: Any, high: Any, *, shape: Any = ()) -> mx.array:
         self._check(low, high)
@@ -385,11 +397,17 @@ class Exponential(_Scalar):
     """
 
     name = "exponential"
+    params = ("rate",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
         (mx.array([0.1, 2.0, 50.0]),),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, rate: Any, *, shape: Any = ()) -> mx.array:
         _check_pos(self.name, "rate", rate)
@@ -412,6 +430,7 @@ class _LocScale(_Scalar):
     """A location–scale family ``loc + scale * Z``: subclasses give ``_std_sample`` (Z)
     and ``_std_log_prob`` (log density of Z)."""
 
+    params = ("loc", "scale")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -430,6 +449,11 @@ class _LocScale(_Scalar):
     def _check(self, loc: Any, scale: Any) -> None:
         _check_loc(self.name, "loc", loc)
         _check_pos(self.name, "scale", scale)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real
 
     def sample(self, key: mx.array, loc: Any, scale: Any, *, shape: Any = ()) -> mx.array:
         self._check(loc, scale)
@@ -579,11 +603,17 @@ class HalfNormal(_Scalar):
     """
 
     name = "half_normal"
+    params = ("sigma",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
         (mx.array([0.1, 1.0, 30.0]),),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, sigma: Any, *, shape: Any = ()) -> mx.array:
         _check_pos(self.name, "sigma", sigma)
@@ -621,11 +651,17 @@ class HalfCauchy(_Scalar):
     """
 
     name = "half_cauchy"
+    params = ("scale",)
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0,),
         (mx.array([0.1, 1.0, 30.0]),),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, scale: Any, *, shape: Any = ()) -> mx.array:
         _check_pos(self.name, "scale", scale)
@@ -664,6 +700,7 @@ class LogNormal(_Scalar):
     """
 
     name = "log_normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -673,6 +710,11 @@ class LogNormal(_Scalar):
     def _check(self, mu: Any, sigma: Any) -> None:
         _check_loc(self.name, "mu", mu)
         _check_pos(self.name, "sigma", sigma)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, sigma)
@@ -714,6 +756,7 @@ class Weibull(_Scalar):
     """
 
     name = "weibull"
+    params = ("k", "lam")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.5, 2.0),
@@ -723,6 +766,11 @@ class Weibull(_Scalar):
     def _check(self, k: Any, lam: Any) -> None:
         _check_pos(self.name, "k", k)
         _check_pos(self.name, "lam", lam)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, k: Any, lam: Any, *, shape: Any = ()) -> mx.array:
         self._check(k, lam)
@@ -771,6 +819,7 @@ class Pareto(_Scalar):
     """
 
     name = "pareto"
+    params = ("x_m", "alpha")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (1.0, 3.0),
@@ -780,6 +829,10 @@ class Pareto(_Scalar):
     def _check(self, x_m: Any, alpha: Any) -> None:
         _check_pos(self.name, "x_m", x_m)
         _check_pos(self.name, "alpha", alpha)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.greater_than(params[0])
 
     def sample(self, key: mx.array, x_m: Any, alpha: Any, *, shape: Any = ()) -> mx.array:
         self._check(x_m, alpha)
@@ -843,6 +896,7 @@ class TruncatedNormal(_Scalar):
     """
 
     name = "truncated_normal"
+    params = ("mu", "sigma", "low", "high")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0, -1.0, 2.0),
@@ -876,6 +930,10 @@ class TruncatedNormal(_Scalar):
         a = _standardise(low_s, mu_s, sig_s)
         b = _standardise(high_s, mu_s, sig_s)
         return valid, mu_s, sig_s, low_s, high_s, a, b
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.interval(params[2], params[3])
 
     def sample(
         self, key: mx.array, mu: Any, sigma: Any, low: Any, high: Any, *, shape: Any = ()
@@ -961,6 +1019,7 @@ class VonMises(_Scalar):
     """
 
     name = "von_mises"
+    params = ("mu", "kappa")
     has_reparam = False
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 2.0),
@@ -970,6 +1029,11 @@ class VonMises(_Scalar):
     def _check(self, mu: Any, kappa: Any) -> None:
         _check_loc(self.name, "mu", mu)
         check_param(self.name, "kappa", kappa, lambda v: 0.0 <= v < _INF, "a finite number >= 0")
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.circular
 
     def sample(self, key: mx.array, mu: Any, kappa: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, kappa)
@@ -1037,6 +1101,7 @@ class WrappedCauchy(_Scalar):
     """
 
     name = "wrapped_cauchy"
+    params = ("mu", "rho")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 0.3),
@@ -1046,6 +1111,11 @@ class WrappedCauchy(_Scalar):
     def _check(self, mu: Any, rho: Any) -> None:
         _check_loc(self.name, "mu", mu)
         check_param(self.name, "rho", rho, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.circular
 
     def sample(self, key: mx.array, mu: Any, rho: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, rho)
@@ -1094,6 +1164,7 @@ class WrappedNormal(_Scalar):
     """
 
     name = "wrapped_normal"
+    params = ("mu", "sigma")
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.5, 0.8),
@@ -1103,6 +1174,11 @@ class WrappedNormal(_Scalar):
     def _check(self, mu: Any, sigma: Any) -> None:
         _check_loc(self.name, "mu", mu)
         _check_pos(self.name, "sigma", sigma)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.circular
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
         self._check(mu, sigma)

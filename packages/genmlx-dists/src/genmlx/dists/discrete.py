@@ -34,6 +34,7 @@ from typing import Any, ClassVar, cast
 
 import mlx.core as mx
 
+from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, batch_shape, check_param, sample_shape, where_valid
 
@@ -453,6 +454,14 @@ def _multinomial_sample(key: mx.array, n: mx.array, probs: mx.array, shape: Shap
 # ------------------------------------------------------------------ distributions
 
 
+def _last_dim(x: Any) -> int:
+    return int(x.shape[-1]) if hasattr(x, "shape") else len(x)
+
+
+def _bound(bounds: Any, i: int) -> Any:
+    return bounds[i] if isinstance(bounds, mx.array) else list(bounds)[i]
+
+
 class Bernoulli(Distribution):
     """Bernoulli(p): ``True`` with probability ``p``.
 
@@ -470,9 +479,15 @@ class Bernoulli(Distribution):
     """
 
     name = "bernoulli"
+    params = ("p",)
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [(0.3,), (mx.array([0.1, 0.5, 0.9]),)]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.boolean
 
     def sample(self, key: mx.array, p: Any, *, shape: Shape = ()) -> mx.array:
         _check_prob(self.name, "p", p)
@@ -513,6 +528,7 @@ class Categorical(Distribution):
     """
 
     name = "categorical"
+    params = ("probs",)
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -531,6 +547,10 @@ class Categorical(Distribution):
                 "least one probability along the last axis"
             )
         return pr
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.integer_interval(0, _last_dim(params[0]) - 1)
 
     def sample(self, key: mx.array, probs: Any, *, shape: Shape = ()) -> mx.array:
         pr = self._probs(probs)
@@ -577,6 +597,7 @@ class CategoricalLogits(Distribution):
     """
 
     name = "categorical_logits"
+    params = ("logits",)
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -594,6 +615,10 @@ class CategoricalLogits(Distribution):
                 "least one logit along the last axis"
             )
         return lg
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.integer_interval(0, _last_dim(params[0]) - 1)
 
     def sample(self, key: mx.array, logits: Any, *, shape: Shape = ()) -> mx.array:
         lg = self._logits(logits)
@@ -643,8 +668,14 @@ class Poisson(Distribution):
     """
 
     name = "poisson"
+    params = ("rate",)
     is_discrete = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [(3.0,), (mx.array([0.5, 4.0, 25.0]),)]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.nonnegative_integer
 
     def sample(self, key: mx.array, rate: Any, *, shape: Shape = ()) -> mx.array:
         check_param(self.name, "rate", rate, lambda v: v >= 0 and math.isfinite(v), ">= 0")
@@ -677,11 +708,17 @@ class Geometric(Distribution):
     """
 
     name = "geometric"
+    params = ("p",)
     is_discrete = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [(0.3,), (mx.array([0.05, 0.5, 1.0]),)]
 
     def _check(self, p: Any) -> None:
         check_param(self.name, "p", p, lambda v: 0 < v <= 1, "in (0, 1]")
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.nonnegative_integer
 
     def sample(self, key: mx.array, p: Any, *, shape: Shape = ()) -> mx.array:
         self._check(p)
@@ -722,6 +759,7 @@ class Binomial(Distribution):
     """
 
     name = "binomial"
+    params = ("n", "p")
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -732,6 +770,10 @@ class Binomial(Distribution):
     def _check(self, n: Any, p: Any) -> None:
         _check_count(self.name, "n", n)
         _check_prob(self.name, "p", p)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.integer_interval(0, params[0])
 
     def sample(self, key: mx.array, n: Any, p: Any, *, shape: Shape = ()) -> mx.array:
         self._check(n, p)
@@ -775,6 +817,7 @@ class NegBinomial(Distribution):
     """
 
     name = "neg_binomial"
+    params = ("r", "p")
     is_discrete = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (3.0, 0.4),
@@ -784,6 +827,11 @@ class NegBinomial(Distribution):
     def _check(self, r: Any, p: Any) -> None:
         _check_positive(self.name, "r", r)
         check_param(self.name, "p", p, lambda v: 0 < v <= 1, "in (0, 1]")
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.nonnegative_integer
 
     def sample(self, key: mx.array, r: Any, p: Any, *, shape: Shape = ()) -> mx.array:
         from genmlx.dists.gamma_family import log_standard_gamma
@@ -837,6 +885,7 @@ class UniformDiscrete(Distribution):
     """
 
     name = "uniform_discrete"
+    params = ("low", "high")
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -850,6 +899,10 @@ class UniformDiscrete(Distribution):
         check_param(self.name, "high", high, lambda v: v == math.floor(v), isint)
         if isinstance(low, (int, float)) and isinstance(high, (int, float)):
             check_param(self.name, "high - low", high - low, lambda v: v >= 0, ">= 0")
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.integer_interval(params[0], params[1])
 
     def sample(self, key: mx.array, low: Any, high: Any, *, shape: Shape = ()) -> mx.array:
         self._check(low, high)
@@ -903,6 +956,7 @@ class Multinomial(Distribution):
     """
 
     name = "multinomial"
+    params = ("n", "probs")
     is_discrete = True
     event_ndim = 1
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -917,6 +971,11 @@ class Multinomial(Distribution):
         if pr.ndim == 0:
             raise ValueError(f"{self.name}: probs must have a category axis (got a scalar)")
         return _f32(n), pr
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.nonnegative_integer
 
     def sample(self, key: mx.array, n: Any, probs: Any, *, shape: Shape = ()) -> mx.array:
         na, pr = self._params(n, probs)
@@ -962,6 +1021,7 @@ class BetaBinomial(Distribution):
     """
 
     name = "beta_binomial"
+    params = ("n", "alpha", "beta")
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -973,6 +1033,10 @@ class BetaBinomial(Distribution):
         _check_count(self.name, "n", n)
         _check_positive(self.name, "alpha", alpha)
         _check_positive(self.name, "beta", beta)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.integer_interval(0, params[0])
 
     def sample(
         self, key: mx.array, n: Any, alpha: Any, beta: Any, *, shape: Shape = ()
@@ -1044,6 +1108,7 @@ class DirichletMultinomial(Distribution):
     """
 
     name = "dirichlet_multinomial"
+    params = ("n", "alpha")
     is_discrete = True
     event_ndim = 1
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -1058,6 +1123,11 @@ class DirichletMultinomial(Distribution):
         if al.ndim == 0:
             raise ValueError(f"{self.name}: alpha must have a category axis (got a scalar)")
         return _f32(n), al
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.nonnegative_integer
 
     def sample(self, key: mx.array, n: Any, alpha: Any, *, shape: Shape = ()) -> mx.array:
         from genmlx.dists.gamma_family import standard_dirichlet
@@ -1148,6 +1218,7 @@ class Zipf(Distribution):
     """
 
     name = "zipf"
+    params = ("s", "n")
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -1158,6 +1229,11 @@ class Zipf(Distribution):
     def _check(self, s: Any, n: Any) -> None:
         check_param(self.name, "s", s, lambda v: v >= 0 and math.isfinite(v), ">= 0")
         check_param(self.name, "n", n, lambda v: v >= 1 and v == math.floor(v), "an integer >= 1")
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.nonnegative_integer
 
     def sample(self, key: mx.array, s: Any, n: Any, *, shape: Shape = ()) -> mx.array:
         self._check(s, n)
@@ -1233,6 +1309,7 @@ class Delta(Distribution):
     """
 
     name = "delta"
+    params = ("value",)
     is_discrete = True
     is_enumerable = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [(2.5,), (mx.array([1, 2, 3]),)]
@@ -1282,6 +1359,7 @@ class PiecewiseUniform(Distribution):
     """
 
     name = "piecewise_uniform"
+    params = ("bounds", "probs")
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (mx.array([0.0, 1.0, 3.0, 3.5]), mx.array([0.2, 0.5, 0.3])),
         (mx.array([[-1.0, 0.0, 2.0], [0.0, 0.5, 1.0]]), mx.array([[0.3, 0.7], [0.9, 0.1]])),
@@ -1304,6 +1382,10 @@ class PiecewiseUniform(Distribution):
                 f"axis (got shapes {bd.shape} and {pr.shape})"
             )
         return bd, pr
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        return C.interval(_bound(params[0], 0), _bound(params[0], -1))
 
     def sample(self, key: mx.array, bounds: Any, probs: Any, *, shape: Shape = ()) -> mx.array:
         bd, pr = self._params(bounds, probs)

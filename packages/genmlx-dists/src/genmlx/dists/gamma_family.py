@@ -36,7 +36,8 @@ from typing import Any, ClassVar
 
 import mlx.core as mx
 
-from genmlx.core.distribution import Distribution
+from genmlx.core import constraints as C
+from genmlx.core.distribution import Distribution, Param
 from genmlx.dists.base import (
     arr,
     batch_shape,
@@ -345,6 +346,7 @@ class Gamma(Distribution):
     """
 
     name = "gamma"
+    params = (Param("shape", aliases=("alpha",)), "rate")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -352,6 +354,11 @@ class Gamma(Distribution):
         (0.3, 1.5),
         (mx.array([0.5, 2.0, 40.0]), mx.array([[1.0], [0.25]])),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(
         self, key: mx.array, alpha: Any, rate: Any, *, shape: tuple[int, ...] = ()
@@ -392,6 +399,7 @@ class InvGamma(Distribution):
     """
 
     name = "inv_gamma"
+    params = (Param("shape", aliases=("alpha",)), "scale")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -399,6 +407,11 @@ class InvGamma(Distribution):
         (0.7, 0.5),
         (mx.array([1.5, 4.0, 30.0]), mx.array([[1.0], [3.0]])),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(
         self, key: mx.array, alpha: Any, scale: Any, *, shape: tuple[int, ...] = ()
@@ -439,6 +452,7 @@ class Chi2(Distribution):
     """
 
     name = "chi2"
+    params = ("df",)
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -446,6 +460,11 @@ class Chi2(Distribution):
         (0.5,),
         (mx.array([[1.0, 4.0, 50.0]]),),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, df: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
         _check_pos(self.name, "df", df)
@@ -518,6 +537,7 @@ class Beta(Distribution):
     """
 
     name = "beta"
+    params = ("alpha", "beta")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -525,6 +545,11 @@ class Beta(Distribution):
         (0.4, 0.8),
         (mx.array([0.5, 2.0, 60.0]), mx.array([[1.0], [7.0]])),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.unit_interval
 
     def sample(
         self, key: mx.array, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()
@@ -561,6 +586,7 @@ class Kumaraswamy(Distribution):
     """
 
     name = "kumaraswamy"
+    params = ("a", "b")
     has_reparam = True
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -568,6 +594,11 @@ class Kumaraswamy(Distribution):
         (0.5, 0.7),
         (mx.array([0.5, 1.0, 3.0]), mx.array([[2.0], [0.8]])),
     ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.unit_interval
 
     def sample(self, key: mx.array, a: Any, b: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
         _check_pos(self.name, "a", a)
@@ -618,6 +649,7 @@ class BetaUniform(Distribution):
     """
 
     name = "beta_uniform"
+    params = ("theta", "alpha", "beta")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -630,6 +662,11 @@ class BetaUniform(Distribution):
         _check_unit(self.name, "theta", theta)
         _check_pos(self.name, "alpha", alpha)
         _check_pos(self.name, "beta", beta)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.unit_interval
 
     def sample(
         self, key: mx.array, theta: Any, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()
@@ -689,6 +726,7 @@ class StudentT(Distribution):
     """
 
     name = "student_t"
+    params = ("df", "loc", "scale")
     has_reparam = False
     event_ndim = 0
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -701,6 +739,11 @@ class StudentT(Distribution):
         _check_pos(self.name, "df", df)
         _check_real(self.name, "loc", loc)
         _check_pos(self.name, "scale", scale)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real
 
     def sample(
         self, key: mx.array, df: Any, loc: Any, scale: Any, *, shape: tuple[int, ...] = ()
@@ -805,6 +848,7 @@ class Dirichlet(Distribution):
     """
 
     name = "dirichlet"
+    params = ("alpha",)
     has_reparam = False
     event_ndim = 1
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -819,6 +863,11 @@ class Dirichlet(Distribution):
         if al.ndim == 0:
             raise ValueError(f"{self.name}: alpha must have at least one dimension (K)")
         return al
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.simplex
 
     def sample(self, key: mx.array, alpha: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
         al = self._alpha(alpha)

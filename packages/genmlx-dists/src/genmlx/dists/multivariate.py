@@ -40,6 +40,7 @@ from typing import Any, ClassVar, cast
 import mlx.core as mx
 import numpy as np
 
+from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, check_param, validation_enabled
 from genmlx.dists.gamma_family import standard_gamma
@@ -263,6 +264,7 @@ class MvNormal(Distribution):
     """
 
     name = "mv_normal"
+    params = ("mean", "cov")
     has_reparam = True
     event_ndim = 1
     param_event_ndims = (1, 2)
@@ -285,6 +287,11 @@ class MvNormal(Distribution):
                 f"{tuple(c.shape)}; got {tuple(m.shape)}"
             )
         return m, c, d
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real_vector
 
     def sample(
         self, key: mx.array, mean: Any, cov: Any, *, shape: tuple[int, ...] = ()
@@ -359,6 +366,7 @@ class Wishart(Distribution):
     """
 
     name = "wishart"
+    params = ("df", "scale")
     event_ndim = 2
     param_event_ndims = (0, 2)
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -372,6 +380,11 @@ class Wishart(Distribution):
 
     def _params(self, df: Any, scale: Any) -> tuple[mx.array, mx.array, int]:
         return _wishart_params(self.name, df, scale)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive_definite
 
     def sample(
         self, key: mx.array, df: Any, scale: Any, *, shape: tuple[int, ...] = ()
@@ -432,6 +445,7 @@ class InvWishart(Distribution):
     """
 
     name = "inv_wishart"
+    params = ("df", "scale")
     event_ndim = 2
     param_event_ndims = (0, 2)
     example_params: ClassVar[list[tuple[Any, ...]]] = [
@@ -447,6 +461,11 @@ class InvWishart(Distribution):
 
     def _params(self, df: Any, scale: Any) -> tuple[mx.array, mx.array, int]:
         return _wishart_params(self.name, df, scale)
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.positive_definite
 
     def sample(
         self, key: mx.array, df: Any, scale: Any, *, shape: tuple[int, ...] = ()

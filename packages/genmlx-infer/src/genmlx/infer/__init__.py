@@ -70,7 +70,9 @@ from genmlx.infer.diagnostics import (
     ess_tail,
     rhat,
     summary,
+    to_chain_draw,
 )
+from genmlx.infer.driver import MCMCResult, MCMCWarning, mcmc
 from genmlx.infer.gradient_kernels import hmc, mala, map_optimize
 from genmlx.infer.importance import ISResult, importance_resampling, importance_sampling
 from genmlx.infer.learning import (
@@ -127,6 +129,8 @@ __all__ = [
     "GradientEstimate",
     "ISResult",
     "LectureResult",
+    "MCMCResult",
+    "MCMCWarning",
     "NutsInfo",
     "NutsWarmup",
     "PMMHResult",
@@ -173,6 +177,7 @@ __all__ = [
     "mh",
     "mix",
     "mvd",
+    "mcmc",
     "nuts",
     "nuts_info",
     "nuts_warmup",
@@ -191,6 +196,7 @@ __all__ = [
     "summary",
     "tempered_rw_mh",
     "tempered_swap",
+    "to_chain_draw",
     "train",
     "train_objective",
     "train_proposal",

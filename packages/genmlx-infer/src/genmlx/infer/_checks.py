@@ -121,7 +121,7 @@ def positive_scalar(value: Any, name: str, op: str, batch: tuple[int, ...] = ())
         v = float(value)
         if not (math.isfinite(v) and v > 0):
             raise ValueError(
-                f"{op}: {name} must be finite and > 0, got {value!r} (with {name}=0 the "
+                f"{op}: {name} must be finite and positive, got {value!r} (with {name}=0 the "
                 "chain cannot move, with NaN or inf every proposal is invalid)"
             )
         return mx.array(v, dtype=mx.float32)
@@ -138,7 +138,7 @@ def positive_scalar(value: Any, name: str, op: str, batch: tuple[int, ...] = ())
     bad = ~(np.isfinite(got) & (got > 0))
     if bad.any():
         where = "" if got.ndim == 0 else f" at chain(s) {np.flatnonzero(bad)[:10].tolist()}"
-        raise ValueError(f"{op}: {name} must be finite and > 0, got {got[bad][:5]}{where}")
+        raise ValueError(f"{op}: {name} must be finite and positive, got {got[bad][:5]}{where}")
     return arr
 
 

@@ -294,7 +294,7 @@ class ADEVPrimitive(Distribution):
 
     It samples, scores, enumerates and reparameterises exactly as the distribution it
     wraps, so it works in any generative function; inside an ADEV expectation its
-    choices are differentiated with :attr:`estimator`.
+    choices are differentiated with its ``estimator``.
     """
 
     dist: Distribution
@@ -316,6 +316,8 @@ class ADEVPrimitive(Distribution):
         self.is_enumerable = dist.is_enumerable
         self.is_discrete = dist.is_discrete
         self.event_ndim = dist.event_ndim
+        # the wrapped distribution's parameter names, so reinforce(normal)(mu=..., sigma=...)
+        self._param_specs = dist._param_specs  # type: ignore[misc]
 
     def sample(self, *args: Any, **kwargs: Any) -> mx.array:
         return self.dist.sample(*args, **kwargs)

@@ -107,7 +107,7 @@ SUPPORTS: dict[str, Any] = {
     "truncated_normal": lambda mu, sigma, low, high: (low, high),
     "pareto": lambda scale, alpha: (scale, None),
 }
-"""Support of each known continuous distribution, by name: :func:`advi` picks its
+"""Support of each known continuous distribution, by name. :func:`advi` picks its
 constraining bijection from it. Values are ``"real"``, ``"positive"``, ``"unit"`` (0, 1),
 ``"circle"`` (-pi, pi), or a function of the distribution's parameters returning
 ``(low, high)`` with ``None`` for an open end. A third-party distribution can be added

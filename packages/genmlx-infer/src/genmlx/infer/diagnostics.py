@@ -6,11 +6,17 @@ and localization: an improved R-hat for assessing convergence of MCMC", *Bayesia
 Analysis* 16(2), exactly, but is computed with ``mlx.core`` only (no NumPy, SciPy or
 ArviZ at run time).
 
-Samples are arrays of shape ``[chains, draws, *param_shape]``; every statistic is
-computed independently for each scalar parameter and returned with shape
-``param_shape``. All parameters are processed at once (no Python loop over
-parameters); Geyer's sequential truncation rule is expressed with cumulative
-minima and masks.
+Samples come as a :class:`~genmlx.infer.mh.ChainResult` (what
+:func:`~genmlx.infer.mh.chain` returns: its layout is known) or as arrays with an
+explicit ``layout``: ``"chain_draw"`` for ``[chains, draws, *param_shape]`` (ArviZ's
+``(chain, draw)`` dimensions, the layout every statistic works in), ``"draw_chain"`` for
+``[draws, chains, *param_shape]`` (how :func:`~genmlx.infer.mh.chain` records the draws
+of a batched trace) or ``"draw"`` for one chain ``[draws, *param_shape]``. An array
+without a layout is refused: both axis orders are plausible, and reading one as the
+other gives a silently wrong ESS. Every statistic is computed independently for each
+scalar parameter and returned with shape ``param_shape``. All parameters are processed
+at once (no Python loop over parameters); Geyer's sequential truncation rule is
+expressed with cumulative minima and masks.
 
 Definitions (``M`` chains of ``N`` draws after splitting each chain in half):
 
@@ -31,20 +37,26 @@ Definitions (``M`` chains of ``N`` draws after splitting each chain in half):
 Example:
     >>> import mlx.core as mx
     >>> from genmlx.infer.diagnostics import ess_bulk, rhat
-    >>> x = mx.random.normal((4, 500), key=mx.random.key(0))
-    >>> bool(ess_bulk(x) > 1000), bool(abs(rhat(x) - 1.0) < 0.05)
-    (True, True)
+    >>> x = mx.random.normal((4, 500), key=mx.random.key(0))   # 4 chains of 500 draws
+    >>> bool(ess_bulk(x, layout="chain_draw") > 1000)
+    True
+    >>> bool(abs(rhat(x, layout="chain_draw") - 1.0) < 0.05)
+    True
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, Literal, cast
 
 import mlx.core as mx
 
+from genmlx.core import format_address
+
 __all__ = [
+    "LAYOUTS",
+    "Layout",
     "SummaryTable",
     "effective_sample_size_weights",
     "ess_bulk",
@@ -52,11 +64,99 @@ __all__ = [
     "ess_tail",
     "rhat",
     "summary",
+    "to_chain_draw",
 ]
+
+Layout = Literal["chain_draw", "draw_chain", "draw"]
+#: The accepted ``layout`` values and the axes they mean.
+LAYOUTS: dict[str, str] = {
+    "chain_draw": "[chains, draws, *param_shape] (ArviZ's chain, draw)",
+    "draw_chain": "[draws, chains, *param_shape] (chain()'s samples of a batched trace)",
+    "draw": "[draws, *param_shape] (one chain)",
+}
 
 _MIN_DRAWS = 4
 # ArviZ treats a sample whose range is below float64 resolution as constant.
 _CONSTANT_RESOLUTION = 1e-15
+
+
+def _is_chain_result(x: Any) -> bool:
+    return hasattr(x, "samples") and hasattr(x, "trace") and isinstance(x.samples, Mapping)
+
+
+def _arrange(samples: Any, layout: str | None, op: str, what: str = "samples") -> mx.array:
+    """``samples`` (an array) in ``[chains, draws, ...]`` order, given its ``layout``."""
+    if layout is None:
+        raise ValueError(
+            f"{op}: {what} is a bare array of shape {tuple(mx.array(samples).shape)}, whose "
+            "axis order is ambiguous; pass the ChainResult that chain() returned, or say "
+            "layout=" + " or ".join(f"{k!r} for {v}" for k, v in LAYOUTS.items())
+        )
+    if layout not in LAYOUTS:
+        raise ValueError(f"{op}: layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+    x = samples if isinstance(samples, mx.array) else mx.array(samples)
+    need = 1 if layout == "draw" else 2
+    if x.ndim < need:
+        raise ValueError(f"{op}: layout={layout!r} means {LAYOUTS[layout]}; got shape {x.shape}")
+    if layout == "draw":
+        return x[None]
+    if layout == "draw_chain":
+        return mx.swapaxes(x, 0, 1)
+    return x
+
+
+def _chain_result_layout(result: Any) -> str:
+    return "draw_chain" if len(result.trace.batch_shape) == 1 else "draw"
+
+
+def to_chain_draw(samples: Any, layout: Layout | None = None) -> Any:
+    """Draws in ArviZ's ``[chains, draws, *param_shape]`` layout.
+
+    Args:
+        samples: a :class:`~genmlx.infer.mh.ChainResult` (its layout is known: its
+            trace's batch shape tells one chain from many), a mapping of arrays, or an
+            array.
+        layout: the layout of ``samples`` when they are arrays (see the module
+            docstring); required for arrays, not allowed for a ``ChainResult``.
+
+    Returns:
+        ``{name: array}`` for a ``ChainResult`` or a mapping; an array for an array.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> draws = mx.zeros((100, 4))            # chain()'s [draws, chains]
+        >>> to_chain_draw(draws, layout="draw_chain").shape
+        (4, 100)
+    """
+    if _is_chain_result(samples):
+        if layout is not None:
+            raise ValueError(
+                "to_chain_draw: a ChainResult knows its layout; pass no layout= with it"
+            )
+        lay = _chain_result_layout(samples)
+        return {k: _arrange(v, lay, "to_chain_draw") for k, v in samples.samples.items()}
+    if isinstance(samples, Mapping):
+        return {k: _arrange(v, layout, "to_chain_draw", f"{k!r}") for k, v in samples.items()}
+    return _arrange(samples, layout, "to_chain_draw")
+
+
+def _one_array(samples: Any, layout: str | None, op: str) -> mx.array:
+    """The ``[chains, draws, ...]`` array behind ``samples`` (one array or a ChainResult
+    recording one address)."""
+    if _is_chain_result(samples):
+        if layout is not None:
+            raise ValueError(f"{op}: a ChainResult knows its layout; pass no layout= with it")
+        if len(samples.samples) != 1:
+            raise ValueError(
+                f"{op}: the ChainResult recorded {len(samples.samples)} addresses "
+                f"{list(samples.samples)}; pass one, {op}(result.samples[address], "
+                "layout='draw_chain'), or use summary(result) for all of them"
+            )
+        (value,) = samples.samples.values()
+        return _arrange(value, _chain_result_layout(samples), op)
+    if isinstance(samples, Mapping):
+        raise TypeError(f"{op}: takes one array of draws; summary() takes a mapping of them")
+    return _arrange(samples, layout, op)
 
 
 # --------------------------------------------------------------------------------------
@@ -257,14 +357,17 @@ def _nan_result(param_shape: tuple[int, ...]) -> mx.array:
 # --------------------------------------------------------------------------------------
 
 
-def ess_bulk(samples: mx.array) -> mx.array:
+def ess_bulk(samples: Any, *, layout: Layout | None = None) -> mx.array:
     """Bulk effective sample size (rank-normalised split-chain ESS).
 
     ``ESS_bulk = ESS(z)`` where ``z`` are the rank-normalised values of the split
     chains (see the module docstring); equals ``arviz.ess(samples, method="bulk")``.
 
     Args:
-        samples: draws of shape ``[chains, draws, *param_shape]`` (``draws ≥ 4``).
+        samples: a :class:`~genmlx.infer.mh.ChainResult` recording one address, or
+            an array of draws (``draws ≥ 4``) in the given ``layout``.
+        layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
+            (required: see the module docstring).
 
     Returns:
         ESS per scalar parameter, shape ``param_shape`` (NaN where a parameter has a
@@ -273,23 +376,26 @@ def ess_bulk(samples: mx.array) -> mx.array:
     Example:
         >>> import mlx.core as mx
         >>> x = mx.random.normal((4, 1000, 2), key=mx.random.key(1))
-        >>> ess_bulk(x).shape
+        >>> ess_bulk(x, layout="chain_draw").shape
         (2,)
     """
-    x, param_shape = _as_3d(samples)
+    x, param_shape = _as_3d(_one_array(samples, layout, "ess_bulk"))
     if x.shape[1] < _MIN_DRAWS:
         return _nan_result(param_shape)
     return _finish(_ess_core(_z_scale(_split_chains(x))), x, param_shape)
 
 
-def ess_mean(samples: mx.array) -> mx.array:
+def ess_mean(samples: Any, *, layout: Layout | None = None) -> mx.array:
     """Effective sample size for the mean (split-chain ESS of the raw values).
 
     Equals ``arviz.ess(samples, method="mean")``: ``ESS(split(x))`` without rank
     normalisation.
 
     Args:
-        samples: draws of shape ``[chains, draws, *param_shape]`` (``draws ≥ 4``).
+        samples: a :class:`~genmlx.infer.mh.ChainResult` recording one address, or
+            an array of draws (``draws ≥ 4``) in the given ``layout``.
+        layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
+            (required: see the module docstring).
 
     Returns:
         ESS per scalar parameter, shape ``param_shape``.
@@ -297,16 +403,16 @@ def ess_mean(samples: mx.array) -> mx.array:
     Example:
         >>> import mlx.core as mx
         >>> x = mx.random.normal((4, 1000), key=mx.random.key(2))
-        >>> bool(ess_mean(x) > 2000)
+        >>> bool(ess_mean(x, layout="chain_draw") > 2000)
         True
     """
-    x, param_shape = _as_3d(samples)
+    x, param_shape = _as_3d(_one_array(samples, layout, "ess_mean"))
     if x.shape[1] < _MIN_DRAWS:
         return _nan_result(param_shape)
     return _finish(_ess_core(_split_chains(x)), x, param_shape)
 
 
-def ess_tail(samples: mx.array, prob: float = 0.1) -> mx.array:
+def ess_tail(samples: Any, prob: float = 0.1, *, layout: Layout | None = None) -> mx.array:
     """Tail effective sample size.
 
     ``min(ESS(I(x ≤ q_{prob/2})), ESS(I(x ≤ q_{1−prob/2})))`` with the indicators
@@ -316,8 +422,11 @@ def ess_tail(samples: mx.array, prob: float = 0.1) -> mx.array:
     tail probability, so ArviZ's ``prob=p`` corresponds to ``prob=2p`` here).
 
     Args:
-        samples: draws of shape ``[chains, draws, *param_shape]`` (``draws ≥ 4``).
+        samples: a :class:`~genmlx.infer.mh.ChainResult` recording one address, or
+            an array of draws (``draws ≥ 4``) in the given ``layout``.
         prob: total probability in the two tails, in ``(0, 1)``.
+        layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
+            (required: see the module docstring).
 
     Returns:
         ESS per scalar parameter, shape ``param_shape``.
@@ -325,12 +434,12 @@ def ess_tail(samples: mx.array, prob: float = 0.1) -> mx.array:
     Example:
         >>> import mlx.core as mx
         >>> x = mx.random.normal((4, 1000), key=mx.random.key(3))
-        >>> bool(ess_tail(x) > 1000)
+        >>> bool(ess_tail(x, layout="chain_draw") > 1000)
         True
     """
     if not 0.0 < prob < 1.0:
         raise ValueError(f"prob must lie in (0, 1); got {prob}")
-    x, param_shape = _as_3d(samples)
+    x, param_shape = _as_3d(_one_array(samples, layout, "ess_tail"))
     if x.shape[1] < _MIN_DRAWS:
         return _nan_result(param_shape)
     srt = _sorted_pooled(x)
@@ -345,7 +454,7 @@ def ess_tail(samples: mx.array, prob: float = 0.1) -> mx.array:
     return _finish(out, x, param_shape)
 
 
-def rhat(samples: mx.array) -> mx.array:
+def rhat(samples: Any, *, layout: Layout | None = None) -> mx.array:
     """Rank-normalised split R-hat (Vehtari et al. 2021).
 
     ``max(R̂(z(split(x))), R̂(z(|split(x) − median(split(x))|)))`` with ``z`` the rank
@@ -354,8 +463,10 @@ def rhat(samples: mx.array) -> mx.array:
     chains have not mixed.
 
     Args:
-        samples: draws of shape ``[chains, draws, *param_shape]`` (``chains ≥ 2``,
-            ``draws ≥ 4``).
+        samples: a :class:`~genmlx.infer.mh.ChainResult` recording one address, or
+            an array of draws (``chains ≥ 2``, ``draws ≥ 4``) in the given ``layout``.
+        layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
+            (required: see the module docstring).
 
     Returns:
         R-hat per scalar parameter, shape ``param_shape`` (NaN for fewer than 2 chains
@@ -364,10 +475,10 @@ def rhat(samples: mx.array) -> mx.array:
     Example:
         >>> import mlx.core as mx
         >>> x = mx.random.normal((4, 1000), key=mx.random.key(4))
-        >>> bool(rhat(x + mx.array([[0.0], [0.0], [0.0], [3.0]])) > 1.1)
+        >>> bool(rhat(x + mx.array([[0.0], [0.0], [0.0], [3.0]]), layout="chain_draw") > 1.1)
         True
     """
-    x, param_shape = _as_3d(samples)
+    x, param_shape = _as_3d(_one_array(samples, layout, "rhat"))
     if x.shape[0] < 2 or x.shape[1] < _MIN_DRAWS:
         return _nan_result(param_shape)
     split = _split_chains(x)
@@ -429,7 +540,7 @@ class SummaryTable(dict[str, dict[str, float]]):
         return self.to_string()
 
 
-def summary(samples_by_name: Mapping[str, mx.array]) -> SummaryTable:
+def summary(samples: Any, *, layout: Layout | None = None) -> SummaryTable:
     """Posterior summary table in the style of ``arviz.summary``.
 
     For every scalar parameter: mean, standard deviation (``ddof=1``), the 5%, 50% and
@@ -437,7 +548,12 @@ def summary(samples_by_name: Mapping[str, mx.array]) -> SummaryTable:
     :func:`rhat` (``r_hat`` is NaN for a single chain).
 
     Args:
-        samples_by_name: ``{name: array of shape [chains, draws, *param_shape]}``.
+        samples: the :class:`~genmlx.infer.mh.ChainResult` of
+            :func:`~genmlx.infer.mh.chain` (every recorded address), or
+            ``{name: array}`` with the arrays' ``layout``.
+        layout: for a mapping of arrays, ``"chain_draw"`` (``[chains, draws, ...]``),
+            ``"draw_chain"`` (``[draws, chains, ...]``, as ``chain()`` records) or
+            ``"draw"`` (one chain); required there, not allowed with a ``ChainResult``.
 
     Returns:
         A :class:`SummaryTable` (a ``dict`` of per-parameter ``dict`` rows; ``print``
@@ -446,14 +562,26 @@ def summary(samples_by_name: Mapping[str, mx.array]) -> SummaryTable:
     Example:
         >>> import mlx.core as mx
         >>> x = mx.random.normal((4, 500, 2), key=mx.random.key(5))
-        >>> table = summary({"theta": x})
+        >>> table = summary({"theta": x}, layout="chain_draw")
         >>> sorted(table)
         ['theta[0]', 'theta[1]']
         >>> abs(table["theta[0]"]["mean"]) < 0.1
         True
     """
+    if _is_chain_result(samples):
+        arranged = to_chain_draw(samples, layout)
+    elif isinstance(samples, Mapping):
+        arranged = {
+            k: _arrange(v, layout, "summary", f"the value of {k!r}") for k, v in samples.items()
+        }
+    else:
+        raise TypeError(
+            "summary: takes the ChainResult of chain() or {name: array} with layout=; got "
+            f"{type(samples).__name__} (for one array: summary({{'x': draws}}, layout=...))"
+        )
     table = SummaryTable()
-    for name, value in samples_by_name.items():
+    for name, value in arranged.items():
+        name = name if isinstance(name, str) else format_address(name)
         x, param_shape = _as_3d(value)
         flat = x.reshape(-1, x.shape[2])
         srt = mx.sort(flat, axis=0)
@@ -463,9 +591,9 @@ def summary(samples_by_name: Mapping[str, mx.array]) -> SummaryTable:
             "q5": _type7_quantile(srt, 0.05),
             "q50": _type7_quantile(srt, 0.5),
             "q95": _type7_quantile(srt, 0.95),
-            "ess_bulk": ess_bulk(x).reshape(-1),
-            "ess_tail": ess_tail(x).reshape(-1),
-            "r_hat": rhat(x).reshape(-1),
+            "ess_bulk": ess_bulk(x, layout="chain_draw").reshape(-1),
+            "ess_tail": ess_tail(x, layout="chain_draw").reshape(-1),
+            "r_hat": rhat(x, layout="chain_draw").reshape(-1),
         }
         mx.eval(cols)
         values: dict[str, list[float]] = {c: cast(list[float], v.tolist()) for c, v in cols.items()}

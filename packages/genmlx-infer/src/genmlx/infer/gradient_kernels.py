@@ -6,7 +6,7 @@ flattened into one vector ``x`` per chain (shape ``batch_shape + (d,)``); the ta
 choices held fixed, evaluated through ``trace.gen_fn.assess`` and differentiated with
 ``mx.grad``. For a batched trace the chains' log densities are independent, so the
 gradient of their *sum* is the per-chain gradient; every chain is accepted or rejected
-on its own with :func:`genmlx.infer._traces.accept_reject`.
+on its own with ``accept_reject`` (``genmlx.infer._traces``).
 
 The trace is moved with ``gen_fn.update(trace, new_values)``, whose weight is
 ``log π(x') - log π(x)``. The kernels contain no ``.item()``/``bool(array)`` on their
@@ -33,18 +33,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap
-from genmlx.core.random import Key
+from genmlx.core.compile import tracing_mode
+from genmlx.core.random import resolve_key
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 from genmlx.infer import _checks as checks
-from genmlx.infer._traces import accept_reject
+from genmlx.infer.integrators import Metric, leapfrog
+from genmlx.infer.targets import target
 
 __all__ = ["hmc", "mala", "map_optimize"]
 
@@ -123,30 +125,84 @@ def _move(trace: Trace, flat: _Flat, x_new: mx.array) -> tuple[Trace, mx.array]:
     return res.trace, res.weight
 
 
+def _validate(step_size: Any, op: str, n_leapfrog: int | None = None) -> None:
+    if runtime.in_transform():
+        return
+    a = mx.array(step_size, dtype=mx.float32)
+    if not bool(mx.all(mx.logical_and(mx.isfinite(a), a > 0)).item()):
+        raise ValueError(f"{op}: step_size must be finite and positive, got {step_size!r}")
+    if n_leapfrog is not None and (
+        not isinstance(n_leapfrog, int) or isinstance(n_leapfrog, bool) or n_leapfrog < 1
+    ):
+        raise ValueError(f"{op}: n_leapfrog must be an int of at least 1, got {n_leapfrog!r}")
+
+
+_PROGRAMS: dict[Any, Any] = {}
+
+
+def _program(key: Any, build: Callable[[], Callable[..., Any]], compiled: bool) -> Callable[..., Any]:
+    """A kernel step, compiled once per target function and static configuration."""
+    if not compiled or runtime.in_transform():
+        return build()
+    fn = _PROGRAMS.get(key)
+    if fn is None or fn[0] is not key[1]:
+        if len(_PROGRAMS) > 256:
+            _PROGRAMS.clear()
+        cfn = mx.compile(build())
+        first = [True]
+
+        def call(*a: Any) -> Any:
+            if first[0]:
+                first[0] = False
+                with tracing_mode():
+                    return cfn(*a)
+            return cfn(*a)
+
+        fn = _PROGRAMS[key] = (key[1], call)
+    return fn[1]
+
+
+def _mala_step(vg: Callable[..., Any]) -> Callable[..., Any]:
+    def step(key: mx.array, y: mx.array, eps: mx.array, inputs: tuple[mx.array, ...]) -> Any:
+        k_noise, k_acc = mx.random.split(key)
+        e = eps[..., None] if eps.ndim else eps
+        ld, g = vg(y, *inputs)
+        y_new = y + 0.5 * e * e * g + e * mx.random.normal(y.shape, key=k_noise)
+        ld_new, g_new = vg(y_new, *inputs)
+        fwd = mx.sum(mx.square(y_new - y - 0.5 * e * e * g), axis=-1)
+        bwd = mx.sum(mx.square(y - y_new - 0.5 * e * e * g_new), axis=-1)
+        ee = eps * eps
+        log_alpha = ld_new - ld + (fwd - bwd) / (2.0 * ee)
+        u = mx.random.uniform(shape=log_alpha.shape, key=k_acc)
+        acc = mx.log(u) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
+        return mx.where(acc[:, None], y_new, y), acc
+
+    return step
+
+
 def mala(
-    trace: Trace, selection: Selection, *, step_size: float, key: Key = None
+    trace: Trace, selection: Selection, *, step_size: float = 0.1, key: Any = None
 ) -> tuple[Trace, mx.array]:
     """Metropolis-adjusted Langevin step on the selected continuous choices.
 
     Proposal ``x' = x + (ε²/2) ∇log π(x) + ε ξ`` with ``ξ ~ N(0, I)``, i.e.
-    ``q(x' | x) = N(x'; x + (ε²/2)∇log π(x), ε² I)``. Acceptance log ratio
-
-    ``log α = log π(x') - log π(x) + log q(x | x') - log q(x' | x)``
-
-    where the first difference is the ``update`` weight and the proposal densities are
-    those of the asymmetric Langevin proposal.
+    ``q(x' | x) = N(x'; x + (ε²/2)∇log π(x), ε² I)``, accepted with probability
+    ``min(1, π(x') q(x | x') / (π(x) q(x' | x)))``. On a static model ``x`` is the
+    unconstrained vector of the selected choices and ``π`` includes the log-Jacobian
+    (see :mod:`genmlx.infer.targets`); the step is one compiled program.
 
     Args:
         trace: a single or batched trace (batched: one chain per particle).
         selection: the continuous choices to move.
-        step_size: ``ε > 0``.
-        key: PRNG key.
+        step_size: ``ε > 0`` (a scalar or one per chain).
+        key: PRNG key (``None``: a fresh one).
 
     Returns:
         ``(new_trace, accepted)``; ``accepted`` has the trace's batch shape.
 
     Raises:
         TypeError: a selected choice is not floating point.
+        ValueError: ``step_size`` is not finite and positive.
 
     Example:
         >>> import mlx.core as mx
@@ -162,30 +218,47 @@ def mala(
     """
     checks.trace(trace, "mala")
     checks.selection(selection, "mala")
-    k_noise, k_acc = mx.random.split(checks.key(key, "mala"))
-    flat = _flatten_selected(trace, selection, "mala")
-    logp = _logp_fn(trace, flat)
-    eps = checks.positive_scalar(step_size, "step_size", "mala", flat.batch)
-    e = eps[..., None] if eps.ndim else eps  # per chain: broadcast over the d coordinates
-    x = flat.x
-    _, g = _value_and_grad(logp, x)
-    xi = mx.random.normal(shape=x.shape, key=k_noise)
-    x_new = x + 0.5 * e * e * g + e * xi
-    new_trace, w = _move(trace, flat, x_new)
-    _, g_new = _value_and_grad(logp, x_new)
-    fwd = mx.sum(mx.square(x_new - x - 0.5 * e * e * g), axis=-1)
-    bwd = mx.sum(mx.square(x - x_new - 0.5 * e * e * g_new), axis=-1)
-    log_alpha = w + (fwd - bwd) / (2.0 * eps * eps)
-    return accept_reject(k_acc, log_alpha, new_trace, trace)
+    eps_checked = checks.positive_scalar(step_size, "step_size", "mala", tuple(trace.batch_shape))
+    _validate(eps_checked, "mala")
+    key = checks.key(key, "mala")
+    t = target(trace, selection, "mala")
+    c = t.position.shape[0]
+    eps = mx.broadcast_to(eps_checked, (c,))
+    fn = _program(("mala", t.vg), lambda: _mala_step(t.vg), t.compiled)
+    y_new, acc = fn(key, t.position, eps, t.inputs)
+    new = t.to_trace(y_new, acc)
+    return new, (acc if t.batched else acc[0])
+
+
+def _hmc_step(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Callable[..., Any]:
+    def step(
+        key: mx.array,
+        y: mx.array,
+        eps: mx.array,
+        marr: tuple[mx.array, ...],
+        inputs: tuple[mx.array, ...],
+    ) -> Any:
+        k_mom, k_acc = mx.random.split(key)
+        p0 = metric.momentum(mx.random.normal(y.shape, key=k_mom), marr)
+        ld0, g = vg(y, *inputs)
+        x, p, ld = y, p0, ld0
+        for _ in range(n_leapfrog):
+            x, p, ld, g = leapfrog(vg, inputs, metric, marr, x, p, g, eps)
+        log_alpha = ld - ld0 - metric.kinetic(p, marr) + metric.kinetic(p0, marr)
+        u = mx.random.uniform(shape=log_alpha.shape, key=k_acc)
+        acc = mx.log(u) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
+        return mx.where(acc[:, None], x, y), acc
+
+    return step
 
 
 def hmc(
     trace: Trace,
     selection: Selection,
     *,
-    step_size: float,
-    n_leapfrog: int,
-    key: Key = None,
+    step_size: float = 0.1,
+    n_leapfrog: int = 10,
+    key: Any = None,
     mass: mx.array | None = None,
 ) -> tuple[Trace, mx.array]:
     """Hamiltonian Monte Carlo step on the selected continuous choices.
@@ -195,25 +268,29 @@ def hmc(
 
         p ← p + (ε/2) ∇log π(x);  x ← x + ε M⁻¹ p;  p ← p + (ε/2) ∇log π(x)
 
-    then ``log α = log π(x') - log π(x) - K(p') + K(p)`` (the first difference is the
-    ``update`` weight).
+    then ``log α = log π(x') - log π(x) - K(p') + K(p)``. The defaults are Gen.jl's
+    (``L = 10``, ``ε = 0.1``). On a static model ``x`` is the unconstrained vector of
+    the selected choices and ``π`` includes the log-Jacobian; the whole step is one
+    compiled program.
 
     Args:
         trace: a single or batched trace.
         selection: the continuous choices to move (flattened, in choice-map order, into
             a vector of length ``d``).
-        step_size: ``ε > 0``.
-        n_leapfrog: number of leapfrog steps ``L ≥ 1``.
-        key: PRNG key.
-        mass: ``None`` (identity), a vector ``[d]`` (diagonal mass) or a positive
-            definite matrix ``[d, d]`` (dense mass).
+        step_size: ``ε > 0`` (default 0.1, Gen.jl's ``eps``; a scalar or one per chain).
+        n_leapfrog: number of leapfrog steps ``L ≥ 1`` (default 10, Gen.jl's ``L``).
+        key: PRNG key (``None``: a fresh one).
+        mass: ``None`` (identity), a vector ``[d]`` (diagonal mass) or a symmetric
+            positive definite matrix ``[d, d]`` (dense mass); per chain with a leading
+            chain axis.
 
     Returns:
         ``(new_trace, accepted)``.
 
     Raises:
         TypeError: a selected choice is not floating point.
-        ValueError: ``mass`` has the wrong shape or ``n_leapfrog < 1``.
+        ValueError: ``mass`` has the wrong shape or is not positive definite,
+            ``n_leapfrog < 1``, or ``step_size`` is not finite and positive.
 
     Example:
         >>> import mlx.core as mx
@@ -230,59 +307,25 @@ def hmc(
     """
     checks.trace(trace, "hmc")
     checks.selection(selection, "hmc")
-    checks.count(n_leapfrog, "n_leapfrog", "hmc")
-    k_mom, k_acc = mx.random.split(checks.key(key, "hmc"))
-    flat = _flatten_selected(trace, selection, "hmc")
-    d = flat.x.shape[-1]
-    mass = checks.mass_matrix(mass, d, "hmc")
-    logp = _logp_fn(trace, flat)
-    eps = checks.positive_scalar(step_size, "step_size", "hmc", flat.batch)
-    if eps.ndim:
-        eps = eps[..., None]
-    z = mx.random.normal(shape=flat.x.shape, key=k_mom)
-
-    if mass is None:
-        p0 = z
-
-        def minv(p: mx.array) -> mx.array:
-            return p
-
-    else:
-        m = mx.array(mass).astype(mx.float32)
-        if m.shape == (d,):
-            p0 = mx.sqrt(m) * z
-            inv_m = 1.0 / m
-
-            def minv(p: mx.array) -> mx.array:
-                return p * inv_m
-
-        elif m.shape == (d, d):
-            chol = mx.linalg.cholesky(m, stream=mx.cpu)
-            inv_full = mx.linalg.inv(m, stream=mx.cpu)
-            p0 = z @ chol.T
-
-            def minv(p: mx.array) -> mx.array:
-                return p @ inv_full.T
-
-        else:
-            raise ValueError(
-                f"hmc: mass must be a vector of shape ({d},) or a matrix of shape "
-                f"({d}, {d}) for the {d} selected dimensions; got shape {m.shape}"
-            )
-
-    def kinetic(p: mx.array) -> mx.array:
-        return 0.5 * mx.sum(p * minv(p), axis=-1)
-
-    x = flat.x
-    _, g = _value_and_grad(logp, x)
-    p = p0 + 0.5 * eps * g
-    for i in range(n_leapfrog):
-        x = x + eps * minv(p)
-        _, g = _value_and_grad(logp, x)
-        p = p + (eps if i < n_leapfrog - 1 else 0.5 * eps) * g
-    new_trace, w = _move(trace, flat, x)
-    log_alpha = w - kinetic(p) + kinetic(p0)
-    return accept_reject(k_acc, log_alpha, new_trace, trace)
+    eps_checked = checks.positive_scalar(step_size, "step_size", "hmc", tuple(trace.batch_shape))
+    _validate(eps_checked, "hmc", n_leapfrog)
+    if not isinstance(n_leapfrog, int) or n_leapfrog < 1:
+        raise ValueError(f"hmc: n_leapfrog must be at least 1, got {n_leapfrog}")
+    key = checks.key(key, "hmc")
+    t = target(trace, selection, "hmc")
+    c = t.position.shape[0]
+    metric = Metric.create(
+        mass, t.dim, "hmc", n_chains=c if t.batched else None, validate=not runtime.in_transform()
+    )
+    eps = mx.broadcast_to(eps_checked, (c,))
+    fn = _program(
+        ("hmc", t.vg, metric.kind, n_leapfrog),
+        lambda: _hmc_step(t.vg, metric, n_leapfrog),
+        t.compiled,
+    )
+    y_new, acc = fn(key, t.position, eps, tuple(metric.arrays), t.inputs)
+    new = t.to_trace(y_new, acc)
+    return new, (acc if t.batched else acc[0])
 
 
 def map_optimize(

@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 Kernel = Callable[..., tuple[Trace, mx.array]]
-"""A kernel: ``kernel(trace, *, key) -> (new_trace, accepted)``."""
+"""The type of a kernel, ``kernel(trace, *, key) -> (new_trace, accepted)``."""
 
 _Pairs = list[tuple[Path, mx.array]]
 

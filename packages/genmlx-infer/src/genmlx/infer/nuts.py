@@ -1,47 +1,29 @@
-"""The No-U-Turn sampler (NUTS) with multinomial trajectory sampling, and its warm-up.
+"""The No-U-Turn sampler (NUTS, multinomial, dynamic termination) and its warm-up.
 
-:func:`nuts` is Stan's / NumPyro's NUTS (Hoffman & Gelman 2014; Betancourt 2017,
-"A Conceptual Introduction to Hamiltonian Monte Carlo", §A.3–A.4) on the *selected
-continuous choices* of a trace, flattened into one vector ``x`` per chain exactly as in
-:mod:`genmlx.infer.gradient_kernels` (whose private helpers ``_flatten_selected``,
-``_logp_fn``, ``_value_and_grad`` and ``_move`` are reused here).
+:func:`nuts` / :func:`nuts_info` are Stan's and NumPyro's NUTS (Hoffman & Gelman 2014;
+Betancourt 2017, §A.3–A.4) on the *selected continuous choices* of a trace — single, or
+batched for many independent chains. The trajectory doubles in random directions until
+it makes a U-turn (the generalised criterion with Stan's extra checks across subtree
+boundaries) or diverges, and the next state is drawn from it with probabilities
+``∝ exp(−H)`` (biased progressive sampling between subtrees, uniform within). The
+engine (:mod:`genmlx.infer.nuts_tree`) stops each transition as soon as every chain
+has stopped, so the default ``max_depth=10`` (Stan's and NumPyro's) costs only what the
+posterior needs.
 
-Algorithm (per chain). With ``H(x, p) = -log π(x) + ½ pᵀM⁻¹p`` and
-``p ~ N(0, M)``, the trajectory starts as the single point ``(x₀, p₀)`` with energy
-``H₀``. For ``j = 0, 1, …, max_depth-1`` a direction ``v = ±1`` is drawn and a
-subtree of ``2ʲ`` leapfrog steps of size ``v·ε`` is integrated from the matching end
-of the trajectory. Every state ``z`` gets the weight ``w(z) = exp(H₀ - H(z))``:
+On a **static** model (:func:`genmlx.core.analyze`) the selected choices are moved in
+unconstrained space — each mapped from its domain by its bijector, the log-Jacobian
+included — and the log density is the compiled tier's (:func:`genmlx.core.logdensity`),
+so no trace or handler runs inside a leapfrog step; a positive or bounded choice can
+never leave its support. A dynamic model runs on the interpreter in the choices' own
+space, as before.
 
-* **within a subtree** the proposal is drawn progressively ∝ ``w`` (leaf ``i``
-  replaces it with probability ``w_i / Σ_{k≤i} w_k``), which is the uniform
-  (unbiased) multinomial merge of Stan's recursion;
-* **between the old trajectory and a new subtree** the *biased* progressive rule
-  takes the subtree's proposal with probability ``min(1, W_subtree / W_old)``.
+Under a transformation (inside :func:`genmlx.core.compile`, ``mx.vmap`` or
+``mx.grad``), where no value can be read to stop early, the kernel integrates the full
+``2^max_depth − 1`` steps with finished chains masked (choose a small ``max_depth``
+there).
 
-A subtree is invalid (and the chain stops without using it) when a leapfrog step
-diverges (``H - H₀ > 1000`` or NaN) or when any of its balanced sub-subtrees makes a
-U-turn. The generalised criterion on a tree with momentum sum ``ρ = Σ p`` and
-velocities ``p♯ = M⁻¹p`` at its two ends is ``p♯₋·ρ > 0 ∧ p♯₊·ρ > 0``; each merge of
-a left block ``L`` and right block ``R`` checks it on ``L ∪ R`` and, as in Stan ≥ 2.24,
-on the two "extended" pairs ``(L, first leaf of R)`` and ``(last leaf of L, R)``. After
-a valid subtree is merged the whole trajectory is checked the same way; a U-turn stops
-the chain (keeping the proposal).
-
-Vectorisation. The tree is built *iteratively*: a Python loop over the
-``2^max_depth - 1`` possible leapfrog steps (fixed, static), with per-chain masks
-(``running``: the trajectory still grows; ``sub_valid``: the current subtree has not
-diverged or U-turned). A stopped chain's state is frozen by ``mx.where``. The U-turn
-checks of the balanced binary tree use a stack of one stored block per level; which
-blocks merge after leaf ``i`` depends only on the bits of the static index ``i``. So
-there is no Python branch on array values and a K-step chain can be wrapped in
-:func:`genmlx.core.compile`. The price is that every call integrates all
-``2^max_depth - 1`` steps even when every chain has stopped early (their results are
-masked out): choose ``max_depth`` for the target (e.g. 4–6 for well-conditioned
-problems after warm-up).
-
-Batched traces are many independent chains: all chains share one batched ``assess``
-per leapfrog step. ``step_size`` may be a scalar or have the trace's batch shape (one
-step size per chain); ``mass`` is shared by all chains.
+:func:`nuts_warmup` adapts the step size (dual averaging) and a diagonal or dense mass
+matrix (Stan's windows), per chain or pooled (:mod:`genmlx.infer.adaptation`).
 
 Example:
     >>> import mlx.core as mx
@@ -53,7 +35,7 @@ Example:
     ...     mu = normal(0.0, 1.0) @ "mu"
     ...     normal(mu, 1.0) @ "y"
     >>> tr, _ = model.vgenerate((), choicemap({"y": 1.0}), 100, key=mx.random.key(0))
-    >>> tr2, acc = nuts(tr, select("mu"), key=mx.random.key(1), step_size=0.5, max_depth=4)
+    >>> tr2, acc = nuts(tr, select("mu"), key=mx.random.key(1), step_size=0.5)
     >>> tr2["mu"].shape, bool(mx.all(acc))
     ((100,), True)
 """
@@ -62,41 +44,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import mlx.core as mx
 
-from genmlx.core.random import Key
+from genmlx.core import runtime
+from genmlx.core.random import resolve_key
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 from genmlx.infer import _checks as checks
-from genmlx.infer.gradient_kernels import (
-    _flatten_selected,
-    _logp_fn,
-    _move,
-    _value_and_grad,
-)
+from genmlx.infer.adaptation import DualAveraging, estimate_mass, find_step_size, windows
+from genmlx.infer.integrators import Metric, leapfrog
+from genmlx.infer.nuts_tree import NUTSState, NutsInfo, nuts_transition
+from genmlx.infer.targets import Target, target
 
-__all__ = ["NutsInfo", "NutsWarmup", "nuts", "nuts_info", "nuts_warmup"]
+__all__ = [
+    "NUTSState",
+    "NutsInfo",
+    "NutsWarmup",
+    "nuts",
+    "nuts_info",
+    "nuts_warmup",
+    "nuts_warmup_state",
+]
 
-MAX_DELTA_H = 1000.0
-
-
-class NutsInfo(NamedTuple):
-    """Per-chain statistics of one NUTS transition (arrays of the trace's batch shape).
-
-    Attributes:
-        accept_prob: mean over the integrated states of ``min(1, exp(H₀ - H))``
-            (Stan's ``accept_stat__``; the statistic dual averaging targets).
-        n_leapfrog: number of leapfrog steps the chain used (Stan's ``n_leapfrog__``).
-        depth: number of trajectory doublings attempted (Stan's ``treedepth__``).
-        diverging: whether the last subtree diverged (``H - H₀ > 1000``).
-    """
-
-    accept_prob: mx.array
-    n_leapfrog: mx.array
-    depth: mx.array
-    diverging: mx.array
 
 
 class NutsWarmup(NamedTuple):
@@ -107,77 +78,26 @@ class NutsWarmup(NamedTuple):
     trace: Trace
 
 
-class _Block(NamedTuple):
-    """A balanced block of consecutive leaves, in integration order."""
-
-    rho: mx.array  # Σ p over the block
-    p_first: mx.array
-    ps_first: mx.array  # M⁻¹ p at the first leaf
-    p_last: mx.array
-    ps_last: mx.array
-
-
-def _dot(a: mx.array, b: mx.array) -> mx.array:
-    return mx.sum(a * b, axis=-1)
-
-
-def _criterion(ps_a: mx.array, ps_b: mx.array, rho: mx.array) -> mx.array:
-    """Generalised no-U-turn criterion: ``True`` while the block keeps going."""
-    return mx.logical_and(_dot(ps_a, rho) > 0, _dot(ps_b, rho) > 0)
-
-
-def _merge(left: _Block, right: _Block) -> tuple[_Block, mx.array]:
-    """Merge two adjacent blocks; ``(block, no_u_turn)`` with Stan's three checks."""
-    rho = left.rho + right.rho
-    ok = _criterion(left.ps_first, right.ps_last, rho)
-    ok = mx.logical_and(ok, _criterion(left.ps_first, right.ps_first, left.rho + right.p_first))
-    ok = mx.logical_and(ok, _criterion(left.ps_last, right.ps_last, right.rho + left.p_last))
-    return _Block(rho, left.p_first, left.ps_first, right.p_last, right.ps_last), ok
-
-
-def _where_block(mask: mx.array, a: _Block, b: _Block) -> _Block:
-    m = mask[..., None]
-    return _Block(*(mx.where(m, u, w) for u, w in zip(a, b)))
-
-
-def _reverse(b: _Block) -> _Block:
-    """The same block with first/last swapped (integration order → physical order)."""
-    return _Block(b.rho, b.p_last, b.ps_last, b.p_first, b.ps_first)
-
-
-def _mass_ops(
-    mass: mx.array | None, d: int, op: str
-) -> tuple[Callable[[mx.array], mx.array], Callable[[mx.array], mx.array]]:
-    """``(z ↦ p = M^{1/2} z, p ↦ M⁻¹ p)`` for identity, diagonal or dense ``M``."""
-    if mass is None:
-        return (lambda z: z), (lambda p: p)
-    m = mx.array(mass).astype(mx.float32)
-    if m.shape == (d,):
-        sqrt_m, inv_m = mx.sqrt(m), 1.0 / m
-        return (lambda z: sqrt_m * z), (lambda p: p * inv_m)
-    if m.shape == (d, d):
-        chol = mx.linalg.cholesky(m, stream=mx.cpu)
-        inv_full = mx.linalg.inv(m, stream=mx.cpu)
-        return (lambda z: z @ chol.T), (lambda p: p @ inv_full.T)
-    raise ValueError(
-        f"{op}: mass must be a vector of shape ({d},) or a matrix of shape ({d}, {d}) "
-        f"for the {d} selected dimensions; got shape {m.shape}"
-    )
+def _check_step(step_size: Any, op: str) -> None:
+    a = mx.array(step_size, dtype=mx.float32)
+    if not bool(mx.all(mx.logical_and(mx.isfinite(a), a > 0)).item()):
+        raise ValueError(f"{op}: step_size must be finite and positive, got {step_size!r}")
 
 
 def nuts_info(
     trace: Trace,
     selection: Selection,
     *,
-    key: Key = None,
+    key: Any = None,
     step_size: float | mx.array = 0.1,
-    max_depth: int = 8,
+    max_depth: int = 10,
     mass: mx.array | None = None,
 ) -> tuple[Trace, NutsInfo]:
     """One NUTS transition, returning per-chain statistics; see :func:`nuts`.
 
     Returns:
-        ``(new_trace, info)`` with ``info`` a :class:`NutsInfo`.
+        ``(new_trace, info)`` with ``info`` a :class:`NutsInfo` (``accept_prob``,
+        ``n_leapfrog``, ``depth``, ``diverging``; ``info.accepted`` is all ``True``).
 
     Example:
         >>> import mlx.core as mx
@@ -187,160 +107,88 @@ def nuts_info(
         ... def m():
         ...     normal(0.0, 1.0) @ "x"
         >>> tr = m.vsimulate((), 10, key=mx.random.key(0))
-        >>> tr2, info = nuts_info(tr, select("x"), key=mx.random.key(1), step_size=0.5,
-        ...                       max_depth=4)
+        >>> tr2, info = nuts_info(tr, select("x"), key=mx.random.key(1), step_size=0.5)
         >>> info.accept_prob.shape
         (10,)
     """
     checks.trace(trace, "nuts")
     checks.selection(selection, "nuts")
-    checks.count(max_depth, "max_depth", "nuts")
+    if not isinstance(max_depth, int) or max_depth < 1:
+        raise ValueError(f"nuts: max_depth must be an int of at least 1, got {max_depth!r}")
+    # an invalid array step size under a transform becomes NaN: every state is rejected
+    step_size = checks.positive_scalar(step_size, "step_size", "nuts", tuple(trace.batch_shape))
+    eager = not runtime.in_transform()
+    if eager:
+        _check_step(step_size, "nuts")
     key = checks.key(key, "nuts")
-    flat = _flatten_selected(trace, selection, "nuts")
-    batch = flat.batch
-    d = flat.x.shape[-1]
-    mass = checks.mass_matrix(mass, d, "nuts")
-    step_size = checks.positive_scalar(step_size, "step_size", "nuts", batch)
-    logp = _logp_fn(trace, flat)
-    root_m, minv = _mass_ops(mass, d, "nuts")
+    t = target(trace, selection, "nuts")
+    c = t.position.shape[0]
+    metric = Metric.create(
+        mass, t.dim, "nuts", n_chains=c if t.batched else None, validate=eager
+    )
+    compiled = t.compiled and eager
+    ld, g = _vg_compiled(t)(t.position, *t.inputs) if compiled else t.vg(t.position, *t.inputs)
+    state = NUTSState(t.position, ld, g)
+    eps = mx.array(step_size, dtype=mx.float32)
+    if not t.batched and eps.ndim:
+        eps = eps.reshape(-1)
+    new, info = nuts_transition(
+        state, t.vg, t.inputs, key=key, step_size=eps, metric=metric, max_depth=max_depth,
+        compiled=compiled, dynamic=eager,
+    )
+    moved = mx.any(new.position != t.position, axis=-1)
+    tr = t.to_trace(new.position, moved)
+    if not t.batched:
+        info = NutsInfo(*(a[0] for a in info))
+    return tr, info
 
-    k_mom, k_dir, k_leaf, k_merge = mx.random.split(key, 4)
-    n_leaves = 2**max_depth - 1
-    p0 = root_m(mx.random.normal(shape=flat.x.shape, key=k_mom))
-    dirs = mx.random.bernoulli(shape=(max_depth, *batch), key=k_dir)
-    u_leaf = mx.random.uniform(shape=(n_leaves, *batch), key=k_leaf)
-    u_merge = mx.random.uniform(shape=(max_depth, *batch), key=k_merge)
 
-    eps = mx.broadcast_to(mx.array(step_size, dtype=mx.float32), batch)
+_VG: dict[int, Any] = {}
 
-    def kinetic(p: mx.array) -> mx.array:
-        return 0.5 * _dot(p, minv(p))
 
-    x0 = flat.x
-    ld0, g0 = _value_and_grad(logp, x0)
-    h0 = -ld0 + kinetic(p0)
-    ps0 = minv(p0)
-
-    # physical ends of the trajectory: (x, p, grad)
-    xl, pl, gl = x0, p0, g0
-    xr, pr, gr = x0, p0, g0
-    tree = _Block(p0, p0, ps0, p0, ps0)  # physical order: first = leftmost
-    x_prop = x0
-    lsw_tree = mx.zeros(batch, dtype=mx.float32)
-    running = mx.ones(batch, dtype=mx.bool_)
-    sum_acc = mx.zeros(batch, dtype=mx.float32)
-    n_steps = mx.zeros(batch, dtype=mx.float32)
-    depth = mx.zeros(batch, dtype=mx.int32)
-    diverging = mx.zeros(batch, dtype=mx.bool_)
-    ninf = mx.array(-mx.inf, dtype=mx.float32)
-
-    leaf = 0
-    for j in range(max_depth):
-        forward = dirs[j]
-        v_eps = mx.where(forward, eps, -eps)[..., None]
-        fwd = forward[..., None]
-        x, p, g = mx.where(fwd, xr, xl), mx.where(fwd, pr, pl), mx.where(fwd, gr, gl)
-        depth = depth + running.astype(mx.int32)
-        sub_valid = mx.ones(batch, dtype=mx.bool_)
-        lsw_sub = mx.full(batch, -mx.inf, dtype=mx.float32)
-        sub_prop = x
-        stack: list[_Block] = []
-        block: _Block = tree  # placeholder, always reassigned below
-        for i in range(2**j):
-            active = mx.logical_and(running, sub_valid)
-            am = active[..., None]
-            # leapfrog step of size v·ε
-            p_half = p + 0.5 * v_eps * g
-            x_new = x + v_eps * minv(p_half)
-            ld_new, g_new = _value_and_grad(logp, x_new)
-            p_new = p_half + 0.5 * v_eps * g_new
-            x, p, g = mx.where(am, x_new, x), mx.where(am, p_new, p), mx.where(am, g_new, g)
-            h = -ld_new + kinetic(p_new)
-            delta = h0 - h  # log weight of the new state
-            delta = mx.where(mx.isnan(delta), ninf, delta)
-            div = mx.logical_and(active, -delta > MAX_DELTA_H)
-            diverging = mx.logical_or(diverging, div)
-            sum_acc = sum_acc + mx.where(active, mx.exp(mx.minimum(delta, 0.0)), 0.0)
-            n_steps = n_steps + active.astype(mx.float32)
-            # progressive (unbiased) multinomial sampling within the subtree
-            lsw_new = mx.logaddexp(lsw_sub, delta)
-            take = mx.logical_and(active, mx.log(u_leaf[leaf]) < delta - lsw_new)
-            sub_prop = mx.where(take[..., None], x, sub_prop)
-            lsw_sub = mx.where(active, lsw_new, lsw_sub)
-            leaf += 1
-            # U-turn checks of the balanced sub-subtrees completed by leaf i
-            ps = minv(p)
-            block = _Block(p, p, ps, p, ps)
-            ok = mx.logical_not(div)
-            k = 0
-            while (i >> k) & 1:
-                block, ok_k = _merge(stack.pop(), block)
-                ok = mx.logical_and(ok, ok_k)
-                k += 1
-            stack.append(block)
-            sub_valid = mx.logical_and(sub_valid, mx.where(active, ok, True))
-        # merge the finished subtree into the trajectory (biased progressive sampling)
-        ok = mx.logical_and(running, sub_valid)
-        take = mx.logical_and(ok, mx.log(u_merge[j]) < lsw_sub - lsw_tree)
-        x_prop = mx.where(take[..., None], sub_prop, x_prop)
-        lsw_tree = mx.where(ok, mx.logaddexp(lsw_tree, lsw_sub), lsw_tree)
-        om_r = mx.logical_and(ok, forward)[..., None]
-        om_l = mx.logical_and(ok, mx.logical_not(forward))[..., None]
-        xr, pr, gr = mx.where(om_r, x, xr), mx.where(om_r, p, pr), mx.where(om_r, g, gr)
-        xl, pl, gl = mx.where(om_l, x, xl), mx.where(om_l, p, pl), mx.where(om_l, g, gl)
-        merged_f, ok_f = _merge(tree, block)
-        merged_b, ok_b = _merge(_reverse(block), tree)
-        merged = _where_block(forward, merged_f, merged_b)
-        tree = _where_block(ok, merged, tree)
-        running = mx.logical_and(ok, mx.where(forward, ok_f, ok_b))
-
-    new_trace, _ = _move(trace, flat, x_prop)
-    info = NutsInfo(sum_acc / mx.maximum(n_steps, 1.0), n_steps.astype(mx.int32), depth, diverging)
-    return new_trace, info
+def _vg_compiled(t: Target) -> Any:
+    fn = _VG.get(id(t.vg))
+    if fn is None or fn[0] is not t.vg:
+        if len(_VG) > 256:
+            _VG.clear()
+        fn = _VG[id(t.vg)] = (t.vg, mx.compile(t.vg))
+    return fn[1]
 
 
 def nuts(
     trace: Trace,
     selection: Selection,
     *,
-    key: Key = None,
+    key: Any = None,
     step_size: float | mx.array = 0.1,
-    max_depth: int = 8,
+    max_depth: int = 10,
     mass: mx.array | None = None,
 ) -> tuple[Trace, mx.array]:
     """One No-U-Turn (multinomial NUTS) transition on the selected continuous choices.
 
-    Momentum ``p ~ N(0, M)``; the trajectory of the Hamiltonian
-    ``H(x, p) = -log π(x) + ½ pᵀM⁻¹p`` is doubled in random directions (at most
-    ``max_depth`` times, i.e. at most ``2^max_depth - 1`` leapfrog steps) until it makes
-    a U-turn (generalised criterion ``p♯₋·ρ > 0 ∧ p♯₊·ρ > 0`` with the extra checks
-    across subtree boundaries) or diverges (``H - H₀ > 1000``); the next state is drawn
-    from the trajectory with probabilities ∝ ``exp(-H)`` (biased progressive sampling
-    between subtrees, uniform within). The transition leaves ``π`` invariant; see the
-    module docstring for the vectorised iterative construction.
+    Momentum ``p ~ N(0, M)``; the trajectory of ``H(x, p) = −log π(x) + ½ pᵀM⁻¹p`` is
+    doubled in random directions (at most ``max_depth`` times) until it makes a U-turn
+    or diverges (``H − H₀ > 1000``); the next state is drawn from it ∝ ``exp(−H)``.
+    The transition leaves ``π`` invariant. On a static model ``x`` is the unconstrained
+    vector of the selected choices (see the module docstring).
 
     Args:
         trace: a single or batched trace (batched: one chain per particle).
-        selection: the continuous choices to move (flattened in choice-map order into
-            a vector of length ``d``).
-        key: PRNG key.
-        step_size: leapfrog step ``ε > 0``: a scalar or one per chain (batch shape).
-        max_depth: maximum number of trajectory doublings (``≥ 1``). Every call
-            integrates ``2^max_depth - 1`` steps for all chains (finished chains are
-            masked), so keep it modest.
-        mass: ``None`` (identity), a vector ``[d]`` (diagonal) or a positive definite
-            matrix ``[d, d]`` (dense), shared by all chains.
+        selection: the continuous choices to move.
+        key: PRNG key (``None``: a fresh one).
+        step_size: leapfrog step ``ε > 0``: a scalar or one per chain.
+        max_depth: maximum number of doublings (default 10, like Stan and NumPyro).
+        mass: ``None`` (identity), ``[d]`` (diagonal) or ``[d, d]`` (dense), shared by
+            all chains, or per chain (``[n, d]`` / ``[n, d, d]``).
 
     Returns:
-        ``(new_trace, accepted)``. NUTS has no accept/reject step (the proposal may be
-        the starting point itself), so ``accepted`` is all ``True`` with the trace's
-        batch shape (``False`` for chains whose step size, an array under
-        ``compile``, is invalid: NaN, inf or not positive); use :func:`nuts_info` for
-        the acceptance statistic, tree depth, number of leapfrog steps and divergences.
+        ``(new_trace, accepted)``; NUTS has no accept/reject step, so ``accepted`` is
+        all ``True`` (``False`` for chains whose step size, an array under ``compile``,
+        is invalid: NaN, inf or not positive). Use :func:`nuts_info` for the statistics.
 
     Raises:
-        TypeError: a selected choice is not floating point.
-        ValueError: ``mass`` has the wrong shape or ``max_depth < 1``.
+        TypeError: a selected choice is discrete.
+        ValueError: bad ``step_size``, ``mass`` or ``max_depth``.
 
     Example:
         >>> import mlx.core as mx
@@ -350,8 +198,7 @@ def nuts(
         ... def m():
         ...     normal(0.0, 1.0) @ "x"
         >>> tr = m.simulate((), key=mx.random.key(0))
-        >>> tr2, acc = nuts(tr, select("x"), key=mx.random.key(1), step_size=0.5,
-        ...                 max_depth=3)
+        >>> tr2, acc = nuts(tr, select("x"), key=mx.random.key(1), step_size=0.5)
         >>> acc.shape, tr2.batch_shape
         ((), ())
     """
@@ -363,56 +210,103 @@ def nuts(
     return new_trace, mx.broadcast_to(mx.logical_not(mx.isnan(eps)), tuple(trace.batch_shape))
 
 
-def _windows(
-    n_steps: int, init_buffer: int, term_buffer: int, base_window: int
-) -> tuple[int, list[int]]:
-    """Stan's schedule: ``(first slow step, slow-window ends)`` (ends are step counts
-    after which the mass is re-estimated)."""
-    if init_buffer + term_buffer + base_window > n_steps:
-        # Stan's fallback for short warm-ups: 15% / 75% / 10%
-        init_buffer = int(0.15 * n_steps)
-        term_buffer = int(0.1 * n_steps)
-        base_window = n_steps - init_buffer - term_buffer
-    ends = []
-    start, size = init_buffer, base_window
-    last = n_steps - term_buffer
-    while size > 0 and start + size <= last:
-        nxt = start + size
-        # the last window stretches to the terminal buffer if the next one would not fit
-        if nxt + 2 * size > last:
-            nxt = last
-        ends.append(nxt)
-        start, size = nxt, 2 * size
-    return init_buffer, ends
+def _one_step_accept(
+    vg: Any, inputs: tuple[mx.array, ...], state: NUTSState, metric: Metric, compiled: bool
+) -> Any:
+    """``(eps [C], key) -> accept [C]`` of one leapfrog step with a fresh momentum."""
+    marr = tuple(metric.arrays)
+
+    def f(eps: mx.array, key: mx.array, x: mx.array, ld: mx.array, g: mx.array,
+          arrays: tuple[mx.array, ...], inp: tuple[mx.array, ...]) -> mx.array:
+        p = metric.momentum(mx.random.normal(x.shape, key=key), arrays)
+        h0 = -ld + metric.kinetic(p, arrays)
+        _, p1, ld1, _ = leapfrog(vg, inp, metric, arrays, x, p, g, eps)
+        h1 = -ld1 + metric.kinetic(p1, arrays)
+        d = h0 - h1
+        return mx.exp(mx.minimum(mx.where(mx.isnan(d), -mx.inf, d), 0.0))
+
+    fn = mx.compile(f) if compiled else f
+
+    def call(eps: mx.array, key: mx.array) -> mx.array:
+        return fn(eps, key, state.position, state.logdensity, state.grad, marr, inputs)
+
+    return call
 
 
-def _init_step_size(
-    trace: Trace,
-    selection: Selection,
-    eps: float,
-    mass: mx.array,
+def nuts_warmup_state(
+    state: NUTSState,
+    vg: Any,
+    inputs: tuple[mx.array, ...],
+    n_steps: int,
+    *,
     key: mx.array,
-    one_step: Callable[[Trace, mx.array, mx.array, mx.array], tuple[Trace, NutsInfo]],
-) -> float:
-    """Stan's step-size heuristic, pooled over chains: double (or halve) ``ε`` until the
-    mean one-leapfrog acceptance ``min(1, exp(H₀ - H))`` crosses 0.8. Eager (reads
-    values)."""
-    del selection
+    target_accept: float = 0.8,
+    step_size: float | mx.array = 0.1,
+    max_depth: int = 10,
+    adapt_mass: bool = True,
+    dense_mass: bool = False,
+    per_chain: bool = True,
+    find_step: bool = True,
+    init_buffer: int = 75,
+    term_buffer: int = 50,
+    base_window: int = 25,
+    compiled: bool = True,
+    callback: Any = None,
+) -> tuple[NUTSState, mx.array, Metric]:
+    """Stan's NUTS warm-up on vectors: ``(state, step_size [C], metric)``.
 
-    def acc(e: float, k: mx.array) -> float:
-        _, info = one_step(trace, k, mx.array(e, dtype=mx.float32), mass)
-        return cast(float, mx.mean(info.accept_prob).item())
+    Used by :func:`nuts_warmup` and the MCMC driver; see :mod:`genmlx.infer.adaptation`
+    for the algorithm. ``callback(t)`` is called after every transition (progress).
+    """
+    c, d = state.position.shape
+    eps = mx.broadcast_to(mx.array(step_size, dtype=mx.float32), (c,))
+    metric = Metric.create(None, d)
+    if adapt_mass:
+        eye = mx.eye(d, dtype=mx.float32)
+        m0 = mx.broadcast_to(eye, (c, d, d)) if per_chain else eye
+        if not dense_mass:
+            m0 = mx.ones((c, d) if per_chain else (d,), dtype=mx.float32)
+        metric = Metric.create(m0, d, "nuts_warmup", n_chains=c if per_chain else None)
+    first_slow, end_list = windows(n_steps, init_buffer, term_buffer, base_window)
+    ends = set(end_list) if adapt_mass else set()
 
-    key, sub = mx.random.split(key)
-    up = acc(eps, sub) > 0.8
-    for _ in range(100):
+    def heuristic(eps0: mx.array, k: mx.array) -> mx.array:
+        return find_step_size(
+            _one_step_accept(vg, inputs, state, metric, compiled), eps0, k, per_chain=per_chain
+        )
+
+    if find_step:
         key, sub = mx.random.split(key)
-        trial = 2.0 * eps if up else 0.5 * eps
-        a = acc(trial, sub)
-        if (up and not a > 0.8) or (not up and not a < 0.8) or not 1e-7 < trial < 1e7:
-            break
-        eps = trial
-    return eps
+        eps = heuristic(eps, sub)
+    da = DualAveraging.start(eps if per_chain else mx.mean(eps))
+    window: list[mx.array] = []
+    for t in range(n_steps):
+        key, sub = mx.random.split(key)
+        step = da.step_size if per_chain else mx.broadcast_to(da.step_size, (c,))
+        state, info = nuts_transition(
+            state, vg, inputs, key=sub, step_size=step, metric=metric, max_depth=max_depth,
+            compiled=compiled,
+        )
+        acc = info.accept_prob if per_chain else mx.mean(info.accept_prob)
+        da = da.update(acc, target_accept)
+        if adapt_mass and t >= first_slow:
+            window.append(state.position)
+        if t + 1 in ends:
+            draws = mx.stack(window, axis=1)  # [C, n, d]
+            m = estimate_mass(draws, dense=dense_mass, per_chain=per_chain)
+            metric = Metric.create(m, d, "nuts_warmup", n_chains=c if per_chain else None)
+            window = []
+            eps_now = da.step_size if per_chain else mx.broadcast_to(da.step_size, (c,))
+            if find_step:
+                key, sub = mx.random.split(key)
+                eps_now = heuristic(eps_now, sub)
+            da = DualAveraging.start(eps_now if per_chain else mx.mean(eps_now))
+        mx.eval(state.position, da.log_eps_bar, da.h_bar)
+        if callback is not None:
+            callback(t)
+    final = da.final_step_size
+    final = final if per_chain else mx.broadcast_to(final, (c,))
+    return state, final.astype(mx.float32), metric
 
 
 def nuts_warmup(
@@ -420,12 +314,13 @@ def nuts_warmup(
     selection: Selection,
     n_steps: int,
     *,
-    key: Key = None,
+    key: Any = None,
     target_accept: float = 0.8,
     step_size: float = 0.1,
-    max_depth: int = 8,
+    max_depth: int = 10,
     adapt_mass: bool = True,
     dense_mass: bool = False,
+    per_chain: bool = False,
     find_step_size: bool = True,
     init_buffer: int = 75,
     term_buffer: int = 50,
@@ -433,31 +328,16 @@ def nuts_warmup(
 ) -> NutsWarmup:
     """Stan's NUTS warm-up: dual-averaging step size and windowed mass adaptation.
 
-    Runs ``n_steps`` NUTS transitions. **Step size** (Hoffman & Gelman 2014, Stan's
-    constants ``γ = 0.05, t₀ = 10, κ = 0.75``): with ``μ = log(10 ε₀)`` and the
-    acceptance statistic ``α_t`` of transition ``t`` (``min(1, ·)``),
-
-    ``H̄_t = (1 - 1/(t+t₀)) H̄_{t-1} + (δ - α_t)/(t+t₀)``,
-    ``log ε_t = μ - √t H̄_t / γ``,
-    ``log ε̄_t = t^{-κ} log ε_t + (1 - t^{-κ}) log ε̄_{t-1}``,
-
-    and the final step size is ``ε̄``. Adaptation is **pooled** over chains: ``α_t`` is
-    the mean acceptance statistic of all chains, so every chain gets the same ``ε``.
-    **Mass** (Stan's windows: an initial fast buffer of ``init_buffer`` steps, slow
-    windows of ``base_window, 2·base_window, …`` steps, a terminal buffer of
-    ``term_buffer`` steps; 15%/75%/10% when ``n_steps`` is too short): at the end of
-    each slow window ``M⁻¹`` is set to Stan's regularised estimate from the window's
-    draws, pooled over chains and draws (``n`` = their number): the diagonal
-    ``n/(n+5)·var + 10⁻³·5/(n+5)`` or, with ``dense_mass``, the covariance
-    ``n/(n+5)·Σ + 10⁻³·5/(n+5)·I``. Dual averaging then restarts with ``μ = log(10 ε)``.
-    With ``find_step_size``, Stan's heuristic (double or halve ``ε`` until the mean
-    one-step acceptance crosses 0.8) runs at the start and after each mass update.
-
-    The loop is eager Python over a static schedule (the heuristic reads values with
-    ``.item()``); each transition is one compiled :func:`nuts_info` call.
+    Runs ``n_steps`` NUTS transitions (dynamic termination), adapting the step size to
+    the target acceptance statistic and, at the end of each of Stan's slow windows, the
+    mass matrix to the window's draws (see :mod:`genmlx.infer.adaptation`). With
+    ``per_chain`` every chain of a batched trace adapts its own step size and mass;
+    otherwise (the default here, kept for compatibility) the acceptance statistic is
+    averaged and the draws pooled over chains. Stan's step-size heuristic runs at the
+    start and after each mass update when ``find_step_size``.
 
     Args:
-        trace: single or batched trace (the initial state of the chains).
+        trace: single or batched trace (the chains' initial states).
         selection: the continuous choices to sample.
         n_steps: number of warm-up transitions.
         key: PRNG key.
@@ -466,16 +346,16 @@ def nuts_warmup(
         max_depth: NUTS maximum tree depth during warm-up.
         adapt_mass: adapt the mass matrix (else keep the identity).
         dense_mass: adapt a dense mass matrix instead of a diagonal one.
+        per_chain: adapt each chain separately.
         find_step_size: run Stan's step-size heuristic at (re)starts.
         init_buffer: Stan's initial fast buffer (steps).
         term_buffer: Stan's terminal fast buffer (steps).
         base_window: Stan's first slow window (steps).
 
     Returns:
-        :class:`NutsWarmup` ``(step_size, mass, trace)``: the adapted scalar step size,
-        the mass to pass as ``nuts(..., mass=mass)`` (``[d]``, the inverse of the
-        estimated variances, or ``[d, d]``, the inverse of the estimated covariance),
-        and the trace after warm-up.
+        :class:`NutsWarmup` ``(step_size, mass, trace)``: the adapted step size (a
+        scalar, or one per chain with ``per_chain``), the mass to pass as
+        ``nuts(..., mass=mass)`` and the trace after warm-up.
 
     Example:
         >>> import mlx.core as mx
@@ -485,87 +365,41 @@ def nuts_warmup(
         ... def m():
         ...     normal(0.0, 3.0) @ "x"
         >>> tr = m.vsimulate((), 50, key=mx.random.key(0))
-        >>> w = nuts_warmup(tr, select("x"), 60, key=mx.random.key(1), max_depth=4)
+        >>> w = nuts_warmup(tr, select("x"), 60, key=mx.random.key(1))
         >>> w.mass.shape, w.trace["x"].shape
         ((1,), (50,))
     """
-    from genmlx.core.compile import compile as _compile
-
     op = "nuts_warmup"
     checks.trace(trace, op)
     checks.selection(selection, op)
     checks.count(n_steps, "n_steps", op)
-    key = checks.key(key, op)
+    _check_step(step_size, op)
     checks.number(
         target_accept, "target_accept", op, low=0.0, high=1.0, low_open=True, high_open=True
     )
-    checks.number(step_size, "step_size", op, low=0.0, low_open=True, high_open=True)
     checks.count(max_depth, "max_depth", op)
     for name, v in (("init_buffer", init_buffer), ("term_buffer", term_buffer)):
         checks.count(v, name, op, minimum=0)
     checks.count(base_window, "base_window", op)
-    gamma, t0, kappa = 0.05, 10.0, 0.75
-    flat = _flatten_selected(trace, selection, "nuts_warmup")
-    d = flat.x.shape[-1]
-    mass = mx.eye(d, dtype=mx.float32) if dense_mass else mx.ones((d,), dtype=mx.float32)
-    first_slow, end_list = _windows(n_steps, init_buffer, term_buffer, base_window)
-    ends = set(end_list) if adapt_mass else set()
-
-    def step(tr: Trace, k: mx.array, eps: mx.array, m: mx.array) -> tuple[Trace, NutsInfo]:
-        return nuts_info(tr, selection, key=k, step_size=eps, max_depth=max_depth, mass=m)
-
-    def one_step(tr: Trace, k: mx.array, eps: mx.array, m: mx.array) -> tuple[Trace, NutsInfo]:
-        return nuts_info(tr, selection, key=k, step_size=eps, max_depth=1, mass=m)
-
-    cstep, cone = _compile(step), _compile(one_step)
-
-    if find_step_size:
-        key, sub = mx.random.split(key)
-        step_size = _init_step_size(trace, selection, step_size, mass, sub, cone)
-    eps = mx.array(step_size, dtype=mx.float32)
-    mu = mx.array(math.log(10.0 * step_size), dtype=mx.float32)
-    log_eps_bar = mx.array(0.0)
-    h_bar = mx.array(0.0)
-    count = 0
-    window: list[mx.array] = []
-    for t in range(n_steps):
-        key, sub = mx.random.split(key)
-        trace, info = cstep(trace, sub, eps, mass)
-        count += 1
-        alpha = mx.minimum(mx.mean(info.accept_prob), 1.0)
-        eta = 1.0 / (count + t0)
-        h_bar = (1.0 - eta) * h_bar + eta * (target_accept - alpha)
-        log_eps = mu - math.sqrt(count) / gamma * h_bar
-        w = count ** (-kappa)
-        log_eps_bar = w * log_eps + (1.0 - w) * log_eps_bar
-        eps = mx.exp(log_eps)
-        if adapt_mass and t >= first_slow:
-            window.append(_flatten_selected(trace, selection, "nuts_warmup").x.reshape(-1, d))
-        if t + 1 in ends:
-            draws = mx.concatenate(window, axis=0)
-            n = draws.shape[0]
-            shrink, reg = n / (n + 5.0), 1e-3 * (5.0 / (n + 5.0))
-            if dense_mass:
-                c = draws - mx.mean(draws, axis=0)
-                cov = (c.T @ c) / (n - 1)
-                cov = shrink * cov + reg * mx.eye(d)
-                mass = mx.linalg.inv(cov, stream=mx.cpu).astype(mx.float32)
-                mass = 0.5 * (mass + mass.T)
-            else:
-                var = shrink * mx.var(draws, axis=0, ddof=1) + reg
-                mass = (1.0 / var).astype(mx.float32)
-            window = []
-            if find_step_size:
-                key, sub = mx.random.split(key)
-                eps = mx.array(
-                    _init_step_size(trace, selection, cast(float, eps.item()), mass, sub, cone),
-                    dtype=mx.float32,
-                )
-            # restart dual averaging at the current step size
-            mu = math.log(10.0) + mx.log(eps)
-            count = 0
-            h_bar = mx.array(0.0)
-            log_eps_bar = mx.array(0.0)
-        mx.eval(trace.score, eps, mass, log_eps_bar, h_bar, mu)
-    final = mx.exp(log_eps_bar) if count > 0 else eps
-    return NutsWarmup(final.astype(mx.float32), mass, trace)
+    key = checks.key(key, op)
+    t = target(trace, selection, "nuts_warmup")
+    ld, g = t.vg(t.position, *t.inputs) if not t.compiled else _vg_compiled(t)(t.position, *t.inputs)
+    state = NUTSState(t.position, ld, g)
+    state, eps, metric = nuts_warmup_state(
+        state, t.vg, t.inputs, n_steps, key=key, target_accept=target_accept,
+        step_size=step_size, max_depth=max_depth, adapt_mass=adapt_mass,
+        dense_mass=dense_mass, per_chain=per_chain and t.batched, find_step=find_step_size,
+        init_buffer=init_buffer, term_buffer=term_buffer, base_window=base_window,
+        compiled=t.compiled,
+    )
+    tr = t.to_trace(state.position, mx.any(state.position != t.position, axis=-1))
+    d = t.dim
+    if metric.kind == "identity":
+        mass = mx.eye(d, dtype=mx.float32) if dense_mass else mx.ones((d,), dtype=mx.float32)
+    elif metric.kind == "diag":
+        mass = metric.arrays[0] * metric.arrays[0]
+    else:
+        chol = metric.arrays[0]
+        mass = chol @ mx.swapaxes(chol, -1, -2)
+    step = eps if (per_chain and t.batched) else eps[0]
+    return NutsWarmup(step, mass, tr)

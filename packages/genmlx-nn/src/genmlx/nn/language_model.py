@@ -80,7 +80,7 @@ from genmlx.nn.params import bound_module, check_name, module_param_names
 __all__ = ["TOKEN", "LanguageModelGF", "LanguageModelTrace"]
 
 TOKEN = "t"
-"""The first component of every token address: token ``i`` is at ``("t", i)``."""
+"""The first component of every token address (token ``i`` is at ``("t", i)``)."""
 
 
 class LanguageModelTrace(Trace):

@@ -4,12 +4,12 @@ Every public function of :mod:`genmlx.viz` accepts the objects inference hands b
 They are recognised by shape (duck typing), so this module never imports
 ``genmlx.infer`` (the package's only runtime dependency is ``genmlx-core``):
 
-* **samples / particles** (:func:`collect_samples`): a batched :class:`~genmlx.core.Trace`
+* **samples / particles** (``collect_samples``): a batched :class:`~genmlx.core.Trace`
   (leaves ``[N, ...]``), a list of traces, a :class:`~genmlx.core.ChoiceMap` with
   batched leaves, a dict ``{address: [N, ...] array}``, anything with ``.traces`` and
   ``.log_weights`` (``ISResult``, ``ParticleFilterState``: weighted particles), or a
   chain result with ``.samples`` and ``.trace`` (``ChainResult``: all chains pooled);
-* **chains** (:func:`collect_chains`): a chain result (its ``samples[a]`` are
+* **chains** (``collect_chains``): a chain result (its ``samples[a]`` are
   ``[draws, *batch_shape, ...]``, the chains being the trace's batch) or a dict
   ``{address: [chains, draws, ...] array}`` (ArviZ's and ``genmlx.infer.diagnostics``'
   layout; a 1-D array is one chain).

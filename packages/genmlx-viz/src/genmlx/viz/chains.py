@@ -55,7 +55,7 @@ def plot_chains(
         title: the figure title.
 
     Returns:
-        The figure: ``2 × number of variables`` axes, row by row (histogram, trace).
+        The figure, with ``2 × number of variables`` axes, row by row (histogram, trace).
 
     Example:
         >>> import numpy as np

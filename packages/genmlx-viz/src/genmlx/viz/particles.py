@@ -251,7 +251,7 @@ def plot_particles(
         title: a title prefix.
 
     Returns:
-        The figure (two axes: particles over time, current histogram).
+        The figure (two axes, particles over time and the current histogram).
 
     Example:
         >>> import numpy as np
@@ -272,7 +272,7 @@ class ParticleAnimation(FuncAnimation):
     """A :class:`matplotlib.animation.FuncAnimation` of particle snapshots.
 
     A notebook shows it as an interactive JavaScript player (``_repr_html_`` returns
-    :meth:`to_jshtml`). Save it with :func:`save_animation` (``.gif`` or ``.html``) or
+    ``to_jshtml``). Save it with :func:`save_animation` (``.gif`` or ``.html``) or
     matplotlib's own ``save``.
 
     Attributes:

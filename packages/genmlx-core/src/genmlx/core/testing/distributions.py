@@ -1429,11 +1429,16 @@ def check_distribution(
         The :class:`DistributionReport`.
 
     Raises:
-        AssertionError: when a check fails (and ``raise_on_failure``); the message is
-        the whole report.
+        AssertionError: when a check fails (and ``raise_on_failure``), with the whole
+            report as its message.
     """
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
+    try:
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+    except ImportError as e:  # an optional extra, so the error says what to install
+        raise ImportError(
+            'check_distribution draws its cases with hypothesis: pip install "genmlx-core[testing]"'
+        ) from e
 
     from genmlx.core.testing.laws import check_gfi_laws
 

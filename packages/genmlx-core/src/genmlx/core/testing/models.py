@@ -18,6 +18,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.core.dsl import DynamicGenerativeFunction, gen
 
@@ -73,7 +74,13 @@ class Normal(Distribution):
     """Normal(mu, sigma), broadcasting (reference implementation)."""
 
     name = "normal"
+    params = ("mu", "sigma")
     has_reparam = True
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.real
 
     def sample(
         self, key: mx.array, mu: Any, sigma: Any, *, shape: tuple[int, ...] = ()
@@ -94,8 +101,14 @@ class Bernoulli(Distribution):
     """Bernoulli(p) with boolean values (reference implementation)."""
 
     name = "bernoulli"
+    params = ("p",)
     is_discrete = True
     is_enumerable = True
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.boolean
 
     def sample(self, key: mx.array, p: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
         pa = _arr(p)
@@ -117,6 +130,12 @@ class Beta(Distribution):
     """
 
     name = "beta"
+    params = ("alpha", "beta")
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain."""
+        del params
+        return C.unit_interval
 
     def sample(
         self, key: mx.array, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()
