@@ -41,7 +41,6 @@ from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.compile import tracing_mode
-from genmlx.core.random import resolve_key
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 from genmlx.infer import _checks as checks

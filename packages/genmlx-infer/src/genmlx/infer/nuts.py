@@ -49,7 +49,6 @@ from typing import Any, NamedTuple, cast
 import mlx.core as mx
 
 from genmlx.core import runtime
-from genmlx.core.random import resolve_key
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 from genmlx.infer import _checks as checks
