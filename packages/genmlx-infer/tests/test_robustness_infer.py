@@ -479,17 +479,3 @@ def test_importance_sampling_under_an_address_space_limit() -> None:
     assert lines[0] == "MemoryError 100000000 True"
     assert lines[1] == "MemoryError 4000000 True"
     assert lines[2] == "resampled 0.5"
-
-
-# ----------------------------------------------------------------- the docs page
-DOCS = Path(__file__).resolve().parents[3] / "docs"
-
-
-@pytest.mark.skipif(not DOCS.is_dir(), reason="docs/ is not in this checkout")
-def test_errors_and_saving_page_examples() -> None:
-    import doctest
-
-    result = doctest.testfile(
-        str(DOCS / "errors-and-saving.rst"), module_relative=False, optionflags=doctest.ELLIPSIS
-    )
-    assert result.attempted > 0 and result.failed == 0
