@@ -39,7 +39,9 @@ from genmlx.infer import ess_bulk, mcmc
 # ---------------------------------------------------------------------------- data
 _rng = np.random.default_rng(0)
 LR_X = _rng.standard_normal((200, 5)).astype(np.float32)
-LR_Y = (_rng.uniform(size=200) < 1 / (1 + np.exp(-(LR_X @ np.array([1.0, -0.5, 0.8, 0.0, -1.2]) + 0.3)))).astype(np.float32)
+LR_Y = (
+    _rng.uniform(size=200) < 1 / (1 + np.exp(-(LR_X @ np.array([1.0, -0.5, 0.8, 0.0, -1.2]) + 0.3)))
+).astype(np.float32)
 ES_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=np.float32)
 ES_S = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0], dtype=np.float32)
 GLM_X = (_rng.standard_normal((500, 30)) / math.sqrt(30)).astype(np.float32)
@@ -47,7 +49,9 @@ GLM_B = _rng.normal(0.0, 0.5, 30).astype(np.float32)
 GLM_Y = _rng.poisson(np.exp(GLM_X @ GLM_B + 1.0)).astype(np.float32)
 _ar = np.zeros(205, dtype=np.float32)
 for t in range(5, 205):
-    _ar[t] = 0.2 + 0.5 * _ar[t - 1] - 0.2 * _ar[t - 2] + 0.1 * _ar[t - 3] + 0.3 * _rng.standard_normal()
+    _ar[t] = (
+        0.2 + 0.5 * _ar[t - 1] - 0.2 * _ar[t - 2] + 0.1 * _ar[t - 3] + 0.3 * _rng.standard_normal()
+    )
 AR_Y = _ar[5:]
 AR_LAGS = np.stack([_ar[5 - k : 205 - k] for k in range(1, 6)], axis=1).astype(np.float32)
 
@@ -104,14 +108,24 @@ def run_genmlx(name: str, chains: int, warmup: int, draws: int, seed: int) -> di
     out: dict[str, Any] = {}
     for rep in range(2):
         t0 = time.perf_counter()
-        res = mcmc(model, args, choicemap(obs), n_chains=chains, n_warmup=warmup,
-                   n_samples=draws, key=mx.random.key(seed + rep), warn=False)
+        res = mcmc(
+            model,
+            args,
+            choicemap(obs),
+            n_chains=chains,
+            n_warmup=warmup,
+            n_samples=draws,
+            key=mx.random.key(seed + rep),
+            warn=False,
+        )
         total = time.perf_counter() - t0
         out[f"total_{rep}"] = total
     d = _genmlx_draws(res)
     ess = float(np.min(np.asarray(ess_bulk(mx.array(d.astype(np.float32)), layout="chain_draw"))))
     out.update(
-        warmup_s=res.timing["warmup_s"], sampling_s=res.timing["sampling_s"], ess=ess,
+        warmup_s=res.timing["warmup_s"],
+        sampling_s=res.timing["sampling_s"],
+        ess=ess,
         compile_s=max(out["total_0"] - out["total_1"], 0.0),
         mean_leapfrog=float(np.asarray(res.stats["n_leapfrog"]).mean()),
         divergences=int(np.asarray(res.stats["diverging"]).sum()),
@@ -157,7 +171,9 @@ def _numpyro_models() -> dict[str, Any]:
     }
 
 
-def run_numpyro(name: str, chains: int, warmup: int, draws: int, seed: int) -> dict[str, Any] | None:
+def run_numpyro(
+    name: str, chains: int, warmup: int, draws: int, seed: int
+) -> dict[str, Any] | None:
     """NumPyro's NUTS kernel (``NUTS.init`` / ``NUTS.sample``, the same code ``MCMC`` runs,
     warm-up adaptation included) vmapped over chains inside one ``jax.jit``'d
     ``lax.scan`` per phase: its best compiled program, traced and compiled once, then
@@ -169,8 +185,9 @@ def run_numpyro(name: str, chains: int, warmup: int, draws: int, seed: int) -> d
         return None
     model, args = _numpyro_models()[name]
     kernel = NUTS(model, target_accept_prob=0.8, max_tree_depth=10)
-    state0 = kernel.init(jax.random.split(jax.random.PRNGKey(seed), chains), warmup, None,
-                         model_args=args)
+    state0 = kernel.init(
+        jax.random.split(jax.random.PRNGKey(seed), chains), warmup, None, model_args=args
+    )
 
     def phase(length: int) -> Any:
         def body(st: Any, _: Any) -> Any:
@@ -194,12 +211,17 @@ def run_numpyro(name: str, chains: int, warmup: int, draws: int, seed: int) -> d
     out["warmup_s"], out["sampling_s"] = times[1]
     out["compile_s"] = max(sum(times[0]) - sum(times[1]), 0.0)
     post = jax.vmap(jax.vmap(kernel.postprocess_fn(args, {})))(zs)  # [draws, chains]
-    parts = [np.swapaxes(np.asarray(v, dtype=np.float64), 0, 1).reshape(chains, draws, -1)
-             for v in post.values()]
+    parts = [
+        np.swapaxes(np.asarray(v, dtype=np.float64), 0, 1).reshape(chains, draws, -1)
+        for v in post.values()
+    ]
     d = np.concatenate(parts, axis=-1)
     ess = float(np.min(np.asarray(ess_bulk(mx.array(d.astype(np.float32)), layout="chain_draw"))))
-    out.update(ess=ess, mean_leapfrog=float(np.asarray(steps).mean()),
-               posterior_mean=d.reshape(-1, d.shape[-1]).mean(0).tolist())
+    out.update(
+        ess=ess,
+        mean_leapfrog=float(np.asarray(steps).mean()),
+        posterior_mean=d.reshape(-1, d.shape[-1]).mean(0).tolist(),
+    )
     out["ess_per_s"] = ess / out["sampling_s"]
     return out
 
@@ -212,9 +234,20 @@ def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
     for name in GENMLX:
         g = run_genmlx(name, chains, warmup, draws, seed=0)
         n = run_numpyro(name, chains, warmup, draws, seed=0)
-        rows.append({"model": name, "genmlx": g, "numpyro": n,
-                     "ratio_ess_per_s": (g["ess_per_s"] / n["ess_per_s"]) if n else None})
-        print(name, "genmlx ESS/s %.0f" % g["ess_per_s"], "numpyro ESS/s %.0f" % (n["ess_per_s"] if n else float("nan")), flush=True)
+        rows.append(
+            {
+                "model": name,
+                "genmlx": g,
+                "numpyro": n,
+                "ratio_ess_per_s": (g["ess_per_s"] / n["ess_per_s"]) if n else None,
+            }
+        )
+        print(
+            name,
+            f"genmlx ESS/s {g['ess_per_s']:.0f}",
+            f"numpyro ESS/s {n['ess_per_s'] if n else float('nan'):.0f}",
+            flush=True,
+        )
     return {
         "name": "nuts_models",
         "description": "NUTS via mcmc() vs NumPyro MCMC(NUTS), compile excluded",
@@ -230,7 +263,8 @@ def table(result: dict[str, Any]) -> str:
         f"{s['chains']} chains, {s['warmup']} warm-up + {s['draws']} draws, max depth "
         f"{s['max_depth']}; ESS = min bulk ESS over parameters; compile = first run − second run.",
         "",
-        "| model | sampler | ESS | sampling (s) | ESS/s | warm-up (s) | compile (s) | leapfrog/draw | ESS/s ratio (GenMLX / NumPyro) |",
+        "| model | sampler | ESS | sampling (s) | ESS/s | warm-up (s) | compile (s) "
+        "| leapfrog/draw | ESS/s ratio (GenMLX / NumPyro) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
@@ -239,7 +273,11 @@ def table(result: dict[str, Any]) -> str:
             if m is None:
                 lines.append(f"| {r['model']} | {side} | not installed | | | | | | |")
                 continue
-            ratio = f"**{r['ratio_ess_per_s']:.2f}**" if side == "genmlx" and r["ratio_ess_per_s"] else ""
+            ratio = (
+                f"**{r['ratio_ess_per_s']:.2f}**"
+                if side == "genmlx" and r["ratio_ess_per_s"]
+                else ""
+            )
             lines.append(
                 f"| {r['model']} | {side} | {m['ess']:.0f} | {m['sampling_s']:.2f} | "
                 f"{m['ess_per_s']:,.0f} | {m['warmup_s']:.2f} | {m['compile_s']:.2f} | "

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from genmlx.core import (
+    Distribution,
     NoChange,
     StaticModelError,
     UnknownChange,
@@ -19,10 +20,9 @@ from genmlx.core import (
     gen,
     logdensity,
     select,
+    static,
 )
-from genmlx.core import Distribution
 from genmlx.core import constraints as C
-from genmlx.core import static
 from genmlx.core.incremental import execution_counter
 from genmlx.core.testing.models import MODELS, beta, normal
 
@@ -174,7 +174,9 @@ class _Uniform(Distribution):
 
     def sample(self, key, low, high, *, shape=()):
         low, high = mx.array(low), mx.array(high)
-        u = mx.random.uniform(shape=tuple(shape) + mx.broadcast_shapes(low.shape, high.shape), key=key)
+        u = mx.random.uniform(
+            shape=tuple(shape) + mx.broadcast_shapes(low.shape, high.shape), key=key
+        )
         return low + (high - low) * u
 
     def log_prob(self, value, low, high):

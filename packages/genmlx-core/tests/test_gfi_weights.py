@@ -12,12 +12,12 @@ import mlx.core as mx
 import pytest
 
 from genmlx.core import (
-    analyze,
     AddressError,
     ChoiceMap,
     NoChange,
     Selection,
     UnknownChange,
+    analyze,
     choicemap,
     gen,
     select,

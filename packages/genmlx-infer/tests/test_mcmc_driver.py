@@ -38,7 +38,10 @@ def grid_posterior() -> dict[str, tuple[float, float]]:
     w = np.exp(lp - lp.max())
     w /= w.sum()
     out = {}
-    for name, grid in (("mu", np.broadcast_to(mu, w.shape)), ("sigma", np.broadcast_to(sigma, w.shape))):
+    for name, grid in (
+        ("mu", np.broadcast_to(mu, w.shape)),
+        ("sigma", np.broadcast_to(sigma, w.shape)),
+    ):
         m = float((w * grid).sum())
         out[name] = (m, float(np.sqrt((w * (grid - m) ** 2).sum())))
     return out
@@ -57,8 +60,15 @@ def test_posterior_of_a_constrained_model_matches_quadrature(kernel):
     exact = grid_posterior()
     n = {"nuts": 400, "hmc": 400, "mala": 1500}[kernel]
     res = mcmc(
-        normal_unknown_sd, (mx.array(YS),), choicemap({"ys": mx.array(YS)}), kernel=kernel,
-        n_chains=4, n_warmup=300, n_samples=n, key=mx.random.key(1), warn=False,
+        normal_unknown_sd,
+        (mx.array(YS),),
+        choicemap({"ys": mx.array(YS)}),
+        kernel=kernel,
+        n_chains=4,
+        n_warmup=300,
+        n_samples=n,
+        key=mx.random.key(1),
+        warn=False,
     )
     assert res.samples["mu"].shape == (4, n)
     assert bool(mx.all(res.samples["sigma"] > 0))
@@ -73,8 +83,16 @@ def test_default_depth_stops_at_the_u_turn():
         b = normal(0.0, 1.0) @ "b"
         normal(a + b, 0.5) @ "y"
 
-    res = mcmc(corr, (), {"y": 1.0}, n_chains=4, n_warmup=200, n_samples=300,
-               key=mx.random.key(2), warn=False)
+    res = mcmc(
+        corr,
+        (),
+        {"y": 1.0},
+        n_chains=4,
+        n_warmup=200,
+        n_samples=300,
+        key=mx.random.key(2),
+        warn=False,
+    )
     n_leap = np.asarray(res.stats["n_leapfrog"])
     # a 2-d Gaussian needs a handful of steps; the fixed tree would integrate 1023
     assert n_leap.mean() < 20 and n_leap.max() <= 2**10 - 1
@@ -87,8 +105,18 @@ def test_init_modes_thinning_and_layout():
     obs = choicemap({"ys": mx.array(YS)})
     args = (mx.array(YS),)
     for init in ("prior", "uniform", {"mu": 1.0, "sigma": 1.0}):
-        res = mcmc(normal_unknown_sd, args, obs, n_chains=2, n_warmup=20, n_samples=10,
-                   thin=3, init=init, key=mx.random.key(3), warn=False)
+        res = mcmc(
+            normal_unknown_sd,
+            args,
+            obs,
+            n_chains=2,
+            n_warmup=20,
+            n_samples=10,
+            thin=3,
+            init=init,
+            key=mx.random.key(3),
+            warn=False,
+        )
         assert res.samples["mu"].shape == (2, 10) and res.stats["accept_prob"].shape == (2, 10)
         assert res.positions.shape == (2, 10, 2)
     with pytest.raises(ValueError, match="init"):
@@ -102,10 +130,27 @@ def test_init_modes_thinning_and_layout():
 def test_per_chain_and_pooled_adaptation():
     obs = choicemap({"ys": mx.array(YS)})
     args = (mx.array(YS),)
-    per = mcmc(normal_unknown_sd, args, obs, n_chains=3, n_warmup=150, n_samples=5,
-               key=mx.random.key(4), warn=False)
-    pooled = mcmc(normal_unknown_sd, args, obs, n_chains=3, n_warmup=150, n_samples=5,
-                  adapt="pooled", key=mx.random.key(4), warn=False)
+    per = mcmc(
+        normal_unknown_sd,
+        args,
+        obs,
+        n_chains=3,
+        n_warmup=150,
+        n_samples=5,
+        key=mx.random.key(4),
+        warn=False,
+    )
+    pooled = mcmc(
+        normal_unknown_sd,
+        args,
+        obs,
+        n_chains=3,
+        n_warmup=150,
+        n_samples=5,
+        adapt="pooled",
+        key=mx.random.key(4),
+        warn=False,
+    )
     assert per.step_size.shape == (3,) and per.mass.shape == (3, 2)
     assert len(set(np.asarray(per.step_size).round(6).tolist())) > 1
     assert len(set(np.asarray(pooled.step_size).round(6).tolist())) == 1
@@ -116,8 +161,17 @@ def test_divergences_and_rhat_are_warned():
     obs = choicemap({"ys": mx.array(YS)})
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        res = mcmc(normal_unknown_sd, (mx.array(YS),), obs, n_chains=2, n_warmup=0,
-                   n_samples=30, step_size=8.0, adapt="none", key=mx.random.key(5))
+        res = mcmc(
+            normal_unknown_sd,
+            (mx.array(YS),),
+            obs,
+            n_chains=2,
+            n_warmup=0,
+            n_samples=30,
+            step_size=8.0,
+            adapt="none",
+            key=mx.random.key(5),
+        )
     assert int(mx.sum(res.stats["diverging"]).item()) > 0
     msgs = [str(x.message) for x in w if issubclass(x.category, MCMCWarning)]
     assert any("diverged" in m for m in msgs)
@@ -127,8 +181,16 @@ def test_divergences_and_rhat_are_warned():
 
 def test_summary_and_traces():
     obs = choicemap({"ys": mx.array(YS)})
-    res = mcmc(normal_unknown_sd, (mx.array(YS),), obs, n_chains=2, n_warmup=50,
-               n_samples=50, key=mx.random.key(6), warn=False)
+    res = mcmc(
+        normal_unknown_sd,
+        (mx.array(YS),),
+        obs,
+        n_chains=2,
+        n_warmup=50,
+        n_samples=50,
+        key=mx.random.key(6),
+        warn=False,
+    )
     table = res.summary()
     assert set(table) == {"mu", "sigma"}
     row = table["sigma"]

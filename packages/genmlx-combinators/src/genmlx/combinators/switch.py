@@ -39,7 +39,7 @@ from genmlx.combinators._select import concrete_int, merge_masked, select_tree
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap
-from genmlx.core.diff import Diff, UnknownChange
+from genmlx.core.diff import Diff, NoChange, UnknownChange
 from genmlx.core.errors import AddressError, ConstraintError
 from genmlx.core.gfi import (
     AssessResult,
@@ -352,6 +352,9 @@ class Switch(GenerativeFunction):
         key: mx.array,
     ) -> UpdateResult:
         assert isinstance(trace, SwitchTrace)
+        if constraints.is_empty and all(d.is_no_change() for d in argdiffs):
+            # nothing changes: re-run nothing (the kit's incremental-update law)
+            return UpdateResult(trace, mx.zeros_like(trace.score), NoChange, ChoiceMap.empty())
         index, bargs = self._split_args(args, "update")
         bdiffs = tuple(argdiffs[1:])
         i_new = self._index(index, "update")
@@ -450,6 +453,8 @@ class Switch(GenerativeFunction):
         key: mx.array,
     ) -> RegenerateResult:
         assert isinstance(trace, SwitchTrace)
+        if selection.is_none() and all(d.is_no_change() for d in argdiffs):
+            return RegenerateResult(trace, mx.zeros_like(trace.score), NoChange)
         index, bargs = self._split_args(args, "regenerate")
         bdiffs = tuple(argdiffs[1:])
         i_new = self._index(index, "regenerate")

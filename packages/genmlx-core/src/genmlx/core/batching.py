@@ -31,7 +31,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.core import runtime, static
+from genmlx.core import rewrites, runtime, static
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff
 from genmlx.core.gfi import (
@@ -323,6 +323,7 @@ def _vgenerate_core(
     n: int,
     key: mx.array | None,
     keys: mx.array | None,
+    prepared: Any = None,
 ) -> tuple[Trace, mx.array]:
     ks = keys if keys is not None else mx.random.split(_need(key), n)
 
@@ -330,7 +331,8 @@ def _vgenerate_core(
         tr, w = gf._generate(a, c, k)
         return _strip(tr), w
 
-    res: tuple[Trace, mx.array] = vmap_call(one, n, (ks,), (args, constraints))
+    with rewrites.active(prepared):
+        res: tuple[Trace, mx.array] = vmap_call(one, n, (ks,), (args, constraints))
     return res
 
 
@@ -348,9 +350,10 @@ def vgenerate(
     if keys is None:
         _keys(key, n)  # validates n
     _batched_constraints(constraints, n, "vgenerate")
+    prepared = rewrites.prepare(gf, args, constraints)
     with runtime.operation() as top:
         tr, w = static.run(
-            gf, "vgenerate", _vgenerate_core, (gf, args, constraints, n, key, keys), args
+            gf, "vgenerate", _vgenerate_core, (gf, args, constraints, n, key, keys, prepared), args
         )
     tr = _finish_trace(tr, args)
     probe_key = key if keys is None else keys[0]

@@ -283,7 +283,7 @@ def _tril_index(n: int, strict: bool) -> tuple[np.ndarray, np.ndarray]:
 
 def _n_from_packed(m: int, strict: bool) -> int:
     # m = n(n-1)/2 (strict) or n(n+1)/2
-    n = int(round((math.sqrt(8 * m + 1) + (1 if strict else -1)) / 2))
+    n = round((math.sqrt(8 * m + 1) + (1 if strict else -1)) / 2)
     if (n * (n - 1) // 2 if strict else n * (n + 1) // 2) != m:
         raise ValueError(f"{m} numbers do not fill a triangular matrix")
     return n

@@ -499,6 +499,23 @@ class Distribution(GenerativeFunction):
         """
         raise TypeError(f"{self.name} has no finite support to enumerate (is_enumerable is False)")
 
+    #: ``log_prob(value, mu, sigma)`` is the Gaussian density with mean ``mu`` and standard
+    #: deviation ``sigma`` (the compiled tier's affine-Gaussian rewrite uses it).
+    gaussian_location_scale: bool = False
+    #: The distribution provides :meth:`iid_statistics` / :meth:`iid_log_prob`.
+    has_iid_statistics: bool = False
+
+    def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
+        """Sufficient statistics of an observed array of independent draws with scalar
+        parameters (``None``: not provided). Used by the iid rewrite of
+        :mod:`genmlx.core.rewrites`."""
+        del value
+        return None
+
+    def iid_log_prob(self, stats: tuple[mx.array, ...], *params: Any) -> mx.array:
+        """``Σ log p(vᵢ; params)`` from :meth:`iid_statistics` (scalar parameters)."""
+        raise NotImplementedError(f"{self.name} provides no iid statistics")
+
     def static_structure(self, args: tuple[Any, ...]) -> str | None:
         """A distribution always makes exactly one choice: its structure is fixed."""
         del args
@@ -508,7 +525,7 @@ class Distribution(GenerativeFunction):
         """The domain of the single choice (at the root path)."""
         try:
             d = self.domain(*args)
-        except Exception:  # noqa: BLE001 - a domain that cannot be built is unknown
+        except Exception:
             return None
         return None if d is None else {(): d}
 

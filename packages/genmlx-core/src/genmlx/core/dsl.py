@@ -31,7 +31,7 @@ from typing import Any
 import mlx.core as mx
 
 from genmlx.core import handlers as H
-from genmlx.core import incremental, runtime
+from genmlx.core import incremental, rewrites, runtime
 from genmlx.core.address import Address, Path, format_address, to_path
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff, NoChange, UnknownChange
@@ -192,7 +192,7 @@ class DynamicGenerativeFunction(GenerativeFunction):
 
         try:
             g = structural_graph(self, args)
-        except Exception as e:  # noqa: BLE001 - an analysis failure means "not known static"
+        except Exception as e:
             return f"is {self!r}, whose body could not be analysed ({type(e).__name__}: {e})"
         return None if g.is_static else f"is {self!r}, which is dynamic: {g.reason}"
 
@@ -203,7 +203,7 @@ class DynamicGenerativeFunction(GenerativeFunction):
 
         try:
             g = structural_graph(self, args)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return None
         if not g.is_static:
             return None
@@ -228,10 +228,11 @@ class DynamicGenerativeFunction(GenerativeFunction):
     def _generate(
         self, args: tuple[Any, ...], constraints: ChoiceMap, key: mx.array
     ) -> GenerateResult:
+        prepared = rewrites.current(self)
         st, retval = self._run(
             "generate",
             args,
-            H.generate_site,
+            H.generate_site if prepared is None else rewrites.handler(prepared, H.generate_site),
             H.GenerateState(KeyStream.start(key), None, 0.0, 0.0, constraints),
         )
         trie = H.build_trie(st.records, "generate", self.name)
@@ -240,7 +241,9 @@ class DynamicGenerativeFunction(GenerativeFunction):
         return GenerateResult(tr, _as_score(st.weight))
 
     def _assess(self, args: tuple[Any, ...], choices: ChoiceMap) -> AssessResult:
-        st, retval = self._run("assess", args, H.assess_site, H.AssessState(None, 0.0, choices))
+        prepared = rewrites.current(self)
+        site = H.assess_site if prepared is None else rewrites.handler(prepared, H.assess_site)
+        st, retval = self._run("assess", args, site, H.AssessState(None, 0.0, choices))
         trie = H.build_trie(st.records, "assess", self.name)
         H.check_all_used(choices, trie, "assess", self.name, "choice")
         return AssessResult(_as_score(st.score), retval)
@@ -260,9 +263,9 @@ class DynamicGenerativeFunction(GenerativeFunction):
             KeyStream.start(key), None, 0.0, 0.0, constraints, trace._trie, None, False
         )
         plan = incremental.plan_update(self, args, argdiffs, constraints)
-        handler = (
-            H.update_site if plan is None else incremental.plan_handler(plan, H.update_site, "update")
-        )
+        handler = H.update_site
+        if plan is not None:
+            handler = incremental.plan_handler(plan, H.update_site, "update")
         st, retval = self._run("update", args, handler, state)
         trie = H.build_trie(st.records, "update", self.name)
         H.check_all_used(constraints, trie, "update", self.name, "constraint")

@@ -377,7 +377,11 @@ class GenerativeFunction(ABC):
                 self, args, cons, cons.batch_shape[0], resolve_key(key, "generate")
             )
         key = resolve_key(key, "generate")
-        with runtime.operation() as top:
+        _prepare(self, args)
+        from genmlx.core import rewrites
+
+        prepared = rewrites.prepare(self, args, cons) if runtime.operation_depth() == 0 else None
+        with runtime.operation() as top, rewrites.active(prepared):
             res = self._generate(args, cons, key)
         if top:
             _check_finite("generate", self, res.trace, res.weight)

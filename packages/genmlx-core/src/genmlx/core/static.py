@@ -203,7 +203,7 @@ def _eligible(
     if g is None:
         try:
             g = structural_graph(gf, args)
-        except Exception:  # noqa: BLE001 - a model the analysis cannot run stays interpreted
+        except Exception:
             return None
     if not g.is_static or g.uses_params:
         return None
@@ -220,7 +220,9 @@ def prepare(gf: Any, args: tuple[Any, ...]) -> None:
     _eligible(gf, args, depth=0)
 
 
-def run(gf: Any, op: str, fn: Callable[..., Any], inputs: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+def run(
+    gf: Any, op: str, fn: Callable[..., Any], inputs: tuple[Any, ...], args: tuple[Any, ...]
+) -> Any:
     """``fn(*inputs)``, compiled for static ``gf`` once its signature repeats.
 
     ``fn`` must be a pure function of the arrays in ``inputs`` (everything else in

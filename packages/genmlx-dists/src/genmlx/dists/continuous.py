@@ -277,6 +277,7 @@ class Normal(_Scalar):
 
     name = "normal"
     params = ("mu", "sigma")
+    gaussian_location_scale = True
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -414,6 +415,23 @@ class Exponential(_Scalar):
         rate = _f32(rate)
         e = _std_exponential(key, sample_shape(_shape(shape), rate))
         return _nan_where_invalid(_pos(rate), _clamp_pos(e / rate))
+
+    has_iid_statistics = True
+
+    def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
+        """``(Σx, n)`` of non-negative finite values (``None`` otherwise)."""
+        x = mx.array(value).astype(mx.float32).reshape(-1)
+        if not bool(mx.all(mx.logical_and(x >= 0, mx.isfinite(x))).item()):
+            return None
+        return (mx.sum(x), mx.array(float(x.size)))
+
+    def iid_log_prob(self, stats: tuple[mx.array, ...], rate: Any) -> mx.array:
+        """``n log r − r Σx``."""
+        sx, n = stats
+        r = _f32(rate)
+        valid = _pos(r)
+        rs = mx.where(valid, r, 1.0)
+        return where_valid(valid, n * mx.log(rs) - rs * sx)
 
     def log_prob(self, value: Any, rate: Any) -> mx.array:
         _check_pos(self.name, "rate", rate)

@@ -495,6 +495,27 @@ class Bernoulli(Distribution):
         out: mx.array = _uniform(key, sample_shape(shape, pa)) < pa
         return out
 
+    has_iid_statistics = True
+
+    def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
+        """``(number of True, number of draws)`` of 0/1 values (``None`` otherwise)."""
+        x = mx.array(value).astype(mx.float32).reshape(-1)
+        if not bool(mx.all(mx.logical_or(x == 0, x == 1)).item()):
+            return None
+        return (mx.sum(x), mx.array(float(x.size)))
+
+    def iid_log_prob(self, stats: tuple[mx.array, ...], p: Any) -> mx.array:
+        """``k log p + (n − k) log(1 − p)`` (``0 · log 0 = 0``)."""
+        k, n = stats
+        pa = _f32(p)
+        valid = _and(pa >= 0, pa <= 1)
+        ps = mx.where(valid, pa, 0.5)
+        l1 = mx.where(k > 0, k * mx.log(mx.where(ps > 0, ps, 1.0)), 0.0)
+        l1 = mx.where(mx.logical_and(k > 0, ps <= 0), -mx.inf, l1)
+        l0 = mx.where(n - k > 0, (n - k) * mx.log1p(-mx.where(ps < 1, ps, 0.0)), 0.0)
+        l0 = mx.where(mx.logical_and(n - k > 0, ps >= 1), -mx.inf, l0)
+        return where_valid(valid, l1 + l0)
+
     def log_prob(self, value: Any, p: Any) -> mx.array:
         _check_prob(self.name, "p", p)
         x, pa = _f32(value), _f32(p)
@@ -681,6 +702,29 @@ class Poisson(Distribution):
         check_param(self.name, "rate", rate, lambda v: v >= 0 and math.isfinite(v), ">= 0")
         lam = _f32(rate)
         return _poisson_sample(key, mx.maximum(lam, 0.0), sample_shape(shape, lam))
+
+    has_iid_statistics = True
+
+    def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
+        """``(Σk, Σ log k!, n)`` of non-negative integer counts (``None`` otherwise)."""
+        import numpy as np
+
+        k = np.asarray(mx.array(value).astype(mx.float32), dtype=np.float64).reshape(-1)
+        if not (np.all(k >= 0) and np.all(k == np.floor(k)) and np.all(np.isfinite(k))):
+            return None
+        lfact = float(sum(math.lgamma(v + 1.0) for v in k))
+        total = mx.array(float(k.sum()))
+        return (total, mx.array(lfact, dtype=mx.float32), mx.array(float(k.size)))
+
+    def iid_log_prob(self, stats: tuple[mx.array, ...], rate: Any) -> mx.array:
+        """``Σk log λ − nλ − Σ log k!``."""
+        sk, lfact, n = stats
+        lam = _f32(rate)
+        valid = _and(lam >= 0, mx.isfinite(lam))
+        pos = mx.logical_and(valid, lam > 0)
+        lg = mx.where(sk > 0, sk * mx.log(mx.where(pos, lam, 1.0)), 0.0)
+        lg = mx.where(mx.logical_and(sk > 0, mx.logical_not(pos)), -mx.inf, lg)
+        return where_valid(valid, lg - n * mx.where(valid, lam, 0.0) - lfact)
 
     def log_prob(self, value: Any, rate: Any) -> mx.array:
         check_param(self.name, "rate", rate, lambda v: v >= 0 and math.isfinite(v), ">= 0")

@@ -122,9 +122,15 @@ class MCMCResult:
     def _named(self) -> dict[str, mx.array]:
         out = {}
         for addr, v in self.samples.items():
-            name = addr if isinstance(addr, str) else format_address(addr if isinstance(addr, tuple) else (addr,))
-            if mx.issubdtype(v.dtype, mx.floating) or v.dtype == mx.bool_ or mx.issubdtype(
-                v.dtype, mx.integer
+            name = (
+                addr
+                if isinstance(addr, str)
+                else format_address(addr if isinstance(addr, tuple) else (addr,))
+            )
+            if (
+                mx.issubdtype(v.dtype, mx.floating)
+                or v.dtype == mx.bool_
+                or mx.issubdtype(v.dtype, mx.integer)
             ):
                 out[name] = v.astype(mx.float32)
         return out
@@ -135,9 +141,18 @@ class MCMCResult:
         mean (``mcse_mean = sd / √ESS_mean``)."""
         table = SummaryTable()
         lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
-        cols = ("mean", "sd", f"q{100 * lo:g}", "q50", f"q{100 * hi:g}", "mcse_mean",
-                "ess_bulk", "ess_tail", "r_hat")
-        table.columns = cols  # type: ignore[misc]
+        cols = (
+            "mean",
+            "sd",
+            f"q{100 * lo:g}",
+            "q50",
+            f"q{100 * hi:g}",
+            "mcse_mean",
+            "ess_bulk",
+            "ess_tail",
+            "r_hat",
+        )
+        table.columns = cols  # type: ignore[misc, assignment]
         for name, v in self._named().items():
             x = v.reshape(v.shape[0], v.shape[1], -1)
             flat = np.asarray(x.reshape(-1, x.shape[2]), dtype=np.float64)
@@ -148,7 +163,11 @@ class MCMCResult:
             sd = flat.std(axis=0, ddof=1)
             qs = np.quantile(flat, [lo, 0.5, hi], axis=0)
             for i in range(x.shape[2]):
-                label = name if x.shape[2] == 1 and v.ndim == 2 else f"{name}[{_idx(i, tuple(v.shape[2:]))}]"
+                label = (
+                    name
+                    if x.shape[2] == 1 and v.ndim == 2
+                    else f"{name}[{_idx(i, tuple(v.shape[2:]))}]"
+                )
                 table[label] = {
                     "mean": float(flat[:, i].mean()),
                     "sd": float(sd[i]),
@@ -166,7 +185,7 @@ class MCMCResult:
         """Print :meth:`summary` and the number of divergent transitions."""
         print(self.summary(prob))
         if "diverging" in self.stats:
-            n = int(mx.sum(self.stats["diverging"]).item())
+            n = int(mx.sum(self.stats["diverging"]).item())  # type: ignore[arg-type]
             print(f"\nNumber of divergences: {n}")
 
     def check(self, *, rhat_max: float = 1.01, ess_min: float = 100.0) -> list[str]:
@@ -187,7 +206,7 @@ class MCMCResult:
                 "unreliable; run more draws or more chains"
             )
         if "diverging" in self.stats:
-            n = int(mx.sum(self.stats["diverging"]).item())
+            n = int(mx.sum(self.stats["diverging"]).item())  # type: ignore[arg-type]
             if n:
                 total = self.n_chains * self.n_samples
                 msgs.append(
@@ -205,8 +224,9 @@ class MCMCResult:
         except ImportError as e:
             raise ImportError("to_inference_data needs ArviZ: pip install arviz") from e
         post = {
-            (k if isinstance(k, str) else ".".join(map(str, k if isinstance(k, tuple) else (k,)))):
-            np.asarray(v)
+            (
+                k if isinstance(k, str) else ".".join(map(str, k if isinstance(k, tuple) else (k,)))
+            ): np.asarray(v)
             for k, v in self.samples.items()
         }
         stats = {k: np.asarray(v) for k, v in self.stats.items()}
@@ -271,8 +291,15 @@ def _compiled_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _hmc_program(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Callable[..., Any]:
-    def step(key: mx.array, x0: mx.array, ld0: mx.array, g0: mx.array, eps: mx.array,
-             marr: tuple[mx.array, ...], inputs: tuple[mx.array, ...]) -> Any:
+    def step(
+        key: mx.array,
+        x0: mx.array,
+        ld0: mx.array,
+        g0: mx.array,
+        eps: mx.array,
+        marr: tuple[mx.array, ...],
+        inputs: tuple[mx.array, ...],
+    ) -> Any:
         k_mom, k_acc = mx.random.split(key)
         p0 = metric.momentum(mx.random.normal(x0.shape, key=k_mom), marr)
         x, p, ld, g = x0, p0, ld0, g0
@@ -283,7 +310,9 @@ def _hmc_program(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Cal
         acc = mx.log(mx.random.uniform(shape=ld.shape, key=k_acc)) < log_alpha
         am = acc[:, None]
         return (
-            mx.where(am, x, x0), mx.where(acc, ld, ld0), mx.where(am, g, g0),
+            mx.where(am, x, x0),
+            mx.where(acc, ld, ld0),
+            mx.where(am, g, g0),
             mx.exp(mx.minimum(log_alpha, 0.0)),
         )
 
@@ -291,8 +320,15 @@ def _hmc_program(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Cal
 
 
 def _mala_program(vg: Callable[..., Any]) -> Callable[..., Any]:
-    def step(key: mx.array, x0: mx.array, ld0: mx.array, g0: mx.array, eps: mx.array,
-             marr: tuple[mx.array, ...], inputs: tuple[mx.array, ...]) -> Any:
+    def step(
+        key: mx.array,
+        x0: mx.array,
+        ld0: mx.array,
+        g0: mx.array,
+        eps: mx.array,
+        marr: tuple[mx.array, ...],
+        inputs: tuple[mx.array, ...],
+    ) -> Any:
         del marr
         k_n, k_acc = mx.random.split(key)
         e = eps[:, None]
@@ -305,7 +341,9 @@ def _mala_program(vg: Callable[..., Any]) -> Callable[..., Any]:
         acc = mx.log(mx.random.uniform(shape=ld.shape, key=k_acc)) < log_alpha
         am = acc[:, None]
         return (
-            mx.where(am, x, x0), mx.where(acc, ld, ld0), mx.where(am, g, g0),
+            mx.where(am, x, x0),
+            mx.where(acc, ld, ld0),
+            mx.where(am, g, g0),
             mx.exp(mx.minimum(log_alpha, 0.0)),
         )
 
@@ -313,8 +351,15 @@ def _mala_program(vg: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _one_step_accept(vg: Callable[..., Any], inputs: tuple[mx.array, ...]) -> Callable[..., Any]:
-    def f(eps: mx.array, key: mx.array, x: mx.array, ld: mx.array, g: mx.array,
-          metric_kind: str, marr: tuple[mx.array, ...]) -> mx.array:
+    def f(
+        eps: mx.array,
+        key: mx.array,
+        x: mx.array,
+        ld: mx.array,
+        g: mx.array,
+        metric_kind: str,
+        marr: tuple[mx.array, ...],
+    ) -> mx.array:
         metric = Metric(metric_kind, ())
         p = metric.momentum(mx.random.normal(x.shape, key=key), marr)
         h0 = -ld + metric.kinetic(p, marr)
@@ -363,7 +408,9 @@ def _initial_positions(
         raise ValueError(f"mcmc: init must be 'prior', 'uniform' or a choice map, got {init!r}")
     cm = _as_choicemap(init, "mcmc", "init")
     if not cm.batch_shape:
-        cm = cm.map(lambda v: mx.broadcast_to(v, (n_chains, *v.shape))).with_batch_shape((n_chains,))
+        cm = cm.map(lambda v: mx.broadcast_to(v, (n_chains, *v.shape))).with_batch_shape(
+            (n_chains,)
+        )
     if cm.batch_shape != (n_chains,):
         raise ValueError(
             f"mcmc: init has batch shape {cm.batch_shape}; give one value per chain "
@@ -442,21 +489,29 @@ def mcmc(
     """
     args = _as_args(args, "mcmc")
     obs = _as_choicemap(observations, "mcmc", "observations")
-    for name, v, lo in (("n_chains", n_chains, 1), ("n_samples", n_samples, 1),
-                        ("n_warmup", n_warmup, 0), ("thin", thin, 1), ("max_depth", max_depth, 1),
-                        ("n_leapfrog", n_leapfrog, 1)):
+    for name, v, lo in (
+        ("n_chains", n_chains, 1),
+        ("n_samples", n_samples, 1),
+        ("n_warmup", n_warmup, 0),
+        ("thin", thin, 1),
+        ("max_depth", max_depth, 1),
+        ("n_leapfrog", n_leapfrog, 1),
+    ):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ValueError(f"mcmc: {name} must be an int of at least {lo}, got {v!r}")
     if adapt not in ("per_chain", "pooled", "none"):
         raise ValueError(f"mcmc: adapt must be 'per_chain', 'pooled' or 'none', got {adapt!r}")
-    if step_size is not None and not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
+    if step_size is not None and not (
+        isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0
+    ):
         raise ValueError(f"mcmc: step_size must be finite and positive, got {step_size!r}")
     if runtime.in_transform():
         raise ValueError("mcmc runs its own loop; call it outside vmap/compile/grad")
     key = resolve_key(key)
     if callable(kernel) and not isinstance(kernel, str):
-        return _trace_mcmc(model, args, obs, kernel, n_chains, n_warmup, n_samples, thin, key,
-                           progress, warn)
+        return _trace_mcmc(
+            model, args, obs, kernel, n_chains, n_warmup, n_samples, thin, key, progress, warn
+        )
     if kernel not in _KERNELS:
         raise ValueError(
             f"mcmc: kernel must be one of {_KERNELS} or a trace kernel callable, got {kernel!r}"
@@ -477,8 +532,8 @@ def mcmc(
 
     t0 = time.perf_counter()
     y0 = _initial_positions(ld, model, args, obs, n_chains, init, k_init, init_radius)
-    vg, inputs = ld.pure("vg", batched=True)
-    inputs = tuple(inputs)
+    vg, input_list = ld.pure("vg", batched=True)
+    inputs = tuple(input_list)
     cvg = _compiled_fn(vg)
     lp, gr = cvg(y0, *inputs)
     state = NUTSState(y0, lp, gr)
@@ -489,16 +544,25 @@ def mcmc(
     eps = mx.full((n_chains,), 0.1 if step_size is None else float(step_size), dtype=mx.float32)
     bar = _progress(progress, n_warmup + n_samples * thin, kernel)
 
-    def transition(st: NUTSState, k: mx.array, e: mx.array, m: Metric) -> tuple[NUTSState, dict[str, mx.array]]:
+    def transition(
+        st: NUTSState, k: mx.array, e: mx.array, m: Metric
+    ) -> tuple[NUTSState, dict[str, mx.array]]:
         if kernel == "nuts":
-            new, info = nuts_transition(st, vg, inputs, key=k, step_size=e, metric=m,
-                                        max_depth=max_depth)
-            return new, {"accept_prob": info.accept_prob, "n_leapfrog": info.n_leapfrog,
-                         "depth": info.depth, "diverging": info.diverging}
+            new, info = nuts_transition(
+                st, vg, inputs, key=k, step_size=e, metric=m, max_depth=max_depth
+            )
+            return new, {
+                "accept_prob": info.accept_prob,
+                "n_leapfrog": info.n_leapfrog,
+                "depth": info.depth,
+                "diverging": info.diverging,
+            }
         prog = programs.get(m.kind)
         if prog is None:
             prog = programs[m.kind] = (
-                _hmc_program(vg, Metric(m.kind, ()), n_leapfrog) if kernel == "hmc" else _mala_program(vg)
+                _hmc_program(vg, Metric(m.kind, ()), n_leapfrog)
+                if kernel == "hmc"
+                else _mala_program(vg)
             )
         x, lpn, gn, acc = prog(k, st.position, st.logdensity, st.grad, e, tuple(m.arrays), inputs)
         return NUTSState(x, lpn, gn), {"accept_prob": acc}
@@ -515,8 +579,12 @@ def mcmc(
                 lambda ee, kk, x, l, gg, marr: one_step(ee, kk, x, l, gg, kind, marr)
             )
         return find_step_size(
-            lambda ee, kk: fn(ee, kk, state.position, state.logdensity, state.grad, tuple(metric.arrays)),
-            e, k, per_chain=per_chain,
+            lambda ee, kk: fn(
+                ee, kk, state.position, state.logdensity, state.grad, tuple(metric.arrays)
+            ),
+            e,
+            k,
+            per_chain=per_chain,
         )
 
     # ---------------------------------------------------------------- warm-up
@@ -562,8 +630,8 @@ def mcmc(
         state, info = transition(state, sub, eps, metric)
         if (t + 1) % thin == 0:
             draws.append(state.position)
-            for name, v in info.items():
-                stats.setdefault(name, []).append(v)
+            for stat, value in info.items():
+                stats.setdefault(stat, []).append(value)
         if kernel != "nuts" and (t + 1) % 50 == 0:
             mx.eval(state.position)
         bar(1)
@@ -581,8 +649,16 @@ def mcmc(
     elif metric.kind == "dense":
         mass = metric.arrays[0] @ mx.swapaxes(metric.arrays[0], -1, -2)
     res = MCMCResult(
-        samples, st, kernel=kernel, step_size=eps, mass=mass, positions=positions,
-        logdensity=ld, model=model, args=args, observations=obs,
+        samples,
+        st,
+        kernel=kernel,
+        step_size=eps,
+        mass=mass,
+        positions=positions,
+        logdensity=ld,
+        model=model,
+        args=args,
+        observations=obs,
         timing={"warmup_s": t1 - t0, "sampling_s": t2 - t1},
     )
     _finish_warnings(res, warn)
@@ -648,7 +724,13 @@ def _trace_mcmc(
     bar(None)
     samples = {a: mx.stack(v, axis=1) for a, v in rows.items()}
     stats = {"accept_prob": mx.stack(accepts, axis=1)} if accepts else {}
-    res = MCMCResult(samples, stats, kernel=getattr(kernel, "__name__", "kernel"), model=model,
-                     args=args, observations=obs)
+    res = MCMCResult(
+        samples,
+        stats,
+        kernel=getattr(kernel, "__name__", "kernel"),
+        model=model,
+        args=args,
+        observations=obs,
+    )
     _finish_warnings(res, warn)
     return res

@@ -139,7 +139,9 @@ def _validate(step_size: Any, op: str, n_leapfrog: int | None = None) -> None:
 _PROGRAMS: dict[Any, Any] = {}
 
 
-def _program(key: Any, build: Callable[[], Callable[..., Any]], compiled: bool) -> Callable[..., Any]:
+def _program(
+    key: Any, build: Callable[[], Callable[..., Any]], compiled: bool
+) -> Callable[..., Any]:
     """A kernel step, compiled once per target function and static configuration."""
     if not compiled or runtime.in_transform():
         return build()

@@ -42,9 +42,7 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 
@@ -54,7 +52,7 @@ from genmlx.core.trace import Trace
 from genmlx.infer import _checks as checks
 from genmlx.infer.adaptation import DualAveraging, estimate_mass, find_step_size, windows
 from genmlx.infer.integrators import Metric, leapfrog
-from genmlx.infer.nuts_tree import NUTSState, NutsInfo, nuts_transition
+from genmlx.infer.nuts_tree import NutsInfo, NUTSState, nuts_transition
 from genmlx.infer.targets import Target, target
 
 __all__ = [
@@ -66,7 +64,6 @@ __all__ = [
     "nuts_warmup",
     "nuts_warmup_state",
 ]
-
 
 
 class NutsWarmup(NamedTuple):
@@ -122,9 +119,7 @@ def nuts_info(
     key = checks.key(key, "nuts")
     t = target(trace, selection, "nuts")
     c = t.position.shape[0]
-    metric = Metric.create(
-        mass, t.dim, "nuts", n_chains=c if t.batched else None, validate=eager
-    )
+    metric = Metric.create(mass, t.dim, "nuts", n_chains=c if t.batched else None, validate=eager)
     compiled = t.compiled and eager
     ld, g = _vg_compiled(t)(t.position, *t.inputs) if compiled else t.vg(t.position, *t.inputs)
     state = NUTSState(t.position, ld, g)
@@ -132,8 +127,15 @@ def nuts_info(
     if not t.batched and eps.ndim:
         eps = eps.reshape(-1)
     new, info = nuts_transition(
-        state, t.vg, t.inputs, key=key, step_size=eps, metric=metric, max_depth=max_depth,
-        compiled=compiled, dynamic=eager,
+        state,
+        t.vg,
+        t.inputs,
+        key=key,
+        step_size=eps,
+        metric=metric,
+        max_depth=max_depth,
+        compiled=compiled,
+        dynamic=eager,
     )
     moved = mx.any(new.position != t.position, axis=-1)
     tr = t.to_trace(new.position, moved)
@@ -215,8 +217,15 @@ def _one_step_accept(
     """``(eps [C], key) -> accept [C]`` of one leapfrog step with a fresh momentum."""
     marr = tuple(metric.arrays)
 
-    def f(eps: mx.array, key: mx.array, x: mx.array, ld: mx.array, g: mx.array,
-          arrays: tuple[mx.array, ...], inp: tuple[mx.array, ...]) -> mx.array:
+    def f(
+        eps: mx.array,
+        key: mx.array,
+        x: mx.array,
+        ld: mx.array,
+        g: mx.array,
+        arrays: tuple[mx.array, ...],
+        inp: tuple[mx.array, ...],
+    ) -> mx.array:
         p = metric.momentum(mx.random.normal(x.shape, key=key), arrays)
         h0 = -ld + metric.kinetic(p, arrays)
         _, p1, ld1, _ = leapfrog(vg, inp, metric, arrays, x, p, g, eps)
@@ -283,7 +292,13 @@ def nuts_warmup_state(
         key, sub = mx.random.split(key)
         step = da.step_size if per_chain else mx.broadcast_to(da.step_size, (c,))
         state, info = nuts_transition(
-            state, vg, inputs, key=sub, step_size=step, metric=metric, max_depth=max_depth,
+            state,
+            vg,
+            inputs,
+            key=sub,
+            step_size=step,
+            metric=metric,
+            max_depth=max_depth,
             compiled=compiled,
         )
         acc = info.accept_prob if per_chain else mx.mean(info.accept_prob)
@@ -382,13 +397,26 @@ def nuts_warmup(
     checks.count(base_window, "base_window", op)
     key = checks.key(key, op)
     t = target(trace, selection, "nuts_warmup")
-    ld, g = t.vg(t.position, *t.inputs) if not t.compiled else _vg_compiled(t)(t.position, *t.inputs)
+    ld, g = (
+        t.vg(t.position, *t.inputs) if not t.compiled else _vg_compiled(t)(t.position, *t.inputs)
+    )
     state = NUTSState(t.position, ld, g)
     state, eps, metric = nuts_warmup_state(
-        state, t.vg, t.inputs, n_steps, key=key, target_accept=target_accept,
-        step_size=step_size, max_depth=max_depth, adapt_mass=adapt_mass,
-        dense_mass=dense_mass, per_chain=per_chain and t.batched, find_step=find_step_size,
-        init_buffer=init_buffer, term_buffer=term_buffer, base_window=base_window,
+        state,
+        t.vg,
+        t.inputs,
+        n_steps,
+        key=key,
+        target_accept=target_accept,
+        step_size=step_size,
+        max_depth=max_depth,
+        adapt_mass=adapt_mass,
+        dense_mass=dense_mass,
+        per_chain=per_chain and t.batched,
+        find_step=find_step_size,
+        init_buffer=init_buffer,
+        term_buffer=term_buffer,
+        base_window=base_window,
         compiled=t.compiled,
     )
     tr = t.to_trace(state.position, mx.any(state.position != t.position, axis=-1))

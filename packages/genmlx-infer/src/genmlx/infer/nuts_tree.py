@@ -197,7 +197,9 @@ class _Engine:
     def begin(self) -> Callable[..., Any]:
         metric = self.metric
 
-        def f(key: mx.array, x: mx.array, ld: mx.array, g: mx.array, marr: tuple[mx.array, ...]) -> Any:
+        def f(
+            key: mx.array, x: mx.array, ld: mx.array, g: mx.array, marr: tuple[mx.array, ...]
+        ) -> Any:
             key, k = mx.random.split(key)
             p = metric.momentum(mx.random.normal(x.shape, key=k), marr)
             ps = metric.velocity(p, marr)
@@ -205,8 +207,25 @@ class _Engine:
             c = x.shape[0]
             zf = mx.zeros((c,), dtype=mx.float32)
             return _Tree(
-                key, x, p, g, x, p, g, p, ps, ps, x, ld, g, zf, h0,
-                mx.ones((c,), dtype=mx.bool_), mx.zeros((c,), dtype=mx.int32), zf, zf,
+                key,
+                x,
+                p,
+                g,
+                x,
+                p,
+                g,
+                p,
+                ps,
+                ps,
+                x,
+                ld,
+                g,
+                zf,
+                h0,
+                mx.ones((c,), dtype=mx.bool_),
+                mx.zeros((c,), dtype=mx.int32),
+                zf,
+                zf,
                 mx.zeros((c,), dtype=mx.bool_),
             )
 
@@ -226,8 +245,26 @@ class _Engine:
             z = mx.zeros((levels, c, d), dtype=x.dtype)
             zb = mx.zeros((c, d), dtype=x.dtype)
             return _Sub(
-                key, x, p, g, fwd, t.running, mx.full((c,), -mx.inf, dtype=mx.float32),
-                x, t.ld_prop, g, z, z, z, z, z, zb, zb, zb, zb, zb,
+                key,
+                x,
+                p,
+                g,
+                fwd,
+                t.running,
+                mx.full((c,), -mx.inf, dtype=mx.float32),
+                x,
+                t.ld_prop,
+                g,
+                z,
+                z,
+                z,
+                z,
+                z,
+                zb,
+                zb,
+                zb,
+                zb,
+                zb,
             )
 
         return self._compiled("start", lambda: f)
@@ -239,7 +276,11 @@ class _Engine:
         levels = self.max_depth
 
         def f(
-            t: _Tree, s: _Sub, eps: mx.array, marr: tuple[mx.array, ...], inputs: tuple[mx.array, ...]
+            t: _Tree,
+            s: _Sub,
+            eps: mx.array,
+            marr: tuple[mx.array, ...],
+            inputs: tuple[mx.array, ...],
         ) -> tuple[_Tree, _Sub]:
             key, k = mx.random.split(s.key)
             u = mx.random.uniform(shape=(k_steps, *t.running.shape), key=k)
@@ -288,7 +329,28 @@ class _Engine:
                 top = block
                 valid = mx.logical_and(valid, mx.where(active, ok, True))
             t2 = t._replace(n_leap=n_leap, sum_acc=sum_acc, diverging=div_all)
-            s2 = _Sub(key, x, p, g, s.forward, valid, lsw, xp, ldp, gp, *lv, *top)
+            s2 = _Sub(
+                key,
+                x,
+                p,
+                g,
+                s.forward,
+                valid,
+                lsw,
+                xp,
+                ldp,
+                gp,
+                lv[0],
+                lv[1],
+                lv[2],
+                lv[3],
+                lv[4],
+                top[0],
+                top[1],
+                top[2],
+                top[3],
+                top[4],
+            )
             return t2, s2
 
         return self._compiled(("chunk", k_steps, extra), lambda: f)
@@ -321,8 +383,20 @@ class _Engine:
             psr = mx.where(okm, mx.where(fm, mf[4], mb[4]), t.psr)
             running = mx.logical_and(ok, mx.where(fwd, ok_f, ok_b))
             return t._replace(
-                key=key, xl=xl, pl=pl, gl=gl, xr=xr, pr=pr, gr=gr, rho=rho, psl=psl,
-                psr=psr, x_prop=x_prop, ld_prop=ld_prop, g_prop=g_prop, lsw=lsw,
+                key=key,
+                xl=xl,
+                pl=pl,
+                gl=gl,
+                xr=xr,
+                pr=pr,
+                gr=gr,
+                rho=rho,
+                psl=psl,
+                psr=psr,
+                x_prop=x_prop,
+                ld_prop=ld_prop,
+                g_prop=g_prop,
+                lsw=lsw,
                 running=running,
             )
 

@@ -66,7 +66,7 @@ def _static_target(trace: Trace, selection: Selection, op: str) -> Target | None
         return None
     try:
         g = analyze(model, trace.args)
-    except Exception:  # noqa: BLE001 - analysis failures mean "use the interpreter"
+    except Exception:
         return None
     if not g.is_static or g.uses_params:
         return None
@@ -104,7 +104,9 @@ def _static_target(trace: Trace, selection: Selection, op: str) -> Target | None
     return Target(vg, inp, y, to_trace, batched, True, True)
 
 
-def _flatten(trace: Trace, selection: Selection, op: str) -> tuple[mx.array, list[Path], list[tuple[int, ...]], ChoiceMap]:
+def _flatten(
+    trace: Trace, selection: Selection, op: str
+) -> tuple[mx.array, list[Path], list[tuple[int, ...]], ChoiceMap]:
     choices = trace.get_choices()
     selected = choices.filter(selection)
     leaves = list(selected.leaves())

@@ -8,6 +8,7 @@ group. See the plugin author guide in the docs.
 from genmlx.core.plugins.hookspecs import hookimpl, hookspec
 from genmlx.core.plugins.registry import (
     KINDS,
+    METADATA_KEYS,
     Category,
     Entry,
     PluginLoadError,
@@ -15,9 +16,12 @@ from genmlx.core.plugins.registry import (
     Registry,
     registry,
 )
+from genmlx.core.plugins.result_types import RESULT_TYPES
 
 __all__ = [
     "KINDS",
+    "METADATA_KEYS",
+    "RESULT_TYPES",
     "Category",
     "Entry",
     "PluginLoadError",

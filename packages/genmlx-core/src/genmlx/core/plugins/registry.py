@@ -17,6 +17,11 @@ the list and exits with status 1). Every other plugin, the built-in ones include
 keeps working. First-party ``genmlx.*`` plugins load first, so a third-party plugin
 can never displace a built-in name.
 
+``register`` also takes keyword *metadata* that the conformance kit reads (see
+:data:`METADATA_KEYS`): what a visualizer accepts, how to build a kernel or a
+combinator on the kit's test models. Each key may instead be an attribute of the
+registered object; metadata given at registration wins (:meth:`Entry.info`).
+
 Example:
     >>> from genmlx.core.plugins import Registry, hookimpl
     >>> from genmlx.core.testing.models import normal
@@ -38,7 +43,8 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from importlib import metadata
+from importlib import metadata as importlib_metadata
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import pluggy
@@ -48,6 +54,7 @@ from genmlx.core.plugins import hookspecs
 
 __all__ = [
     "KINDS",
+    "METADATA_KEYS",
     "Category",
     "Entry",
     "PluginLoadError",
@@ -64,13 +71,50 @@ _HOOKS = {kind: f"genmlx_register_{kind}" for kind in KINDS}
 ENTRY_POINT_GROUP = "genmlx"
 
 
+METADATA_KEYS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "distributions": frozenset({"example_params", "conformance_batched"}),
+        "combinators": frozenset(
+            {"conformance_examples", "conformance_build", "conformance_batched"}
+        ),
+        "inference": frozenset({"conformance_kernel", "info_fields"}),
+        "nn": frozenset(),
+        "visualizers": frozenset({"accepts", "conformance_call"}),
+    }
+)
+"""The registration metadata each kind accepts (``register(obj, ..., key=value)``).
+
+* distributions: ``example_params`` (parameter tuples for the kit),
+  ``conformance_batched`` (False: skip the batched laws);
+* combinators: ``conformance_examples`` (``() -> [(gen_fn, args), ...]``),
+  ``conformance_build`` (``kernel -> [(gen_fn, args), ...]``: the combinator applied to
+  one of the kit's kernels, see :mod:`genmlx.core.testing.combinators`),
+  ``conformance_batched``;
+* inference: ``conformance_kernel`` (``test_model -> kernel | None``: the kernel set up
+  for one of the kit's test models, see :mod:`genmlx.core.testing.kernels`),
+  ``info_fields`` (attributes the kernel's info must carry besides ``accepted``);
+* visualizers: ``accepts`` (the result types it draws, names from
+  :data:`genmlx.core.plugins.result_types.RESULT_TYPES`), ``conformance_call``
+  (``(visualizer, example, **kwargs) -> figure`` when it needs more than the result,
+  see :mod:`genmlx.core.testing.visualizers`).
+"""
+
+
 class Entry(NamedTuple):
-    """One registered object."""
+    """One registered object: its name, the object, its provider, aliases and metadata."""
 
     name: str
     obj: Any
     plugin: str
     aliases: tuple[str, ...]
+    metadata: Mapping[str, Any] = MappingProxyType({})
+
+    def info(self, key: str, default: Any = None) -> Any:
+        """Conformance information ``key``: registration metadata, else the object's
+        attribute of that name, else ``default``."""
+        if key in self.metadata:
+            return self.metadata[key]
+        return getattr(self.obj, key, default)
 
 
 class PluginLoadError(NamedTuple):
@@ -144,6 +188,42 @@ def _validate(kind: str, obj: Any, plugin: str) -> None:
         raise PluginError(
             f"plugin {plugin!r} registered {obj!r} under {kind}, which needs a callable"
         )
+
+
+_CALLABLE_METADATA = frozenset(
+    {"conformance_kernel", "conformance_build", "conformance_examples", "conformance_call"}
+)
+
+
+def _validate_metadata(kind: str, metadata: Mapping[str, Any], plugin: str, name: str) -> None:
+    unknown = sorted(set(metadata) - METADATA_KEYS[kind])
+    if unknown:
+        known = ", ".join(sorted(METADATA_KEYS[kind])) or "none"
+        raise PluginError(
+            f"plugin {plugin!r} registered {kind} {name!r} with unknown metadata "
+            f"{', '.join(map(repr, unknown))}; {kind} accept: {known}"
+        )
+    if "accepts" in metadata:
+        from genmlx.core.plugins.result_types import RESULT_TYPES
+
+        accepts = metadata["accepts"]
+        if isinstance(accepts, str) or not all(isinstance(a, str) for a in accepts):
+            raise PluginError(
+                f"plugin {plugin!r}: accepts= of visualizer {name!r} must be a tuple of "
+                f"result-type names, got {accepts!r}"
+            )
+        bad = sorted(set(accepts) - set(RESULT_TYPES))
+        if bad or not accepts:
+            raise PluginError(
+                f"plugin {plugin!r}: visualizer {name!r} accepts unknown result types "
+                f"{bad or '(none given)'}; use some of {', '.join(RESULT_TYPES)}"
+            )
+    for key in sorted(_CALLABLE_METADATA):
+        if key in metadata and not callable(metadata[key]):
+            raise PluginError(
+                f"plugin {plugin!r}: {key}= of {kind} {name!r} must be a callable, "
+                f"got {metadata[key]!r}"
+            )
 
 
 def _default_name(kind: str, obj: Any) -> str:
@@ -273,7 +353,7 @@ class Registry:
 
     def _load_entry_points(self) -> None:
         try:
-            eps = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+            eps = list(importlib_metadata.entry_points(group=ENTRY_POINT_GROUP))
         except Exception as e:  # a broken installed distribution's metadata
             self._fail("<entry points>", "importlib.metadata", f"cannot list entry points: {e}")
             return
@@ -293,7 +373,7 @@ class Registry:
                 )
                 continue
             seen.add(ep.name)
-            if metadata.EntryPoint.pattern.match(ep.value) is None:
+            if importlib_metadata.EntryPoint.pattern.match(ep.value) is None:
                 self._fail(
                     ep.name,
                     source,
@@ -367,13 +447,15 @@ class Registry:
             self._tables[kind].update(entries)
 
     def _register_fn(self, kind: str, plugin: str, staged: dict[str, Entry]) -> Callable[..., None]:
-        def register(obj: Any, name: str | None = None, aliases: tuple[str, ...] = ()) -> None:
+        def register(
+            obj: Any, name: str | None = None, aliases: tuple[str, ...] = (), **metadata: Any
+        ) -> None:
             if isinstance(aliases, str):
                 raise PluginError(
                     f"plugin {plugin!r}: aliases must be a tuple of names, got the string "
                     f"{aliases!r} (write aliases=({aliases!r},))"
                 )
-            self._add(kind, obj, name, tuple(aliases), plugin, staged)
+            self._add(kind, obj, name, tuple(aliases), plugin, metadata, staged)
 
         return register
 
@@ -384,11 +466,16 @@ class Registry:
         name: str | None,
         aliases: tuple[str, ...],
         plugin: str,
+        metadata: Mapping[str, Any] | None = None,
         staged: dict[str, Entry] | None = None,
     ) -> None:
         _validate(kind, obj, plugin)
         name = name or _default_name(kind, obj)
-        entry = Entry(name, obj, plugin, aliases)
+        meta = dict(metadata or {})
+        _validate_metadata(kind, meta, plugin, name)
+        if "accepts" in meta:
+            meta["accepts"] = tuple(meta["accepts"])
+        entry = Entry(name, obj, plugin, aliases, MappingProxyType(meta))
         table = self._tables[kind]
         target = table if staged is None else staged
         for n in (name, *aliases):
