@@ -12,7 +12,7 @@ A plugin that cannot be loaded — its module fails to import, its entry point i
 malformed, it registers an invalid object or a name another plugin already has, or it
 defines a function that looks like a hook but is not one (a misspelt hook name) — is
 skipped as a whole: nothing it registered is kept, a :class:`PluginLoadWarning` names
-it, and :attr:`Registry.load_errors` lists it (``python -m genmlx.core plugins`` prints
+it, and ``Registry.load_errors`` lists it (``python -m genmlx.core plugins`` prints
 the list and exits with status 1). Every other plugin, the built-in ones included,
 keeps working. First-party ``genmlx.*`` plugins load first, so a third-party plugin
 can never displace a built-in name.
@@ -136,7 +136,7 @@ class PluginLoadError(NamedTuple):
 
 
 class PluginLoadWarning(UserWarning):
-    """Warned once per plugin that failed to load (see :attr:`Registry.load_errors`)."""
+    """Warned once per plugin that failed to load (see ``Registry.load_errors``)."""
 
 
 _HOOK_NAMES = frozenset(_HOOKS.values())
@@ -285,6 +285,9 @@ class Registry:
     Args:
         autoload: load entry points on first use (default: unless
             ``GENMLX_DISABLE_PLUGIN_AUTOLOAD=1``).
+
+    The list ``load_errors`` holds a :class:`PluginLoadError` for every plugin that was
+    skipped while loading.
     """
 
     def __init__(self, autoload: bool | None = None) -> None:
