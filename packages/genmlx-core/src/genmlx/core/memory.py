@@ -157,6 +157,8 @@ def check_batch_memory(
     if not memory_checks_enabled():
         return
     size = result_bytes(result)
+    if EVALUATION_FACTOR * size < _SMALL:
+        return  # no process that runs MLX at all is that short of memory
     avail, reason = available_bytes()
     if avail is None or EVALUATION_FACTOR * size <= avail * _COMFORT:
         return
@@ -187,6 +189,9 @@ def check_batch_memory(
         "genmlx.core.config.memory_checks(False)."
     )
 
+
+_SMALL = 256 * 2**20
+"""Results needing less than this are not checked (asking the OS costs a system call)."""
 
 _PROBE = 1024
 """Particles of the smaller calibration run (at least; about 1% of ``n``, at most 8x)."""

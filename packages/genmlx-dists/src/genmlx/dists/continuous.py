@@ -308,13 +308,12 @@ class Normal(_Scalar):
             and not (is_plain_number(mu) and not _is_finite(float(mu)))
         ):
             # Fast path (the common case: a likelihood with a fixed noise scale): no
-            # masking pass over the value's shape. ±inf values give -inf and NaN values
-            # NaN as below; a non-finite array mu (an invalid parameter) gives -inf.
-            mu_a = mu if is_plain_number(mu) else _f32(mu)
-            z = (_f32(value) - mu_a) / float(sigma)
+            # masking passes over the full broadcast shape. ±inf values give -inf and NaN
+            # values NaN as below; a non-finite array mu propagates (NaN mu -> NaN, which
+            # the score check reports at the site: the one exception to the -inf rule,
+            # kept so that this path stays one fused expression).
+            z = (_f32(value) - (mu if is_plain_number(mu) else _f32(mu))) / float(sigma)
             out: mx.array = -0.5 * z * z - (math.log(float(sigma)) + _HALF_LOG_2PI)
-            if not is_plain_number(mu):
-                out = mx.where(_finite(mu_a), out, -mx.inf)
             return out
         raw = _f32(value)
         x = _safe_value(raw)
