@@ -55,6 +55,7 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   :func:`nuts_warmup` and the diagnostics shards particles and chains over processes
 """
 
+from genmlx.infer._checks import DegenerateWeightsError
 from genmlx.infer.adev import (
     ADEVSample,
     Expectation,
@@ -189,6 +190,7 @@ __all__ = [
     "ConjugacyPlan",
     "ConjugateGroup",
     "ConjugateResult",
+    "DegenerateWeightsError",
     "DeterministicTraceTranslator",
     "EnumeratedLogDensity",
     "EnumerationResult",
