@@ -39,6 +39,8 @@ from genmlx.core import choicemap, gen, rewrites
 from genmlx.dists import bernoulli, normal
 
 REPS = 20
+SKIP_NUMPYRO = False
+SKIP_LOGREG = False
 
 
 def _best(
@@ -218,7 +220,7 @@ def run_is(sizes: list[int]) -> list[dict[str, Any]]:
         row["poly_genmlx_no_rewrite"] = _genmlx_is(poly, (xs,), poly_obs, n, False)
         row["poly_mlx"] = _hand_mlx_poly(n)
         row.update({f"poly_{k}": v for k, v in _jax_side(n, "poly").items()})
-        if n <= 10**6:
+        if n <= 10**6 and not SKIP_LOGREG:
             row["logreg_genmlx"] = _genmlx_is(logreg, (lr_x,), lr_obs, n, True)
             row["logreg_mlx"] = _hand_mlx_logreg(n)
             row.update({f"logreg_{k}": v for k, v in _jax_side(n, "logreg").items()})
@@ -235,7 +237,9 @@ def run_nuts(chains: int, warmup: int, draws: int) -> dict[str, Any]:
 
     out: dict[str, Any] = {"chains": chains, "warmup": warmup, "draws": draws}
     out["genmlx"] = nm.run_genmlx("logreg", chains, warmup, draws, seed=0)
-    out["numpyro"] = nm.run_numpyro("logreg", chains, warmup, draws, seed=0)
+    out["numpyro"] = (
+        None if SKIP_NUMPYRO else nm.run_numpyro("logreg", chains, warmup, draws, seed=0)
+    )
     print(json.dumps({k: v for k, v in out.items()}, default=str)[:2000], flush=True)
     return out
 
@@ -246,8 +250,13 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--skip-nuts", action="store_true")
     p.add_argument("--chains", type=int, default=1000)
+    p.add_argument("--sizes", type=int, nargs="*")
+    p.add_argument("--skip-numpyro", action="store_true")
+    p.add_argument("--skip-logreg", action="store_true")
     a = p.parse_args()
-    sizes = [10**3, 10**4] if a.quick else [10**4, 10**5, 10**6, 10**7]
+    sizes = a.sizes or ([10**3, 10**4] if a.quick else [10**4, 10**5, 10**6, 10**7])
+    global SKIP_NUMPYRO, SKIP_LOGREG
+    SKIP_NUMPYRO, SKIP_LOGREG = a.skip_numpyro, a.skip_logreg
     res: dict[str, Any] = {
         "name": "gpu_suite",
         "device": str(mx.default_device()),

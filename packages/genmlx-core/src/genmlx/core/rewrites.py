@@ -366,20 +366,27 @@ def score(
         parts.append(as_array(v).astype(mx.float32).reshape(-1))
     theta = parts[0] if len(parts) == 1 else mx.concatenate(parts)
     d = theta - c["theta_hat"]
-    quad = mx.sum(d * (c["A"] @ d))
+    p = d.shape[0]
+    if p <= 8:  # elementwise: no tiny per-particle matrix products under vmap
+        quad = mx.sum(d[:, None] * c["A"] * d[None, :])
+    else:
+        quad = mx.sum(d * (c["A"] @ d))
     finite = mx.all(mx.isfinite(theta))
-    # Outside the valid region the result is the distribution's own answer there (-inf, or
-    # NaN for a NaN mean), taken from one element: every element gives the same.
-    mean0 = mx.where(finite, 0.0, mx.nan)
+    # Outside the valid region the result is the distribution's own answer there (-inf,
+    # or NaN for a NaN mean); every element gives the same, so it is computed once, on
+    # one element and a representative invalid value, not per execution.
     if r.scale == "fixed":
         out = -c["sum_log_s"] - 0.5 * c["n"] * _LOG_2PI - 0.5 * (c["rss"] + quad)
-        bad = c["n"] * mx.sum(gf.log_prob(mx.array(0.0), mean0, mx.array(1.0)))
+        bad = c["n"] * mx.sum(gf.log_prob(mx.array(0.0), mx.array(mx.nan), mx.array(1.0)))
         return mx.where(finite, out, bad)
     sigma = as_array(params[1]).astype(mx.float32).reshape(())
-    valid = mx.logical_and(mx.logical_and(mx.isfinite(sigma), sigma > 0), finite)
+    ok_sigma = mx.logical_and(mx.isfinite(sigma), sigma > 0)
+    valid = mx.logical_and(ok_sigma, finite)
     s = mx.where(valid, sigma, 1.0)
     out = -c["n"] * mx.log(s) - 0.5 * c["n"] * _LOG_2PI - (c["rss"] + quad) / (2.0 * s * s)
-    bad = c["n"] * mx.sum(gf.log_prob(mx.array(0.0), mean0, sigma))
+    bad_sigma = c["n"] * mx.sum(gf.log_prob(mx.array(0.0), mx.array(0.0), mx.array(-1.0)))
+    bad_mean = c["n"] * mx.sum(gf.log_prob(mx.array(0.0), mx.array(mx.nan), mx.array(1.0)))
+    bad = mx.where(ok_sigma, bad_mean, bad_sigma)
     return mx.where(valid, out, bad)
 
 
