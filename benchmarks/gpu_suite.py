@@ -275,3 +275,70 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def table(result: dict[str, Any]) -> str:
+    """README tables of a gpu_suite result."""
+
+    def ms(row: dict[str, Any], k: str) -> str:
+        v = row.get(k)
+        return f"{v['ms']:.3f}" if isinstance(v, dict) and "ms" in v else "—"
+
+    def ratio(row: dict[str, Any], a: str, b: str) -> str:
+        x, y = row.get(a), row.get(b)
+        if isinstance(x, dict) and isinstance(y, dict) and "ms" in x and "ms" in y:
+            return f"**{x['ms'] / y['ms']:.2f}**"
+        return "—"
+
+    lines = [
+        "Importance sampling, polynomial regression (ms per call, best of 20, compile excluded):",
+        "",
+        "| N | GenMLX (rewrite) | GenMLX (no rewrite) | hand MLX | hand JAX | GenJAX "
+        "| GenMLX / GenJAX (rewrite, no rewrite) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["is"]:
+        lines.append(
+            f"| {r['n']:.0e} | {ms(r, 'poly_genmlx')} | {ms(r, 'poly_genmlx_no_rewrite')} | "
+            f"{ms(r, 'poly_mlx')} | {ms(r, 'poly_jax')} | {ms(r, 'poly_genjax')} | "
+            f"{ratio(r, 'poly_genmlx', 'poly_genjax')}, "
+            f"{ratio(r, 'poly_genmlx_no_rewrite', 'poly_genjax')} |"
+        )
+    rows = [r for r in result["is"] if "logreg_genmlx" in r]
+    if rows:
+        lines += [
+            "",
+            "Importance sampling, logistic regression (200 points, 6 coefficients):",
+            "",
+            "| N | GenMLX | hand MLX | hand JAX | GenJAX | GenMLX / GenJAX |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['n']:.0e} | {ms(r, 'logreg_genmlx')} | {ms(r, 'logreg_mlx')} | "
+                f"{ms(r, 'logreg_jax')} | {ms(r, 'logreg_genjax')} | "
+                f"{ratio(r, 'logreg_genmlx', 'logreg_genjax')} |"
+            )
+    n = result.get("nuts")
+    if n:
+        lines += [
+            "",
+            f"NUTS on the logistic regression, {n['chains']} chains, {n['warmup']} warm-up + "
+            f"{n['draws']} draws:",
+            "",
+            "| sampler | ESS | sampling (s) | ESS/s | warm-up (s) | compile (s) | leapfrog/draw |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for side in ("genmlx", "numpyro"):
+            m = n.get(side)
+            if not m:
+                continue
+            lines.append(
+                f"| {side} | {m['ess']:,.0f} | {m['sampling_s']:.2f} | {m['ess_per_s']:,.0f} | "
+                f"{m['warmup_s']:.2f} | {m['compile_s']:.1f} | {m['mean_leapfrog']:.1f} |"
+            )
+        if n.get("numpyro"):
+            lines.append("")
+            ratio_nuts = n["genmlx"]["ess_per_s"] / n["numpyro"]["ess_per_s"]
+            lines.append(f"ESS/s ratio GenMLX / NumPyro: **{ratio_nuts:.2f}**")
+    return "\n".join(lines)
