@@ -250,10 +250,22 @@ def prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepared
     ``None`` (nothing to rewrite, rewrites off, or a model never analysed). Eager: call
     outside transformations. Cached by the identity of the data arrays."""
     from genmlx.core import runtime
+
+    if not _ON.get() or observations.is_empty:
+        return None
+    try:
+        return _prepare(gf, args, observations)
+    except ValueError as e:
+        # inside a caller's vmap/compile with symbolic data: the statistics cannot be
+        # computed (concrete, captured data can: the rewrite then applies there too)
+        if runtime.is_transform_eval_error(e):
+            return None
+        raise
+
+
+def _prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepared | None:
     from genmlx.core.graph import cached_graph
 
-    if not _ON.get() or runtime.in_transform() or observations.is_empty:
-        return None
     if observations.batch_shape or observations.is_masked:
         return None
     g = cached_graph(gf, args)
