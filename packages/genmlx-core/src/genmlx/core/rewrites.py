@@ -247,8 +247,9 @@ _CACHE: dict[Any, tuple[list[Any], Prepared | None]] = {}
 
 def prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepared | None:
     """Data constants for ``gf``'s rewrites with these arguments and observations, or
-    ``None`` (nothing to rewrite, rewrites off, or a model never analysed). Eager: call
-    outside transformations. Cached by the identity of the data arrays."""
+    ``None`` (nothing to rewrite, rewrites off, or a model never analysed). Works inside
+    a caller's ``mx.compile``/``vmap`` when the data are concrete (captured); symbolic
+    data give ``None``. Cached by the identity of the data arrays."""
     from genmlx.core import runtime
 
     if not _ON.get() or observations.is_empty:
