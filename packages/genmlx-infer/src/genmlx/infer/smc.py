@@ -196,6 +196,13 @@ def resample_indices(
     return mx.where(slot < n_det, det, extra)
 
 
+def _ess(log_weights: mx.array) -> mx.array:
+    """Kish effective sample size of unnormalised log weights."""
+    lw = log_weights.astype(mx.float32)
+    lw = lw - mx.max(lw)
+    return mx.exp(2.0 * mx.logsumexp(lw) - mx.logsumexp(2.0 * lw))
+
+
 # ---------------------------------------------------------------------- the state
 class ParticleFilterState(NamedTuple):
     """The immutable state of a particle filter (see :func:`particle_filter`).
@@ -224,9 +231,7 @@ class ParticleFilterState(NamedTuple):
 
     def ess(self) -> mx.array:
         """Kish effective sample size ``1 / Σ_i w̄_i²`` (between 1 and ``N``)."""
-        lw = self.log_weights.astype(mx.float32)
-        lw = lw - mx.max(lw)
-        return mx.exp(2.0 * mx.logsumexp(lw) - mx.logsumexp(2.0 * lw))
+        return _ess(self.log_weights)
 
     def log_ml_estimate(self) -> mx.array:
         """``log Ẑ = log Ẑ_acc + logsumexp_i(log w_i) - log N``.
@@ -281,9 +286,30 @@ class ParticleFilterState(NamedTuple):
         if not isinstance(proposal_args, (tuple, list)):
             raise TypeError("step: proposal_args must be a tuple")
         key = resolve_key(key)
+        if proposal is None and type(self) is ParticleFilterState:
+            from genmlx.infer import _smc_fast
+
+            fast = _smc_fast.from_trace(self.traces, self.log_weights, self.log_ml_accumulated)
+            if fast is not None:
+                out = _smc_fast._step(fast, tuple(new_args), obs, argdiffs, key)
+                if out is not None:
+                    return out
+        return self._interpreted_step(
+            tuple(new_args), obs, argdiffs, proposal, tuple(proposal_args), key
+        )
+
+    def _interpreted_step(
+        self,
+        new_args: tuple[Any, ...],
+        obs: ChoiceMap,
+        argdiffs: tuple[Diff, ...] | None,
+        proposal: GenerativeFunction | None,
+        proposal_args: tuple[Any, ...],
+        key: mx.array,
+    ) -> ParticleFilterState:
+        """:meth:`step` through the batched ``update`` (validated inputs)."""
         tr = self.traces
         model = tr.gen_fn
-        new_args = tuple(new_args)
         if argdiffs is None:
             argdiffs = diff_args(tr.args, new_args)
         if proposal is None:
@@ -643,4 +669,8 @@ def particle_filter(
         raise TypeError("particle_filter: proposal_args must be a tuple")
     key = resolve_key(key)
     tr, lw = _raw_weights(model, tuple(args), obs, n_particles, proposal, tuple(proposal_args), key)
-    return ParticleFilterState(tr, lw, mx.array(0.0, dtype=lw.dtype))
+    acc = mx.array(0.0, dtype=lw.dtype)
+    from genmlx.infer import _smc_fast
+
+    fast = _smc_fast.from_trace(tr, lw, acc)
+    return fast if fast is not None else ParticleFilterState(tr, lw, acc)
