@@ -89,6 +89,22 @@ class SequenceParts(NamedTuple):
         return out
 
 
+    def retval_like(self, model: _SequenceCombinator, n_steps: int) -> Any:
+        """Zeros shaped like one particle's return value of ``model`` at ``n_steps``
+        steps (a stand-in where only the structure matters)."""
+        from genmlx.combinators.unfold import Scan
+
+        last: Trace = self.entries[len(self.entries) - 1][0]
+        rv = last.retval
+        if isinstance(model, Scan):
+            carry = unflatten(flatten(rv[0])[1], [x[0] for x in flatten(rv[0])[0]])
+            o_leaves, o_td = flatten(rv[1])
+            outs = unflatten(o_td, [mx.zeros((n_steps, *x.shape[1:]), x.dtype) for x in o_leaves])
+            return carry, outs
+        leaves, td = flatten(rv)
+        return unflatten(td, [mx.zeros((n_steps, *x.shape[1:]), x.dtype) for x in leaves])
+
+
 def parts_of(model: _SequenceCombinator, trace: Trace) -> SequenceParts | None:
     """The parts of a particle-batched trace of ``model`` (``None`` if it has no steps).
 

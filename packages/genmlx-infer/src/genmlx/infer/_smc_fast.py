@@ -54,11 +54,11 @@ from genmlx.core.compile import compile_function
 from genmlx.core.config import check_scores_enabled
 from genmlx.core.diff import Diff, diff_args
 from genmlx.core.errors import NonFiniteScoreError
-from genmlx.core.random import Key, resolve_key
+from genmlx.core.random import Key, KeyStream, resolve_key
 from genmlx.core.tree import TreeDef, flatten, unflatten
 from genmlx.infer.smc import RESAMPLING_METHODS, ParticleFilterState, _ess, resample_indices
 
-__all__ = ["FastParticleFilterState", "from_trace", "program_stats"]
+__all__ = ["FastParticleFilterState", "from_trace", "program_stats", "refusals"]
 
 
 # ---------------------------------------------------------------------- step index
@@ -264,28 +264,35 @@ _RESAMPLERS: dict[Any, Callable[..., Any]] = {}
 
 
 def program_stats(kernel: GenerativeFunction) -> dict[str, int]:
-    """How many filter-step programs were compiled for ``kernel`` (for tests)."""
+    """How many filter-step programs were compiled for ``kernel`` and how many step
+    signatures were refused (they run on the interpreted path)."""
     cache = _KERNELS.get(kernel)
     if cache is None:
         return {"compiled_programs": 0, "refused_signatures": 0}
     return {"compiled_programs": cache.compiled, "refused_signatures": len(cache.refused)}
 
 
-def _static_kernel(plan: Any) -> str | None:
-    """``None`` when the kernel qualifies (a static ``@gen`` body without ``param``)."""
+def refusals(kernel: GenerativeFunction) -> list[str]:
+    """Why step signatures of ``kernel`` run on the interpreted path."""
+    cache = _KERNELS.get(kernel)
+    return [] if cache is None else sorted(set(cache.refused.values()))
+
+
+def _static_gen(gf: Any, args: tuple[Any, ...], what: str) -> str | None:
+    """``None`` when ``gf`` is a static ``@gen`` function without ``param`` for ``args``."""
     from genmlx.core import analyze
     from genmlx.core.dsl import DynamicGenerativeFunction
 
-    if not isinstance(plan.kernel, DynamicGenerativeFunction):
-        return f"the kernel {plan.kernel!r} is not a @gen function"
+    if not isinstance(gf, DynamicGenerativeFunction):
+        return f"the {what} {gf!r} is not a @gen function"
     try:
-        g = analyze(plan.kernel, plan.analysis_args)
+        g = analyze(gf, args)
     except Exception as e:  # the interpreted path reports the problem
-        return f"the kernel could not be analysed ({type(e).__name__}: {e})"
+        return f"the {what} could not be analysed ({type(e).__name__}: {e})"
     if not g.is_static:
-        return f"the kernel is dynamic: {g.reason}"
+        return f"the {what} is dynamic: {g.reason}"
     if g.uses_params:
-        return "the kernel reads trainable parameters (param)"
+        return f"the {what} reads trainable parameters (param)"
     return None
 
 
@@ -294,8 +301,13 @@ def _sig(x: mx.array) -> tuple[tuple[int, ...], Any]:
 
 
 def _resample_part(
-    method: str, adaptive: bool, n: int, key: mx.array, thr: mx.array | None,
-    lw: mx.array, acc: mx.array,
+    method: str,
+    adaptive: bool,
+    n: int,
+    key: mx.array,
+    thr: mx.array | None,
+    lw: mx.array,
+    acc: mx.array,
 ) -> tuple[mx.array, mx.array, mx.array]:
     """``ParticleFilterState.resample`` / ``maybe_resample`` on arrays: ``(idx, lw, acc)``."""
     idx = resample_indices(lw, method, key=key)
@@ -321,89 +333,82 @@ def _unique(leaves: list[mx.array]) -> tuple[list[mx.array], list[int]]:
     return unique, index
 
 
-def _build(plan: Any, n: int, mode: tuple[str, bool] | None, carry_td: TreeDef) -> _Program:
-    """Trace-on-first-call program: [pending resampling] + the step + weights."""
+def _wrapper_keys(keys: mx.array) -> mx.array:
+    """A ``@gen`` model's update key for its first updated call, per particle."""
+    return mx.vmap(lambda k: KeyStream.start(k).site()[1])(keys)
+
+
+def _build(
+    plan: Any,
+    n: int,
+    mode: tuple[str, bool] | None,
+    carry_td: TreeDef,
+    wrapper: int,
+) -> _Program:
+    """The step program, traced on its first call: [the pending resampling] + the new
+    step for every particle + the weights. ``wrapper``: 0 for a sequence model, 1 for a
+    ``@gen`` model around one (keys and weights as its ``update`` makes them), 2 for
+    one that also has choices of its own (their ``s - s`` weight terms ride along)."""
     guards = _Guards(plan.t)
     t_symbol: Any = _StepIndex(plan.t, guards) if plan.uses_t else plan.t
     box: dict[str, Any] = {}
-    n_carry = carry_td.num_leaves
+    n_live = 1 + carry_td.num_leaves + (1 if wrapper == 2 else 0)
     n_in = len(plan.inputs)
 
     def pure(*lv: mx.array) -> list[mx.array]:
         i = 0
         head: list[mx.array] = []
+        key_r = thr = None
         if mode is not None:
             key_r = lv[0]
             thr = lv[1] if mode[1] else None
             i = 2 if mode[1] else 1
-        lw, acc, score = lv[i], lv[i + 1], lv[i + 2]
-        carry_leaves = list(lv[i + 3 : i + 3 + n_carry])
-        key_s = lv[i + 3 + n_carry]
-        inputs = list(lv[i + 4 + n_carry : i + 4 + n_carry + n_in])
+        lw, acc = lv[i], lv[i + 1]
+        live = list(lv[i + 2 : i + 2 + n_live])
+        key_s = lv[i + 2 + n_live]
+        inputs = list(lv[i + 3 + n_live : i + 3 + n_live + n_in])
         with runtime.transforming():
             if mode is not None:
                 idx, lw, acc = _resample_part(mode[0], mode[1], n, key_r, thr, lw, acc)
-                carry_leaves = [mx.take(x, idx, axis=0) for x in carry_leaves]
-                score = mx.take(score, idx, axis=0)
+                live = [mx.take(x, idx, axis=0) for x in live]
                 head = [idx, acc]
-            carry = unflatten(carry_td, carry_leaves)
+            score = live[0]
+            carry = unflatten(carry_td, live[1 : 1 + carry_td.num_leaves])
             keys = mx.random.split(key_s, n)
+            if wrapper:
+                keys = _wrapper_keys(keys)
             step, rest, w = plan.run(keys, carry, inputs, t_symbol)
             new_carry = plan.carry_of(step)
+            if wrapper:
+                w = 0.0 + w
+                w = (live[-1] if wrapper == 2 else 0.0) + w
+            new_lw = lw + w
+            new_score = score + step.score
         out_leaves, out_td = flatten((step, rest, new_carry))
         unique, index = _unique(out_leaves)
         box["td"], box["index"] = out_td, index
         box["n_head"] = len(head)
-        return [*head, lw + w, score + step.score, *unique]
+        extra = live[1 + carry_td.num_leaves :]
+        return [*head, new_lw, new_score, *extra, *unique]
 
     return _Program(compile_function(pure), box, guards)
 
 
-def _program(plan: Any, core: _Core, mode: tuple[str, bool] | None) -> tuple[_Program, bool] | None:
-    """A compiled program for ``plan`` (cached per kernel, signature and outcome of the
-    ``t`` guards) and whether it is new (its first call traces it); ``None`` to use the
-    interpreter."""
-    if not static.auto_compile_enabled() or runtime.in_transform():
-        return None
-    cache = _KERNELS.get(plan.kernel)
-    if cache is None:
-        cache = _KERNELS[plan.kernel] = _KernelCache(plan.kernel)
-    cache.valid()
-    sig = _key(plan, core, mode)
-    if sig in cache.refused:
-        return None
-    progs = cache.programs.get(sig, ())
-    for p in progs:
-        if p.guards.accepts(plan.t):
-            return p, False
-    if len(progs) >= _MAX_PROGRAMS:
-        cache.refused[sig] = "too many programs (the kernel branches on t too often)"
-        return None
-    reason = _static_kernel(plan)
-    if reason is not None:
-        cache.refused[sig] = reason
-        return None
-    return _build(plan, core.n, mode, flatten(core.parts.carry)[1]), True
-
-
-def _resampler(method: str, adaptive: bool, n: int, carry_td: TreeDef) -> Callable[..., Any]:
-    """The compiled resampling alone (for a pending resampling read before a step)."""
-    key = (method, adaptive, n, carry_td)
+def _resampler(method: str, adaptive: bool, n: int, sig: Any) -> Callable[..., Any]:
+    """The compiled resampling alone (a pending resampling read before any step):
+    ``(idx, lw, acc, *live gathered)``."""
+    key = (method, adaptive, n, sig)
     fn = _RESAMPLERS.get(key)
     if fn is None:
-        n_carry = carry_td.num_leaves
 
         def pure(*lv: mx.array) -> list[mx.array]:
             key_r = lv[0]
             thr = lv[1] if adaptive else None
             i = 2 if adaptive else 1
-            lw, acc, score = lv[i], lv[i + 1], lv[i + 2]
-            carry = lv[i + 3 : i + 3 + n_carry]
+            lw, acc = lv[i], lv[i + 1]
+            live = lv[i + 2 :]
             idx, lw, acc = _resample_part(method, adaptive, n, key_r, thr, lw, acc)
-            return [
-                idx, lw, acc, mx.take(score, idx, axis=0),
-                *(mx.take(x, idx, axis=0) for x in carry),
-            ]
+            return [idx, lw, acc, *(mx.take(x, idx, axis=0) for x in live)]
 
         fn = _RESAMPLERS[key] = compile_function(pure)
         if len(_RESAMPLERS) > 256:
@@ -411,9 +416,42 @@ def _resampler(method: str, adaptive: bool, n: int, carry_td: TreeDef) -> Callab
     return fn
 
 
-# ---------------------------------------------------------------------- the state
+# ---------------------------------------------------------------------- the particles
+class _Outer(NamedTuple):
+    """A ``@gen`` model around one sequence call: what its trace holds besides the call.
+
+    Attributes:
+        seq: the sequence combinator called at ``path``.
+        path: the call's address.
+        seq_args: the call's arguments as the body computes them (one particle).
+        sites: the body's own random choices (all visited before the call), in order.
+        site_args: their arguments (one particle), to see that they are unchanged.
+        values: their batched values at ``epoch`` (gathered lazily through the maps).
+        scores: their batched scores at ``epoch``.
+        epoch: the number of ancestor maps when ``values``/``scores`` were taken.
+        stand_ins: one particle's values of the choices (for running the body).
+        structure: the trace's tree structure (``DynamicTrace._tree_flatten``'s aux).
+    """
+
+    seq: GenerativeFunction
+    path: Any
+    seq_args: tuple[Any, ...]
+    sites: tuple[Any, ...]
+    site_args: tuple[Any, ...]
+    values: tuple[mx.array, ...]
+    scores: tuple[mx.array, ...]
+    epoch: int
+    stand_ins: tuple[Any, ...]
+    structure: Any
+
+
 class _Core(NamedTuple):
-    """The particles as plain arrays (immutable)."""
+    """The particles as plain arrays (immutable).
+
+    ``score`` is the sequence's total score (for a ``@gen`` model around a sequence call,
+    the call's); ``nan_term`` is ``Σ (s - s)`` over the ``@gen`` model's own choices
+    (``0`` or NaN per particle, as the interpreter's update weight has it) or ``None``.
+    """
 
     model: GenerativeFunction
     args: tuple[Any, ...]
@@ -422,6 +460,38 @@ class _Core(NamedTuple):
     score: mx.array
     log_weights: mx.array
     log_ml_accumulated: mx.array
+    outer: _Outer | None = None
+    nan_term: mx.array | None = None
+
+    @property
+    def seq(self) -> Any:
+        return self.model if self.outer is None else self.outer.seq
+
+    @property
+    def seq_args(self) -> tuple[Any, ...]:
+        return self.args if self.outer is None else self.outer.seq_args
+
+    def live(self) -> list[mx.array]:
+        """The per-particle arrays a resampling gathers: score, carry, [nan term]."""
+        out = [self.score, *flatten(self.parts.carry)[0]]
+        if self.nan_term is not None:
+            out.append(self.nan_term)
+        return out
+
+    def with_live(self, live: list[mx.array], carry_td: TreeDef) -> _Core:
+        k = carry_td.num_leaves
+        carry = unflatten(carry_td, list(live[1 : 1 + k]))
+        nan_term = live[1 + k] if self.nan_term is not None else None
+        return self._replace(
+            score=live[0], parts=self.parts._replace(carry=carry), nan_term=nan_term
+        )
+
+    def trace(self) -> Trace:
+        """The batched trace the interpreted path would hold."""
+        seq_args = self.seq_args
+        if self.outer is None:
+            return self.parts.trace(self.model, seq_args, self.score, self.n)  # type: ignore[no-any-return]
+        return _outer_trace(self)
 
 
 class _Pending(NamedTuple):
@@ -434,12 +504,237 @@ def _as_threshold(x: float) -> mx.array:
     return mx.array(float(x), dtype=mx.float32)
 
 
+# ---------------------------------------------------------------------- @gen around a sequence
+class _Unsupported(Exception):
+    """The model cannot take the compiled path (the interpreter runs it)."""
+
+
+class _Stop(Exception):
+    pass
+
+
+def _run_to_call(
+    model: Any, args: tuple[Any, ...], seq: Any, path: Any, stand_ins: dict[Any, Any],
+    retval_like: Callable[[tuple[Any, ...]], Any] | None,
+) -> tuple[list[Any], list[tuple[Any, ...]], tuple[Any, ...]]:
+    """Run ``model``'s body for one particle with stand-in values: the choices it visits
+    before the call at ``path`` (with their arguments) and the call's arguments. The
+    body must visit only known choices and then the call, and nothing after it."""
+    from genmlx.core import handlers as H
+    from genmlx.core.distribution import Distribution
+
+    sites: list[Any] = []
+    site_args: list[tuple[Any, ...]] = []
+    found: dict[str, Any] = {}
+
+    def handler(state: Any, p: Any, gf: Any, a: tuple[Any, ...]) -> Any:
+        if "call" in found:
+            raise _Unsupported(f"the body visits {p!r} after the sequence call")
+        if p == path:
+            if gf is not seq:
+                raise _Unsupported(f"the call at {p!r} is not the sequence combinator")
+            found["call"] = tuple(a)
+            if retval_like is None:
+                raise _Stop
+            return state, retval_like(tuple(a))
+        if not isinstance(gf, Distribution) or p not in stand_ins:
+            raise _Unsupported(f"the body's site at {p!r} is not one of its known choices")
+        sites.append(p)
+        site_args.append(tuple(a))
+        return state, stand_ins[p]
+
+    try:
+        H.run_body("update", model.name, model.fn, tuple(args), handler, None)
+    except _Stop:
+        pass
+    except _Unsupported:
+        raise
+    except Exception as e:
+        raise _Unsupported(f"the body could not run with stand-in values ({e})") from e
+    if "call" not in found:
+        raise _Unsupported("the body did not make the sequence call")
+    if len(sites) != len(stand_ins):
+        raise _Unsupported("the body visited a different set of choices")
+    return sites, site_args, found["call"]
+
+
+def _leaf_ids(tree: Any) -> set[int]:
+    return {id(x) for x in flatten(tree)[0]}
+
+
+def _outer_core(
+    trace: Trace, log_weights: mx.array, log_ml_accumulated: mx.array
+) -> _Core | None:
+    """The core of a batched trace of a ``@gen`` model whose body makes one sequence
+    call (last) besides random choices of its own."""
+    from genmlx.core import handlers as H
+
+    model = trace.gen_fn
+    trie = getattr(trace, "_trie", None)
+    if trie is None or not hasattr(model, "fn"):
+        return None
+    records = list(H.iter_records(trie))
+    calls = [(p, r) for p, r in records if isinstance(r, H.CallRecord)]
+    if len(calls) != 1 or records[-1][0] != calls[0][0]:
+        return None
+    path, rec = calls[0]
+    seq = rec.trace.gen_fn
+    parts_of = getattr(seq, "particle_parts", None)
+    if parts_of is None or getattr(seq, "plan_particle_step", None) is None:
+        return None
+    parts = parts_of(rec.trace)
+    if parts is None:
+        return None
+    if _static_gen(model, tuple(trace.args), "model") is not None:
+        return None
+    choices = [(p, r) for p, r in records if isinstance(r, H.ChoiceRecord)]
+    stand_ins = {p: r.value[0] for p, r in choices}
+    try:
+        sites, site_args, seq_args = _run_to_call(
+            model, tuple(trace.args), seq, path, stand_ins, None
+        )
+    except _Unsupported:
+        return None
+    if _leaf_ids(seq_args) & {id(v) for v in stand_ins.values()}:
+        return None  # the call reads a choice of the particle: not shared by the particles
+    by_path = dict(choices)
+    nan_term = None
+    if sites:
+        acc: Any = 0.0
+        for p in sites:
+            s = by_path[p].score
+            acc = acc + (s - s)
+        nan_term = acc
+    _, aux = trace._tree_flatten()
+    outer = _Outer(
+        seq,
+        path,
+        tuple(seq_args),
+        tuple(sites),
+        tuple(site_args),
+        tuple(by_path[p].value for p in sites),
+        tuple(by_path[p].score for p in sites),
+        len(parts.maps),
+        tuple(stand_ins[p] for p in sites),
+        aux,
+    )
+    return _Core(
+        model, tuple(trace.args), int(trace.batch_shape[0]), parts, rec.trace.score,
+        log_weights, log_ml_accumulated, outer, nan_term,
+    )
+
+
+def _outer_plan(core: _Core, new_args: tuple[Any, ...], argdiffs: tuple[Diff, ...] | None,
+                obs: ChoiceMap) -> tuple[Any, _Outer] | None:
+    """The sequence call's step plan for an update of the ``@gen`` model, or ``None``."""
+    outer = core.outer
+    assert outer is not None
+    if argdiffs is not None and len(argdiffs) != len(new_args):
+        return None
+    if len(new_args) != len(core.args):
+        return None
+    sub = obs.get_submap(outer.path) if not obs.is_empty else ChoiceMap.empty()
+    if sub is None or (not obs.is_empty and not _only_under(obs, outer.path)):
+        return None
+    stand_ins = dict(zip(outer.sites, outer.stand_ins))
+    parts = core.parts
+    try:
+        sites, site_args, seq_args = _run_to_call(
+            core.model, new_args, outer.seq, outer.path, stand_ins,
+            lambda a: parts.retval_like(outer.seq, _length_of(outer.seq, a)),
+        )
+    except _Unsupported:
+        return None
+    if tuple(sites) != outer.sites:
+        return None
+    for old, new in zip(outer.site_args, site_args):
+        if not all(d.is_no_change() for d in diff_args(old, new)):
+            return None  # a choice of the model itself would be re-scored
+    if _leaf_ids(seq_args) & {id(v) for v in outer.stand_ins}:
+        return None
+    plan = outer.seq.plan_particle_step(
+        outer.seq_args, tuple(seq_args), diff_args(outer.seq_args, seq_args), sub, parts.carry
+    )
+    if plan is None:
+        return None
+    return plan, outer._replace(seq_args=tuple(seq_args), site_args=tuple(site_args))
+
+
+def _length_of(seq: Any, args: tuple[Any, ...]) -> int:
+    try:
+        return int(seq._length(tuple(args), "update"))
+    except (TypeError, ValueError) as e:
+        raise _Unsupported(str(e)) from e
+
+
+def _only_under(obs: ChoiceMap, path: Any) -> bool:
+    p = tuple(path) if isinstance(path, tuple) else (path,)
+    return all(tuple(q[: len(p)]) == p for q, _ in obs.leaves())
+
+
+def _rows(maps: Any, epoch: int) -> mx.array | None:
+    r = None
+    for k in range(len(maps) - 1, epoch - 1, -1):
+        r = maps[k] if r is None else maps[k][r]
+    return r
+
+
+def _outer_trace(core: _Core) -> Trace:
+    """The ``@gen`` model's batched trace: its own choices gathered through the ancestor
+    maps, the sequence call's trace, the score summed in visiting order and the return
+    value from running the body on the particles' values."""
+    from genmlx.core import handlers as H
+    from genmlx.core.batching import vmap_call
+
+    outer = core.outer
+    assert outer is not None
+    n = core.n
+    rows = _rows(core.parts.maps, outer.epoch)
+    values = [v if rows is None else mx.take(v, rows, axis=0) for v in outer.values]
+    scores = [s if rows is None else mx.take(s, rows, axis=0) for s in outer.scores]
+    seq_args = tuple(
+        mx.broadcast_to(a, (n, *a.shape)) if isinstance(a, mx.array) else a
+        for a in outer.seq_args
+    )
+    call = core.parts.trace(outer.seq, seq_args, core.score, n)
+    score: Any = 0.0
+    for s in scores:
+        score = score + s
+    score = score + core.score
+    by_path = {p: (v, s) for p, v, s in zip(outer.sites, values, scores)}
+    batch_shape, gen_fn, structure = outer.structure
+    children: list[Any] = [core.args, None, score]
+    for p, is_choice in structure:
+        children.append(by_path[p] if is_choice else call)
+    stub = type_of_trace(outer)._tree_unflatten(outer.structure, children)
+
+    def replay(tr: Trace) -> Any:
+        def handler(state: Any, p: Any, gf: Any, a: tuple[Any, ...]) -> Any:
+            rec = H.lookup(tr._trie, p)  # type: ignore[attr-defined]
+            return state, (rec.value if isinstance(rec, H.ChoiceRecord) else rec.trace.retval)
+
+        _, rv = H.run_body("update", core.model.name, core.model.fn, core.args, handler, None)
+        return rv
+
+    with runtime.operation():
+        retval = vmap_call(replay, n, (stub._replace(args=()),), ())
+    out: Trace = stub._replace(retval=retval)
+    return out
+
+
+def type_of_trace(outer: _Outer) -> Any:
+    from genmlx.core.dsl import DynamicTrace
+
+    return DynamicTrace
+
+
+# ---------------------------------------------------------------------- the state
 class FastParticleFilterState(ParticleFilterState):
     """A :class:`~genmlx.infer.ParticleFilterState` kept as plain arrays.
 
     It has the fields and methods of the base class with the same results; ``traces``
-    is built from the arrays when read. Resampling is recorded and run inside the next
-    step's compiled program (or when the weights are read first).
+    is built from the arrays when read. A resampling is recorded and runs inside the
+    next step's compiled program (or when the weights are read first).
     """
 
     # the tuple's own items are unused placeholders: the fields are properties
@@ -471,18 +766,20 @@ class FastParticleFilterState(ParticleFilterState):
         core: _Core = self.__dict__["_core"]
         if pending is None:
             return core
-        parts = core.parts
-        c_leaves, c_td = flatten(parts.carry)
-        fn = _resampler(pending.method, pending.threshold is not None, core.n, c_td)
+        live = core.live()
+        carry_td = flatten(core.parts.carry)[1]
+        fn = _resampler(
+            pending.method, pending.threshold is not None, core.n,
+            (carry_td, tuple(_sig(x) for x in (core.log_weights, core.log_ml_accumulated, *live))),
+        )
         head = [pending.key]
         if pending.threshold is not None:
             head.append(_as_threshold(pending.threshold))
-        out = fn(*head, core.log_weights, core.log_ml_accumulated, core.score, *c_leaves)
-        idx, lw, acc, score = out[:4]
-        carry = unflatten(c_td, list(out[4:]))
+        out = fn(*head, core.log_weights, core.log_ml_accumulated, *live)
+        idx, lw, acc = out[:3]
         core = core._replace(
-            parts=parts.take(idx, carry), score=score, log_weights=lw, log_ml_accumulated=acc
-        )
+            parts=core.parts.take(idx, core.parts.carry), log_weights=lw, log_ml_accumulated=acc
+        ).with_live(list(out[3:]), carry_td)
         object.__setattr__(self, "_core", core)
         object.__setattr__(self, "_pending", None)
         return core
@@ -494,11 +791,11 @@ class FastParticleFilterState(ParticleFilterState):
         if tr is None or self.__dict__["_pending"] is not None:
             core = self._realised()
             self._check()
-            tr = core.parts.trace(core.model, core.args, core.score, core.n)
+            tr = core.trace()
             object.__setattr__(self, "_trace", tr)
         else:
             self._check()
-        return tr
+        return tr  # type: ignore[no-any-return]
 
     @property  # type: ignore[misc]
     def log_weights(self) -> mx.array:  # type: ignore[override]
@@ -522,34 +819,22 @@ class FastParticleFilterState(ParticleFilterState):
             return
         core = self._realised()
 
-        def bad(a: mx.array) -> mx.array:
+        def bad(a: Any) -> mx.array:
             return mx.any(mx.logical_or(mx.isnan(a), a == mx.inf))
 
-        flag = mx.logical_or(
-            mx.logical_or(bad(core.score), bad(core.log_weights)), bad(core.log_ml_accumulated)
-        )
+        arrays = [core.score, core.log_weights, core.log_ml_accumulated]
+        if core.outer is not None:
+            arrays.extend(core.outer.scores)
+        flag = bad(arrays[0])
+        for a in arrays[1:]:
+            flag = mx.logical_or(flag, bad(a))
         if flag.item():
-            where = "the weights"
-            for t, (tr, _) in enumerate(core.parts.entries):
-                hit = next(
-                    (
-                        p
-                        for p, s in tr.site_scores()
-                        if mx.any(mx.logical_or(mx.isnan(s), s == mx.inf)).item()
-                    ),
-                    None,
-                )
-                if hit is not None:
-                    from genmlx.core.address import format_address
-
-                    where = f"step {t}, the choice at address {format_address((t, *hit))}"
-                    break
             raise NonFiniteScoreError(
-                f"particle filter on {core.model!r}: non-finite log density at {where} "
-                "(found when the filter's results were read: the compiled filter checks "
-                "scores once, not at every step). Check that the distributions' "
-                "parameters are valid and the observations lie in their support; "
-                "config.score_checks(False) disables this check."
+                f"particle filter on {core.model!r}: non-finite log density at "
+                f"{_where_bad(core)} (found when the filter's results were read: the "
+                "compiled filter checks scores once, not at every step). Check that the "
+                "distributions' parameters are valid and the observations lie in their "
+                "support; config.score_checks(False) disables this check."
             )
         object.__setattr__(self, "_checked", True)
 
@@ -590,7 +875,7 @@ class FastParticleFilterState(ParticleFilterState):
 
     def __repr__(self) -> str:
         core = self.__dict__["_core"]
-        pend = "" if self.__dict__["_pending"] is None else ", resampling pending"
+        pend = "" if self.__dict__["_pending"] is None else ", a resampling pending"
         return (
             f"ParticleFilterState({core.n} particles, {len(core.parts.entries)} steps of "
             f"{core.model!r}{pend}; compiled path)"
@@ -676,6 +961,27 @@ class FastParticleFilterState(ParticleFilterState):
         return FastParticleFilterState._make_fast(core, _Pending(key, method, threshold))
 
 
+def _where_bad(core: _Core) -> str:
+    """The first step and address with a NaN/+inf log density (for the error)."""
+    from genmlx.core.address import format_address
+
+    def bad(s: mx.array) -> bool:
+        return bool(mx.any(mx.logical_or(mx.isnan(s), s == mx.inf)).item())
+
+    prefix: tuple[Any, ...] = ()
+    if core.outer is not None:
+        for p, s in zip(core.outer.sites, core.outer.scores):
+            if bad(s):
+                return f"the choice at address {format_address(p)}"
+        path = core.outer.path
+        prefix = tuple(path) if isinstance(path, tuple) else (path,)
+    for t, (tr, _) in enumerate(core.parts.entries):
+        for p, s in tr.site_scores():
+            if bad(s):
+                return f"step {t}, the choice at address {format_address((*prefix, t, *p))}"
+    return "the weights"
+
+
 # ---------------------------------------------------------------------- entry points
 def _again(state: ParticleFilterState) -> ParticleFilterState:
     """``state`` back on the compiled path when its model has one."""
@@ -686,22 +992,43 @@ def _again(state: ParticleFilterState) -> ParticleFilterState:
 def from_trace(
     trace: Trace, log_weights: mx.array, log_ml_accumulated: mx.array
 ) -> FastParticleFilterState | None:
-    """The compiled-path state of a batched trace of a sequence model (``None`` when the
-    model has no compiled path or the fast path is off)."""
+    """The compiled-path state of a batched trace of a sequence model (or of a ``@gen``
+    model around one); ``None`` when the model has no compiled path or it is off."""
     if not static.auto_compile_enabled() or runtime.in_transform():
+        return None
+    if len(trace.batch_shape) != 1:
         return None
     model = trace.gen_fn
     parts_of = getattr(model, "particle_parts", None)
-    if parts_of is None or len(trace.batch_shape) != 1:
-        return None
-    parts = parts_of(trace)
-    if parts is None:
-        return None
-    core = _Core(
-        model, tuple(trace.args), int(trace.batch_shape[0]), parts, trace.score,
-        log_weights, log_ml_accumulated,
-    )
+    if parts_of is not None:
+        parts = parts_of(trace)
+        if parts is None:
+            return None
+        core = _Core(
+            model, tuple(trace.args), int(trace.batch_shape[0]), parts, trace.score,
+            log_weights, log_ml_accumulated,
+        )
+    else:
+        try:
+            found = _outer_core(trace, log_weights, log_ml_accumulated)
+        except Exception:
+            return None
+        if found is None:
+            return None
+        core = found
     return FastParticleFilterState._make_fast(core, None, trace)
+
+
+def _key(plan: Any, core: _Core, mode: Any, wrapper: int) -> Any:
+    live = core.live()
+    return (
+        plan.signature,
+        core.n,
+        mode,
+        wrapper,
+        flatten(core.parts.carry)[1],
+        tuple(_sig(x) for x in (core.log_weights, core.log_ml_accumulated, *live)),
+    )
 
 
 def _step(
@@ -711,80 +1038,83 @@ def _step(
     argdiffs: tuple[Diff, ...] | None,
     key: mx.array,
 ) -> FastParticleFilterState | None:
+    if not static.auto_compile_enabled() or runtime.in_transform():
+        return None
     core: _Core = state.__dict__["_core"]
     pending: _Pending | None = state.__dict__["_pending"]
-    model = core.model
-    planner = getattr(model, "plan_particle_step", None)
-    if planner is None:
-        return None
-    if argdiffs is None:
-        argdiffs = diff_args(core.args, new_args)
-    plan = planner(core.args, new_args, tuple(argdiffs), obs, core.parts.carry)
+    outer = core.outer
+    if outer is None:
+        if argdiffs is None:
+            argdiffs = diff_args(core.args, new_args)
+        plan = core.model.plan_particle_step(  # type: ignore[attr-defined]
+            core.args, new_args, tuple(argdiffs), obs, core.parts.carry
+        )
+        wrapper = 0
+    else:
+        found = _outer_plan(core, new_args, argdiffs, obs)
+        if found is None:
+            return None
+        plan, outer = found
+        wrapper = 2 if core.nan_term is not None else 1
     if plan is None:
         return None
     mode = None if pending is None else (pending.method, pending.threshold is not None)
-    lw, acc, score = core.log_weights, core.log_ml_accumulated, core.score
-    found = _program(plan, core, mode)
-    if found is None:
+    cache = _KERNELS.get(plan.kernel)
+    if cache is None:
+        cache = _KERNELS[plan.kernel] = _KernelCache(plan.kernel)
+    cache.valid()
+    sig = _key(plan, core, mode, wrapper)
+    if sig in cache.refused:
         return None
-    prog, new = found
-    c_leaves, c_td = flatten(core.parts.carry)
+    prog = next((p for p in cache.programs.get(sig, ()) if p.guards.accepts(plan.t)), None)
     head: list[mx.array] = []
     if pending is not None:
         head.append(pending.key)
         if pending.threshold is not None:
             head.append(_as_threshold(pending.threshold))
-    inputs = [*head, lw, acc, score, *c_leaves, key, *plan.inputs]
-    if new:
+    inputs = [*head, core.log_weights, core.log_ml_accumulated, *core.live(), key, *plan.inputs]
+    carry_td = flatten(core.parts.carry)[1]
+    if prog is None:
+        if len(cache.programs.get(sig, ())) >= _MAX_PROGRAMS:
+            cache.refused[sig] = "too many programs (the kernel branches on t too often)"
+            return None
+        reason = _static_gen(plan.kernel, plan.analysis_args, "kernel")
+        if reason is not None:
+            cache.refused[sig] = reason
+            return None
+        prog = _build(plan, core.n, mode, carry_td, wrapper)
         try:
             out = prog.fn(*inputs)
         except Exception as e:  # the interpreted path runs (and reports) it
-            _refuse(plan, core, mode, f"{type(e).__name__}: {e}")
+            cache.refused[sig] = f"the step could not be compiled ({type(e).__name__}: {e})"
             return None
-        td = prog.box["td"]
-        if prog.guards.specific or _mentions_step_index(td):
-            # the body used t beyond comparisons: no program serves every step
-            _refuse(plan, core, mode, "the kernel uses the step index t beyond comparisons")
-            if _mentions_step_index(td):
-                return None
+        if _mentions_step_index(prog.box["td"]):
+            cache.refused[sig] = "the kernel passes the step index t on"
+            return None
+        if prog.guards.specific:
+            # the body used t beyond comparisons: no program serves other steps; this
+            # one is right for this step
+            cache.refused[sig] = "the kernel uses the step index t beyond comparisons"
         else:
-            _store(plan, core, mode, prog)
+            cache.programs.setdefault(sig, []).append(prog)
+            cache.compiled += 1
     else:
         out = prog.fn(*inputs)
     n_head = prog.box["n_head"]
+    parts = core.parts
+    acc = core.log_ml_accumulated
     if pending is not None:
         idx, acc = out[0], out[1]
-        parts = core.parts.take(idx, None)
-    else:
-        parts = core.parts
+        parts = parts.take(idx, parts.carry)
     new_lw, new_score = out[n_head], out[n_head + 1]
-    unique = out[n_head + 2 :]
+    n_extra = 1 if wrapper == 2 else 0
+    extra = out[n_head + 2 : n_head + 2 + n_extra]
+    unique = out[n_head + 2 + n_extra :]
     leaves = [unique[j] for j in prog.box["index"]]
     step, rest, new_carry = unflatten(prog.box["td"], leaves)
-    step_trace = plan.finish(step, rest)
-    parts = parts.extend(step_trace, new_carry)
-    new_core = _Core(model, plan.args, core.n, parts, new_score, new_lw, acc)
-    return FastParticleFilterState._make_fast(new_core)
-
-
-def _key(plan: Any, core: _Core, mode: Any) -> Any:
-    c_leaves, c_td = flatten(core.parts.carry)
-    return (
-        plan.signature,
-        core.n,
-        mode,
-        c_td,
-        tuple(_sig(x) for x in c_leaves),
-        tuple(_sig(x) for x in (core.log_weights, core.log_ml_accumulated, core.score)),
+    parts = parts.extend(plan.finish(step, rest), new_carry)
+    new_core = _Core(
+        core.model, tuple(new_args), core.n, parts, new_score, new_lw, acc, outer,
+        extra[0] if n_extra else None,
     )
-
-
-def _refuse(plan: Any, core: _Core, mode: Any, reason: str) -> None:
-    cache = _KERNELS[plan.kernel]
-    cache.refused[_key(plan, core, mode)] = reason
-
-
-def _store(plan: Any, core: _Core, mode: Any, prog: _Program) -> None:
-    cache = _KERNELS[plan.kernel]
-    cache.programs.setdefault(_key(plan, core, mode), []).append(prog)
-    cache.compiled += 1
+    return FastParticleFilterState._make_fast(new_core)
