@@ -36,7 +36,7 @@ from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff, VectorDiff
 from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.trace import Trace
-from genmlx.core.tree import TreeDef, flatten, unflatten
+from genmlx.core.tree import flatten, unflatten
 
 if TYPE_CHECKING:
     from genmlx.combinators.unfold import StepVector, _SequenceCombinator
@@ -128,11 +128,6 @@ def parts_of(model: _SequenceCombinator, trace: Trace) -> SequenceParts | None:
     return SequenceParts(entries, maps, carry)
 
 
-def _signature(tree: Any) -> tuple[TreeDef, tuple[tuple[tuple[int, ...], Any], ...]]:
-    leaves, td = flatten(tree)
-    return td, tuple((tuple(x.shape), x.dtype) for x in leaves)
-
-
 class StepPlan:
     """The new step of a one-step extension, as a pure function of arrays.
 
@@ -143,10 +138,8 @@ class StepPlan:
         args: the model's new arguments.
         inputs: the arrays the step reads besides the particles' keys and carries (the
             step-key offset, the parameters or ``xs[t]``, the constraints' values).
-        signature: hashable static description of everything else (the programs a
-            filter compiles are cached under it).
-        analysis_args: the kernel's arguments for one particle (for
-            :func:`genmlx.core.analyze`).
+        signature: hashable static description of everything else besides the
+            particles' carry (the programs a filter compiles are cached under it).
         uses_t: whether the kernel receives the step index (``Unfold``) as its first
             argument.
     """
@@ -168,22 +161,27 @@ class StepPlan:
         self.args = args
         self._kernel_args = kernel_args
         self.uses_t = uses_t
+        self._shared = shared
+        self._cons = constraints
+        self._carry = carry
         offset = mx.array([0, t + 1], dtype=mx.uint32)  # _step_key's addend
-        s_leaves, self._s_td = flatten(shared)
-        c_leaves, self._c_td = flatten(constraints)
+        s_leaves, s_td = flatten(shared)
+        c_leaves, _ = flatten(constraints)
         self.inputs: list[mx.array] = [offset, *s_leaves, *c_leaves]
         self._n_shared = len(s_leaves)
-        carry_sig = _signature(carry)
         self.signature = (
             type(model).__name__,
-            self._s_td,
+            s_td,
             tuple((tuple(x.shape), x.dtype) for x in s_leaves),
-            self._c_td,
-            tuple((tuple(x.shape), x.dtype) for x in c_leaves),
-            carry_sig,
+            tuple((p, tuple(v.shape), v.dtype) for p, v, _ in constraints.masked_leaves()),
         )
-        one = [x[0] for x in flatten(carry)[0]]
-        self.analysis_args = kernel_args(t, unflatten(flatten(carry)[1], one), shared)
+
+    @property
+    def analysis_args(self) -> tuple[Any, ...]:
+        """The kernel's arguments for one particle (for :func:`genmlx.core.analyze`)."""
+        leaves, td = flatten(self._carry)
+        one = unflatten(td, [x[0] for x in leaves])
+        return self._kernel_args(self.t, one, self._shared)
 
     def run(
         self, keys: mx.array, carry: Any, inputs: list[mx.array], t_symbol: Any
@@ -199,8 +197,8 @@ class StepPlan:
 
         kernel = self.kernel
         offset = inputs[0]
-        shared = unflatten(self._s_td, list(inputs[1 : 1 + self._n_shared]))
-        cons = unflatten(self._c_td, list(inputs[1 + self._n_shared :]))
+        shared = unflatten(flatten(self._shared)[1], list(inputs[1 : 1 + self._n_shared]))
+        cons = unflatten(flatten(self._cons)[1], list(inputs[1 + self._n_shared :]))
         make_args = self._kernel_args
         uses_t = self.uses_t
         n = int(keys.shape[0])
@@ -236,6 +234,8 @@ def _only_step(constraints: ChoiceMap, t: int) -> ChoiceMap | None:
     if constraints.is_empty:
         return ChoiceMap.empty()
     if constraints.has_root_value or constraints.batch_shape:
+        return None
+    if any(m is not None for _, _, m in constraints.masked_leaves()):
         return None
     comps = [c for c, _ in constraints.items_shallow()]
     if comps != [t]:

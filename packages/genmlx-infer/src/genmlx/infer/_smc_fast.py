@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import operator
+import types
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -241,18 +242,71 @@ class _Program(NamedTuple):
     guards: _Guards
 
 
+def _code_names(code: types.CodeType, out: set[str]) -> None:
+    out.update(code.co_names)
+    out.update(code.co_freevars)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _code_names(c, out)
+
+
+def _captures(fn: Any, seen: set[int] | None = None) -> list[tuple[Any, str]]:
+    """``(namespace, name)`` of every global and closure variable ``fn``'s body (and the
+    ``@gen`` functions it names) reads: their values are constants of a compiled
+    program, so rebinding one must drop the programs."""
+    from genmlx.core.dsl import DynamicGenerativeFunction
+
+    seen = set() if seen is None else seen
+    code = getattr(fn, "__code__", None)
+    if code is None or id(fn) in seen:
+        return []
+    seen.add(id(fn))
+    names: set[str] = set()
+    _code_names(code, names)
+    g = getattr(fn, "__globals__", {})
+    out: list[tuple[Any, str]] = [(g, n) for n in sorted(names) if n in g]
+    out.extend(zip(fn.__closure__ or (), code.co_freevars))
+    for ns, n in list(out):
+        v = _value(ns, n)
+        if isinstance(v, DynamicGenerativeFunction):
+            out.extend(_captures(v.fn, seen))
+    return out
+
+
+def _value(ns: Any, name: str) -> Any:
+    if isinstance(ns, dict):
+        return ns.get(name)
+    try:
+        return ns.cell_contents
+    except ValueError:
+        return None
+
+
+def _fingerprint(caps: list[tuple[Any, str]]) -> tuple[int, ...]:
+    out: list[int] = []
+    for ns, name in caps:
+        v = _value(ns, name)
+        out.append(id(v))
+        # arrays held in small containers (a table of parameters); other entries, such
+        # as a counter the body updates, are not part of the program
+        if isinstance(v, (list, tuple)) and len(v) < 64:
+            out.extend(id(x) for x in v if isinstance(x, mx.array))
+        elif isinstance(v, dict) and len(v) < 64:
+            out.extend(id(x) for x in v.values() if isinstance(x, mx.array))
+    return tuple(out)
+
+
 class _KernelCache:
     def __init__(self, kernel: GenerativeFunction) -> None:
-        fn = getattr(kernel, "fn", None)
-        self.captures = static._captured(fn) if fn is not None else []
-        self.fingerprint = static._fingerprint(self.captures)
+        self.captures = _captures(getattr(kernel, "fn", None))
+        self.fingerprint = _fingerprint(self.captures)
         self.programs: dict[Any, list[_Program]] = {}
         self.refused: dict[Any, str] = {}
         self.compiled = 0
 
     def valid(self) -> None:
-        fp = static._fingerprint(self.captures)
-        if fp != self.fingerprint:  # a global the body reads was rebound
+        fp = _fingerprint(self.captures)
+        if fp != self.fingerprint:  # a global or closure variable the body reads changed
             self.fingerprint = fp
             self.programs.clear()
             self.refused.clear()
@@ -261,6 +315,7 @@ class _KernelCache:
 _KERNELS: weakref.WeakKeyDictionary[Any, _KernelCache] = weakref.WeakKeyDictionary()
 _MAX_PROGRAMS = 8  # per kernel and step signature (one per outcome of the t guards)
 _RESAMPLERS: dict[Any, Callable[..., Any]] = {}
+_MODELS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def program_stats(kernel: GenerativeFunction) -> dict[str, int]:
@@ -462,6 +517,7 @@ class _Core(NamedTuple):
     log_ml_accumulated: mx.array
     outer: _Outer | None = None
     nan_term: mx.array | None = None
+    sig: Any = None  # the structure, shapes and dtypes of the arrays (see _with_sig)
 
     @property
     def seq(self) -> Any:
@@ -492,6 +548,14 @@ class _Core(NamedTuple):
         if self.outer is None:
             return self.parts.trace(self.model, seq_args, self.score, self.n)  # type: ignore[no-any-return]
         return _outer_trace(self)
+
+
+def _with_sig(core: _Core) -> _Core:
+    """``core`` with its signature: the carry's structure and the shapes and dtypes of
+    the weights, the accumulated log ML and the arrays a resampling gathers."""
+    carry_td = flatten(core.parts.carry)[1]
+    arrays = (core.log_weights, core.log_ml_accumulated, *core.live())
+    return core._replace(sig=(carry_td, tuple(_sig(x) for x in arrays)))
 
 
 class _Pending(NamedTuple):
@@ -585,7 +649,12 @@ def _outer_core(
     parts = parts_of(rec.trace)
     if parts is None:
         return None
-    if _static_gen(model, tuple(trace.args), "model") is not None:
+    verdict = _MODELS.get(model)
+    if verdict is None:
+        # analysed once per model: the body's structure apart from the call's length
+        # is re-checked by running it at every step (_run_to_call)
+        verdict = _MODELS[model] = _static_gen(model, tuple(trace.args), "model") or ""
+    if verdict:
         return None
     choices = [(p, r) for p, r in records if isinstance(r, H.ChoiceRecord)]
     stand_ins = {p: r.value[0] for p, r in choices}
@@ -767,11 +836,8 @@ class FastParticleFilterState(ParticleFilterState):
         if pending is None:
             return core
         live = core.live()
-        carry_td = flatten(core.parts.carry)[1]
-        fn = _resampler(
-            pending.method, pending.threshold is not None, core.n,
-            (carry_td, tuple(_sig(x) for x in (core.log_weights, core.log_ml_accumulated, *live))),
-        )
+        carry_td = core.sig[0]
+        fn = _resampler(pending.method, pending.threshold is not None, core.n, core.sig)
         head = [pending.key]
         if pending.threshold is not None:
             head.append(_as_threshold(pending.threshold))
@@ -1016,19 +1082,11 @@ def from_trace(
         if found is None:
             return None
         core = found
-    return FastParticleFilterState._make_fast(core, None, trace)
+    return FastParticleFilterState._make_fast(_with_sig(core), None, trace)
 
 
 def _key(plan: Any, core: _Core, mode: Any, wrapper: int) -> Any:
-    live = core.live()
-    return (
-        plan.signature,
-        core.n,
-        mode,
-        wrapper,
-        flatten(core.parts.carry)[1],
-        tuple(_sig(x) for x in (core.log_weights, core.log_ml_accumulated, *live)),
-    )
+    return (plan.signature, core.n, mode, wrapper, core.sig)
 
 
 def _step(
@@ -1073,7 +1131,7 @@ def _step(
         if pending.threshold is not None:
             head.append(_as_threshold(pending.threshold))
     inputs = [*head, core.log_weights, core.log_ml_accumulated, *core.live(), key, *plan.inputs]
-    carry_td = flatten(core.parts.carry)[1]
+    carry_td = core.sig[0]
     if prog is None:
         if len(cache.programs.get(sig, ())) >= _MAX_PROGRAMS:
             cache.refused[sig] = "too many programs (the kernel branches on t too often)"
@@ -1115,6 +1173,9 @@ def _step(
     parts = parts.extend(plan.finish(step, rest), new_carry)
     new_core = _Core(
         core.model, tuple(new_args), core.n, parts, new_score, new_lw, acc, outer,
-        extra[0] if n_extra else None,
+        extra[0] if n_extra else None, prog.box.get("sig"),
     )
+    if new_core.sig is None:
+        new_core = _with_sig(new_core)
+        prog.box["sig"] = new_core.sig
     return FastParticleFilterState._make_fast(new_core)
