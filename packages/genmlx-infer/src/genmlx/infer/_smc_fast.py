@@ -444,6 +444,7 @@ def _build(
         box["td"], box["index"] = out_td, index
         box["n_head"] = len(head)
         extra = live[1 + carry_td.num_leaves :]
+        box["pure"] = pure  # (benchmarks count the program's primitives)
         return [*head, new_lw, new_score, *extra, *unique]
 
     return _Program(compile_function(pure), box, guards)
