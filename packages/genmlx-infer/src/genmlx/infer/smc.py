@@ -28,6 +28,25 @@ Weights and the marginal likelihood, as Gen.jl defines them:
   and every resampling scheme here, since each gives particle ``i`` an expected
   ``N w_i / Σ_j w_j`` offspring.
 
+**The compiled path.** When the model is an ``Unfold``/``Scan`` whose kernel is a static
+``@gen`` function without ``param`` (:func:`genmlx.core.analyze`), or a static ``@gen``
+model whose body makes one such call (last) besides random choices of its own,
+:func:`particle_filter` returns a state kept as plain arrays: every step's batched
+kernel trace, the ancestor indices of each resampling (the history is never copied),
+the particles' carried state and scores, the weights. A bootstrap :meth:`~ParticleFilterState.step`
+that adds one step — together with the resampling requested before it
+(:meth:`~ParticleFilterState.resample`, or the ESS-triggered
+:meth:`~ParticleFilterState.maybe_resample`, decided with ``mx.where``) — runs as one
+compiled program per step signature, with no host synchronisation. The numbers are
+the interpreted path's, bit for bit (the same keys and operations). ``.traces`` is
+built from the arrays when read (``O(1)``); moves that need a trace (rejuvenation,
+SMCP3 edits, custom proposals, updates that are not a one-step extension) run on it
+and the next bootstrap step returns to the compiled path. An ``Unfold`` kernel may
+compare ``t`` with numbers (``if t == 0``); a kernel that computes with ``t`` runs on
+the interpreted path. Non-finite scores are reported when results are first read
+(``ess``, ``log_ml_estimate``, ``normalized_weights``, ``traces``) instead of at every
+step. ``genmlx.core.static.auto_compile(False)`` turns the compiled path off.
+
 Resampling algorithms (:func:`resample_indices`), all vectorised with a cumulative sum
 and a sorted search: ``multinomial`` (i.i.d. draws), ``stratified`` (one uniform per
 stratum ``[j/N, (j+1)/N)``), ``systematic`` (one uniform shared by the strata: each
