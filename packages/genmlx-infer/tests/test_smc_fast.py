@@ -71,7 +71,7 @@ def lg_wrapped(T: int) -> Any:
 
 @gen
 def lg_wrapped_own(T: int) -> Any:
-    s = gamma(2.0, 2.0) @ "s"
+    gamma(2.0, 2.0) @ "s"
     normal(0.0, 1.0) @ "z"
     xs = LG(T, X0) @ "chain"
     return xs
@@ -158,8 +158,14 @@ def _steps_of(tr: Any) -> Any:
 @pytest.mark.parametrize("ess_frac", [None, 0.5])
 def test_hmm_equals_interpreted(method: str, ess_frac: float | None) -> None:
     fast, slow = _both(
-        HMM, hmm_args, lambda t: {(t, "y"): HMM_YS[t]}, len(HMM_YS), 200, mx.random.key(1),
-        method=method, ess_frac=ess_frac,
+        HMM,
+        hmm_args,
+        lambda t: {(t, "y"): HMM_YS[t]},
+        len(HMM_YS),
+        200,
+        mx.random.key(1),
+        method=method,
+        ess_frac=ess_frac,
     )
     assert isinstance(fast, FastParticleFilterState)
     _assert_equal_states(fast, slow)
@@ -175,8 +181,14 @@ def test_hmm_equals_interpreted(method: str, ess_frac: float | None) -> None:
 @pytest.mark.parametrize("ess_frac", [None, 0.5])
 def test_linear_gaussian_equals_interpreted(method: str, ess_frac: float | None) -> None:
     fast, slow = _both(
-        LG, lambda t: (t + 1, X0), lambda t: {(t, "y"): LG_YS[t]}, len(LG_YS), 300,
-        mx.random.key(2), method=method, ess_frac=ess_frac,
+        LG,
+        lambda t: (t + 1, X0),
+        lambda t: {(t, "y"): LG_YS[t]},
+        len(LG_YS),
+        300,
+        mx.random.key(2),
+        method=method,
+        ess_frac=ess_frac,
     )
     assert isinstance(fast, FastParticleFilterState)
     _assert_equal_states(fast, slow)
@@ -186,8 +198,13 @@ def test_linear_gaussian_equals_interpreted(method: str, ess_frac: float | None)
 @pytest.mark.parametrize("ess_frac", [None, 0.5])
 def test_gen_around_unfold_equals_interpreted(model: Any, ess_frac: float | None) -> None:
     fast, slow = _both(
-        model, lambda t: (t + 1,), lambda t: {("chain", t, "y"): LG_YS[t]}, len(LG_YS), 100,
-        mx.random.key(3), ess_frac=ess_frac,
+        model,
+        lambda t: (t + 1,),
+        lambda t: {("chain", t, "y"): LG_YS[t]},
+        len(LG_YS),
+        100,
+        mx.random.key(3),
+        ess_frac=ess_frac,
     )
     assert isinstance(fast, FastParticleFilterState)
     assert fast.__dict__["_core"].outer is not None  # the compiled path ran
@@ -228,8 +245,10 @@ def test_scan_with_vector_diff_equals_interpreted() -> None:
         for t in range(1, len(LG_YS)):
             st = st.resample(key=keys[2 * t])
             st = st.step(
-                (X0, XS[: t + 1]), {(t, "y"): LG_YS[t]},
-                argdiffs=(NoChange, VectorDiff(t + 1, t, {})), key=keys[2 * t + 1],
+                (X0, XS[: t + 1]),
+                {(t, "y"): LG_YS[t]},
+                argdiffs=(NoChange, VectorDiff(t + 1, t, {})),
+                key=keys[2 * t + 1],
             )
         return st
 
@@ -247,8 +266,13 @@ def _rejuvenate(st: ParticleFilterState, t: int, key: mx.array) -> ParticleFilte
 
 def test_rejuvenation_between_compiled_steps() -> None:
     fast, slow = _both(
-        LG, lambda t: (t + 1, X0), lambda t: {(t, "y"): LG_YS[t]}, len(LG_YS), 100,
-        mx.random.key(6), every=_rejuvenate,
+        LG,
+        lambda t: (t + 1, X0),
+        lambda t: {(t, "y"): LG_YS[t]},
+        len(LG_YS),
+        100,
+        mx.random.key(6),
+        every=_rejuvenate,
     )
     assert isinstance(fast, FastParticleFilterState)
     _assert_equal_states(fast, slow)
@@ -270,8 +294,13 @@ def _mixed_steps(key: mx.array) -> ParticleFilterState:
         st = st.resample("stratified", key=keys[3 * t])
         y = LG_YS[t]
         if t % 3 == 1:
-            st = st.step((t + 1, X0), {(t, "y"): y}, proposal=lg_optimal, proposal_args=(t, y),
-                         key=keys[3 * t + 1])
+            st = st.step(
+                (t + 1, X0),
+                {(t, "y"): y},
+                proposal=lg_optimal,
+                proposal_args=(t, y),
+                key=keys[3 * t + 1],
+            )
         else:
             st = st.step((t + 1, X0), {(t, "y"): y}, key=keys[3 * t + 1])
     return st
@@ -292,8 +321,13 @@ def test_smcp3_edit_on_a_compiled_state() -> None:
         return st.edit(SelectionEdit(select((t - 1, "x"))), key=key)
 
     fast, slow = _both(
-        LG, lambda t: (t + 1, X0), lambda t: {(t, "y"): LG_YS[t]}, 6, 60,
-        mx.random.key(8), every=every,
+        LG,
+        lambda t: (t + 1, X0),
+        lambda t: {(t, "y"): LG_YS[t]},
+        6,
+        60,
+        mx.random.key(8),
+        every=every,
     )
     assert isinstance(fast, FastParticleFilterState)
     _assert_equal_states(fast, slow)
@@ -404,8 +438,12 @@ def param_kernel(t: int, x: mx.array) -> mx.array:
 
 @pytest.mark.parametrize(
     ("kernel", "compiled"),
-    [(phased_kernel, True), (drifting_kernel, False), (passing_kernel, False),
-     (param_kernel, False)],
+    [
+        (phased_kernel, True),
+        (drifting_kernel, False),
+        (passing_kernel, False),
+        (param_kernel, False),
+    ],
 )
 def test_kernels_and_the_step_index(kernel: Any, compiled: bool) -> None:
     model = Unfold(kernel)
@@ -453,8 +491,9 @@ def test_rebinding_a_global_array_is_seen() -> None:
     old = EMIT2
 
     def run() -> tuple[ParticleFilterState, ParticleFilterState]:
-        return _both(model, lambda t: (t + 1, Z0), lambda t: {(t, "y"): t % 2}, 5, 40,
-                     mx.random.key(13))
+        return _both(
+            model, lambda t: (t + 1, Z0), lambda t: {(t, "y"): t % 2}, 5, 40, mx.random.key(13)
+        )
 
     a, _ = run()
     try:

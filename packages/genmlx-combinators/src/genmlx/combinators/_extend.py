@@ -88,7 +88,6 @@ class SequenceParts(NamedTuple):
         out: Trace = model._trace_cls(model, tuple(args), steps, score, (n,))
         return out
 
-
     def retval_like(self, model: _SequenceCombinator, n_steps: int) -> Any:
         """Zeros shaped like one particle's return value of ``model`` at ``n_steps``
         steps (a stand-in where only the structure matters)."""
@@ -110,7 +109,7 @@ def parts_of(model: _SequenceCombinator, trace: Trace) -> SequenceParts | None:
 
     Costs ``O(1)`` for a trace a particle filter made (its old steps are frozen already).
     """
-    from genmlx.combinators.unfold import SequenceTrace, StepVector, _EMPTY
+    from genmlx.combinators.unfold import _EMPTY, SequenceTrace
 
     if not isinstance(trace, SequenceTrace) or trace.gen_fn is not model:
         return None

@@ -2,9 +2,10 @@
 
 :func:`~genmlx.infer.particle_filter` on a sequence model — an ``Unfold``/``Scan`` whose
 kernel is a static ``@gen`` function (:func:`genmlx.core.analyze`) that reads no
-trainable parameters — keeps its particles as plain arrays instead of a batched trace
-(:class:`FastParticleFilterState`): every step's batched kernel trace with the epoch it
-was made at, the ancestor maps of the resamplings since (as
+trainable parameters, or a static ``@gen`` model whose body makes one such call (last)
+besides random choices of its own — keeps its particles as plain arrays instead of a
+batched trace (:class:`FastParticleFilterState`): every step's batched kernel trace with
+the epoch it was made at, the ancestor maps of the resamplings since (as
 :class:`~genmlx.combinators.unfold.FrozenSteps` does), the current particles' carried
 state, the total scores, the log weights and the accumulated log marginal likelihood.
 A filter step — the pending resampling (ancestors drawn by any of the four schemes, the
@@ -16,19 +17,21 @@ kernel-fusion setting applies), called without any host synchronisation. Resampl
 records an ancestor map instead of copying the history.
 
 The numbers are those of the interpreted path (the same MLX operations: particle ``i``
-uses key ``split(key, N)[i]``, the combinator's step keys and the kernel's
-``generate``). Everything that needs a trace — ``.traces``, ``rejuvenate``, ``edit``,
-``smcp3_step``, steps with a custom proposal, updates that are not a one-step
-extension — materialises the batched trace from the parts in ``O(1)`` (it equals the
-trace the interpreted path would hold) and runs the interpreted operation; the next
-bootstrap step returns to the compiled path.
+uses key ``split(key, N)[i]``, the combinator's step keys — behind the ``@gen`` model's
+own key stream for a wrapped sequence — and the kernel's ``generate``). Everything that
+needs a trace — ``.traces``, ``rejuvenate``, ``edit``, ``smcp3_step``, steps with a
+custom proposal, updates that are not a one-step extension — materialises the batched
+trace from the parts (``O(1)`` for a sequence model; a wrapping ``@gen`` model's return
+value is recomputed from the particles' values) and runs the interpreted operation; the
+next bootstrap step returns to the compiled path.
 
 ``Unfold`` kernels receive the step index ``t``. While a program is traced the kernel
 gets a stand-in for ``t`` that records how the body uses it: comparisons with numbers
 (``t == 0``, ``t > 5``) make the program valid for every ``t`` that gives the same
 answers (a guard checked before each reuse); any other use (arithmetic, indexing,
 hashing, conversion) makes it specific to one ``t``, and such a kernel keeps using the
-interpreted path.
+interpreted path. Values the kernel reads from global or closure variables are
+constants of a program; rebinding one of those names drops the kernel's programs.
 
 Non-finite scores: the interpreted path checks every step (a host synchronisation);
 here the check is deferred to the first read of results — :meth:`~FastParticleFilterState.ess`,
@@ -36,7 +39,8 @@ here the check is deferred to the first read of results — :meth:`~FastParticle
 :meth:`~FastParticleFilterState.normalized_weights` and ``.traces`` — which raises
 :class:`~genmlx.core.errors.NonFiniteScoreError` naming the step and the address.
 
-``config.auto_compile(False)`` (``GENMLX_AUTO_COMPILE=0``) turns the compiled path off.
+``genmlx.core.static.auto_compile(False)`` (``GENMLX_AUTO_COMPILE=0``) turns the
+compiled path off.
 """
 
 from __future__ import annotations
@@ -369,6 +373,7 @@ def _resample_part(
     lse = mx.logsumexp(lw)
     if not adaptive:
         return idx, mx.zeros((n,), dtype=lw.dtype), acc + lse - math.log(n)
+    assert thr is not None
     do = _ess(lw) < thr
     idx = mx.where(do, idx, mx.arange(n, dtype=idx.dtype))
     new_lw = mx.where(do, mx.zeros_like(lw), lw)
@@ -413,7 +418,8 @@ def _build(
     def pure(*lv: mx.array) -> list[mx.array]:
         i = 0
         head: list[mx.array] = []
-        key_r = thr = None
+        key_r: Any = None
+        thr: Any = None
         if mode is not None:
             key_r = lv[0]
             thr = lv[1] if mode[1] else None
@@ -489,7 +495,7 @@ class _Outer(NamedTuple):
         structure: the trace's tree structure (``DynamicTrace._tree_flatten``'s aux).
     """
 
-    seq: GenerativeFunction
+    seq: Any  # a sequence combinator (particle_parts, plan_particle_step)
     path: Any
     seq_args: tuple[Any, ...]
     sites: tuple[Any, ...]
@@ -579,7 +585,11 @@ class _Stop(Exception):
 
 
 def _run_to_call(
-    model: Any, args: tuple[Any, ...], seq: Any, path: Any, stand_ins: dict[Any, Any],
+    model: Any,
+    args: tuple[Any, ...],
+    seq: Any,
+    path: Any,
+    stand_ins: dict[Any, Any],
     retval_like: Callable[[tuple[Any, ...]], Any] | None,
 ) -> tuple[list[Any], list[tuple[Any, ...]], tuple[Any, ...]]:
     """Run ``model``'s body for one particle with stand-in values: the choices it visits
@@ -627,9 +637,7 @@ def _leaf_ids(tree: Any) -> set[int]:
     return {id(x) for x in flatten(tree)[0]}
 
 
-def _outer_core(
-    trace: Trace, log_weights: mx.array, log_ml_accumulated: mx.array
-) -> _Core | None:
+def _outer_core(trace: Trace, log_weights: mx.array, log_ml_accumulated: mx.array) -> _Core | None:
     """The core of a batched trace of a ``@gen`` model whose body makes one sequence
     call (last) besides random choices of its own."""
     from genmlx.core import handlers as H
@@ -689,13 +697,21 @@ def _outer_core(
         aux,
     )
     return _Core(
-        model, tuple(trace.args), int(trace.batch_shape[0]), parts, rec.trace.score,
-        log_weights, log_ml_accumulated, outer, nan_term,
+        model,
+        tuple(trace.args),
+        int(trace.batch_shape[0]),
+        parts,
+        rec.trace.score,
+        log_weights,
+        log_ml_accumulated,
+        outer,
+        nan_term,
     )
 
 
-def _outer_plan(core: _Core, new_args: tuple[Any, ...], argdiffs: tuple[Diff, ...] | None,
-                obs: ChoiceMap) -> tuple[Any, _Outer] | None:
+def _outer_plan(
+    core: _Core, new_args: tuple[Any, ...], argdiffs: tuple[Diff, ...] | None, obs: ChoiceMap
+) -> tuple[Any, _Outer] | None:
     """The sequence call's step plan for an update of the ``@gen`` model, or ``None``."""
     outer = core.outer
     assert outer is not None
@@ -710,7 +726,11 @@ def _outer_plan(core: _Core, new_args: tuple[Any, ...], argdiffs: tuple[Diff, ..
     parts = core.parts
     try:
         sites, site_args, seq_args = _run_to_call(
-            core.model, new_args, outer.seq, outer.path, stand_ins,
+            core.model,
+            new_args,
+            outer.seq,
+            outer.path,
+            stand_ins,
             lambda a: parts.retval_like(outer.seq, _length_of(outer.seq, a)),
         )
     except _Unsupported:
@@ -763,8 +783,7 @@ def _outer_trace(core: _Core) -> Trace:
     values = [v if rows is None else mx.take(v, rows, axis=0) for v in outer.values]
     scores = [s if rows is None else mx.take(s, rows, axis=0) for s in outer.scores]
     seq_args = tuple(
-        mx.broadcast_to(a, (n, *a.shape)) if isinstance(a, mx.array) else a
-        for a in outer.seq_args
+        mx.broadcast_to(a, (n, *a.shape)) if isinstance(a, mx.array) else a for a in outer.seq_args
     )
     call = core.parts.trace(outer.seq, seq_args, core.score, n)
     score: Any = 0.0
@@ -776,26 +795,23 @@ def _outer_trace(core: _Core) -> Trace:
     children: list[Any] = [core.args, None, score]
     for p, is_choice in structure:
         children.append(by_path[p] if is_choice else call)
-    stub = type_of_trace(outer)._tree_unflatten(outer.structure, children)
+    from genmlx.core.dsl import DynamicTrace
+
+    stub = DynamicTrace._tree_unflatten(outer.structure, children)
 
     def replay(tr: Trace) -> Any:
         def handler(state: Any, p: Any, gf: Any, a: tuple[Any, ...]) -> Any:
             rec = H.lookup(tr._trie, p)  # type: ignore[attr-defined]
             return state, (rec.value if isinstance(rec, H.ChoiceRecord) else rec.trace.retval)
 
-        _, rv = H.run_body("update", core.model.name, core.model.fn, core.args, handler, None)
+        model: Any = core.model
+        _, rv = H.run_body("update", model.name, model.fn, core.args, handler, None)
         return rv
 
     with runtime.operation():
         retval = vmap_call(replay, n, (stub._replace(args=()),), ())
     out: Trace = stub._replace(retval=retval)
     return out
-
-
-def type_of_trace(outer: _Outer) -> Any:
-    from genmlx.core.dsl import DynamicTrace
-
-    return DynamicTrace
 
 
 # ---------------------------------------------------------------------- the state
@@ -1072,8 +1088,13 @@ def from_trace(
         if parts is None:
             return None
         core = _Core(
-            model, tuple(trace.args), int(trace.batch_shape[0]), parts, trace.score,
-            log_weights, log_ml_accumulated,
+            model,
+            tuple(trace.args),
+            int(trace.batch_shape[0]),
+            parts,
+            trace.score,
+            log_weights,
+            log_ml_accumulated,
         )
     else:
         try:
@@ -1173,8 +1194,16 @@ def _step(
     step, rest, new_carry = unflatten(prog.box["td"], leaves)
     parts = parts.extend(plan.finish(step, rest), new_carry)
     new_core = _Core(
-        core.model, tuple(new_args), core.n, parts, new_score, new_lw, acc, outer,
-        extra[0] if n_extra else None, prog.box.get("sig"),
+        core.model,
+        tuple(new_args),
+        core.n,
+        parts,
+        new_score,
+        new_lw,
+        acc,
+        outer,
+        extra[0] if n_extra else None,
+        prog.box.get("sig"),
     )
     if new_core.sig is None:
         new_core = _with_sig(new_core)
