@@ -31,6 +31,10 @@ BENCHMARKS = [
     "smc_filter",
     "vi_elbo",
     "distributed_scaling",
+    "exact_enumeration",
+    "kalman_vs_pf",
+    "nuts_models",
+    "first_call",
 ]
 
 

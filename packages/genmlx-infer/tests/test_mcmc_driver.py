@@ -25,7 +25,7 @@ YS = np.array([1.2, 0.8, 1.9, 1.1, 0.4, 1.5, 2.2, 0.9], dtype=np.float32)
 def normal_unknown_sd(ys):
     mu = normal(0.0, 5.0) @ "mu"
     sigma = half_normal(2.0) @ "sigma"
-    normal(mu, sigma) @ "ys"
+    normal(mx.broadcast_to(mu, ys.shape), sigma) @ "ys"  # len(ys) iid observations
 
 
 def grid_posterior() -> dict[str, tuple[float, float]]:

@@ -14,7 +14,9 @@ comparisons, trainable parameters) run on the interpreted path with the same res
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 from typing import Any
 
 import mlx.core as mx
@@ -350,8 +352,17 @@ def test_state_protocol() -> None:
     assert type(plain) is ParticleFilterState and plain.traces is st.traces
     assert set(st._asdict()) == {"traces", "log_weights", "log_ml_accumulated"}
     assert "compiled path" in repr(st)
-    with pytest.raises(TypeError, match="made by particle_filter"):
-        FastParticleFilterState(traces, lw, acc)
+    # rebuilt from its fields (tree unflattening, loading) or pickled: still compiled
+    for back in (
+        FastParticleFilterState(traces, lw, acc),
+        pickle.loads(pickle.dumps(st)),
+        copy.deepcopy(st),
+    ):
+        assert isinstance(back, FastParticleFilterState)
+        _same(back.log_weights, lw)
+        _same(back.traces.score, traces.score)
+        a = back.step((3, X0), {(2, "y"): 0.1}, key=keys[3])
+        _same(a.log_weights, st.step((3, X0), {(2, "y"): 0.1}, key=keys[3]).log_weights)
     # a resampling read before the next step runs on its own, once
     rs = st.resample("multinomial", key=keys[3])
     assert "pending" in repr(rs)
@@ -534,7 +545,14 @@ def test_non_finite_scores_are_reported_when_results_are_read() -> None:
         st.log_ml_estimate()
     with pytest.raises(NonFiniteScoreError):
         st.traces  # noqa: B018
+    # without score checks a NaN weight is still refused: at the step by the interpreted
+    # path, when read by the compiled one
     from genmlx.core import config
+    from genmlx.infer import DegenerateWeightsError
 
     with config.score_checks(False):
-        assert np.isnan(st.log_ml_estimate().item())
+        with static.auto_compile(False), pytest.raises(DegenerateWeightsError, match="NaN"):
+            _nan_at_step_4(mx.random.key(0))
+        st = _nan_at_step_4(mx.random.key(0))
+        with pytest.raises(DegenerateWeightsError, match="NaN"):
+            st.log_ml_estimate()

@@ -82,11 +82,23 @@ def element_slicer(axis: int, i: int) -> Callable[[mx.array], mx.array]:
 
 
 def clean_masks(cm: ChoiceMap) -> ChoiceMap:
-    """Outside transformations, drop masked-out leaves of an unbatched map (evaluates)."""
+    """Outside transformations, simplify the masks of an unbatched map (evaluates them).
+
+    A leaf whose mask is False everywhere is dropped, one whose mask is True everywhere
+    loses its mask; a mask that differs along an element axis (a ``Vmap`` whose
+    elements took different ``Switch`` branches) is kept: it says which elements have
+    the choice.
+    """
     if cm.batch_shape or runtime.in_transform() or not cm.is_masked:
         return cm
     try:
-        return cm.unmasked()
+        items = []
+        for path, v, m in cm.masked_leaves():
+            if m is None or bool(mx.all(m).item()):
+                items.append((path, ChoiceMap(v)))
+            elif bool(mx.any(m).item()):
+                items.append((path, ChoiceMap(v, None, (), m)))
+        return ChoiceMap.from_nodes(items, cm.batch_shape)
     except ValueError as e:  # under a user's own transformation: keep the masks
         if runtime.is_transform_eval_error(e):
             return cm

@@ -13,6 +13,8 @@ Public API:
 * speed: batched ``vsimulate``/``vgenerate`` on every generative function, and
   :func:`compile`
 * plugins: :func:`registry`
+* saving results: :func:`save` / :func:`load` (a portable file format); choice maps,
+  traces and results also pickle and deep-copy
 
 Importing ``genmlx.core`` does not load plugins; the registry loads them on first use.
 It does make ``import genmlx.<sibling>`` of a first-party package that is not
@@ -32,7 +34,10 @@ from genmlx.core.errors import (
     AddressError,
     BatchedControlFlowError,
     ConstraintError,
+    DistributionArgumentError,
     GenMLXError,
+    InvalidAddressError,
+    InvalidKeyError,
     MissingChoiceError,
     NonFiniteScoreError,
     PluginError,
@@ -52,6 +57,8 @@ from genmlx.core.logdensity import LogDensity, StaticModelError, logdensity
 from genmlx.core.params import ParamStore, param, use_params
 from genmlx.core.plugins.registry import registry
 from genmlx.core.selection import Selection, select
+from genmlx.core.serialize import FormatError, SavedTrace, load, save
+from genmlx.core.threads import ThreadStreamError
 from genmlx.core.trace import Trace
 from genmlx.core.tree import evaluate
 
@@ -67,14 +74,18 @@ __all__ = [
     "DeterministicGF",
     "Diff",
     "Distribution",
+    "DistributionArgumentError",
     "DistributionTrace",
     "DynamicGenerativeFunction",
     "DynamicTrace",
     "EditRequest",
     "EditResult",
+    "FormatError",
     "GenMLXError",
     "GenerateResult",
     "GenerativeFunction",
+    "InvalidAddressError",
+    "InvalidKeyError",
     "LogDensity",
     "MissingChoiceError",
     "ModelGraph",
@@ -86,10 +97,12 @@ __all__ = [
     "ProposalEdit",
     "ProposeResult",
     "RegenerateResult",
+    "SavedTrace",
     "Selection",
     "SelectionEdit",
     "Site",
     "StaticModelError",
+    "ThreadStreamError",
     "Trace",
     "UnknownChange",
     "UpdateResult",
@@ -102,10 +115,12 @@ __all__ = [
     "evaluate",
     "format_address",
     "gen",
+    "load",
     "logdensity",
     "param",
     "param_gradients",
     "registry",
+    "save",
     "select",
     "splice",
     "use_params",

@@ -9,7 +9,10 @@ not change what is computed.
 Rules for compiled functions: pass every array (keys included) as an argument rather
 than capturing it from an enclosing scope (captured arrays are frozen at the first
 call); non-array arguments (ints, strings, generative functions, selections) are static
-and a new value triggers a new compilation.
+and a new value triggers a new compilation. ``key=None`` inside a compiled function
+draws fresh keys in every call (from a hidden key input the compiled function gets from
+the operating system each time), as it does uncompiled; a plain ``mx.compile`` cannot
+do that, so use this one.
 
 Example:
     >>> import mlx.core as mx
@@ -39,6 +42,8 @@ from typing import Any, TypeVar
 import mlx.core as mx
 
 from genmlx.core import runtime
+from genmlx.core.random import fresh_key
+from genmlx.core.threads import guard_thread
 from genmlx.core.tree import TreeDef, flatten, unflatten
 
 __all__ = ["compile", "compile_function", "fusion_enabled", "kernel_fusion"]
@@ -142,6 +147,7 @@ class _Compiled:
         self.cache: dict[Any, tuple[Callable[..., Any], dict[str, TreeDef]]] = {}
 
     def __call__(self, *args: Any) -> Any:
+        guard_thread()
         leaves, in_td = flatten(args)
         sig = (in_td, tuple((tuple(x.shape), x.dtype) for x in leaves))
         entry = self.cache.get(sig)
@@ -150,8 +156,8 @@ class _Compiled:
             fn = self.fn
 
             def pure(*lv: mx.array) -> list[mx.array]:
-                a = unflatten(in_td, list(lv))
-                with runtime.transforming():
+                a = unflatten(in_td, list(lv[:-1]))
+                with runtime.transforming(), runtime.compiling(lv[-1]):
                     out = fn(*a)
                 out_leaves, out_td = flatten(out)
                 box["td"] = out_td
@@ -160,7 +166,8 @@ class _Compiled:
             entry = (compile_function(pure), box)
             self.cache[sig] = entry
         cfn, box = entry
-        out_leaves = cfn(*leaves)
+        # a hidden per-call key: key=None inside fn is fresh in every call
+        out_leaves = cfn(*leaves, fresh_key())
         return unflatten(box["td"], list(out_leaves))
 
 

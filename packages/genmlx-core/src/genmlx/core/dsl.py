@@ -169,6 +169,22 @@ class DynamicGenerativeFunction(GenerativeFunction):
         self.fn = fn
         self.name = getattr(fn, "__qualname__", getattr(fn, "__name__", "gen_fn"))
 
+    def _check_arity(self, trace: Trace, args: tuple[Any, ...], op: str) -> None:
+        """New arguments must fit the body's signature (defaults and ``*args`` allowed)."""
+        import inspect
+
+        try:
+            sig = inspect.signature(self.fn)
+        except (TypeError, ValueError):
+            return super()._check_arity(trace, args, op)
+        try:
+            sig.bind(*args)
+        except TypeError as e:
+            raise TypeError(
+                f"{op} on {self!r}: the model takes {sig} but got {len(args)} argument(s) "
+                f"({e}); pass every argument (args=None keeps the old ones)"
+            ) from None
+
     def static_structure(self, args: tuple[Any, ...]) -> str | None:
         """``None`` when the body's address structure is fixed for arguments like
         ``args`` (its analysed graph is static), else the reason it is not."""

@@ -11,7 +11,10 @@ __all__ = [
     "AddressError",
     "BatchedControlFlowError",
     "ConstraintError",
+    "DistributionArgumentError",
     "GenMLXError",
+    "InvalidAddressError",
+    "InvalidKeyError",
     "MissingChoiceError",
     "NonFiniteScoreError",
     "PluginError",
@@ -32,8 +35,25 @@ class AddressError(GenMLXError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class InvalidAddressError(AddressError, TypeError):
+    """An address component that is neither a ``str`` nor an ``int`` (e.g. a float, a
+    bool or an array). It is an :class:`AddressError` and, for older code, a
+    ``TypeError``."""
+
+
 class ConstraintError(GenMLXError, ValueError):
     """A constraint (or a choice given to ``assess``) was not used by the model."""
+
+
+class InvalidKeyError(GenMLXError, TypeError):
+    """A ``key=`` argument that is not an MLX key (``uint32``, shape ``(2,)``), an int
+    seed or ``None``."""
+
+
+class DistributionArgumentError(GenMLXError, ValueError, TypeError):
+    """A distribution at a named address could not use its parameters (shapes that do
+    not broadcast, a string or ``None`` where a number belongs, an empty probability
+    vector, a plain number outside the parameter's domain)."""
 
 
 class MissingChoiceError(AddressError):

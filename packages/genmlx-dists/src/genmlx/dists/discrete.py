@@ -159,11 +159,11 @@ def _check_positive(dist: str, name: str, x: Any) -> None:
 def _check_weights(dist: str, name: str, w: Any) -> None:
     """Check a Python list of probabilities/weights (arrays are checked lazily)."""
     if isinstance(w, (list, tuple)) and all(isinstance(v, (int, float)) for v in w):
+        if len(w) == 0:
+            raise ValueError(f"{dist}: {name} must have at least one entry")
         for v in w:
             check_param(dist, f"{name} entry", v, lambda t: t >= 0 and math.isfinite(t), ">= 0")
         check_param(dist, f"sum of {name}", float(sum(w)), lambda t: t > 0, "> 0")
-        if len(w) == 0:
-            raise ValueError(f"{dist}: {name} must have at least one entry")
 
 
 def _check_concentrations(dist: str, name: str, w: Any) -> None:
@@ -513,6 +513,14 @@ class Bernoulli(Distribution):
         out: mx.array = _uniform(key, sample_shape(shape, pa)) < pa
         return out
 
+    glm_link = "Sigmoid"
+
+    def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
+        """``log p(y | p = σ(η)) = y η − softplus(η)`` (values 0/1; stable in ``η``)."""
+        y = _f32(value)
+        out: mx.array = y * eta - mx.logaddexp(0.0, eta)
+        return out
+
     has_iid_statistics = True
 
     def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
@@ -580,6 +588,11 @@ class Categorical(Distribution):
         pr = _f32(probs)
         if pr.ndim == 0:
             raise ValueError(f"{self.name}: probs must have a category axis (got a scalar)")
+        if pr.shape[-1] == 0:
+            raise ValueError(
+                f"{self.name}: probs has no categories (shape {tuple(pr.shape)}); give at "
+                "least one probability along the last axis"
+            )
         return pr
 
     def domain(self, *params: Any) -> C.Constraint:
@@ -643,6 +656,11 @@ class CategoricalLogits(Distribution):
         lg = _f32(logits)
         if lg.ndim == 0:
             raise ValueError(f"{self.name}: logits must have a category axis (got a scalar)")
+        if lg.shape[-1] == 0:
+            raise ValueError(
+                f"{self.name}: logits has no categories (shape {tuple(lg.shape)}); give at "
+                "least one logit along the last axis"
+            )
         return lg
 
     def domain(self, *params: Any) -> C.Constraint:
@@ -710,6 +728,16 @@ class Poisson(Distribution):
         check_param(self.name, "rate", rate, lambda v: v >= 0 and math.isfinite(v), ">= 0")
         lam = _f32(rate)
         return _poisson_sample(key, mx.maximum(lam, 0.0), sample_shape(shape, lam))
+
+    glm_link = "Exp"
+
+    def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
+        """``log p(k | λ = exp(η)) = k η − exp(η) − log k!``."""
+        from genmlx.dists.special import lgamma
+
+        k = _f32(value)
+        out: mx.array = k * eta - mx.exp(eta) - lgamma(k + 1.0)
+        return out
 
     has_iid_statistics = True
 
@@ -1291,7 +1319,10 @@ class Zipf(Distribution):
         self._check(s, n)
         sa, na = _f32(s), _f32(n)
         full = sample_shape(shape, sa, na)
-        sa = mx.broadcast_to(mx.where(sa >= 0, sa, 0.0), full)
+        # invalid (NaN, inf, negative) parameters draw 1 (their score is -inf); NaN must
+        # not reach the integer search below, whose gathers would read out of bounds
+        sa = mx.broadcast_to(mx.where(_and(sa >= 0, mx.isfinite(sa)), sa, 0.0), full)
+        na = mx.where(mx.isnan(na), 1.0, na)
         nf = mx.broadcast_to(mx.clip(mx.floor(na), 1.0, _INT32_MAX_F), full)
         table = _zipf_table(sa)
         h = _zipf_tail(sa, mx.zeros_like(nf), nf, table)

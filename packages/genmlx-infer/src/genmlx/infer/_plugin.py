@@ -52,6 +52,22 @@ INFERENCE_NAMES = (
     "lecture_batched",
     "train_proposal",
     "wake_sleep",
+    "fit",
+    "enumerate_posterior",
+    "enumerative_inference",
+    "enumerated_logdensity",
+    "infer_discrete",
+    "conjugate_posterior",
+    "rb_importance_sampling",
+    "rb_particle_filter",
+    "conjugate_gibbs",
+    "collapsed_gibbs",
+    "kalman_filter",
+    "hmm_forward_backward",
+    "rao_blackwellized_particle_filter",
+    "advi_logdensity",
+    "translate_particles",
+    "translator_mh",
 )
 
 

@@ -59,9 +59,16 @@ from genmlx.core.compile import compile_function
 from genmlx.core.config import check_scores_enabled
 from genmlx.core.diff import Diff, diff_args
 from genmlx.core.errors import NonFiniteScoreError
-from genmlx.core.random import Key, KeyStream, resolve_key
+from genmlx.core.random import Key, KeyStream
 from genmlx.core.tree import TreeDef, flatten, unflatten
-from genmlx.infer.smc import RESAMPLING_METHODS, ParticleFilterState, _ess, resample_indices
+from genmlx.infer import _checks as checks
+from genmlx.infer.smc import (
+    RESAMPLING_METHODS,
+    ParticleFilterState,
+    _ess,
+    _reset_weights,
+    resample_indices,
+)
 
 __all__ = ["FastParticleFilterState", "from_trace", "program_stats", "refusals"]
 
@@ -368,15 +375,17 @@ def _resample_part(
     lw: mx.array,
     acc: mx.array,
 ) -> tuple[mx.array, mx.array, mx.array]:
-    """``ParticleFilterState.resample`` / ``maybe_resample`` on arrays: ``(idx, lw, acc)``."""
-    idx = resample_indices(lw, method, key=key)
+    """``ParticleFilterState.resample`` / ``maybe_resample`` on arrays: ``(idx, lw, acc)``
+    (degenerate weights come out NaN, as the interpreted path has them under a
+    transformation; the state reports them when its results are read)."""
+    idx = resample_indices(lw, method, key=key, step="(the particle filter's weights)")
     lse = mx.logsumexp(lw)
     if not adaptive:
-        return idx, mx.zeros((n,), dtype=lw.dtype), acc + lse - math.log(n)
+        return idx, _reset_weights(lw), acc + lse - math.log(n)
     assert thr is not None
     do = _ess(lw) < thr
     idx = mx.where(do, idx, mx.arange(n, dtype=idx.dtype))
-    new_lw = mx.where(do, mx.zeros_like(lw), lw)
+    new_lw = mx.where(do, _reset_weights(lw), lw)
     new_acc = mx.where(do, acc + lse - math.log(n), acc)
     return idx, new_lw, new_acc
 
@@ -443,7 +452,7 @@ def _build(
             if wrapper:
                 w = 0.0 + w
                 w = (live[-1] if wrapper == 2 else 0.0) + w
-            new_lw = lw + w
+            new_lw = mx.where(lw == -mx.inf, -mx.inf, lw + w)  # dead particles stay dead
             new_score = score + step.score
         out_leaves, out_td = flatten((step, rest, new_carry))
         unique, index = _unique(out_leaves)
@@ -825,21 +834,33 @@ class FastParticleFilterState(ParticleFilterState):
 
     # the tuple's own items are unused placeholders: the fields are properties
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> FastParticleFilterState:
-        raise TypeError(
-            "FastParticleFilterState is made by particle_filter(...); build a "
-            "ParticleFilterState(traces, log_weights, log_ml_accumulated) instead"
+    def __new__(  # type: ignore[misc]
+        cls, traces: Trace, log_weights: mx.array, log_ml_accumulated: mx.array
+    ) -> ParticleFilterState:
+        """The state of these fields: on the compiled path when the model has one, else a
+        plain :class:`~genmlx.infer.ParticleFilterState` (used when a state is rebuilt
+        from its fields: unpickling, loading, tree unflattening)."""
+        fast = from_trace(traces, log_weights, log_ml_accumulated)
+        return fast if fast is not None else ParticleFilterState(
+            traces, log_weights, log_ml_accumulated
         )
 
     @classmethod
     def _make_fast(
-        cls, core: _Core, pending: _Pending | None = None, trace: Trace | None = None
+        cls,
+        core: _Core,
+        pending: _Pending | None = None,
+        trace: Trace | None = None,
+        checked: bool = False,
     ) -> FastParticleFilterState:
+        """``checked``: the arrays need no deferred check (they come from the
+        interpreted path, which checked them, or from a transformation, where NaN is
+        the documented outcome); only what the compiled programs make is checked."""
         self = tuple.__new__(cls, (None, None, None))
         object.__setattr__(self, "_core", core)
         object.__setattr__(self, "_pending", pending)
         object.__setattr__(self, "_trace", trace)
-        object.__setattr__(self, "_checked", False)
+        object.__setattr__(self, "_checked", checked)
         return self
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -897,27 +918,44 @@ class FastParticleFilterState(ParticleFilterState):
 
     # ------------------------------------------------------------------ checks
     def _check(self) -> None:
-        """The deferred non-finite check (one scalar read; see the module docs)."""
-        if self.__dict__["_checked"] or not check_scores_enabled() or runtime.in_transform():
+        """The deferred checks, one read of a few flags (see the module docs): NaN log
+        weights (a step's NaN density, or a resampling of degenerate weights) raise
+        :class:`~genmlx.infer.DegenerateWeightsError`; NaN or +inf log densities of live
+        particles raise :class:`~genmlx.core.errors.NonFiniteScoreError` (with score
+        checks on, and as the interpreted path: not while some particle is dead)."""
+        if self.__dict__["_checked"] or runtime.in_transform():
             return
         core = self._realised()
+        lw = core.log_weights
+        flags = [mx.any(mx.isnan(lw)), mx.isnan(core.log_ml_accumulated)]
+        if check_scores_enabled():
 
-        def bad(a: Any) -> mx.array:
-            return mx.any(mx.logical_or(mx.isnan(a), a == mx.inf))
+            def bad(a: Any) -> mx.array:
+                return mx.any(mx.logical_or(mx.isnan(a), a == mx.inf))
 
-        arrays = [core.score, core.log_weights, core.log_ml_accumulated]
-        if core.outer is not None:
-            arrays.extend(core.outer.scores)
-        flag = bad(arrays[0])
-        for a in arrays[1:]:
-            flag = mx.logical_or(flag, bad(a))
-        if flag.item():
+            scores = bad(core.score)
+            for s in core.outer.scores if core.outer is not None else ():
+                scores = mx.logical_or(scores, bad(s))
+            flags.append(mx.logical_and(scores, mx.logical_not(mx.any(lw == -mx.inf))))
+        got = checks.evaluable(mx.stack(flags))
+        if got is None:
+            return
+        if len(got) > 2 and got[2]:
             raise NonFiniteScoreError(
                 f"particle filter on {core.model!r}: non-finite log density at "
                 f"{_where_bad(core)} (found when the filter's results were read: the "
                 "compiled filter checks scores once, not at every step). Check that the "
                 "distributions' parameters are valid and the observations lie in their "
                 "support; config.score_checks(False) disables this check."
+            )
+        if got[0] or got[1]:
+            raise checks.DegenerateWeightsError(
+                f"particle filter on {core.model!r}: log weights are NaN (found when the "
+                "filter's results were read: the compiled filter checks once, not at "
+                "every step). A resampling met weights with no particle of positive "
+                "weight (every log weight -inf: the observations are impossible under "
+                "every particle) or a NaN weight, or a step's density was NaN. Check the "
+                "observations and parameters, the proposal, or use more particles."
             )
         object.__setattr__(self, "_checked", True)
 
@@ -954,7 +992,7 @@ class FastParticleFilterState(ParticleFilterState):
         return self.plain()._asdict()
 
     def __reduce__(self) -> Any:
-        return (ParticleFilterState, tuple(self.plain()))
+        return (FastParticleFilterState, (self.traces, self.log_weights, self.log_ml_accumulated))
 
     def __repr__(self) -> str:
         core = self.__dict__["_core"]
@@ -988,7 +1026,7 @@ class FastParticleFilterState(ParticleFilterState):
         obs = _check_inputs(core.model, new_args, observations, core.n, proposal, "step")
         if not isinstance(proposal_args, (tuple, list)):
             raise TypeError("step: proposal_args must be a tuple")
-        key = resolve_key(key)
+        key = checks.key(key, "step")
         if proposal is None:
             out = _step(self, tuple(new_args), obs, argdiffs, key)
             if out is not None:
@@ -1021,7 +1059,7 @@ class FastParticleFilterState(ParticleFilterState):
         """See :meth:`genmlx.infer.ParticleFilterState.resample` (same results)."""
         if ess_threshold is not None:
             return self.maybe_resample(ess_threshold, method, key=key)
-        return self._pend(method, None, key)
+        return self._pend(method, None, key, "resample")
 
     def maybe_resample(
         self, ess_threshold: float, method: str = "systematic", *, key: Key = None
@@ -1031,16 +1069,23 @@ class FastParticleFilterState(ParticleFilterState):
             raise TypeError(
                 f"maybe_resample: ess_threshold must be a number, got {ess_threshold!r}"
             )
-        return self._pend(method, float(ess_threshold), key)
+        checks.number(ess_threshold, "ess_threshold", "maybe_resample", low=0.0)
+        return self._pend(method, float(ess_threshold), key, "maybe_resample")
 
-    def _pend(self, method: str, threshold: float | None, key: Key) -> ParticleFilterState:
+    def _pend(
+        self, method: str, threshold: float | None, key: Key, op: str
+    ) -> ParticleFilterState:
         if method not in RESAMPLING_METHODS:
             raise ValueError(
                 f"resample: unknown method {method!r}; choose one of "
                 f"{', '.join(RESAMPLING_METHODS)}"
             )
-        key = resolve_key(key)
+        key = checks.key(key, op)
         core = self._realised()  # a second resampling in a row runs the first now
+        if self.__dict__["_checked"]:
+            # the weights were read already: refuse degenerate ones here, as the
+            # interpreted path does (otherwise they are reported at the next read)
+            checks.weights(core.log_weights, "resample", "(the particle filter's weights)")
         return FastParticleFilterState._make_fast(core, _Pending(key, method, threshold))
 
 
@@ -1104,7 +1149,7 @@ def from_trace(
         if found is None:
             return None
         core = found
-    return FastParticleFilterState._make_fast(_with_sig(core), None, trace)
+    return FastParticleFilterState._make_fast(_with_sig(core), None, trace, checked=True)
 
 
 def _key(plan: Any, core: _Core, mode: Any, wrapper: int) -> Any:

@@ -438,6 +438,7 @@ def mcmc(
     adapt: str = "per_chain",
     init_radius: float = 2.0,
     warn: bool = True,
+    target: Any = None,
 ) -> MCMCResult:
     """Sample a model's posterior with MCMC: adapt, sample, diagnose.
 
@@ -469,6 +470,14 @@ def mcmc(
         init_radius: the radius of ``init="uniform"``.
         warn: emit :class:`MCMCWarning` for convergence problems (R-hat > 1.01, ESS
             below 100, divergences).
+        target: a prebuilt log density to sample (a :class:`~genmlx.core.LogDensity`
+            or anything with its interface, such as
+            :class:`~genmlx.infer.EnumeratedLogDensity`); default: built from the model.
+
+    Discrete latent choices with a finite support are summed out exactly inside the
+    log density (:func:`~genmlx.infer.enumerated_logdensity`), so the gradient kernels
+    sample the continuous ones; :func:`~genmlx.infer.infer_discrete` then draws the
+    discrete choices for every kept draw.
 
     Returns:
         An :class:`MCMCResult`.
@@ -476,8 +485,8 @@ def mcmc(
     Raises:
         ValueError: a bad argument (named in the message).
         StaticModelError: a gradient kernel on a model whose latent choices cannot be
-            put in one vector (a discrete latent, a dynamic structure); use
-            ``kernel="mh"`` or a trace kernel.
+            put in one vector (a discrete latent without a finite support, a dynamic
+            structure); use ``kernel="mh"`` or a trace kernel.
     """
     args = _as_args(args, "mcmc")
     obs = _as_choicemap(observations, "mcmc", "observations")
@@ -518,7 +527,7 @@ def mcmc(
             f"mcmc(kernel={kernel!r}) needs a static model; {model!r} is dynamic: {g.reason}. "
             "Use a trace kernel (kernel=lambda tr, key: ...) instead"
         )
-    ld = logdensity(model, args, obs, latents=latents, domains=domains)
+    ld = target if target is not None else _vector_target(model, args, obs, g, latents, domains)
     k_init, k_warm, k_run = mx.random.split(key, 3)
     import time
 
@@ -655,6 +664,27 @@ def mcmc(
     )
     _finish_warnings(res, warn)
     return res
+
+
+def _vector_target(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    obs: ChoiceMap,
+    g: Any,
+    latents: Selection | None,
+    domains: Mapping[Any, Any] | None,
+) -> Any:
+    """The log density the vector kernels sample: discrete latents summed out, if any."""
+    discrete = [
+        s for s in g.sites
+        if s.kind == "choice" and not s.observed
+        and (getattr(s.gen_fn, "is_discrete", False) or not mx.issubdtype(s.dtype, mx.floating))
+    ]
+    if discrete and latents is None:
+        from genmlx.infer.enumeration import enumerated_logdensity
+
+        return enumerated_logdensity(model, args, obs, domains=domains)
+    return logdensity(model, args, obs, latents=latents, domains=domains)
 
 
 def _finish_warnings(res: MCMCResult, warn: bool) -> None:

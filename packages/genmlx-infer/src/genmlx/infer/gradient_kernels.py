@@ -41,9 +41,9 @@ from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.compile import compile_function
-from genmlx.core.random import resolve_key
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
+from genmlx.infer import _checks as checks
 from genmlx.infer.integrators import Metric, leapfrog
 from genmlx.infer.nuts_tree import chain_normal, chain_uniform
 from genmlx.infer.targets import chain_keys, target
@@ -209,11 +209,14 @@ def mala(
         >>> acc.shape
         ()
     """
-    _validate(step_size, "mala")
-    key = resolve_key(key)
+    checks.trace(trace, "mala")
+    checks.selection(selection, "mala")
+    eps_checked = checks.positive_scalar(step_size, "step_size", "mala", tuple(trace.batch_shape))
+    _validate(eps_checked, "mala")
+    key = checks.key(key, "mala")
     t = target(trace, selection, "mala")
     c = t.position.shape[0]
-    eps = mx.broadcast_to(mx.array(step_size, dtype=mx.float32), (c,))
+    eps = mx.broadcast_to(eps_checked, (c,))
     fn = _program(("mala", t.vg), lambda: _mala_step(t.vg), t.compiled)
     y_new, acc = fn(chain_keys(key, c, t.batched), t.position, eps, t.inputs)
     new = t.to_trace(y_new, acc)
@@ -296,16 +299,19 @@ def hmc(
         >>> tr2["x"].shape
         (10,)
     """
-    _validate(step_size, "hmc", n_leapfrog)
+    checks.trace(trace, "hmc")
+    checks.selection(selection, "hmc")
+    eps_checked = checks.positive_scalar(step_size, "step_size", "hmc", tuple(trace.batch_shape))
+    _validate(eps_checked, "hmc", n_leapfrog)
     if not isinstance(n_leapfrog, int) or n_leapfrog < 1:
         raise ValueError(f"hmc: n_leapfrog must be at least 1, got {n_leapfrog}")
-    key = resolve_key(key)
+    key = checks.key(key, "hmc")
     t = target(trace, selection, "hmc")
     c = t.position.shape[0]
     metric = Metric.create(
         mass, t.dim, "hmc", n_chains=c if t.batched else None, validate=not runtime.in_transform()
     )
-    eps = mx.broadcast_to(mx.array(step_size, dtype=mx.float32), (c,))
+    eps = mx.broadcast_to(eps_checked, (c,))
     fn = _program(
         ("hmc", t.vg, metric.kind, n_leapfrog),
         lambda: _hmc_step(t.vg, metric, n_leapfrog),
@@ -366,6 +372,12 @@ def map_optimize(
         1.0
     """
     del key
+    checks.trace(trace, "map_optimize")
+    checks.selection(selection, "map_optimize")
+    checks.count(max_steps, "max_steps", "map_optimize")
+    checks.count(max_backtracks, "max_backtracks", "map_optimize")
+    checks.number(step_size, "step_size", "map_optimize", low=0.0, low_open=True, high_open=True)
+    checks.number(tol, "tol", "map_optimize", low=0.0, high_open=True)
     flat = _flatten_selected(trace, selection, "map_optimize")
     logp = _logp_fn(trace, flat)
     x = flat.x

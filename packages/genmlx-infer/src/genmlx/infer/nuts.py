@@ -48,9 +48,9 @@ import mlx.core as mx
 
 from genmlx.core import runtime
 from genmlx.core.compile import compile_function
-from genmlx.core.random import resolve_key
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
+from genmlx.infer import _checks as checks
 from genmlx.infer.adaptation import DualAveraging, estimate_mass, find_step_size, windows
 from genmlx.infer.integrators import Metric, leapfrog
 from genmlx.infer.nuts_tree import NutsInfo, NUTSState, nuts_transition
@@ -108,12 +108,16 @@ def nuts_info(
         >>> info.accept_prob.shape
         (10,)
     """
+    checks.trace(trace, "nuts")
+    checks.selection(selection, "nuts")
     if not isinstance(max_depth, int) or max_depth < 1:
         raise ValueError(f"nuts: max_depth must be an int of at least 1, got {max_depth!r}")
+    # an invalid array step size under a transform becomes NaN: every state is rejected
+    step_size = checks.positive_scalar(step_size, "step_size", "nuts", tuple(trace.batch_shape))
     eager = not runtime.in_transform()
     if eager:
         _check_step(step_size, "nuts")
-    key = resolve_key(key)
+    key = checks.key(key, "nuts")
     t = target(trace, selection, "nuts")
     c = t.position.shape[0]
     metric = Metric.create(mass, t.dim, "nuts", n_chains=c if t.batched else None, validate=eager)
@@ -182,7 +186,8 @@ def nuts(
 
     Returns:
         ``(new_trace, accepted)``; NUTS has no accept/reject step, so ``accepted`` is
-        all ``True``. Use :func:`nuts_info` for the statistics.
+        all ``True`` (``False`` for chains whose step size, an array under ``compile``,
+        is invalid: NaN, inf or not positive). Use :func:`nuts_info` for the statistics.
 
     Raises:
         TypeError: a selected choice is discrete.
@@ -200,10 +205,12 @@ def nuts(
         >>> acc.shape, tr2.batch_shape
         ((), ())
     """
+    eps = checks.positive_scalar(step_size, "step_size", "nuts", tuple(trace.batch_shape))
     new_trace, _ = nuts_info(
-        trace, selection, key=key, step_size=step_size, max_depth=max_depth, mass=mass
+        trace, selection, key=key, step_size=eps, max_depth=max_depth, mass=mass
     )
-    return new_trace, mx.ones(tuple(trace.batch_shape), dtype=mx.bool_)
+    # all True, except chains whose (traced, unreadable) step size is invalid
+    return new_trace, mx.broadcast_to(mx.logical_not(mx.isnan(eps)), tuple(trace.batch_shape))
 
 
 def _one_step_accept(
@@ -412,12 +419,19 @@ def nuts_warmup(
             term_buffer=term_buffer,
             base_window=base_window,
         )
-    if not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"nuts_warmup: n_steps must be a positive int, got {n_steps!r}")
-    _check_step(step_size, "nuts_warmup")
-    if not 0.0 < target_accept < 1.0:
-        raise ValueError(f"nuts_warmup: target_accept must be in (0, 1), got {target_accept}")
-    key = resolve_key(key)
+    op = "nuts_warmup"
+    checks.trace(trace, op)
+    checks.selection(selection, op)
+    checks.count(n_steps, "n_steps", op)
+    _check_step(step_size, op)
+    checks.number(
+        target_accept, "target_accept", op, low=0.0, high=1.0, low_open=True, high_open=True
+    )
+    checks.count(max_depth, "max_depth", op)
+    for name, v in (("init_buffer", init_buffer), ("term_buffer", term_buffer)):
+        checks.count(v, name, op, minimum=0)
+    checks.count(base_window, "base_window", op)
+    key = checks.key(key, op)
     t = target(trace, selection, "nuts_warmup")
     ld, g = (
         t.vg(t.position, *t.inputs) if not t.compiled else _vg_compiled(t)(t.position, *t.inputs)

@@ -11,6 +11,8 @@ from genmlx.core.plugins.registry import (
     METADATA_KEYS,
     Category,
     Entry,
+    PluginLoadError,
+    PluginLoadWarning,
     Registry,
     registry,
 )
@@ -22,6 +24,8 @@ __all__ = [
     "RESULT_TYPES",
     "Category",
     "Entry",
+    "PluginLoadError",
+    "PluginLoadWarning",
     "Registry",
     "hookimpl",
     "hookspec",
