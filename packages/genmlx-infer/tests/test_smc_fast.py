@@ -26,7 +26,7 @@ import pytest
 from genmlx.combinators import Scan, Unfold
 from genmlx.core import NonFiniteScoreError, gen, param, select, static
 from genmlx.core.diff import NoChange, VectorDiff
-from genmlx.dists import categorical, gamma, normal
+from genmlx.dists import categorical, gamma, normal, uniform
 from genmlx.infer import mh, particle_filter
 from genmlx.infer._smc_fast import FastParticleFilterState, program_stats, refusals
 from genmlx.infer.smc import RESAMPLING_METHODS, ParticleFilterState
@@ -556,3 +556,46 @@ def test_non_finite_scores_are_reported_when_results_are_read() -> None:
         st = _nan_at_step_4(mx.random.key(0))
         with pytest.raises(DegenerateWeightsError, match="NaN"):
             st.log_ml_estimate()
+
+
+# ---------------------------------------------------------------------- dead particles
+@gen
+def boxed_kernel(t: int, x: mx.array) -> mx.array:
+    x = normal(x, 1.0) @ "x"
+    uniform(x - 1.0, x + 1.0) @ "y"  # particles farther than 1 from y die (-inf weight)
+    return x
+
+
+BOXED = Unfold(boxed_kernel)
+BOXED_YS = [0.3, 0.5, 0.4, 0.9, 1.2, 0.8]
+
+
+def test_dead_particles_equal_interpreted() -> None:
+    fast, slow = _both(
+        BOXED, lambda t: (t + 1, X0), lambda t: {(t, "y"): BOXED_YS[t]}, len(BOXED_YS), 200,
+        mx.random.key(14), ess_frac=0.5,
+    )
+    assert isinstance(fast, FastParticleFilterState)
+    lw = np.asarray(slow.log_weights)
+    assert np.isneginf(lw).any() and not np.isnan(lw).any()  # some dead, none NaN
+    _assert_equal_states(fast, slow)
+
+
+def test_resampling_weights_that_are_all_dead() -> None:
+    from genmlx.infer import DegenerateWeightsError
+
+    keys = mx.random.split(mx.random.key(15), 6)
+    st = particle_filter(BOXED, (1, X0), {(0, "y"): 0.3}, 100, key=keys[0])
+    st = st.resample(key=keys[1]).step((2, X0), {(1, "y"): 100.0}, key=keys[2])  # impossible
+    assert isinstance(st, FastParticleFilterState)
+    assert st.log_ml_estimate().item() == -math.inf  # a correct estimate: Z = 0
+    # the weights were read: resampling them is refused here, as on the interpreted path
+    with pytest.raises(DegenerateWeightsError, match="particle filter's weights"):
+        st.resample(key=keys[3])
+    # not read yet: the resampling runs inside the next compiled step and is reported
+    # when the results are read
+    st = particle_filter(BOXED, (1, X0), {(0, "y"): 0.3}, 100, key=keys[0])
+    st = st.resample(key=keys[1]).step((2, X0), {(1, "y"): 100.0}, key=keys[2])
+    st = st.resample(key=keys[3]).step((3, X0), {(2, "y"): 0.2}, key=keys[4])
+    with pytest.raises(DegenerateWeightsError, match="no particle of positive weight"):
+        st.log_ml_estimate()
