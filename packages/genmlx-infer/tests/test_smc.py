@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from genmlx.combinators import Unfold
-from genmlx.core import gen, select
+from genmlx.core import gen, select, static
 from genmlx.dists import categorical, normal
 from genmlx.infer import mh
 from genmlx.infer.smc import (
@@ -377,7 +377,13 @@ def counted_kernel(t: int, x: mx.array) -> mx.array:
 
 
 def test_each_step_runs_the_kernel_body_once_whatever_t_and_n() -> None:
+    """The interpreted path (compiled path off): one body execution per step."""
     model = Unfold(counted_kernel)
+    with static.auto_compile(False):
+        _count_body_runs(model)
+
+
+def _count_body_runs(model: Any) -> None:
     for n in (10, 1000):
         keys = mx.random.split(mx.random.key(n), 60)
         COUNT["n"] = 0

@@ -642,6 +642,29 @@ class _SequenceCombinator(GenerativeFunction):
             return sorted(int(c) for c in cands if int(c) < n and not sel.child(c).is_none())
         return [t for t in range(n) if not sel.child(t).is_none()]
 
+    # ------------------------------------------------------------ particle filters
+    def particle_parts(self, trace: Trace) -> Any:
+        """A particle-batched trace of this combinator as plain parts (steps with their
+        epochs, ancestor maps, the current carry), or ``None``; used by
+        ``genmlx.infer``'s compiled particle filter (see :mod:`genmlx.combinators._extend`)."""
+        from genmlx.combinators._extend import parts_of
+
+        return parts_of(self, trace)
+
+    def plan_particle_step(
+        self,
+        old_args: tuple[Any, ...],
+        new_args: tuple[Any, ...],
+        argdiffs: tuple[Diff, ...],
+        constraints: ChoiceMap,
+        carry: Any,
+    ) -> Any:
+        """The new step of an update that only adds one step, as a pure function of
+        arrays (:class:`~genmlx.combinators._extend.StepPlan`), or ``None``."""
+        from genmlx.combinators._extend import plan_step
+
+        return plan_step(self, old_args, new_args, argdiffs, constraints, carry)
+
     # ------------------------------------------------------------ GFI
     def _simulate(self, args: tuple[Any, ...], key: mx.array) -> SequenceTrace:
         n = self._length(args, "simulate")

@@ -28,6 +28,25 @@ Weights and the marginal likelihood, as Gen.jl defines them:
   and every resampling scheme here, since each gives particle ``i`` an expected
   ``N w_i / Σ_j w_j`` offspring.
 
+**The compiled path.** When the model is an ``Unfold``/``Scan`` whose kernel is a static
+``@gen`` function without ``param`` (:func:`genmlx.core.analyze`), or a static ``@gen``
+model whose body makes one such call (last) besides random choices of its own,
+:func:`particle_filter` returns a state kept as plain arrays: every step's batched
+kernel trace, the ancestor indices of each resampling (the history is never copied),
+the particles' carried state and scores, the weights. A bootstrap :meth:`~ParticleFilterState.step`
+that adds one step — together with the resampling requested before it
+(:meth:`~ParticleFilterState.resample`, or the ESS-triggered
+:meth:`~ParticleFilterState.maybe_resample`, decided with ``mx.where``) — runs as one
+compiled program per step signature, with no host synchronisation. The numbers are
+the interpreted path's, bit for bit (the same keys and operations). ``.traces`` is
+built from the arrays when read (``O(1)``); moves that need a trace (rejuvenation,
+SMCP3 edits, custom proposals, updates that are not a one-step extension) run on it
+and the next bootstrap step returns to the compiled path. An ``Unfold`` kernel may
+compare ``t`` with numbers (``if t == 0``); a kernel that computes with ``t`` runs on
+the interpreted path. Non-finite scores are reported when results are first read
+(``ess``, ``log_ml_estimate``, ``normalized_weights``, ``traces``) instead of at every
+step. ``genmlx.core.static.auto_compile(False)`` turns the compiled path off.
+
 Resampling algorithms (:func:`resample_indices`), all vectorised with a cumulative sum
 and a sorted search: ``multinomial`` (i.i.d. draws), ``stratified`` (one uniform per
 stratum ``[j/N, (j+1)/N)``), ``systematic`` (one uniform shared by the strata: each
@@ -208,6 +227,13 @@ def resample_indices(
     return mx.where(slot < n_det, det, extra)
 
 
+def _ess(log_weights: mx.array) -> mx.array:
+    """Kish effective sample size of unnormalised log weights."""
+    lw = log_weights.astype(mx.float32)
+    lw = lw - mx.max(lw)
+    return mx.exp(2.0 * mx.logsumexp(lw) - mx.logsumexp(2.0 * lw))
+
+
 # ---------------------------------------------------------------------- the state
 class ParticleFilterState(NamedTuple):
     """The immutable state of a particle filter (see :func:`particle_filter`).
@@ -236,9 +262,7 @@ class ParticleFilterState(NamedTuple):
 
     def ess(self) -> mx.array:
         """Kish effective sample size ``1 / Σ_i w̄_i²`` (between 1 and ``N``)."""
-        lw = self.log_weights.astype(mx.float32)
-        lw = lw - mx.max(lw)
-        return mx.exp(2.0 * mx.logsumexp(lw) - mx.logsumexp(2.0 * lw))
+        return _ess(self.log_weights)
 
     def log_ml_estimate(self) -> mx.array:
         """``log Ẑ = log Ẑ_acc + logsumexp_i(log w_i) - log N``.
@@ -293,9 +317,30 @@ class ParticleFilterState(NamedTuple):
         if not isinstance(proposal_args, (tuple, list)):
             raise TypeError("step: proposal_args must be a tuple")
         key = checks.key(key, "step")
+        if proposal is None and type(self) is ParticleFilterState:
+            from genmlx.infer import _smc_fast
+
+            fast = _smc_fast.from_trace(self.traces, self.log_weights, self.log_ml_accumulated)
+            if fast is not None:
+                out = _smc_fast._step(fast, tuple(new_args), obs, argdiffs, key)
+                if out is not None:
+                    return out
+        return self._interpreted_step(
+            tuple(new_args), obs, argdiffs, proposal, tuple(proposal_args), key
+        )
+
+    def _interpreted_step(
+        self,
+        new_args: tuple[Any, ...],
+        obs: ChoiceMap,
+        argdiffs: tuple[Diff, ...] | None,
+        proposal: GenerativeFunction | None,
+        proposal_args: tuple[Any, ...],
+        key: mx.array,
+    ) -> ParticleFilterState:
+        """:meth:`step` through the batched ``update`` (validated inputs)."""
         tr = self.traces
         model = tr.gen_fn
-        new_args = tuple(new_args)
         if argdiffs is None:
             argdiffs = diff_args(tr.args, new_args)
         # dead particles (log weight -inf) may have -inf scores whose update weight is
@@ -693,4 +738,9 @@ def particle_filter(
         raise TypeError("particle_filter: proposal_args must be a tuple")
     key = checks.key(key, "particle_filter")
     tr, lw = _raw_weights(model, tuple(args), obs, n_particles, proposal, tuple(proposal_args), key)
-    return ParticleFilterState(tr, _no_nan(lw, "particle_filter"), mx.array(0.0, dtype=lw.dtype))
+    lw = _no_nan(lw, "particle_filter")
+    acc = mx.array(0.0, dtype=lw.dtype)
+    from genmlx.infer import _smc_fast
+
+    fast = _smc_fast.from_trace(tr, lw, acc)
+    return fast if fast is not None else ParticleFilterState(tr, lw, acc)
