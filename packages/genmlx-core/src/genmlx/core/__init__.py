@@ -2,7 +2,8 @@
 
 Public API:
 
-* modelling: :func:`gen`, :func:`splice`, :func:`param`, :class:`Distribution`
+* modelling: :func:`gen`, :func:`splice`, :func:`param`, :data:`factor`,
+  :class:`Distribution`
 * data: :class:`ChoiceMap` / :func:`choicemap`, :class:`Selection` / :func:`select`,
   :class:`Trace`
 * the interface: :class:`GenerativeFunction` and its result types
@@ -33,10 +34,12 @@ from genmlx.core.errors import (
     BatchedControlFlowError,
     ConstraintError,
     GenMLXError,
+    ImproperPriorError,
     MissingChoiceError,
     NonFiniteScoreError,
     PluginError,
 )
+from genmlx.core.factor import Factor, factor
 from genmlx.core.gfi import (
     AssessResult,
     EditResult,
@@ -72,9 +75,11 @@ __all__ = [
     "DynamicTrace",
     "EditRequest",
     "EditResult",
+    "Factor",
     "GenMLXError",
     "GenerateResult",
     "GenerativeFunction",
+    "ImproperPriorError",
     "LogDensity",
     "MissingChoiceError",
     "ModelGraph",
@@ -100,6 +105,7 @@ __all__ = [
     "compile",
     "deterministic",
     "evaluate",
+    "factor",
     "format_address",
     "gen",
     "logdensity",

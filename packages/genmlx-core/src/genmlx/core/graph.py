@@ -290,7 +290,8 @@ def _discover_site(rec: _Recorder) -> Callable[..., tuple[Any, Any]]:
                 k = mx.random.fold_in(rec.key, rec.count) if hasattr(mx.random, "fold_in") else (
                     mx.random.split(rec.key, rec.count + 1)[rec.count]
                 )
-                v = gf.sample(k, *args)
+                # an improper prior has no sampler: analysis needs only a shape
+                v = gf.placeholder(*args) if gf.is_improper else gf.sample(k, *args)
                 rec.found.append(_Found(full, gf, "choice", args, v, False))
             return state, v
         if _is_gen(gf):

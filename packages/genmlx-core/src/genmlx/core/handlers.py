@@ -35,6 +35,7 @@ from genmlx.core.errors import (
     AddressError,
     BatchedControlFlowError,
     ConstraintError,
+    ImproperPriorError,
     GenMLXError,
     MissingChoiceError,
 )
@@ -449,7 +450,12 @@ def trace_site(path: Path, gf: GenerativeFunction, args: tuple[Any, ...]) -> Any
         raise AddressError(f"{run.op}: a traced call needs a non-empty address")
     if not isinstance(gf, GenerativeFunction):
         raise TypeError(f"{run.op}: only generative functions can be traced, got {gf!r}")
-    run.state, value = run.handler(run.state, path, gf, args)
+    try:
+        run.state, value = run.handler(run.state, path, gf, args)
+    except ImproperPriorError as e:  # name the operation and the full address
+        e.op = e.op or run.op
+        e.path = (*path, *e.path)
+        raise
     run.last_path = path
     return value
 
