@@ -44,6 +44,7 @@ __all__ = [
     "CorrCholeskyBijector",
     "ExpBijector",
     "IdentityBijector",
+    "IntervalBijector",
     "LowerCholeskyBijector",
     "OrderedBijector",
     "PositiveDefiniteBijector",
@@ -169,6 +170,60 @@ class SigmoidBijector(Bijector):
 
     def __repr__(self) -> str:
         return f"SigmoidBijector(domain={self.domain!r})"
+
+
+class IntervalBijector(Bijector):
+    """Onto ``(low, high)`` with array bounds that may be infinite, element by element:
+    the scaled logistic where both bounds are finite, ``low + exp(y)`` or
+    ``high - exp(y)`` where one is, the identity where neither is.
+
+    :func:`biject_to` picks it for an :class:`~genmlx.core.constraints.interval` whose
+    bounds are arrays (bounds computed inside a model, such as
+    ``truncated_normal(mu, sigma, low, high)`` with ``low = -inf`` for some elements):
+    whether a bound is finite is then only known when the arrays are, so the choice is
+    made with ``mx.where`` and stays traceable under ``mx.compile``.
+    """
+
+    def __init__(self, low: Any, high: Any) -> None:
+        self.low = low
+        self.high = high
+        self.domain = C.interval(low, high)
+
+    def _parts(self) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+        lo, hi = _arr(self.low), _arr(self.high)
+        lo_f, hi_f = mx.isfinite(lo), mx.isfinite(hi)
+        return mx.where(lo_f, lo, 0.0), mx.where(hi_f, hi, 1.0), lo_f, hi_f
+
+    def forward_and_log_det(self, y: mx.array) -> tuple[mx.array, mx.array]:
+        lo, hi, lo_f, hi_f = self._parts()
+        both = mx.logical_and(lo_f, hi_f)
+        width = mx.where(both, hi - lo, 1.0)
+        e = mx.exp(y)
+        x = mx.where(
+            both, lo + width * mx.sigmoid(y), mx.where(lo_f, lo + e, mx.where(hi_f, hi - e, y))
+        )
+        ld_sig = mx.log(width) - mx.logaddexp(0.0, -y) - mx.logaddexp(0.0, y)
+        one = mx.logical_or(lo_f, hi_f)
+        ld = mx.where(both, ld_sig, mx.where(one, y, mx.zeros_like(y)))
+        return x, ld
+
+    def forward(self, y: mx.array) -> mx.array:
+        return self.forward_and_log_det(y)[0]
+
+    def log_det_jacobian(self, y: mx.array) -> mx.array:
+        return self.forward_and_log_det(y)[1]
+
+    def inverse(self, x: mx.array) -> mx.array:
+        lo, hi, lo_f, hi_f = self._parts()
+        both = mx.logical_and(lo_f, hi_f)
+        u = mx.clip((x - lo) / mx.where(both, hi - lo, 1.0), _TINY, 1.0 - 5.9604645e-08)
+        logit = mx.log(u) - mx.log1p(-u)
+        up = mx.log(mx.maximum(x - lo, _TINY))
+        down = mx.log(mx.maximum(hi - x, _TINY))
+        return mx.where(both, logit, mx.where(lo_f, up, mx.where(hi_f, down, x)))
+
+    def __repr__(self) -> str:
+        return f"IntervalBijector(domain={self.domain!r})"
 
 
 class AffineBijector(Bijector):
@@ -452,10 +507,24 @@ def biject_to(domain: C.Constraint) -> Bijector:
             "continuous choices (marginalise, observe or use a discrete kernel for it)"
         )
     if isinstance(domain, C.interval):
-        return SigmoidBijector(domain.low, domain.high)
+        lo, hi = domain.low, domain.high
+        if isinstance(lo, mx.array) or isinstance(hi, mx.array):
+            return IntervalBijector(lo, hi)
+        lo_inf, hi_inf = math.isinf(float(lo)), math.isinf(float(hi))
+        if lo_inf and hi_inf:
+            return IdentityBijector()
+        if lo_inf:
+            return ExpBijector(high=hi)
+        if hi_inf:
+            return ExpBijector(lo)
+        return SigmoidBijector(lo, hi)
     if isinstance(domain, C.greater_than):
+        if not isinstance(domain.low, mx.array) and math.isinf(float(domain.low)):
+            return IdentityBijector()
         return ExpBijector(domain.low)
     if isinstance(domain, C.less_than):
+        if not isinstance(domain.high, mx.array) and math.isinf(float(domain.high)):
+            return IdentityBijector()
         return ExpBijector(high=domain.high)
     if domain is C.real or domain is C.real_vector:
         return IdentityBijector()
