@@ -34,8 +34,8 @@ Example:
     >>> tr, w = model.generate((), choicemap({"x": 1.0}), key=mx.random.key(0))
     >>> round(float(w), 4)   # log N(1; 0, 1) - 0.5
     -1.9189
-    >>> tr.get_choices().addresses()
-    []
+    >>> tr.get_choices().addresses()   # the factor adds no choice
+    ['x']
 """
 
 from __future__ import annotations
