@@ -232,3 +232,11 @@ def test_reprs_name_their_domain() -> None:
     assert repr(biject_to(C.positive)) == "ExpBijector(domain=positive)"
     assert repr(biject_to(C.interval(0.0, 2.0))) == "SigmoidBijector(domain=interval(0.0, 2.0))"
     assert repr(StickBreakingBijector()) == "StickBreakingBijector()"
+
+
+def test_structural_equality() -> None:
+    assert ExpBijector() == ExpBijector() and hash(ExpBijector()) == hash(ExpBijector())
+    assert ExpBijector() != ExpBijector(1.0) and ExpBijector() != ExpBijector(high=0.0)
+    assert biject_to(C.interval(0.0, 2.0)) == SigmoidBijector(0.0, 2.0)
+    assert AffineBijector(1.0, 2.0) == AffineBijector(1.0, 2.0) != AffineBijector(1.0, 3.0)
+    assert StickBreakingBijector() == StickBreakingBijector() != OrderedBijector()

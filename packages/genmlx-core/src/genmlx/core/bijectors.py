@@ -98,6 +98,20 @@ class Bijector:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    # Structural equality (two ``ExpBijector()`` are the same map), so a distribution
+    # built from a bijector inside a model body is the same site at every execution.
+    def _key(self) -> tuple[Any, ...]:
+        dom = self.__dict__.get("domain", type(self).domain)
+        return (type(self), dom)
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        return isinstance(other, Bijector) and type(other) is type(self) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
 
 class IdentityBijector(Bijector):
     """``x = y`` (the real line)."""
@@ -242,6 +256,9 @@ class AffineBijector(Bijector):
     def log_det_jacobian(self, y: mx.array) -> mx.array:
         return mx.broadcast_to(mx.log(mx.abs(_arr(self.scale))), y.shape)
 
+    def _key(self) -> tuple[Any, ...]:
+        return (AffineBijector, C._bkey(self.loc), C._bkey(self.scale))
+
 
 class ComposeBijector(Bijector):
     """``forward = parts[-1].forward ∘ … ∘ parts[0].forward`` (elementwise parts)."""
@@ -268,6 +285,9 @@ class ComposeBijector(Bijector):
             total = total + p.log_det_jacobian(y)
             y = p.forward(y)
         return total
+
+    def _key(self) -> tuple[Any, ...]:
+        return (ComposeBijector, *(p._key() for p in self.parts))
 
 
 class StickBreakingBijector(Bijector):

@@ -332,7 +332,9 @@ def _replay_site(rec: _Recorder, values: list[Any], params_out: list[list[Any]])
                 "address set changed between two runs"
             )
         f = rec.found[i]
-        if f.path != full or f.gen_fn is not gf:
+        # distributions built inside the body (transformed(...), mixture(...)) are new
+        # objects each run: equal ones are the same site
+        if f.path != full or (f.gen_fn is not gf and f.gen_fn != gf):
             raise _Dynamic(
                 f"the address set changed between two runs: site {i} was "
                 f"{format_address(f.path)} ({f.gen_fn!r}) and is now "

@@ -39,6 +39,8 @@ class Site(NamedTuple):
         params: the distribution's parameters at this execution (``None`` with ``dist``).
         value: the value taken (the constraint where observed, else a sample).
         observed: whether the value came from the constraints.
+        call: for a choice without a distribution, the path of the generative function
+            call that made it (``None`` otherwise).
     """
 
     path: Path
@@ -46,6 +48,7 @@ class Site(NamedTuple):
     params: tuple[Any, ...] | None
     value: mx.array
     observed: bool
+    call: Path | None = None
 
 
 def _observed_value(constraints: ChoiceMap, path: Path, op: str) -> mx.array | None:
@@ -83,7 +86,9 @@ def _handler(
         tr, _ = gf.generate(tuple(args), cons, key=sub)
         for p, v in tr.get_choices().leaves():
             node = cons._node(p)
-            sites.append(Site((*full, *p), None, None, v, node is not None and node.has_root_value))
+            sites.append(
+                Site((*full, *p), None, None, v, node is not None and node.has_root_value, full)
+            )
         return state, tr.retval
 
     return handler
