@@ -111,10 +111,13 @@ def nearest_override(path: Path, overrides: Mapping[Path, Any]) -> Any:
 
 
 class _State:
-    __slots__ = ("collect", "ladj", "mode", "prefix", "score", "values", "y")
+    __slots__ = ("collect", "ladj", "mode", "obs", "prefix", "score", "values", "y")
 
-    def __init__(self, mode: str, y: Any, values: Mapping[Path, mx.array] | None) -> None:
+    def __init__(
+        self, mode: str, y: Any, values: Mapping[Path, mx.array] | None, obs: ChoiceMap
+    ) -> None:
         self.mode = mode  # "logp" | "forward" | "inverse"
+        self.obs = obs
         self.y = y
         self.values = values or {}
         self.score: Any = 0.0
@@ -164,6 +167,7 @@ class Space:
         overrides: Mapping[Path, Any],
         op: str,
         table: Mapping[str, Any] | None = None,
+        unknown: C.Constraint | None = None,
     ) -> Space:
         """The space of the unobserved ``sites`` (from
         :func:`genmlx.infer._vi_sites.find_sites`).
@@ -173,6 +177,7 @@ class Space:
                 applies to every choice beneath it.
             table: a fallback ``{distribution name: spec or fn(*params) -> (low, high)}``
                 for distributions that declare no domain (ADVI's old ``SUPPORTS``).
+            unknown: the domain to assume where none is known (``None``: an error).
 
         Raises:
             TypeError: a latent choice is discrete.
@@ -190,6 +195,8 @@ class Space:
                 if callable(spec):
                     spec = tuple(spec(*params))
                 dom = domain_from_spec(spec, f"the latent choice at {format_address(path)}", op)
+            if dom is None and unknown is not None:
+                dom = unknown
             if dom is None:
                 raise ValueError(
                     f"{op}: the latent choice at {format_address(path)} comes from "
@@ -214,6 +221,8 @@ class Space:
                     "choices in an unconstrained space. Observe or marginalise it"
                 )
             ov = nearest_override(s.path, parsed)
+            if s.dist is None and ov is None and unknown is not None:
+                ov = unknown
             if s.dist is None and ov is None:
                 raise ValueError(
                     f"{op}: {where} is made inside a generative function whose body cannot "
@@ -258,7 +267,7 @@ class Space:
                         st.score = st.score + gf.score(x, args)
                         st.ladj = st.ladj + mx.sum(ld)
                     return state, x
-                node = self.obs._node(full)
+                node = st.obs._node(full)
                 if node is None or not node.has_root_value:
                     raise ValueError(
                         f"{self.op}: the choice at {format_address(full)} is neither latent "
@@ -278,7 +287,7 @@ class Space:
                     st.prefix = outer
                 run = runtime.active_run()
                 return (run.state if run is not None else state), value
-            sub = self.obs._node(full) or ChoiceMap.empty()
+            sub = st.obs._node(full) or ChoiceMap.empty()
             for b in self.calls.get(full, []):
                 rel = b.path[len(full) :]
                 bij = self._bijector(b, None, ())
@@ -321,28 +330,31 @@ class Space:
 
         return handler
 
-    def logp(self, y: mx.array, *, jacobian: bool = True) -> mx.array:
-        """``log p(x(y), observations)`` (plus ``log |det ∂x/∂y|`` with ``jacobian``)."""
-        st = self._run(_State("logp", y, None))
+    def logp(
+        self, y: mx.array, *, jacobian: bool = True, obs: ChoiceMap | None = None
+    ) -> mx.array:
+        """``log p(x(y), observations)`` (plus ``log |det ∂x/∂y|`` with ``jacobian``);
+        ``obs`` replaces the observations given at construction (same structure)."""
+        st = self._run(_State("logp", y, None, self.obs if obs is None else obs))
         total = st.score + st.ladj if jacobian else st.score
         return total if isinstance(total, mx.array) else mx.array(total, dtype=mx.float32)
 
-    def forward(self, y: mx.array) -> list[mx.array]:
+    def forward(self, y: mx.array, *, obs: ChoiceMap | None = None) -> list[mx.array]:
         """The latent values at ``y``, in block order."""
-        st = self._run(_State("forward", y, None))
+        st = self._run(_State("forward", y, None, self.obs if obs is None else obs))
         return [st.collect[b.path] for b in self.blocks]
 
     def forward_and_ladj(self, y: mx.array) -> tuple[list[mx.array], mx.array]:
         """The latent values at ``y`` and ``log |det ∂x/∂y|``."""
-        st = self._run(_State("logp", y, None))
-        st2 = self._run(_State("forward", y, None))
+        st = self._run(_State("logp", y, None, self.obs))
+        st2 = self._run(_State("forward", y, None, self.obs))
         ladj = st.ladj if isinstance(st.ladj, mx.array) else mx.array(st.ladj, dtype=mx.float32)
         return [st2.collect[b.path] for b in self.blocks], ladj
 
-    def inverse(self, values: list[mx.array]) -> mx.array:
+    def inverse(self, values: list[mx.array], *, obs: ChoiceMap | None = None) -> mx.array:
         """The vector of latent ``values`` (in block order)."""
         vals = {b.path: v.reshape(b.shape).astype(mx.float32) for b, v in zip(self.blocks, values)}
-        st = self._run(_State("inverse", None, vals))
+        st = self._run(_State("inverse", None, vals, self.obs if obs is None else obs))
         parts = [st.collect[b.path] for b in self.blocks]
         return parts[0] if len(parts) == 1 else mx.concatenate(parts)
 

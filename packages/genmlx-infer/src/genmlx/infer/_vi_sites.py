@@ -75,7 +75,7 @@ def _handler(
             value = _observed_value(constraints, full, op)
             observed = value is not None
             if value is None:
-                value = gf.sample(sub, *args)
+                value = gf.placeholder(*args) if gf.is_improper else gf.sample(sub, *args)
             sites.append(Site(full, gf, tuple(args), value, observed))
             return state, value
         if isinstance(gf, DynamicGenerativeFunction):
@@ -111,7 +111,7 @@ def find_sites(
         value = _observed_value(constraints, (), op)
         observed = value is not None
         if value is None:
-            value = gf.sample(key, *args)
+            value = gf.placeholder(*args) if gf.is_improper else gf.sample(key, *args)
         sites.append(Site((), gf, tuple(args), value, observed))
     elif isinstance(gf, DynamicGenerativeFunction):
         H.run_body(
