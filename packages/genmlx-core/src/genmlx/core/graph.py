@@ -393,6 +393,22 @@ def _deps_from_export(
     return [deps.get(name, frozenset()) for name in outputs]
 
 
+def _conservative_deps(
+    layout: list[tuple[int, int, int]], n_ret: int, n_args: int, value_owner: list[int]
+) -> list[frozenset[int]]:
+    """Every output of site ``i`` depends on every argument leaf and on the value leaves
+    of the sites before ``i``; the return value on everything."""
+    out: list[frozenset[int]] = []
+    for i, _, n in layout:
+        ix = frozenset(range(n_args)) | frozenset(
+            n_args + k for k, owner in enumerate(value_owner) if owner < i
+        )
+        out.extend([ix] * n)
+    everything = frozenset(range(n_args + len(value_owner)))
+    out.extend([everything] * n_ret)
+    return out or [everything]
+
+
 _uses_params: threading.local = threading.local()
 
 
@@ -496,6 +512,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
             )
 
         events: list[dict[str, Any]] = []
+        conservative = False
         try:
             with runtime.transforming():
                 mx.export_function(events.append, traced, *arg_leaves, *value_leaves)
@@ -512,10 +529,19 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
                     (),
                     n_args=n_args,
                 )
-            raise
+            # The body traced (its structure is static) but MLX cannot export one of
+            # its primitives (an mx.custom_function such as a differentiable Cholesky):
+            # fall back to the conservative dependencies (every earlier site and
+            # argument), which are always a superset of the true ones.
+            if "Unable to get state" not in str(e) or "layout" not in box:
+                raise
+            conservative = True
         n_out_total = sum(n for *_, n in box["layout"]) + box["n_ret"]
         n_out = n_out_total if n_out_total else 1
-        deps = _deps_from_export(events, n_in, n_out)
+        if conservative:
+            deps = _conservative_deps(box["layout"], box["n_ret"], len(arg_leaves), value_owner)
+        else:
+            deps = _deps_from_export(events, n_in, n_out)
     finally:
         P._OBSERVER.reset(token)
         _uses_params.flag = None
