@@ -97,7 +97,7 @@ class _Improper(Distribution):
 
 
 class Flat(_Improper):
-    """The improper flat prior on ℝ: ``log p(x) = 0`` for every finite ``x``.
+    """The improper flat prior on ℝ, ``log p(x) = 0`` for every finite ``x``.
 
     Argument: the value's shape (optional; a scalar by default). Domain: ℝ (the
     identity transform under gradient methods). Not samplable (see the module
@@ -122,7 +122,7 @@ class Flat(_Improper):
 
 
 class HalfFlat(_Improper):
-    """The improper flat prior on ``(0, ∞)``: ``log p(x) = 0`` for ``x > 0``, ``-inf``
+    """The improper flat prior on ``(0, ∞)``, ``log p(x) = 0`` for ``x > 0`` and ``-inf``
     otherwise.
 
     Argument: the value's shape (optional). Domain: positive (``exp`` under gradient
@@ -148,7 +148,7 @@ class HalfFlat(_Improper):
 
 
 flat: Flat = Flat()
-"""Improper flat prior on ℝ: ``flat() @ "mu"``, ``flat(3) @ "beta"``."""
+"""The improper flat prior on ℝ (``flat() @ "mu"``, ``flat(3) @ "beta"``)."""
 
 half_flat: HalfFlat = HalfFlat()
-"""Improper flat prior on ``(0, ∞)``: ``half_flat() @ "sigma"``."""
+"""The improper flat prior on ``(0, ∞)`` (``half_flat() @ "sigma"``)."""

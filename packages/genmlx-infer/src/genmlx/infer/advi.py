@@ -95,7 +95,7 @@ SUPPORTS: dict[str, Any] = {
     "truncated_normal": lambda mu, sigma, low, high: (low, high),
     "pareto": lambda scale, alpha: (scale, None),
 }
-"""Deprecated fallback: the support of a distribution that does not declare
+"""A deprecated fallback, the support of a distribution that does not declare
 :meth:`genmlx.core.Distribution.domain`, by name (``"real"``, ``"positive"``,
 ``"unit"``, ``"circle"``, or a function of the parameters returning ``(low, high)`` with
 ``None`` for an open end). :func:`advi` uses each distribution's declared domain; this

@@ -491,8 +491,8 @@ class ChainResult(NamedTuple):
             (shape ``batch_shape``).
 
     The diagnostics (:func:`~genmlx.infer.ess_bulk`, :func:`~genmlx.infer.rhat`,
-    :func:`~genmlx.infer.summary`) take the result itself and read its :attr:`layout`;
-    :attr:`draws` gives the samples in ArviZ's ``[chain, draw, ...]`` layout, the one
+    :func:`~genmlx.infer.summary`) take the result itself and read its ``layout``;
+    ``draws`` gives the samples in ArviZ's ``[chain, draw, ...]`` layout, the one
     :func:`~genmlx.infer.mcmc` returns.
     """
 
