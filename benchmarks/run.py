@@ -30,6 +30,7 @@ BENCHMARKS = [
     "map_vs_vector",
     "smc_filter",
     "vi_elbo",
+    "posteriordb_nuts",
 ]
 
 
