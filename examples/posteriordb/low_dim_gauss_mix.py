@@ -56,7 +56,9 @@ class OrderedNormal(Distribution):
         del params
         return C.ordered
 
-    def sample(self, key: mx.array, loc: Any, scale: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
+    def sample(
+        self, key: mx.array, loc: Any, scale: Any, *, shape: tuple[int, ...] = ()
+    ) -> mx.array:
         return mx.sort(normal.sample(key, loc, scale, shape=shape), axis=-1)
 
     def log_prob(self, value: Any, loc: Any, scale: Any) -> mx.array:

@@ -27,7 +27,9 @@ class Uniform(Distribution):
     def domain(self, low: Any, high: Any) -> C.Constraint:
         return C.interval(low, high)
 
-    def sample(self, key: mx.array, low: Any, high: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
+    def sample(
+        self, key: mx.array, low: Any, high: Any, *, shape: tuple[int, ...] = ()
+    ) -> mx.array:
         lo, hi = mx.array(low), mx.array(high)
         u = mx.random.uniform(shape=tuple(shape) + mx.broadcast_shapes(lo.shape, hi.shape), key=key)
         return lo + (hi - lo) * u

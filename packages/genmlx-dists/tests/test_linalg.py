@@ -48,14 +48,16 @@ def test_values_match_numpy() -> None:
     L = np.linalg.cholesky(a)
     b = RNG.normal(size=(4, 2))
     v = RNG.normal(size=4)
-    np.testing.assert_allclose(np.array(cholesky(mx.array(a, dtype=mx.float32))), L, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.array(cholesky(mx.array(a, dtype=mx.float32))), L,
+                               rtol=1e-5, atol=1e-5)
     Lm = mx.array(L, dtype=mx.float32)
     np.testing.assert_allclose(np.array(solve_triangular(Lm, mx.array(b, dtype=mx.float32))),
                                np.linalg.solve(L, b), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.array(solve_triangular(Lm, mx.array(v, dtype=mx.float32))),
                                np.linalg.solve(L, v), rtol=1e-4, atol=1e-5)
     U = mx.swapaxes(Lm, 0, 1)
-    np.testing.assert_allclose(np.array(solve_triangular(U, mx.array(v, dtype=mx.float32), lower=False)),
+    vm = mx.array(v, dtype=mx.float32)
+    np.testing.assert_allclose(np.array(solve_triangular(U, vm, lower=False)),
                                np.linalg.solve(L.T, v), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.array(cho_solve(Lm, mx.array(v, dtype=mx.float32))),
                                np.linalg.solve(a, v), rtol=1e-4, atol=1e-5)
@@ -175,3 +177,25 @@ def test_shape_errors_are_clear() -> None:
         solve_triangular(mx.eye(3), mx.zeros(2))
     assert solve_matrix(mx.eye(2)[None].astype(mx.float32) * mx.ones((3, 1, 1)),
                         mx.ones((2, 1))).shape == (3, 2, 1)
+
+
+def test_gradient_of_a_vmapped_function_keeps_the_custom_rules() -> None:
+    # grad outside vmap (a batched ELBO, ADVI): the vmap rules keep the custom VJPs
+    A = mx.array(np.stack([_spd(3, s) for s in range(4)]), dtype=mx.float32)
+    b = mx.array(RNG.normal(size=(4, 3)), dtype=mx.float32)
+
+    def f(a: mx.array, v: mx.array) -> mx.array:
+        L = cholesky(a)
+        return mx.sum(cho_solve(L, v) * v) + logdet_cholesky(L)
+
+    inner = mx.vmap(mx.grad(f))(A, b)
+    outer = mx.grad(lambda m: mx.sum(mx.vmap(f)(m, b)))(A)
+    np.testing.assert_allclose(np.array(outer), np.array(inner), rtol=1e-5, atol=1e-6)
+    shared = mx.grad(lambda m: mx.sum(mx.vmap(f, in_axes=(0, None))(m, b[0])))(A)
+    expect = mx.vmap(mx.grad(f), in_axes=(0, None))(A, b[0])
+    np.testing.assert_allclose(np.array(shared), np.array(expect), rtol=1e-5, atol=1e-6)
+    nested = mx.grad(lambda m: mx.sum(mx.vmap(mx.vmap(f))(m, b.reshape(2, 2, 3))))(
+        A.reshape(2, 2, 3, 3)
+    )
+    np.testing.assert_allclose(np.array(nested).reshape(4, 3, 3), np.array(inner), rtol=1e-5,
+                               atol=1e-6)

@@ -92,7 +92,8 @@ def _mix_stan(data: dict[str, Any], mu: list[float], sg: list[float], th: float)
 def _kidiq_stan(data: dict[str, Any], b: list[float], sigma: float) -> float:
     x = np.asarray(data["mom_iq"], dtype=np.float64)
     y = np.asarray(data["kid_score"], dtype=np.float64)
-    return float(stats.cauchy(0, 2.5).logpdf(sigma) + stats.norm(b[0] + b[1] * x, sigma).logpdf(y).sum())
+    lik = stats.norm(b[0] + b[1] * x, sigma).logpdf(y).sum()
+    return float(stats.cauchy(0, 2.5).logpdf(sigma) + lik)
 
 
 def _ark_stan(data: dict[str, Any], alpha: float, beta: list[float], sigma: float) -> float:

@@ -52,12 +52,12 @@ import numpy as np
 import pytest
 
 from genmlx.combinators import Map
-from genmlx.core import constraints
 from genmlx.core import (
     ConstraintError,
     MissingChoiceError,
     NonFiniteScoreError,
     ParamStore,
+    constraints,
     gen,
     param,
 )

@@ -107,7 +107,11 @@ class Bijector:
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
-        return isinstance(other, Bijector) and type(other) is type(self) and self._key() == other._key()
+        return (
+            isinstance(other, Bijector)
+            and type(other) is type(self)
+            and self._key() == other._key()
+        )
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -358,7 +362,7 @@ def _tril_index(n: int, strict: bool) -> tuple[np.ndarray, np.ndarray]:
 
 def _n_from_packed(m: int, strict: bool) -> int:
     # m = n(n-1)/2 (strict) or n(n+1)/2
-    n = int(round((math.sqrt(8 * m + 1) + (1 if strict else -1)) / 2))
+    n = round((math.sqrt(8 * m + 1) + (1 if strict else -1)) / 2)
     if (n * (n - 1) // 2 if strict else n * (n + 1) // 2) != m:
         raise ValueError(f"{m} numbers do not fill a triangular matrix")
     return n

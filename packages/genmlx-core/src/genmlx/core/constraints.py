@@ -103,7 +103,7 @@ class _RealVector(_Real):
         return mx.all(super().check(value), axis=-1)
 
 
-class greater_than(Constraint):  # noqa: N801 - reads as a value, like NumPyro's
+class greater_than(Constraint):
     """``(low, ∞)``; ``greater_than(0.0)`` is :data:`positive`."""
 
     def __init__(self, low: Any) -> None:
@@ -114,13 +114,14 @@ class greater_than(Constraint):  # noqa: N801 - reads as a value, like NumPyro's
         return "positive" if _is_zero(self.low) else f"greater_than({_fmt(self.low)})"
 
     def check(self, value: mx.array) -> mx.array:
-        return value > self.low
+        out: mx.array = value > self.low
+        return out
 
     def _key(self) -> tuple[Any, ...]:
         return (greater_than, _bkey(self.low))
 
 
-class less_than(Constraint):  # noqa: N801
+class less_than(Constraint):
     """``(-∞, high)``."""
 
     def __init__(self, high: Any) -> None:
@@ -131,13 +132,14 @@ class less_than(Constraint):  # noqa: N801
         return f"less_than({_fmt(self.high)})"
 
     def check(self, value: mx.array) -> mx.array:
-        return value < self.high
+        out: mx.array = value < self.high
+        return out
 
     def _key(self) -> tuple[Any, ...]:
         return (less_than, _bkey(self.high))
 
 
-class interval(Constraint):  # noqa: N801
+class interval(Constraint):
     """``(low, high)`` (open or closed: the boundary has measure zero)."""
 
     def __init__(self, low: Any, high: Any) -> None:
@@ -223,7 +225,7 @@ class _Boolean(Constraint):
         return mx.logical_or(value == 0, value == 1)
 
 
-class integer_interval(Constraint):  # noqa: N801
+class integer_interval(Constraint):
     """Integers ``low, low + 1, ..., high`` (inclusive)."""
 
     is_discrete = True

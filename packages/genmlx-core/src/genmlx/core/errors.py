@@ -48,7 +48,9 @@ class ImproperPriorError(GenMLXError, TypeError):
         path: the address of the choice (filled in as the error leaves each body).
     """
 
-    def __init__(self, message: str, *, op: str | None = None, path: tuple[object, ...] = ()) -> None:
+    def __init__(
+        self, message: str, *, op: str | None = None, path: tuple[str | int, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.op = op

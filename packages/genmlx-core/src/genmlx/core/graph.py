@@ -425,8 +425,8 @@ def _placeholder(tree: Any) -> Any:
 
 
 def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -> ModelGraph:
-    from genmlx.core import params as P
     from genmlx.core import handlers as H
+    from genmlx.core import params as P
 
     if runtime.in_transform():
         # Inside vmap/compile/grad the values are symbolic: analyse the structure with
@@ -578,7 +578,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
             dom = None
             try:
                 dom = f.gen_fn.domain(*f.args)  # type: ignore[attr-defined]
-            except Exception:  # noqa: BLE001 - a domain that cannot be built is unknown
+            except Exception:
                 dom = None
             sites.append(
                 Site(

@@ -35,8 +35,8 @@ from genmlx.core.errors import (
     AddressError,
     BatchedControlFlowError,
     ConstraintError,
-    ImproperPriorError,
     GenMLXError,
+    ImproperPriorError,
     MissingChoiceError,
 )
 from genmlx.core.gfi import GenerativeFunction

@@ -99,6 +99,24 @@ def _cholesky_vjp(primals: Any, cotangent: mx.array, output: mx.array) -> mx.arr
     return out
 
 
+def _front(x: mx.array, axis: int | None, n: int | None) -> mx.array:
+    """``x`` with its vmapped axis first (broadcast to ``n`` where it has none)."""
+    if axis is None:
+        return mx.broadcast_to(x[None], (n, *x.shape)) if n is not None else x
+    return mx.moveaxis(x, axis, 0)
+
+
+# A vmap rule per function: the batched call is the function itself on the leading axis
+# (its kernels take batches), so the custom VJP stays in force under grad(vmap(...)) —
+# without one, MLX vmaps the raw kernels and the gradient outside finds no VJP.
+@_cholesky_raw.vmap
+def _cholesky_vmap(inputs: Any, axes: Any) -> tuple[mx.array, int]:
+    (a,), (ax,) = (inputs if isinstance(inputs, (list, tuple)) else (inputs,)), (
+        axes if isinstance(axes, (list, tuple)) else (axes,)
+    )
+    return _cholesky_raw(_front(a, ax, None)), 0
+
+
 def cholesky(a: mx.array) -> mx.array:
     """Lower Cholesky factor ``L`` of a symmetric positive definite ``a`` (``[..., n, n]``,
     its lower triangle is read), differentiable.
@@ -134,6 +152,18 @@ def _solve_lower_vjp(
     return L_bar, b_bar
 
 
+def _solve_vmap(raw: Any) -> Any:
+    def rule(inputs: Any, axes: Any) -> tuple[mx.array, int]:
+        (t, b), (at, ab) = inputs, axes
+        n = t.shape[at] if at is not None else b.shape[ab]
+        return raw(_front(t, at, n), _front(b, ab, n)), 0
+
+    return rule
+
+
+_solve_lower_raw.vmap(_solve_vmap(_solve_lower_raw))
+
+
 @mx.custom_function
 def _solve_upper_raw(U: mx.array, b: mx.array) -> mx.array:
     return mx.linalg.solve_triangular(U, b, upper=True, stream=_CPU)
@@ -147,6 +177,9 @@ def _solve_upper_vjp(
     b_bar = mx.linalg.solve_triangular(_t(U), cotangent, upper=False, stream=_CPU)
     U_bar = -mx.triu(_mm(b_bar, _t(output)))
     return U_bar, b_bar
+
+
+_solve_upper_raw.vmap(_solve_vmap(_solve_upper_raw))
 
 
 def solve_triangular(a: mx.array, b: mx.array, *, lower: bool = True) -> mx.array:
@@ -220,7 +253,8 @@ def spd_inverse(a: mx.array) -> mx.array:
 
     Example:
         >>> import mlx.core as mx
-        >>> [[round(v, 5) for v in row] for row in spd_inverse(mx.array([[2.0, 0.0], [0.0, 4.0]])).tolist()]
+        >>> inv = spd_inverse(mx.array([[2.0, 0.0], [0.0, 4.0]]))
+        >>> [[round(v, 5) for v in row] for row in inv.tolist()]
         [[0.5, 0.0], [0.0, 0.25]]
     """
     L = cholesky(a)

@@ -128,7 +128,8 @@ class MCMCResult:
     def _named(self) -> dict[str, mx.array]:
         out = {}
         for addr, v in self.samples.items():
-            name = addr if isinstance(addr, str) else format_address(addr if isinstance(addr, tuple) else (addr,))
+            path = addr if isinstance(addr, tuple) else (addr,)
+            name = addr if isinstance(addr, str) else format_address(path)
             if mx.issubdtype(v.dtype, mx.floating) or v.dtype == mx.bool_ or mx.issubdtype(
                 v.dtype, mx.integer
             ):
@@ -154,7 +155,8 @@ class MCMCResult:
             sd = flat.std(axis=0, ddof=1)
             qs = np.quantile(flat, [lo, 0.5, hi], axis=0)
             for i in range(x.shape[2]):
-                label = name if x.shape[2] == 1 and v.ndim == 2 else f"{name}[{_idx(i, tuple(v.shape[2:]))}]"
+                scalar = x.shape[2] == 1 and v.ndim == 2
+                label = name if scalar else f"{name}[{_idx(i, tuple(v.shape[2:]))}]"
                 table[label] = {
                     "mean": float(flat[:, i].mean()),
                     "sd": float(sd[i]),
@@ -334,7 +336,9 @@ def _one_step_accept(vg: Callable[..., Any], metric_kind: str) -> Callable[..., 
     return _compiled_fn(f)
 
 
-def _cached(key: tuple[Any, ...], vg: Callable[..., Any], build: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+def _cached(
+    key: tuple[Any, ...], vg: Callable[..., Any], build: Callable[[], Callable[..., Any]]
+) -> Callable[..., Any]:
     prog = _PROGRAMS.get(key)
     if prog is None or prog[0] is not vg:
         if len(_PROGRAMS) > 64:
@@ -389,7 +393,8 @@ def _initial_positions(
         raise ValueError(f"mcmc: init must be 'prior', 'uniform' or a choice map, got {init!r}")
     cm = _as_choicemap(init, "mcmc", "init")
     if not cm.batch_shape:
-        cm = cm.map(lambda v: mx.broadcast_to(v, (n_chains, *v.shape))).with_batch_shape((n_chains,))
+        cm = cm.map(lambda v: mx.broadcast_to(v, (n_chains, *v.shape)))
+        cm = cm.with_batch_shape((n_chains,))
     if cm.batch_shape != (n_chains,):
         raise ValueError(
             f"mcmc: init has batch shape {cm.batch_shape}; give one value per chain "
@@ -480,14 +485,17 @@ def mcmc(
             raise ValueError(f"mcmc: {name} must be an int of at least {lo}, got {v!r}")
     if adapt not in ("per_chain", "pooled", "none"):
         raise ValueError(f"mcmc: adapt must be 'per_chain', 'pooled' or 'none', got {adapt!r}")
-    if step_size is not None and not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
+    if step_size is not None and not (
+        isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0
+    ):
         raise ValueError(f"mcmc: step_size must be finite and positive, got {step_size!r}")
     if runtime.in_transform():
         raise ValueError("mcmc runs its own loop; call it outside vmap/compile/grad")
     key = resolve_key(key)
     if callable(kernel) and not isinstance(kernel, str):
-        return _trace_mcmc(model, args, obs, lambda tr, ob: kernel, getattr(kernel, "__name__", "kernel"),
-                           n_chains, n_warmup, n_samples, thin, init, key, progress, warn)
+        return _trace_mcmc(model, args, obs, lambda tr, ob: kernel,
+                           getattr(kernel, "__name__", "kernel"), n_chains, n_warmup,
+                           n_samples, thin, init, key, progress, warn)
     if kernel not in _KERNELS:
         raise ValueError(
             f"mcmc: kernel must be one of {_KERNELS} or a trace kernel callable, got {kernel!r}"
@@ -523,7 +531,9 @@ def mcmc(
     eps = mx.full((n_chains,), 0.1 if step_size is None else float(step_size), dtype=mx.float32)
     bar = _progress(progress, n_warmup + n_samples * thin, kernel)
 
-    def transition(st: NUTSState, k: mx.array, e: mx.array, m: Metric) -> tuple[NUTSState, dict[str, mx.array]]:
+    def transition(
+        st: NUTSState, k: mx.array, e: mx.array, m: Metric
+    ) -> tuple[NUTSState, dict[str, mx.array]]:
         if kernel == "nuts":
             new, info = nuts_transition(st, vg, inputs, key=k, step_size=e, metric=m,
                                         max_depth=max_depth)
