@@ -240,3 +240,15 @@ def test_structural_equality() -> None:
     assert biject_to(C.interval(0.0, 2.0)) == SigmoidBijector(0.0, 2.0)
     assert AffineBijector(1.0, 2.0) == AffineBijector(1.0, 2.0) != AffineBijector(1.0, 3.0)
     assert StickBreakingBijector() == StickBreakingBijector() != OrderedBijector()
+
+
+def test_float64_maps_are_double_precision() -> None:
+    # MLX's float64 exp is float32-accurate; the bijectors use expm1 + 1 in float64
+    with mx.stream(mx.cpu):
+        y = mx.array([0.3, 1.7, -2.2], dtype=mx.float64)
+        x = ExpBijector().forward(y)
+        assert x.dtype == mx.float64
+        np.testing.assert_allclose(np.array(x), np.exp(np.array(y)), rtol=1e-14)
+        o = OrderedBijector().forward(y)
+        ref = np.cumsum(np.concatenate([[0.3], np.exp([1.7, -2.2])]))
+        np.testing.assert_allclose(np.array(o), ref, rtol=1e-14)

@@ -60,6 +60,12 @@ def _arr(x: Any) -> mx.array:
     return x if isinstance(x, mx.array) else mx.array(x, dtype=mx.float32)
 
 
+def _exp(y: mx.array) -> mx.array:
+    """``exp(y)``; in float64 as ``expm1(y) + 1``, because MLX's float64 ``exp`` is only
+    float32-accurate (its ``expm1`` is accurate to double precision)."""
+    return mx.expm1(y) + 1.0 if y.dtype == mx.float64 else mx.exp(y)
+
+
 class Bijector:
     """``forward: ℝⁿ → domain``, its inverse and ``log |det ∂forward/∂y|``.
 
@@ -139,7 +145,7 @@ class ExpBijector(Bijector):
         self.domain = C.less_than(high) if high is not None else C.greater_than(low)
 
     def forward(self, y: mx.array) -> mx.array:
-        e = mx.exp(y)
+        e = _exp(y)
         if self.high is not None:
             return _arr(self.high) - e
         return e if _zero(self.low) else _arr(self.low) + e
@@ -216,7 +222,7 @@ class IntervalBijector(Bijector):
         lo, hi, lo_f, hi_f = self._parts()
         both = mx.logical_and(lo_f, hi_f)
         width = mx.where(both, hi - lo, 1.0)
-        e = mx.exp(y)
+        e = _exp(y)
         x = mx.where(
             both, lo + width * mx.sigmoid(y), mx.where(lo_f, lo + e, mx.where(hi_f, hi - e, y))
         )
@@ -306,16 +312,17 @@ class StickBreakingBijector(Bijector):
 
     def forward_and_log_det(self, y: mx.array) -> tuple[mx.array, mx.array]:
         km1 = y.shape[-1]
-        z = mx.sigmoid(y - self._offset(km1))
-        one_minus = 1.0 - z
-        # remaining stick before each break: 1, (1-z1), (1-z1)(1-z2), ...
-        ones = mx.ones((*y.shape[:-1], 1), dtype=y.dtype)
-        rem = mx.concatenate([ones, mx.cumprod(one_minus, axis=-1)], axis=-1)
-        x = mx.concatenate([z, ones], axis=-1) * rem
+        t = y - self._offset(km1)
+        z = mx.sigmoid(t)
+        # in log space: log z = -softplus(-t), log(1 - z) = -softplus(t); the remaining
+        # stick before each break is exp(cumsum log(1 - z)), accurate where it is tiny
+        log_z = -mx.logaddexp(0.0, -t)
+        log_1mz = -mx.logaddexp(0.0, t)
+        zeros = mx.zeros((*y.shape[:-1], 1), dtype=y.dtype)
+        log_rem = mx.concatenate([zeros, mx.cumsum(log_1mz, axis=-1)], axis=-1)
+        x = mx.concatenate([z, mx.ones_like(zeros)], axis=-1) * _exp(log_rem)
         # dx_k/dy_k = rem_k z_k (1 - z_k); triangular Jacobian
-        log_z = -mx.logaddexp(0.0, -(y - self._offset(km1)))
-        log_1mz = -mx.logaddexp(0.0, y - self._offset(km1))
-        ld = mx.sum(log_z + log_1mz + mx.log(mx.maximum(rem[..., :-1], _TINY)), axis=-1)
+        ld = mx.sum(log_z + log_1mz + log_rem[..., :-1], axis=-1)
         return x, ld
 
     def forward(self, y: mx.array) -> mx.array:
@@ -344,7 +351,7 @@ class OrderedBijector(Bijector):
     domain = C.ordered
 
     def forward(self, y: mx.array) -> mx.array:
-        inc = mx.concatenate([y[..., :1], mx.exp(y[..., 1:])], axis=-1)
+        inc = mx.concatenate([y[..., :1], _exp(y[..., 1:])], axis=-1)
         return mx.cumsum(inc, axis=-1)
 
     def inverse(self, x: mx.array) -> mx.array:
@@ -396,7 +403,7 @@ class LowerCholeskyBijector(Bijector):
         raw = _scatter_tril(y, n, strict=False)
         eye = mx.eye(n, dtype=y.dtype)
         diag = mx.diagonal(raw, axis1=-2, axis2=-1)
-        low = raw * (1 - eye) + eye * mx.exp(diag)[..., None]
+        low = raw * (1 - eye) + eye * _exp(diag)[..., None]
         return low, mx.sum(diag, axis=-1)
 
     def forward(self, y: mx.array) -> mx.array:
