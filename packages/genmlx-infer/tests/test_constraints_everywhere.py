@@ -165,3 +165,48 @@ def test_gp_hyperparameter_by_nuts_matches_quadrature() -> None:
     draws = a.sample(4000, key=mx.random.key(2))["rho"]
     assert bool(mx.all(mx.isfinite(a.elbo_history)).item())
     assert float(mx.mean(draws)) == pytest.approx(mean, rel=0.2)
+
+
+# ------------------------------------------------------------- factor in SMC weights
+A_, Q_, R_, S0_ = 0.9, 0.7, 0.5, 1.0
+LG_YS = [0.4, 0.9, 1.6, 1.2, 0.3, -0.5, -0.9, -0.2, 0.6, 1.4]
+
+
+def _kalman(ys: list[float]) -> float:
+    m, v, ll = 0.0, S0_**2, 0.0
+    for t, y in enumerate(ys):
+        if t > 0:
+            m, v = A_ * m, A_**2 * v + Q_**2
+        s = v + R_**2
+        ll += -0.5 * (math.log(2 * math.pi * s) + (y - m) ** 2 / s)
+        k = v / s
+        m, v = m + k * (y - m), (1 - k) * v
+    return ll
+
+
+def test_factor_terms_enter_smc_weights() -> None:
+    # the observation y_t ~ N(x_t, r) written as a factor of its log density: the
+    # particle filter's log marginal likelihood estimates the Kalman filter's exactly
+    from genmlx.combinators import Unfold
+    from genmlx.infer import particle_filter
+
+    @gen
+    def kernel(t, x, ys):
+        prev = mx.where(t == 0, 0.0, A_ * x)
+        x = normal(prev, mx.where(t == 0, S0_, Q_)) @ "x"
+        factor(normal.log_prob(ys[t], x, R_)) @ "y"
+        return x
+
+    model = Unfold(kernel)
+    ys = mx.array(LG_YS)
+    exact = _kalman(LG_YS)
+    ests = []
+    for run in range(4):
+        keys = mx.random.split(mx.random.key(40 + run), 2 * len(LG_YS))
+        st = particle_filter(model, (1, mx.array(0.0), ys), None, 2000, key=keys[0])
+        for t in range(1, len(LG_YS)):
+            st = st.resample("systematic", key=keys[2 * t])
+            st = st.step((t + 1, mx.array(0.0), ys), None, key=keys[2 * t + 1])
+        ests.append(float(st.log_ml_estimate()))
+    mean, se = float(np.mean(ests)), float(np.std(ests, ddof=1) / math.sqrt(len(ests)))
+    assert abs(mean - exact) <= 5 * se + 0.05, (ests, exact)
