@@ -35,12 +35,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import mlx.core as mx
 
 from genmlx.core import constraints as C
-from genmlx.core.distribution import Distribution
+from genmlx.core.distribution import Distribution, Param
 from genmlx.core.errors import ImproperPriorError
 from genmlx.core.gfi import TracedCall
 from genmlx.dists.base import arr
@@ -65,21 +65,23 @@ class _Improper(Distribution):
     """Shared behaviour of the improper priors (no parameters but an optional shape)."""
 
     is_improper = True
+    params = (Param("shape", aliases=("value_shape",)),)
+    example_params: ClassVar[list[tuple[Any, ...]]] = []  # nothing to sample: no checks
 
     def __call__(self, *args: Any, **kwargs: Any) -> TracedCall:
         """``flat() @ addr`` (a scalar) or ``flat(shape) @ addr``."""
         if kwargs:
-            if set(kwargs) != {"shape"} or args:
+            if len(kwargs) != 1 or args or not set(kwargs) <= {"shape", "value_shape"}:
                 raise TypeError(f"{self.name} takes one optional argument, the shape")
-            args = (kwargs["shape"],)
+            args = tuple(kwargs.values())
         if len(args) > 1:
             raise TypeError(
                 f"{self.name} takes one optional argument, the value's shape, got {len(args)}"
             )
         return TracedCall(self, (_as_shape(args[0] if args else (), self.name),))
 
-    def sample(self, key: mx.array, *params: Any, shape: Any = ()) -> mx.array:
-        del key, params, shape
+    def sample(self, key: mx.array, value_shape: Any = (), *, shape: Any = ()) -> mx.array:
+        del key, value_shape, shape
         raise ImproperPriorError(
             f"{self.name} is an improper prior: its density does not integrate to "
             "one, so no value can be drawn from it (prior simulation, generate without "
@@ -89,8 +91,8 @@ class _Improper(Distribution):
             "proper prior"
         )
 
-    def reparam_sample(self, *args: Any, **kwargs: Any) -> mx.array:
-        return self.sample(*args, **kwargs)
+    def reparam_sample(self, key: mx.array, value_shape: Any = (), *, shape: Any = ()) -> mx.array:
+        return self.sample(key, value_shape, shape=shape)
 
     def _value_shape(self, params: tuple[Any, ...]) -> tuple[int, ...]:
         return tuple(params[0]) if params else ()
@@ -111,8 +113,8 @@ class Flat(_Improper):
         del params
         return C.real
 
-    def log_prob(self, value: Any, *params: Any) -> mx.array:
-        del params
+    def log_prob(self, value: Any, value_shape: Any = ()) -> mx.array:
+        del value_shape
         x = arr(value)
         return mx.where(mx.isfinite(x), mx.zeros_like(x), -mx.inf)
 
@@ -136,8 +138,8 @@ class HalfFlat(_Improper):
         del params
         return C.positive
 
-    def log_prob(self, value: Any, *params: Any) -> mx.array:
-        del params
+    def log_prob(self, value: Any, value_shape: Any = ()) -> mx.array:
+        del value_shape
         x = arr(value)
         ok = mx.logical_and(x > 0, mx.isfinite(x))
         return mx.where(ok, mx.zeros_like(x), -mx.inf)
