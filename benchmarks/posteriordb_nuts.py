@@ -279,7 +279,7 @@ def _genmlx_run(
         t0 = time.perf_counter()
         res, out = common.run(m, path=data_path, n_chains=chains, n_warmup=warmup,
                               n_samples=draws, key=seed, warn=False, target_accept=target,
-                              max_depth=depth)
+                              max_depth=depth, dense_mass=False)
         t = time.perf_counter() - t0
         times.append((t, res.timing["warmup_s"], res.timing["sampling_s"]))
     assert res is not None
