@@ -30,7 +30,7 @@ are not dependencies of any GenMLX package). The data are looked up as in the ex
 (``GENMLX_POSTERIORDB``, ...); without them the benchmark reports that and runs nothing.
 
     python benchmarks/run.py posteriordb_nuts            # 4 chains, 1000 + 1000
-    python benchmarks/run.py posteriordb_nuts --quick    # 2 chains, 50 + 50 (a smoke run)
+    python benchmarks/run.py posteriordb_nuts --quick    # 2 chains, 50 + 50, depth 6 (smoke)
     GENMLX_PDB_MODELS=eight_schools,garch python benchmarks/run.py posteriordb_nuts
 """
 
@@ -216,7 +216,10 @@ def _numpyro_run(
 
     model, kwargs_of, to_stan, x64 = spec
     _listen_to_jax_compiles()
-    ctx = jax.experimental.enable_x64() if x64 else contextlib.nullcontext()
+    x64_ctx = getattr(jax, "enable_x64", None)
+    if x64_ctx is None:  # older JAX
+        x64_ctx = jax.experimental.enable_x64
+    ctx = x64_ctx(True) if x64 else contextlib.nullcontext()
     with ctx:
         kw = kwargs_of(data)
         mcmc = MCMC(NUTS(model, target_accept_prob=target, max_tree_depth=depth),
@@ -332,7 +335,7 @@ def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
         m = _module(name)
         ref = common.reference(m.POSTERIOR, data_path)
         target = float(ref["reference_inference"]["method_arguments"]["control"]["adapt_delta"])
-        depth = MAX_DEPTH.get(name, 10)
+        depth = MAX_DEPTH.get(name, 10) if not quick else 6  # a smoke run: short trees
         data = common.load_data(m.DATA, data_path)
         row: dict[str, Any] = {"model": name, "target_accept": target, "max_depth": depth}
         g = _genmlx_run(name, data_path, chains, warmup, draws, target, depth)
