@@ -2,10 +2,11 @@
 
     python3 -m nox -s tests isolation    # what CI runs (.ci/run): the default sessions
     python3 -m nox -s "tests(dists)"     # one package
+    python3 -m nox -s "tests(infer)" -- -k distributed   # sharded inference, 2 ring processes
     python3 -m nox -s build              # every package's wheel and sdist into dist/
     python3 -m nox -s isolation          # each wheel installed alone, every public module imported
     python3 -m nox -s tests-slow conformance lint typecheck docs bench demo
-    python3 -m nox -s example-plugin     # the example distribution plugin, as a user installs it
+    python3 -m nox -s example-plugin     # the example plugins, as a user installs them
 
 Every install is non-editable and each test venv holds only the package's declared
 dependencies and test extras, so an undeclared dependency fails the tests. Sessions
@@ -15,6 +16,7 @@ run on the interpreter that runs nox (no ``python=`` pin), so a machine with onl
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -30,6 +32,11 @@ DIST = ROOT / "dist"
 SHARED = ROOT.parent / "shared"
 EXAMPLE_PLUGIN = ROOT / "packages/genmlx-core/tests/fixtures/genmlx-example-plugin"
 EXAMPLE_DISTS_PLUGIN = ROOT / "examples/genmlx-example-dists-plugin"
+EXAMPLE_MCMC_PLUGIN = ROOT / "examples/genmlx-example-mcmc-plugin"
+# the plugin how-tos show excerpts of the example plugins, which the docs tests run
+EXAMPLE_SOURCES = os.pathsep.join(
+    str(p / "src") for p in (EXAMPLE_DISTS_PLUGIN, EXAMPLE_MCMC_PLUGIN)
+)
 
 # Short name -> local (monorepo) packages it needs, for its dependencies and test extra.
 # Order matters: dependencies come before dependents.
@@ -107,7 +114,7 @@ def tests(session: nox.Session, package: str) -> None:
         session.install("tqdm", *DOCS_TOOLS)
         env = {
             **_env(),  # the how-to's plugin excerpts import the example plugin's module
-            "PYTHONPATH": str(EXAMPLE_DISTS_PLUGIN / "src"),
+            "PYTHONPATH": EXAMPLE_SOURCES,
         }
         session.run("pytest", "--import-mode=importlib", "docs/tests", *session.posargs, env=env)
         return
@@ -176,7 +183,7 @@ def tests_slow(session: nox.Session) -> None:
         "packages",
         "docs/tests",  # the tutorial pages that train compiled models
         *session.posargs,
-        env={**_env(), "PYTHONPATH": str(EXAMPLE_DISTS_PLUGIN / "src")},
+        env={**_env(), "PYTHONPATH": EXAMPLE_SOURCES},
         success_codes=[0, 5],  # 5: no slow tests collected yet
     )
 
@@ -188,19 +195,32 @@ def conformance(session: nox.Session) -> None:
     session.run("python", "-m", "genmlx.core.testing", *session.posargs, env=_env())
 
 
-@nox.session(name="example-plugin")
-def example_plugin(session: nox.Session) -> None:
-    """Install the example distribution plugin as a user would and run its tests and the kit.
+# Example plugin -> (its directory, the local packages a user would install with it, the
+# names of what it registers: the kits check those).
+EXAMPLE_PLUGINS: dict[str, tuple[Path, tuple[str, ...], tuple[str, ...]]] = {
+    # a distribution: core only, so the plugin cannot lean on genmlx-dists
+    "dists": (EXAMPLE_DISTS_PLUGIN, (), ("gompertz",)),
+    # a kernel, a combinator, a visualizer: the visualizer kit draws genmlx-infer results
+    "mcmc": (EXAMPLE_MCMC_PLUGIN, ("infer",), ("barker", "Iterate", "plot_autocorrelation")),
+}
 
-    Only genmlx-core (with its test extra) and the plugin (with its own) are installed,
-    so the plugin cannot lean on genmlx-dists.
+
+@nox.session(name="example-plugin")
+@nox.parametrize("plugin", list(EXAMPLE_PLUGINS), ids=list(EXAMPLE_PLUGINS))
+def example_plugin(session: nox.Session, plugin: str) -> None:
+    """Install an example plugin as a user would; run its tests and the conformance kits.
+
+    genmlx-core comes with its test extra (the kits use hypothesis; its pytest plugin
+    gives the tests their ``genmlx_*_kit`` fixtures), plus only the GenMLX packages the
+    plugin's users need.
     """
+    path, local, names = EXAMPLE_PLUGINS[plugin]
     install_local(session, "core", test=True)
-    session.install(f"{EXAMPLE_DISTS_PLUGIN}[test]")
-    session.run(
-        "pytest", "--import-mode=importlib", str(EXAMPLE_DISTS_PLUGIN / "tests"), *session.posargs
-    )
-    session.run("python", "-m", "genmlx.core.testing", "3")
+    if local:
+        install_local(session, *local)
+    session.install(f"{path}[test]")
+    session.run("pytest", "--import-mode=importlib", str(path / "tests"), *session.posargs)
+    session.run("python", "-m", "genmlx.core.testing", "3", "--strict", "--only", *names)
 
 
 @nox.session

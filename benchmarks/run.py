@@ -30,6 +30,11 @@ BENCHMARKS = [
     "map_vs_vector",
     "smc_filter",
     "vi_elbo",
+    "distributed_scaling",
+    "exact_enumeration",
+    "kalman_vs_pf",
+    "nuts_models",
+    "first_call",
     "posteriordb_nuts",
 ]
 

@@ -71,7 +71,7 @@ def model(y: mx.array, sigma1: mx.array) -> None:
     alpha1 = uniform(0.0, 1.0) @ "alpha1"
     beta1 = uniform(0.0, 1.0 - alpha1) @ "beta1"
     factor(mx.log1p(-alpha1)) @ "flat_beta1"  # Stan's flat density on (0, 1 - alpha1)
-    normal(mu, volatility(y, sigma1, mu, alpha0, alpha1, beta1)) @ "y"
+    normal(mx.broadcast_to(mu, y.shape), volatility(y, sigma1, mu, alpha0, alpha1, beta1)) @ "y"
 
 
 def inputs(data: Mapping[str, Any]) -> tuple[tuple[Any, ...], ChoiceMap]:

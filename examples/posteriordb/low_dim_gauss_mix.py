@@ -75,12 +75,12 @@ normal_mixture = mixture(normal)
 
 @gen
 def model(n: int) -> None:
-    del n
     mu = ordered_normal(mx.zeros(2), 2.0) @ "mu"
     sigma = half_normal(mx.full((2,), 2.0)) @ "sigma"
     theta = beta(5.0, 5.0) @ "theta"
-    weights = mx.stack([theta, 1.0 - theta])
-    normal_mixture(weights, mu, sigma) @ "y"
+    # one mixture per observation: the component axis last, the n observations first
+    weights = mx.broadcast_to(mx.stack([theta, 1.0 - theta]), (n, 2))
+    normal_mixture(weights, mx.broadcast_to(mu, (n, 2)), mx.broadcast_to(sigma, (n, 2))) @ "y"
 
 
 def inputs(data: Mapping[str, Any]) -> tuple[tuple[Any, ...], ChoiceMap]:

@@ -9,11 +9,11 @@ import mlx.core as mx
 import pytest
 
 from genmlx.core import (
-    analyze,
     Diff,
     NoChange,
     UnknownChange,
     VectorDiff,
+    analyze,
     choicemap,
     gen,
     select,

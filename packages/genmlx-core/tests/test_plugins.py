@@ -217,7 +217,7 @@ def test_plugin_loads_through_its_entry_point(plugin_dir: Path) -> None:
     assert got["loaded"] is True
     assert got["distributions"] == {"example_exponential": "example", "example_exp": "example"}
     assert got["combinators"] == {"example_twice": "example"}
-    assert got["inference"] == {"example_mean_of": "example"}
+    assert got["inference"] == {"example_mean_of": "example", "example_resimulate": "example"}
     assert got["nn"] == {"example_identity_net": "example"}
     assert got["visualizers"] == {"example_text_summary": "example"}
     assert got["dist_type"] == "Exponential"
@@ -254,4 +254,124 @@ def test_conformance_cli_runs_over_the_plugin(plugin_dir: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ok   distribution example_exponential (example)" in out.stdout
     assert "ok   combinator example_twice (example)" in out.stdout
+    assert "ok   kernel example_resimulate (example)" in out.stdout
+    assert "skip visualizer example_text_summary (example): declares no accepts=" in out.stdout
+    assert "example_mean_of" in out.stdout  # listed as an algorithm, not a kernel
     assert "0 failure(s)" in out.stdout
+
+
+# --------------------------------------------------------------------------- metadata
+def test_registration_metadata_is_kept_and_checked() -> None:
+    from genmlx.core.plugins import METADATA_KEYS
+
+    def factory(model: Any) -> Any:
+        return None
+
+    def plot(x: Any) -> Any:
+        return x
+
+    plot.accepts = ("trace",)  # type: ignore[attr-defined]
+
+    class WithMeta:
+        @hookimpl
+        def genmlx_register_inference(self, register: Any) -> None:
+            register(print, name="k", conformance_kernel=factory)
+
+        @hookimpl
+        def genmlx_register_visualizers(self, register: Any) -> None:
+            register(plot, name="from_attr")
+            register(plot, name="from_meta", accepts=["chain_result", "vi_result"])
+
+    reg = Registry(autoload=False)
+    reg.register_plugin(WithMeta(), name="meta")
+    assert reg.inference.entry("k").info("conformance_kernel") is factory
+    assert reg.inference.entry("k").metadata == {"conformance_kernel": factory}
+    assert reg.visualizers.entry("from_attr").info("accepts") == ("trace",)  # attribute
+    assert reg.visualizers.entry("from_meta").info("accepts") == ("chain_result", "vi_result")
+    assert reg.visualizers.entry("from_attr").info("missing", 3) == 3
+    assert "accepts" in METADATA_KEYS["visualizers"]
+    # an Entry built the old way (four fields) still works
+    from genmlx.core.plugins import Entry
+
+    old = Entry("n", print, "p", ())
+    assert old.metadata == {} and old.info("accepts") is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "meta", "match"),
+    [
+        ("visualizers", {"acepts": ("trace",)}, "unknown metadata 'acepts'.*accept: accepts"),
+        ("visualizers", {"accepts": ("traces",)}, "unknown result types \\['traces'\\]"),
+        ("visualizers", {"accepts": "trace"}, "must be a tuple of result-type names"),
+        ("inference", {"conformance_kernel": 3}, "conformance_kernel= .* must be a callable"),
+        ("nn", {"accepts": ("trace",)}, "nn accept: none"),
+    ],
+)
+def test_bad_metadata_is_rejected(kind: str, meta: dict[str, Any], match: str) -> None:
+    hook = f"genmlx_register_{kind}"
+
+    def impl(register: Any) -> None:
+        register(print, name="thing", **meta)
+
+    plugin = type("Bad", (), {hook: staticmethod(hookimpl(impl))})()
+    with pytest.raises(PluginError, match=match):
+        Registry(autoload=False).register_plugin(plugin, name="bad")
+
+
+# --------------------------------------------------------------------------- the kits' CLI
+def _cli(plugin: Any, *argv: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from genmlx.core.testing.__main__ import main
+
+    reg = Registry(autoload=False)
+    reg.register_plugin(plugin, name="p")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(list(argv), reg=reg)
+    return code, buf.getvalue()
+
+
+def test_cli_fails_a_broken_kernel_and_a_combinator_without_builder() -> None:
+    import functools
+
+    import mlx.core as mx
+
+    from genmlx.core.batching import where_particles
+
+    def greedy(trace: Any, *, key: Any, selection: Any) -> Any:  # accepts with 2× the ratio
+        k1, k2 = mx.random.split(key)
+        new, w, _ = trace.gen_fn.regenerate(trace, selection, key=k1)
+        acc = mx.log(mx.random.uniform(shape=w.shape, key=k2)) < 2.0 * w
+        return where_particles(acc, new, trace), acc
+
+    class Broken:
+        @hookimpl
+        def genmlx_register_inference(self, register: Any) -> None:
+            register(
+                greedy,
+                conformance_kernel=lambda m: functools.partial(greedy, selection=m.selection),
+            )
+
+        @hookimpl
+        def genmlx_register_combinators(self, register: Any) -> None:
+            register(lambda g: g, name="no_builder")
+
+    code, out = _cli(Broken(), "1", "--kits", "combinators", "kernels")
+    assert code == 1
+    assert "FAIL kernel greedy (p)" in out and "FAIL stationarity[" in out
+    assert "FAIL combinator no_builder (p): declares no conformance_build" in out
+    code, out = _cli(Broken(), "1", "--kits", "kernels", "--only", "nothing")
+    assert code == 0 and "0 failure(s)" in out
+
+
+def test_cli_strict_fails_skipped_visualizers() -> None:
+    class Plots:
+        @hookimpl
+        def genmlx_register_visualizers(self, register: Any) -> None:
+            register(print, name="undeclared")
+
+    assert _cli(Plots(), "--kits", "visualizers")[0] == 0
+    code, out = _cli(Plots(), "--kits", "visualizers", "--strict")
+    assert code == 1 and "skip visualizer undeclared (p)" in out

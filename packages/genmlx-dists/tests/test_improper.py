@@ -16,7 +16,7 @@ def model(ys):
     mu = flat() @ "mu"
     b = flat(2) @ "b"
     sigma = half_flat() @ "sigma"
-    normal(mu + b[0] - b[1], sigma) @ "ys"
+    normal(mx.broadcast_to(mu + b[0] - b[1], ys.shape), sigma) @ "ys"
 
 
 YS = mx.array([1.0, 2.0, 0.5])

@@ -72,7 +72,7 @@ def test_map_with_improper_priors_is_the_maximum_likelihood() -> None:
     def m(ys):
         mu = flat() @ "mu"
         sigma = half_flat() @ "sigma"
-        normal(mu, sigma) @ "ys"
+        normal(mx.broadcast_to(mu, ys.shape), sigma) @ "ys"
 
     tr, _ = m.generate((YS,), choicemap({"ys": YS, "mu": 0.0, "sigma": 1.0}),
                        key=mx.random.key(0))
@@ -114,7 +114,7 @@ def test_prior_sampling_methods_refuse_improper_priors() -> None:
     @gen
     def m(ys):
         mu = flat() @ "mu"
-        normal(mu, 1.0) @ "ys"
+        normal(mx.broadcast_to(mu, ys.shape), 1.0) @ "ys"
 
     with pytest.raises(ImproperPriorError, match=r"at 'mu': flat is an improper prior"):
         importance_sampling(m, (YS,), choicemap({"ys": YS}), 10, key=mx.random.key(0))

@@ -31,7 +31,7 @@ Z = 5.0  # allowed |z| for posterior means, z = (mean - exact) / (sd / sqrt(ESS)
 @gen
 def normal_mean(ys):
     mu = normal(0.0, 2.0) @ "mu"
-    normal(mu, 1.0) @ "ys"
+    normal(mx.broadcast_to(mu, ys.shape), 1.0) @ "ys"  # iid observations: one vector
 
 
 YS = mx.array([1.2, 0.4, 2.0, 1.1, 0.9])
@@ -44,7 +44,7 @@ NM_SD = 1.0 / math.sqrt(NM_PREC)
 @gen
 def gamma_poisson(ks):
     lam = gamma(3.0, 2.0) @ "lam"
-    poisson(lam) @ "ks"
+    poisson(mx.broadcast_to(lam, ks.shape)) @ "ks"
 
 
 KS = mx.array([2, 4, 1, 3, 5, 2])
@@ -164,7 +164,7 @@ def test_improper_prior_starts_uniform_and_samples_the_likelihood() -> None:
     def m(ys):
         mu = flat() @ "mu"
         sigma = half_flat() @ "sigma"
-        normal(mu, sigma) @ "ys"
+        normal(mx.broadcast_to(mu, ys.shape), sigma) @ "ys"
 
     obs = choicemap({"ys": YS})
     u = _first_positions(m, (YS,), obs, "prior", n_chains=4)

@@ -95,6 +95,8 @@ KERNELS = {
     "hmc": (partial(hmc, selection=select("mu"), step_size=0.2, n_leapfrog=4), 2),
     "mala": (partial(mala, selection=select("mu"), step_size=0.6), 5),
     "nuts": (partial(nuts, selection=select("mu"), step_size=0.3, max_depth=4), 2),
+    # the default depth (10) with dynamic termination: the trajectory stops at the U-turn
+    "nuts_default_depth": (partial(nuts, selection=select("mu"), step_size=0.3), 2),
 }
 
 

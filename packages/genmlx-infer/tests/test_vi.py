@@ -103,7 +103,7 @@ def _gauss_kl(m1: float, s1: float, m2: float, s2: float) -> float:
 @gen
 def nn_model() -> Any:
     mu = normal(0.0, 1.0) @ "mu"
-    normal(mu, SIGMA) @ "ys"
+    normal(mx.broadcast_to(mu, (len(YS),)), SIGMA) @ "ys"  # len(YS) iid observations
     return mu
 
 
@@ -174,7 +174,7 @@ GE_ALPHA, GE_BETA = A0 + len(YE), B0 + sum(YE)
 @gen
 def gamma_exp() -> None:
     lam = gamma(A0, B0) @ "lam"
-    exponential(lam) @ "ys"
+    exponential(mx.broadcast_to(lam, (len(YE),))) @ "ys"  # len(YE) iid observations
 
 
 def test_advi_positive_support_matches_the_gamma_posterior_mean() -> None:

@@ -49,6 +49,17 @@ __all__ = ["ElementsTrace", "Map", "MapTrace", "Repeat"]
 
 
 # ---------------------------------------------------------------------------- helpers
+def _per_element(doms: Any, n: int) -> dict[Any, Any] | None:
+    if doms is None:
+        return None
+    return {(i, *p): d for i in range(n) for p, d in doms.items()}
+
+
+def _kernel_static(kernel: GenerativeFunction, args: tuple[Any, ...], name: str) -> str | None:
+    reason = kernel.static_structure(args)
+    return None if reason is None else f"is a {name} whose kernel {reason}"
+
+
 def map_choicemap(
     cm: ChoiceMap, batch_shape: tuple[int, ...], fn: Callable[[mx.array], mx.array] | None = None
 ) -> ChoiceMap:
@@ -71,11 +82,23 @@ def element_slicer(axis: int, i: int) -> Callable[[mx.array], mx.array]:
 
 
 def clean_masks(cm: ChoiceMap) -> ChoiceMap:
-    """Outside transformations, drop masked-out leaves of an unbatched map (evaluates)."""
+    """Outside transformations, simplify the masks of an unbatched map (evaluates them).
+
+    A leaf whose mask is False everywhere is dropped, one whose mask is True everywhere
+    loses its mask; a mask that differs along an element axis (a ``Vmap`` whose
+    elements took different ``Switch`` branches) is kept: it says which elements have
+    the choice.
+    """
     if cm.batch_shape or runtime.in_transform() or not cm.is_masked:
         return cm
     try:
-        return cm.unmasked()
+        items = []
+        for path, v, m in cm.masked_leaves():
+            if m is None or bool(mx.all(m).item()):
+                items.append((path, ChoiceMap(v)))
+            elif bool(mx.any(m).item()):
+                items.append((path, ChoiceMap(v, None, (), m)))
+        return ChoiceMap.from_nodes(items, cm.batch_shape)
     except ValueError as e:  # under a user's own transformation: keep the masks
         if runtime.is_transform_eval_error(e):
             return cm
@@ -666,6 +689,18 @@ class Map(_Elementwise):
 
     combinator = "Map"
 
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """Fixed when the kernel's structure is fixed for one element's arguments."""
+        if not args or any(not isinstance(a, mx.array) or a.ndim == 0 for a in args):
+            return "has arguments that are not arrays with a leading element axis"
+        return _kernel_static(self.kernel, tuple(a[0] for a in args), "Map")
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The kernel's domains (for element 0's arguments) under every element."""
+        if not args or any(not isinstance(a, mx.array) or a.ndim == 0 for a in args):
+            return None
+        return _per_element(self.kernel.choice_domains(tuple(a[0] for a in args)), args[0].shape[0])
+
     @staticmethod
     def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
         """Small models the conformance kit checks this combinator on."""
@@ -764,6 +799,14 @@ class Repeat(_Elementwise):
     """
 
     combinator = "Repeat"
+
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """Fixed when the kernel's structure is fixed for its arguments."""
+        return _kernel_static(self.kernel, args, "Repeat")
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The kernel's domains under every call."""
+        return _per_element(self.kernel.choice_domains(args), self.n)
 
     @staticmethod
     def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:

@@ -210,6 +210,9 @@ class Mask(GenerativeFunction):
         key: mx.array,
     ) -> UpdateResult:
         assert isinstance(trace, MaskTrace)
+        if constraints.is_empty and all(d.is_no_change() for d in argdiffs):
+            # nothing changes: re-run nothing (the kit's incremental-update law)
+            return UpdateResult(trace, mx.zeros_like(trace.score), NoChange, ChoiceMap.empty())
         flag, iargs = self._split(args, "update")
         self._known_off(flag, constraints, "update")
         old = trace.flag
@@ -261,6 +264,8 @@ class Mask(GenerativeFunction):
         key: mx.array,
     ) -> RegenerateResult:
         assert isinstance(trace, MaskTrace)
+        if selection.is_none() and all(d.is_no_change() for d in argdiffs):
+            return RegenerateResult(trace, mx.zeros_like(trace.score), NoChange)
         flag, iargs = self._split(args, "regenerate")
         old = trace.flag
         k1, k2 = split(key, 2)

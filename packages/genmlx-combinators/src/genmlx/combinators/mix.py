@@ -108,6 +108,12 @@ class Mix(DynamicGenerativeFunction):
                 raise TypeError(f"Mix: component {i} is not a generative function: {c!r}")
         self.components = tuple(components)
         switch = Switch(*(Contramap(c, _pick_args(k)) for k, c in enumerate(components)))
+        # the inner Switch and its branches pickle as parts of this Mix (so that traces
+        # pickled with it still belong to this Mix's Switch after unpickling)
+        self._switch = switch
+        object.__setattr__(switch, "_pickle_owner", (self, ("_switch",)))
+        for k, branch in enumerate(switch.branches):
+            object.__setattr__(branch, "_pickle_owner", (self, ("_switch", "branches", k)))
         n = len(components)
         name = "Mix(" + ", ".join(getattr(c, "name", "?") for c in components) + ")"
 
@@ -117,12 +123,27 @@ class Mix(DynamicGenerativeFunction):
                     f"{name}: expected one argument tuple per component ({n}), "
                     f"got {len(component_args)}"
                 )
-            k = categorical(logits) @ "component"
+            lg = logits if isinstance(logits, mx.array) else mx.array(logits)
+            if lg.ndim == 0 or lg.shape[-1] != n:
+                raise ValueError(
+                    f"{name}: logits has shape {tuple(lg.shape)}, but the mixture has {n} "
+                    f"components; give one logit per component (last axis of length {n})"
+                )
+            k = categorical(lg) @ "component"
             return switch(k, *component_args) @ "value"
 
         body.__qualname__ = name
         super().__init__(body)
         self.name = name
+
+    def __reduce__(self) -> Any:
+        """Pickled as its components (by reference where they have module-level names)."""
+        from genmlx.core.serialize import reference, resolve_reference
+
+        ref = reference(self)
+        if ref is not None:
+            return (resolve_reference, (ref,))
+        return (Mix, self.components)
 
     def __repr__(self) -> str:
         return f"<{self.name}>"

@@ -14,10 +14,13 @@ Two execution modes give the same numbers:
   the trace's choice map (:meth:`genmlx.core.ChoiceMap.where`).
 
 Weights follow Gen.jl: ``update`` that keeps the branch updates it; ``update`` that
-changes the branch generates the new branch under the constraints, with weight
-``w_generate − old score`` and the old branch's choices as the discard. ``regenerate``
-that changes the branch samples the new branch from its prior (weight 0: the removed
-and the new choices are both proposed from the prior and cancel).
+changes the branch generates the new branch under the old choices merged with the
+constraints (Gen.jl's ``update_recurse_merge``: the new branch keeps the old values at
+the addresses it shares with the old branch, where they have the same shape and dtype,
+and the constraints win), with weight ``w_generate − old score``; the discard holds the
+old values that were not kept (overwritten or removed). ``regenerate`` that changes the
+branch samples the new branch from its prior (weight 0: the removed and the new choices
+are both proposed from the prior and cancel).
 
 Under batching address checks are made on the union of the branches: a constraint no
 branch uses is an error, but one that only the branch *not* taken by some particle uses
@@ -30,12 +33,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from genmlx.combinators._select import concrete_int, merge_masked, select_tree
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap
-from genmlx.core.diff import Diff, UnknownChange
+from genmlx.core.diff import Diff, NoChange, UnknownChange
 from genmlx.core.errors import AddressError, ConstraintError
 from genmlx.core.gfi import (
     AssessResult,
@@ -107,6 +111,23 @@ class SwitchTrace(Trace):
             if b is not None:
                 yield from b.site_scores()
 
+    def nonfinite_reason(self) -> str | None:
+        """Names this Switch and the out-of-range branch indices (batched mode)."""
+        if not self.all_branches or not isinstance(self.index, mx.array):
+            return None
+        k = len(self.branches)
+        idx = self.index
+        bad = mx.logical_or(idx < 0, idx >= k)
+        if not bool(mx.any(bad).item()):
+            return None
+        where = np.flatnonzero(np.asarray(bad).reshape(-1))
+        values = np.asarray(idx).reshape(-1)[where]
+        return (
+            f"{self.gen_fn.name}: branch index {values[:10].tolist()} out of range at "
+            f"particle/element {where[:10].tolist()}{' ...' if where.size > 10 else ''}; "
+            f"there are {k} branches (0..{k - 1}). The score of those particles is NaN."
+        )
+
     def _tree_flatten(self) -> tuple[list[Any], Any]:
         return (
             [self.args, self.retval, self.score, self.index, list(self.branches)],
@@ -118,6 +139,14 @@ class SwitchTrace(Trace):
         batch_shape, gen_fn = aux
         args, retval, score, index, branches = children
         return cls(gen_fn, args, retval, score, index, tuple(branches), batch_shape)
+
+
+def _restrict(cm: ChoiceMap, paths: set[Path]) -> ChoiceMap:
+    """The leaves of ``cm`` (with their masks) at ``paths``."""
+    return ChoiceMap.from_nodes(
+        ((p, ChoiceMap(v, None, (), m)) for p, v, m in cm.masked_leaves() if p in paths),
+        cm.batch_shape,
+    )
 
 
 def _pick(index: mx.array, values: list[mx.array]) -> mx.array:
@@ -323,6 +352,9 @@ class Switch(GenerativeFunction):
         key: mx.array,
     ) -> UpdateResult:
         assert isinstance(trace, SwitchTrace)
+        if constraints.is_empty and all(d.is_no_change() for d in argdiffs):
+            # nothing changes: re-run nothing (the kit's incremental-update law)
+            return UpdateResult(trace, mx.zeros_like(trace.score), NoChange, ChoiceMap.empty())
         index, bargs = self._split_args(args, "update")
         bdiffs = tuple(argdiffs[1:])
         i_new = self._index(index, "update")
@@ -333,12 +365,11 @@ class Switch(GenerativeFunction):
                 g = self.branches[i_new]
                 new_b, w, rd, disc = g.update(trace.chosen, constraints, bargs, bdiffs, key=k_main)
                 return UpdateResult(self._trace(args, index, [new_b], i_new), w, rd, disc)
-            tr, w = self.branches[i_new].generate(bargs, constraints, key=k_main)
+            tr, w, discard = self._switch_branch(
+                trace.chosen.get_choices(), self.branches[i_new], bargs, constraints, k_main
+            )
             return UpdateResult(
-                self._trace(args, index, [tr], i_new),
-                w - trace.score,
-                UnknownChange,
-                trace.chosen.get_choices(),
+                self._trace(args, index, [tr], i_new), w - trace.score, UnknownChange, discard
             )
         # all branches, per particle
         old_idx = (
@@ -353,23 +384,65 @@ class Switch(GenerativeFunction):
         w_upd: list[mx.array] = []
         w_gen: list[mx.array] = []
         pieces: list[tuple[ChoiceMap, mx.array]] = []
+        old_cms = [t.get_choices() for t in olds]
+        # per particle, the old values of its old branch (masked where that branch has
+        # none): what a new branch reuses at the addresses it shares with the old one
+        old_values = ChoiceMap.where(old_idx, old_cms)
+        given = {p for p, _ in constraints.leaves()}
+        addrs = [{p for p, _ in cm.leaves()} for cm in old_cms]
         with runtime.lenient():
             for b, g in enumerate(self.branches):
                 up = g.update(olds[b], constraints, bargs, bdiffs, key=keys[b])
-                fresh = g.generate(bargs, constraints, key=keys[b])
+                reuse = _restrict(old_values, addrs[b] - given)
+                merged = constraints if reuse.is_empty else reuse.merge(constraints)
+                fresh = g.generate(bargs, merged, key=keys[b])
                 kept = old_idx == b
                 new_traces.append(select_tree(kept, up.trace, fresh.trace, f"{self.name} update"))
                 w_upd.append(up.weight)
                 w_gen.append(fresh.weight)
-                stay = mx.logical_and(kept, new_idx == b)
-                leave = mx.logical_and(kept, new_idx != b)
-                pieces.append((up.discard, stay))
-                pieces.append((olds[b].get_choices(), leave))
+                pieces.append((up.discard, mx.logical_and(kept, new_idx == b)))
+                # leaving branch b for branch c: the old values c does not reuse
+                for c in range(len(self.branches)):
+                    if c != b:
+                        gone = _restrict(old_cms[b], addrs[b] - (addrs[c] - given))
+                        on = mx.logical_and(kept, new_idx == c)
+                        pieces.append((gone, on))
         self._check_union(constraints, new_traces, "update")
         same = old_idx == new_idx
         weight = mx.where(same, _pick(new_idx, w_upd), _pick(new_idx, w_gen) - trace.score)
         new = self._trace(args, index, new_traces, None)
         return UpdateResult(new, weight, UnknownChange, merge_masked(pieces))
+
+    def _switch_branch(
+        self,
+        old: ChoiceMap,
+        g: GenerativeFunction,
+        bargs: tuple[Any, ...],
+        constraints: ChoiceMap,
+        key: mx.array,
+    ) -> tuple[Trace, mx.array, ChoiceMap]:
+        """Generate branch ``g`` keeping the old values at the addresses it shares with
+        the old branch (Gen.jl's ``update_recurse_merge``).
+
+        The constraints win over old values. An old value is reused only where the new
+        branch has a choice of the same shape and dtype (learnt from a first
+        ``generate`` under the constraints alone, which is the result when nothing is
+        shared). Returns ``(trace, generate weight, discard)``; the discard holds the
+        old values that were not reused (overwritten or removed).
+        """
+        tr, w = g.generate(bargs, constraints, key=key)
+        given = {p for p, _ in constraints.leaves()}
+        new_leaves = {p: v for p, v in tr.get_choices().leaves()}
+        shared = set()
+        for p, v in old.leaves():
+            nv = new_leaves.get(p)
+            if p not in given and nv is not None and nv.shape == v.shape and nv.dtype == v.dtype:
+                shared.add(p)
+        if shared:
+            reuse = _restrict(old, shared)
+            tr, w = g.generate(bargs, reuse.merge(constraints), key=key)
+        discard = _restrict(old, {p for p, _ in old.leaves()} - shared)
+        return tr, w, discard
 
     def _regenerate(
         self,
@@ -380,6 +453,8 @@ class Switch(GenerativeFunction):
         key: mx.array,
     ) -> RegenerateResult:
         assert isinstance(trace, SwitchTrace)
+        if selection.is_none() and all(d.is_no_change() for d in argdiffs):
+            return RegenerateResult(trace, mx.zeros_like(trace.score), NoChange)
         index, bargs = self._split_args(args, "regenerate")
         bdiffs = tuple(argdiffs[1:])
         i_new = self._index(index, "regenerate")

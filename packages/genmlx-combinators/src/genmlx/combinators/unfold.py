@@ -908,6 +908,24 @@ class Unfold(_SequenceCombinator):
     kind = "Unfold"
     _trace_cls = UnfoldTrace
 
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """Fixed when ``n_steps`` is an int and the kernel's structure is fixed."""
+        if not args or not isinstance(args[0], int) or isinstance(args[0], bool):
+            return "has a number of steps that is not a Python int"
+        if args[0] == 0:
+            return None
+        reason = self.kernel.static_structure((0, *args[1:]))
+        return None if reason is None else f"is an Unfold whose kernel {reason}"
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The kernel's domains (at step 0's arguments) under every step."""
+        if not args or not isinstance(args[0], int) or args[0] == 0:
+            return None
+        doms = self.kernel.choice_domains((0, *args[1:]))
+        if doms is None:
+            return None
+        return {(t, *p): d for t in range(args[0]) for p, d in doms.items()}
+
     @staticmethod
     def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
         """Small models the conformance kit checks this combinator on."""
@@ -1018,6 +1036,31 @@ class Scan(_SequenceCombinator):
 
     kind = "Scan"
     _trace_cls = ScanTrace
+
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """Fixed when the kernel's structure is fixed for one step."""
+        if len(args) != 2:
+            return "is called with the wrong number of arguments"
+        carry, xs = args
+        leaves, td = flatten(xs)
+        if not leaves or any(x.ndim == 0 for x in leaves):
+            return None if not leaves else "has xs without a leading step axis"
+        x0 = unflatten(td, [x[0] for x in leaves])
+        reason = self.kernel.static_structure((carry, x0))
+        return None if reason is None else f"is a Scan whose kernel {reason}"
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The kernel's domains (at step 0's arguments) under every step."""
+        if len(args) != 2:
+            return None
+        carry, xs = args
+        leaves, td = flatten(xs)
+        if not leaves or any(x.ndim == 0 for x in leaves):
+            return None
+        doms = self.kernel.choice_domains((carry, unflatten(td, [x[0] for x in leaves])))
+        if doms is None:
+            return None
+        return {(t, *p): d for t in range(leaves[0].shape[0]) for p, d in doms.items()}
 
     @staticmethod
     def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:

@@ -95,6 +95,20 @@ class Vmap(GenerativeFunction):
 
         return vmap_examples()
 
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """Fixed when the kernel's structure is fixed for one element's arguments."""
+        axes = self.in_axes if isinstance(self.in_axes, tuple) else (self.in_axes,) * len(args)
+        elem = []
+        for a, ax in zip(args, axes):
+            if ax is None:
+                elem.append(a)
+            elif isinstance(a, mx.array) and a.ndim > 0:
+                elem.append(a[0])
+            else:
+                return "has a mapped argument that is not an array"
+        reason = self.kernel.static_structure(tuple(elem))
+        return None if reason is None else f"is a Vmap whose kernel {reason}"
+
     def __init__(self, kernel: GenerativeFunction, in_axes: InAxes = 0) -> None:
         if not isinstance(kernel, GenerativeFunction):
             raise TypeError(f"Vmap(kernel): kernel must be a generative function, got {kernel!r}")

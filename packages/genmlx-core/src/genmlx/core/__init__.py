@@ -14,6 +14,8 @@ Public API:
 * speed: batched ``vsimulate``/``vgenerate`` on every generative function, and
   :func:`compile`
 * plugins: :func:`registry`
+* saving results: :func:`save` / :func:`load` (a portable file format); choice maps,
+  traces and results also pickle and deep-copy
 
 Importing ``genmlx.core`` does not load plugins; the registry loads them on first use.
 It does make ``import genmlx.<sibling>`` of a first-party package that is not
@@ -33,8 +35,11 @@ from genmlx.core.errors import (
     AddressError,
     BatchedControlFlowError,
     ConstraintError,
+    DistributionArgumentError,
     GenMLXError,
     ImproperPriorError,
+    InvalidAddressError,
+    InvalidKeyError,
     MissingChoiceError,
     NonFiniteScoreError,
     PluginError,
@@ -55,6 +60,8 @@ from genmlx.core.logdensity import LogDensity, StaticModelError, logdensity
 from genmlx.core.params import ParamStore, param, use_params
 from genmlx.core.plugins.registry import registry
 from genmlx.core.selection import Selection, select
+from genmlx.core.serialize import FormatError, SavedTrace, load, save
+from genmlx.core.threads import ThreadStreamError
 from genmlx.core.trace import Trace
 from genmlx.core.tree import evaluate
 
@@ -70,16 +77,20 @@ __all__ = [
     "DeterministicGF",
     "Diff",
     "Distribution",
+    "DistributionArgumentError",
     "DistributionTrace",
     "DynamicGenerativeFunction",
     "DynamicTrace",
     "EditRequest",
     "EditResult",
     "Factor",
+    "FormatError",
     "GenMLXError",
     "GenerateResult",
     "GenerativeFunction",
     "ImproperPriorError",
+    "InvalidAddressError",
+    "InvalidKeyError",
     "LogDensity",
     "MissingChoiceError",
     "ModelGraph",
@@ -91,10 +102,12 @@ __all__ = [
     "ProposalEdit",
     "ProposeResult",
     "RegenerateResult",
+    "SavedTrace",
     "Selection",
     "SelectionEdit",
     "Site",
     "StaticModelError",
+    "ThreadStreamError",
     "Trace",
     "UnknownChange",
     "UpdateResult",
@@ -108,10 +121,12 @@ __all__ = [
     "factor",
     "format_address",
     "gen",
+    "load",
     "logdensity",
     "param",
     "param_gradients",
     "registry",
+    "save",
     "select",
     "splice",
     "use_params",

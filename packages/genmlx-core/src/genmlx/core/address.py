@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from genmlx.core.errors import InvalidAddressError
+
 Component = str | int
 """One step of an address path."""
 
@@ -31,9 +33,14 @@ ROOT: Path = ()
 def _check_component(c: object, addr: object) -> Component:
     # bool is an int subclass; ``True`` as an address is almost always a bug.
     if isinstance(c, bool) or not isinstance(c, (str, int)):
-        raise TypeError(
+        hint = (
+            " Convert array indices with int(i)."
+            if not isinstance(c, bool)
+            else " (True/False as an address is almost always a bug)"
+        )
+        raise InvalidAddressError(
             f"invalid address {addr!r}: address components must be str or int, "
-            f"got {type(c).__name__} {c!r}. Convert array indices with int(i)."
+            f"got {type(c).__name__} {c!r}.{hint}"
         )
     return c
 
@@ -48,7 +55,8 @@ def to_path(addr: Address) -> Path:
         The tuple of components.
 
     Raises:
-        TypeError: if a component is neither ``str`` nor ``int``.
+        InvalidAddressError: if a component is neither ``str`` nor ``int`` (an
+            :class:`~genmlx.core.errors.AddressError`, also a ``TypeError``).
     """
     if isinstance(addr, tuple):
         return tuple(_check_component(c, addr) for c in addr)

@@ -31,7 +31,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.core import runtime, static
+from genmlx.core import rewrites, runtime, static
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff
 from genmlx.core.gfi import (
@@ -44,6 +44,7 @@ from genmlx.core.gfi import (
     _batched_constraints,
     _check_finite,
 )
+from genmlx.core.memory import check_batch_memory
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 from genmlx.core.tree import TreeDef, flatten, opaque_nodes, replace_opaque, unflatten
@@ -255,10 +256,18 @@ def _where(mask: mx.array, new: Any, old: Any) -> Any | None:
     return unflatten(tdn, _per_array(select, ln, lo))
 
 
-def _keys(key: mx.array, n: int) -> mx.array:
+def _keys(key: mx.array | None, n: int) -> mx.array:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"the number of particles must be a positive int, got {n!r}")
+    if key is None:
+        raise ValueError("a batched operation needs a key (or keys=)")
     return mx.random.split(key, n)
+
+
+def _need(key: mx.array | None) -> mx.array:
+    if key is None:
+        raise ValueError("a batched operation needs a key (or keys=)")
+    return key
 
 
 def _strip(tr: Trace) -> Trace:
@@ -269,33 +278,61 @@ def _finish_trace(tr: Trace, args: tuple[Any, ...]) -> Trace:
     return tr._replace(args=args)
 
 
-def _vsimulate_core(gf: GenerativeFunction, args: tuple[Any, ...], n: int, key: mx.array) -> Trace:
-    keys = mx.random.split(key, n)
-    out: Trace = vmap_call(lambda k, a: _strip(gf._simulate(a, k)), n, (keys,), (args,))
+def _vsimulate_core(
+    gf: GenerativeFunction,
+    args: tuple[Any, ...],
+    n: int,
+    key: mx.array | None,
+    keys: mx.array | None,
+) -> Trace:
+    ks = keys if keys is not None else mx.random.split(_need(key), n)
+    out: Trace = vmap_call(lambda k, a: _strip(gf._simulate(a, k)), n, (ks,), (args,))
     return out
 
 
-def vsimulate(gf: GenerativeFunction, args: tuple[Any, ...], n: int, key: mx.array) -> Trace:
-    """Batched ``simulate``: see :meth:`GenerativeFunction.vsimulate`."""
-    _keys(key, n)  # validates n
+def vsimulate(
+    gf: GenerativeFunction,
+    args: tuple[Any, ...],
+    n: int,
+    key: mx.array | None,
+    *,
+    keys: mx.array | None = None,
+) -> Trace:
+    """Batched ``simulate``: see :meth:`GenerativeFunction.vsimulate`.
+
+    ``keys`` (``[n, 2]``) gives the particles' keys directly instead of
+    ``mx.random.split(key, n)`` (so that a run split into chunks draws exactly what
+    one run would).
+    """
+    if keys is None:
+        _keys(key, n)  # validates n
     with runtime.operation() as top:
-        tr = static.run(gf, "vsimulate", _vsimulate_core, (gf, args, n, key), args)
+        tr = static.run(gf, "vsimulate", _vsimulate_core, (gf, args, n, key, keys), args)
     tr = _finish_trace(tr, args)
+    probe_key = key if keys is None else keys[0]
+    check_batch_memory("vsimulate", repr(gf), n, tr, lambda m: vsimulate(gf, args, m, probe_key))
     if top:
         _check_finite("vsimulate", gf, tr, None, allow_neg_inf=False)
     return tr
 
 
 def _vgenerate_core(
-    gf: GenerativeFunction, args: tuple[Any, ...], constraints: ChoiceMap, n: int, key: mx.array
+    gf: GenerativeFunction,
+    args: tuple[Any, ...],
+    constraints: ChoiceMap,
+    n: int,
+    key: mx.array | None,
+    keys: mx.array | None,
+    prepared: Any = None,
 ) -> tuple[Trace, mx.array]:
-    keys = mx.random.split(key, n)
+    ks = keys if keys is not None else mx.random.split(_need(key), n)
 
     def one(k: mx.array, a: tuple[Any, ...], c: ChoiceMap) -> tuple[Trace, mx.array]:
         tr, w = gf._generate(a, c, k)
         return _strip(tr), w
 
-    res: tuple[Trace, mx.array] = vmap_call(one, n, (keys,), (args, constraints))
+    with rewrites.active(prepared):
+        res: tuple[Trace, mx.array] = vmap_call(one, n, (ks,), (args, constraints))
     return res
 
 
@@ -304,16 +341,31 @@ def vgenerate(
     args: tuple[Any, ...],
     constraints: ChoiceMap,
     n: int,
-    key: mx.array,
+    key: mx.array | None,
+    *,
+    keys: mx.array | None = None,
 ) -> GenerateResult:
-    """Batched ``generate``: see :meth:`GenerativeFunction.vgenerate`."""
-    _keys(key, n)
+    """Batched ``generate``: see :meth:`GenerativeFunction.vgenerate`; ``keys`` as for
+    :func:`vsimulate`."""
+    if keys is None:
+        _keys(key, n)  # validates n
     _batched_constraints(constraints, n, "vgenerate")
+    prepared = rewrites.prepare(gf, args, constraints)
     with runtime.operation() as top:
         tr, w = static.run(
-            gf, "vgenerate", _vgenerate_core, (gf, args, constraints, n, key), args
+            gf, "vgenerate", _vgenerate_core, (gf, args, constraints, n, key, keys, prepared), args
         )
     tr = _finish_trace(tr, args)
+    probe_key = key if keys is None else keys[0]
+    check_batch_memory(
+        "vgenerate",
+        repr(gf),
+        n,
+        (tr, w),
+        None
+        if constraints.batch_shape
+        else lambda m: vgenerate(gf, args, constraints, m, probe_key),
+    )
     if top:
         _check_finite("vgenerate", gf, tr, w)
     return GenerateResult(tr, w)

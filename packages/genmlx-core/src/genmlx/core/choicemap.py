@@ -91,6 +91,12 @@ class ChoiceMap:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("ChoiceMap is immutable; use set(), merge() or choicemap()")
 
+    def __reduce__(self) -> Any:
+        """Pickled (and deep-copied) node by node; see :mod:`genmlx.core.serialize`."""
+        if self is _EMPTY:
+            return (ChoiceMap.empty, ())
+        return (ChoiceMap, (self._value, dict(self._children), self.batch_shape, self._mask))
+
     # ------------------------------------------------------------------ constructors
     @staticmethod
     def empty() -> ChoiceMap:
@@ -109,7 +115,10 @@ class ChoiceMap:
             mask: optional boolean array of shape ``batch_shape``: the choice is
                 present only where it is True (see :meth:`mask`).
         """
-        return ChoiceMap(as_array(value), None, batch_shape, _as_mask(mask))
+        out = ChoiceMap(as_array(value), None, batch_shape, _as_mask(mask))
+        if batch_shape:
+            _check_batch_shape(out, tuple(batch_shape), "ChoiceMap.leaf")
+        return out
 
     @staticmethod
     def from_nodes(
@@ -304,7 +313,14 @@ class ChoiceMap:
         return self.merge(other)
 
     def with_batch_shape(self, batch_shape: tuple[int, ...]) -> ChoiceMap:
-        """The same leaves, declared to carry a leading batch axis of ``batch_shape``."""
+        """The same leaves, declared to carry a leading batch axis of ``batch_shape``.
+
+        Raises:
+            ValueError: a leaf does not start with ``batch_shape``.
+        """
+        batch_shape = tuple(batch_shape)
+        if batch_shape and batch_shape != self.batch_shape:
+            _check_batch_shape(self, batch_shape, "with_batch_shape")
         return ChoiceMap(self._value, self._children, batch_shape, self._mask)
 
     def map(self, fn: Callable[[mx.array], mx.array]) -> ChoiceMap:
@@ -540,6 +556,20 @@ def _from_trie(trie: dict[Component, Any], batch_shape: tuple[int, ...]) -> Choi
     return ChoiceMap(None, children, batch_shape)
 
 
+def _check_batch_shape(cm: ChoiceMap, batch_shape: tuple[int, ...], op: str) -> None:
+    """Every leaf of ``cm`` must start with ``batch_shape`` (the particle axes)."""
+    k = len(batch_shape)
+    for path, v in cm.leaves():
+        if tuple(v.shape[:k]) != batch_shape:
+            raise ValueError(
+                f"{op}: the value at address {format_address(path) if path else '<root>'} "
+                f"has shape {tuple(v.shape)}, which does not start with batch_shape "
+                f"{batch_shape}; with batch_shape=(n,) every leaf holds one value per "
+                "particle along its first axis (leave batch_shape out for values shared by "
+                "every particle)"
+            )
+
+
 def _as_mask(flag: Any) -> mx.array | None:
     if flag is None:
         return None
@@ -581,14 +611,18 @@ def choicemap(
     if mapping is not None:
         items.extend(mapping.items())
     items.extend(named.items())
+    batch_shape = tuple(batch_shape)
     if not any(isinstance(v, (ChoiceMap, Mapping)) for _, v in items):
         # only leaves: build the trie in one pass (linear in the number of addresses)
         try:
-            return ChoiceMap.from_nodes(
+            out = ChoiceMap.from_nodes(
                 ((to_path(a), ChoiceMap(as_array(v))) for a, v in items), batch_shape
             )
         except AddressError as e:
-            raise AddressError(f"choicemap: {e}") from e
+            raise type(e)(f"choicemap: {e}") from e
+        if batch_shape:
+            _check_batch_shape(out, batch_shape, "choicemap")
+        return out
     for addr, v in items:
         path = to_path(addr)
         node: ChoiceMap
@@ -602,4 +636,6 @@ def choicemap(
         if existing is not None and not existing.is_empty:
             raise AddressError(f"choicemap: address {format_address(addr)} given twice")
         out = out._set(path, node)
+    if batch_shape:
+        _check_batch_shape(out, batch_shape, "choicemap")
     return out

@@ -9,7 +9,10 @@ not change what is computed.
 Rules for compiled functions: pass every array (keys included) as an argument rather
 than capturing it from an enclosing scope (captured arrays are frozen at the first
 call); non-array arguments (ints, strings, generative functions, selections) are static
-and a new value triggers a new compilation.
+and a new value triggers a new compilation. ``key=None`` inside a compiled function
+draws fresh keys in every call (from a hidden key input the compiled function gets from
+the operating system each time), as it does uncompiled; a plain ``mx.compile`` cannot
+do that, so use this one.
 
 Example:
     >>> import mlx.core as mx
@@ -39,9 +42,11 @@ from typing import Any, TypeVar
 import mlx.core as mx
 
 from genmlx.core import runtime
+from genmlx.core.random import fresh_key
+from genmlx.core.threads import guard_thread
 from genmlx.core.tree import TreeDef, flatten, unflatten
 
-__all__ = ["compile", "fusion_enabled", "kernel_fusion"]
+__all__ = ["compile", "compile_function", "fusion_enabled", "kernel_fusion"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,6 +121,23 @@ def tracing_mode() -> Iterator[None]:
             _SET_MODE(_ENABLED)
 
 
+def compile_function(fn: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
+    """``mx.compile(fn, **kwargs)`` under GenMLX's kernel-fusion setting.
+
+    Every call holds MLX's compile mode at :func:`fusion_enabled` (a new input shape
+    re-traces the program inside MLX, so the first call alone is not enough); the
+    switch costs two C calls. Used for every program GenMLX compiles.
+    """
+    cfn = mx.compile(fn, **kwargs)
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        with tracing_mode():
+            return cfn(*args)
+
+    return call
+
+
 class _Compiled:
     """One ``mx.compile``'d function per input structure/shape signature."""
 
@@ -125,6 +147,7 @@ class _Compiled:
         self.cache: dict[Any, tuple[Callable[..., Any], dict[str, TreeDef]]] = {}
 
     def __call__(self, *args: Any) -> Any:
+        guard_thread()
         leaves, in_td = flatten(args)
         sig = (in_td, tuple((tuple(x.shape), x.dtype) for x in leaves))
         entry = self.cache.get(sig)
@@ -133,21 +156,18 @@ class _Compiled:
             fn = self.fn
 
             def pure(*lv: mx.array) -> list[mx.array]:
-                a = unflatten(in_td, list(lv))
-                with runtime.transforming():
+                a = unflatten(in_td, list(lv[:-1]))
+                with runtime.transforming(), runtime.compiling(lv[-1]):
                     out = fn(*a)
                 out_leaves, out_td = flatten(out)
                 box["td"] = out_td
                 return out_leaves
 
-            entry = (mx.compile(pure), box)
+            entry = (compile_function(pure), box)
             self.cache[sig] = entry
-            cfn, box = entry
-            with tracing_mode():  # the first call traces (and may fuse) the program
-                out_leaves = cfn(*leaves)
-            return unflatten(box["td"], list(out_leaves))
         cfn, box = entry
-        out_leaves = cfn(*leaves)
+        # a hidden per-call key: key=None inside fn is fresh in every call
+        out_leaves = cfn(*leaves, fresh_key())
         return unflatten(box["td"], list(out_leaves))
 
 

@@ -12,6 +12,10 @@ resampled (:class:`~genmlx.core.tree.Opaque`; sequence combinators use it so tha
 particle-filter step costs the same at every time step). Turning it off gives the
 same numbers through a plain flatten of every array, which is slower for long traces.
 
+``memory_checks`` (default on, or ``GENMLX_CHECK_MEMORY=0``): batched operations
+estimate the memory their result needs before computing it and raise ``MemoryError``
+when it cannot fit (see :mod:`genmlx.core.memory`), instead of letting MLX crash.
+
 Example:
     >>> from genmlx.core import config
     >>> with config.score_checks(False):
@@ -28,7 +32,14 @@ import os
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-__all__ = ["check_scores_enabled", "lazy_particles", "lazy_particles_enabled", "score_checks"]
+__all__ = [
+    "check_scores_enabled",
+    "lazy_particles",
+    "lazy_particles_enabled",
+    "memory_checks",
+    "memory_checks_enabled",
+    "score_checks",
+]
 
 _CHECK: ContextVar[bool] = ContextVar(
     "genmlx_check_scores", default=os.environ.get("GENMLX_CHECK_SCORES", "1") != "0"
@@ -68,3 +79,23 @@ def lazy_particles(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _LAZY.reset(token)
+
+
+_MEMORY: ContextVar[bool] = ContextVar(
+    "genmlx_check_memory", default=os.environ.get("GENMLX_CHECK_MEMORY", "1") != "0"
+)
+
+
+def memory_checks_enabled() -> bool:
+    """Whether batched operations check their memory needs before computing."""
+    return _MEMORY.get()
+
+
+@contextlib.contextmanager
+def memory_checks(enabled: bool) -> Iterator[None]:
+    """Turn the memory estimate check on or off inside a ``with`` block."""
+    token = _MEMORY.set(enabled)
+    try:
+        yield
+    finally:
+        _MEMORY.reset(token)

@@ -45,16 +45,21 @@ import inspect
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import mlx.core as mx
 
 from genmlx.core import runtime
-from genmlx.core.address import Path
+from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap, as_array
 from genmlx.core.constraints import Constraint
 from genmlx.core.diff import Diff, NoChange, UnknownChange
-from genmlx.core.errors import ConstraintError, MissingChoiceError
+from genmlx.core.errors import (
+    ConstraintError,
+    DistributionArgumentError,
+    GenMLXError,
+    MissingChoiceError,
+)
 from genmlx.core.gfi import (
     AssessResult,
     GenerateResult,
@@ -158,6 +163,119 @@ def where_mask(mask: mx.array, a: mx.array, b: mx.array) -> mx.array:
     if b.ndim > mask.ndim:
         mask = mask.reshape(mask.shape + (1,) * (b.ndim - mask.ndim))
     return mx.where(mask, a, b)
+
+
+_SHAPE_KEY = mx.array([0, 0], dtype=mx.uint32)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _named_errors(op: str) -> Callable[[F], F]:
+    """Report a parameter error of a distribution used directly as a generative function
+    as a :class:`~genmlx.core.errors.DistributionArgumentError` naming it."""
+
+    def deco(method: F) -> F:
+        @functools.wraps(method)
+        def wrapper(self: Distribution, *a: Any) -> Any:
+            try:
+                return method(self, *a)
+            except (ValueError, TypeError, IndexError) as e:
+                if isinstance(e, GenMLXError) or runtime.is_transform_eval_error(e):
+                    raise
+                args = a[2] if op in ("update", "regenerate") else a[0]
+                raise argument_error(e, f"{op} on {self.name}", (), self, args) from e
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def _signature(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """A hashable summary of parameters that fixes a sampler's output shape, or None."""
+    out: list[Any] = []
+    for a in args:
+        if isinstance(a, mx.array):
+            out.append((tuple(a.shape), a.dtype))
+        elif isinstance(a, (bool, int, float, str)) or a is None:
+            out.append((type(a), a))
+        else:
+            shape = getattr(a, "shape", None)
+            if shape is None or not hasattr(a, "dtype"):
+                return None
+            out.append((type(a), tuple(shape), str(a.dtype)))
+    return tuple(out)
+
+
+def describe_params(dist: Distribution, args: tuple[Any, ...]) -> str:
+    """``"mu: array (3,) float32, sigma: float 1.0"`` for error messages."""
+    names = _param_names(type(dist))
+    parts = []
+    for i, a in enumerate(args):
+        name = names[i] if i < len(names) else f"param {i}"
+        if isinstance(a, mx.array):
+            d = f"array {tuple(a.shape)} {a.dtype}".replace("mlx.core.", "")
+        elif isinstance(a, (bool, int, float)):
+            d = f"{type(a).__name__} {a!r}"
+        else:
+            shape = getattr(a, "shape", None)
+            d = type(a).__name__ + (f" {tuple(shape)}" if shape is not None else "")
+            if isinstance(a, str) or a is None:
+                d = f"{type(a).__name__} {a!r}"
+        parts.append(f"{name}: {d}")
+    return ", ".join(parts) if parts else "no parameters"
+
+
+_PARAM_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _param_names(cls: type) -> tuple[str, ...]:
+    names = _PARAM_NAMES.get(cls)
+    specs = getattr(cls, "_param_specs", None)
+    if names is None and specs:
+        names = tuple(p.name for p in specs)
+        _PARAM_NAMES[cls] = names
+    if names is None:
+        try:
+            sig = inspect.signature(cls.log_prob)  # type: ignore[attr-defined]
+            ps = [
+                p.name
+                for p in sig.parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            names = tuple(ps[2:])  # self, value
+        except (TypeError, ValueError):
+            names = ()
+        _PARAM_NAMES[cls] = names
+    return names
+
+
+def argument_error(
+    err: BaseException, op: str, path: Path, dist: Distribution, args: tuple[Any, ...]
+) -> DistributionArgumentError:
+    """The :class:`~genmlx.core.errors.DistributionArgumentError` for an error a
+    distribution raised at ``path`` (to be raised ``from err``)."""
+    where = f"at address {format_address(path)}" if path else "(called directly)"
+    msg = str(err)
+    hint = ""
+    if "broadcast" in msg:
+        hint = (
+            " The parameters' shapes must broadcast together (NumPy's rules: trailing "
+            "axes equal or 1)."
+        )
+    elif "type" in msg.lower() or isinstance(err, TypeError):
+        hint = " Parameters must be numbers or MLX arrays."
+    return DistributionArgumentError(
+        f"{op}: {dist.name} {where} cannot use its parameters ({describe_params(dist, args)})."
+        f"{hint} ({type(err).__name__}: {msg})"
+    )
+
+
+def _param_shapes(args: tuple[Any, ...]) -> str:
+    parts = []
+    for a in args:
+        shape = getattr(a, "shape", None)
+        parts.append(str(tuple(shape)) if shape is not None else type(a).__name__)
+    return "(" + ", ".join(parts) + ")"
 
 
 def _check_arity(cls: type, method: str, impl: Callable[..., Any]) -> None:
@@ -386,10 +504,43 @@ class Distribution(GenerativeFunction):
         """
         raise TypeError(f"{self.name} has no finite support to enumerate (is_enumerable is False)")
 
+    #: ``log_prob(value, mu, sigma)`` is the Gaussian density with mean ``mu`` and standard
+    #: deviation ``sigma`` (the compiled tier's affine-Gaussian rewrite uses it).
+    gaussian_location_scale: bool = False
+    #: The distribution provides :meth:`iid_statistics` / :meth:`iid_log_prob`.
+    has_iid_statistics: bool = False
+    #: The MLX primitive name of the link of its first parameter (``"Sigmoid"``,
+    #: ``"Exp"``) when it provides :meth:`glm_log_prob` (the generalised-linear rewrite).
+    glm_link: str | None = None
+
+    def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
+        """Elementwise log density with the first parameter given through its link as the
+        linear predictor ``eta`` (only where :attr:`glm_link` is set)."""
+        raise NotImplementedError(f"{self.name} declares no link")
+
+    def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
+        """Sufficient statistics of an observed array of independent draws with scalar
+        parameters (``None``: not provided). Used by the iid rewrite of
+        :mod:`genmlx.core.rewrites`."""
+        del value
+        return None
+
+    def iid_log_prob(self, stats: tuple[mx.array, ...], *params: Any) -> mx.array:
+        """``Σ log p(vᵢ; params)`` from :meth:`iid_statistics` (scalar parameters)."""
+        raise NotImplementedError(f"{self.name} provides no iid statistics")
+
     def static_structure(self, args: tuple[Any, ...]) -> str | None:
         """A distribution always makes exactly one choice: its structure is fixed."""
         del args
         return None
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The domain of the single choice (at the root path)."""
+        try:
+            d = self.domain(*args)
+        except Exception:
+            return None
+        return None if d is None else {(): d}
 
     def domain(self, *params: Any) -> Constraint | None:
         """The set of values with positive density, as a
@@ -420,16 +571,70 @@ class Distribution(GenerativeFunction):
         """The GFI score of one choice: ``sum(log_prob(value, *args))``."""
         return mx.sum(self.log_prob(value, *args))
 
+    def value_shape(self, args: tuple[Any, ...]) -> tuple[int, ...]:
+        """The shape of one value drawn with parameters ``args`` (batch + event shape).
+
+        The default reads the shape of a lazily built ``sample`` (MLX infers shapes
+        without computing anything) and caches it per parameter signature (the shapes
+        and dtypes of array parameters, the values of plain ones). Override it when the
+        sampler is expensive to build or not lazy.
+        """
+        sig = _signature(args)
+        cache: dict[Any, tuple[int, ...]] | None = self.__dict__.get("_value_shapes")
+        if cache is None:
+            cache = {}
+            self.__dict__["_value_shapes"] = cache
+        if sig is not None:
+            hit = cache.get(sig)
+            if hit is not None:
+                return hit
+        shape = tuple(self.sample(_SHAPE_KEY, *args).shape)
+        if sig is not None:
+            if len(cache) > 512:
+                cache.clear()
+            cache[sig] = shape
+        return shape
+
+    def check_value(self, value: mx.array, args: tuple[Any, ...], op: str, path: Path) -> None:
+        """Raise :class:`~genmlx.core.errors.ConstraintError` when a given value (a
+        constraint, or a choice given to ``assess``) does not have the shape this
+        distribution produces with ``args``.
+
+        A value of another shape would be broadcast against the parameters and score
+        several densities (or store a value that no draw could have), silently.
+        """
+        expected = self.value_shape(args)
+        got = tuple(value.shape)
+        if got == expected:
+            return
+        where = format_address(path) if path else "its root"
+        hint = ""
+        k = len(expected)
+        if runtime.in_transform() and len(got) > k and got[len(got) - k :] == expected:
+            hint = (
+                " For one value per particle of a batched run, build the choice map with "
+                "batch_shape=(n,) (e.g. choicemap({...}, batch_shape=(n,))): each particle "
+                "then sees its own row."
+            )
+        raise ConstraintError(
+            f"{op}: the value given at address {where} has shape {got}, but {self.name} "
+            f"with parameters of shape(s) {_param_shapes(args)} produces values of shape "
+            f"{expected}; give a value of shape {expected}.{hint}"
+        )
+
     # ------------------------------------------------------------------ GFI
+    @_named_errors("simulate")
     def _simulate(self, args: tuple[Any, ...], key: mx.array) -> DistributionTrace:
         v = self.sample(key, *args)
         return DistributionTrace(self, args, v, self.score(v, args))
 
+    @_named_errors("generate")
     def _generate(
         self, args: tuple[Any, ...], constraints: ChoiceMap, key: mx.array
     ) -> GenerateResult:
         if constraints.has_root_value:
             v = as_array(constraints.value)
+            self.check_value(v, args, f"generate on {self.name}", ())
             m = constraints.leaf_mask
             if m is not None:  # given where the mask holds, sampled elsewhere
                 v = where_mask(m, v, self.sample(key, *args))
@@ -447,6 +652,7 @@ class Distribution(GenerativeFunction):
         tr = self._simulate(args, key)
         return GenerateResult(tr, mx.zeros_like(tr.score))
 
+    @_named_errors("assess")
     def _assess(self, args: tuple[Any, ...], choices: ChoiceMap) -> AssessResult:
         if not choices.has_root_value and runtime.is_lenient():
             v = self.sample(mx.random.key(0), *args)  # a branch not taken: any value
@@ -454,8 +660,10 @@ class Distribution(GenerativeFunction):
         if not choices.has_root_value:
             raise MissingChoiceError(f"assess on {self.name}: no value given for its choice")
         v = as_array(choices.value)
+        self.check_value(v, args, f"assess on {self.name}", ())
         return AssessResult(self.score(v, args), v)
 
+    @_named_errors("update")
     def _update(
         self,
         trace: Trace,
@@ -467,6 +675,7 @@ class Distribution(GenerativeFunction):
         assert isinstance(trace, DistributionTrace)
         if constraints.has_root_value:
             v = as_array(constraints.value)
+            self.check_value(v, args, f"update on {self.name}", ())
             m = constraints.leaf_mask
             if m is not None:  # given where the mask holds, kept elsewhere
                 v = where_mask(m, v, trace.value)
@@ -492,6 +701,7 @@ class Distribution(GenerativeFunction):
             ChoiceMap.empty(),
         )
 
+    @_named_errors("regenerate")
     def _regenerate(
         self,
         trace: Trace,

@@ -31,7 +31,7 @@ from typing import Any
 import mlx.core as mx
 
 from genmlx.core import handlers as H
-from genmlx.core import incremental, runtime
+from genmlx.core import incremental, rewrites, runtime
 from genmlx.core.address import Address, Path, format_address, to_path
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff, NoChange, UnknownChange
@@ -170,6 +170,52 @@ class DynamicGenerativeFunction(GenerativeFunction):
         self.fn = fn
         self.name = getattr(fn, "__qualname__", getattr(fn, "__name__", "gen_fn"))
 
+    def _check_arity(self, trace: Trace, args: tuple[Any, ...], op: str) -> None:
+        """New arguments must fit the body's signature (defaults and ``*args`` allowed)."""
+        import inspect
+
+        try:
+            sig = inspect.signature(self.fn)
+        except (TypeError, ValueError):
+            return super()._check_arity(trace, args, op)
+        try:
+            sig.bind(*args)
+        except TypeError as e:
+            raise TypeError(
+                f"{op} on {self!r}: the model takes {sig} but got {len(args)} argument(s) "
+                f"({e}); pass every argument (args=None keeps the old ones)"
+            ) from None
+
+    def static_structure(self, args: tuple[Any, ...]) -> str | None:
+        """``None`` when the body's address structure is fixed for arguments like
+        ``args`` (its analysed graph is static), else the reason it is not."""
+        from genmlx.core.graph import structural_graph
+
+        try:
+            g = structural_graph(self, args)
+        except Exception as e:
+            return f"is {self!r}, whose body could not be analysed ({type(e).__name__}: {e})"
+        return None if g.is_static else f"is {self!r}, which is dynamic: {g.reason}"
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """Domains of the body's choices (from its analysed graph) that do not depend on
+        array-valued parameters."""
+        from genmlx.core.graph import structural_graph
+
+        try:
+            g = structural_graph(self, args)
+        except Exception:
+            return None
+        if not g.is_static:
+            return None
+        out: dict[Any, Any] = {}
+        for s in g.sites:
+            if s.kind == "choice" and s.domain is not None and _fixed_domain(s.domain):
+                out[s.path] = s.domain
+            elif s.kind == "call":
+                out.update({(*s.path, *p): d for p, d in s.call_domains})
+        return out
+
     def _run(self, op: str, args: tuple[Any, ...], handler: Any, state: Any) -> tuple[Any, Any]:
         return H.run_body(op, self.name, self.fn, args, handler, state)
 
@@ -183,10 +229,11 @@ class DynamicGenerativeFunction(GenerativeFunction):
     def _generate(
         self, args: tuple[Any, ...], constraints: ChoiceMap, key: mx.array
     ) -> GenerateResult:
+        prepared = rewrites.current(self)
         st, retval = self._run(
             "generate",
             args,
-            H.generate_site,
+            H.generate_site if prepared is None else rewrites.handler(prepared, H.generate_site),
             H.GenerateState(KeyStream.start(key), None, 0.0, 0.0, constraints),
         )
         trie = H.build_trie(st.records, "generate", self.name)
@@ -195,7 +242,9 @@ class DynamicGenerativeFunction(GenerativeFunction):
         return GenerateResult(tr, _as_score(st.weight))
 
     def _assess(self, args: tuple[Any, ...], choices: ChoiceMap) -> AssessResult:
-        st, retval = self._run("assess", args, H.assess_site, H.AssessState(None, 0.0, choices))
+        prepared = rewrites.current(self)
+        site = H.assess_site if prepared is None else rewrites.handler(prepared, H.assess_site)
+        st, retval = self._run("assess", args, site, H.AssessState(None, 0.0, choices))
         trie = H.build_trie(st.records, "assess", self.name)
         H.check_all_used(choices, trie, "assess", self.name, "choice")
         return AssessResult(_as_score(st.score), retval)
@@ -215,9 +264,9 @@ class DynamicGenerativeFunction(GenerativeFunction):
             KeyStream.start(key), None, 0.0, 0.0, constraints, trace._trie, None, False
         )
         plan = incremental.plan_update(self, args, argdiffs, constraints)
-        handler = (
-            H.update_site if plan is None else incremental.plan_handler(plan, H.update_site, "update")
-        )
+        handler = H.update_site
+        if plan is not None:
+            handler = incremental.plan_handler(plan, H.update_site, "update")
         st, retval = self._run("update", args, handler, state)
         trie = H.build_trie(st.records, "update", self.name)
         H.check_all_used(constraints, trie, "update", self.name, "constraint")
@@ -292,6 +341,14 @@ class DynamicGenerativeFunction(GenerativeFunction):
 
     def __repr__(self) -> str:
         return f"<gen {self.name}>"
+
+
+def _fixed_domain(d: Any) -> bool:
+    """A domain whose bounds are plain numbers (the same for every call)."""
+    for attr in ("low", "high"):
+        if isinstance(getattr(d, attr, None), mx.array):
+            return False
+    return True
 
 
 def gen(fn: Callable[..., Any]) -> DynamicGenerativeFunction:

@@ -11,8 +11,11 @@ __all__ = [
     "AddressError",
     "BatchedControlFlowError",
     "ConstraintError",
+    "DistributionArgumentError",
     "GenMLXError",
     "ImproperPriorError",
+    "InvalidAddressError",
+    "InvalidKeyError",
     "MissingChoiceError",
     "NonFiniteScoreError",
     "PluginError",
@@ -31,6 +34,12 @@ class AddressError(GenMLXError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class InvalidAddressError(AddressError, TypeError):
+    """An address component that is neither a ``str`` nor an ``int`` (e.g. a float, a
+    bool or an array). It is an :class:`AddressError` and, for older code, a
+    ``TypeError``."""
 
 
 class ConstraintError(GenMLXError, ValueError):
@@ -63,6 +72,17 @@ class ImproperPriorError(GenMLXError, TypeError):
         if self.path:
             where = f"{where} at {format_address(self.path)}".strip()
         return f"{where}: {self.message}" if where else self.message
+
+
+class InvalidKeyError(GenMLXError, TypeError):
+    """A ``key=`` argument that is not an MLX key (``uint32``, shape ``(2,)``), an int
+    seed or ``None``."""
+
+
+class DistributionArgumentError(GenMLXError, ValueError, TypeError):
+    """A distribution at a named address could not use its parameters (shapes that do
+    not broadcast, a string or ``None`` where a number belongs, an empty probability
+    vector, a plain number outside the parameter's domain)."""
 
 
 class MissingChoiceError(AddressError):

@@ -43,6 +43,7 @@ from genmlx.core.diff import Diff, NoChange, diff_args, no_change_args
 from genmlx.core.errors import NonFiniteScoreError
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.selection import Selection
+from genmlx.core.threads import translate_stream_errors
 from genmlx.core.trace import Trace
 
 if TYPE_CHECKING:
@@ -185,6 +186,21 @@ def _as_args(args: Any, op: str) -> tuple[Any, ...]:
     )
 
 
+def _as_argdiffs(argdiffs: Any, op: str, gf: Any) -> tuple[Diff, ...]:
+    if not isinstance(argdiffs, (tuple, list)):
+        raise TypeError(
+            f"{op} on {gf!r}: argdiffs must be a tuple with one Diff per argument "
+            f"(NoChange, UnknownChange, ...); got {type(argdiffs).__name__}"
+        )
+    for i, d in enumerate(argdiffs):
+        if not isinstance(d, Diff):
+            raise TypeError(
+                f"{op} on {gf!r}: argdiffs[{i}] is {d!r} ({type(d).__name__}), not a Diff; use "
+                "NoChange, UnknownChange or VectorDiff(...) from genmlx.core"
+            )
+    return tuple(argdiffs)
+
+
 def _as_choicemap(c: Any, op: str, what: str = "constraints") -> ChoiceMap:
     if c is None:
         return ChoiceMap.empty()
@@ -247,6 +263,17 @@ class GenerativeFunction(ABC):
             f"is a {type(self).__name__}, which does not declare a fixed address structure "
             "(GenerativeFunction.static_structure)"
         )
+
+    def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
+        """The domains of this function's random choices for ``args``, by relative path,
+        where they are the same for every call (``None``: not known).
+
+        The compiled tier (:func:`genmlx.core.logdensity`) uses them to map latent
+        choices made inside a call to unconstrained space. Combinators answer from their
+        kernel's domains.
+        """
+        del args
+        return None
 
     # ------------------------------------------------------------------ syntax
     def __call__(self, *args: Any) -> TracedCall:
@@ -313,7 +340,7 @@ class GenerativeFunction(ABC):
             The trace; ``trace.score == log p(t; args)``.
         """
         args = _as_args(args, "simulate")
-        key = resolve_key(key)
+        key = resolve_key(key, "simulate")
         with runtime.operation() as top:
             tr = self._simulate(args, key)
         if top:
@@ -346,9 +373,15 @@ class GenerativeFunction(ABC):
         if cons.batch_shape:
             from genmlx.core import batching
 
-            return batching.vgenerate(self, args, cons, cons.batch_shape[0], resolve_key(key))
-        key = resolve_key(key)
-        with runtime.operation() as top:
+            return batching.vgenerate(
+                self, args, cons, cons.batch_shape[0], resolve_key(key, "generate")
+            )
+        key = resolve_key(key, "generate")
+        _prepare(self, args)
+        from genmlx.core import rewrites
+
+        prepared = rewrites.prepare(self, args, cons) if runtime.operation_depth() == 0 else None
+        with runtime.operation() as top, rewrites.active(prepared):
             res = self._generate(args, cons, key)
         if top:
             _check_finite("generate", self, res.trace, res.weight)
@@ -376,7 +409,7 @@ class GenerativeFunction(ABC):
     def propose(self, args: tuple[Any, ...] = (), *, key: Key = None) -> ProposeResult:
         """Sample choices and return them with their log density and the return value."""
         args = _as_args(args, "propose")
-        key = resolve_key(key)
+        key = resolve_key(key, "propose")
         with runtime.operation() as top:
             res = self._propose(args, key)
         if top:
@@ -395,16 +428,36 @@ class GenerativeFunction(ABC):
                 f"{op}: the trace was made by {trace.gen_fn!r}, not by {self!r}; "
                 "call the operation on trace.gen_fn"
             )
+        if argdiffs is not None:
+            argdiffs = _as_argdiffs(argdiffs, op, self)
         if args is None:
             if argdiffs is not None and not all(d.is_no_change() for d in argdiffs):
-                raise ValueError(f"{op}: argdiffs say the arguments changed but no args given")
+                raise ValueError(
+                    f"{op} on {self!r}: argdiffs say the arguments changed but no args were "
+                    "given; pass the new args too"
+                )
             return trace.args, no_change_args(trace.args)
         args = _as_args(args, op)
+        self._check_arity(trace, args, op)
         if argdiffs is None:
             return args, diff_args(trace.args, args)
         if len(argdiffs) != len(args):
-            raise ValueError(f"{op}: {len(argdiffs)} argdiffs for {len(args)} arguments")
-        return args, tuple(argdiffs)
+            raise ValueError(
+                f"{op} on {self!r}: {len(argdiffs)} argdiffs for {len(args)} arguments; give "
+                "one Diff (NoChange, UnknownChange, ...) per argument"
+            )
+        return args, argdiffs
+
+    def _check_arity(self, trace: Trace, args: tuple[Any, ...], op: str) -> None:
+        """Raise ``TypeError`` when ``update``/``regenerate`` get new arguments this
+        generative function cannot take. The default asks for as many as the trace was
+        made with; a generative function with optional arguments overrides it."""
+        if len(args) != len(trace.args):
+            raise TypeError(
+                f"{op} on {self!r}: the trace was made with {len(trace.args)} argument(s) but "
+                f"{len(args)} were given; pass every argument of the model (args=None keeps "
+                "the old ones)"
+            )
 
     def update(
         self,
@@ -438,7 +491,7 @@ class GenerativeFunction(ABC):
         if cons.is_empty and _unchanged(trace.args, args, argdiffs):
             # nothing to do, for every generative function: the trace is kept as it is
             return UpdateResult(trace, mx.zeros_like(trace.score), NoChange, ChoiceMap.empty())
-        key = resolve_key(key)
+        key = resolve_key(key, "update")
         if trace.batch_shape:
             from genmlx.core import batching
 
@@ -471,7 +524,7 @@ class GenerativeFunction(ABC):
         sel = _as_selection(selection, "regenerate")
         if sel.is_none() and _unchanged(trace.args, args, argdiffs):
             return RegenerateResult(trace, mx.zeros_like(trace.score), NoChange)
-        key = resolve_key(key)
+        key = resolve_key(key, "regenerate")
         if trace.batch_shape:
             from genmlx.core import batching
 
@@ -507,7 +560,7 @@ class GenerativeFunction(ABC):
             raise TypeError(f"edit: request must be an EditRequest, got {type(request).__name__}")
         if trace.gen_fn is not self:
             raise ValueError(f"edit: the trace was made by {trace.gen_fn!r}, not {self!r}")
-        key = resolve_key(key)
+        key = resolve_key(key, "edit")
         if trace.batch_shape:
             from genmlx.core import batching
 
@@ -529,7 +582,9 @@ class GenerativeFunction(ABC):
         """
         from genmlx.core import batching
 
-        return batching.vsimulate(self, _as_args(args, "vsimulate"), n, resolve_key(key))
+        return batching.vsimulate(
+            self, _as_args(args, "vsimulate"), n, resolve_key(key, "vsimulate")
+        )
 
     def vgenerate(
         self, args: tuple[Any, ...], constraints: Any, n: int, *, key: Key = None
@@ -542,10 +597,25 @@ class GenerativeFunction(ABC):
         from genmlx.core import batching
 
         cons = _as_choicemap(constraints, "vgenerate")
-        return batching.vgenerate(self, _as_args(args, "vgenerate"), cons, n, resolve_key(key))
+        return batching.vgenerate(
+            self, _as_args(args, "vgenerate"), cons, n, resolve_key(key, "vgenerate")
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+    # ------------------------------------------------------------------ copying
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickled by reference to its module-level name (see genmlx.core.serialize)."""
+        from genmlx.core.serialize import reduce_generative_function
+
+        return reduce_generative_function(self, protocol)
+
+    def __copy__(self) -> GenerativeFunction:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GenerativeFunction:
+        return self  # code, not data: copies of traces share their model
 
 
 def _prepare(gf: GenerativeFunction, args: tuple[Any, ...]) -> None:
@@ -572,6 +642,17 @@ def _check_finite(
     """Raise NonFiniteScoreError when a score/weight is NaN or +inf (or -inf if not allowed)."""
     if not check_scores_enabled() or runtime.in_transform():
         return
+    with translate_stream_errors(f"{op} on {gf!r}"):
+        _check_finite_now(op, gf, trace, weight, allow_neg_inf)
+
+
+def _check_finite_now(
+    op: str,
+    gf: GenerativeFunction,
+    trace: Trace | None,
+    weight: mx.array | None,
+    allow_neg_inf: bool,
+) -> None:
     arrays = [a for a in (trace.score if trace is not None else None, weight) if a is not None]
     if not arrays:
         return
@@ -587,6 +668,10 @@ def _check_finite(
         if runtime.is_transform_eval_error(e):
             return
         raise
+    if trace is not None:
+        reason = _structural_problem(trace)
+        if reason is not None:
+            raise NonFiniteScoreError(f"{op} on {gf!r}: {reason}")
     where = "its weight"
     if trace is not None:
         for path, s in trace.site_scores():
@@ -600,3 +685,27 @@ def _check_finite(
         "distribution's parameters are valid (e.g. a positive scale) and that observed "
         "values lie in its support; config.score_checks(False) disables this check."
     )
+
+
+def _structural_problem(trace: Trace) -> str | None:
+    """The first problem a trace (or one nested in it) reports through
+    :meth:`Trace.nonfinite_reason` — e.g. a batched ``Switch`` index out of range,
+    which cannot raise where it happens and gives a NaN score instead."""
+    stack: list[Any] = [trace]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Trace):
+            reason = node.nonfinite_reason()
+            if reason is not None:
+                return reason
+            children, _ = node._tree_flatten()
+            stack.extend(reversed(children))
+        elif isinstance(node, (list, tuple)):
+            stack.extend(reversed(node))
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+    return None

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address, from_path
@@ -100,6 +101,11 @@ class Site:
     domain: Constraint | None = None
     call_choices: tuple[tuple[Path, tuple[int, ...], Any, bool], ...] = ()
     param_parents: tuple[tuple[frozenset[Path], frozenset[int]], ...] = ()
+    call_domains: tuple[tuple[Path, Constraint], ...] = ()
+    param_affine: tuple[bool, ...] = ()
+    param_shapes: tuple[tuple[int, ...] | None, ...] = ()
+    param_uniform: tuple[bool, ...] = ()
+    param_link: tuple[str | None, ...] = ()
 
     @property
     def address(self) -> Any:
@@ -239,6 +245,13 @@ class ModelGraph:
         ret = [format_address(p) for p in sorted(self.retval_parents, key=str)]
         ret += [f"arg{i}" for i in sorted(self.retval_arg_parents)]
         lines.append(f"  return <- {', '.join(ret) or '-'}")
+        if self.is_static:
+            from genmlx.core.rewrites import is_enabled, plan
+
+            for r in plan(self):
+                if self._by_path[r.path].observed:
+                    off = "" if is_enabled() else " [rewrites off]"
+                    lines.append(f"  rewrite {format_address(r.path)}: {r.describe()}{off}")
         return "\n".join([head, *lines])
 
 
@@ -256,6 +269,7 @@ class _Found:
     value: Any  # choice value, call retval, or None for inlined @gen calls
     observed: bool
     call_choices: tuple[tuple[Path, tuple[int, ...], Any, bool], ...] = ()
+    call_domains: tuple[tuple[Path, Constraint], ...] = ()
 
 
 class _Recorder:
@@ -267,6 +281,7 @@ class _Recorder:
         self.prefix: Path = ()
         self.key = mx.random.key(0)
         self.count = 0
+        self.last: Path | None = None
 
 
 def _is_gen(gf: Any) -> bool:
@@ -287,9 +302,7 @@ def _discover_site(rec: _Recorder) -> Callable[..., tuple[Any, Any]]:
                 v = as_array(node.value)
                 rec.found.append(_Found(full, gf, "choice", args, v, True))
             else:
-                k = mx.random.fold_in(rec.key, rec.count) if hasattr(mx.random, "fold_in") else (
-                    mx.random.split(rec.key, rec.count + 1)[rec.count]
-                )
+                k = mx.random.split(rec.key, rec.count + 1)[rec.count]
                 # an improper prior has no sampler: analysis needs only a shape
                 v = gf.placeholder(*args) if gf.is_improper else gf.sample(k, *args)
                 rec.found.append(_Found(full, gf, "choice", args, v, False))
@@ -299,7 +312,7 @@ def _discover_site(rec: _Recorder) -> Callable[..., tuple[Any, Any]]:
             outer = rec.prefix
             rec.prefix = full
             try:
-                value = gf.fn(*args)  # inline: its sites reach this same handler
+                value = gf.fn(*args)  # type: ignore[attr-defined]  # inlined: same handler
             finally:
                 rec.prefix = outer
             run = runtime.active_run()
@@ -314,7 +327,12 @@ def _discover_site(rec: _Recorder) -> Callable[..., tuple[Any, Any]]:
             for p, v in tr.get_choices().leaves()
         )
         observed = bool(choices) and all(o for *_, o in choices)
-        rec.found.append(_Found(full, gf, "call", args, tr.retval, observed, choices))
+        try:
+            doms = gf.choice_domains(args) or {}
+        except Exception:
+            doms = {}
+        cd = tuple((p, doms[p]) for p, *_ in choices if p in doms)
+        rec.found.append(_Found(full, gf, "call", args, tr.retval, observed, choices, cd))
         return state, tr.retval
 
     return handler
@@ -334,18 +352,19 @@ def _replay_site(rec: _Recorder, values: list[Any], params_out: list[list[Any]])
         f = rec.found[i]
         # distributions built inside the body (transformed(...), mixture(...)) are new
         # objects each run: equal ones are the same site
-        if f.path != full or (f.gen_fn is not gf and f.gen_fn != gf):
+        if f.path != full or not (same_gen_fn(f.gen_fn, gf) or f.gen_fn == gf):
             raise _Dynamic(
                 f"the address set changed between two runs: site {i} was "
                 f"{format_address(f.path)} ({f.gen_fn!r}) and is now "
                 f"{format_address(full)} ({gf!r})"
             )
         params_out.append(list(args))
+        rec.last = full
         if f.kind == "gen":
             outer = rec.prefix
             rec.prefix = full
             try:
-                value = gf.fn(*args)
+                value = gf.fn(*args)  # type: ignore[attr-defined]
             finally:
                 rec.prefix = outer
             run = runtime.active_run()
@@ -355,6 +374,43 @@ def _replay_site(rec: _Recorder, values: list[Any], params_out: list[list[Any]])
     return handler
 
 
+def _gf_key(gf: Any, depth: int = 0) -> Any:
+    if depth > 8:
+        return ("id", id(gf))
+    items: list[Any] = []
+    for k, v in sorted(vars(gf).items()) if hasattr(gf, "__dict__") else ():
+        if isinstance(v, GenerativeFunction):
+            items.append((k, type(v), _gf_key(v, depth + 1)))
+        elif isinstance(v, (tuple, list)) and all(isinstance(x, GenerativeFunction) for x in v):
+            items.append((k, tuple((type(x), _gf_key(x, depth + 1)) for x in v)))
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            items.append((k, v))
+        elif isinstance(v, tuple) and all(
+            x is None or isinstance(x, (bool, int, float, str)) for x in v
+        ):
+            items.append((k, v))
+        elif callable(v) and hasattr(v, "__code__"):
+            items.append((k, "fn", v.__code__))
+        elif k.startswith("_") or k in ("__wrapped__",):
+            continue
+        else:
+            items.append((k, "id", id(v)))
+    return tuple(items)
+
+
+def same_gen_fn(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` are the same generative function, or two instances built the same
+    way (a combinator made inside a body is a new object on every run)."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or _is_gen(a):
+        return False
+    try:
+        return bool(_gf_key(a) == _gf_key(b))
+    except Exception:
+        return False
+
+
 def _arg_signature(args: tuple[Any, ...]) -> tuple[Any, ...]:
     leaves, td = flatten(args)
     return (td, tuple((tuple(x.shape), x.dtype) for x in leaves))
@@ -362,6 +418,205 @@ def _arg_signature(args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _obs_structure(obs: ChoiceMap) -> tuple[Any, ...]:
     return tuple(sorted((p, tuple(v.shape)) for p, v in obs.leaves()))
+
+
+_STRUCTURAL = frozenset(
+    {
+        "Broadcast",
+        "Reshape",
+        "ExpandDims",
+        "Squeeze",
+        "Transpose",
+        "Slice",
+        "AsType",
+        "Copy",
+        "StopGradient",
+        "Negative",
+        "Flatten",
+        "Unflatten",
+        "Concatenate",
+    }
+)
+
+
+_LINKS = frozenset({"Sigmoid", "Exp"})
+
+
+def _links_from_export(events: list[dict[str, Any]], variable: set[int]) -> list[str | None]:
+    """For each exported output: the name of the link (``"Sigmoid"``, ``"Exp"``) when the
+    output is that function of an affine function of the ``variable`` inputs that depends
+    on them (a generalised linear predictor), else ``None``."""
+    var: dict[str, bool] = {}
+    aff: dict[str, bool] = {}
+    link: dict[str, str | None] = {}
+    outputs: list[str] = []
+    for e in events:
+        t = e.get("type")
+        if t == "inputs":
+            for j, (name, *_) in enumerate(e["inputs"]):
+                var[name], aff[name] = j in variable, True
+        elif t == "outputs":
+            outputs = [name for name, *_ in e["outputs"]]
+        elif t == "constants":
+            for name, *_ in e["constants"]:
+                var[name], aff[name] = False, True
+        elif t == "primitive":
+            ins = [name for name, *_ in e["inputs"]]
+            v = [var.get(n, False) for n in ins]
+            a = [aff.get(n, True) for n in ins]
+            prim = e["name"]
+            if not any(v):
+                ok = True
+            elif prim in _STRUCTURAL or prim in ("Add", "Subtract"):
+                ok = all(a)
+            elif prim in ("Multiply", "Matmul"):
+                ok = sum(v) == 1 and all(a)
+            elif prim == "Divide":
+                ok = v[0] and not any(v[1:]) and a[0]
+            elif prim == "Reduce":
+                ok = bool(e.get("arguments")) and e["arguments"][0] == 2 and all(a)
+            else:
+                ok = False
+            for name, *_ in e["outputs"]:
+                var[name] = any(v)
+                aff[name] = ok
+                link[name] = prim if (prim in _LINKS and len(ins) == 1 and v[0] and a[0]) else None
+    return [link.get(n) for n in outputs]
+
+
+def _affine_from_export(events: list[dict[str, Any]], variable: set[int]) -> list[bool]:
+    """For each exported output: is it an affine function of the inputs at positions
+    ``variable`` (the other inputs and constants are fixed)? Decided from the primitives
+    (exact, no numerical test): sums, products with a fixed factor, matrix products with
+    a fixed side, divisions by a fixed divisor, sums over axes and reshaping operations
+    keep affinity; anything else applied to a varying value breaks it."""
+    var: dict[str, bool] = {}  # the node depends on a variable input
+    aff: dict[str, bool] = {}  # the node is affine in the variable inputs
+    outputs: list[str] = []
+    for e in events:
+        t = e.get("type")
+        if t == "inputs":
+            for j, (name, *_) in enumerate(e["inputs"]):
+                var[name] = j in variable
+                aff[name] = True
+        elif t == "outputs":
+            outputs = [name for name, *_ in e["outputs"]]
+        elif t == "constants":
+            for name, *_ in e["constants"]:
+                var[name], aff[name] = False, True
+        elif t == "primitive":
+            ins = [name for name, *_ in e["inputs"]]
+            v = [var.get(n, False) for n in ins]
+            a = [aff.get(n, True) for n in ins]
+            prim = e["name"]
+            if not any(v):
+                ok = True
+            elif prim in _STRUCTURAL or prim in ("Add", "Subtract"):
+                ok = all(a)
+            elif prim in ("Multiply", "Matmul"):
+                ok = sum(v) == 1 and all(a)
+            elif prim == "Divide":
+                ok = v[0] and not any(v[1:]) and a[0]
+            elif prim == "Reduce":
+                ok = bool(e.get("arguments")) and e["arguments"][0] == 2 and all(a)  # a sum
+            elif prim in ("Gather", "Take"):
+                ok = v[0] and not any(v[1:]) and a[0]
+            elif prim == "Select":
+                ok = not v[0] and all(a[1:])
+            else:
+                ok = False
+            for name, *_ in e["outputs"]:
+                var[name] = any(v)
+                aff[name] = ok
+    return [aff.get(n, True) for n in outputs]
+
+
+_ELEMENTWISE = frozenset(
+    {
+        "Abs",
+        "Add",
+        "ArcCos",
+        "ArcSin",
+        "ArcTan",
+        "ArcTanh",
+        "AsType",
+        "Ceil",
+        "Copy",
+        "Cos",
+        "Cosh",
+        "Divide",
+        "Equal",
+        "Erf",
+        "ErfInv",
+        "Exp",
+        "Expm1",
+        "Floor",
+        "Greater",
+        "GreaterEqual",
+        "Less",
+        "LessEqual",
+        "Log",
+        "Log1p",
+        "LogAddExp",
+        "LogicalAnd",
+        "LogicalNot",
+        "LogicalOr",
+        "Maximum",
+        "Minimum",
+        "Multiply",
+        "Negative",
+        "NotEqual",
+        "Power",
+        "Remainder",
+        "Round",
+        "Select",
+        "Sigmoid",
+        "Sign",
+        "Sin",
+        "Sinh",
+        "Sqrt",
+        "Square",
+        "StopGradient",
+        "Subtract",
+        "Tan",
+        "Tanh",
+    }
+)
+
+
+def _uniform_from_export(events: list[dict[str, Any]]) -> list[bool]:
+    """For each exported output: are all its elements equal whatever the inputs (a
+    scalar broadcast, possibly through elementwise operations)?"""
+    uni: dict[str, bool] = {}
+    outputs: list[str] = []
+    for e in events:
+        t = e.get("type")
+        if t == "inputs":
+            for name, shape, *_ in e["inputs"]:
+                uni[name] = tuple(shape) == ()
+        elif t == "outputs":
+            outputs = [name for name, *_ in e["outputs"]]
+        elif t == "constants":
+            for name, value in e["constants"]:
+                try:
+                    a = np.asarray(value)
+                    uni[name] = a.size <= 1 or bool(np.all(a == a.reshape(-1)[0]))
+                except Exception:
+                    uni[name] = False
+        elif t == "primitive":
+            ins = [name for name, *_ in e["inputs"]]
+            prim = e["name"]
+            if prim in ("Broadcast", "Reshape", "ExpandDims", "Squeeze", "Transpose", "Slice"):
+                ok = bool(ins) and uni.get(ins[0], False)
+            elif prim in _ELEMENTWISE:
+                ok = all(uni.get(n, False) for n in ins)
+            elif prim == "Full":
+                ok = bool(ins) and uni.get(ins[0], False)
+            else:
+                ok = False
+            for name, shape, *_ in e["outputs"]:
+                uni[name] = ok or tuple(shape) == ()
+    return [uni.get(n, False) for n in outputs]
 
 
 def _deps_from_export(
@@ -441,7 +696,8 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
             f"analyze: expected a @gen function, got {model!r}; wrap a distribution or "
             "combinator in a @gen body to analyse it"
         )
-    name = model.name  # type: ignore[attr-defined]
+    name = model.name
+    fn: Any = model.fn  # type: ignore[attr-defined]
     n_args = len(args)
     rec = _Recorder(obs)
     flag = [False]
@@ -450,7 +706,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
     try:
         # ---------------------------------------------------------------- pass 1
         try:
-            H.run_body("analyze", name, model.fn, args, _discover_site(rec), None)  # type: ignore[attr-defined]
+            H.run_body("analyze", name, fn, args, _discover_site(rec), None)
         except _Dynamic as e:
             return ModelGraph(model, False, str(e), (), n_args=n_args)
         except GenMLXError as e:
@@ -487,8 +743,14 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
                 pos += td.num_leaves
             params_out.clear()
             rec.prefix = ()
+            rec.last = None
             _, retval = H.run_body(
-                "analyze", name, model.fn, a, _replay_site(rec, values, params_out), None  # type: ignore[attr-defined]
+                "analyze",
+                name,
+                fn,
+                a,
+                _replay_site(rec, values, params_out),
+                None,
             )
             if len(params_out) != len(found):
                 raise _Dynamic(
@@ -520,12 +782,17 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
             return ModelGraph(model, False, str(e), (), n_args=n_args)
         except ValueError as e:
             if runtime.is_transform_eval_error(e) or "BatchedControlFlow" in type(e).__name__:
+                where = (
+                    f"after the choice at {format_address(rec.last)}"
+                    if rec.last is not None
+                    else "before its first random choice"
+                )
                 return ModelGraph(
                     model,
                     False,
-                    "its body needs the concrete value of an array (a Python `if`/`while`, "
-                    "bool(), float() or .item() on a random value or an argument array), so "
-                    "its structure can depend on the values",
+                    f"its body needs the concrete value of an array {where} (a Python "
+                    "`if`/`while`, bool(), float() or .item() on a random value or an "
+                    "argument array), so its structure can depend on the values",
                     (),
                     n_args=n_args,
                 )
@@ -540,8 +807,15 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
         n_out = n_out_total if n_out_total else 1
         if conservative:
             deps = _conservative_deps(box["layout"], box["n_ret"], len(arg_leaves), value_owner)
+            # without the primitive graph nothing is known to be affine or uniform
+            affine = [False] * n_out
+            uniform = [False] * n_out
+            links: list[str | None] = [None] * n_out
         else:
             deps = _deps_from_export(events, n_in, n_out)
+            affine = _affine_from_export(events, set(range(len(arg_leaves), n_in)))
+            uniform = _uniform_from_export(events)
+            links = _links_from_export(events, set(range(len(arg_leaves), n_in)))
     finally:
         P._OBSERVER.reset(token)
         _uses_params.flag = None
@@ -557,11 +831,17 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
         return frozenset(sites), frozenset(argpos)
 
     per_site: list[list[tuple[frozenset[Path], frozenset[int]]]] = [[] for _ in found]
+    per_affine: list[list[bool]] = [[] for _ in found]
+    per_uniform: list[list[bool]] = [[] for _ in found]
+    per_link: list[list[str | None]] = [[] for _ in found]
     pos = 0
-    for i, j, n in box["layout"]:
+    for i, _, n in box["layout"]:
         acc: frozenset[int] = frozenset()
         for d in deps[pos : pos + n]:
             acc = acc | d
+        per_affine[i].append(all(affine[pos : pos + n]) if n else True)
+        per_uniform[i].append(all(uniform[pos : pos + n]) if n else True)
+        per_link[i].append(links[pos] if n == 1 else None)
         pos += n
         per_site[i].append(classify(acc))
     ret_ix: frozenset[int] = frozenset()
@@ -580,6 +860,12 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
                 dom = f.gen_fn.domain(*f.args)  # type: ignore[attr-defined]
             except Exception:
                 dom = None
+            shapes = tuple(
+                tuple(a.shape)
+                if isinstance(a, mx.array)
+                else (() if isinstance(a, (int, float)) else None)
+                for a in f.args
+            )
             sites.append(
                 Site(
                     f.path,
@@ -593,12 +879,29 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
                     dom,
                     (),
                     pp,
+                    (),
+                    tuple(per_affine[i]),
+                    shapes,
+                    tuple(per_uniform[i]),
+                    tuple(per_link[i]),
                 )
             )
         else:
             sites.append(
-                Site(f.path, f.gen_fn, f.kind, None, None, f.observed, parents, argp, None,
-                     f.call_choices, pp)
+                Site(
+                    f.path,
+                    f.gen_fn,
+                    f.kind,
+                    None,
+                    None,
+                    f.observed,
+                    parents,
+                    argp,
+                    None,
+                    f.call_choices,
+                    pp,
+                    f.call_domains,
+                )
             )
     # the parents of an inlined @gen call's sites include the call's own parents
     # through its arguments already (the trace follows the data), so nothing to add.

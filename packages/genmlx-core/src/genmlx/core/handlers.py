@@ -30,7 +30,7 @@ from genmlx.core import runtime
 from genmlx.core.address import Component, Path, format_address
 from genmlx.core.choicemap import ChoiceMap, as_array
 from genmlx.core.diff import diff_args
-from genmlx.core.distribution import Distribution, where_mask
+from genmlx.core.distribution import Distribution, argument_error, where_mask
 from genmlx.core.errors import (
     AddressError,
     BatchedControlFlowError,
@@ -188,9 +188,13 @@ def _in_call(path: Path) -> Iterator[None]:
         raise type(e)(f"{e} [inside the traced call at {format_address(path)}]") from e
 
 
-def _choice_value_constraint(cons: ChoiceMap, path: Path, op: str, gf: Distribution) -> Any:
+def _choice_value_constraint(
+    cons: ChoiceMap, path: Path, op: str, gf: Distribution, args: tuple[Any, ...]
+) -> Any:
     if cons.has_root_value:
-        return as_array(cons.value)
+        v = as_array(cons.value)
+        gf.check_value(v, args, op, path)
+        return v
     if runtime.is_lenient() and not cons.is_empty:
         return None
     if not cons.is_empty:
@@ -226,7 +230,7 @@ def generate_site(
     cons = _constraint_at(state.constraints, path)
     key = state.key
     if isinstance(gf, Distribution):
-        v = _choice_value_constraint(cons, path, "generate", gf)
+        v = _choice_value_constraint(cons, path, "generate", gf, args)
         m = cons.leaf_mask if v is not None else None
         if m is not None:  # a masked constraint: given where the mask holds
             key, sub = key.site()
@@ -260,7 +264,7 @@ def assess_site(
     """assess: every choice must be given; add its log density."""
     given = _constraint_at(state.choices, path)
     if isinstance(gf, Distribution):
-        v = _choice_value_constraint(given, path, "assess", gf)
+        v = _choice_value_constraint(given, path, "assess", gf, args)
         if v is None and runtime.is_lenient():
             # an alternative branch that is not taken: any in-support value will do
             v = gf.sample(mx.random.key(0), *args)
@@ -287,7 +291,7 @@ def update_site(
     old = lookup(state.old, path)
     key, discard, changed = state.key, state.discard, state.changed
     if isinstance(gf, Distribution):
-        v = _choice_value_constraint(cons, path, "update", gf)
+        v = _choice_value_constraint(cons, path, "update", gf, args)
         m = cons.leaf_mask if v is not None else None
         old_choice = old if isinstance(old, ChoiceRecord) else None
         if v is not None and m is not None:  # masked: given where the mask holds
@@ -456,6 +460,14 @@ def trace_site(path: Path, gf: GenerativeFunction, args: tuple[Any, ...]) -> Any
         e.op = e.op or run.op
         e.path = (*path, *e.path)
         raise
+    except (ValueError, TypeError, IndexError) as e:
+        if (
+            isinstance(gf, Distribution)
+            and not isinstance(e, GenMLXError)
+            and not runtime.is_transform_eval_error(e)
+        ):
+            raise argument_error(e, run.op, path, gf, args) from e
+        raise
     run.last_path = path
     return value
 
@@ -473,6 +485,10 @@ def run_body(
     with runtime.activate(run):
         try:
             retval = fn(*args)
+        except TypeError as e:
+            if run.last_path is None and not isinstance(e, GenMLXError):
+                _check_arity(op, name, fn, args, e)
+            raise
         except ValueError as e:
             if "TracedCall" in str(e):  # e.g. mx.exp(normal(0, 1)), xs * normal(0, 1)
                 raise TypeError(
@@ -497,6 +513,25 @@ def run_body(
                 ) from e
             raise
     return run.state, retval
+
+
+def _check_arity(
+    op: str, name: str, fn: Callable[..., Any], args: tuple[Any, ...], err: TypeError
+) -> None:
+    """Re-raise a call of the body with the wrong arguments in GenMLX's terms."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*args)
+    except TypeError as bad:
+        raise TypeError(
+            f"{op} on {name}: the model takes {sig} but got {len(args)} argument(s) ({bad}); "
+            "pass args as a tuple with one entry per parameter, e.g. (xs,) for one"
+        ) from err
 
 
 def build_trie(records: Cons, op: str, name: str) -> Trie:

@@ -1,6 +1,6 @@
 """Dependency-aware ``update`` and ``regenerate`` for static models (Gen.jl's static DSL).
 
-With a static model graph (:mod:`genmlx.core.graph`) an update knows, before running
+With a static model graph (:func:`genmlx.core.analyze`) an update knows, before running
 the body, which sites can change: a site must run again when its value is constrained
 (``update``) or selected (``regenerate``), or when its parameters are computed from an
 argument that changed or from a site whose value may change. Every other site keeps
@@ -146,13 +146,17 @@ def _changed_args(argdiffs: tuple[Diff, ...]) -> frozenset[int]:
     return frozenset(i for i, d in enumerate(argdiffs) if not d.is_no_change())
 
 
-_PLANS: dict[Any, Plan] = {}
+_PLANS: dict[Any, tuple[ModelGraph, Plan]] = {}
 
 
 def plan_update(
     gf: Any, args: tuple[Any, ...], argdiffs: tuple[Diff, ...], constraints: ChoiceMap
 ) -> Plan | None:
     """The plan of ``update`` on a static model with a cached graph (else ``None``)."""
+    from genmlx.core.static import auto_compile_enabled
+
+    if not auto_compile_enabled():
+        return None
     g = cached_graph(gf, args)
     if g is None or not g.is_static or len(argdiffs) != g.n_args:
         return None
@@ -161,16 +165,18 @@ def plan_update(
     cons_paths = tuple(sorted((p for p, _ in constraints.leaves()), key=repr))
     changed = _changed_args(argdiffs)
     key = ("u", id(g), cons_paths, changed)
-    plan = _PLANS.get(key)
+    hit = _PLANS.get(key)
+    plan = hit[1] if hit is not None and hit[0] is g else None
     if plan is None:
 
         def touched(path: Path, kind: str) -> bool:
             node = constraints._node(path)
             return node is not None and not node.is_empty
 
-        plan = _PLANS[key] = _plan(g, changed, touched)
+        plan = _plan(g, changed, touched)
         if len(_PLANS) > 4096:
             _PLANS.clear()
+        _PLANS[key] = (g, plan)
     return plan
 
 
@@ -178,12 +184,17 @@ def plan_regenerate(
     gf: Any, args: tuple[Any, ...], argdiffs: tuple[Diff, ...], selection: Selection
 ) -> Plan | None:
     """The plan of ``regenerate`` on a static model with a cached graph (else ``None``)."""
+    from genmlx.core.static import auto_compile_enabled
+
+    if not auto_compile_enabled():
+        return None
     g = cached_graph(gf, args)
     if g is None or not g.is_static or len(argdiffs) != g.n_args:
         return None
     changed = _changed_args(argdiffs)
     key = ("r", id(g), selection._static_key(), changed)
-    plan = _PLANS.get(key)
+    hit = _PLANS.get(key)
+    plan = hit[1] if hit is not None and hit[0] is g else None
     if plan is None:
 
         def touched(path: Path, kind: str) -> bool:
@@ -197,9 +208,10 @@ def plan_regenerate(
             # a call is touched when anything below it may be selected
             return sub.selects_root() or not sub.is_none()
 
-        plan = _PLANS[key] = _plan(g, changed, touched)
+        plan = _plan(g, changed, touched)
         if len(_PLANS) > 4096:
             _PLANS.clear()
+        _PLANS[key] = (g, plan)
     return plan
 
 

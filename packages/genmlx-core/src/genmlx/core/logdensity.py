@@ -43,11 +43,11 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 
-from genmlx.core import runtime
+from genmlx.core import rewrites, runtime
 from genmlx.core.address import Path, format_address, from_path, to_path
 from genmlx.core.bijectors import Bijector, IdentityBijector, biject_to
 from genmlx.core.choicemap import ChoiceMap, as_array
-from genmlx.core.compile import tracing_mode
+from genmlx.core.compile import compile_function
 from genmlx.core.constraints import Constraint
 from genmlx.core.errors import GenMLXError
 from genmlx.core.gfi import GenerativeFunction, _as_args, _as_choicemap
@@ -93,7 +93,19 @@ class Block(NamedTuple):
 class _Replay:
     """Per-evaluation state of the replay handler (one body execution)."""
 
-    __slots__ = ("blocks", "calls", "collect", "mode", "obs", "prefix", "score", "transform", "y")
+    __slots__ = (
+        "blocks",
+        "calls",
+        "collect",
+        "mode",
+        "obs",
+        "prefix",
+        "prepared",
+        "score",
+        "transform",
+        "values",
+        "y",
+    )
 
     def __init__(
         self,
@@ -113,11 +125,15 @@ class _Replay:
         self.score: Any = 0.0
         self.prefix: Path = ()
         self.collect: dict[Path, mx.array] = {}
+        self.values: dict[Path, mx.array] = {}
+        self.prepared: Any = None
 
 
 def _bijector(b: Block, dom: Constraint | None, transform: bool) -> Bijector:
     if not transform:
         return IdentityBijector()
+    if dom is None and b.in_call:
+        dom = b.domain  # a call's choice: its fixed domain, found when analysing
     d = b.override if b.override is not None else dom
     if d is None:
         return IdentityBijector()
@@ -141,8 +157,11 @@ def _replay_handler(st: _Replay) -> Callable[..., tuple[Any, Any]]:
                 x, ld = bij.forward_and_log_det(u)
                 if x.dtype != b.dtype and mx.issubdtype(b.dtype, mx.floating):
                     x = x.astype(b.dtype)
+                st.values[full] = x
                 if st.mode == "forward":
                     st.collect[full] = x
+                elif isinstance(bij, IdentityBijector):
+                    st.score = st.score + gf.score(x, args)
                 else:
                     st.score = st.score + gf.score(x, args) + mx.sum(ld)
                 return state, x
@@ -155,7 +174,10 @@ def _replay_handler(st: _Replay) -> Callable[..., tuple[Any, Any]]:
                 )
             v = as_array(node.value)
             if st.mode == "logp":
-                st.score = st.score + gf.score(v, args)
+                s = None
+                if st.prepared is not None and full in st.prepared.specs:
+                    s = rewrites.score(st.prepared, full, gf, args, st.values)
+                st.score = st.score + (gf.score(v, args) if s is None else s)
             return state, v
         if _is_gen(gf):
             outer = st.prefix
@@ -222,14 +244,18 @@ class _Program:
         self.transform = transform
         self.dim = sum(b.size for b in blocks)
         self._compiled: dict[Any, Callable[..., Any]] = {}
+        self.rw_td: TreeDef | None = None  # the structure of the rewrites' constants
 
     # -- one-chain pure functions -------------------------------------------------
     def _run(self, mode: str, y: Any, obs_leaves: list[mx.array], arg_leaves: list[Any]) -> _Replay:
         from genmlx.core import handlers as H
 
         obs = unflatten(self.obs_td, list(obs_leaves))
-        args = unflatten(self.arg_td, list(arg_leaves))
+        na = self.arg_td.num_leaves
+        args = unflatten(self.arg_td, list(arg_leaves[:na]))
         st = _Replay(mode, y, obs, self.by_path, self.calls, self.transform)
+        if self.rw_td is not None:
+            st.prepared = unflatten(self.rw_td, list(arg_leaves[na:]))
         with runtime.operation():
             H.run_body(mode, self.model.name, self.model.fn, args, _replay_handler(st), None)  # type: ignore[attr-defined]
         return st
@@ -239,7 +265,9 @@ class _Program:
         s = st.score
         return s if isinstance(s, mx.array) else mx.array(s, dtype=mx.float32)
 
-    def forward(self, y: mx.array, obs_leaves: list[mx.array], arg_leaves: list[Any]) -> list[mx.array]:
+    def forward(
+        self, y: mx.array, obs_leaves: list[mx.array], arg_leaves: list[Any]
+    ) -> list[mx.array]:
         st = self._run("forward", y, obs_leaves, arg_leaves)
         return [st.collect[b.path] for b in self.blocks]
 
@@ -289,8 +317,10 @@ class _Program:
         out = one
         n_head = n_blocks if kind == "inverse" else 1
         for _ in range(batch_ndim):
-            axes = (0,) * n_head + ((0 if obs_batched else None),) * n_obs + (None,) * (
-                n_in - n_head - n_obs
+            axes = (
+                (0,) * n_head
+                + ((0 if obs_batched else None),) * n_obs
+                + (None,) * (n_in - n_head - n_obs)
             )
             out = mx.vmap(out, in_axes=axes)
 
@@ -301,21 +331,15 @@ class _Program:
         self._compiled[key] = run
         return run
 
-    def compiled(self, kind: str, batch_ndim: int, obs_batched: bool, n_in: int) -> Callable[..., Any]:
+    def compiled(
+        self, kind: str, batch_ndim: int, obs_batched: bool, n_in: int
+    ) -> Callable[..., Any]:
         """:meth:`function`, compiled (kernel fusion per :mod:`genmlx.core.compile`)."""
         key = (kind, batch_ndim, obs_batched, n_in)
         fn = self._compiled.get(key)
         if fn is not None:
             return fn
-        cfn = mx.compile(self.function(kind, batch_ndim, obs_batched, n_in))
-        first = [True]
-
-        def call(*inputs: Any) -> Any:
-            if first[0]:
-                first[0] = False
-                with tracing_mode():
-                    return cfn(*inputs)
-            return cfn(*inputs)
+        call = compile_function(self.function(kind, batch_ndim, obs_batched, n_in))
 
         self._compiled[key] = call
         return call
@@ -355,8 +379,11 @@ def _build_program(
         if s.kind == "choice" and not s.observed:
             items = [(s.path, s.shape, s.dtype, s.domain, False, s)]
         elif s.kind == "call":
+            cdoms = dict(s.call_domains)
             items = [
-                ((*s.path, *p), sh, dt, None, True, s) for p, sh, dt, o in s.call_choices if not o
+                ((*s.path, *p), sh, dt, cdoms.get(p), True, s)
+                for p, sh, dt, o in s.call_choices
+                if not o
             ]
         else:
             continue
@@ -391,7 +418,9 @@ def _build_program(
                     f"domains={{{from_path(path)!r}: constraints.real | ...}}"
                 )
             d = override if override is not None else dom
-            ushape = biject_to(d).unconstrained_shape(shape) if (transform and d is not None) else shape
+            ushape = (
+                biject_to(d).unconstrained_shape(shape) if (transform and d is not None) else shape
+            )
             size = int(math.prod(ushape))
             blocks.append(Block(path, shape, ushape, start, size, dtype, dom, override, in_call))
             start += size
@@ -432,9 +461,7 @@ def _program(
     if latents is not None:
         # selections have no structural equality: key on the choices they pick
         graph = analyze(model, args, obs_u)
-        sel_key = tuple(
-            p for p in _latent_paths(graph) if latents.contains_path(p)
-        )
+        sel_key = tuple(p for p in _latent_paths(graph) if latents.contains_path(p))
     key = (
         _arg_signature(args),
         struct,
@@ -480,9 +507,29 @@ class LogDensity:
         self._p = program
         self.args = args
         self.observations = observations
-        self._obs_leaves, _ = flatten(observations.with_batch_shape(()) if obs_batch else observations)
+        self._obs_leaves, _ = flatten(
+            observations.with_batch_shape(()) if obs_batch else observations
+        )
         self._arg_leaves, _ = flatten(args)
         self._obs_batch = obs_batch
+        prepared = None
+        if program.transform is not None and not obs_batch and not runtime.in_transform():
+            prepared = rewrites.prepare(program.model, args, observations)
+        if prepared is not None:
+            rw_leaves, rw_td = flatten(prepared)
+            if program.rw_td is None or program.rw_td == rw_td:
+                program.rw_td = rw_td
+                self._arg_leaves = [*self._arg_leaves, *rw_leaves]
+        elif program.rw_td is not None:
+            program_copy = _Program(
+                program.model,
+                program.graph,
+                program.blocks,
+                program.obs_td,
+                program.arg_td,
+                program.transform,
+            )
+            self._p = program_copy
 
     # ------------------------------------------------------------------ structure
     @property
@@ -539,8 +586,10 @@ class LogDensity:
         flat_batch = (math.prod(batch),) if batch else ()
         if batch:
             head = [h.reshape(*flat_batch, *h.shape[len(batch) :]) for h in head]
-            obs = [o.reshape(*flat_batch, *o.shape[len(self._obs_batch):]) if self._obs_batch else o
-                   for o in self._obs_leaves]
+            obs = [
+                o.reshape(*flat_batch, *o.shape[len(self._obs_batch) :]) if self._obs_batch else o
+                for o in self._obs_leaves
+            ]
             if self._obs_batch and len(batch) != len(self._obs_batch):
                 raise ValueError("logdensity: batched observations need the same batch shape as y")
         else:
@@ -551,7 +600,9 @@ class LogDensity:
             fn = self._p.compiled(kind, 1 if batch else 0, bool(self._obs_batch), n_in)
         return fn(*head, *obs, *self._arg_leaves)
 
-    def pure(self, kind: str = "vg", *, batched: bool = True) -> tuple[Callable[..., Any], list[mx.array]]:
+    def pure(
+        self, kind: str = "vg", *, batched: bool = True
+    ) -> tuple[Callable[..., Any], list[mx.array]]:
         """``(fn, inputs)``: the uncompiled function for use inside a caller's own
         compiled program, called as ``fn(y, *inputs)``.
 
@@ -570,7 +621,7 @@ class LogDensity:
     def __call__(self, y: Any) -> mx.array:
         """``log p`` (plus log-Jacobian) at ``y`` of shape ``[..., dim]``: shape ``[...]``."""
         y, batch = self._batch(y, "logdensity")
-        out = self._call("logp", [y], batch)
+        out: mx.array = self._call("logp", [y], batch)
         return out.reshape(batch) if batch else out
 
     def value_and_grad(self, y: Any) -> tuple[mx.array, mx.array]:
@@ -625,7 +676,8 @@ class LogDensity:
                     f"shape {tuple(v.shape)}, expected {batch + b.shape}"
                 )
             xs.append(v)
-        return self._call("inverse", xs, batch)
+        out: mx.array = self._call("inverse", xs, batch)
+        return out
 
     def from_trace(self, trace: Trace) -> mx.array:
         """The unconstrained vector of a trace's latent choices."""

@@ -16,10 +16,13 @@ from contextvars import ContextVar
 from typing import Any
 
 from genmlx.core.address import Path
+from genmlx.core.threads import guard_thread, translate_stream_errors
 
 __all__ = [
     "Run",
     "active_run",
+    "compiled_fresh_key",
+    "compiling",
     "in_transform",
     "is_lenient",
     "lenient",
@@ -49,6 +52,7 @@ _ACTIVE: ContextVar[Run | None] = ContextVar("genmlx_active_run", default=None)
 _DEPTH: ContextVar[int] = ContextVar("genmlx_op_depth", default=0)
 _TRANSFORM: ContextVar[int] = ContextVar("genmlx_transform_depth", default=0)
 _LENIENT: ContextVar[bool] = ContextVar("genmlx_lenient", default=False)
+_COMPILING: ContextVar[list[Any] | None] = ContextVar("genmlx_compiling", default=None)
 
 
 def active_run() -> Run | None:
@@ -74,7 +78,12 @@ def operation() -> Iterator[bool]:
     # A GFI call made from inside a body must not see that body's run.
     run_token = _ACTIVE.set(None)
     try:
-        yield depth == 0
+        if depth == 0:
+            guard_thread()
+            with translate_stream_errors("a GenMLX operation"):
+                yield True
+        else:
+            yield False
     finally:
         _ACTIVE.reset(run_token)
         _DEPTH.reset(token)
@@ -90,6 +99,34 @@ def transforming() -> Iterator[None]:
     finally:
         _DEPTH.reset(depth_token)
         _TRANSFORM.reset(token)
+
+
+@contextlib.contextmanager
+def compiling(call_key: Any) -> Iterator[None]:
+    """Mark code being traced by :func:`genmlx.core.compile`.
+
+    ``call_key`` is the compiled function's hidden per-call key input: ``key=None``
+    inside the traced code derives its keys from it (:func:`compiled_fresh_key`), so
+    every call of the compiled function draws fresh randomness instead of reusing keys
+    frozen at trace time.
+    """
+    token = _COMPILING.set([call_key, 0])
+    try:
+        yield
+    finally:
+        _COMPILING.reset(token)
+
+
+def compiled_fresh_key() -> Any:
+    """A fresh key derived from the hidden call key, or None outside compilation."""
+    holder = _COMPILING.get()
+    if holder is None:
+        return None
+    import mlx.core as mx
+
+    holder[1] += 1
+    k = holder[0] + mx.array([0, holder[1]], dtype=mx.uint32)
+    return mx.random.split(k, 2)[0]
 
 
 def operation_depth() -> int:

@@ -96,6 +96,9 @@ class _All(Selection):
     def __repr__(self) -> str:
         return "Selection.all()"
 
+    def __reduce__(self) -> str:
+        return "_ALL"
+
 
 class _None(Selection):
     def selects_root(self) -> bool:
@@ -112,6 +115,9 @@ class _None(Selection):
 
     def __repr__(self) -> str:
         return "Selection.none()"
+
+    def __reduce__(self) -> str:
+        return "_NONE"
 
 
 _ALL = _All()

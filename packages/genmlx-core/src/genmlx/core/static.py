@@ -48,7 +48,7 @@ import mlx.core as mx
 import numpy as np
 
 from genmlx.core import runtime
-from genmlx.core.compile import tracing_mode
+from genmlx.core.compile import compile_function
 from genmlx.core.tree import flatten, opaque_nodes, unflatten
 
 __all__ = ["auto_compile", "auto_compile_enabled", "clear", "stats"]
@@ -203,7 +203,7 @@ def _eligible(
     if g is None:
         try:
             g = structural_graph(gf, args)
-        except Exception:  # noqa: BLE001 - a model the analysis cannot run stays interpreted
+        except Exception:
             return None
     if not g.is_static or g.uses_params:
         return None
@@ -220,7 +220,9 @@ def prepare(gf: Any, args: tuple[Any, ...]) -> None:
     _eligible(gf, args, depth=0)
 
 
-def run(gf: Any, op: str, fn: Callable[..., Any], inputs: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+def run(
+    gf: Any, op: str, fn: Callable[..., Any], inputs: tuple[Any, ...], args: tuple[Any, ...]
+) -> Any:
     """``fn(*inputs)``, compiled for static ``gf`` once its signature repeats.
 
     ``fn`` must be a pure function of the arrays in ``inputs`` (everything else in
@@ -257,11 +259,10 @@ def run(gf: Any, op: str, fn: Callable[..., Any], inputs: tuple[Any, ...], args:
             box["td"] = out_td
             return out_leaves
 
-        cfn = mx.compile(pure)
+        cfn = compile_function(pure)
         if len(cache.programs) >= _MAX_PROGRAMS:
             cache.programs.pop(next(iter(cache.programs)))
-        with tracing_mode():
-            out_leaves = cfn(*leaves)
+        out_leaves = cfn(*leaves)
         if opaque_nodes(box["td"]):  # an output part kept outside the arrays
             seen[sig] = -(10**9)
             return unflatten(box["td"], list(out_leaves))

@@ -73,6 +73,13 @@ class Trace(ABC):
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("traces are immutable; GFI operations return new traces")
 
+    def __reduce__(self) -> Any:
+        """Pickled (and deep-copied) as its arrays and structure; the generative function
+        by reference (see :mod:`genmlx.core.serialize`)."""
+        from genmlx.core.serialize import reduce_trace
+
+        return reduce_trace(self)
+
     def _replace(self, **changes: Any) -> Trace:
         cls = type(self)
         new = cls.__new__(cls)
@@ -101,6 +108,15 @@ class Trace(ABC):
     def site_scores(self) -> Iterator[tuple[Path, mx.array]]:
         """``(path, log density)`` of every random choice (used to name bad sites)."""
         yield (), self.score
+
+    def nonfinite_reason(self) -> str | None:
+        """Why this trace's score is NaN when no choice is to blame (evaluates arrays).
+
+        A combinator that cannot raise where a problem happens (under batching or
+        ``compile``) makes its score NaN and explains it here, naming itself and the
+        offending value; the score check reports the explanation. Default: None.
+        """
+        return None
 
     # ------------------------------------------------------------------ shorthands
     def update(

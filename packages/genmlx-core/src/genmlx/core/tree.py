@@ -171,6 +171,9 @@ class TreeDef:
     def __repr__(self) -> str:
         return f"TreeDef({self.kind}, leaves={self.num_leaves})"
 
+    def __reduce__(self) -> Any:
+        return (TreeDef, (self.kind, self.aux, self.children))
+
 
 def _freeze(t: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(_freeze(x) if isinstance(x, tuple) else _Static(x) for x in t)

@@ -217,10 +217,14 @@ def _safe_value(raw: mx.array) -> mx.array:
     return out
 
 
-def _finish(raw: mx.array, ok: mx.array, lp: mx.array) -> mx.array:
+def _finish(raw: mx.array, ok: mx.array, lp: mx.array, valid: mx.array) -> mx.array:
     """``lp`` where ``ok`` and the value is finite; -inf at ±inf values and elsewhere
-    (every density here vanishes at ±inf); NaN at NaN values."""
-    out: mx.array = mx.where(mx.isnan(raw), mx.nan, where_valid(_and(ok, mx.isfinite(raw)), lp))
+    (every density here vanishes at ±inf); NaN at NaN values — unless the parameters
+    are invalid (``valid`` False), which gives -inf whatever the value (the contract:
+    invalid parameters never give NaN; a sampler draws NaN there, and its score must
+    say "impossible", not "undefined")."""
+    nan_value = _and(mx.isnan(raw), valid)
+    out: mx.array = mx.where(nan_value, mx.nan, where_valid(_and(ok, mx.isfinite(raw)), lp))
     return out
 
 
@@ -273,6 +277,7 @@ class Normal(_Scalar):
 
     name = "normal"
     params = ("mu", "sigma")
+    gaussian_location_scale = True
     has_reparam = True
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
@@ -304,7 +309,9 @@ class Normal(_Scalar):
         ):
             # Fast path (the common case: a likelihood with a fixed noise scale): no
             # masking passes over the full broadcast shape. ±inf values give -inf and NaN
-            # values NaN as below; a non-finite array mu propagates (NaN mu -> NaN).
+            # values NaN as below; a non-finite array mu propagates (NaN mu -> NaN, which
+            # the score check reports at the site: the one exception to the -inf rule,
+            # kept so that this path stays one fused expression).
             z = (_f32(value) - (mu if is_plain_number(mu) else _f32(mu))) / float(sigma)
             out: mx.array = -0.5 * z * z - (math.log(float(sigma)) + _HALF_LOG_2PI)
             return out
@@ -315,7 +322,7 @@ class Normal(_Scalar):
         mu_s = mx.where(valid, mu, 0.0)
         sig_s = mx.where(valid, sigma, 1.0)
         z = (x - mu_s) / sig_s
-        return _finish(raw, valid, -0.5 * z * z - mx.log(sig_s) - _HALF_LOG_2PI)
+        return _finish(raw, valid, -0.5 * z * z - mx.log(sig_s) - _HALF_LOG_2PI, valid)
 
 
 class Uniform(_Scalar):
@@ -370,7 +377,7 @@ class Uniform(_Scalar):
         valid = _and(_finite(low), _finite(high), low < high)
         width = mx.where(valid, high - low, 1.0)
         inside = _and(valid, x >= low, x <= high)
-        return _finish(raw, inside, -mx.log(width))
+        return _finish(raw, inside, -mx.log(width), valid)
 
 
 class Exponential(_Scalar):
@@ -408,6 +415,23 @@ class Exponential(_Scalar):
         e = _std_exponential(key, sample_shape(_shape(shape), rate))
         return _nan_where_invalid(_pos(rate), _clamp_pos(e / rate))
 
+    has_iid_statistics = True
+
+    def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
+        """``(Σx, n)`` of non-negative finite values (``None`` otherwise)."""
+        x = mx.array(value).astype(mx.float32).reshape(-1)
+        if not bool(mx.all(mx.logical_and(x >= 0, mx.isfinite(x))).item()):
+            return None
+        return (mx.sum(x), mx.array(float(x.size)))
+
+    def iid_log_prob(self, stats: tuple[mx.array, ...], rate: Any) -> mx.array:
+        """``n log r − r Σx``."""
+        sx, n = stats
+        r = _f32(rate)
+        valid = _pos(r)
+        rs = mx.where(valid, r, 1.0)
+        return where_valid(valid, n * mx.log(rs) - rs * sx)
+
     def log_prob(self, value: Any, rate: Any) -> mx.array:
         _check_pos(self.name, "rate", rate)
         raw = _f32(value)
@@ -416,7 +440,7 @@ class Exponential(_Scalar):
         valid = _pos(rate)
         r = mx.where(valid, rate, 1.0)
         xs = mx.where(x >= 0.0, x, 0.0)
-        return _finish(raw, _and(valid, x >= 0.0), mx.log(r) - r * xs)
+        return _finish(raw, _and(valid, x >= 0.0), mx.log(r) - r * xs, valid)
 
 
 class _LocScale(_Scalar):
@@ -463,7 +487,7 @@ class _LocScale(_Scalar):
         loc_s = mx.where(valid, loc, 0.0)
         sc_s = mx.where(valid, scale, 1.0)
         z = (x - loc_s) / sc_s
-        return _finish(raw, valid, self._std_log_prob(z) - mx.log(sc_s))
+        return _finish(raw, valid, self._std_log_prob(z) - mx.log(sc_s), valid)
 
 
 class Laplace(_LocScale):
@@ -622,7 +646,9 @@ class HalfNormal(_Scalar):
         valid = _pos(sigma)
         s = mx.where(valid, sigma, 1.0)
         z = mx.where(x >= 0.0, x, 0.0) / s
-        return _finish(raw, _and(valid, x >= 0.0), _HALF_LOG_2_OVER_PI - mx.log(s) - 0.5 * z * z)
+        return _finish(
+            raw, _and(valid, x >= 0.0), _HALF_LOG_2_OVER_PI - mx.log(s) - 0.5 * z * z, valid
+        )
 
 
 class HalfCauchy(_Scalar):
@@ -669,7 +695,9 @@ class HalfCauchy(_Scalar):
         valid = _pos(scale)
         s = mx.where(valid, scale, 1.0)
         z = mx.where(x >= 0.0, x, 0.0) / s
-        return _finish(raw, _and(valid, x >= 0.0), _LN2 - _LOG_PI - mx.log(s) - _log1p_square(z))
+        return _finish(
+            raw, _and(valid, x >= 0.0), _LN2 - _LOG_PI - mx.log(s) - _log1p_square(z), valid
+        )
 
 
 class LogNormal(_Scalar):
@@ -723,7 +751,7 @@ class LogNormal(_Scalar):
         sig_s = mx.where(valid, sigma, 1.0)
         lx = mx.log(mx.where(inside, x, 1.0))
         z = (lx - mu_s) / sig_s
-        return _finish(raw, inside, -0.5 * z * z - mx.log(sig_s) - _HALF_LOG_2PI - lx)
+        return _finish(raw, inside, -0.5 * z * z - mx.log(sig_s) - _HALF_LOG_2PI - lx, valid)
 
 
 class Weibull(_Scalar):
@@ -786,7 +814,7 @@ class Weibull(_Scalar):
         edge = mx.where(ks > 1.0, -_INF, mx.where(ks < 1.0, _INF, 0.0))
         at_zero = mx.log(ks) - mx.log(ls) + edge
         out = mx.where(pos, interior, at_zero)
-        return _finish(raw, _and(valid, x >= 0.0), out)
+        return _finish(raw, _and(valid, x >= 0.0), out, valid)
 
 
 class Pareto(_Scalar):
@@ -842,7 +870,7 @@ class Pareto(_Scalar):
         inside = _and(valid, x >= xm)
         xs = mx.where(inside, x, xm)
         lx = mx.log(xs)
-        return _finish(raw, inside, mx.log(a) - lx - a * (lx - mx.log(xm)))
+        return _finish(raw, inside, mx.log(a) - lx - a * (lx - mx.log(xm)), valid)
 
 
 # ------------------------------------------------------------------ truncated normal
@@ -970,7 +998,7 @@ class TruncatedNormal(_Scalar):
             - mx.log(sig_s)
             - log_normal_cdf_diff_scaled(a, b)
         )
-        return _finish(raw, inside, lp)
+        return _finish(raw, inside, lp, valid)
 
 
 # ------------------------------------------------------------------------- circular
@@ -1068,7 +1096,7 @@ class VonMises(_Scalar):
         sh = mx.sin(0.5 * (mx.where(inside, x, 0.0) - mu_s))
         # kappa cos d - log I0(kappa) = -2 kappa sin^2(d/2) - log(exp(-kappa) I0(kappa))
         lp = -2.0 * k * sh * sh - _LOG_2PI - log_i0e(k)
-        return _finish(raw, inside, lp)
+        return _finish(raw, inside, lp, valid)
 
 
 class WrappedCauchy(_Scalar):
@@ -1129,7 +1157,7 @@ class WrappedCauchy(_Scalar):
         one_m = 1.0 - rs
         # 1 + rho^2 - 2 rho cos d = (1 - rho)^2 + 4 rho sin^2(d/2)
         lp = mx.log(one_m * (1.0 + rs)) - _LOG_2PI - mx.log(one_m * one_m + 4.0 * rs * sh * sh)
-        return _finish(raw, inside, lp)
+        return _finish(raw, inside, lp, valid)
 
 
 class WrappedNormal(_Scalar):
@@ -1194,7 +1222,7 @@ class WrappedNormal(_Scalar):
         for n in range(1, 6):
             series = series + 2.0 * mx.exp(-0.5 * n * n * sf * sf) * mx.cos(n * d)
         lp_fourier = mx.log(series) - _LOG_2PI
-        return _finish(raw, inside, mx.where(narrow, lp_wraps, lp_fourier))
+        return _finish(raw, inside, mx.where(narrow, lp_wraps, lp_fourier), valid)
 
 
 normal = Normal()

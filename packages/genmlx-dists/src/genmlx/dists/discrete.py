@@ -35,6 +35,7 @@ from typing import Any, ClassVar, cast
 import mlx.core as mx
 
 from genmlx.core import constraints as C
+from genmlx.core import runtime
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, batch_shape, check_param, sample_shape, where_valid
 
@@ -158,11 +159,11 @@ def _check_positive(dist: str, name: str, x: Any) -> None:
 def _check_weights(dist: str, name: str, w: Any) -> None:
     """Check a Python list of probabilities/weights (arrays are checked lazily)."""
     if isinstance(w, (list, tuple)) and all(isinstance(v, (int, float)) for v in w):
+        if len(w) == 0:
+            raise ValueError(f"{dist}: {name} must have at least one entry")
         for v in w:
             check_param(dist, f"{name} entry", v, lambda t: t >= 0 and math.isfinite(t), ">= 0")
         check_param(dist, f"sum of {name}", float(sum(w)), lambda t: t > 0, "> 0")
-        if len(w) == 0:
-            raise ValueError(f"{dist}: {name} must have at least one entry")
 
 
 def _check_concentrations(dist: str, name: str, w: Any) -> None:
@@ -293,6 +294,21 @@ def _survival_search(v: mx.array, f: mx.array) -> mx.array:
     return mx.sum((mx.expand_dims(v, -1) < surv).astype(mx.int32), axis=-1)
 
 
+def all_done(done: mx.array) -> bool:
+    """Eagerly, whether every element of ``done`` holds (so remaining rejection rounds
+    can be skipped: the result is the same either way). Under a transformation
+    (``mx.vmap``/``mx.compile``, where no value can be read) it says ``False`` and the
+    fixed number of rounds runs."""
+    if runtime.in_transform():
+        return False
+    try:
+        return bool(mx.all(done).item())
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return False
+        raise
+
+
 def _first_accepted(
     propose: Callable[[mx.array, Shape], tuple[mx.array, mx.array]],
     key: mx.array,
@@ -323,6 +339,8 @@ def _first_accepted(
         pick = mx.take_along_axis(val, mx.expand_dims(first, 0), axis=0)[0]
         result = mx.where(_and(any_acc, ~done), pick, result)
         done = _or(done, any_acc)
+        if left and all_done(done):
+            break  # every element has its draw: later rounds would change nothing
     return result
 
 
@@ -495,6 +513,35 @@ class Bernoulli(Distribution):
         out: mx.array = _uniform(key, sample_shape(shape, pa)) < pa
         return out
 
+    glm_link = "Sigmoid"
+
+    def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
+        """``log p(y | p = σ(η)) = y η − softplus(η)`` (values 0/1; stable in ``η``)."""
+        y = _f32(value)
+        out: mx.array = y * eta - mx.logaddexp(0.0, eta)
+        return out
+
+    has_iid_statistics = True
+
+    def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
+        """``(number of True, number of draws)`` of 0/1 values (``None`` otherwise)."""
+        x = mx.array(value).astype(mx.float32).reshape(-1)
+        if not bool(mx.all(mx.logical_or(x == 0, x == 1)).item()):
+            return None
+        return (mx.sum(x), mx.array(float(x.size)))
+
+    def iid_log_prob(self, stats: tuple[mx.array, ...], p: Any) -> mx.array:
+        """``k log p + (n − k) log(1 − p)`` (``0 · log 0 = 0``)."""
+        k, n = stats
+        pa = _f32(p)
+        valid = _and(pa >= 0, pa <= 1)
+        ps = mx.where(valid, pa, 0.5)
+        l1 = mx.where(k > 0, k * mx.log(mx.where(ps > 0, ps, 1.0)), 0.0)
+        l1 = mx.where(mx.logical_and(k > 0, ps <= 0), -mx.inf, l1)
+        l0 = mx.where(n - k > 0, (n - k) * mx.log1p(-mx.where(ps < 1, ps, 0.0)), 0.0)
+        l0 = mx.where(mx.logical_and(n - k > 0, ps >= 1), -mx.inf, l0)
+        return where_valid(valid, l1 + l0)
+
     def log_prob(self, value: Any, p: Any) -> mx.array:
         _check_prob(self.name, "p", p)
         x, pa = _f32(value), _f32(p)
@@ -541,6 +588,11 @@ class Categorical(Distribution):
         pr = _f32(probs)
         if pr.ndim == 0:
             raise ValueError(f"{self.name}: probs must have a category axis (got a scalar)")
+        if pr.shape[-1] == 0:
+            raise ValueError(
+                f"{self.name}: probs has no categories (shape {tuple(pr.shape)}); give at "
+                "least one probability along the last axis"
+            )
         return pr
 
     def domain(self, *params: Any) -> C.Constraint:
@@ -604,6 +656,11 @@ class CategoricalLogits(Distribution):
         lg = _f32(logits)
         if lg.ndim == 0:
             raise ValueError(f"{self.name}: logits must have a category axis (got a scalar)")
+        if lg.shape[-1] == 0:
+            raise ValueError(
+                f"{self.name}: logits has no categories (shape {tuple(lg.shape)}); give at "
+                "least one logit along the last axis"
+            )
         return lg
 
     def domain(self, *params: Any) -> C.Constraint:
@@ -671,6 +728,39 @@ class Poisson(Distribution):
         check_param(self.name, "rate", rate, lambda v: v >= 0 and math.isfinite(v), ">= 0")
         lam = _f32(rate)
         return _poisson_sample(key, mx.maximum(lam, 0.0), sample_shape(shape, lam))
+
+    glm_link = "Exp"
+
+    def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
+        """``log p(k | λ = exp(η)) = k η − exp(η) − log k!``."""
+        from genmlx.dists.special import lgamma
+
+        k = _f32(value)
+        out: mx.array = k * eta - mx.exp(eta) - lgamma(k + 1.0)
+        return out
+
+    has_iid_statistics = True
+
+    def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
+        """``(Σk, Σ log k!, n)`` of non-negative integer counts (``None`` otherwise)."""
+        import numpy as np
+
+        k = np.asarray(mx.array(value).astype(mx.float32), dtype=np.float64).reshape(-1)
+        if not (np.all(k >= 0) and np.all(k == np.floor(k)) and np.all(np.isfinite(k))):
+            return None
+        lfact = float(sum(math.lgamma(v + 1.0) for v in k))
+        total = mx.array(float(k.sum()))
+        return (total, mx.array(lfact, dtype=mx.float32), mx.array(float(k.size)))
+
+    def iid_log_prob(self, stats: tuple[mx.array, ...], rate: Any) -> mx.array:
+        """``Σk log λ − nλ − Σ log k!``."""
+        sk, lfact, n = stats
+        lam = _f32(rate)
+        valid = _and(lam >= 0, mx.isfinite(lam))
+        pos = mx.logical_and(valid, lam > 0)
+        lg = mx.where(sk > 0, sk * mx.log(mx.where(pos, lam, 1.0)), 0.0)
+        lg = mx.where(mx.logical_and(sk > 0, mx.logical_not(pos)), -mx.inf, lg)
+        return where_valid(valid, lg - n * mx.where(valid, lam, 0.0) - lfact)
 
     def log_prob(self, value: Any, rate: Any) -> mx.array:
         check_param(self.name, "rate", rate, lambda v: v >= 0 and math.isfinite(v), ">= 0")
@@ -1229,7 +1319,10 @@ class Zipf(Distribution):
         self._check(s, n)
         sa, na = _f32(s), _f32(n)
         full = sample_shape(shape, sa, na)
-        sa = mx.broadcast_to(mx.where(sa >= 0, sa, 0.0), full)
+        # invalid (NaN, inf, negative) parameters draw 1 (their score is -inf); NaN must
+        # not reach the integer search below, whose gathers would read out of bounds
+        sa = mx.broadcast_to(mx.where(_and(sa >= 0, mx.isfinite(sa)), sa, 0.0), full)
+        na = mx.where(mx.isnan(na), 1.0, na)
         nf = mx.broadcast_to(mx.clip(mx.floor(na), 1.0, _INT32_MAX_F), full)
         table = _zipf_table(sa)
         h = _zipf_tail(sa, mx.zeros_like(nf), nf, table)

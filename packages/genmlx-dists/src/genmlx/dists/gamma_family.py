@@ -96,6 +96,19 @@ def _log_uniform(key: mx.array, shape: tuple[int, ...]) -> mx.array:
     return out
 
 
+def _all_done(done: mx.array) -> bool:
+    from genmlx.core import runtime
+
+    if runtime.in_transform():
+        return False
+    try:
+        return bool(mx.all(done).item())
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return False
+        raise
+
+
 def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
     """``log G`` for ``G ~ Gamma(alpha, rate 1)``, of shape ``shape``.
 
@@ -121,21 +134,36 @@ def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
     c = mx.rsqrt(9.0 * d)
     keys = mx.random.split(key, 3)
     rshape = (GAMMA_ROUNDS, *shape)
-    x = mx.random.normal(shape=rshape, key=keys[0])
-    log_u = _log_uniform(keys[1], rshape)
-    w = c * x
-    pos = w > -1.0
-    w = mx.where(pos, w, 0.0)
-    l1 = mx.log1p(w)
-    # log acceptance ratio 0.5 x^2 + d (1 - v + log v), v = (1 + w)^3, written without
-    # cancelling large terms: 1 - v + log v = 3 log1p(w) - w (3 + 3 w + w^2).
-    log_ratio = 0.5 * x * x + d * (3.0 * l1 - w * (3.0 + w * (3.0 + w)))
-    accept = mx.logical_and(pos, log_u < log_ratio)
     log_d = mx.log(d)
-    candidates = log_d + 3.0 * l1
     out = log_d
-    for r in range(GAMMA_ROUNDS - 1, -1, -1):
-        out = mx.where(accept[r], candidates[r], out)
+    done = mx.zeros(shape, dtype=mx.bool_)
+    # Rounds run in blocks, each with its own keys; eagerly the loop stops once every
+    # element has accepted (later blocks would change nothing), so the result is the same
+    # whether or not it stops early — and under vmap/compile every block runs.
+    del rshape
+    block = 2
+    n_blocks = -(-GAMMA_ROUNDS // block)
+    kx = mx.random.split(keys[0], n_blocks)
+    ku = mx.random.split(keys[1], n_blocks)
+    for bi, start in enumerate(range(0, GAMMA_ROUNDS, block)):
+        bshape = (min(block, GAMMA_ROUNDS - start), *shape)
+        x = mx.random.normal(shape=bshape, key=kx[bi])
+        log_u = _log_uniform(ku[bi], bshape)
+        w = c * x
+        pos = w > -1.0
+        w = mx.where(pos, w, 0.0)
+        l1 = mx.log1p(w)
+        # log acceptance ratio 0.5 x^2 + d (1 - v + log v), v = (1 + w)^3, written without
+        # cancelling large terms: 1 - v + log v = 3 log1p(w) - w (3 + 3 w + w^2).
+        log_ratio = 0.5 * x * x + d * (3.0 * l1 - w * (3.0 + w * (3.0 + w)))
+        accept = mx.logical_and(pos, log_u < log_ratio)
+        candidates = log_d + 3.0 * l1
+        for r in range(x.shape[0]):
+            take = mx.logical_and(accept[r], mx.logical_not(done))
+            out = mx.where(take, candidates[r], out)
+            done = mx.logical_or(done, accept[r])
+        if start + block < GAMMA_ROUNDS and _all_done(done):
+            break
     out = out + mx.where(boost, _log_uniform(keys[2], shape) / a_safe, 0.0)
     res: mx.array = mx.where(valid, out, mx.nan)
     return res

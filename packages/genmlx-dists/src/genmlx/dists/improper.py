@@ -97,6 +97,10 @@ class _Improper(Distribution):
     def _value_shape(self, params: tuple[Any, ...]) -> tuple[int, ...]:
         return tuple(params[0]) if params else ()
 
+    def value_shape(self, args: tuple[Any, ...]) -> tuple[int, ...]:
+        """The declared shape (nothing can be sampled to read it from)."""
+        return self._value_shape(tuple(args))
+
 
 class Flat(_Improper):
     """The improper flat prior on ℝ, ``log p(x) = 0`` for every finite ``x``.

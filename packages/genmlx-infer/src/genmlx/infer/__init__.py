@@ -36,13 +36,31 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   declared domains), :func:`black_box_vi` (reparameterised or REINFORCE with baselines),
   :func:`black_box_vimco` (IWELBO with VIMCO control variates), :func:`elbo`,
   :func:`iwelbo`
+* exact and analytical inference: :func:`fit` (picks the method and says why),
+  :func:`enumerate_posterior` (variable elimination over tensor axes),
+  :func:`enumerative_inference` / :func:`choice_vol_grid` (Gen.jl's grids),
+  :func:`enumerated_logdensity` and :func:`infer_discrete` (discrete latents summed out
+  inside NUTS/VI), :func:`conjugate_structure` / :func:`conjugate_posterior` /
+  :func:`rb_importance_sampling` / :func:`rb_particle_filter` / :func:`conjugate_gibbs`
+  / :func:`collapsed_gibbs` (automatic conjugacy), :func:`kalman_filter` (Kalman,
+  EKF, UKF), :func:`hmm_forward_backward`, :func:`rao_blackwellized_particle_filter`,
+  :func:`advi_logdensity`
+* trace translators: :class:`DeterministicTraceTranslator`,
+  :class:`GeneralTraceTranslator`, :class:`SimpleExtendingTraceTranslator`,
+  :class:`SymmetricTraceTranslator` (with :class:`TransformIO`),
+  :func:`translate_particles` (SMC), :func:`translator_mh` (MCMC)
 * ADEV (:func:`expectation`, estimators :func:`reparam`, :func:`reinforce`,
   :func:`enum`, :func:`mvd`; objectives :func:`elbo_objective`, :func:`iwelbo_objective`,
   :func:`wake_p_objective`, :func:`wake_q_objective`, :func:`sleep_q_objective`) and
   learning (:func:`train`, :func:`train_objective`, :func:`lecture`,
   :func:`lecture_batched`, :func:`train_proposal`, :func:`wake_sleep`)
+* scale-out over processes and GPUs (:mod:`genmlx.infer.distributed`, on
+  :mod:`mlx.core.distributed`): ``group=`` on :func:`importance_sampling`,
+  :func:`importance_resampling`, :func:`particle_filter`, :func:`chain`,
+  :func:`nuts_warmup` and the diagnostics shards particles and chains over processes
 """
 
+from genmlx.infer._checks import DegenerateWeightsError
 from genmlx.infer.adev import (
     ADEVSample,
     Expectation,
@@ -66,6 +84,20 @@ from genmlx.infer.adev_estimators import (
     reinforce,
     reparam,
 )
+from genmlx.infer.conjugacy import (
+    ConjugacyPlan,
+    ConjugateGroup,
+    ConjugateResult,
+    PosteriorDistribution,
+    RBISResult,
+    RBParticleFilterState,
+    collapsed_gibbs,
+    conjugate_gibbs,
+    conjugate_posterior,
+    conjugate_structure,
+    rb_importance_sampling,
+    rb_particle_filter,
+)
 from genmlx.infer.diagnostics import (
     SummaryTable,
     effective_sample_size_weights,
@@ -77,8 +109,29 @@ from genmlx.infer.diagnostics import (
     to_chain_draw,
 )
 from genmlx.infer.driver import MCMCResult, MCMCWarning, mcmc
+from genmlx.infer.enumeration import (
+    EnumeratedLogDensity,
+    EnumerationResult,
+    EnumerativeResult,
+    Grid,
+    choice_vol_grid,
+    enumerate_posterior,
+    enumerated_logdensity,
+    enumerative_inference,
+    infer_discrete,
+)
+from genmlx.infer.fit import METHODS, FitResult, fit
 from genmlx.infer.gradient_kernels import hmc, mala, map_optimize
+from genmlx.infer.hmm import HMMResult, hmm_arrays, hmm_forward_backward
 from genmlx.infer.importance import ISResult, importance_resampling, importance_sampling
+from genmlx.infer.kalman import (
+    KalmanResult,
+    LinearGaussianSSM,
+    RBPFResult,
+    kalman_filter,
+    kalman_filter_arrays,
+    rao_blackwellized_particle_filter,
+)
 from genmlx.infer.learning import (
     LectureResult,
     TrainResult,
@@ -90,6 +143,7 @@ from genmlx.infer.learning import (
     train_proposal,
     wake_sleep,
 )
+from genmlx.infer.logdensity_vi import LogDensityVIResult, advi_logdensity
 from genmlx.infer.mh import ChainResult, chain, cycle, involutive_mh, mh, mix, repeat
 from genmlx.infer.nuts import NutsInfo, NutsWarmup, nuts, nuts_info, nuts_warmup
 from genmlx.infer.other_kernels import elliptical_slice, gibbs
@@ -107,6 +161,15 @@ from genmlx.infer.smc import (
     resample_indices,
 )
 from genmlx.infer.tempering import PTResult, parallel_tempering, tempered_rw_mh, tempered_swap
+from genmlx.infer.translators import (
+    DeterministicTraceTranslator,
+    GeneralTraceTranslator,
+    SimpleExtendingTraceTranslator,
+    SymmetricTraceTranslator,
+    TransformIO,
+    translate_particles,
+    translator_mh,
+)
 from genmlx.infer.vi import (
     ADVIResult,
     VIEstimate,
@@ -121,6 +184,7 @@ from genmlx.infer.vi import (
 )
 
 __all__ = [
+    "METHODS",
     "RESAMPLING_METHODS",
     "ADEVEstimator",
     "ADEVEstimatorError",
@@ -128,10 +192,25 @@ __all__ = [
     "ADEVSample",
     "ADVIResult",
     "ChainResult",
+    "ConjugacyPlan",
+    "ConjugateGroup",
+    "ConjugateResult",
+    "DegenerateWeightsError",
+    "DeterministicTraceTranslator",
+    "EnumeratedLogDensity",
+    "EnumerationResult",
+    "EnumerativeResult",
     "Expectation",
+    "FitResult",
+    "GeneralTraceTranslator",
     "GradientEstimate",
+    "Grid",
+    "HMMResult",
     "ISResult",
+    "KalmanResult",
     "LectureResult",
+    "LinearGaussianSSM",
+    "LogDensityVIResult",
     "MCMCResult",
     "MCMCWarning",
     "NutsInfo",
@@ -139,20 +218,33 @@ __all__ = [
     "PMMHResult",
     "PTResult",
     "ParticleFilterState",
+    "PosteriorDistribution",
+    "RBISResult",
+    "RBPFResult",
+    "RBParticleFilterState",
+    "SimpleExtendingTraceTranslator",
     "SummaryTable",
+    "SymmetricTraceTranslator",
     "TrainResult",
+    "TransformIO",
     "VIEstimate",
     "VIResult",
     "WakeSleepResult",
     "adev_key",
     "adev_simulate",
     "advi",
+    "advi_logdensity",
     "birth_death_kernel",
     "birth_death_move",
     "black_box_vi",
     "black_box_vimco",
     "chain",
+    "choice_vol_grid",
+    "collapsed_gibbs",
     "conditional_smc",
+    "conjugate_gibbs",
+    "conjugate_posterior",
+    "conjugate_structure",
     "cycle",
     "effective_sample_size_weights",
     "elbo",
@@ -160,27 +252,36 @@ __all__ = [
     "elbo_objective",
     "elliptical_slice",
     "enum",
+    "enumerate_posterior",
+    "enumerated_logdensity",
+    "enumerative_inference",
     "ess_bulk",
     "ess_mean",
     "ess_tail",
     "expectation",
+    "fit",
     "get_estimator",
     "gibbs",
     "hmc",
+    "hmm_arrays",
+    "hmm_forward_backward",
     "importance_resampling",
     "importance_sampling",
+    "infer_discrete",
     "involutive_mh",
     "iwelbo",
     "iwelbo_grad",
     "iwelbo_objective",
+    "kalman_filter",
+    "kalman_filter_arrays",
     "lecture",
     "lecture_batched",
     "mala",
     "map_optimize",
+    "mcmc",
     "mh",
     "mix",
     "mvd",
-    "mcmc",
     "nuts",
     "nuts_info",
     "nuts_warmup",
@@ -188,6 +289,9 @@ __all__ = [
     "particle_filter",
     "particle_gibbs",
     "pmmh",
+    "rao_blackwellized_particle_filter",
+    "rb_importance_sampling",
+    "rb_particle_filter",
     "reinforce",
     "reparam",
     "repeat",
@@ -203,6 +307,8 @@ __all__ = [
     "train",
     "train_objective",
     "train_proposal",
+    "translate_particles",
+    "translator_mh",
     "wake_p_objective",
     "wake_q_objective",
     "wake_sleep",

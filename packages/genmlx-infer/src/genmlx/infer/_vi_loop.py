@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 import mlx.core as mx
 import mlx.optimizers as optim
 
 from genmlx.core import runtime
+from genmlx.core.compile import compile_function
 from genmlx.core.errors import NonFiniteScoreError
 
 __all__ = [
@@ -145,7 +145,7 @@ def optimize(
         return mx.stack([r for r, _ in out]), mx.stack([ok for _, ok in out])
 
     state = [box, optimizer.state]
-    run = partial(mx.compile, inputs=state, outputs=state)(steps) if compiled else steps
+    run = compile_function(steps, inputs=state, outputs=state) if compiled else steps
     chunk = steps_per_call if compiled else 1
     keys = mx.random.split(key, n_steps)
     bar = progress_bar(n_steps, op) if progress else None

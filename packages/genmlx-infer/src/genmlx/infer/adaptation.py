@@ -66,7 +66,7 @@ class DualAveraging(NamedTuple):
     h_bar: mx.array
     log_eps: mx.array
     log_eps_bar: mx.array
-    count: int
+    steps: int
 
     @staticmethod
     def start(eps: mx.array) -> DualAveraging:
@@ -77,7 +77,7 @@ class DualAveraging(NamedTuple):
 
     def update(self, accept: mx.array, target: float) -> DualAveraging:
         """One step with acceptance statistic ``accept`` (same shape as the state)."""
-        t = self.count + 1
+        t = self.steps + 1
         eta = 1.0 / (t + T0)
         alpha = mx.minimum(mx.where(mx.isnan(accept), 0.0, accept), 1.0)
         h_bar = (1.0 - eta) * self.h_bar + eta * (target - alpha)
@@ -94,7 +94,7 @@ class DualAveraging(NamedTuple):
     @property
     def final_step_size(self) -> mx.array:
         """The averaged step size ``ε̄`` (the one kept after warm-up)."""
-        return mx.exp(self.log_eps_bar) if self.count > 0 else mx.exp(self.log_eps)
+        return mx.exp(self.log_eps_bar) if self.steps > 0 else mx.exp(self.log_eps)
 
 
 def find_step_size(

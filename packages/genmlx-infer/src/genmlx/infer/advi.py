@@ -55,6 +55,7 @@ from genmlx.core.choicemap import ChoiceMap, as_array, choicemap
 from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.params import ParamStore, use_params
 from genmlx.core.random import Key, resolve_key
+from genmlx.core.serialize import register_format
 from genmlx.core.trace import Trace
 from genmlx.infer._advi_transforms import discrete_message
 from genmlx.infer._unconstrained import Space
@@ -483,3 +484,32 @@ def _as_cm(c: Any, what: str) -> ChoiceMap:
     if isinstance(c, Mapping):
         return choicemap(c)
     raise TypeError(f"advi: {what} must be a ChoiceMap (or a dict), got {type(c).__name__}")
+
+
+def _encode_advi(r: ADVIResult) -> dict[str, Any]:
+    return {
+        "model": r.model,
+        "args": r.args,
+        "observations": r.observations,
+        "guide": r.guide,
+        "blocks": r._blocks,
+        "params": r.params,
+        "elbo_history": r.elbo_history,
+        "store": r._store,
+    }
+
+
+def _decode_advi(d: dict[str, Any]) -> ADVIResult:
+    return ADVIResult(
+        d["model"],
+        tuple(d["args"]),
+        d["observations"],
+        d["guide"],
+        tuple(d["blocks"]),
+        d["params"],
+        d["elbo_history"],
+        d["store"],
+    )
+
+
+register_format(ADVIResult, _encode_advi, _decode_advi, name="genmlx.infer.ADVIResult")

@@ -47,6 +47,7 @@ from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.params import ParamStore, use_params
 from genmlx.core.random import Key, resolve_key
+from genmlx.core.serialize import register_format
 from genmlx.infer._vi_guide import (
     Values,
     as_obs,
@@ -355,3 +356,19 @@ def elbo_grad(
     with runtime.transforming():
         (_, value), grads = mx.value_and_grad(surrogate)(store.values_dict)
     return value, grads
+
+
+register_format(
+    VIResult,
+    lambda r: {
+        "params": r.params,
+        "history": r.history,
+        "objective": r.objective,
+        "guide": r.guide,
+        "guide_args": r.guide_args,
+    },
+    lambda d: VIResult(
+        d["params"], d["history"], d["objective"], d["guide"], tuple(d["guide_args"])
+    ),
+    name="genmlx.infer.VIResult",
+)

@@ -55,6 +55,7 @@ from typing import Any, Literal, cast
 import mlx.core as mx
 
 from genmlx.core import format_address
+from genmlx.infer import _sharding
 
 __all__ = [
     "LAYOUTS",
@@ -172,6 +173,17 @@ def _one_array(samples: Any, layout: str | None, op: str) -> mx.array:
 # --------------------------------------------------------------------------------------
 # Internal helpers on [chains, draws, K] float32 arrays.
 # --------------------------------------------------------------------------------------
+
+
+def _all_chains(x: mx.array, group: Any, op: str) -> mx.array:
+    """``x`` (``[chains, draws, ...]``) with every process's chains when a group is in
+    play."""
+    g = _sharding.group_for(group, op)
+    if g is None:
+        return x
+    from genmlx.infer.distributed.diagnostics import gather_chains
+
+    return gather_chains(x, g, op)
 
 
 def _as_3d(samples: mx.array) -> tuple[mx.array, tuple[int, ...]]:
@@ -367,7 +379,9 @@ def _nan_result(param_shape: tuple[int, ...]) -> mx.array:
 # --------------------------------------------------------------------------------------
 
 
-def ess_bulk(samples: Any, *, layout: Layout | None = None) -> mx.array:
+def ess_bulk(
+    samples: Any, *, layout: Layout | None = None, group: Any = None
+) -> mx.array:
     """Bulk effective sample size (rank-normalised split-chain ESS).
 
     ``ESS_bulk = ESS(z)`` where ``z`` are the rank-normalised values of the split
@@ -378,6 +392,8 @@ def ess_bulk(samples: Any, *, layout: Layout | None = None) -> mx.array:
             an array of draws (``draws ≥ 4``) in the given ``layout``.
         layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
             (required: see the module docstring).
+        group: an ``mx.distributed`` group: ``samples`` hold this process's chains; the
+            statistic is over every process's chains (gathered, rank order).
 
     Returns:
         ESS per scalar parameter, shape ``param_shape`` (NaN where a parameter has a
@@ -389,13 +405,16 @@ def ess_bulk(samples: Any, *, layout: Layout | None = None) -> mx.array:
         >>> ess_bulk(x, layout="chain_draw").shape
         (2,)
     """
-    x, param_shape = _as_3d(_one_array(samples, layout, "ess_bulk"))
+    arranged = _all_chains(_one_array(samples, layout, "ess_bulk"), group, "ess_bulk")
+    x, param_shape = _as_3d(arranged)
     if x.shape[1] < _MIN_DRAWS:
         return _nan_result(param_shape)
     return _finish(_ess_core(_z_scale(_split_chains(x))), x, param_shape)
 
 
-def ess_mean(samples: Any, *, layout: Layout | None = None) -> mx.array:
+def ess_mean(
+    samples: Any, *, layout: Layout | None = None, group: Any = None
+) -> mx.array:
     """Effective sample size for the mean (split-chain ESS of the raw values).
 
     Equals ``arviz.ess(samples, method="mean")``: ``ESS(split(x))`` without rank
@@ -406,6 +425,8 @@ def ess_mean(samples: Any, *, layout: Layout | None = None) -> mx.array:
             an array of draws (``draws ≥ 4``) in the given ``layout``.
         layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
             (required: see the module docstring).
+        group: an ``mx.distributed`` group: ``samples`` hold this process's chains; the
+            statistic is over every process's chains (gathered, rank order).
 
     Returns:
         ESS per scalar parameter, shape ``param_shape``.
@@ -416,13 +437,16 @@ def ess_mean(samples: Any, *, layout: Layout | None = None) -> mx.array:
         >>> bool(ess_mean(x, layout="chain_draw") > 2000)
         True
     """
-    x, param_shape = _as_3d(_one_array(samples, layout, "ess_mean"))
+    arranged = _all_chains(_one_array(samples, layout, "ess_mean"), group, "ess_mean")
+    x, param_shape = _as_3d(arranged)
     if x.shape[1] < _MIN_DRAWS:
         return _nan_result(param_shape)
     return _finish(_ess_core(_split_chains(x)), x, param_shape)
 
 
-def ess_tail(samples: Any, prob: float = 0.1, *, layout: Layout | None = None) -> mx.array:
+def ess_tail(
+    samples: Any, prob: float = 0.1, *, layout: Layout | None = None, group: Any = None
+) -> mx.array:
     """Tail effective sample size.
 
     ``min(ESS(I(x ≤ q_{prob/2})), ESS(I(x ≤ q_{1−prob/2})))`` with the indicators
@@ -437,6 +461,8 @@ def ess_tail(samples: Any, prob: float = 0.1, *, layout: Layout | None = None) -
         prob: total probability in the two tails, in ``(0, 1)``.
         layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
             (required: see the module docstring).
+        group: an ``mx.distributed`` group: ``samples`` hold this process's chains; the
+            statistic is over every process's chains (gathered, rank order).
 
     Returns:
         ESS per scalar parameter, shape ``param_shape``.
@@ -449,7 +475,8 @@ def ess_tail(samples: Any, prob: float = 0.1, *, layout: Layout | None = None) -
     """
     if not 0.0 < prob < 1.0:
         raise ValueError(f"prob must lie in (0, 1); got {prob}")
-    x, param_shape = _as_3d(_one_array(samples, layout, "ess_tail"))
+    arranged = _all_chains(_one_array(samples, layout, "ess_tail"), group, "ess_tail")
+    x, param_shape = _as_3d(arranged)
     if x.shape[1] < _MIN_DRAWS:
         return _nan_result(param_shape)
     srt = _sorted_pooled(x)
@@ -464,7 +491,9 @@ def ess_tail(samples: Any, prob: float = 0.1, *, layout: Layout | None = None) -
     return _finish(out, x, param_shape)
 
 
-def rhat(samples: Any, *, layout: Layout | None = None) -> mx.array:
+def rhat(
+    samples: Any, *, layout: Layout | None = None, group: Any = None
+) -> mx.array:
     """Rank-normalised split R-hat (Vehtari et al. 2021).
 
     ``max(R̂(z(split(x))), R̂(z(|split(x) − median(split(x))|)))`` with ``z`` the rank
@@ -477,6 +506,8 @@ def rhat(samples: Any, *, layout: Layout | None = None) -> mx.array:
             an array of draws (``chains ≥ 2``, ``draws ≥ 4``) in the given ``layout``.
         layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
             (required: see the module docstring).
+        group: an ``mx.distributed`` group: ``samples`` hold this process's chains; the
+            statistic is over every process's chains (gathered, rank order).
 
     Returns:
         R-hat per scalar parameter, shape ``param_shape`` (NaN for fewer than 2 chains
@@ -488,7 +519,8 @@ def rhat(samples: Any, *, layout: Layout | None = None) -> mx.array:
         >>> bool(rhat(x + mx.array([[0.0], [0.0], [0.0], [3.0]]), layout="chain_draw") > 1.1)
         True
     """
-    x, param_shape = _as_3d(_one_array(samples, layout, "rhat"))
+    arranged = _all_chains(_one_array(samples, layout, "rhat"), group, "rhat")
+    x, param_shape = _as_3d(arranged)
     if x.shape[0] < 2 or x.shape[1] < _MIN_DRAWS:
         return _nan_result(param_shape)
     split = _split_chains(x)
@@ -497,7 +529,9 @@ def rhat(samples: Any, *, layout: Layout | None = None) -> mx.array:
     return _finish(mx.maximum(bulk, tail), x, param_shape)
 
 
-def effective_sample_size_weights(log_weights: mx.array, axis: int = -1) -> mx.array:
+def effective_sample_size_weights(
+    log_weights: mx.array, axis: int = -1, *, group: Any = None
+) -> mx.array:
     """Kish effective sample size of (unnormalised) importance weights.
 
     With normalised weights ``w_i = exp(lw_i) / Σ_j exp(lw_j)``,
@@ -507,6 +541,9 @@ def effective_sample_size_weights(log_weights: mx.array, axis: int = -1) -> mx.a
     Args:
         log_weights: log importance weights; ``axis`` indexes the particles.
         axis: particle axis (other axes are independent particle systems).
+        group: an ``mx.distributed`` group: ``log_weights`` (one-dimensional) are this
+            process's particles' and the ESS is over every process's particles (a
+            maximum and two sums over processes).
 
     Returns:
         The ESS, with ``axis`` reduced.
@@ -516,6 +553,11 @@ def effective_sample_size_weights(log_weights: mx.array, axis: int = -1) -> mx.a
         >>> round(effective_sample_size_weights(mx.zeros(10)).item(), 4)
         10.0
     """
+    g = _sharding.group_for(group, "effective_sample_size_weights")
+    if g is not None:
+        from genmlx.infer.distributed.diagnostics import weights_ess
+
+        return weights_ess(log_weights, axis, g)
     lw = log_weights.astype(mx.float32)
     lw = lw - mx.max(lw, axis=axis, keepdims=True)  # avoid cancellation of large terms
     return mx.exp(2.0 * mx.logsumexp(lw, axis=axis) - mx.logsumexp(2.0 * lw, axis=axis))
@@ -550,7 +592,9 @@ class SummaryTable(dict[str, dict[str, float]]):
         return self.to_string()
 
 
-def summary(samples: Any, *, layout: Layout | None = None) -> SummaryTable:
+def summary(
+    samples: Any, *, layout: Layout | None = None, group: Any = None
+) -> SummaryTable:
     """Posterior summary table in the style of ``arviz.summary``.
 
     For every scalar parameter: mean, standard deviation (``ddof=1``), the 5%, 50% and
@@ -564,6 +608,8 @@ def summary(samples: Any, *, layout: Layout | None = None) -> SummaryTable:
         layout: for a mapping of arrays, ``"chain_draw"`` (``[chains, draws, ...]``),
             ``"draw_chain"`` (``[draws, chains, ...]``, as ``chain()`` records) or
             ``"draw"`` (one chain); required there, not allowed with a ``ChainResult``.
+        group: an ``mx.distributed`` group: the draws are this process's chains; the
+            table is over every process's chains (gathered; the same on every process).
 
     Returns:
         A :class:`SummaryTable` (a ``dict`` of per-parameter ``dict`` rows; ``print``
@@ -589,6 +635,13 @@ def summary(samples: Any, *, layout: Layout | None = None) -> SummaryTable:
             "summary: takes the result of mcmc() or chain() or {name: array} with layout=; got "
             f"{type(samples).__name__} (for one array: summary({{'x': draws}}, layout=...))"
         )
+    g = _sharding.group_for(group, "summary")
+    if g is not None:
+        from genmlx.infer.distributed._comm import local_only
+
+        gathered = {n: _all_chains(v, g, "summary") for n, v in arranged.items()}
+        with local_only():
+            return summary(gathered, layout="chain_draw")
     table = SummaryTable()
     for name, value in arranged.items():
         name = name if isinstance(name, str) else format_address(name)

@@ -57,13 +57,13 @@ from genmlx.core import (
     runtime,
 )
 from genmlx.core.address import format_address, from_path
-from genmlx.core.compile import tracing_mode
+from genmlx.core.compile import compile_function
 from genmlx.core.gfi import _as_args, _as_choicemap
 from genmlx.core.random import resolve_key
 from genmlx.infer.adaptation import DualAveraging, estimate_mass, find_step_size, windows
 from genmlx.infer.diagnostics import SummaryTable, ess_bulk, ess_mean, ess_tail, rhat
 from genmlx.infer.integrators import Metric, leapfrog
-from genmlx.infer.nuts_tree import NUTSState, nuts_transition
+from genmlx.infer.nuts_tree import NUTSState, chain_normal, chain_uniform, nuts_transition
 
 __all__ = ["MCMCResult", "MCMCWarning", "mcmc"]
 
@@ -128,10 +128,15 @@ class MCMCResult:
     def _named(self) -> dict[str, mx.array]:
         out = {}
         for addr, v in self.samples.items():
-            path = addr if isinstance(addr, tuple) else (addr,)
-            name = addr if isinstance(addr, str) else format_address(path)
-            if mx.issubdtype(v.dtype, mx.floating) or v.dtype == mx.bool_ or mx.issubdtype(
-                v.dtype, mx.integer
+            name = (
+                addr
+                if isinstance(addr, str)
+                else format_address(addr if isinstance(addr, tuple) else (addr,))
+            )
+            if (
+                mx.issubdtype(v.dtype, mx.floating)
+                or v.dtype == mx.bool_
+                or mx.issubdtype(v.dtype, mx.integer)
             ):
                 out[name] = v.astype(mx.float32)
         return out
@@ -142,9 +147,18 @@ class MCMCResult:
         mean (``mcse_mean = sd / √ESS_mean``)."""
         table = SummaryTable()
         lo, hi = (1 - prob) / 2, 1 - (1 - prob) / 2
-        cols = ("mean", "sd", f"q{100 * lo:g}", "q50", f"q{100 * hi:g}", "mcse_mean",
-                "ess_bulk", "ess_tail", "r_hat")
-        table.columns = cols  # type: ignore[misc]
+        cols = (
+            "mean",
+            "sd",
+            f"q{100 * lo:g}",
+            "q50",
+            f"q{100 * hi:g}",
+            "mcse_mean",
+            "ess_bulk",
+            "ess_tail",
+            "r_hat",
+        )
+        table.columns = cols  # type: ignore[misc, assignment]
         for name, v in self._named().items():
             x = v.reshape(v.shape[0], v.shape[1], -1)
             flat = np.asarray(x.reshape(-1, x.shape[2]), dtype=np.float64)
@@ -155,8 +169,11 @@ class MCMCResult:
             sd = flat.std(axis=0, ddof=1)
             qs = np.quantile(flat, [lo, 0.5, hi], axis=0)
             for i in range(x.shape[2]):
-                scalar = x.shape[2] == 1 and v.ndim == 2
-                label = name if scalar else f"{name}[{_idx(i, tuple(v.shape[2:]))}]"
+                label = (
+                    name
+                    if x.shape[2] == 1 and v.ndim == 2
+                    else f"{name}[{_idx(i, tuple(v.shape[2:]))}]"
+                )
                 table[label] = {
                     "mean": float(flat[:, i].mean()),
                     "sd": float(sd[i]),
@@ -174,7 +191,7 @@ class MCMCResult:
         """Print :meth:`summary` and the number of divergent transitions."""
         print(self.summary(prob))
         if "diverging" in self.stats:
-            n = int(mx.sum(self.stats["diverging"]).item())
+            n = int(mx.sum(self.stats["diverging"]).item())  # type: ignore[arg-type]
             print(f"\nNumber of divergences: {n}")
 
     def check(self, *, rhat_max: float = 1.01, ess_min: float = 100.0) -> list[str]:
@@ -195,7 +212,7 @@ class MCMCResult:
                 "unreliable; run more draws or more chains"
             )
         if "diverging" in self.stats:
-            n = int(mx.sum(self.stats["diverging"]).item())
+            n = int(mx.sum(self.stats["diverging"]).item())  # type: ignore[arg-type]
             if n:
                 total = self.n_chains * self.n_samples
                 msgs.append(
@@ -213,8 +230,9 @@ class MCMCResult:
         except ImportError as e:
             raise ImportError("to_inference_data needs ArviZ: pip install arviz") from e
         post = {
-            (k if isinstance(k, str) else ".".join(map(str, k if isinstance(k, tuple) else (k,)))):
-            np.asarray(v)
+            (
+                k if isinstance(k, str) else ".".join(map(str, k if isinstance(k, tuple) else (k,)))
+            ): np.asarray(v)
             for k, v in self.samples.items()
         }
         stats = {k: np.asarray(v) for k, v in self.stats.items()}
@@ -265,33 +283,33 @@ class _VecKernel(NamedTuple):
 
 
 def _compiled_fn(fn: Callable[..., Any]) -> Callable[..., Any]:
-    cfn = mx.compile(fn)
-    first = [True]
-
-    def call(*a: Any) -> Any:
-        if first[0]:
-            first[0] = False
-            with tracing_mode():
-                return cfn(*a)
-        return cfn(*a)
-
-    return call
+    return compile_function(fn)
 
 
 def _hmc_program(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Callable[..., Any]:
-    def step(key: mx.array, x0: mx.array, ld0: mx.array, g0: mx.array, eps: mx.array,
-             marr: tuple[mx.array, ...], inputs: tuple[mx.array, ...]) -> Any:
-        k_mom, k_acc = mx.random.split(key)
-        p0 = metric.momentum(mx.random.normal(x0.shape, key=k_mom), marr)
+    def step(
+        key: mx.array,
+        x0: mx.array,
+        ld0: mx.array,
+        g0: mx.array,
+        eps: mx.array,
+        marr: tuple[mx.array, ...],
+        inputs: tuple[mx.array, ...],
+    ) -> Any:
+        ks = mx.vmap(lambda k: mx.random.split(k, 2))(mx.random.split(key, x0.shape[0]))
+        k_mom, k_acc = ks[:, 0], ks[:, 1]
+        p0 = metric.momentum(chain_normal(k_mom, x0.shape[1]), marr)
         x, p, ld, g = x0, p0, ld0, g0
         for _ in range(n_leapfrog):
             x, p, ld, g = leapfrog(vg, inputs, metric, marr, x, p, g, eps)
         log_alpha = ld - ld0 - metric.kinetic(p, marr) + metric.kinetic(p0, marr)
         log_alpha = mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
-        acc = mx.log(mx.random.uniform(shape=ld.shape, key=k_acc)) < log_alpha
+        acc = mx.log(chain_uniform(k_acc)) < log_alpha
         am = acc[:, None]
         return (
-            mx.where(am, x, x0), mx.where(acc, ld, ld0), mx.where(am, g, g0),
+            mx.where(am, x, x0),
+            mx.where(acc, ld, ld0),
+            mx.where(am, g, g0),
             mx.exp(mx.minimum(log_alpha, 0.0)),
         )
 
@@ -299,21 +317,31 @@ def _hmc_program(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Cal
 
 
 def _mala_program(vg: Callable[..., Any]) -> Callable[..., Any]:
-    def step(key: mx.array, x0: mx.array, ld0: mx.array, g0: mx.array, eps: mx.array,
-             marr: tuple[mx.array, ...], inputs: tuple[mx.array, ...]) -> Any:
+    def step(
+        key: mx.array,
+        x0: mx.array,
+        ld0: mx.array,
+        g0: mx.array,
+        eps: mx.array,
+        marr: tuple[mx.array, ...],
+        inputs: tuple[mx.array, ...],
+    ) -> Any:
         del marr
-        k_n, k_acc = mx.random.split(key)
+        ks = mx.vmap(lambda k: mx.random.split(k, 2))(mx.random.split(key, x0.shape[0]))
+        k_n, k_acc = ks[:, 0], ks[:, 1]
         e = eps[:, None]
-        x = x0 + 0.5 * e * e * g0 + e * mx.random.normal(x0.shape, key=k_n)
+        x = x0 + 0.5 * e * e * g0 + e * chain_normal(k_n, x0.shape[1])
         ld, g = vg(x, *inputs)
         fwd = mx.sum(mx.square(x - x0 - 0.5 * e * e * g0), axis=-1)
         bwd = mx.sum(mx.square(x0 - x - 0.5 * e * e * g), axis=-1)
         log_alpha = ld - ld0 + (fwd - bwd) / (2.0 * eps * eps)
         log_alpha = mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
-        acc = mx.log(mx.random.uniform(shape=ld.shape, key=k_acc)) < log_alpha
+        acc = mx.log(chain_uniform(k_acc)) < log_alpha
         am = acc[:, None]
         return (
-            mx.where(am, x, x0), mx.where(acc, ld, ld0), mx.where(am, g, g0),
+            mx.where(am, x, x0),
+            mx.where(acc, ld, ld0),
+            mx.where(am, g, g0),
             mx.exp(mx.minimum(log_alpha, 0.0)),
         )
 
@@ -393,8 +421,9 @@ def _initial_positions(
         raise ValueError(f"mcmc: init must be 'prior', 'uniform' or a choice map, got {init!r}")
     cm = _as_choicemap(init, "mcmc", "init")
     if not cm.batch_shape:
-        cm = cm.map(lambda v: mx.broadcast_to(v, (n_chains, *v.shape)))
-        cm = cm.with_batch_shape((n_chains,))
+        cm = cm.map(lambda v: mx.broadcast_to(v, (n_chains, *v.shape))).with_batch_shape(
+            (n_chains,)
+        )
     if cm.batch_shape != (n_chains,):
         raise ValueError(
             f"mcmc: init has batch shape {cm.batch_shape}; give one value per chain "
@@ -430,6 +459,7 @@ def mcmc(
     adapt: str = "per_chain",
     init_radius: float = 2.0,
     warn: bool = True,
+    target: Any = None,
 ) -> MCMCResult:
     """Sample a model's posterior with MCMC: adapt, sample, diagnose.
 
@@ -466,6 +496,14 @@ def mcmc(
         init_radius: the radius of ``init="uniform"``.
         warn: emit :class:`MCMCWarning` for convergence problems (R-hat > 1.01, ESS
             below 100, divergences).
+        target: a prebuilt log density to sample (a :class:`~genmlx.core.LogDensity`
+            or anything with its interface, such as
+            :class:`~genmlx.infer.EnumeratedLogDensity`); default: built from the model.
+
+    Discrete latent choices with a finite support are summed out exactly inside the
+    log density (:func:`~genmlx.infer.enumerated_logdensity`), so the gradient kernels
+    sample the continuous ones; :func:`~genmlx.infer.infer_discrete` then draws the
+    discrete choices for every kept draw.
 
     Returns:
         An :class:`MCMCResult`.
@@ -473,14 +511,19 @@ def mcmc(
     Raises:
         ValueError: a bad argument (named in the message).
         StaticModelError: a gradient kernel on a model whose latent choices cannot be
-            put in one vector (a discrete latent, a dynamic structure); use
-            ``kernel="mh"`` or a trace kernel.
+            put in one vector (a discrete latent without a finite support, a dynamic
+            structure); use ``kernel="mh"`` or a trace kernel.
     """
     args = _as_args(args, "mcmc")
     obs = _as_choicemap(observations, "mcmc", "observations")
-    for name, v, lo in (("n_chains", n_chains, 1), ("n_samples", n_samples, 1),
-                        ("n_warmup", n_warmup, 0), ("thin", thin, 1), ("max_depth", max_depth, 1),
-                        ("n_leapfrog", n_leapfrog, 1)):
+    for name, v, lo in (
+        ("n_chains", n_chains, 1),
+        ("n_samples", n_samples, 1),
+        ("n_warmup", n_warmup, 0),
+        ("thin", thin, 1),
+        ("max_depth", max_depth, 1),
+        ("n_leapfrog", n_leapfrog, 1),
+    ):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:
             raise ValueError(f"mcmc: {name} must be an int of at least {lo}, got {v!r}")
     if adapt not in ("per_chain", "pooled", "none"):
@@ -513,14 +556,14 @@ def mcmc(
             f"mcmc(kernel={kernel!r}) needs a static model; {model!r} is dynamic: {g.reason}. "
             "Use a trace kernel (kernel=lambda tr, key: ...) instead"
         )
-    ld = logdensity(model, args, obs, latents=latents, domains=domains)
+    ld = target if target is not None else _vector_target(model, args, obs, g, latents, domains)
     k_init, k_warm, k_run = mx.random.split(key, 3)
     import time
 
     t0 = time.perf_counter()
     y0 = _initial_positions(ld, model, args, obs, n_chains, init, k_init, init_radius)
-    vg, inputs = ld.pure("vg", batched=True)
-    inputs = tuple(inputs)
+    vg, input_list = ld.pure("vg", batched=True)
+    inputs = tuple(input_list)
     cvg = _cached((id(vg), "vg"), vg, lambda: _compiled_fn(vg))
     lp, gr = cvg(y0, *inputs)
     state = NUTSState(y0, lp, gr)
@@ -535,10 +578,15 @@ def mcmc(
         st: NUTSState, k: mx.array, e: mx.array, m: Metric
     ) -> tuple[NUTSState, dict[str, mx.array]]:
         if kernel == "nuts":
-            new, info = nuts_transition(st, vg, inputs, key=k, step_size=e, metric=m,
-                                        max_depth=max_depth)
-            return new, {"accept_prob": info.accept_prob, "n_leapfrog": info.n_leapfrog,
-                         "depth": info.depth, "diverging": info.diverging}
+            new, info = nuts_transition(
+                st, vg, inputs, key=k, step_size=e, metric=m, max_depth=max_depth
+            )
+            return new, {
+                "accept_prob": info.accept_prob,
+                "n_leapfrog": info.n_leapfrog,
+                "depth": info.depth,
+                "diverging": info.diverging,
+            }
         prog = _cached(
             (id(vg), kernel, m.kind, n_leapfrog if kernel == "hmc" else 0), vg,
             lambda: _hmc_program(vg, Metric(m.kind, ()), n_leapfrog) if kernel == "hmc"
@@ -599,8 +647,8 @@ def mcmc(
         state, info = transition(state, sub, eps, metric)
         if (t + 1) % thin == 0:
             draws.append(state.position)
-            for name, v in info.items():
-                stats.setdefault(name, []).append(v)
+            for stat, value in info.items():
+                stats.setdefault(stat, []).append(value)
         if kernel != "nuts" and (t + 1) % 50 == 0:
             mx.eval(state.position)
         bar(1)
@@ -618,12 +666,41 @@ def mcmc(
     elif metric.kind == "dense":
         mass = metric.arrays[0] @ mx.swapaxes(metric.arrays[0], -1, -2)
     res = MCMCResult(
-        samples, st, kernel=kernel, step_size=eps, mass=mass, positions=positions,
-        logdensity=ld, model=model, args=args, observations=obs,
+        samples,
+        st,
+        kernel=kernel,
+        step_size=eps,
+        mass=mass,
+        positions=positions,
+        logdensity=ld,
+        model=model,
+        args=args,
+        observations=obs,
         timing={"warmup_s": t1 - t0, "sampling_s": t2 - t1},
     )
     _finish_warnings(res, warn)
     return res
+
+
+def _vector_target(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    obs: ChoiceMap,
+    g: Any,
+    latents: Selection | None,
+    domains: Mapping[Any, Any] | None,
+) -> Any:
+    """The log density the vector kernels sample: discrete latents summed out, if any."""
+    discrete = [
+        s for s in g.sites
+        if s.kind == "choice" and not s.observed
+        and (getattr(s.gen_fn, "is_discrete", False) or not mx.issubdtype(s.dtype, mx.floating))
+    ]
+    if discrete and latents is None:
+        from genmlx.infer.enumeration import enumerated_logdensity
+
+        return enumerated_logdensity(model, args, obs, domains=domains)
+    return logdensity(model, args, obs, latents=latents, domains=domains)
 
 
 def _finish_warnings(res: MCMCResult, warn: bool) -> None:

@@ -44,12 +44,13 @@ from genmlx.core import constraints as C
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap
-from genmlx.core.compile import tracing_mode
-from genmlx.core.random import resolve_key
+from genmlx.core.compile import compile_function
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
+from genmlx.infer import _checks as checks
 from genmlx.infer.integrators import Metric, leapfrog
-from genmlx.infer.targets import target
+from genmlx.infer.nuts_tree import chain_normal, chain_uniform
+from genmlx.infer.targets import chain_keys, target
 
 __all__ = ["hmc", "mala", "map_optimize"]
 
@@ -104,7 +105,9 @@ def _validate(step_size: Any, op: str, n_leapfrog: int | None = None) -> None:
 _PROGRAMS: dict[Any, Any] = {}
 
 
-def _program(key: Any, build: Callable[[], Callable[..., Any]], compiled: bool) -> Callable[..., Any]:
+def _program(
+    key: Any, build: Callable[[], Callable[..., Any]], compiled: bool
+) -> Callable[..., Any]:
     """A kernel step, compiled once per target function and static configuration."""
     if not compiled or runtime.in_transform():
         return build()
@@ -112,32 +115,23 @@ def _program(key: Any, build: Callable[[], Callable[..., Any]], compiled: bool) 
     if fn is None or fn[0] is not key[1]:
         if len(_PROGRAMS) > 256:
             _PROGRAMS.clear()
-        cfn = mx.compile(build())
-        first = [True]
-
-        def call(*a: Any) -> Any:
-            if first[0]:
-                first[0] = False
-                with tracing_mode():
-                    return cfn(*a)
-            return cfn(*a)
-
-        fn = _PROGRAMS[key] = (key[1], call)
+        fn = _PROGRAMS[key] = (key[1], compile_function(build()))
     return fn[1]
 
 
 def _mala_step(vg: Callable[..., Any]) -> Callable[..., Any]:
-    def step(key: mx.array, y: mx.array, eps: mx.array, inputs: tuple[mx.array, ...]) -> Any:
-        k_noise, k_acc = mx.random.split(key)
+    def step(keys: mx.array, y: mx.array, eps: mx.array, inputs: tuple[mx.array, ...]) -> Any:
+        ks = mx.vmap(lambda k: mx.random.split(k, 2))(keys)
+        k_noise, k_acc = ks[:, 0], ks[:, 1]
         e = eps[..., None] if eps.ndim else eps
         ld, g = vg(y, *inputs)
-        y_new = y + 0.5 * e * e * g + e * mx.random.normal(y.shape, key=k_noise)
+        y_new = y + 0.5 * e * e * g + e * chain_normal(k_noise, y.shape[1])
         ld_new, g_new = vg(y_new, *inputs)
         fwd = mx.sum(mx.square(y_new - y - 0.5 * e * e * g), axis=-1)
         bwd = mx.sum(mx.square(y - y_new - 0.5 * e * e * g_new), axis=-1)
         ee = eps * eps
         log_alpha = ld_new - ld + (fwd - bwd) / (2.0 * ee)
-        u = mx.random.uniform(shape=log_alpha.shape, key=k_acc)
+        u = chain_uniform(k_acc)
         acc = mx.log(u) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
         return mx.where(acc[:, None], y_new, y), acc
 
@@ -180,33 +174,37 @@ def mala(
         >>> acc.shape
         ()
     """
-    _validate(step_size, "mala")
-    key = resolve_key(key)
+    checks.trace(trace, "mala")
+    checks.selection(selection, "mala")
+    eps_checked = checks.positive_scalar(step_size, "step_size", "mala", tuple(trace.batch_shape))
+    _validate(eps_checked, "mala")
+    key = checks.key(key, "mala")
     t = target(trace, selection, "mala")
     c = t.position.shape[0]
-    eps = mx.broadcast_to(mx.array(step_size, dtype=mx.float32), (c,))
+    eps = mx.broadcast_to(eps_checked, (c,))
     fn = _program(("mala", t.vg), lambda: _mala_step(t.vg), t.compiled)
-    y_new, acc = fn(key, t.position, eps, t.inputs)
+    y_new, acc = fn(chain_keys(key, c, t.batched), t.position, eps, t.inputs)
     new = t.to_trace(y_new, acc)
     return new, (acc if t.batched else acc[0])
 
 
 def _hmc_step(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Callable[..., Any]:
     def step(
-        key: mx.array,
+        keys: mx.array,
         y: mx.array,
         eps: mx.array,
         marr: tuple[mx.array, ...],
         inputs: tuple[mx.array, ...],
     ) -> Any:
-        k_mom, k_acc = mx.random.split(key)
-        p0 = metric.momentum(mx.random.normal(y.shape, key=k_mom), marr)
+        ks = mx.vmap(lambda k: mx.random.split(k, 2))(keys)
+        k_mom, k_acc = ks[:, 0], ks[:, 1]
+        p0 = metric.momentum(chain_normal(k_mom, y.shape[1]), marr)
         ld0, g = vg(y, *inputs)
         x, p, ld = y, p0, ld0
         for _ in range(n_leapfrog):
             x, p, ld, g = leapfrog(vg, inputs, metric, marr, x, p, g, eps)
         log_alpha = ld - ld0 - metric.kinetic(p, marr) + metric.kinetic(p0, marr)
-        u = mx.random.uniform(shape=log_alpha.shape, key=k_acc)
+        u = chain_uniform(k_acc)
         acc = mx.log(u) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
         return mx.where(acc[:, None], x, y), acc
 
@@ -266,22 +264,25 @@ def hmc(
         >>> tr2["x"].shape
         (10,)
     """
-    _validate(step_size, "hmc", n_leapfrog)
+    checks.trace(trace, "hmc")
+    checks.selection(selection, "hmc")
+    eps_checked = checks.positive_scalar(step_size, "step_size", "hmc", tuple(trace.batch_shape))
+    _validate(eps_checked, "hmc", n_leapfrog)
     if not isinstance(n_leapfrog, int) or n_leapfrog < 1:
         raise ValueError(f"hmc: n_leapfrog must be at least 1, got {n_leapfrog}")
-    key = resolve_key(key)
+    key = checks.key(key, "hmc")
     t = target(trace, selection, "hmc")
     c = t.position.shape[0]
     metric = Metric.create(
         mass, t.dim, "hmc", n_chains=c if t.batched else None, validate=not runtime.in_transform()
     )
-    eps = mx.broadcast_to(mx.array(step_size, dtype=mx.float32), (c,))
+    eps = mx.broadcast_to(eps_checked, (c,))
     fn = _program(
         ("hmc", t.vg, metric.kind, n_leapfrog),
         lambda: _hmc_step(t.vg, metric, n_leapfrog),
         t.compiled,
     )
-    y_new, acc = fn(key, t.position, eps, tuple(metric.arrays), t.inputs)
+    y_new, acc = fn(chain_keys(key, c, t.batched), t.position, eps, tuple(metric.arrays), t.inputs)
     new = t.to_trace(y_new, acc)
     return new, (acc if t.batched else acc[0])
 
@@ -356,6 +357,12 @@ def map_optimize(
         2.0
     """
     del key
+    checks.trace(trace, "map_optimize")
+    checks.selection(selection, "map_optimize")
+    checks.count(max_steps, "max_steps", "map_optimize")
+    checks.count(max_backtracks, "max_backtracks", "map_optimize")
+    checks.number(step_size, "step_size", "map_optimize", low=0.0, low_open=True, high_open=True)
+    checks.number(tol, "tol", "map_optimize", low=0.0, high_open=True)
     t_ = _map_target(trace, selection, domains or {}, "map_optimize")
     vg, inputs, y = t_.vg, t_.inputs, t_.y
     ld, g = vg(y, *inputs)
@@ -443,16 +450,7 @@ def _map_target(trace: Trace, selection: Selection, domains: Any, op: str) -> _M
         vals, obs_leaves = list(a[: len(space.blocks)]), a[len(space.blocks) :]
         return space.inverse(vals, obs=unflatten(rest_td, list(obs_leaves)))
 
-    vg_raw = Space.batched(mx.value_and_grad(logp))
-    cvg = mx.compile(vg_raw)
-    first = [True]
-
-    def vg(y: mx.array, *inputs: mx.array) -> tuple[mx.array, mx.array]:
-        if first[0]:
-            first[0] = False
-            with tracing_mode():
-                return cvg(y, *inputs)  # type: ignore[no-any-return]
-        return cvg(y, *inputs)  # type: ignore[no-any-return]
+    vg = compile_function(Space.batched(mx.value_and_grad(logp)))
 
     values = []
     for b in space.blocks:

@@ -57,8 +57,8 @@ class Metric(NamedTuple):
             return Metric("diag", (mx.sqrt(m), 1.0 / m))
         if core == (d, d):
             if validate:
-                sym = mx.max(mx.abs(m - mx.swapaxes(m, -1, -2))).item()
-                scale = max(1.0, float(mx.max(mx.abs(m)).item()))
+                sym = float(mx.max(mx.abs(m - mx.swapaxes(m, -1, -2))).item())  # type: ignore[arg-type]
+                scale = max(1.0, float(mx.max(mx.abs(m)).item()))  # type: ignore[arg-type]
                 if not sym <= 1e-5 * scale:
                     raise ValueError(f"{op}: a dense mass matrix must be symmetric")
                 eig = mx.linalg.eigvalsh(m, stream=mx.cpu)

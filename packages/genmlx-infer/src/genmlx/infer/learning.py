@@ -47,6 +47,7 @@ import mlx.optimizers as optim
 
 from genmlx.core import runtime
 from genmlx.core.choicemap import ChoiceMap, choicemap
+from genmlx.core.compile import compile_function
 from genmlx.core.errors import BatchedControlFlowError, GenMLXError
 from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.gradients import param_gradients
@@ -170,7 +171,7 @@ def _optimise(
             with runtime.transforming():
                 return update(k, t)
 
-        fn = mx.compile(traced, inputs=state, outputs=state)
+        fn = compile_function(traced, inputs=state, outputs=state)
     keys = mx.random.split(resolve_key(key), n_steps)
     bar = progress_bar(n_steps, op) if progress else None
     history = []

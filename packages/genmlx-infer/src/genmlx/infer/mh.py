@@ -36,6 +36,8 @@ from genmlx.core.address import Address, Path, format_address
 from genmlx.core.batching import vmap_call
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.tree import flatten
+from genmlx.infer import _checks as checks
+from genmlx.infer import _sharding
 from genmlx.infer._traces import accept_reject, where_trace
 
 __all__ = [
@@ -158,9 +160,8 @@ def mh(
         >>> acc.shape
         (100,)
     """
-    if not isinstance(trace, Trace):
-        raise TypeError(f"mh: trace must be a Trace, got {type(trace).__name__}")
-    key = resolve_key(key)
+    checks.trace(trace, "mh")
+    key = checks.key(key, "mh")
     if isinstance(selection_or_proposal, Selection):
         if proposal_args:
             raise ValueError("mh: proposal_args given with a selection (resimulation MH)")
@@ -389,8 +390,7 @@ def involutive_mh(
         >>> tr, _ = model.generate((), {"y": 1.0}, key=mx.random.key(0))
         >>> tr, acc = involutive_mh(tr, aux, (), scale, key=mx.random.key(1))
     """
-    if not isinstance(trace, Trace):
-        raise TypeError(f"involutive_mh: trace must be a Trace, got {type(trace).__name__}")
+    checks.trace(trace, "involutive_mh")
     if not isinstance(proposal, GenerativeFunction):
         raise TypeError(
             f"involutive_mh: proposal must be a GenerativeFunction, got {type(proposal).__name__}"
@@ -399,7 +399,7 @@ def involutive_mh(
         raise TypeError("involutive_mh: involution must be a function")
     if not isinstance(proposal_args, (tuple, list)):
         raise TypeError("involutive_mh: proposal_args must be a tuple")
-    key = resolve_key(key)
+    key = checks.key(key, "involutive_mh")
     pargs = tuple(proposal_args)
     if check:
         # evaluated in Python (a debugging aid): not for compiled chains
@@ -442,8 +442,9 @@ def cycle(*kernels: Kernel) -> Kernel:
 
 def repeat(kernel: Kernel, k: int) -> Kernel:
     """The kernel applying ``kernel`` ``k`` times; ``accepted`` is the accepted fraction."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"repeat: k must be a positive int, got {k!r}")
+    if not callable(kernel):
+        raise TypeError(f"repeat: kernel must be a kernel function, got {type(kernel).__name__}")
+    checks.count(k, "k", "repeat")
     return cycle(*([kernel] * k))
 
 
@@ -456,11 +457,13 @@ def mix(kernels: Sequence[Kernel], probs: Sequence[float] | mx.array) -> Kernel:
     ``π``-invariant. ``accepted`` is the chosen kernel's (as float).
     """
     kernels = list(kernels)
+    if not all(callable(k) for k in kernels):
+        raise TypeError("mix: every kernel must be a kernel function")
     p = mx.array(list(probs) if not isinstance(probs, mx.array) else probs, dtype=mx.float32)
     if not kernels or p.ndim != 1 or p.shape[0] != len(kernels):
         raise ValueError("mix: give one probability per kernel")
     total = float(p.sum().item())  # type: ignore[arg-type]
-    if bool(mx.any(p < 0).item()) or abs(total - 1.0) > 1e-5:
+    if bool(mx.any(mx.logical_or(p < 0, mx.isnan(p))).item()) or not abs(total - 1.0) <= 1e-5:
         raise ValueError(f"mix: probs must be non-negative and sum to 1, got {p.tolist()}")
     logits = mx.log(p)
 
@@ -524,6 +527,8 @@ def chain(
     thin: int = 1,
     addresses: Sequence[Address] | None = None,
     progress: bool = False,
+    group: Any = None,
+    exact: bool = True,
 ) -> ChainResult:
     """Run ``kernel`` for ``n_steps`` steps and record the values of ``addresses``.
 
@@ -543,6 +548,16 @@ def chain(
         addresses: addresses whose values to record (``None``: none).
         progress: show a progress bar (needs ``tqdm``, an optional dependency:
             ``pip install tqdm``; eager runs only).
+        group: an ``mx.distributed`` group (default: the
+            :func:`~genmlx.infer.distributed.use_group` default, else none): ``trace``
+            holds this process's chains, and chain ``i`` of all ``N`` steps at step ``s`` with key
+            ``split(split(key, n_steps)[s], N)[i]`` on its own trace, so the chains do
+            not depend on the number of processes (see
+            :mod:`genmlx.infer.distributed.mcmc`).
+        exact: with ``group``: ``True`` runs the kernel on each chain's own trace under
+            ``mx.vmap`` with its global key (bit-for-bit the chains of any number of
+            processes); ``False`` runs it batched on this process's chains with a key of
+            the process's own — faster for kernels that stop early on values (``nuts``).
 
     Returns:
         :class:`ChainResult` ``(trace, samples, acceptance_rate)``.
@@ -564,14 +579,29 @@ def chain(
         >>> res.draws["mu"].shape        # [chain, draw], as mcmc() and ArviZ
         (10, 20)
     """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"chain: n_steps must be a positive int, got {n_steps!r}")
-    if not isinstance(burn_in, int) or burn_in < 0 or burn_in >= n_steps:
+    g = _sharding.group_for(group, "chain")
+    if g is not None:
+        from genmlx.infer.distributed.mcmc import chain as sharded
+
+        return sharded(
+            kernel, trace, n_steps, key=key, burn_in=burn_in, thin=thin,
+            addresses=addresses, progress=progress, group=g, exact=exact,
+        )
+    if not callable(kernel):
+        raise TypeError(f"chain: kernel must be a kernel function, got {type(kernel).__name__}")
+    checks.trace(trace, "chain")
+    checks.count(n_steps, "n_steps", "chain")
+    checks.count(burn_in, "burn_in", "chain", minimum=0)
+    if burn_in >= n_steps:
         raise ValueError(f"chain: burn_in must be an int in [0, n_steps), got {burn_in!r}")
-    if not isinstance(thin, int) or thin < 1:
-        raise ValueError(f"chain: thin must be a positive int, got {thin!r}")
+    checks.count(thin, "thin", "chain")
+    if addresses is not None and isinstance(addresses, (str, int)):
+        raise TypeError(
+            "chain: addresses must be a list of addresses, e.g. ['mu'] or [('y', 0)], "
+            f"got {addresses!r}"
+        )
     addrs = list(addresses) if addresses is not None else []
-    keys = mx.random.split(resolve_key(key), n_steps)
+    keys = mx.random.split(checks.key(key, "chain"), n_steps)
     recorded: dict[Address, list[mx.array]] = {a: [] for a in addrs}
     total = mx.zeros(trace.batch_shape)
     eager = not runtime.in_transform()

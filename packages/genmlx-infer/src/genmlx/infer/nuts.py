@@ -42,20 +42,19 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 
 from genmlx.core import runtime
-from genmlx.core.random import resolve_key
+from genmlx.core.compile import compile_function
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
+from genmlx.infer import _checks as checks
 from genmlx.infer.adaptation import DualAveraging, estimate_mass, find_step_size, windows
 from genmlx.infer.integrators import Metric, leapfrog
-from genmlx.infer.nuts_tree import NUTSState, NutsInfo, nuts_transition
-from genmlx.infer.targets import Target, target
+from genmlx.infer.nuts_tree import NutsInfo, NUTSState, nuts_transition
+from genmlx.infer.targets import Target, chain_keys, target
 
 __all__ = [
     "NUTSState",
@@ -66,7 +65,6 @@ __all__ = [
     "nuts_warmup",
     "nuts_warmup_state",
 ]
-
 
 
 class NutsWarmup(NamedTuple):
@@ -110,17 +108,19 @@ def nuts_info(
         >>> info.accept_prob.shape
         (10,)
     """
+    checks.trace(trace, "nuts")
+    checks.selection(selection, "nuts")
     if not isinstance(max_depth, int) or max_depth < 1:
         raise ValueError(f"nuts: max_depth must be an int of at least 1, got {max_depth!r}")
+    # an invalid array step size under a transform becomes NaN: every state is rejected
+    step_size = checks.positive_scalar(step_size, "step_size", "nuts", tuple(trace.batch_shape))
     eager = not runtime.in_transform()
     if eager:
         _check_step(step_size, "nuts")
-    key = resolve_key(key)
+    key = checks.key(key, "nuts")
     t = target(trace, selection, "nuts")
     c = t.position.shape[0]
-    metric = Metric.create(
-        mass, t.dim, "nuts", n_chains=c if t.batched else None, validate=eager
-    )
+    metric = Metric.create(mass, t.dim, "nuts", n_chains=c if t.batched else None, validate=eager)
     compiled = t.compiled and eager
     ld, g = _vg_compiled(t)(t.position, *t.inputs) if compiled else t.vg(t.position, *t.inputs)
     state = NUTSState(t.position, ld, g)
@@ -128,8 +128,16 @@ def nuts_info(
     if not t.batched and eps.ndim:
         eps = eps.reshape(-1)
     new, info = nuts_transition(
-        state, t.vg, t.inputs, key=key, step_size=eps, metric=metric, max_depth=max_depth,
-        compiled=compiled, dynamic=eager,
+        state,
+        t.vg,
+        t.inputs,
+        # chain i of a batched trace runs with split(key, C)[i]; a single trace with key
+        key=chain_keys(key, c, t.batched),
+        step_size=eps,
+        metric=metric,
+        max_depth=max_depth,
+        compiled=compiled,
+        dynamic=eager,
     )
     moved = mx.any(new.position != t.position, axis=-1)
     tr = t.to_trace(new.position, moved)
@@ -146,7 +154,7 @@ def _vg_compiled(t: Target) -> Any:
     if fn is None or fn[0] is not t.vg:
         if len(_VG) > 256:
             _VG.clear()
-        fn = _VG[id(t.vg)] = (t.vg, mx.compile(t.vg))
+        fn = _VG[id(t.vg)] = (t.vg, compile_function(t.vg))
     return fn[1]
 
 
@@ -178,7 +186,8 @@ def nuts(
 
     Returns:
         ``(new_trace, accepted)``; NUTS has no accept/reject step, so ``accepted`` is
-        all ``True``. Use :func:`nuts_info` for the statistics.
+        all ``True`` (``False`` for chains whose step size, an array under ``compile``,
+        is invalid: NaN, inf or not positive). Use :func:`nuts_info` for the statistics.
 
     Raises:
         TypeError: a selected choice is discrete.
@@ -196,10 +205,12 @@ def nuts(
         >>> acc.shape, tr2.batch_shape
         ((), ())
     """
+    eps = checks.positive_scalar(step_size, "step_size", "nuts", tuple(trace.batch_shape))
     new_trace, _ = nuts_info(
-        trace, selection, key=key, step_size=step_size, max_depth=max_depth, mass=mass
+        trace, selection, key=key, step_size=eps, max_depth=max_depth, mass=mass
     )
-    return new_trace, mx.ones(tuple(trace.batch_shape), dtype=mx.bool_)
+    # all True, except chains whose (traced, unreadable) step size is invalid
+    return new_trace, mx.broadcast_to(mx.logical_not(mx.isnan(eps)), tuple(trace.batch_shape))
 
 
 def _one_step_accept(
@@ -208,8 +219,15 @@ def _one_step_accept(
     """``(eps [C], key) -> accept [C]`` of one leapfrog step with a fresh momentum."""
     marr = tuple(metric.arrays)
 
-    def f(eps: mx.array, key: mx.array, x: mx.array, ld: mx.array, g: mx.array,
-          arrays: tuple[mx.array, ...], inp: tuple[mx.array, ...]) -> mx.array:
+    def f(
+        eps: mx.array,
+        key: mx.array,
+        x: mx.array,
+        ld: mx.array,
+        g: mx.array,
+        arrays: tuple[mx.array, ...],
+        inp: tuple[mx.array, ...],
+    ) -> mx.array:
         p = metric.momentum(mx.random.normal(x.shape, key=key), arrays)
         h0 = -ld + metric.kinetic(p, arrays)
         _, p1, ld1, _ = leapfrog(vg, inp, metric, arrays, x, p, g, eps)
@@ -217,7 +235,7 @@ def _one_step_accept(
         d = h0 - h1
         return mx.exp(mx.minimum(mx.where(mx.isnan(d), -mx.inf, d), 0.0))
 
-    fn = mx.compile(f) if compiled else f
+    fn = compile_function(f) if compiled else f
 
     def call(eps: mx.array, key: mx.array) -> mx.array:
         return fn(eps, key, state.position, state.logdensity, state.grad, marr, inputs)
@@ -276,7 +294,13 @@ def nuts_warmup_state(
         key, sub = mx.random.split(key)
         step = da.step_size if per_chain else mx.broadcast_to(da.step_size, (c,))
         state, info = nuts_transition(
-            state, vg, inputs, key=sub, step_size=step, metric=metric, max_depth=max_depth,
+            state,
+            vg,
+            inputs,
+            key=sub,
+            step_size=step,
+            metric=metric,
+            max_depth=max_depth,
             compiled=compiled,
         )
         acc = info.accept_prob if per_chain else mx.mean(info.accept_prob)
@@ -317,6 +341,9 @@ def nuts_warmup(
     init_buffer: int = 75,
     term_buffer: int = 50,
     base_window: int = 25,
+    group: Any = None,
+    pool: bool = True,
+    exact: bool = True,
 ) -> NutsWarmup:
     """Stan's NUTS warm-up: dual-averaging step size and windowed mass adaptation.
 
@@ -343,6 +370,12 @@ def nuts_warmup(
         init_buffer: Stan's initial fast buffer (steps).
         term_buffer: Stan's terminal fast buffer (steps).
         base_window: Stan's first slow window (steps).
+        group: an ``mx.distributed`` group: ``trace`` holds this process's chains (see
+            :func:`genmlx.infer.distributed.mcmc.nuts_warmup`).
+        pool: with ``group`` (and not ``per_chain``), pool the adaptation over every
+            process's chains.
+        exact: with ``group``, run each chain with its global keys (the same numbers for
+            any number of processes; see :func:`genmlx.infer.distributed.mcmc.chain`).
 
     Returns:
         :class:`NutsWarmup` ``(step_size, mass, trace)``: the adapted step size (a
@@ -361,20 +394,65 @@ def nuts_warmup(
         >>> w.mass.shape, w.trace["x"].shape
         ((1,), (50,))
     """
-    if not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"nuts_warmup: n_steps must be a positive int, got {n_steps!r}")
-    _check_step(step_size, "nuts_warmup")
-    if not 0.0 < target_accept < 1.0:
-        raise ValueError(f"nuts_warmup: target_accept must be in (0, 1), got {target_accept}")
-    key = resolve_key(key)
+    from genmlx.infer import _sharding
+
+    g = _sharding.group_for(group, "nuts_warmup")
+    if g is not None:
+        from genmlx.infer.distributed.mcmc import nuts_warmup as sharded
+
+        return sharded(
+            trace,
+            selection,
+            n_steps,
+            key=key,
+            group=g,
+            pool=pool,
+            exact=exact,
+            per_chain=per_chain,
+            target_accept=target_accept,
+            step_size=step_size,
+            max_depth=max_depth,
+            adapt_mass=adapt_mass,
+            dense_mass=dense_mass,
+            find_step_size=find_step_size,
+            init_buffer=init_buffer,
+            term_buffer=term_buffer,
+            base_window=base_window,
+        )
+    op = "nuts_warmup"
+    checks.trace(trace, op)
+    checks.selection(selection, op)
+    checks.count(n_steps, "n_steps", op)
+    _check_step(step_size, op)
+    checks.number(
+        target_accept, "target_accept", op, low=0.0, high=1.0, low_open=True, high_open=True
+    )
+    checks.count(max_depth, "max_depth", op)
+    for name, v in (("init_buffer", init_buffer), ("term_buffer", term_buffer)):
+        checks.count(v, name, op, minimum=0)
+    checks.count(base_window, "base_window", op)
+    key = checks.key(key, op)
     t = target(trace, selection, "nuts_warmup")
-    ld, g = t.vg(t.position, *t.inputs) if not t.compiled else _vg_compiled(t)(t.position, *t.inputs)
+    ld, g = (
+        t.vg(t.position, *t.inputs) if not t.compiled else _vg_compiled(t)(t.position, *t.inputs)
+    )
     state = NUTSState(t.position, ld, g)
     state, eps, metric = nuts_warmup_state(
-        state, t.vg, t.inputs, n_steps, key=key, target_accept=target_accept,
-        step_size=step_size, max_depth=max_depth, adapt_mass=adapt_mass,
-        dense_mass=dense_mass, per_chain=per_chain and t.batched, find_step=find_step_size,
-        init_buffer=init_buffer, term_buffer=term_buffer, base_window=base_window,
+        state,
+        t.vg,
+        t.inputs,
+        n_steps,
+        key=key,
+        target_accept=target_accept,
+        step_size=step_size,
+        max_depth=max_depth,
+        adapt_mass=adapt_mass,
+        dense_mass=dense_mass,
+        per_chain=per_chain and t.batched,
+        find_step=find_step_size,
+        init_buffer=init_buffer,
+        term_buffer=term_buffer,
+        base_window=base_window,
         compiled=t.compiled,
     )
     tr = t.to_trace(state.position, mx.any(state.position != t.position, axis=-1))

@@ -25,8 +25,10 @@ its length ``K``, so the bits below ``log₂K`` repeat from chunk to chunk, and 
 last leaf of a chunk closes levels above (as many as the trailing ones of the chunk's
 index): one compiled program per ``(K, extra levels)``.
 
-All chains share one key stream threaded through the state, so the engine reads no
-value on the host except the two "is any chain still running" checks.
+Every chain has its own key, threaded through the state (chain ``i`` of a batch run with
+key ``k`` uses ``split(k, C)[i]``, so a chain's draws do not depend on how many chains
+run beside it); the engine reads no value on the host except the two "is any chain still
+running" checks.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 
-from genmlx.core.compile import tracing_mode
+from genmlx.core.compile import compile_function
 from genmlx.infer.integrators import Metric, leapfrog
 
 __all__ = ["NUTSState", "NutsInfo", "nuts_transition"]
@@ -73,7 +75,7 @@ class NutsInfo(NamedTuple):
 
     @property
     def accepted(self) -> mx.array:
-        """NUTS has no accept/reject step: ``True`` for every chain."""
+        """``True`` for every chain (NUTS has no accept/reject step)."""
         return mx.ones(self.depth.shape, dtype=mx.bool_)
 
 
@@ -151,6 +153,23 @@ def _merge(left: _Block, right: _Block) -> tuple[_Block, mx.array]:
     return (rho, lpf, lsf, rpl, rsl), ok
 
 
+def _split_keys(keys: mx.array) -> tuple[mx.array, mx.array]:
+    """Per chain: ``(next key, key to draw with)`` from keys ``[C, 2]``."""
+    ks = mx.vmap(lambda k: mx.random.split(k, 2))(keys)
+    return ks[:, 0], ks[:, 1]
+
+
+def chain_normal(keys: mx.array, d: int) -> mx.array:
+    """Standard normals ``[C, d]``, row ``i`` from key ``keys[i]``."""
+    return mx.vmap(lambda k: mx.random.normal((d,), key=k))(keys)
+
+
+def chain_uniform(keys: mx.array, n: int | None = None) -> mx.array:
+    """Uniforms ``[C]`` (or ``[C, n]``), row ``i`` from key ``keys[i]``."""
+    shape = () if n is None else (n,)
+    return mx.vmap(lambda k: mx.random.uniform(shape=shape, key=k))(keys)
+
+
 def _trailing_ones(n: int) -> int:
     t = 0
     while n & 1:
@@ -180,33 +199,42 @@ class _Engine:
         if fn is None and not self.compiled:
             fn = self._fns[key] = build()
         if fn is None:
-            cfn = mx.compile(build())
-            first = [True]
-
-            def call(*a: Any) -> Any:
-                if first[0]:
-                    first[0] = False
-                    with tracing_mode():
-                        return cfn(*a)
-                return cfn(*a)
-
-            fn = self._fns[key] = call
+            fn = self._fns[key] = compile_function(build())
         return fn
 
     # ------------------------------------------------------------------ pieces
     def begin(self) -> Callable[..., Any]:
         metric = self.metric
 
-        def f(key: mx.array, x: mx.array, ld: mx.array, g: mx.array, marr: tuple[mx.array, ...]) -> Any:
-            key, k = mx.random.split(key)
-            p = metric.momentum(mx.random.normal(x.shape, key=k), marr)
+        def f(
+            key: mx.array, x: mx.array, ld: mx.array, g: mx.array, marr: tuple[mx.array, ...]
+        ) -> Any:
+            key, k = _split_keys(key)
+            p = metric.momentum(chain_normal(k, x.shape[1]), marr)
             ps = metric.velocity(p, marr)
             h0 = -ld + 0.5 * _dot(p, ps)
             c = x.shape[0]
             zf = mx.zeros((c,), dtype=mx.float32)
             return _Tree(
-                key, x, p, g, x, p, g, p, ps, ps, x, ld, g, zf, h0,
-                mx.ones((c,), dtype=mx.bool_), mx.zeros((c,), dtype=mx.int32), zf, zf,
+                key,
+                x,
+                p,
+                g,
+                x,
+                p,
+                g,
+                p,
+                ps,
+                ps,
+                x,
+                ld,
+                g,
+                zf,
+                h0,
+                mx.ones((c,), dtype=mx.bool_),
+                mx.zeros((c,), dtype=mx.int32),
+                zf,
+                zf,
                 mx.zeros((c,), dtype=mx.bool_),
             )
 
@@ -216,8 +244,8 @@ class _Engine:
         levels = self.max_depth
 
         def f(t: _Tree) -> _Sub:
-            key, k = mx.random.split(t.key)
-            fwd = mx.random.bernoulli(shape=t.running.shape, key=k)
+            key, k = _split_keys(t.key)
+            fwd = chain_uniform(k) < 0.5
             fm = fwd[:, None]
             x = mx.where(fm, t.xr, t.xl)
             p = mx.where(fm, t.pr, t.pl)
@@ -226,8 +254,26 @@ class _Engine:
             z = mx.zeros((levels, c, d), dtype=x.dtype)
             zb = mx.zeros((c, d), dtype=x.dtype)
             return _Sub(
-                key, x, p, g, fwd, t.running, mx.full((c,), -mx.inf, dtype=mx.float32),
-                x, t.ld_prop, g, z, z, z, z, z, zb, zb, zb, zb, zb,
+                key,
+                x,
+                p,
+                g,
+                fwd,
+                t.running,
+                mx.full((c,), -mx.inf, dtype=mx.float32),
+                x,
+                t.ld_prop,
+                g,
+                z,
+                z,
+                z,
+                z,
+                z,
+                zb,
+                zb,
+                zb,
+                zb,
+                zb,
             )
 
         return self._compiled("start", lambda: f)
@@ -239,10 +285,14 @@ class _Engine:
         levels = self.max_depth
 
         def f(
-            t: _Tree, s: _Sub, eps: mx.array, marr: tuple[mx.array, ...], inputs: tuple[mx.array, ...]
+            t: _Tree,
+            s: _Sub,
+            eps: mx.array,
+            marr: tuple[mx.array, ...],
+            inputs: tuple[mx.array, ...],
         ) -> tuple[_Tree, _Sub]:
-            key, k = mx.random.split(s.key)
-            u = mx.random.uniform(shape=(k_steps, *t.running.shape), key=k)
+            key, k = _split_keys(s.key)
+            u = mx.swapaxes(chain_uniform(k, k_steps), 0, 1)  # [K, C]
             v_eps = mx.where(s.forward, eps, -eps)
             x, p, g = s.x, s.p, s.g
             valid, lsw = s.valid, s.lsw
@@ -288,15 +338,36 @@ class _Engine:
                 top = block
                 valid = mx.logical_and(valid, mx.where(active, ok, True))
             t2 = t._replace(n_leap=n_leap, sum_acc=sum_acc, diverging=div_all)
-            s2 = _Sub(key, x, p, g, s.forward, valid, lsw, xp, ldp, gp, *lv, *top)
+            s2 = _Sub(
+                key,
+                x,
+                p,
+                g,
+                s.forward,
+                valid,
+                lsw,
+                xp,
+                ldp,
+                gp,
+                lv[0],
+                lv[1],
+                lv[2],
+                lv[3],
+                lv[4],
+                top[0],
+                top[1],
+                top[2],
+                top[3],
+                top[4],
+            )
             return t2, s2
 
         return self._compiled(("chunk", k_steps, extra), lambda: f)
 
     def merge(self) -> Callable[..., Any]:
         def f(t: _Tree, s: _Sub) -> _Tree:
-            key, k = mx.random.split(t.key)
-            u = mx.random.uniform(shape=t.running.shape, key=k)
+            key, k = _split_keys(t.key)
+            u = chain_uniform(k)
             ok = mx.logical_and(t.running, s.valid)
             take = mx.logical_and(ok, mx.log(u) < s.lsw - t.lsw)
             tm = take[:, None]
@@ -321,8 +392,20 @@ class _Engine:
             psr = mx.where(okm, mx.where(fm, mf[4], mb[4]), t.psr)
             running = mx.logical_and(ok, mx.where(fwd, ok_f, ok_b))
             return t._replace(
-                key=key, xl=xl, pl=pl, gl=gl, xr=xr, pr=pr, gr=gr, rho=rho, psl=psl,
-                psr=psr, x_prop=x_prop, ld_prop=ld_prop, g_prop=g_prop, lsw=lsw,
+                key=key,
+                xl=xl,
+                pl=pl,
+                gl=gl,
+                xr=xr,
+                pr=pr,
+                gr=gr,
+                rho=rho,
+                psl=psl,
+                psr=psr,
+                x_prop=x_prop,
+                ld_prop=ld_prop,
+                g_prop=g_prop,
+                lsw=lsw,
                 running=running,
             )
 
@@ -368,7 +451,8 @@ def nuts_transition(
         state: positions ``[C, d]`` with their log densities and gradients.
         vg: ``vg(y, *inputs) -> (log π [C], ∇log π [C, d])``, pure and traceable.
         inputs: arrays ``vg`` reads (observations, data).
-        key: PRNG key.
+        key: PRNG key; chain ``i`` runs with ``split(key, C)[i]`` (or pass per-chain
+            keys ``[C, 2]``).
         step_size: ``[C]`` (one per chain) or a scalar.
         metric: the mass matrix (:class:`~genmlx.infer.integrators.Metric`).
         max_depth: maximum number of doublings (``2^max_depth − 1`` steps at most).
@@ -387,7 +471,8 @@ def nuts_transition(
     eng = _engine(vg, metric.kind, max_depth, compiled)
     marr = tuple(metric.arrays)
     inp = tuple(inputs)
-    tree = eng.begin()(key, state.position, state.logdensity, state.grad, marr)
+    keys = key if key.ndim == 2 else mx.random.split(key, c)
+    tree = eng.begin()(keys, state.position, state.logdensity, state.grad, marr)
     start, merge, count = eng.start_sub(), eng.merge(), eng.count_depth()
     for j in range(max_depth):
         if dynamic and j > 0 and not bool(mx.any(tree.running).item()):

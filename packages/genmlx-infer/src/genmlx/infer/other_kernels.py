@@ -34,7 +34,9 @@ from genmlx.core.choicemap import ChoiceMap, as_array
 from genmlx.core.distribution import Distribution
 from genmlx.core.dsl import DynamicGenerativeFunction
 from genmlx.core.gfi import GenerativeFunction
+from genmlx.core.random import Key
 from genmlx.core.trace import Trace
+from genmlx.infer import _checks as checks
 from genmlx.infer._traces import where_trace
 
 __all__ = ["elliptical_slice", "gibbs"]
@@ -50,7 +52,7 @@ def elliptical_slice(
     mean: Any,
     cov: Any,
     *,
-    key: mx.array,
+    key: Key = None,
     max_shrinks: int = 64,
 ) -> tuple[Trace, mx.array]:
     """Elliptical slice sampling (Murray, Adams & MacKay, 2010) of the choice at ``addr``.
@@ -107,8 +109,9 @@ def elliptical_slice(
         >>> bool(acc)
         True
     """
-    if max_shrinks < 0:
-        raise ValueError(f"elliptical_slice: max_shrinks must be >= 0, got {max_shrinks}")
+    checks.trace(trace, "elliptical_slice")
+    checks.count(max_shrinks, "max_shrinks", "elliptical_slice", minimum=0)
+    key = checks.key(key, "elliptical_slice")
     f = trace[addr]
     if not mx.issubdtype(f.dtype, mx.floating):
         raise TypeError(
@@ -234,7 +237,7 @@ def _infer_support(trace: Trace, addr: Address, value: mx.array) -> mx.array:
 
 
 def gibbs(
-    trace: Trace, addr: Address, *, key: mx.array, support: Any = None
+    trace: Trace, addr: Address, *, key: Key = None, support: Any = None
 ) -> tuple[Trace, mx.array]:
     """Gibbs step by enumeration for the finite discrete choice at ``addr``.
 
@@ -278,6 +281,8 @@ def gibbs(
         >>> bool(acc)
         True
     """
+    checks.trace(trace, "gibbs")
+    key = checks.key(key, "gibbs")
     value = trace[addr]
     batch = tuple(trace.batch_shape)
     cands = _infer_support(trace, addr, value) if support is None else as_array(support)

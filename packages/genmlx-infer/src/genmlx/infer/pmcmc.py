@@ -41,6 +41,7 @@ from genmlx.core import ChoiceMap, GenerativeFunction, Selection, Trace, select
 from genmlx.core.batching import take_particles
 from genmlx.core.diff import diff_args
 from genmlx.core.random import Key, resolve_key
+from genmlx.infer import _checks as checks
 from genmlx.infer.importance import _check_inputs
 from genmlx.infer.smc import ParticleFilterState, resample_indices
 
@@ -220,6 +221,13 @@ def pmmh(
     """
     if isinstance(n_iters, bool) or not isinstance(n_iters, int) or n_iters < 1:
         raise ValueError(f"pmmh: n_iters must be a positive int, got {n_iters!r}")
+    if not callable(log_ml_estimate) or not callable(log_prior):
+        raise TypeError("pmmh: log_ml_estimate and log_prior must be functions")
+    checks.positive_scalar(
+        step_size if isinstance(step_size, (int, float, mx.array)) else mx.array(step_size),
+        "step_size",
+        "pmmh",
+    )
     theta = mx.array(theta0, dtype=mx.float32)
     lp = log_prior(theta)
     if not math.isfinite(float(lp)):

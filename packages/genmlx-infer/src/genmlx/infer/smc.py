@@ -39,16 +39,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import mlx.core as mx
 
-from genmlx.core import ChoiceMap, GenerativeFunction, Trace, runtime
+from genmlx.core import ChoiceMap, GenerativeFunction, Trace, config, runtime
 from genmlx.core.batching import vmap_call
 from genmlx.core.diff import Diff, diff_args
 from genmlx.core.edit import EditRequest, ProposalEdit
-from genmlx.core.random import Key, resolve_key
+from genmlx.core.random import Key
+from genmlx.infer import _checks as checks
+from genmlx.infer import _sharding
 from genmlx.infer.importance import _check_inputs, _index_trace, _raw_weights
+
+if TYPE_CHECKING:
+    from genmlx.infer.distributed.smc import ShardedParticleFilterState
 
 __all__ = [
     "RESAMPLING_METHODS",
@@ -120,6 +126,7 @@ def resample_indices(
     *,
     n: int | None = None,
     key: Key = None,
+    step: str = "",
 ) -> mx.array:
     """Ancestor indices drawn from the (unnormalised) log weights, vectorised.
 
@@ -147,8 +154,14 @@ def resample_indices(
     Returns:
         ``[n]`` int32 indices into the particles.
 
+        step: what produced the weights, named in errors.
+
     Raises:
         ValueError: an unknown method, or ``log_weights`` is not one-dimensional.
+        DegenerateWeightsError: every log weight is -inf (no particle has positive
+            weight) or one is NaN. Under ``mx.compile`` nothing can be raised; callers
+            there get indices but should check their weights (the particle filter turns
+            its weights into NaN).
 
     Example:
         >>> import mlx.core as mx
@@ -164,10 +177,13 @@ def resample_indices(
     if not isinstance(log_weights, mx.array) or log_weights.ndim != 1:
         raise ValueError("resample: log_weights must be a one-dimensional MLX array")
     big_n = log_weights.shape[0]
+    if big_n == 0:
+        raise ValueError("resample: log_weights is empty; there is no particle to resample")
     n = big_n if n is None else n
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"resample: n must be a positive int, got {n!r}")
-    key = resolve_key(key)
+    key = checks.key(key, "resample")
+    checks.weights(log_weights, "resample", step)
     w = _normalised(log_weights)
     j = mx.arange(n, dtype=mx.float32)
     if method == "multinomial":
@@ -276,19 +292,31 @@ class ParticleFilterState(NamedTuple):
         )
         if not isinstance(proposal_args, (tuple, list)):
             raise TypeError("step: proposal_args must be a tuple")
-        key = resolve_key(key)
+        key = checks.key(key, "step")
         tr = self.traces
         model = tr.gen_fn
         new_args = tuple(new_args)
         if argdiffs is None:
             argdiffs = diff_args(tr.args, new_args)
-        if proposal is None:
-            new, w, _, _ = model.update(tr, obs, new_args, argdiffs, key=key)
-        else:
-            new, w = _proposal_update(
-                model, tr, obs, new_args, tuple(argdiffs), proposal, tuple(proposal_args), key
-            )
-        return ParticleFilterState(new, self.log_weights + w, self.log_ml_accumulated)
+        # dead particles (log weight -inf) may have -inf scores whose update weight is
+        # NaN (-inf - -inf); they stay dead, and only live particles are checked
+        with self._dead_particles_allowed():
+            if proposal is None:
+                new, w, _, _ = model.update(tr, obs, new_args, argdiffs, key=key)
+            else:
+                new, w = _proposal_update(
+                    model, tr, obs, new_args, tuple(argdiffs), proposal, tuple(proposal_args), key
+                )
+        return ParticleFilterState(new, self._add_weights(w, "step"), self.log_ml_accumulated)
+
+    def _dead_particles_allowed(self) -> Any:
+        """Score checks off when some particle is dead (its checks happen here)."""
+        got = checks.evaluable(mx.any(self.log_weights == -mx.inf))
+        return config.score_checks(False) if got is not None and bool(got) else nullcontext()
+
+    def _add_weights(self, w: mx.array, op: str) -> mx.array:
+        lw = self.log_weights
+        return _no_nan(mx.where(lw == -mx.inf, -mx.inf, lw + w), op)
 
     # ------------------------------------------------------------------ SMCP3
     def edit(self, request: EditRequest, *, key: Key = None) -> ParticleFilterState:
@@ -304,9 +332,10 @@ class ParticleFilterState(NamedTuple):
         """
         if not isinstance(request, EditRequest):
             raise TypeError(f"edit: request must be an EditRequest, got {type(request).__name__}")
-        key = resolve_key(key)
-        new, w, _, _ = self.traces.gen_fn.edit(self.traces, request, key=key)
-        return ParticleFilterState(new, self.log_weights + w, self.log_ml_accumulated)
+        key = checks.key(key, "edit")
+        with self._dead_particles_allowed():
+            new, w, _, _ = self.traces.gen_fn.edit(self.traces, request, key=key)
+        return ParticleFilterState(new, self._add_weights(w, "edit"), self.log_ml_accumulated)
 
     def smcp3_step(
         self,
@@ -347,26 +376,16 @@ class ParticleFilterState(NamedTuple):
             argdiffs: change hints for ``new_args``.
             key: PRNG key.
         """
-        model = self.traces.gen_fn
-        args = self.traces.args if new_args is None else tuple(new_args)
-        obs = _check_inputs(model, args, observations, self.n_particles, forward, "smcp3_step")
-        if forward is None:
-            raise TypeError("smcp3_step: forward must be a generative function K(trace, ...)")
-        if backward is not None and not isinstance(backward, GenerativeFunction):
-            raise TypeError(
-                "smcp3_step: backward must be a generative function L(new_trace, ...) or None, "
-                f"got {type(backward).__name__}"
-            )
-        if argdiffs is None and new_args is not None:
-            argdiffs = diff_args(self.traces.args, args)
-        request = ProposalEdit(
+        request = _smcp3_request(
+            self.traces,
+            self.n_particles,
             forward,
-            tuple(forward_args),
+            forward_args,
             backward,
-            tuple(backward_args),
-            args=None if new_args is None else args,
-            argdiffs=argdiffs,
-            constraints=obs,
+            backward_args,
+            new_args,
+            observations,
+            argdiffs,
         )
         return self.edit(request, key=key)
 
@@ -395,13 +414,14 @@ class ParticleFilterState(NamedTuple):
         """
         if ess_threshold is not None:
             return self.maybe_resample(ess_threshold, method, key=key)
-        key = resolve_key(key)
+        key = checks.key(key, "resample")
         n = self.n_particles
-        idx = resample_indices(self.log_weights, method, key=key)
-        lse = mx.logsumexp(self.log_weights)
+        lw = self.log_weights
+        idx = resample_indices(lw, method, key=key, step="(the particle filter's weights)")
+        lse = mx.logsumexp(lw)
         return ParticleFilterState(
             _index_trace(self.traces, idx),
-            mx.zeros((n,), dtype=self.log_weights.dtype),
+            _reset_weights(lw),
             self.log_ml_accumulated + lse - math.log(n),
         )
 
@@ -425,13 +445,16 @@ class ParticleFilterState(NamedTuple):
             raise TypeError(
                 f"maybe_resample: ess_threshold must be a number, got {ess_threshold!r}"
             )
-        key = resolve_key(key)
+        checks.number(ess_threshold, "ess_threshold", "maybe_resample", low=0.0)
+        key = checks.key(key, "maybe_resample")
         n = self.n_particles
         do = self.ess() < ess_threshold
-        idx = resample_indices(self.log_weights, method, key=key)
+        idx = resample_indices(
+            self.log_weights, method, key=key, step="(the particle filter's weights)"
+        )
         idx = mx.where(do, idx, mx.arange(n, dtype=idx.dtype))
         lse = mx.logsumexp(self.log_weights)
-        lw = mx.where(do, mx.zeros_like(self.log_weights), self.log_weights)
+        lw = mx.where(do, _reset_weights(self.log_weights), self.log_weights)
         acc = mx.where(do, self.log_ml_accumulated + lse - math.log(n), self.log_ml_accumulated)
         return ParticleFilterState(_index_trace(self.traces, idx), lw, acc)
 
@@ -455,7 +478,12 @@ class ParticleFilterState(NamedTuple):
         Example:
             ``state.rejuvenate(mh, select((t, "x")), key=k)``.
         """
-        key = resolve_key(key)
+        if not callable(kernel):
+            raise TypeError(
+                f"rejuvenate: kernel must be a kernel function (mh, hmc, ...), got "
+                f"{type(kernel).__name__}"
+            )
+        key = checks.key(key, "rejuvenate")
         new, _ = kernel(self.traces, *args, key=key, **kwargs)
         if not isinstance(new, Trace) or new.batch_shape != self.traces.batch_shape:
             raise ValueError(
@@ -463,6 +491,58 @@ class ParticleFilterState(NamedTuple):
                 f"batch shape {self.traces.batch_shape}"
             )
         return self._replace(traces=new)
+
+
+def _smcp3_request(
+    traces: Trace,
+    n_particles: int,
+    forward: GenerativeFunction,
+    forward_args: tuple[Any, ...],
+    backward: GenerativeFunction | None,
+    backward_args: tuple[Any, ...],
+    new_args: tuple[Any, ...] | None,
+    observations: ChoiceMap | Mapping[Any, Any] | None,
+    argdiffs: tuple[Diff, ...] | None,
+) -> ProposalEdit:
+    """The :class:`~genmlx.core.edit.ProposalEdit` of an SMCP3 step (validated)."""
+    model = traces.gen_fn
+    args = traces.args if new_args is None else tuple(new_args)
+    obs = _check_inputs(model, args, observations, n_particles, forward, "smcp3_step")
+    if forward is None:
+        raise TypeError("smcp3_step: forward must be a generative function K(trace, ...)")
+    if backward is not None and not isinstance(backward, GenerativeFunction):
+        raise TypeError(
+            "smcp3_step: backward must be a generative function L(new_trace, ...) or None, "
+            f"got {type(backward).__name__}"
+        )
+    if argdiffs is None and new_args is not None:
+        argdiffs = diff_args(traces.args, args)
+    request = ProposalEdit(
+        forward,
+        tuple(forward_args),
+        backward,
+        tuple(backward_args),
+        args=None if new_args is None else args,
+        argdiffs=argdiffs,
+        constraints=obs,
+    )
+    return request
+
+
+def _no_nan(lw: mx.array, op: str) -> mx.array:
+    """NaN log weights after a step are always a bug: raise (or, under a transform,
+    leave them NaN for the caller to see)."""
+    got = checks.evaluable(mx.any(mx.isnan(lw)))
+    if got is not None and bool(got):
+        checks.weights(lw, op, "after this step")
+    return lw
+
+
+def _reset_weights(lw: mx.array) -> mx.array:
+    """Zeros after resampling; NaN when the weights were degenerate (only reachable
+    under a transform, where :func:`resample_indices` could not raise)."""
+    bad = mx.logical_or(mx.any(mx.isnan(lw)), mx.all(lw == -mx.inf))
+    return mx.where(bad, mx.nan, mx.zeros_like(lw))
 
 
 def _proposal_update(
@@ -474,11 +554,14 @@ def _proposal_update(
     proposal: GenerativeFunction,
     pargs: tuple[Any, ...],
     key: mx.array,
+    keys: mx.array | None = None,
 ) -> tuple[Trace, mx.array]:
     """Per particle (vmapped): ``c ~ q(·; x, *pargs)``, ``update(x, c ∪ y)``, weight
-    ``u - log q(c)``."""
+    ``u - log q(c)``. Particle ``i`` uses ``keys[i]`` (default: ``split(key, n)``; a
+    sharded filter passes its particles' global keys)."""
     n = traces.batch_shape[0]
-    keys = mx.random.split(key, n)
+    if keys is None:
+        keys = mx.random.split(key, n)
     old_args = traces.args
 
     def one(
@@ -499,6 +582,36 @@ def _proposal_update(
 
 
 # ---------------------------------------------------------------------- entry point
+@overload
+def particle_filter(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    observations: ChoiceMap | Mapping[Any, Any] | None,
+    n_particles: int,
+    *,
+    proposal: GenerativeFunction | None = ...,
+    proposal_args: tuple[Any, ...] = ...,
+    key: Key = ...,
+    group: None = ...,
+    mode: str = ...,
+) -> ParticleFilterState: ...
+
+
+@overload
+def particle_filter(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    observations: ChoiceMap | Mapping[Any, Any] | None,
+    n_particles: int,
+    *,
+    proposal: GenerativeFunction | None = ...,
+    proposal_args: tuple[Any, ...] = ...,
+    key: Key = ...,
+    group: mx.distributed.Group,
+    mode: str = ...,
+) -> ShardedParticleFilterState: ...
+
+
 def particle_filter(
     model: GenerativeFunction,
     args: tuple[Any, ...],
@@ -508,7 +621,9 @@ def particle_filter(
     proposal: GenerativeFunction | None = None,
     proposal_args: tuple[Any, ...] = (),
     key: Key = None,
-) -> ParticleFilterState:
+    group: Any = None,
+    mode: str = "global",
+) -> ParticleFilterState | ShardedParticleFilterState:
     """Initialise a particle filter of ``n_particles`` particles (one batched trace).
 
     ``(x_i, log w_i) = generate(args, observations)`` for all particles in one batched
@@ -530,10 +645,17 @@ def particle_filter(
         n_particles: ``N``.
         proposal: ``None`` (the prior) or a generative function proposing latents.
         proposal_args: the proposal's arguments.
-        key: PRNG key.
+        key: PRNG key (with ``group``: the same key on every process).
+        group: an ``mx.distributed`` group to shard the particles over (default: the
+            :func:`~genmlx.infer.distributed.use_group` default, else none).
+        mode: with ``group``: ``"global"`` (resampling over all particles, the
+            single-process filter) or ``"island"`` (each process resamples its own
+            particles; see :mod:`genmlx.infer.distributed.smc`).
 
     Returns:
-        A :class:`ParticleFilterState`.
+        A :class:`ParticleFilterState`; with ``group``, a
+        :class:`~genmlx.infer.distributed.ShardedParticleFilterState` holding this
+        process's particles (the same methods, with global meaning).
 
     Example:
         >>> import mlx.core as mx
@@ -556,9 +678,19 @@ def particle_filter(
         >>> state.traces.batch_shape, state.log_ml_estimate().shape
         ((1000,), ())
     """
+    g = _sharding.group_for(group, "particle_filter")
+    if g is not None:
+        from genmlx.infer.distributed.smc import particle_filter as sharded
+
+        return sharded(
+            model, args, observations, n_particles, proposal=proposal,
+            proposal_args=proposal_args, key=key, group=g, mode=mode,
+        )
+    if mode not in ("global", "island"):
+        raise ValueError(f"particle_filter: mode must be 'global' or 'island', got {mode!r}")
     obs = _check_inputs(model, args, observations, n_particles, proposal, "particle_filter")
     if not isinstance(proposal_args, (tuple, list)):
         raise TypeError("particle_filter: proposal_args must be a tuple")
-    key = resolve_key(key)
+    key = checks.key(key, "particle_filter")
     tr, lw = _raw_weights(model, tuple(args), obs, n_particles, proposal, tuple(proposal_args), key)
-    return ParticleFilterState(tr, lw, mx.array(0.0, dtype=lw.dtype))
+    return ParticleFilterState(tr, _no_nan(lw, "particle_filter"), mx.array(0.0, dtype=lw.dtype))

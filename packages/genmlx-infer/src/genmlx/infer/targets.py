@@ -27,7 +27,7 @@ from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.selection import Selection
 from genmlx.infer._traces import where_trace
 
-__all__ = ["Target", "target"]
+__all__ = ["Target", "chain_keys", "target"]
 
 
 class Target(NamedTuple):
@@ -66,7 +66,7 @@ def _static_target(trace: Trace, selection: Selection, op: str) -> Target | None
         return None
     try:
         g = analyze(model, trace.args)
-    except Exception:  # noqa: BLE001 - analysis failures mean "use the interpreter"
+    except Exception:
         return None
     if not g.is_static or g.uses_params:
         return None
@@ -104,7 +104,9 @@ def _static_target(trace: Trace, selection: Selection, op: str) -> Target | None
     return Target(vg, inp, y, to_trace, batched, True, True)
 
 
-def _flatten(trace: Trace, selection: Selection, op: str) -> tuple[mx.array, list[Path], list[tuple[int, ...]], ChoiceMap]:
+def _flatten(
+    trace: Trace, selection: Selection, op: str
+) -> tuple[mx.array, list[Path], list[tuple[int, ...]], ChoiceMap]:
     choices = trace.get_choices()
     selected = choices.filter(selection)
     leaves = list(selected.leaves())
@@ -184,6 +186,12 @@ def target(trace: Trace, selection: Selection, op: str) -> Target:
     if t is not None:
         return t
     return _interpreter_target(trace, selection, op)
+
+
+def chain_keys(key: mx.array, n_chains: int, batched: bool) -> mx.array:
+    """Per-chain keys ``[C, 2]``: ``split(key, C)`` for a batched trace (chain ``i`` gets
+    ``split(key, C)[i]``, GenMLX's batching law), the key itself for a single trace."""
+    return mx.random.split(key, n_chains) if batched else key[None]
 
 
 def unwrap(t: Target, y: Any) -> Any:

@@ -38,6 +38,7 @@ from genmlx.core import ChoiceMap, GenerativeFunction, Selection, Trace, choicem
 from genmlx.core.address import Address
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.tree import flatten, unflatten
+from genmlx.infer import _checks as checks
 from genmlx.infer._traces import accept_reject
 
 __all__ = ["PTResult", "parallel_tempering", "tempered_rw_mh", "tempered_swap"]
@@ -102,9 +103,12 @@ def tempered_rw_mh(
         >>> acc.shape
         (4,)
     """
-    k_prop, k_acc = mx.random.split(resolve_key(key))
+    checks.trace(trace, "tempered_rw_mh")
+    checks.selection(selection, "tempered_rw_mh")
+    checks.selection(observed, "tempered_rw_mh", "observed")
+    k_prop, k_acc = mx.random.split(checks.key(key, "tempered_rw_mh"))
     batch = tuple(trace.batch_shape)
-    sigma = mx.array(step_size, dtype=mx.float32)
+    sigma = checks.positive_scalar(step_size, "step_size", "tempered_rw_mh", batch)
     current = trace.get_choices().filter(selection)
     leaves = list(current.leaves())
     if not leaves:
@@ -254,12 +258,14 @@ def parallel_tempering(
     bl: list[float] = b.tolist()  # type: ignore[assignment]
     if abs(bl[0] - 1.0) > 1e-6 or any(x <= y for x, y in pairwise(bl)) or bl[-1] < 0:
         raise ValueError("parallel_tempering: betas must decrease from 1 to a value >= 0")
-    if not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"parallel_tempering: n_steps must be a positive int, got {n_steps!r}")
-    if not isinstance(burn_in, int) or not 0 <= burn_in < n_steps:
+    op = "parallel_tempering"
+    checks.count(n_steps, "n_steps", op)
+    checks.count(n_chains, "n_chains", op)
+    checks.count(burn_in, "burn_in", op, minimum=0)
+    if burn_in >= n_steps:
         raise ValueError("parallel_tempering: burn_in must be an int in [0, n_steps)")
-    if not isinstance(thin, int) or thin < 1:
-        raise ValueError("parallel_tempering: thin must be a positive int")
+    checks.count(thin, "thin", op)
+    checks.selection(selection, op)
     n_temps = b.shape[0]
     sig = mx.array(
         step_size if isinstance(step_size, (int, float, mx.array)) else list(step_size),
@@ -269,9 +275,10 @@ def parallel_tempering(
         sig = mx.broadcast_to(sig, (n_temps,))
     if sig.shape != (n_temps,):
         raise ValueError("parallel_tempering: step_size must be a scalar or one per beta")
+    checks.positive_scalar(sig, "step_size", op)
     obs = observations if isinstance(observations, ChoiceMap) else choicemap(observations)
     observed = select(*obs.addresses())
-    key = resolve_key(key)
+    key = checks.key(key, op)
     k_init, k_run = mx.random.split(key)
     n = n_chains * n_temps
     trace, _ = model.vgenerate(tuple(args), obs, n, key=k_init)

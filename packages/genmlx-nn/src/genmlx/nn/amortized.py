@@ -46,6 +46,7 @@ from genmlx.core import (
     use_params,
 )
 from genmlx.core.batching import vmap_call
+from genmlx.core.compile import compile_function
 from genmlx.core.random import Key, resolve_key
 
 __all__ = ["AmortizedFit", "elbo", "make_elbo_step", "train_amortized"]
@@ -314,7 +315,7 @@ def make_elbo_step(
         fn = box.get("fn")
         if fn is None:
             optimizer.init({_TREE: values})  # the state must exist before compiling
-            fn = mx.compile(step, inputs=optimizer.state, outputs=optimizer.state)
+            fn = compile_function(step, inputs=optimizer.state, outputs=optimizer.state)
             box["fn"] = fn
         out: tuple[mx.array, dict[str, mx.array]] = fn(values, key, batch)
         return out

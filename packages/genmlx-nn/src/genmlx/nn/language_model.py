@@ -265,6 +265,10 @@ class LanguageModelGF(GenerativeFunction):
         return module_param_names(self.name, self.model)
 
     # ------------------------------------------------------------------ arguments
+    def _check_arity(self, trace: Trace, args: tuple[Any, ...], op: str) -> None:
+        """Two or three arguments (the temperature is optional); :meth:`_args` checks."""
+        self._args(args, op)
+
     def _args(self, args: tuple[Any, ...], op: str) -> _Args:
         if len(args) not in (2, 3):
             raise TypeError(

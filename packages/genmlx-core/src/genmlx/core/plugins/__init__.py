@@ -6,6 +6,28 @@ group. See the plugin author guide in the docs.
 """
 
 from genmlx.core.plugins.hookspecs import hookimpl, hookspec
-from genmlx.core.plugins.registry import KINDS, Category, Entry, Registry, registry
+from genmlx.core.plugins.registry import (
+    KINDS,
+    METADATA_KEYS,
+    Category,
+    Entry,
+    PluginLoadError,
+    PluginLoadWarning,
+    Registry,
+    registry,
+)
+from genmlx.core.plugins.result_types import RESULT_TYPES
 
-__all__ = ["KINDS", "Category", "Entry", "Registry", "hookimpl", "hookspec", "registry"]
+__all__ = [
+    "KINDS",
+    "METADATA_KEYS",
+    "RESULT_TYPES",
+    "Category",
+    "Entry",
+    "PluginLoadError",
+    "PluginLoadWarning",
+    "Registry",
+    "hookimpl",
+    "hookspec",
+    "registry",
+]

@@ -1,10 +1,12 @@
 """Hook specifications of the ``genmlx`` plugin system (pluggy).
 
 Every hook receives a ``register`` callback with the signature
-``register(obj, name=None, aliases=())``. Call it once per object you provide. The
-registry validates the object against the core protocol for its kind at that moment,
-rejects duplicate names with an error naming both providers, and remembers which
-plugin provided it.
+``register(obj, name=None, aliases=(), **metadata)``. Call it once per object you
+provide. The registry validates the object against the core protocol for its kind at
+that moment, rejects duplicate names with an error naming both providers, and remembers
+which plugin provided it. The keyword ``metadata`` (optional; the keys each kind
+accepts are :data:`genmlx.core.plugins.registry.METADATA_KEYS`) tells the conformance
+kit how to check the object.
 
 A plugin is any importable module (or object) with ``@hookimpl``-decorated functions,
 published through an entry point in the ``genmlx`` group::
@@ -61,7 +63,9 @@ def genmlx_register_combinators(register: Register) -> None:
     """Register combinators: callables that build generative functions.
 
     Each object must be a subclass of :class:`genmlx.core.GenerativeFunction` or a
-    factory function returning one. Its default name is its ``__name__``.
+    factory function returning one. Its default name is its ``__name__``. Give the
+    kit ``conformance_build=`` (``kernel -> [(gen_fn, args), ...]``, see
+    :mod:`genmlx.core.testing.combinators`) and ``conformance_examples=``.
     """
 
 
@@ -69,7 +73,9 @@ def genmlx_register_combinators(register: Register) -> None:
 def genmlx_register_inference(register: Register) -> None:
     """Register inference algorithms and MCMC kernels (callables).
 
-    Its default name is the callable's ``__name__``.
+    Its default name is the callable's ``__name__``. A kernel (``kernel(trace, ...,
+    key=) -> (new_trace, info)``) passes ``conformance_kernel=`` (``test_model ->
+    kernel | None``, see :mod:`genmlx.core.testing.kernels`) so the kernel kit checks it.
     """
 
 
@@ -80,4 +86,9 @@ def genmlx_register_nn(register: Register) -> None:
 
 @hookspec
 def genmlx_register_visualizers(register: Register) -> None:
-    """Register visualizers: callables taking traces or samples and returning a figure."""
+    """Register visualizers: callables taking traces or samples and returning a figure.
+
+    Pass ``accepts=`` with the result types it draws (names of
+    :data:`genmlx.core.plugins.result_types.RESULT_TYPES`) so the visualizer kit checks
+    it on each (see :mod:`genmlx.core.testing.visualizers`).
+    """

@@ -1,10 +1,20 @@
-"""The conformance kit: checks that a generative function or plugin obeys the GFI.
+"""The conformance kits: checks that a generative function or plugin does what it says.
 
-Plugin authors run :func:`check_gfi_laws` on their generative functions (and
-distributions) and :func:`check_distribution` on their distributions (sampler against
-density, gradients, shapes, batching; see :mod:`genmlx.core.testing.distributions`) in
-their own test suites; ``python -m genmlx.core.testing`` runs the kit over everything
-the plugin registry finds.
+* distributions — :func:`check_distribution` (sampler against density, gradients,
+  shapes, batching; :mod:`genmlx.core.testing.distributions`) and the GFI laws
+  (:func:`check_gfi_laws`) for any generative function;
+* MCMC kernels — :func:`check_kernel` (:mod:`genmlx.core.testing.kernels`): the
+  posterior stays invariant on models with exact posteriors, SBC, batched against
+  single chains, key determinism, acceptance info;
+* combinators — :func:`check_combinator` (:mod:`genmlx.core.testing.combinators`):
+  the GFI laws, batched laws and the incremental-update law around a family of kernels;
+* visualizers — :func:`check_visualizer` (:mod:`genmlx.core.testing.visualizers`):
+  every declared result type draws into a matplotlib figure without warnings.
+
+Plugin authors call them in their own test suites (the pytest plugin,
+:mod:`genmlx.core.testing.pytest_plugin`, gives fixtures such as ``genmlx_kernel_kit``);
+``python -m genmlx.core.testing`` runs every kit over everything the plugin registry
+finds.
 
 Example:
     >>> from genmlx.core.testing import check_gfi_laws
@@ -13,6 +23,7 @@ Example:
     >>> check_gfi_laws(linear_regression, (mx.array([1.0, 2.0]),), max_examples=2)
 """
 
+from genmlx.core.testing.combinators import check_combinator
 from genmlx.core.testing.distributions import (
     DISTRIBUTION_CHECKS,
     CheckResult,
@@ -25,6 +36,7 @@ from genmlx.core.testing.distributions import (
     check_sampler_density,
     check_shapes,
 )
+from genmlx.core.testing.kernels import check_kernel
 from genmlx.core.testing.laws import (
     BATCHED_LAWS,
     GFI_LAWS,
@@ -33,6 +45,8 @@ from genmlx.core.testing.laws import (
     check_gfi_laws,
     check_gfi_laws_at,
 )
+from genmlx.core.testing.report import KitReport
+from genmlx.core.testing.visualizers import check_visualizer
 
 __all__ = [
     "BATCHED_LAWS",
@@ -40,17 +54,21 @@ __all__ = [
     "GFI_LAWS",
     "CheckResult",
     "DistributionReport",
+    "KitReport",
     "assert_close",
     "assert_same_choices",
     "check_batched_sampling",
+    "check_combinator",
     "check_distribution",
     "check_gfi_laws",
     "check_gfi_laws_at",
+    "check_kernel",
     "check_log_prob_finite",
     "check_log_prob_gradients",
     "check_normalized",
     "check_sampler_density",
     "check_shapes",
+    "check_visualizer",
     "conformance_targets",
 ]
 
@@ -67,10 +85,10 @@ def conformance_targets() -> list[tuple[str, str, object, list[tuple[object, tup
     reg = registry()
     out: list[tuple[str, str, object, list[tuple[object, tuple[object, ...]]]]] = []
     for entry in reg.distributions.entries():
-        params = getattr(entry.obj, "example_params", None) or []
+        params = entry.info("example_params") or []
         out.append(("distribution", entry.name, entry.obj, [(entry.obj, tuple(p)) for p in params]))
     for entry in reg.combinators.entries():
-        make = getattr(entry.obj, "conformance_examples", None)
+        make = entry.info("conformance_examples")
         examples = list(make()) if callable(make) else []
         out.append(("combinator", entry.name, entry.obj, examples))
     return out

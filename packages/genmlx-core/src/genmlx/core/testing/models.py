@@ -75,6 +75,7 @@ class Normal(Distribution):
 
     name = "normal"
     params = ("mu", "sigma")
+    gaussian_location_scale = True
     has_reparam = True
 
     def domain(self, *params: Any) -> C.Constraint:
@@ -117,7 +118,11 @@ class Bernoulli(Distribution):
 
     def log_prob(self, value: Any, p: Any) -> mx.array:
         value, p = _arr(value), _arr(p)
-        return mx.where(value.astype(mx.bool_), mx.log(p), mx.log1p(-p))
+        valid = mx.logical_and(p >= 0, p <= 1)  # False for NaN too
+        ps = mx.where(valid, p, 0.5)  # guard: no NaN (nor NaN gradient) from log
+        lp = mx.where(value.astype(mx.bool_), mx.log(ps), mx.log1p(-ps))
+        out: mx.array = mx.where(valid, lp, -mx.inf)  # an invalid p has no mass anywhere
+        return out
 
     def support(self, *params: Any) -> mx.array:
         return mx.array([False, True])
