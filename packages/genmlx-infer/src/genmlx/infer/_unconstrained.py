@@ -110,6 +110,33 @@ def nearest_override(path: Path, overrides: Mapping[Path, Any]) -> Any:
     return None
 
 
+def domain_to_spec(dom: C.Constraint | None) -> Any:
+    """A domain as plain data (for saving): a name, ``["greater_than", low]``,
+    ``["less_than", high]``, ``["interval", low, high]`` or ``None``;
+    :func:`domain_from_spec` reads the names and :func:`spec_to_domain` all of them."""
+    if dom is None:
+        return None
+    if isinstance(dom, C.interval):
+        return ["interval", dom.low, dom.high]
+    if isinstance(dom, C.greater_than):
+        return ["greater_than", dom.low]
+    if isinstance(dom, C.less_than):
+        return ["less_than", dom.high]
+    return repr(dom)
+
+
+def spec_to_domain(spec: Any, op: str) -> C.Constraint | None:
+    """The inverse of :func:`domain_to_spec`."""
+    if spec is None:
+        return None
+    if isinstance(spec, (list, tuple)) and spec and spec[0] in ("interval", "greater_than",
+                                                                 "less_than"):
+        kind = getattr(C, spec[0])
+        out: C.Constraint = kind(*spec[1:])
+        return out
+    return domain_from_spec(spec, "a saved latent choice", op)
+
+
 class _State:
     __slots__ = ("collect", "ladj", "mode", "obs", "prefix", "score", "values", "y")
 
@@ -139,8 +166,8 @@ class Space:
         args: tuple[Any, ...],
         obs: ChoiceMap,
         blocks: list[UBlock],
-        domain_of: Callable[[Distribution, tuple[Any, ...], Path], C.Constraint],
         op: str,
+        unknown: C.Constraint | None = None,
     ) -> None:
         self.model = model
         self.args = args
@@ -153,8 +180,30 @@ class Space:
                 calls.setdefault(b.call, []).append(b)
         self.calls = calls
         self.dim = sum(b.size for b in blocks)
-        self._domain_of = domain_of
         self.op = op
+        self.unknown = unknown
+
+    def _domain_of(self, dist: Distribution, params: tuple[Any, ...], path: Path) -> C.Constraint:
+        """The domain ``dist`` declares at this execution (or the assumed one)."""
+        dom = dist.domain(*params)
+        if dom is None:
+            dom = self.unknown
+        if dom is None:
+            raise ValueError(
+                f"{self.op}: the latent choice at {format_address(path)} comes from "
+                f"{dist.name!r}, which does not declare its domain "
+                "(Distribution.domain); pass domains/supports="
+                f"{{{from_path(path)!r}: constraints.positive | 'real' | (low, high)}}"
+            )
+        return dom
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"model": self.model, "args": self.args, "obs": self.obs,
+                "blocks": self.blocks, "op": self.op, "unknown": self.unknown}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["model"], state["args"], state["obs"], list(state["blocks"]),  # type: ignore[misc]
+                      state["op"], state["unknown"])
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -188,24 +237,6 @@ class Space:
             for p, s in overrides.items()
         }
 
-        def domain_of(dist: Distribution, params: tuple[Any, ...], path: Path) -> C.Constraint:
-            dom = dist.domain(*params)
-            if dom is None and table is not None and dist.name in table:
-                spec = table[dist.name]
-                if callable(spec):
-                    spec = tuple(spec(*params))
-                dom = domain_from_spec(spec, f"the latent choice at {format_address(path)}", op)
-            if dom is None and unknown is not None:
-                dom = unknown
-            if dom is None:
-                raise ValueError(
-                    f"{op}: the latent choice at {format_address(path)} comes from "
-                    f"{dist.name!r}, which does not declare its domain "
-                    "(Distribution.domain); pass domains/supports="
-                    f"{{{from_path(path)!r}: constraints.positive | 'real' | (low, high)}}"
-                )
-            return dom
-
         blocks: list[UBlock] = []
         start = 0
         for s in sites:
@@ -230,7 +261,23 @@ class Space:
                     f"domain is unknown; pass domains/supports={{{from_path(s.path)!r}: "
                     "'real' | 'positive' | (low, high) | a genmlx.core.constraints domain}"
                 )
-            dom = ov if ov is not None else domain_of(s.dist, s.params or (), s.path)  # type: ignore[arg-type]
+            if ov is None and s.dist is not None and s.dist.domain(*(s.params or ())) is None:
+                # no declared domain: the fallback table (evaluated at this execution and
+                # then fixed), else the assumed domain, else an error
+                spec = (table or {}).get(s.dist.name)
+                if spec is not None:
+                    spec = tuple(spec(*(s.params or ()))) if callable(spec) else spec
+                    ov = domain_from_spec(spec, where, op)
+                elif unknown is not None:
+                    ov = unknown
+                else:
+                    raise ValueError(
+                        f"{op}: {where} comes from {s.dist.name!r}, which does not declare "
+                        "its domain (Distribution.domain); pass domains/supports="
+                        f"{{{from_path(s.path)!r}: constraints.positive | 'real' | "
+                        "(low, high)}"
+                    )
+            dom = ov if ov is not None else s.dist.domain(*(s.params or ()))  # type: ignore[union-attr]
             if dom.is_discrete:
                 raise TypeError(f"{op}: {where} has the discrete domain {dom!r}")
             shape = tuple(s.value.shape)
@@ -239,7 +286,7 @@ class Space:
             call = None if s.dist is not None else (s.call if s.call is not None else ())
             blocks.append(UBlock(s.path, shape, ushape, start, size, ov, call))
             start += size
-        return cls(model, args, obs, blocks, domain_of, op)
+        return cls(model, args, obs, blocks, op, unknown)
 
     # ------------------------------------------------------------------ one point
     def _bijector(self, b: UBlock, dist: Distribution | None, params: tuple[Any, ...]) -> Bijector:

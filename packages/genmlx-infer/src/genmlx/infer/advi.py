@@ -58,7 +58,7 @@ from genmlx.core.random import Key, resolve_key
 from genmlx.core.serialize import register_format
 from genmlx.core.trace import Trace
 from genmlx.infer._advi_transforms import discrete_message
-from genmlx.infer._unconstrained import Space
+from genmlx.infer._unconstrained import Space, UBlock, domain_to_spec, spec_to_domain
 from genmlx.infer._vi_loop import (
     VIEstimate,
     check_positive_int,
@@ -487,12 +487,24 @@ def _as_cm(c: Any, what: str) -> ChoiceMap:
 
 
 def _encode_advi(r: ADVIResult) -> dict[str, Any]:
+    sp = r._space
     return {
         "model": r.model,
         "args": r.args,
         "observations": r.observations,
         "guide": r.guide,
-        "blocks": r._blocks,
+        "blocks": [
+            {
+                "path": list(b.path),
+                "shape": list(b.shape),
+                "ushape": list(b.ushape),
+                "start": b.start,
+                "size": b.size,
+                "override": domain_to_spec(b.override),
+                "call": None if b.call is None else list(b.call),
+            }
+            for b in sp.blocks
+        ],
         "params": r.params,
         "elbo_history": r.elbo_history,
         "store": r._store,
@@ -500,12 +512,25 @@ def _encode_advi(r: ADVIResult) -> dict[str, Any]:
 
 
 def _decode_advi(d: dict[str, Any]) -> ADVIResult:
+    blocks = [
+        UBlock(
+            tuple(b["path"]),
+            tuple(b["shape"]),
+            tuple(b["ushape"]),
+            int(b["start"]),
+            int(b["size"]),
+            spec_to_domain(b["override"], "load"),
+            None if b["call"] is None else tuple(b["call"]),
+        )
+        for b in d["blocks"]
+    ]
+    space = Space(d["model"], tuple(d["args"]), d["observations"], blocks, "advi")
     return ADVIResult(
         d["model"],
         tuple(d["args"]),
         d["observations"],
         d["guide"],
-        tuple(d["blocks"]),
+        space,
         d["params"],
         d["elbo_history"],
         d["store"],
