@@ -35,6 +35,7 @@ BENCHMARKS = [
     "kalman_vs_pf",
     "nuts_models",
     "first_call",
+    "posteriordb_nuts",
 ]
 
 

@@ -45,7 +45,7 @@ nitpick_ignore_regex = [
     (
         r"py:class",
         r"(.*\.)?(_T|F|Pre|Post|TreeDef|Opaque|HasModule|FrozenSteps|Support|InAxes|Component"
-        r"|Block|H\.Trie|_\w+)",
+        r"|Block|Space|H\.Trie|_\w+)",
     ),
     (r"py:.*", r"PluginManager(\..*)?"),  # pluggy's
     (r"py:.*", r"(typing|collections|collections\.abc|contextlib|types|pathlib|os)\..*"),

@@ -52,6 +52,7 @@ PAGES = [
     "README.md",
 ]
 SLOW_PAGES = {
+    "docs/tutorial-posterior.rst",
     "docs/tutorial-vi.rst",
     "docs/tutorial-adev.inc",
     "docs/tutorial-learning.rst",

@@ -2,7 +2,8 @@
 
 Public API:
 
-* modelling: :func:`gen`, :func:`splice`, :func:`param`, :class:`Distribution`
+* modelling: :func:`gen`, :func:`splice`, :func:`param`, :data:`factor`,
+  :class:`Distribution`
 * data: :class:`ChoiceMap` / :func:`choicemap`, :class:`Selection` / :func:`select`,
   :class:`Trace`
 * the interface: :class:`GenerativeFunction` and its result types
@@ -36,12 +37,14 @@ from genmlx.core.errors import (
     ConstraintError,
     DistributionArgumentError,
     GenMLXError,
+    ImproperPriorError,
     InvalidAddressError,
     InvalidKeyError,
     MissingChoiceError,
     NonFiniteScoreError,
     PluginError,
 )
+from genmlx.core.factor import Factor, factor
 from genmlx.core.gfi import (
     AssessResult,
     EditResult,
@@ -80,10 +83,12 @@ __all__ = [
     "DynamicTrace",
     "EditRequest",
     "EditResult",
+    "Factor",
     "FormatError",
     "GenMLXError",
     "GenerateResult",
     "GenerativeFunction",
+    "ImproperPriorError",
     "InvalidAddressError",
     "InvalidKeyError",
     "LogDensity",
@@ -113,6 +118,7 @@ __all__ = [
     "compile",
     "deterministic",
     "evaluate",
+    "factor",
     "format_address",
     "gen",
     "load",

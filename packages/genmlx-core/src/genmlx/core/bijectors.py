@@ -44,6 +44,7 @@ __all__ = [
     "CorrCholeskyBijector",
     "ExpBijector",
     "IdentityBijector",
+    "IntervalBijector",
     "LowerCholeskyBijector",
     "OrderedBijector",
     "PositiveDefiniteBijector",
@@ -57,6 +58,12 @@ _TINY = 1.1754944e-38  # smallest normal float32
 
 def _arr(x: Any) -> mx.array:
     return x if isinstance(x, mx.array) else mx.array(x, dtype=mx.float32)
+
+
+def _exp(y: mx.array) -> mx.array:
+    """``exp(y)``; in float64 as ``expm1(y) + 1``, because MLX's float64 ``exp`` is only
+    float32-accurate (its ``expm1`` is accurate to double precision)."""
+    return mx.expm1(y) + 1.0 if y.dtype == mx.float64 else mx.exp(y)
 
 
 class Bijector:
@@ -97,6 +104,24 @@ class Bijector:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    # Structural equality (two ``ExpBijector()`` are the same map), so a distribution
+    # built from a bijector inside a model body is the same site at every execution.
+    def _key(self) -> tuple[Any, ...]:
+        dom = self.__dict__.get("domain", type(self).domain)
+        return (type(self), dom)
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        return (
+            isinstance(other, Bijector)
+            and type(other) is type(self)
+            and self._key() == other._key()
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
 
 class IdentityBijector(Bijector):
     """``x = y`` (the real line)."""
@@ -120,7 +145,7 @@ class ExpBijector(Bijector):
         self.domain = C.less_than(high) if high is not None else C.greater_than(low)
 
     def forward(self, y: mx.array) -> mx.array:
-        e = mx.exp(y)
+        e = _exp(y)
         if self.high is not None:
             return _arr(self.high) - e
         return e if _zero(self.low) else _arr(self.low) + e
@@ -171,6 +196,60 @@ class SigmoidBijector(Bijector):
         return f"SigmoidBijector(domain={self.domain!r})"
 
 
+class IntervalBijector(Bijector):
+    """Onto ``(low, high)`` with array bounds that may be infinite, element by element:
+    the scaled logistic where both bounds are finite, ``low + exp(y)`` or
+    ``high - exp(y)`` where one is, the identity where neither is.
+
+    :func:`biject_to` picks it for an :class:`~genmlx.core.constraints.interval` whose
+    bounds are arrays (bounds computed inside a model, such as
+    ``truncated_normal(mu, sigma, low, high)`` with ``low = -inf`` for some elements):
+    whether a bound is finite is then only known when the arrays are, so the choice is
+    made with ``mx.where`` and stays traceable under ``mx.compile``.
+    """
+
+    def __init__(self, low: Any, high: Any) -> None:
+        self.low = low
+        self.high = high
+        self.domain = C.interval(low, high)
+
+    def _parts(self) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+        lo, hi = _arr(self.low), _arr(self.high)
+        lo_f, hi_f = mx.isfinite(lo), mx.isfinite(hi)
+        return mx.where(lo_f, lo, 0.0), mx.where(hi_f, hi, 1.0), lo_f, hi_f
+
+    def forward_and_log_det(self, y: mx.array) -> tuple[mx.array, mx.array]:
+        lo, hi, lo_f, hi_f = self._parts()
+        both = mx.logical_and(lo_f, hi_f)
+        width = mx.where(both, hi - lo, 1.0)
+        e = _exp(y)
+        x = mx.where(
+            both, lo + width * mx.sigmoid(y), mx.where(lo_f, lo + e, mx.where(hi_f, hi - e, y))
+        )
+        ld_sig = mx.log(width) - mx.logaddexp(0.0, -y) - mx.logaddexp(0.0, y)
+        one = mx.logical_or(lo_f, hi_f)
+        ld = mx.where(both, ld_sig, mx.where(one, y, mx.zeros_like(y)))
+        return x, ld
+
+    def forward(self, y: mx.array) -> mx.array:
+        return self.forward_and_log_det(y)[0]
+
+    def log_det_jacobian(self, y: mx.array) -> mx.array:
+        return self.forward_and_log_det(y)[1]
+
+    def inverse(self, x: mx.array) -> mx.array:
+        lo, hi, lo_f, hi_f = self._parts()
+        both = mx.logical_and(lo_f, hi_f)
+        u = mx.clip((x - lo) / mx.where(both, hi - lo, 1.0), _TINY, 1.0 - 5.9604645e-08)
+        logit = mx.log(u) - mx.log1p(-u)
+        up = mx.log(mx.maximum(x - lo, _TINY))
+        down = mx.log(mx.maximum(hi - x, _TINY))
+        return mx.where(both, logit, mx.where(lo_f, up, mx.where(hi_f, down, x)))
+
+    def __repr__(self) -> str:
+        return f"IntervalBijector(domain={self.domain!r})"
+
+
 class AffineBijector(Bijector):
     """``x = loc + scale · y`` (elementwise; ``scale ≠ 0``)."""
 
@@ -186,6 +265,9 @@ class AffineBijector(Bijector):
 
     def log_det_jacobian(self, y: mx.array) -> mx.array:
         return mx.broadcast_to(mx.log(mx.abs(_arr(self.scale))), y.shape)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (AffineBijector, C._bkey(self.loc), C._bkey(self.scale))
 
 
 class ComposeBijector(Bijector):
@@ -214,6 +296,9 @@ class ComposeBijector(Bijector):
             y = p.forward(y)
         return total
 
+    def _key(self) -> tuple[Any, ...]:
+        return (ComposeBijector, *(p._key() for p in self.parts))
+
 
 class StickBreakingBijector(Bijector):
     """``ℝ^{K-1}`` → the ``K``-simplex (Stan's stick-breaking with the ``log(K - k)``
@@ -227,16 +312,17 @@ class StickBreakingBijector(Bijector):
 
     def forward_and_log_det(self, y: mx.array) -> tuple[mx.array, mx.array]:
         km1 = y.shape[-1]
-        z = mx.sigmoid(y - self._offset(km1))
-        one_minus = 1.0 - z
-        # remaining stick before each break: 1, (1-z1), (1-z1)(1-z2), ...
-        ones = mx.ones((*y.shape[:-1], 1), dtype=y.dtype)
-        rem = mx.concatenate([ones, mx.cumprod(one_minus, axis=-1)], axis=-1)
-        x = mx.concatenate([z, ones], axis=-1) * rem
+        t = y - self._offset(km1)
+        z = mx.sigmoid(t)
+        # in log space: log z = -softplus(-t), log(1 - z) = -softplus(t); the remaining
+        # stick before each break is exp(cumsum log(1 - z)), accurate where it is tiny
+        log_z = -mx.logaddexp(0.0, -t)
+        log_1mz = -mx.logaddexp(0.0, t)
+        zeros = mx.zeros((*y.shape[:-1], 1), dtype=y.dtype)
+        log_rem = mx.concatenate([zeros, mx.cumsum(log_1mz, axis=-1)], axis=-1)
+        x = mx.concatenate([z, mx.ones_like(zeros)], axis=-1) * _exp(log_rem)
         # dx_k/dy_k = rem_k z_k (1 - z_k); triangular Jacobian
-        log_z = -mx.logaddexp(0.0, -(y - self._offset(km1)))
-        log_1mz = -mx.logaddexp(0.0, y - self._offset(km1))
-        ld = mx.sum(log_z + log_1mz + mx.log(mx.maximum(rem[..., :-1], _TINY)), axis=-1)
+        ld = mx.sum(log_z + log_1mz + log_rem[..., :-1], axis=-1)
         return x, ld
 
     def forward(self, y: mx.array) -> mx.array:
@@ -265,7 +351,7 @@ class OrderedBijector(Bijector):
     domain = C.ordered
 
     def forward(self, y: mx.array) -> mx.array:
-        inc = mx.concatenate([y[..., :1], mx.exp(y[..., 1:])], axis=-1)
+        inc = mx.concatenate([y[..., :1], _exp(y[..., 1:])], axis=-1)
         return mx.cumsum(inc, axis=-1)
 
     def inverse(self, x: mx.array) -> mx.array:
@@ -317,7 +403,7 @@ class LowerCholeskyBijector(Bijector):
         raw = _scatter_tril(y, n, strict=False)
         eye = mx.eye(n, dtype=y.dtype)
         diag = mx.diagonal(raw, axis1=-2, axis2=-1)
-        low = raw * (1 - eye) + eye * mx.exp(diag)[..., None]
+        low = raw * (1 - eye) + eye * _exp(diag)[..., None]
         return low, mx.sum(diag, axis=-1)
 
     def forward(self, y: mx.array) -> mx.array:
@@ -452,10 +538,24 @@ def biject_to(domain: C.Constraint) -> Bijector:
             "continuous choices (marginalise, observe or use a discrete kernel for it)"
         )
     if isinstance(domain, C.interval):
-        return SigmoidBijector(domain.low, domain.high)
+        lo, hi = domain.low, domain.high
+        if isinstance(lo, mx.array) or isinstance(hi, mx.array):
+            return IntervalBijector(lo, hi)
+        lo_inf, hi_inf = math.isinf(float(lo)), math.isinf(float(hi))
+        if lo_inf and hi_inf:
+            return IdentityBijector()
+        if lo_inf:
+            return ExpBijector(high=hi)
+        if hi_inf:
+            return ExpBijector(lo)
+        return SigmoidBijector(lo, hi)
     if isinstance(domain, C.greater_than):
+        if not isinstance(domain.low, mx.array) and math.isinf(float(domain.low)):
+            return IdentityBijector()
         return ExpBijector(domain.low)
     if isinstance(domain, C.less_than):
+        if not isinstance(domain.high, mx.array) and math.isinf(float(domain.high)):
+            return IdentityBijector()
         return ExpBijector(high=domain.high)
     if domain is C.real or domain is C.real_vector:
         return IdentityBijector()

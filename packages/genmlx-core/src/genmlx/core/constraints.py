@@ -265,7 +265,7 @@ unit_interval: Constraint = interval(0.0, 1.0)
 circular: Constraint = interval(-math.pi, math.pi)
 """Angles, represented on ``(-π, π)``."""
 simplex: Constraint = _Simplex()
-"""Probability vectors (non-negative entries summing to one, last axis)."""
+"""The probability vectors (non-negative entries summing to one along the last axis)."""
 ordered: Constraint = _Ordered()
 """Strictly increasing vectors (last axis)."""
 lower_cholesky: Constraint = _LowerCholesky()

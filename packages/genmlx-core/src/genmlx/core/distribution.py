@@ -348,6 +348,10 @@ class Distribution(GenerativeFunction):
         is_discrete: values are integers or booleans (no gradient w.r.t. the value).
         event_ndim: trailing value dimensions forming one event (0 for scalars,
             1 for ``mv_normal``, 2 for ``wishart``).
+        is_improper: the density does not integrate to one (``flat`` priors): it can
+            be scored but not sampled; ``sample`` raises
+            :class:`~genmlx.core.errors.ImproperPriorError`, and structure analysis
+            uses :meth:`placeholder` for a value of the right shape.
         params: the parameters in order, declared once as names or :class:`Param`
             records (``params = ("mu", "sigma")``); keyword parameters in calls,
             ``sample``, ``log_prob`` and ``support`` come from it. ``None`` (the
@@ -359,6 +363,7 @@ class Distribution(GenerativeFunction):
     is_enumerable: bool = False
     is_discrete: bool = False
     event_ndim: int = 0
+    is_improper: bool = False
     # The parameters, in order, as names or Param records (normalised to a tuple of
     # Param when the class is created); None: not declared, so parameters are
     # positional only (constructed distributions with variable parameters).
@@ -551,6 +556,12 @@ class Distribution(GenerativeFunction):
         """
         del params
         return None
+
+    def placeholder(self, *params: Any) -> mx.array:
+        """A value in the domain with the shape and dtype of a draw, for structure
+        analysis (:func:`genmlx.core.analyze`) of distributions that cannot be sampled
+        (``is_improper``). The default draws one with a fixed key."""
+        return self.sample(mx.random.key(0), *params)
 
     def leaf(self, value: Any) -> ChoiceMap:
         """The choice map holding ``value`` as this distribution's choice."""

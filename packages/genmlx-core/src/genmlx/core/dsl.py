@@ -36,6 +36,7 @@ from genmlx.core.address import Address, Path, format_address, to_path
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff, NoChange, UnknownChange
 from genmlx.core.errors import AddressError, GenMLXError
+from genmlx.core.factor import FactorTrace
 from genmlx.core.gfi import (
     AssessResult,
     GenerateResult,
@@ -333,7 +334,8 @@ class DynamicGenerativeFunction(GenerativeFunction):
                     total = total + rec.score
             else:
                 sub = H._selection_at(selection, path)
-                if not sub.is_none():
+                # a factor's term is not a choice: it counts under every selection
+                if not sub.is_none() or isinstance(rec.trace, FactorTrace):
                     total = total + rec.trace.gen_fn.project(rec.trace, sub)
         return _as_score(total)
 

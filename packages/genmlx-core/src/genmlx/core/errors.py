@@ -13,6 +13,7 @@ __all__ = [
     "ConstraintError",
     "DistributionArgumentError",
     "GenMLXError",
+    "ImproperPriorError",
     "InvalidAddressError",
     "InvalidKeyError",
     "MissingChoiceError",
@@ -43,6 +44,34 @@ class InvalidAddressError(AddressError, TypeError):
 
 class ConstraintError(GenMLXError, ValueError):
     """A constraint (or a choice given to ``assess``) was not used by the model."""
+
+
+class ImproperPriorError(GenMLXError, TypeError):
+    """A value was to be drawn from an improper prior (``flat``, ``half_flat``), which has
+    no normalisable density to sample from (prior simulation, importance sampling with
+    the prior as proposal, SMC from the prior). Give the choice a value, or use a
+    gradient-based method (``logdensity``, ``mcmc``, MAP, ADVI).
+
+    Attributes:
+        op: the GFI operation that needed the draw (filled in by the model's body).
+        path: the address of the choice (filled in as the error leaves each body).
+    """
+
+    def __init__(
+        self, message: str, *, op: str | None = None, path: tuple[str | int, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.op = op
+        self.path = path
+
+    def __str__(self) -> str:
+        from genmlx.core.address import format_address
+
+        where = self.op or ""
+        if self.path:
+            where = f"{where} at {format_address(self.path)}".strip()
+        return f"{where}: {self.message}" if where else self.message
 
 
 class InvalidKeyError(GenMLXError, TypeError):

@@ -303,7 +303,8 @@ def _discover_site(rec: _Recorder) -> Callable[..., tuple[Any, Any]]:
                 rec.found.append(_Found(full, gf, "choice", args, v, True))
             else:
                 k = mx.random.split(rec.key, rec.count + 1)[rec.count]
-                v = gf.sample(k, *args)
+                # an improper prior has no sampler: analysis needs only a shape
+                v = gf.placeholder(*args) if gf.is_improper else gf.sample(k, *args)
                 rec.found.append(_Found(full, gf, "choice", args, v, False))
             return state, v
         if _is_gen(gf):
@@ -349,7 +350,9 @@ def _replay_site(rec: _Recorder, values: list[Any], params_out: list[list[Any]])
                 "address set changed between two runs"
             )
         f = rec.found[i]
-        if f.path != full or not same_gen_fn(f.gen_fn, gf):
+        # distributions built inside the body (transformed(...), mixture(...)) are new
+        # objects each run: equal ones are the same site
+        if f.path != full or not (same_gen_fn(f.gen_fn, gf) or f.gen_fn == gf):
             raise _Dynamic(
                 f"the address set changed between two runs: site {i} was "
                 f"{format_address(f.path)} ({f.gen_fn!r}) and is now "
@@ -645,6 +648,22 @@ def _deps_from_export(
     return [deps.get(name, frozenset()) for name in outputs]
 
 
+def _conservative_deps(
+    layout: list[tuple[int, int, int]], n_ret: int, n_args: int, value_owner: list[int]
+) -> list[frozenset[int]]:
+    """Every output of site ``i`` depends on every argument leaf and on the value leaves
+    of the sites before ``i``; the return value on everything."""
+    out: list[frozenset[int]] = []
+    for i, _, n in layout:
+        ix = frozenset(range(n_args)) | frozenset(
+            n_args + k for k, owner in enumerate(value_owner) if owner < i
+        )
+        out.extend([ix] * n)
+    everything = frozenset(range(n_args + len(value_owner)))
+    out.extend([everything] * n_ret)
+    return out or [everything]
+
+
 _uses_params: threading.local = threading.local()
 
 
@@ -755,6 +774,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
             )
 
         events: list[dict[str, Any]] = []
+        conservative = False
         try:
             with runtime.transforming():
                 mx.export_function(events.append, traced, *arg_leaves, *value_leaves)
@@ -776,13 +796,26 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
                     (),
                     n_args=n_args,
                 )
-            raise
+            # The body traced (its structure is static) but MLX cannot export one of
+            # its primitives (an mx.custom_function such as a differentiable Cholesky):
+            # fall back to the conservative dependencies (every earlier site and
+            # argument), which are always a superset of the true ones.
+            if "Unable to get state" not in str(e) or "layout" not in box:
+                raise
+            conservative = True
         n_out_total = sum(n for *_, n in box["layout"]) + box["n_ret"]
         n_out = n_out_total if n_out_total else 1
-        deps = _deps_from_export(events, n_in, n_out)
-        affine = _affine_from_export(events, set(range(len(arg_leaves), n_in)))
-        uniform = _uniform_from_export(events)
-        links = _links_from_export(events, set(range(len(arg_leaves), n_in)))
+        if conservative:
+            deps = _conservative_deps(box["layout"], box["n_ret"], len(arg_leaves), value_owner)
+            # without the primitive graph nothing is known to be affine or uniform
+            affine = [False] * n_out
+            uniform = [False] * n_out
+            links: list[str | None] = [None] * n_out
+        else:
+            deps = _deps_from_export(events, n_in, n_out)
+            affine = _affine_from_export(events, set(range(len(arg_leaves), n_in)))
+            uniform = _uniform_from_export(events)
+            links = _links_from_export(events, set(range(len(arg_leaves), n_in)))
     finally:
         P._OBSERVER.reset(token)
         _uses_params.flag = None

@@ -36,6 +36,7 @@ from genmlx.core.errors import (
     BatchedControlFlowError,
     ConstraintError,
     GenMLXError,
+    ImproperPriorError,
     MissingChoiceError,
 )
 from genmlx.core.gfi import GenerativeFunction
@@ -455,6 +456,10 @@ def trace_site(path: Path, gf: GenerativeFunction, args: tuple[Any, ...]) -> Any
         raise TypeError(f"{run.op}: only generative functions can be traced, got {gf!r}")
     try:
         run.state, value = run.handler(run.state, path, gf, args)
+    except ImproperPriorError as e:  # name the operation and the full address
+        e.op = e.op or run.op
+        e.path = (*path, *e.path)
+        raise
     except (ValueError, TypeError, IndexError) as e:
         if (
             isinstance(gf, Distribution)

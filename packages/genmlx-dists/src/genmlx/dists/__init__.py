@@ -23,6 +23,8 @@ and are listed in the API reference (``docs/api/dists.rst``).
   :data:`multinomial`, :data:`beta_binomial`, :data:`dirichlet_multinomial`,
   :data:`zipf`, :data:`delta`, :data:`piecewise_uniform`;
 * multivariate: :data:`mv_normal`, :data:`wishart`, :data:`inv_wishart`;
+* improper priors (scored, never sampled; for gradient-based inference):
+  :data:`flat`, :data:`half_flat`;
 * constructors: :func:`mixture`, :func:`product`, :func:`iid`, :func:`transformed`
   (with :class:`Bijector`, :func:`affine`, :data:`exp_bijector`,
   :data:`sigmoid_bijector`) and :func:`from_functions`.
@@ -140,6 +142,7 @@ from genmlx.dists.gamma_family import (
     kumaraswamy,
     student_t,
 )
+from genmlx.dists.improper import Flat, HalfFlat, flat, half_flat
 from genmlx.dists.multivariate import InvWishart, MvNormal, Wishart, inv_wishart, mv_normal, wishart
 
 __all__ = [
@@ -158,11 +161,13 @@ __all__ = [
     "Dirichlet",
     "DirichletMultinomial",
     "Exponential",
+    "Flat",
     "FunctionDistribution",
     "Gamma",
     "Geometric",
     "Gumbel",
     "HalfCauchy",
+    "HalfFlat",
     "HalfNormal",
     "HeterogeneousMixture",
     "HomogeneousMixture",
@@ -205,12 +210,14 @@ __all__ = [
     "dirichlet_multinomial",
     "exp_bijector",
     "exponential",
+    "flat",
     "flip",
     "from_functions",
     "gamma",
     "geometric",
     "gumbel",
     "half_cauchy",
+    "half_flat",
     "half_normal",
     "iid",
     "inv_gamma",

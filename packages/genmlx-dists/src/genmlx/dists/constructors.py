@@ -4,9 +4,10 @@
   ``HeterogeneousMixture``);
 * :func:`product` — a joint of independent distributions, one stacked value;
 * :func:`iid` — ``n`` independent draws as one vector choice;
-* :func:`transformed` — the push-forward of a distribution through a :class:`Bijector`
-  (``exp_bijector``, ``sigmoid_bijector``, :func:`affine`, or
-  :meth:`~genmlx.dists.Bijector.from_functions`);
+* :func:`transformed` — the push-forward of a distribution through a bijector: this
+  module's elementwise :class:`Bijector` (``exp_bijector``, ``sigmoid_bijector``,
+  :func:`affine`, :meth:`~genmlx.dists.Bijector.from_functions`) or any of
+  :mod:`genmlx.core.bijectors` (or a domain, meaning its ``biject_to``);
 * :func:`from_functions` — a distribution from a user's own sample and log-density functions.
 
 Every constructed object is a :class:`~genmlx.core.Distribution`, so it is traced with
@@ -46,6 +47,9 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from genmlx.core import constraints as C
+from genmlx.core.bijectors import Bijector as CoreBijector
+from genmlx.core.bijectors import biject_to
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, validation_enabled
 
@@ -691,8 +695,14 @@ def _auto_ladj(forward: Callable[[mx.array], mx.array]) -> Callable[[mx.array], 
     return ladj
 
 
-class Bijector:
-    """A smooth invertible elementwise map ``y = f(x)`` for :func:`transformed`.
+class Bijector(CoreBijector):
+    """A smooth invertible elementwise map ``y = f(x)`` for :func:`transformed`, from your
+    own functions.
+
+    It is a :class:`genmlx.core.bijectors.Bijector` (``forward``, ``inverse``,
+    ``log_det_jacobian``), so it and the core library's bijectors
+    (:func:`genmlx.core.bijectors.biject_to` of a domain, ``StickBreakingBijector``,
+    ``OrderedBijector``, ...) are interchangeable in :func:`transformed`.
 
     Args:
         forward: ``x ↦ y`` (elementwise, MLX ops).
@@ -704,6 +714,9 @@ class Bijector:
         image_point: a point inside the image, substituted for points outside it before
             inverting, so that no NaN arises (default ``forward(0)``).
         name: for messages and the transformed distribution's name.
+        domain: the image of the real line as a :mod:`genmlx.core.constraints` domain,
+            if known (gradient-based inference uses it for a transformed distribution
+            whose base lives on the real line).
 
     Example:
         >>> import mlx.core as mx
@@ -722,6 +735,7 @@ class Bijector:
         in_image: Callable[[mx.array], mx.array] | None = None,
         image_point: float | None = None,
         name: str = "bijector",
+        domain: C.Constraint | None = None,
     ) -> None:
         self._forward = forward
         self._inverse = inverse
@@ -731,6 +745,7 @@ class Bijector:
         self._in_image = in_image
         self._image_point = image_point
         self.name = name
+        self.domain = domain  # type: ignore[assignment]
 
     @classmethod
     def from_functions(
@@ -741,9 +756,13 @@ class Bijector:
         in_image: Callable[[mx.array], mx.array] | None = None,
         image_point: float | None = None,
         name: str = "bijector",
+        domain: C.Constraint | None = None,
     ) -> Bijector:
         """A bijector whose Jacobian is computed automatically (elementwise maps only)."""
-        return cls(forward, inverse, None, in_image=in_image, image_point=image_point, name=name)
+        return cls(
+            forward, inverse, None, in_image=in_image, image_point=image_point, name=name,
+            domain=domain,
+        )
 
     def forward(self, x: Any) -> mx.array:
         """``y = f(x)``."""
@@ -758,6 +777,11 @@ class Bijector:
     def log_abs_det_jacobian(self, x: Any) -> mx.array:
         """``log|f'(x)|`` of the forward map, elementwise."""
         return self._ladj(arr(x))
+
+    def log_det_jacobian(self, y: mx.array) -> mx.array:
+        """``log|f'|`` at the input ``y`` (the core interface's name for
+        :meth:`log_abs_det_jacobian`)."""
+        return self.log_abs_det_jacobian(y)
 
     def in_image(self, y: mx.array) -> mx.array:
         """Boolean mask: ``y`` lies in the image of ``f``."""
@@ -774,6 +798,10 @@ class Bijector:
     def __repr__(self) -> str:
         return f"<bijector {self.name}>"
 
+    # user functions: equal only to itself
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
 
 def _softplus(x: mx.array) -> mx.array:
     out: mx.array = mx.logaddexp(x, mx.zeros_like(x))
@@ -786,6 +814,7 @@ exp_bijector = Bijector(
     lambda x: x,
     in_image=lambda y: y > 0,
     name="exp",
+    domain=C.positive,
 )
 """``y = exp(x)``: ℝ → (0, ∞), ``log|f'(x)| = x``."""
 
@@ -795,6 +824,7 @@ sigmoid_bijector = Bijector(
     lambda x: -_softplus(-x) - _softplus(x),
     in_image=lambda y: mx.logical_and(y > 0, y < 1),
     name="sigmoid",
+    domain=C.unit_interval,
 )
 """``y = 1 / (1 + e^{−x})``: ℝ → (0, 1), ``log|f'(x)| = −softplus(−x) − softplus(x)``."""
 
@@ -819,20 +849,36 @@ def affine(loc: Any, scale: Any) -> Bijector:
         ladj,
         image_point=None,
         name="affine",
+        domain=C.real,
     )
 
 
+def _bijector_name(bij: CoreBijector) -> str:
+    name = getattr(bij, "name", None)
+    if isinstance(name, str):
+        return name
+    dom = getattr(bij, "domain", None)
+    return f"{type(bij).__name__}" if dom is None else f"{type(bij).__name__}({dom!r})"
+
+
 class Transformed(Distribution):
-    """The distribution of ``y = f(x)``, ``x ~ base``, for a :class:`Bijector` ``f``.
+    """The distribution of ``y = f(x)``, ``x ~ base``, for a bijector ``f``.
 
-    Change of variables, ``f`` applied elementwise::
+    Change of variables::
 
-        log p_Y(y) = log p_X(f⁻¹(y)) + log|det J_{f⁻¹}(y)|
-                   = log p_X(x) − Σ_event log|f'(x)|,   x = f⁻¹(y)
+        log p_Y(y) = log p_X(f⁻¹(y)) − log|det J_f(x)|,   x = f⁻¹(y)
 
-    (the sum runs over the base's event axes). Parameters: the base's. Values outside
-    ``f``'s image give ``-inf``. Sampling is ``f`` of a base draw; ``has_reparam`` and
-    ``reparam_sample`` follow the base. The base must be continuous.
+    with the log-determinant summed over the value's event axes. ``f`` is a
+    :class:`genmlx.core.bijectors.Bijector`: an elementwise :class:`Bijector` of this
+    module (``exp_bijector``, ``sigmoid_bijector``, :func:`affine`, your own), or one of
+    the core library's, including maps that change the event shape
+    (``StickBreakingBijector`` takes ``K - 1`` numbers to a ``K``-simplex, the
+    Cholesky bijectors take packed vectors to matrices). The value's event
+    dimension is the larger of the base's and the bijector's. Parameters: the base's.
+    Values outside ``f``'s image get ``-inf``. Sampling is ``f`` of a base draw;
+    ``has_reparam`` and ``reparam_sample`` follow the base. The base must be
+    continuous. Its domain (for gradient-based inference) is the bijector's image when
+    the base lives on the whole real line.
 
     Example:
         >>> import mlx.core as mx
@@ -843,11 +889,17 @@ class Transformed(Distribution):
         -0.9189
     """
 
-    def __init__(self, base: Distribution, bijector: Bijector) -> None:
+    def __init__(self, base: Distribution, bijector: CoreBijector) -> None:
         if not isinstance(base, Distribution):
             raise TypeError(f"transformed: base must be a Distribution, got {base!r}")
-        if not isinstance(bijector, Bijector):
-            raise TypeError(f"transformed: expected a Bijector, got {bijector!r}")
+        if isinstance(bijector, C.Constraint):
+            bijector = biject_to(bijector)
+        if not isinstance(bijector, CoreBijector):
+            raise TypeError(
+                "transformed: expected a bijector (genmlx.dists.Bijector, a "
+                "genmlx.core.bijectors bijector) or a genmlx.core.constraints domain, got "
+                f"{bijector!r}"
+            )
         if base.is_discrete:
             raise TypeError(
                 f"transformed: base {base.name} is discrete; a change of variables needs "
@@ -855,13 +907,36 @@ class Transformed(Distribution):
             )
         self.base = base
         self.bijector = bijector
-        self.name = f"transformed({base.name}, {bijector.name})"
-        self.event_ndim = base.event_ndim
+        self.name = f"transformed({base.name}, {_bijector_name(bijector)})"
+        self.event_ndim = max(base.event_ndim, bijector.event_ndim)
         self.has_reparam = base.has_reparam
         self.example_params = list(getattr(base, "example_params", []) or [])
         pen = _declared_pen(base)
         if pen is not None:
             self.param_event_ndims = pen
+
+    # Equal when built from the same base and an equal bijector, so that
+    # ``transformed(normal, constraints.positive)(...) @ addr`` written inside a model body
+    # is the same site at every execution.
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        return (
+            type(other) is type(self)
+            and other.base is self.base  # type: ignore[attr-defined]
+            and other.bijector == self.bijector  # type: ignore[attr-defined]
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), id(self.base), self.bijector))
+
+    def domain(self, *params: Any) -> C.Constraint | None:
+        """The bijector's image when the base's domain is the real line (else unknown)."""
+        base_dom = self.base.domain(*params)
+        dom = getattr(self.bijector, "domain", None)
+        if isinstance(base_dom, type(C.real)) and isinstance(dom, C.Constraint):
+            return dom
+        return None
 
     def params_batch_shape(self, *params: Any) -> tuple[int, ...]:
         """The base's parameter batch shape."""
@@ -877,25 +952,62 @@ class Transformed(Distribution):
     def reparam_sample(self, key: mx.array, *params: Any, shape: tuple[int, ...] = ()) -> mx.array:
         return self.bijector.forward(self.base.reparam_sample(key, *params, shape=shape))
 
+    def _in_image(self, y: mx.array) -> mx.array:
+        """Per bijector event: ``y`` lies in the image."""
+        bij = self.bijector
+        if isinstance(bij, Bijector):
+            return bij.in_image(y)
+        dom = getattr(bij, "domain", None)
+        if dom is None or isinstance(dom, type(C.real)):
+            return mx.isfinite(y) if bij.event_ndim == 0 else mx.ones(
+                y.shape[: y.ndim - bij.event_ndim], dtype=mx.bool_
+            )
+        return dom.check(y)
+
+    def _image_point(self, y: mx.array) -> mx.array:
+        bij = self.bijector
+        if isinstance(bij, Bijector):
+            return bij.image_point()
+        ushape = bij.unconstrained_shape(tuple(y.shape))
+        return bij.forward(mx.zeros(ushape, dtype=mx.float32))
+
     def log_prob(self, value: Any, *params: Any) -> mx.array:
         y = arr(value)
-        e = self.event_ndim
-        ok = self.bijector.in_image(y)
-        y_safe = mx.where(ok, y, self.bijector.image_point())
-        x = self.bijector.inverse(y_safe)
-        ladj = self.bijector.log_abs_det_jacobian(x)
-        ladj = mx.broadcast_to(ladj, mx.broadcast_shapes(ladj.shape, x.shape))
-        axes = tuple(range(ladj.ndim - e, ladj.ndim))
-        if axes:
-            ladj = mx.sum(ladj, axis=axes)
-            ok = mx.all(ok, axis=tuple(range(ok.ndim - e, ok.ndim)))
-        lp = self.base.log_prob(x, *params) - ladj
-        out: mx.array = mx.where(ok, lp, -mx.inf)
+        bij = self.bijector
+        je, be, e = bij.event_ndim, self.base.event_ndim, self.event_ndim
+        ok = self._in_image(y)  # y.shape[: ndim - je]
+        okb = ok.reshape(ok.shape + (1,) * je) if je else ok
+        y_safe = mx.where(okb, y, self._image_point(y))
+        x = bij.inverse(y_safe)
+        ladj = bij.log_det_jacobian(x)
+        ladj = mx.broadcast_to(ladj, mx.broadcast_shapes(ladj.shape, x.shape[: x.ndim - je]))
+        lp = self.base.log_prob(x, *params)
+        extra_j, extra_b = e - je, e - be  # event axes each still has to sum over
+        if extra_j:
+            ladj = mx.sum(ladj, axis=tuple(range(ladj.ndim - extra_j, ladj.ndim)))
+            ok = mx.all(ok, axis=tuple(range(ok.ndim - extra_j, ok.ndim)))
+        if extra_b:
+            lp = mx.sum(lp, axis=tuple(range(lp.ndim - extra_b, lp.ndim)))
+        out: mx.array = mx.where(ok, lp - ladj, -mx.inf)
         return out
 
 
-def transformed(base: Distribution, bijector: Bijector) -> Transformed:
-    """The push-forward of ``base`` through ``bijector`` (see :class:`Transformed`)."""
+def transformed(base: Distribution, bijector: CoreBijector | C.Constraint) -> Transformed:
+    """The push-forward of ``base`` through ``bijector`` (see :class:`Transformed`).
+
+    ``bijector`` may also be a :mod:`genmlx.core.constraints` domain, meaning
+    ``biject_to(domain)``: ``transformed(normal, constraints.positive)`` is the
+    log-normal, ``transformed(normal, constraints.interval(0, 2))`` a scaled
+    logit-normal — guides for constrained latent choices in black-box VI.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from genmlx.core import constraints
+        >>> from genmlx.dists import normal
+        >>> lognormal = transformed(normal, constraints.positive)
+        >>> round(float(lognormal.log_prob(1.0, 0.0, 1.0)), 4)
+        -0.9189
+    """
     return Transformed(base, bijector)
 
 

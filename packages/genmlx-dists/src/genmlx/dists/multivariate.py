@@ -11,10 +11,11 @@ linear algebra here:
   (the CPU stream reads the same unified/managed buffers; checked on the H200) and
   what runs anyway on the CPU-only build.
 * Their vector-Jacobian products are not implemented (``[Primitive::vjp] Not implemented
-  for Cholesky`` / ``Inverse``). :func:`cholesky` and :func:`solve_lower` therefore wrap
-  them in ``mx.custom_function`` with hand-written VJPs, so ``mx.grad`` of every log
-  density and of ``mv_normal``'s reparameterised sample works. (Forward-mode ``mx.jvp``
-  and second derivatives through them are not provided.)
+  for Cholesky`` / ``Inverse``). :func:`cholesky` and :func:`solve_lower` therefore come
+  from :mod:`genmlx.dists.linalg`, which wraps them in ``mx.custom_function`` with
+  hand-written VJPs, so ``mx.grad`` of every log density and of ``mv_normal``'s
+  reparameterised sample works. (Forward-mode ``mx.jvp`` and second derivatives
+  through them are not provided.)
 * On GPUs MLX runs float32 matrix products as TF32 by default (``MLX_ENABLE_TF32=1``,
   about 1e-3 relative error; seen on CUDA, H200). The small p×p products of the
   factorisations, their VJPs and the Wishart samplers therefore also run on the CPU
@@ -35,7 +36,7 @@ returned symmetrised (the convention of JAX and PyTorch): for a symmetric pertur
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import mlx.core as mx
 import numpy as np
@@ -44,6 +45,7 @@ from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, check_param, validation_enabled
 from genmlx.dists.gamma_family import standard_gamma
+from genmlx.dists.linalg import cholesky, solve_matrix
 from genmlx.dists.special import lgamma
 
 __all__ = [
@@ -94,62 +96,14 @@ def _safe_factor(L: mx.array) -> tuple[mx.array, mx.array]:
     return mx.where(ok[..., None, None], L, eye), ok
 
 
-@mx.custom_function
-def _cholesky_raw(a: mx.array) -> mx.array:
-    return mx.linalg.cholesky(a, stream=_CPU)
-
-
-def cholesky(a: mx.array) -> mx.array:
-    """Lower Cholesky factor of ``a`` (reads its lower triangle), differentiable.
-
-    MLX's own ``mx.linalg.cholesky`` has no VJP; this one has Murray's (2016):
-    ``Ā = sym(L⁻ᵀ Φ(Lᵀ L̄) L⁻¹)`` with Φ the lower triangle, diagonal halved. Runs on
-    the CPU stream (see the module docstring). For a matrix that is not positive
-    definite the factor's diagonal has a non-positive or NaN entry (LAPACK stops there).
-    """
-    out = cast(mx.array, _cholesky_raw(a))
-    return out
-
-
-@_cholesky_raw.vjp
-def _cholesky_vjp(primals: Any, cotangent: mx.array, output: mx.array) -> mx.array:
-    L, _ = _safe_factor(output)
-    n = L.shape[-1]
-    P = mx.tril(_mm(_t(L), cotangent))
-    P = P - 0.5 * P * mx.eye(n, dtype=P.dtype)
-    Lt = _t(L)
-    X = mx.linalg.solve_triangular(Lt, P, upper=True, stream=_CPU)  # L⁻ᵀ P
-    S = _t(mx.linalg.solve_triangular(Lt, _t(X), upper=True, stream=_CPU))  # L⁻ᵀ P L⁻¹
-    out: mx.array = 0.5 * (S + _t(S))
-    return out
-
-
-@mx.custom_function
-def _solve_lower_raw(L: mx.array, b: mx.array) -> mx.array:
-    return mx.linalg.solve_triangular(L, b, upper=False, stream=_CPU)
-
-
-@_solve_lower_raw.vjp
-def _solve_lower_vjp(
-    primals: Any, cotangent: mx.array, output: mx.array
-) -> tuple[mx.array, mx.array]:
-    L, _ = primals
-    b_bar = mx.linalg.solve_triangular(_t(L), cotangent, upper=True, stream=_CPU)
-    L_bar = -mx.tril(_mm(b_bar, _t(output)))
-    return L_bar, b_bar
-
-
 def solve_lower(L: mx.array, b: mx.array) -> mx.array:
     """``L⁻¹ b`` for lower-triangular ``L`` (``[..., n, n]``) and ``b`` (``[..., n, k]``).
 
     Batch axes broadcast. Differentiable in both arguments (a custom VJP: MLX's
-    ``solve_triangular`` has none); runs on the CPU stream.
+    ``solve_triangular`` has none); runs on the CPU stream. Same as
+    ``genmlx.dists.linalg.solve_matrix(L, b, lower=True)``.
     """
-    batch = tuple(mx.broadcast_shapes(L.shape[:-2], b.shape[:-2]))
-    Lb = mx.broadcast_to(L, (*batch, *L.shape[-2:]))
-    bb = mx.broadcast_to(b, (*batch, *b.shape[-2:]))
-    out = cast(mx.array, _solve_lower_raw(Lb, bb))
-    return out
+    return solve_matrix(L, b, lower=True)
 
 
 def _solve_lower_vec(L: mx.array, v: mx.array) -> mx.array:

@@ -3,11 +3,16 @@
 Every kernel takes a trace — single, or batched for many independent chains that are
 each accepted or rejected on their own — and returns ``(new_trace, accepted)``.
 
+* the MCMC driver :func:`mcmc`: from a model and observations to draws in one call
+  (NUTS, HMC, MALA or MH; per-chain warm-up; constrained parameters mapped to an
+  unconstrained space automatically; an :class:`MCMCResult` with ``[chain, draw]``
+  draws, a summary and convergence warnings)
 * importance sampling: :func:`importance_sampling`, :func:`importance_resampling`
 * MCMC kernels: :func:`mh` (selection or custom proposal), :func:`involutive_mh`
   (automatic Jacobians), :func:`mala`, :func:`hmc` (diagonal or dense mass),
   :func:`nuts` (multinomial NUTS; :func:`nuts_warmup` adapts step size and mass),
-  :func:`elliptical_slice`, :func:`gibbs` (by enumeration); :func:`map_optimize`
+  :func:`elliptical_slice`, :func:`gibbs` (by enumeration); :func:`map_optimize` (in
+  the unconstrained space of the choices' domains)
 * kernel combinators :func:`cycle`, :func:`mix`, :func:`repeat` and the :func:`chain`
   runner (burn-in, thinning, any number of chains)
 * reversible jump: :func:`split_merge_move`, :func:`birth_death_move` (involutive moves
@@ -27,8 +32,8 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   :meth:`ParticleFilterState.smcp3_step` (forward and backward kernels as generative
   functions); particle MCMC: :func:`conditional_smc`, :func:`particle_gibbs`,
   :func:`pmmh`
-* variational inference: :func:`advi` (mean-field / full-rank, constraining
-  transforms), :func:`black_box_vi` (reparameterised or REINFORCE with baselines),
+* variational inference: :func:`advi` (mean-field / full-rank, on the distributions'
+  declared domains), :func:`black_box_vi` (reparameterised or REINFORCE with baselines),
   :func:`black_box_vimco` (IWELBO with VIMCO control variates), :func:`elbo`,
   :func:`iwelbo`
 * exact and analytical inference: :func:`fit` (picks the method and says why),

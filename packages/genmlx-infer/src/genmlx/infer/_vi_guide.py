@@ -10,8 +10,9 @@ from typing import Any
 
 import mlx.core as mx
 
+from genmlx.core import constraints as C
 from genmlx.core import runtime
-from genmlx.core.address import format_address
+from genmlx.core.address import format_address, from_path
 from genmlx.core.choicemap import ChoiceMap, choicemap
 from genmlx.core.errors import AddressError, ConstraintError
 from genmlx.core.gfi import GenerativeFunction
@@ -25,6 +26,7 @@ __all__ = [
     "broadcast",
     "check_baseline",
     "check_call",
+    "check_domains",
     "check_estimator",
     "check_guide",
     "init_store",
@@ -153,6 +155,49 @@ def check_guide(
             f"{op}: the guide's choices together with the observations must be exactly "
             f"the model's random choices: {e}"
         ) from e
+    check_domains(model, args, cons, sites, key, op)
+
+
+def check_domains(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    cons: ChoiceMap,
+    guide_sites: list[Any],
+    key: mx.array,
+    op: str,
+) -> None:
+    """Refuse a guide choice that ranges over the whole real line where the model's
+    choice lives on a bounded domain (its draws outside would have zero density):
+    the common mistake of a ``normal`` guide for a positive or bounded latent."""
+    by_path = {s.path: s for s in guide_sites if s.dist is not None}
+    try:
+        model_sites = find_sites(model, args, cons, key, op)
+    except Exception:
+        return
+    for ms in model_sites:
+        gs = by_path.get(ms.path)
+        if gs is None or ms.dist is None or ms.dist.is_discrete:
+            continue
+        m_dom = ms.dist.domain(*(ms.params or ()))
+        g_dom = gs.dist.domain(*(gs.params or ()))
+        if m_dom is None or g_dom is None or m_dom.is_discrete:
+            continue
+        if isinstance(g_dom, type(C.real)) and not isinstance(m_dom, type(C.real)):
+            raise ValueError(
+                f"{op}: the guide's choice at {format_address(ms.path)} ({gs.dist.name}) "
+                f"ranges over the whole real line, but the model's choice there "
+                f"({ms.dist.name}) lives on {m_dom!r}, so guide draws outside it have zero "
+                "density (an ELBO of -inf). Give the guide a choice on the same domain, "
+                f"e.g. transformed(normal, constraints.{_domain_hint(m_dom)})(m, s) @ "
+                f"{from_path(ms.path)!r} (genmlx.dists.transformed with a "
+                "genmlx.core.constraints domain), or use advi, which maps every domain "
+                "automatically"
+            )
+
+
+def _domain_hint(dom: Any) -> str:
+    name = repr(dom)
+    return name if "(" in name or name in ("positive", "unit_interval", "simplex") else "positive"
 
 
 def broadcast(obs: ChoiceMap, n: int) -> ChoiceMap:

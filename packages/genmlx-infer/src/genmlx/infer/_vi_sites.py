@@ -39,6 +39,8 @@ class Site(NamedTuple):
         params: the distribution's parameters at this execution (``None`` with ``dist``).
         value: the value taken (the constraint where observed, else a sample).
         observed: whether the value came from the constraints.
+        call: for a choice without a distribution, the path of the generative function
+            call that made it (``None`` otherwise).
     """
 
     path: Path
@@ -46,6 +48,7 @@ class Site(NamedTuple):
     params: tuple[Any, ...] | None
     value: mx.array
     observed: bool
+    call: Path | None = None
 
 
 def _observed_value(constraints: ChoiceMap, path: Path, op: str) -> mx.array | None:
@@ -72,7 +75,7 @@ def _handler(
             value = _observed_value(constraints, full, op)
             observed = value is not None
             if value is None:
-                value = gf.sample(sub, *args)
+                value = gf.placeholder(*args) if gf.is_improper else gf.sample(sub, *args)
             sites.append(Site(full, gf, tuple(args), value, observed))
             return state, value
         if isinstance(gf, DynamicGenerativeFunction):
@@ -83,7 +86,9 @@ def _handler(
         tr, _ = gf.generate(tuple(args), cons, key=sub)
         for p, v in tr.get_choices().leaves():
             node = cons._node(p)
-            sites.append(Site((*full, *p), None, None, v, node is not None and node.has_root_value))
+            sites.append(
+                Site((*full, *p), None, None, v, node is not None and node.has_root_value, full)
+            )
         return state, tr.retval
 
     return handler
@@ -106,7 +111,7 @@ def find_sites(
         value = _observed_value(constraints, (), op)
         observed = value is not None
         if value is None:
-            value = gf.sample(key, *args)
+            value = gf.placeholder(*args) if gf.is_improper else gf.sample(key, *args)
         sites.append(Site((), gf, tuple(args), value, observed))
     elif isinstance(gf, DynamicGenerativeFunction):
         H.run_body(

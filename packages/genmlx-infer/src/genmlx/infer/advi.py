@@ -1,19 +1,15 @@
 """Automatic differentiation variational inference (ADVI, Kucukelbir et al., 2017).
 
 Given a model ``p(x, y)`` with observations ``y``, ADVI fits a Gaussian ``q(z)`` in an
-*unconstrained* space: each continuous latent choice ``x_a`` is ``T_a(z_a)`` for a
-bijection ``T_a`` from ``ℝ^{d_a}`` onto the support of its distribution, picked from
-that support:
-
-==================================  ==============================  ===================
-support                             ``x = T(z)``                    ``log |dx/dz|``
-==================================  ==============================  ===================
-the real line                       ``z``                           ``0``
-``(low, ∞)`` (positive: low = 0)    ``low + exp(z)``                ``z``
-``(-∞, high)``                      ``high - exp(z)``               ``z``
-``(low, high)``                     ``low + (high - low) σ(z)``     ``log(high - low)
-                                                                    + log σ(z) + log σ(-z)``
-==================================  ==============================  ===================
+*unconstrained* space: each continuous latent choice ``x_a`` is ``T_a(z_a)`` for the
+bijector ``T_a`` from ``ℝ^{d_a}`` onto the domain its distribution declares
+(:meth:`genmlx.core.Distribution.domain`, mapped by
+:func:`genmlx.core.bijectors.biject_to`): the identity on the real line, ``low +
+exp(z)`` / ``high - exp(z)`` on half-lines, a scaled logistic on ``(low, high)``,
+stick-breaking onto simplexes, cumulative ``exp`` increments onto ordered vectors,
+Cholesky constructions onto correlation and covariance matrices. The domain is
+evaluated at every execution from the parameters of that execution, so a bound given by
+another choice (``uniform(0.0, 1.0 - alpha) @ "beta"``) follows it.
 
 The pushforward of ``q`` through ``T`` is the variational posterior over the latent
 choices, and the ELBO is estimated by reparameterisation, ``z = μ + L ε`` with
@@ -54,7 +50,6 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.core import runtime
 from genmlx.core.address import Address, format_address, to_path
 from genmlx.core.choicemap import ChoiceMap, as_array, choicemap
 from genmlx.core.gfi import GenerativeFunction
@@ -62,14 +57,8 @@ from genmlx.core.params import ParamStore, use_params
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.serialize import register_format
 from genmlx.core.trace import Trace
-from genmlx.infer._advi_transforms import (
-    Block,
-    constrain,
-    flat_bound,
-    override,
-    site_bounds,
-    unconstrain,
-)
+from genmlx.infer._advi_transforms import discrete_message
+from genmlx.infer._unconstrained import Space, UBlock, domain_to_spec, spec_to_domain
 from genmlx.infer._vi_loop import (
     VIEstimate,
     check_positive_int,
@@ -77,7 +66,7 @@ from genmlx.infer._vi_loop import (
     make_optimizer,
     optimize,
 )
-from genmlx.infer._vi_sites import Site, find_sites
+from genmlx.infer._vi_sites import find_sites
 
 __all__ = ["SUPPORTS", "ADVIResult", "advi"]
 
@@ -107,11 +96,12 @@ SUPPORTS: dict[str, Any] = {
     "truncated_normal": lambda mu, sigma, low, high: (low, high),
     "pareto": lambda scale, alpha: (scale, None),
 }
-"""Support of each known continuous distribution, by name. :func:`advi` picks its
-constraining bijection from it. Values are ``"real"``, ``"positive"``, ``"unit"`` (0, 1),
-``"circle"`` (-pi, pi), or a function of the distribution's parameters returning
-``(low, high)`` with ``None`` for an open end. A third-party distribution can be added
-here, or its support given per address with ``advi(..., supports=...)``."""
+"""A deprecated fallback, the support of a distribution that does not declare
+:meth:`genmlx.core.Distribution.domain`, by name (``"real"``, ``"positive"``,
+``"unit"``, ``"circle"``, or a function of the parameters returning ``(low, high)`` with
+``None`` for an open end). :func:`advi` uses each distribution's declared domain; this
+table is only read for distributions without one. Declare ``domain`` on a third-party
+distribution instead, or give the support per address with ``advi(..., supports=...)``."""
 
 
 def _tril(raw: mx.array) -> mx.array:
@@ -162,7 +152,7 @@ class ADVIResult:
         args: tuple[Any, ...],
         observations: ChoiceMap,
         guide: str,
-        blocks: tuple[Block, ...],
+        space: Space,
         params: dict[str, mx.array],
         elbo_history: mx.array,
         store: ParamStore | None = None,
@@ -171,7 +161,7 @@ class ADVIResult:
         self.args = args
         self.observations = observations
         self.guide = guide
-        self._blocks = blocks
+        self._space = space
         self.params = params
         self.elbo_history = elbo_history
         self._store = store if store is not None else ParamStore()
@@ -180,7 +170,7 @@ class ADVIResult:
     @property
     def addresses(self) -> list[Address]:
         """The latent addresses, in the model's visiting order."""
-        return [b.path[0] if len(b.path) == 1 else b.path for b in self._blocks]
+        return [b.path[0] if len(b.path) == 1 else b.path for b in self._space.blocks]
 
     @property
     def dim(self) -> int:
@@ -202,14 +192,15 @@ class ADVIResult:
 
     def _per_address(self, flat: mx.array) -> ChoiceMap:
         items = [
-            (b.path, ChoiceMap(flat[b.start : b.start + b.size].reshape(b.shape)))
-            for b in self._blocks
+            (b.path, ChoiceMap(flat[b.start : b.start + b.size].reshape(b.ushape)))
+            for b in self._space.blocks
         ]
         return ChoiceMap.from_nodes(items)
 
     @property
     def loc(self) -> ChoiceMap:
-        """The unconstrained mean ``μ``, per latent address."""
+        """The unconstrained mean ``μ``, per latent address (in the unconstrained shape:
+        a ``K``-simplex has ``K - 1`` coordinates)."""
         return self._per_address(self.params["loc"])
 
     @property
@@ -218,33 +209,22 @@ class ADVIResult:
         return self._per_address(mx.sqrt(mx.diag(self.covariance)))
 
     def median(self) -> ChoiceMap:
-        """``T(μ)``: the median of each latent coordinate under the approximation (each
-        ``T`` is monotone in every coordinate, and ``μ`` is the Gaussian's median)."""
-        loc = self.params["loc"][None]
-        items = [
-            (b.path, ChoiceMap(constrain(b, loc[:, b.start : b.start + b.size])[0][0]))
-            for b in self._blocks
-        ]
-        return ChoiceMap.from_nodes(items)
+        """``T(μ)``: the latent values at the Gaussian's mean (the median of each
+        coordinate for elementwise bijectors)."""
+        with use_params(self._store):
+            values = self._space.forward(self.params["loc"])
+        return self._space.to_choicemap(values)
 
     # ------------------------------------------------------------------ sampling
-    def _constrained(self, z: mx.array) -> tuple[ChoiceMap, mx.array]:
-        n = z.shape[0]
-        items = []
-        ladj = mx.zeros((n,))
-        for b in self._blocks:
-            x, lj = constrain(b, z[:, b.start : b.start + b.size])
-            items.append((b.path, ChoiceMap(x, None, (n,))))
-            ladj = ladj + lj
-        return ChoiceMap.from_nodes(items, (n,)), ladj
-
     def sample(self, n: int, *, key: Key = None) -> ChoiceMap:
         """``n`` independent draws of the latent choices, in the model's (constrained)
         space: a choice map with ``batch_shape == (n,)`` and ``[n, ...]`` leaves."""
         check_positive_int(n, "n", "ADVIResult.sample")
         eps = mx.random.normal((n, self.dim), key=resolve_key(key))
         z, _ = _draw(self.params, eps)
-        return self._constrained(z)[0]
+        with use_params(self._store):
+            values = Space.batched(self._space.forward)(z)
+        return self._space.to_choicemap(values, (n,))
 
     def traces(self, n: int, *, key: Key = None) -> Trace:
         """``n`` model traces whose latent choices are draws from the approximation and
@@ -265,28 +245,22 @@ class ADVIResult:
         batched choice map gives one log density per particle.
         """
         cm = choices if isinstance(choices, ChoiceMap) else choicemap(choices)
-        zs = []
-        for b in self._blocks:
-            try:
-                value = cm[b.path if len(b.path) != 1 else b.path[0]]
-            except KeyError:
-                raise KeyError(
-                    f"ADVIResult.log_density: no value for the latent choice at "
-                    f"{format_address(b.path)}; give every latent address"
-                ) from None
-            zs.append(unconstrain(b, as_array(value)))
-        z = mx.concatenate(zs, axis=-1)
-        lead = z.shape[:-1]
-        z2 = z.reshape(-1, self.dim)
-        diff = z2 - self.params["loc"]
+        values = self._space.values_from(cm, "ADVIResult.log_density")
+        batch = tuple(cm.batch_shape)
+        if not batch:
+            values = [v[None] for v in values]
+        with use_params(self._store):
+            z = Space.batched(lambda *vs: self._space.inverse(list(vs)))(*values)
+            _, ladj = Space.batched(self._space.forward_and_ladj)(z)
+        diff = z - self.params["loc"]
         if "log_scale" in self.params:
             eps = diff * mx.exp(-self.params["log_scale"])
         else:
             lt = _tril(self.params["scale_tril"])
             eps = mx.linalg.solve_triangular(lt, diff.T, upper=False, stream=mx.cpu).T
         _, log_q = _draw(self.params, eps)
-        _, ladj = self._constrained(z2)
-        return (log_q - ladj).reshape(lead)
+        out = log_q - ladj
+        return out.reshape(batch) if batch else out[0]
 
     def elbo(self, n_samples: int = 1000, *, key: Key = None) -> VIEstimate:
         """A fresh Monte Carlo estimate of the ELBO with ``n_samples`` draws (and its
@@ -294,9 +268,7 @@ class ADVIResult:
         check_positive_int(n_samples, "n_samples", "ADVIResult.elbo")
         eps = mx.random.normal((n_samples, self.dim), key=resolve_key(key))
         with use_params(self._store):
-            terms = _elbo_terms(
-                self.model, self.args, self.observations, self._blocks, self.params, eps
-            )
+            terms = _elbo_terms(self._space, self.params, eps)
         return estimate(terms)
 
     def __repr__(self) -> str:
@@ -306,37 +278,21 @@ class ADVIResult:
         )
 
 
-def _elbo_terms(
-    model: GenerativeFunction,
-    args: tuple[Any, ...],
-    obs: ChoiceMap,
-    blocks: tuple[Block, ...],
-    params: dict[str, mx.array],
-    eps: mx.array,
-) -> mx.array:
+def _elbo_terms(space: Space, params: dict[str, mx.array], eps: mx.array) -> mx.array:
     """Per-draw ``log p(T(z), y) + log|J_T(z)| - log q(z)``, shape ``[n]``."""
-    n = eps.shape[0]
     z, log_q = _draw(params, eps)
-    items = []
-    ladj = mx.zeros((n,))
-    for b in blocks:
-        x, lj = constrain(b, z[:, b.start : b.start + b.size])
-        items.append((b.path, ChoiceMap(x, None, (n,))))
-        ladj = ladj + lj
-    latents = ChoiceMap.from_nodes(items, (n,))
-    with runtime.transforming():
-        log_p, _ = model.assess(args, latents.merge(_broadcast_obs(obs, n)))
-    return log_p + ladj - log_q
+    log_p = Space.batched(space.logp)(z)
+    return log_p - log_q
 
 
-def _blocks(
+def _space(
     model: GenerativeFunction,
     args: tuple[Any, ...],
     obs: ChoiceMap,
     supports: Mapping[Any, Any],
     key: mx.array,
-) -> tuple[tuple[Block, ...], list[Site]]:
-    """The latent choices' blocks, from two executions (to check the structure is fixed)."""
+) -> tuple[Space, list[Any]]:
+    """The latent choices' space, from two executions (to check the structure is fixed)."""
     k1, k2 = mx.random.split(key, 2)
     overrides = {to_path(a): s for a, s in supports.items()}
     first = [s for s in find_sites(model, args, obs, k1, "advi") if not s.observed]
@@ -357,31 +313,13 @@ def _blocks(
                 f"advi: supports= names {format_address(path)}, which holds no latent "
                 f"choice (latent addresses: {[format_address(s.path) for s in first]})"
             )
-    blocks = []
-    start = 0
-    for s1, s2 in zip(first, second):
-        low, high = site_bounds(s1, overrides, SUPPORTS)
-        shape = tuple(s1.value.shape)
-        size = int(math.prod(shape))
-        fl, fh = flat_bound(low, shape), flat_bound(high, shape)
-        if override(s1.path, overrides) is None:
-            l2, h2 = site_bounds(s2, overrides, SUPPORTS)
-            f2l, f2h = flat_bound(l2, shape), flat_bound(h2, shape)
-            same = all(
-                (a is None and b is None)
-                or (a is not None and b is not None and bool(mx.array_equal(a, b).item()))
-                for a, b in ((fl, f2l), (fh, f2h))
-            )
-            if not same:
-                raise ValueError(
-                    f"advi: the support of the latent choice at {format_address(s1.path)} "
-                    "depends on other random choices; ADVI needs fixed supports. "
-                    "Reparameterise the model (e.g. sample a unit-interval value u and use "
-                    "low + (high - low) * u), or pass supports= with fixed bounds"
-                )
-        blocks.append(Block(s1.path, shape, start, size, fl, fh))
-        start += size
-    return tuple(blocks), first
+    for s in first:
+        if (s.dist is not None and s.dist.is_discrete) or not mx.issubdtype(
+            s.value.dtype, mx.floating
+        ):
+            raise TypeError(discrete_message(s))
+    space = Space.from_sites(model, args, obs, first, overrides, "advi", table=SUPPORTS)
+    return space, first
 
 
 def advi(
@@ -431,11 +369,13 @@ def advi(
         init_scale: initial standard deviation of every unconstrained coordinate.
         init: initial (constrained) values for some latent choices; the others start at
             a draw from the prior, mapped to the unconstrained space.
-        supports: per-address support overriding the table :data:`SUPPORTS` (needed
-            for choices inside combinators and for unknown distributions): ``"real"``,
-            ``"positive"``, ``"unit_interval"`` or ``(low, high)`` with ``None``/``±inf``
-            for an open end. An address applies to every choice beneath it (``{"xs":
-            "positive"}`` covers ``("xs", 0, "z")``, ``("xs", 1, "z")``, ...).
+        supports: per-address domains overriding the distributions' own (needed for
+            choices inside combinators and for distributions that declare no domain):
+            a :mod:`genmlx.core.constraints` domain, a name (``"real"``,
+            ``"positive"``, ``"unit_interval"``, ``"simplex"``, ...) or ``(low, high)``
+            with ``None``/``±inf`` for an open end. An address applies to every choice
+            beneath it (``{"xs": "positive"}`` covers ``("xs", 0, "z")``,
+            ``("xs", 1, "z")``, ...).
         params: a ``ParamStore`` bound while the model runs (for models that read ``param`` values;
             they are not trained).
         compiled: compile the gradient step with ``mx.compile`` (``False``: eager).
@@ -451,8 +391,8 @@ def advi(
 
     Raises:
         TypeError: a latent choice is discrete (use black-box VI or ADEV for those).
-        ValueError: unknown guide, a support that is unknown or depends on other
-            choices, or no latent choices.
+        ValueError: unknown guide, a latent choice whose domain is unknown, or no
+            latent choices.
         NonFiniteScoreError: the ELBO or its gradient became NaN/infinite at some step.
 
     Example:
@@ -487,24 +427,25 @@ def advi(
     store = ParamStore(params if params is not None else {})
     k_find, k_fit = mx.random.split(resolve_key(key), 2)
     with use_params(store):
-        blocks, sites = _blocks(model, args, obs, supports or {}, k_find)
+        space, sites = _space(model, args, obs, supports or {}, k_find)
     start = _as_cm(init, "init")
-    latent_paths = {b.path for b in blocks}
+    latent_paths = {b.path for b in space.blocks}
     for path, _ in start.leaves():
         if path not in latent_paths:
             raise ValueError(
                 f"advi: init gives a value at {format_address(path)}, which is not a latent "
                 f"choice (latent addresses: {[format_address(p) for p in latent_paths]})"
             )
-    locs = []
-    for b, site in zip(blocks, sites):
+    values = []
+    for b, site in zip(space.blocks, sites):
         value = site.value
         name = b.path if len(b.path) != 1 else b.path[0]
         if name in start:
             value = as_array(start[name])
-        z = unconstrain(b, mx.broadcast_to(as_array(value), b.shape))
-        locs.append(mx.where(mx.isfinite(z), z, 0.0))
-    loc = mx.concatenate(locs)
+        values.append(mx.broadcast_to(as_array(value), b.shape))
+    with use_params(store):
+        z0 = space.inverse(values)
+    loc = mx.where(mx.isfinite(z0), z0, 0.0)
     d = loc.shape[0]
     fit: dict[str, mx.array] = {"loc": loc}
     if guide == "meanfield":
@@ -517,7 +458,7 @@ def advi(
     ) -> tuple[mx.array, mx.array, dict[str, mx.array]]:
         eps = mx.random.normal((n_samples, d), key=k)
         with use_params(store):
-            elbo = mx.mean(_elbo_terms(model, args, obs, blocks, p, eps))
+            elbo = mx.mean(_elbo_terms(space, p, eps))
         return -elbo, elbo, extra
 
     fitted, history = optimize(
@@ -532,7 +473,7 @@ def advi(
         progress=progress,
         op="advi",
     )
-    return ADVIResult(model, args, obs, guide, blocks, fitted, mx.array(history), store)
+    return ADVIResult(model, args, obs, guide, space, fitted, mx.array(history), store)
 
 
 def _as_cm(c: Any, what: str) -> ChoiceMap:
@@ -546,12 +487,24 @@ def _as_cm(c: Any, what: str) -> ChoiceMap:
 
 
 def _encode_advi(r: ADVIResult) -> dict[str, Any]:
+    sp = r._space
     return {
         "model": r.model,
         "args": r.args,
         "observations": r.observations,
         "guide": r.guide,
-        "blocks": r._blocks,
+        "blocks": [
+            {
+                "path": list(b.path),
+                "shape": list(b.shape),
+                "ushape": list(b.ushape),
+                "start": b.start,
+                "size": b.size,
+                "override": domain_to_spec(b.override),
+                "call": None if b.call is None else list(b.call),
+            }
+            for b in sp.blocks
+        ],
         "params": r.params,
         "elbo_history": r.elbo_history,
         "store": r._store,
@@ -559,12 +512,25 @@ def _encode_advi(r: ADVIResult) -> dict[str, Any]:
 
 
 def _decode_advi(d: dict[str, Any]) -> ADVIResult:
+    blocks = [
+        UBlock(
+            tuple(b["path"]),
+            tuple(b["shape"]),
+            tuple(b["ushape"]),
+            int(b["start"]),
+            int(b["size"]),
+            spec_to_domain(b["override"], "load"),
+            None if b["call"] is None else tuple(b["call"]),
+        )
+        for b in d["blocks"]
+    ]
+    space = Space(d["model"], tuple(d["args"]), d["observations"], blocks, "advi")
     return ADVIResult(
         d["model"],
         tuple(d["args"]),
         d["observations"],
         d["guide"],
-        tuple(d["blocks"]),
+        space,
         d["params"],
         d["elbo_history"],
         d["store"],

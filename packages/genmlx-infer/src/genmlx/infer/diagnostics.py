@@ -6,8 +6,10 @@ and localization: an improved R-hat for assessing convergence of MCMC", *Bayesia
 Analysis* 16(2), exactly, but is computed with ``mlx.core`` only (no NumPy, SciPy or
 ArviZ at run time).
 
-Samples come as a :class:`~genmlx.infer.mh.ChainResult` (what
-:func:`~genmlx.infer.mh.chain` returns: its layout is known) or as arrays with an
+Samples come as a result that knows its layout — the
+:class:`~genmlx.infer.MCMCResult` of :func:`~genmlx.infer.mcmc` (``[chain, draw]``) or
+the :class:`~genmlx.infer.mh.ChainResult` of :func:`~genmlx.infer.mh.chain` — or as
+arrays with an
 explicit ``layout``: ``"chain_draw"`` for ``[chains, draws, *param_shape]`` (ArviZ's
 ``(chain, draw)`` dimensions, the layout every statistic works in), ``"draw_chain"`` for
 ``[draws, chains, *param_shape]`` (how :func:`~genmlx.infer.mh.chain` records the draws
@@ -82,7 +84,11 @@ _CONSTANT_RESOLUTION = 1e-15
 
 
 def _is_chain_result(x: Any) -> bool:
-    return hasattr(x, "samples") and hasattr(x, "trace") and isinstance(x.samples, Mapping)
+    """A result object that knows its layout: :class:`~genmlx.infer.mh.ChainResult` or
+    :class:`~genmlx.infer.MCMCResult` (``samples`` mapping and a ``layout``)."""
+    if not hasattr(x, "samples") or not isinstance(x.samples, Mapping):
+        return False
+    return hasattr(x, "trace") or getattr(x, "layout", None) in LAYOUTS
 
 
 def _arrange(samples: Any, layout: str | None, op: str, what: str = "samples") -> mx.array:
@@ -107,6 +113,9 @@ def _arrange(samples: Any, layout: str | None, op: str, what: str = "samples") -
 
 
 def _chain_result_layout(result: Any) -> str:
+    layout = getattr(result, "layout", None)
+    if isinstance(layout, str) and layout in LAYOUTS:
+        return layout
     return "draw_chain" if len(result.trace.batch_shape) == 1 else "draw"
 
 
@@ -149,9 +158,10 @@ def _one_array(samples: Any, layout: str | None, op: str) -> mx.array:
             raise ValueError(f"{op}: a ChainResult knows its layout; pass no layout= with it")
         if len(samples.samples) != 1:
             raise ValueError(
-                f"{op}: the ChainResult recorded {len(samples.samples)} addresses "
+                f"{op}: the result recorded {len(samples.samples)} addresses "
                 f"{list(samples.samples)}; pass one, {op}(result.samples[address], "
-                "layout='draw_chain'), or use summary(result) for all of them"
+                f"layout={_chain_result_layout(samples)!r}), or use summary(result) for all "
+                "of them"
             )
         (value,) = samples.samples.values()
         return _arrange(value, _chain_result_layout(samples), op)
@@ -622,7 +632,7 @@ def summary(
         }
     else:
         raise TypeError(
-            "summary: takes the ChainResult of chain() or {name: array} with layout=; got "
+            "summary: takes the result of mcmc() or chain() or {name: array} with layout=; got "
             f"{type(samples).__name__} (for one array: summary({{'x': draws}}, layout=...))"
         )
     g = _sharding.group_for(group, "summary")

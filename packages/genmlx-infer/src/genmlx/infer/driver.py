@@ -47,6 +47,7 @@ import numpy as np
 from genmlx.core import (
     ChoiceMap,
     GenerativeFunction,
+    ImproperPriorError,
     LogDensity,
     Selection,
     StaticModelError,
@@ -85,7 +86,12 @@ class MCMCResult:
         positions: unconstrained draws ``[chain, draw, d]`` (vector kernels).
         logdensity: the :class:`~genmlx.core.LogDensity` sampled (vector kernels).
         n_chains: number of chains; ``n_samples``: kept draws per chain.
+        layout: ``"chain_draw"`` — the diagnostics (:func:`~genmlx.infer.ess_bulk`,
+            :func:`~genmlx.infer.rhat`, :func:`~genmlx.infer.summary`) read the result
+            directly.
     """
+
+    layout = "chain_draw"
 
     def __init__(
         self,
@@ -342,16 +348,12 @@ def _mala_program(vg: Callable[..., Any]) -> Callable[..., Any]:
     return _compiled_fn(step)
 
 
-def _one_step_accept(vg: Callable[..., Any], inputs: tuple[mx.array, ...]) -> Callable[..., Any]:
-    def f(
-        eps: mx.array,
-        key: mx.array,
-        x: mx.array,
-        ld: mx.array,
-        g: mx.array,
-        metric_kind: str,
-        marr: tuple[mx.array, ...],
-    ) -> mx.array:
+def _one_step_accept(vg: Callable[..., Any], metric_kind: str) -> Callable[..., Any]:
+    """Compiled ``(eps, key, x, ld, g, marr, inputs) -> accept`` of one leapfrog step
+    with a fresh momentum (Stan's step-size heuristic)."""
+
+    def f(eps: mx.array, key: mx.array, x: mx.array, ld: mx.array, g: mx.array,
+          marr: tuple[mx.array, ...], inputs: tuple[mx.array, ...]) -> mx.array:
         metric = Metric(metric_kind, ())
         p = metric.momentum(mx.random.normal(x.shape, key=key), marr)
         h0 = -ld + metric.kinetic(p, marr)
@@ -359,7 +361,23 @@ def _one_step_accept(vg: Callable[..., Any], inputs: tuple[mx.array, ...]) -> Ca
         d = h0 - (-ld1 + metric.kinetic(p1, marr))
         return mx.exp(mx.minimum(mx.where(mx.isnan(d), -mx.inf, d), 0.0))
 
-    return f
+    return _compiled_fn(f)
+
+
+def _cached(
+    key: tuple[Any, ...], vg: Callable[..., Any], build: Callable[[], Callable[..., Any]]
+) -> Callable[..., Any]:
+    prog = _PROGRAMS.get(key)
+    if prog is None or prog[0] is not vg:
+        if len(_PROGRAMS) > 64:
+            _PROGRAMS.clear()
+        prog = _PROGRAMS[key] = (vg, build())
+    return prog[1]
+
+
+# compiled HMC / MALA steps, per target function (kept across calls: a second run of
+# the same model and argument shapes compiles nothing)
+_PROGRAMS: dict[Any, tuple[Callable[..., Any], Callable[..., Any]]] = {}
 
 
 # ---------------------------------------------------------------------------- init
@@ -382,7 +400,10 @@ def _initial_positions(
         ok_all: mx.array | None = None
         for _ in range(20):
             key, k = mx.random.split(key)
-            tr, _ = model.vgenerate(args, obs, n_chains, key=k)
+            try:
+                tr, _ = model.vgenerate(args, obs, n_chains, key=k)
+            except ImproperPriorError:  # nothing to draw from: Stan's default
+                return mx.random.uniform(-radius, radius, (n_chains, ld.dim), key=key)
             cand = ld.from_choicemap(tr.get_choices())
             ok = mx.isfinite(ld(cand))
             if y is None or ok_all is None:
@@ -412,7 +433,7 @@ def _initial_positions(
 
 
 # ---------------------------------------------------------------------------- driver
-_KERNELS = ("nuts", "hmc", "mala")
+_KERNELS = ("nuts", "hmc", "mala", "mh")
 
 
 def mcmc(
@@ -446,15 +467,20 @@ def mcmc(
         model: a ``@gen`` model.
         args: its arguments.
         observations: observed choices (ChoiceMap or dict).
-        kernel: ``"nuts"`` (default), ``"hmc"``, ``"mala"``, or a trace kernel
+        kernel: ``"nuts"`` (default), ``"hmc"``, ``"mala"``, ``"mh"`` (a sweep of
+            single-site resimulation Metropolis–Hastings over every latent address, on
+            batched traces: for discrete latents and dynamic models), or a trace kernel
             ``kernel(trace, *, key) -> (trace, info)`` run on batched traces.
         n_chains: number of independent chains (run together, batched).
         n_warmup: warm-up (adaptation) transitions, discarded.
         n_samples: kept draws per chain (after thinning).
         thin: keep every ``thin``-th transition.
-        init: ``"prior"`` (draws from the prior, with the observations), ``"uniform"``
-            (Stan's ``U(−2, 2)`` on the unconstrained scale) or a choice map of
-            starting values (one for all chains or batched ``(n_chains,)``).
+        init: ``"prior"`` (draws from the prior, with the observations; for a model
+            with an improper prior, which cannot be sampled, ``"uniform"``),
+            ``"uniform"`` (Stan's ``U(−2, 2)`` on the unconstrained scale, gradient
+            kernels only) or a choice map of starting values (one for all chains or
+            batched ``(n_chains,)``; for gradient kernels it must hold every latent
+            choice, for trace kernels the others are drawn from the prior).
         key: PRNG key (``None``: a fresh one).
         progress: show a progress bar (needs ``tqdm``).
         latents: a selection of the latent choices to sample (default: every
@@ -510,13 +536,16 @@ def mcmc(
         raise ValueError("mcmc runs its own loop; call it outside vmap/compile/grad")
     key = resolve_key(key)
     if callable(kernel) and not isinstance(kernel, str):
-        return _trace_mcmc(
-            model, args, obs, kernel, n_chains, n_warmup, n_samples, thin, key, progress, warn
-        )
+        return _trace_mcmc(model, args, obs, lambda tr, ob: kernel,
+                           getattr(kernel, "__name__", "kernel"), n_chains, n_warmup,
+                           n_samples, thin, init, key, progress, warn)
     if kernel not in _KERNELS:
         raise ValueError(
             f"mcmc: kernel must be one of {_KERNELS} or a trace kernel callable, got {kernel!r}"
         )
+    if kernel == "mh":
+        return _trace_mcmc(model, args, obs, _mh_sweep, "mh", n_chains, n_warmup, n_samples,
+                           thin, init, key, progress, warn)
     if target_accept is None:
         target_accept = 0.574 if kernel == "mala" else 0.8
     if not 0.0 < target_accept < 1.0:
@@ -535,7 +564,7 @@ def mcmc(
     y0 = _initial_positions(ld, model, args, obs, n_chains, init, k_init, init_radius)
     vg, input_list = ld.pure("vg", batched=True)
     inputs = tuple(input_list)
-    cvg = _compiled_fn(vg)
+    cvg = _cached((id(vg), "vg"), vg, lambda: _compiled_fn(vg))
     lp, gr = cvg(y0, *inputs)
     state = NUTSState(y0, lp, gr)
     mx.eval(state)
@@ -558,34 +587,21 @@ def mcmc(
                 "depth": info.depth,
                 "diverging": info.diverging,
             }
-        prog = programs.get(m.kind)
-        if prog is None:
-            prog = programs[m.kind] = (
-                _hmc_program(vg, Metric(m.kind, ()), n_leapfrog)
-                if kernel == "hmc"
-                else _mala_program(vg)
-            )
+        prog = _cached(
+            (id(vg), kernel, m.kind, n_leapfrog if kernel == "hmc" else 0), vg,
+            lambda: _hmc_program(vg, Metric(m.kind, ()), n_leapfrog) if kernel == "hmc"
+            else _mala_program(vg),
+        )
         x, lpn, gn, acc = prog(k, st.position, st.logdensity, st.grad, e, tuple(m.arrays), inputs)
         return NUTSState(x, lpn, gn), {"accept_prob": acc}
 
-    programs: dict[str, Callable[..., Any]] = {}
-    one_step = _one_step_accept(vg, inputs)
-    one_step_c: dict[str, Callable[..., Any]] = {}
-
     def heuristic(e: mx.array, k: mx.array) -> mx.array:
-        fn = one_step_c.get(metric.kind)
-        if fn is None:
-            kind = metric.kind
-            fn = one_step_c[kind] = _compiled_fn(
-                lambda ee, kk, x, l, gg, marr: one_step(ee, kk, x, l, gg, kind, marr)
-            )
+        kind = metric.kind
+        fn = _cached((id(vg), "one_step", kind), vg, lambda: _one_step_accept(vg, kind))
         return find_step_size(
-            lambda ee, kk: fn(
-                ee, kk, state.position, state.logdensity, state.grad, tuple(metric.arrays)
-            ),
-            e,
-            k,
-            per_chain=per_chain,
+            lambda ee, kk: fn(ee, kk, state.position, state.logdensity, state.grad,
+                              tuple(metric.arrays), inputs),
+            e, k, per_chain=per_chain,
         )
 
     # ---------------------------------------------------------------- warm-up
@@ -712,27 +728,84 @@ def _progress(on: bool, total: int, name: str) -> Callable[[int | None], None]:
     return update
 
 
+def _mh_sweep(trace: Trace, obs: ChoiceMap) -> Callable[..., Any]:
+    """One sweep of single-site resimulation MH over the trace's latent leaves."""
+    from functools import partial
+
+    from genmlx.core import select
+    from genmlx.infer.mh import cycle, mh
+
+    paths = [p for p, _ in trace.get_choices().leaves() if obs._node(p) is None]
+    if not paths:
+        raise ValueError("mcmc(kernel='mh'): the model has no latent choices to move")
+    moves = [partial(mh, selection_or_proposal=select(from_path(p))) for p in paths]
+    return cycle(*moves)
+
+
+def _trace_init(
+    model: GenerativeFunction,
+    args: tuple[Any, ...],
+    obs: ChoiceMap,
+    n_chains: int,
+    init: Any,
+    key: mx.array,
+) -> Trace:
+    if isinstance(init, str) and init == "prior":
+        cons = obs
+    elif isinstance(init, str):
+        raise ValueError(
+            f"mcmc: init={init!r} is for gradient kernels on static models; a trace kernel "
+            "starts from 'prior' or a choice map of starting values"
+        )
+    else:
+        cm = _as_choicemap(init, "mcmc", "init")
+        if not cm.batch_shape:
+            cm = cm.map(lambda v: mx.broadcast_to(v, (n_chains, *v.shape))).with_batch_shape(
+                (n_chains,)
+            )
+        if cm.batch_shape != (n_chains,):
+            raise ValueError(
+                f"mcmc: init has batch shape {cm.batch_shape}; give one value per chain "
+                f"({n_chains},) or one value for all"
+            )
+        cons = cm
+        if not obs.is_empty:
+            o = obs.map(lambda v: mx.broadcast_to(v, (n_chains, *v.shape)))
+            cons = cm.merge(o.with_batch_shape((n_chains,)))
+    trace, _ = model.vgenerate(args, cons, n_chains, key=key)
+    return trace
+
+
 def _trace_mcmc(
     model: GenerativeFunction,
     args: tuple[Any, ...],
     obs: ChoiceMap,
-    kernel: Callable[..., Any],
+    make_kernel: Callable[[Trace, ChoiceMap], Callable[..., Any]],
+    name: str,
     n_chains: int,
     n_warmup: int,
     n_samples: int,
     thin: int,
+    init: Any,
     key: mx.array,
     progress: bool,
     warn: bool,
 ) -> MCMCResult:
     """A trace kernel on ``n_chains`` batched chains (no adaptation)."""
+    import time
+
+    t0 = time.perf_counter()
     k_init, key = mx.random.split(key)
-    trace, _ = model.vgenerate(args, obs, n_chains, key=k_init)
-    bar = _progress(progress, n_warmup + n_samples * thin, getattr(kernel, "__name__", "kernel"))
+    trace = _trace_init(model, args, obs, n_chains, init, k_init)
+    kernel = make_kernel(trace, obs)
+    bar = _progress(progress, n_warmup + n_samples * thin, name)
     latent_paths = [p for p, _ in trace.get_choices().leaves() if obs._node(p) is None]
     rows: dict[Any, list[mx.array]] = {from_path(p): [] for p in latent_paths}
     accepts: list[mx.array] = []
+    t1 = t0
     for t in range(n_warmup + n_samples * thin):
+        if t == n_warmup:
+            t1 = time.perf_counter()
         key, sub = mx.random.split(key)
         trace, info = kernel(trace, key=sub)
         if t >= n_warmup and (t - n_warmup + 1) % thin == 0:
@@ -744,15 +817,10 @@ def _trace_mcmc(
         mx.eval(trace.score)
         bar(1)
     bar(None)
+    t2 = time.perf_counter()
     samples = {a: mx.stack(v, axis=1) for a, v in rows.items()}
     stats = {"accept_prob": mx.stack(accepts, axis=1)} if accepts else {}
-    res = MCMCResult(
-        samples,
-        stats,
-        kernel=getattr(kernel, "__name__", "kernel"),
-        model=model,
-        args=args,
-        observations=obs,
-    )
+    res = MCMCResult(samples, stats, kernel=name, model=model, args=args, observations=obs,
+                     timing={"warmup_s": t1 - t0, "sampling_s": t2 - t1})
     _finish_warnings(res, warn)
     return res

@@ -8,6 +8,9 @@ choices held fixed, evaluated through ``trace.gen_fn.assess`` and differentiated
 gradient of their *sum* is the per-chain gradient; every chain is accepted or rejected
 on its own with ``accept_reject`` (``genmlx.infer._traces``).
 
+:func:`map_optimize` works in unconstrained space instead: each selected choice is
+mapped from the domain its distribution declares (see its docstring).
+
 The trace is moved with ``gen_fn.update(trace, new_values)``, whose weight is
 ``log π(x') - log π(x)``. The kernels contain no ``.item()``/``bool(array)`` on their
 path, so a chain of K steps can be wrapped in :func:`genmlx.core.compile`
@@ -37,6 +40,7 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 
+from genmlx.core import constraints as C
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap
@@ -84,45 +88,6 @@ def _flatten_selected(trace: Trace, selection: Selection, op: str) -> _Flat:
         parts.append(v.reshape((*batch, math.prod(shape))).astype(mx.float32))
     x = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=-1)
     return _Flat(x, paths, shapes, choices.exclude(selection), batch)
-
-
-def _unflatten(flat: _Flat, x: mx.array) -> ChoiceMap:
-    """The selected choices with values from ``x``, as a (batched) choice map."""
-    out = ChoiceMap(None, None, flat.batch)
-    start = 0
-    for p, shape in zip(flat.paths, flat.shapes):
-        size = math.prod(shape)
-        v = x[..., start : start + size].reshape(flat.batch + shape)
-        start += size
-        out = out._set(p, ChoiceMap(v))
-    return out
-
-
-def _logp_fn(trace: Trace, flat: _Flat) -> Callable[[mx.array], tuple[mx.array, mx.array]]:
-    """``x ↦ (Σ_chains log π(x), log π(x) per chain)``."""
-    gf, args = trace.gen_fn, trace.args
-
-    def logp(x: mx.array) -> tuple[mx.array, mx.array]:
-        cm = flat.rest.merge(_unflatten(flat, x)).with_batch_shape(flat.batch)
-        ld, _ = gf.assess(args, cm)
-        return mx.sum(ld), ld
-
-    return logp
-
-
-def _value_and_grad(
-    logp: Callable[[mx.array], tuple[mx.array, mx.array]], x: mx.array
-) -> tuple[mx.array, mx.array]:
-    """Per-chain ``(log π(x), ∇ log π(x))``."""
-    with runtime.transforming():
-        (_, ld), g = mx.value_and_grad(logp)(x)
-    return ld, g
-
-
-def _move(trace: Trace, flat: _Flat, x_new: mx.array) -> tuple[Trace, mx.array]:
-    """``update`` the trace to ``x_new``: ``(new_trace, log π(x_new) - log π(x))``."""
-    res = trace.gen_fn.update(trace, _unflatten(flat, x_new))
-    return res.trace, res.weight
 
 
 def _validate(step_size: Any, op: str, n_leapfrog: int | None = None) -> None:
@@ -331,17 +296,28 @@ def map_optimize(
     tol: float = 1e-6,
     key: mx.array | None = None,
     max_backtracks: int = 30,
+    domains: Any = None,
 ) -> Trace:
     """Maximise ``log π`` over the selected continuous choices (MAP estimate).
 
-    Gradient ascent ``x ← x + t ∇log π(x)`` with a backtracking (Armijo) line search
-    per chain: start from ``t`` (``step_size`` at first, then twice the last accepted
-    step), halve it until ``log π(x + t g) ≥ log π(x) + ½ t |g|²`` (Armijo) or, where
-    float32 cannot resolve that increase, until the step is still uphill
-    (``∇log π(x + t g)·g ≥ 0``) and ``log π`` not measurably lower. A chain whose line
-    search fails keeps its point and its step is reset. Iteration stops after
-    ``max_steps`` or once every chain's gradient and last move are below ``tol``
-    (max-norm). Batched traces optimise every chain at once.
+    The optimisation runs in unconstrained space: each selected choice is written
+    ``x = T(y)`` with the bijector of the domain its distribution declares at that
+    execution (:func:`genmlx.core.bijectors.biject_to`; a bound given by another
+    choice follows it), and ``log p(T(y))`` — *without* the log-Jacobian, so the
+    optimum is the mode of the density of ``x`` itself, as in Stan's optimiser — is
+    maximised over ``y``. A positive or bounded choice can therefore never be stepped
+    out of its support. Choices whose domain is unknown (no ``Distribution.domain``,
+    or made inside a combinator without an entry in ``domains``) are optimised on the
+    real line.
+
+    Gradient ascent ``y ← y + t ∇`` with a backtracking (Armijo) line search per chain:
+    start from ``t`` (``step_size`` at first, then twice the last accepted step), halve
+    it until ``log π(y + t g) ≥ log π(y) + ½ t |g|²`` (Armijo) or, where float32 cannot
+    resolve that increase, until the step is still uphill (``∇log π(y + t g)·g ≥ 0``) and
+    ``log π`` not measurably lower. A chain whose line search fails keeps its point and
+    its step is reset. Iteration stops after ``max_steps`` or once every chain's
+    gradient and last move are below ``tol`` (max-norm, unconstrained coordinates).
+    Batched traces optimise every chain at once.
 
     The stopping rule reads array values (``.item()``), so this function is an
     optimiser to call eagerly, not a kernel to ``compile``.
@@ -351,10 +327,13 @@ def map_optimize(
         selection: the continuous choices to optimise.
         max_steps: maximum number of gradient steps.
         step_size: the first trial step ``t``.
-        tol: convergence tolerance on ``max |∇log π|`` and ``max |Δx|``.
+        tol: convergence tolerance on ``max |∇log π|`` and ``max |Δy|``.
         key: unused (the optimiser is deterministic); accepted for a uniform
             signature.
         max_backtracks: maximum halvings of ``t`` per step.
+        domains: per-address domains (a :mod:`genmlx.core.constraints` domain, a
+            name such as ``"positive"``, or ``(low, high)``) overriding the
+            distributions' own; needed for choices inside combinators.
 
     Returns:
         The trace at the optimum (made by ``update``).
@@ -362,7 +341,7 @@ def map_optimize(
     Example:
         >>> import mlx.core as mx
         >>> from genmlx.core import gen, choicemap, select
-        >>> from genmlx.dists import normal
+        >>> from genmlx.dists import normal, gamma
         >>> @gen
         ... def m():
         ...     mu = normal(0.0, 1.0) @ "mu"
@@ -370,6 +349,12 @@ def map_optimize(
         >>> tr, _ = m.generate((), choicemap({"y": 2.0}), key=mx.random.key(0))
         >>> round(float(map_optimize(tr, select("mu"))["mu"]), 4)
         1.0
+        >>> @gen
+        ... def rate():
+        ...     lam = gamma(3.0, 1.0) @ "lam"     # mode of Gamma(3, 1): 2
+        >>> tr = rate.simulate((), key=mx.random.key(1))
+        >>> round(float(map_optimize(tr, select("lam"), max_steps=200)["lam"]), 3)
+        2.0
     """
     del key
     checks.trace(trace, "map_optimize")
@@ -378,35 +363,108 @@ def map_optimize(
     checks.count(max_backtracks, "max_backtracks", "map_optimize")
     checks.number(step_size, "step_size", "map_optimize", low=0.0, low_open=True, high_open=True)
     checks.number(tol, "tol", "map_optimize", low=0.0, high_open=True)
-    flat = _flatten_selected(trace, selection, "map_optimize")
-    logp = _logp_fn(trace, flat)
-    x = flat.x
-    ld, g = _value_and_grad(logp, x)
-    t = mx.full(flat.batch, step_size, dtype=mx.float32)
+    t_ = _map_target(trace, selection, domains or {}, "map_optimize")
+    vg, inputs, y = t_.vg, t_.inputs, t_.y
+    ld, g = vg(y, *inputs)
+    batch = (y.shape[0],)
+    t = mx.full(batch, step_size, dtype=mx.float32)
     for _ in range(max_steps):
         gg = mx.sum(g * g, axis=-1)
         slack = 4.0 * _F32_EPS * mx.abs(ld)
-        done = mx.zeros(flat.batch, dtype=mx.bool_)
-        x_new, ld_new, g_new, trial = x, ld, g, t
+        done = mx.zeros(batch, dtype=mx.bool_)
+        y_new, ld_new, g_new, trial = y, ld, g, t
         for _ in range(max_backtracks):
-            cand = x + trial[..., None] * g
-            ld_c, g_c = _value_and_grad(logp, cand)
+            cand = y + trial[..., None] * g
+            ld_c, g_c = vg(cand, *inputs)
             armijo = ld_c >= ld + 0.5 * trial * gg
             # near the optimum log π changes below float32 resolution: accept a step
             # that is still uphill along g and not measurably worse
             uphill = mx.logical_and(mx.sum(g_c * g, axis=-1) >= 0, ld_c >= ld - slack)
             ok = mx.logical_and(mx.logical_not(done), mx.logical_or(armijo, uphill))
-            x_new = mx.where(ok[..., None], cand, x_new)
+            y_new = mx.where(ok[..., None], cand, y_new)
             g_new = mx.where(ok[..., None], g_c, g_new)
             ld_new = mx.where(ok, ld_c, ld_new)
             done = mx.logical_or(done, ok)
             if bool(mx.all(done).item()):
                 break
             trial = mx.where(done, trial, 0.5 * trial)
-        t = mx.where(done, 2.0 * trial, mx.full(flat.batch, step_size, dtype=mx.float32))
-        moved = mx.max(mx.abs(x_new - x))
-        x, ld, g = x_new, ld_new, g_new
+        t = mx.where(done, 2.0 * trial, mx.full(batch, step_size, dtype=mx.float32))
+        moved = mx.max(mx.abs(y_new - y))
+        y, ld, g = y_new, ld_new, g_new
         converged = mx.logical_or(mx.max(mx.abs(g)) < tol, moved < tol)
         if bool(converged.item()):
             break
-    return _move(trace, flat, x)[0]
+    return t_.to_trace(y)
+
+
+class _MapTarget(NamedTuple):
+    vg: Callable[..., tuple[mx.array, mx.array]]
+    inputs: tuple[mx.array, ...]
+    y: mx.array  # [C, d]
+    to_trace: Callable[[mx.array], Trace]
+
+
+def _map_target(trace: Trace, selection: Selection, domains: Any, op: str) -> _MapTarget:
+    """The selected choices of ``trace`` in unconstrained space (no Jacobian), with
+    every unselected choice held at its value in each chain."""
+    from genmlx.core.address import to_path
+    from genmlx.core.tree import flatten, unflatten
+    from genmlx.infer._unconstrained import Space
+    from genmlx.infer._vi_sites import find_sites
+
+    if not isinstance(selection, Selection):
+        raise TypeError(
+            f"{op}: selection must be a Selection (e.g. select('x')), got "
+            f"{type(selection).__name__}"
+        )
+    if len(trace.batch_shape) > 1:
+        raise ValueError(f"{op}: traces with more than one batch axis are not supported")
+    flat = _flatten_selected(trace, selection, op)  # checks: non-empty, continuous
+    choices = trace.get_choices()
+    batched = bool(trace.batch_shape)
+    one = choices.map(lambda v: v[0]).with_batch_shape(()) if batched else choices
+    sel = set(flat.paths)
+    sites = [
+        s._replace(observed=s.path not in sel)
+        for s in find_sites(trace.gen_fn, trace.args, one, mx.random.key(0), op)
+    ]
+    rest_one = one.exclude(selection)
+    overrides = {to_path(a): d for a, d in dict(domains).items()}
+    space = Space.from_sites(
+        trace.gen_fn, trace.args, rest_one, sites, overrides, op, unknown=C.real
+    )
+    rest = flat.rest
+    rest_leaves, _ = flatten(rest.with_batch_shape(()) if batched else rest)
+    _, rest_td = flatten(rest_one)
+    if not batched:
+        rest_leaves = [v[None] for v in rest_leaves]
+    n_obs = len(rest_leaves)
+
+    def logp(y: mx.array, *obs_leaves: mx.array) -> mx.array:
+        return space.logp(y, jacobian=False, obs=unflatten(rest_td, list(obs_leaves)))
+
+    def fwd(y: mx.array, *obs_leaves: mx.array) -> list[mx.array]:
+        return space.forward(y, obs=unflatten(rest_td, list(obs_leaves)))
+
+    def inv(*a: mx.array) -> mx.array:
+        vals, obs_leaves = list(a[: len(space.blocks)]), a[len(space.blocks) :]
+        return space.inverse(vals, obs=unflatten(rest_td, list(obs_leaves)))
+
+    vg = compile_function(Space.batched(mx.value_and_grad(logp)))
+
+    values = []
+    for b in space.blocks:
+        v = choices[b.path if len(b.path) != 1 else b.path[0]]
+        values.append(v if batched else v[None])
+    y0 = Space.batched(inv)(*values, *rest_leaves) if n_obs or values else None
+    assert y0 is not None
+
+    def to_trace(y: mx.array) -> Trace:
+        xs = Space.batched(fwd)(y, *rest_leaves)
+        if batched:
+            cm = space.to_choicemap(xs, tuple(trace.batch_shape))
+        else:
+            cm = space.to_choicemap([x[0] for x in xs])
+        return trace.gen_fn.update(trace, cm).trace
+
+    return _MapTarget(vg, tuple(rest_leaves), y0, to_trace)

@@ -488,14 +488,33 @@ class ChainResult(NamedTuple):
 
     Attributes:
         trace: the final state.
-        samples: ``{address: [n_kept, *batch_shape, ...]}`` for the requested addresses.
+        samples: ``{address: [n_kept, *batch_shape, ...]}`` for the requested addresses
+            (draws first: one row per kept step, as the steps are recorded).
         acceptance_rate: the mean of ``accepted`` over all steps, per chain
             (shape ``batch_shape``).
+
+    The diagnostics (:func:`~genmlx.infer.ess_bulk`, :func:`~genmlx.infer.rhat`,
+    :func:`~genmlx.infer.summary`) take the result itself and read its ``layout``;
+    ``draws`` gives the samples in ArviZ's ``[chain, draw, ...]`` layout, the one
+    :func:`~genmlx.infer.mcmc` returns.
     """
 
     trace: Trace
     samples: dict[Address, mx.array]
     acceptance_rate: mx.array
+
+    @property
+    def layout(self) -> str:
+        """``"draw_chain"`` for a batched trace (``[draws, chains, ...]``), ``"draw"``
+        for a single one."""
+        return "draw_chain" if len(self.trace.batch_shape) == 1 else "draw"
+
+    @property
+    def draws(self) -> dict[Address, mx.array]:
+        """The samples as ``[chain, draw, ...]`` (one chain: a leading axis of 1)."""
+        if self.layout == "draw":
+            return {a: v[None] for a, v in self.samples.items()}
+        return {a: mx.swapaxes(v, 0, 1) for a, v in self.samples.items()}
 
 
 def chain(
@@ -555,8 +574,10 @@ def chain(
         >>> tr, _ = model.vgenerate((), {"y": 1.0}, 10, key=mx.random.key(0))
         >>> res = chain(partial(mh, selection_or_proposal=select("mu")), tr, 20,
         ...             key=mx.random.key(1), addresses=["mu"])
-        >>> res.samples["mu"].shape
+        >>> res.samples["mu"].shape      # [draws, chains]
         (20, 10)
+        >>> res.draws["mu"].shape        # [chain, draw], as mcmc() and ArviZ
+        (10, 20)
     """
     g = _sharding.group_for(group, "chain")
     if g is not None:
