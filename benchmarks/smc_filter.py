@@ -8,7 +8,7 @@ new weights and the new step. We run one filter to T = 1000 and report the media
 time in the windows t ∈ [10, 20), [100, 110), [990, 1000), for
 
 * **Unfold model, lazy particles** (the default): the model is ``Unfold(kernel)``; old
-  steps are frozen (:class:`genmlx.combinators.unfold.FrozenSteps`) — not passed through
+  steps are frozen (:class:`genmlx.combinators.step_store.FrozenSteps`) — not passed through
   ``mx.vmap``, resampled by recording ancestor indices;
 * **Unfold model, plain** (``config.lazy_particles(False)``): the same numbers (tests
   check bit-equality) through a plain flatten of every step — O(t) per step;

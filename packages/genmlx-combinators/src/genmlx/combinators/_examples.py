@@ -95,7 +95,7 @@ def unfold_examples() -> list[Example]:
 
 
 def scan_examples() -> list[Example]:
-    from genmlx.combinators.unfold import Scan
+    from genmlx.combinators.scan import Scan
 
     return [(Scan(_scan_step), (0.0, mx.array([1.0, -1.0, 0.5])))]
 
@@ -196,7 +196,7 @@ def build_unfold(kernel: GenerativeFunction) -> list[Example]:
 
 
 def build_scan(kernel: GenerativeFunction) -> list[Example]:
-    from genmlx.combinators.unfold import Scan
+    from genmlx.combinators.scan import Scan
 
     @gen
     def step(carry, x):
