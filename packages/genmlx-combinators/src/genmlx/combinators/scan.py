@@ -44,7 +44,7 @@ class Scan(_SequenceCombinator):
         >>> from genmlx.core import gen, choicemap
         >>> from genmlx.core.diff import NoChange, VectorDiff
         >>> from genmlx.core.testing.models import normal
-        >>> from genmlx.combinators.unfold import Scan
+        >>> from genmlx.combinators.scan import Scan
         >>> @gen
         ... def step(level, x):
         ...     level = normal(level, 1.0) @ "level"

@@ -5,8 +5,9 @@
 choices live at ``(t, addr)``. The engine (incremental update, batching) is shared
 with :class:`~genmlx.combinators.scan.Scan` and lives in
 :mod:`genmlx.combinators.sequence`; the step store in :mod:`genmlx.combinators.step_store`.
-This module also re-exports the names it held before they moved (``Scan``,
-``SequenceTrace``, ``UnfoldTrace``, ``ScanTrace``, ``FrozenSteps``, ``StepVector``).
+The names this module held before the split (``Scan``, ``SequenceTrace``,
+``ScanTrace``, ``FrozenSteps``, ``StepVector``) still import from here, with a
+``DeprecationWarning`` naming their new module.
 """
 
 from __future__ import annotations
@@ -15,28 +16,25 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.combinators.scan import Scan
-from genmlx.combinators.sequence import (
-    ScanTrace,
-    SequenceTrace,
-    UnfoldTrace,
-    _Inputs,
-    _SequenceCombinator,
-)
-from genmlx.combinators.step_store import FrozenSteps, StepVector, _as_tree, _is_step, _stack
+from genmlx.combinators.sequence import UnfoldTrace, _Inputs, _SequenceCombinator
+from genmlx.combinators.step_store import _as_tree, _is_step, _stack
+from genmlx.core.deprecation import moved
 from genmlx.core.diff import Diff, NoChange, VectorDiff
 from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.tree import flatten, unflatten
 
-__all__ = [
-    "FrozenSteps",
-    "Scan",
-    "ScanTrace",
-    "SequenceTrace",
-    "StepVector",
-    "Unfold",
-    "UnfoldTrace",
-]
+__all__ = ["Unfold", "UnfoldTrace"]
+
+__getattr__ = moved(
+    __name__,
+    {
+        "Scan": "genmlx.combinators.scan",
+        "ScanTrace": "genmlx.combinators.sequence",
+        "SequenceTrace": "genmlx.combinators.sequence",
+        "FrozenSteps": "genmlx.combinators.step_store",
+        "StepVector": "genmlx.combinators.step_store",
+    },
+)
 
 
 # ---------------------------------------------------------------------------- Unfold
