@@ -65,9 +65,9 @@ from genmlx.dists import (
     normal,
     poisson,
 )
+from genmlx.infer import chain, mh
 from genmlx.infer.gradient_kernels import hmc, mala
 from genmlx.infer.importance import importance_sampling
-from genmlx.infer.mh import chain, mh
 from genmlx.infer.smc import particle_filter
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

@@ -16,15 +16,9 @@ import pytest
 
 from genmlx.core import ChoiceMap, choicemap, compile, gen, select
 from genmlx.dists import bernoulli, beta, gamma, normal, poisson
-from genmlx.infer.mh import (
-    ChainResult,
-    chain,
-    cycle,
-    involutive_mh,
-    mh,
-    mix,
-    repeat,
-)
+from genmlx.infer.chain_runner import ChainResult, chain
+from genmlx.infer.kernel_combinators import cycle, mix_kernels, repeat_kernel
+from genmlx.infer.metropolis import involutive_mh, mh
 
 N_CHAINS = 2000
 YS = [0.3, 1.1, 0.7, 1.5, 0.9]
@@ -152,7 +146,8 @@ def test_involutive_scale_move_normal_normal() -> None:
 def test_mix_and_cycle_normal_normal() -> None:
     sel = partial(mh, selection_or_proposal=select("mu"))
     walk = partial(mh, selection_or_proposal=rw, proposal_args=(0.3,))
-    res = chain(cycle(mix([sel, walk], [0.5, 0.5]), walk), _init(), 100, key=mx.random.key(10))
+    kernel = cycle(mix_kernels([sel, walk], [0.5, 0.5]), walk)
+    res = chain(kernel, _init(), 100, key=mx.random.key(10))
     _assert_moments(res.trace["mu"], POST_MEAN, POST_VAR)
 
 
@@ -302,7 +297,7 @@ def test_repeat_equals_manual_steps() -> None:
     tr = _init(16, key=23)
     k = partial(mh, selection_or_proposal=rw, proposal_args=(0.5,))
     key = mx.random.key(24)
-    out, frac = repeat(k, 3)(tr, key=key)
+    out, frac = repeat_kernel(k, 3)(tr, key=key)
     manual, total = tr, mx.zeros((16,))
     for sub in mx.random.split(key, 3):
         manual, a = k(manual, key=sub)
@@ -316,13 +311,13 @@ def test_mix_with_degenerate_probs_picks_that_kernel() -> None:
     k0 = partial(mh, selection_or_proposal=select("mu"))
     k1 = partial(mh, selection_or_proposal=rw, proposal_args=(0.5,))
     key = mx.random.key(26)
-    out, acc = mix([k0, k1], [0.0, 1.0])(tr, key=key)
+    out, acc = mix_kernels([k0, k1], [0.0, 1.0])(tr, key=key)
     ref, ref_acc = k1(tr, key=mx.random.split(key, 3)[2])
     assert mx.array_equal(out["mu"], ref["mu"])
     assert mx.array_equal(acc, ref_acc.astype(mx.float32))
     # single traces work as well
     s = _single(tr, 0, nn_model, NN_OBS, "mu")
-    s_out, s_acc = mix([k0, k1], [0.5, 0.5])(s, key=key)
+    s_out, s_acc = mix_kernels([k0, k1], [0.5, 0.5])(s, key=key)
     assert s_out.batch_shape == () and s_acc.shape == ()
 
 
@@ -362,17 +357,17 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="thin"):
         chain(k, tr, 5, key=key, thin=0)
     with pytest.raises(ValueError, match="probs"):
-        mix([k, k], [0.7, 0.7])
+        mix_kernels([k, k], [0.7, 0.7])
     with pytest.raises(ValueError, match="probability"):
-        mix([k, k], [1.0])
+        mix_kernels([k, k], [1.0])
     with pytest.raises(ValueError, match="positive"):
-        repeat(k, 0)
+        repeat_kernel(k, 0)
     with pytest.raises(ValueError, match="kernel"):
         cycle()
 
 
 def test_lu_log_abs_det_matches_closed_forms() -> None:
-    from genmlx.infer.mh import _lu_log_abs_det
+    from genmlx.infer.metropolis import _lu_log_abs_det
 
     # needs pivoting: zero leading entry
     perm = mx.array([[0.0, 2.0, 0.0], [0.0, 0.0, 3.0], [0.5, 0.0, 0.0]])
@@ -384,7 +379,7 @@ def test_lu_log_abs_det_matches_closed_forms() -> None:
 
 
 def test_involution_jacobian_values() -> None:
-    from genmlx.infer.mh import _involution_jacobian
+    from genmlx.infer.metropolis import _involution_jacobian
 
     t = choicemap({"mu": 1.3, ("y", 0): 0.3})
     u = choicemap({"u": 0.2})

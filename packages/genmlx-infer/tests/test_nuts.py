@@ -10,8 +10,8 @@ import pytest
 
 from genmlx.core import choicemap, compile, gen, select
 from genmlx.dists import normal
+from genmlx.infer import nuts, nuts_info, nuts_warmup
 from genmlx.infer.diagnostics import ess_bulk, ess_mean
-from genmlx.infer.nuts import nuts, nuts_info, nuts_warmup
 
 N = 500  # chains
 DRAWS = 100

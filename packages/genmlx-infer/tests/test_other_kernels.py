@@ -1,4 +1,5 @@
-"""Tests for elliptical slice sampling and Gibbs by enumeration (genmlx.infer.other_kernels)."""
+"""Tests for elliptical slice sampling and Gibbs by enumeration
+(genmlx.infer.slice_sampling, genmlx.infer.gibbs_enumeration)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from genmlx.core import choicemap, compile, gen
 from genmlx.dists import bernoulli, categorical, mv_normal, normal, poisson
-from genmlx.infer.other_kernels import elliptical_slice, gibbs
+from genmlx.infer import elliptical_slice, gibbs
 
 N = 2000
 
@@ -240,7 +241,7 @@ def test_elliptical_slice_dense_cov():
 
 def _single_chain_samples(kernel, tr, n_steps: int, seed: int, record: str) -> np.ndarray:
     """Values of ``record`` along one unbatched chain (after 50 burn-in steps)."""
-    from genmlx.infer.mh import chain
+    from genmlx.infer import chain
 
     res = chain(kernel, tr, n_steps, key=mx.random.key(seed), burn_in=50, addresses=[record])
     assert res.trace.batch_shape == ()

@@ -22,7 +22,8 @@ import pytest
 
 from genmlx.core import ChoiceMap, choicemap, compile, gen
 from genmlx.dists import categorical, mixture, normal
-from genmlx.infer.mh import ChainResult, _involution_jacobian, chain, cycle, mh
+from genmlx.infer import ChainResult, chain, cycle, mh
+from genmlx.infer.metropolis import _involution_jacobian
 from genmlx.infer.reversible_jump import (
     birth_death_kernel,
     birth_death_move,

@@ -42,7 +42,7 @@ from genmlx.infer import (
     parallel_tempering,
     particle_filter,
     pmmh,
-    repeat,
+    repeat_kernel,
     resample_indices,
     train,
 )
@@ -229,7 +229,7 @@ def test_compiled_kernels_with_bad_array_step_sizes_reject_instead_of_accepting(
             lambda t: chain(partial(mh, selection_or_proposal=SEL), t, 5, addresses="slope"),
             "addresses must be a list",
         ),
-        (lambda t: repeat(partial(mh, selection_or_proposal=SEL), -2), "k must be"),
+        (lambda t: repeat_kernel(partial(mh, selection_or_proposal=SEL), -2), "k must be"),
         (lambda t: nuts_warmup(t, SEL, 0, key=K(1)), "n_steps must be"),
         (lambda t: nuts_warmup(t, SEL, 10, key=K(1), target_accept=1.5), "target_accept"),
         (lambda t: mh(t, "slope", key=K(1)), "must be a Selection"),

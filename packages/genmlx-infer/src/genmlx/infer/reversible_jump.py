@@ -67,7 +67,7 @@ from genmlx.core import ChoiceMap, GenerativeFunction, Trace, choicemap, gen
 from genmlx.core.address import Address
 from genmlx.core.random import Key
 from genmlx.dists import normal
-from genmlx.infer.mh import Involution, involutive_mh
+from genmlx.infer.metropolis import Involution, involutive_mh
 
 __all__ = [
     "birth_death_kernel",

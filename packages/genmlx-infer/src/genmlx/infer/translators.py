@@ -71,7 +71,7 @@ from genmlx.core.diff import Diff, diff_args
 from genmlx.core.gfi import _as_args, _as_choicemap
 from genmlx.core.random import Key, resolve_key
 from genmlx.infer._traces import accept_reject
-from genmlx.infer.mh import _lu_log_abs_det, _map_chains
+from genmlx.infer.metropolis import _lu_log_abs_det, _map_chains
 
 __all__ = [
     "DeterministicTraceTranslator",

@@ -32,6 +32,7 @@ from genmlx.core.batching import take_particles
 from genmlx.core.random import Key
 from genmlx.infer.adaptation import find_step_size as _find_step_size
 from genmlx.infer.adaptation import windows as _windows
+from genmlx.infer.chain_runner import ChainResult
 from genmlx.infer.distributed import _particles
 from genmlx.infer.distributed._comm import (
     balanced_layout,
@@ -41,8 +42,7 @@ from genmlx.infer.distributed._comm import (
     shared_key,
 )
 from genmlx.infer.importance import _check_inputs
-from genmlx.infer.mh import ChainResult
-from genmlx.infer.nuts import NutsInfo, NutsWarmup, nuts_info
+from genmlx.infer.nuts_kernel import NutsInfo, NutsWarmup, nuts_info
 from genmlx.infer.targets import target
 
 __all__ = ["chain", "nuts_warmup", "vgenerate", "vsimulate"]
@@ -87,7 +87,7 @@ def chain(
     processes, but a kernel that stops on values — ``nuts``, whose trajectories end at
     their U-turn only outside ``mx.vmap`` (under it every chain integrates the full
     ``2^max_depth − 1`` steps) — runs at its single-process speed."""
-    from genmlx.infer.mh import chain as local_chain
+    from genmlx.infer.chain_runner import chain as local_chain
 
     op = "chain"
     if not callable(kernel):
@@ -259,7 +259,7 @@ def nuts_warmup(
     statistic crosses processes, so each process runs the single-process
     :func:`genmlx.infer.nuts_warmup` on its chains with key ``split(key, P)[r]``.
     """
-    from genmlx.infer.nuts import nuts_warmup as local_warmup
+    from genmlx.infer.nuts_kernel import nuts_warmup as local_warmup
 
     op = "nuts_warmup"
     if not isinstance(selection, Selection):
