@@ -66,7 +66,7 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 
-from genmlx.core import handlers as H
+from genmlx.core import interpreter as H
 from genmlx.core import runtime
 from genmlx.core.address import Address, Path, format_address, to_path
 from genmlx.core.batching import vmap_call

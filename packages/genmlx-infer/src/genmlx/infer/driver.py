@@ -56,8 +56,8 @@ from genmlx.core import (
     runtime,
 )
 from genmlx.core.address import format_address, from_path
+from genmlx.core.checks import as_args, as_choicemap
 from genmlx.core.compile import compile_function
-from genmlx.core.gfi import _as_args, _as_choicemap
 from genmlx.core.random import resolve_key
 from genmlx.infer.adaptation import DualAveraging, estimate_mass, find_step_size, windows
 from genmlx.infer.diagnostics import SummaryTable, ess_bulk, ess_mean, ess_tail, rhat
@@ -398,7 +398,7 @@ def _initial_positions(
         )
     if isinstance(init, str):
         raise ValueError(f"mcmc: init must be 'prior', 'uniform' or a choice map, got {init!r}")
-    cm = _as_choicemap(init, "mcmc", "init")
+    cm = as_choicemap(init, "mcmc", "init")
     if not cm.batch_shape:
         cm = cm.map(lambda v: mx.broadcast_to(v, (n_chains, *v.shape))).with_batch_shape(
             (n_chains,)
@@ -488,8 +488,8 @@ def mcmc(
             put in one vector (a discrete latent without a finite support, a dynamic
             structure); use ``kernel="mh"`` or a trace kernel.
     """
-    args = _as_args(args, "mcmc")
-    obs = _as_choicemap(observations, "mcmc", "observations")
+    args = as_args(args, "mcmc")
+    obs = as_choicemap(observations, "mcmc", "observations")
     for name, v, lo in (
         ("n_chains", n_chains, 1),
         ("n_samples", n_samples, 1),
@@ -729,7 +729,7 @@ def _trace_mcmc(
     k_init, key = mx.random.split(key)
     trace, _ = model.vgenerate(args, obs, n_chains, key=k_init)
     bar = _progress(progress, n_warmup + n_samples * thin, getattr(kernel, "__name__", "kernel"))
-    latent_paths = [p for p, _ in trace.get_choices().leaves() if obs._node(p) is None]
+    latent_paths = [p for p, _ in trace.get_choices().leaves() if p not in obs]
     rows: dict[Any, list[mx.array]] = {from_path(p): [] for p in latent_paths}
     accepts: list[mx.array] = []
     for t in range(n_warmup + n_samples * thin):

@@ -25,7 +25,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.core import handlers as H
+from genmlx.core import interpreter as H
 from genmlx.core import runtime
 from genmlx.core.address import Address, Path, format_address, to_path
 from genmlx.core.choicemap import ChoiceMap, as_array
@@ -67,7 +67,7 @@ def _find_distribution(
     if not found:
         return None
     p, site_gf, site_args = found[0]
-    sub = choices._node(p) or ChoiceMap.empty()
+    sub = choices.get_submap(p)
     return _find_distribution(site_gf, site_args, sub, path[len(p) :])
 
 
@@ -81,7 +81,7 @@ def _infer_support(trace: Trace, addr: Address, value: mx.array) -> mx.array:
     if batch:
         first = ChoiceMap.empty()
         for p, v in choices.leaves():
-            first = first._set(p, ChoiceMap(v[0]))
+            first = first.set_submap(p, ChoiceMap(v[0]))
         choices = first
     path = to_path(addr)
     with runtime.transforming():

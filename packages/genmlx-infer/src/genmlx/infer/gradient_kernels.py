@@ -94,7 +94,7 @@ def _unflatten(flat: _Flat, x: mx.array) -> ChoiceMap:
         size = math.prod(shape)
         v = x[..., start : start + size].reshape(flat.batch + shape)
         start += size
-        out = out._set(p, ChoiceMap(v))
+        out = out.set_submap(p, ChoiceMap(v))
     return out
 
 

@@ -4,7 +4,7 @@ Every kernel maps a trace to ``(new_trace, accepted)``. A *batched* trace
 (``batch_shape == (n,)``) is ``n`` independent chains: each is accepted or rejected on
 its own, and all of them run through one vectorised computation. Kernels are defined
 per chain: the batched kernel runs the single-chain kernel once under ``mx.vmap``
-(:func:`genmlx.core.batching.vmap_call`) with chain ``i`` using key
+(:func:`genmlx.core.vmap_traces`) with chain ``i`` using key
 ``mx.random.split(key, n)[i]``, so chain ``i`` of a batched call equals the single-trace
 call with that key.
 
@@ -31,9 +31,9 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.core import ChoiceMap, GenerativeFunction, Selection, Trace, runtime
+from genmlx.core import ChoiceMap, GenerativeFunction, Selection, Trace
 from genmlx.core.address import Path, format_address
-from genmlx.core.batching import vmap_call
+from genmlx.core.batching import vmap_traces
 from genmlx.core.random import Key
 from genmlx.infer import _checks as checks
 from genmlx.infer._traces import accept_reject
@@ -43,49 +43,6 @@ __all__ = ["Involution", "involutive_mh", "mh"]
 _Pairs = list[tuple[Path, mx.array]]
 
 Involution = Callable[[ChoiceMap, ChoiceMap, tuple[Any, ...]], tuple[ChoiceMap, ChoiceMap]]
-
-
-# ---------------------------------------------------------------------- per-chain driver
-def _map_chains(
-    body: Callable[..., Any], trace: Trace, key: mx.array, shared: tuple[Any, ...]
-) -> Any:
-    """``body(key, trace, *shared)`` on a single trace, or per chain (vmapped) on a batched
-    one with chain ``i`` getting ``mx.random.split(key, n)[i]``. Traces in the result
-    come back batched, with the input trace's arguments."""
-    if not trace.batch_shape:
-        return body(key, trace, *shared)
-    if len(trace.batch_shape) != 1:
-        raise ValueError(
-            f"kernels need a trace with batch_shape () or (n,), got {trace.batch_shape}"
-        )
-    n = trace.batch_shape[0]
-    keys = mx.random.split(key, n)
-    args = trace.args
-
-    def strip(x: Any) -> Any:
-        return x._replace(args=()) if isinstance(x, Trace) else x
-
-    def restore(x: Any) -> Any:
-        return x._replace(args=args) if isinstance(x, Trace) else x
-
-    def one(k: mx.array, t: Trace, a: tuple[Any, ...], *s: Any) -> Any:
-        out = body(k, t._replace(args=a), *s)
-        return tuple(strip(x) for x in out) if isinstance(out, tuple) else strip(out)
-
-    with runtime.operation():
-        out = vmap_call(one, n, (keys, trace._replace(args=())), (args, *shared))
-    return tuple(restore(x) for x in out) if isinstance(out, tuple) else restore(out)
-
-
-def _per_chain(
-    body: Callable[..., tuple[Trace, mx.array]],
-    trace: Trace,
-    key: mx.array,
-    shared: tuple[Any, ...],
-) -> tuple[Trace, mx.array]:
-    """Run the single-chain kernel ``body(key, trace, *shared)`` on a single or batched trace."""
-    new, acc = _map_chains(body, trace, key, shared)
-    return new, acc
 
 
 # ---------------------------------------------------------------------- MH
@@ -151,12 +108,12 @@ def mh(
     if isinstance(selection_or_proposal, Selection):
         if proposal_args:
             raise ValueError("mh: proposal_args given with a selection (resimulation MH)")
-        return _per_chain(_mh_selection_body, trace, key, (selection_or_proposal,))
+        return vmap_traces(_mh_selection_body, trace, (selection_or_proposal,), key=key)
     if isinstance(selection_or_proposal, GenerativeFunction):
         if not isinstance(proposal_args, (tuple, list)):
             raise TypeError("mh: proposal_args must be a tuple")
-        return _per_chain(
-            _mh_proposal_body, trace, key, (selection_or_proposal, tuple(proposal_args))
+        return vmap_traces(
+            _mh_proposal_body, trace, (selection_or_proposal, tuple(proposal_args)), key=key
         )
     raise TypeError(
         "mh: the second argument must be a Selection (resimulation MH) or a generative "
@@ -202,7 +159,7 @@ def _flat_continuous(cm: ChoiceMap) -> tuple[_Pairs, _Pairs]:
 def _build(pairs: _Pairs) -> ChoiceMap:
     out = ChoiceMap.empty()
     for p, v in pairs:
-        out = out._set(p, ChoiceMap(v))
+        out = out.set_submap(p, ChoiceMap(v))
     return out
 
 
@@ -279,7 +236,7 @@ def _roundtrip_error(
     new_t, new_u = involution(t_choices, u, pargs)
     merged = t_choices
     for p, v in new_t.leaves():
-        merged = merged._set(p, ChoiceMap(v))
+        merged = merged.set_submap(p, ChoiceMap(v))
     back_t, back_u = involution(merged, new_u, pargs)
     orig = {p: v for p, v in t_choices.leaves()}
     u_orig = dict(u.leaves())
@@ -389,11 +346,11 @@ def involutive_mh(
     pargs = tuple(proposal_args)
     if check:
         # evaluated in Python (a debugging aid): not for compiled chains
-        err = _map_chains(_roundtrip_error, trace, key, (proposal, pargs, involution))
+        err = vmap_traces(_roundtrip_error, trace, (proposal, pargs, involution), key=key)
         worst = float(mx.max(err).astype(mx.float32).item())  # type: ignore[arg-type]
         if not worst <= 1e-4:
             raise ValueError(
                 "involutive_mh(check=True): applying the involution twice did not return "
                 f"its input (max abs difference {worst:.3g})"
             )
-    return _per_chain(_involutive_body, trace, key, (proposal, pargs, involution))
+    return vmap_traces(_involutive_body, trace, (proposal, pargs, involution), key=key)

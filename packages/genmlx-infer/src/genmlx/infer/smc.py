@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import mlx.core as mx
 
-from genmlx.core import ChoiceMap, GenerativeFunction, Trace, config, runtime
-from genmlx.core.batching import vmap_call
+from genmlx.core import ChoiceMap, GenerativeFunction, Trace, config
+from genmlx.core.batching import vmap_traces
 from genmlx.core.diff import Diff, diff_args
 from genmlx.core.edit import EditRequest, ProposalEdit
 from genmlx.core.random import Key
@@ -559,26 +559,20 @@ def _proposal_update(
     """Per particle (vmapped): ``c ~ q(·; x, *pargs)``, ``update(x, c ∪ y)``, weight
     ``u - log q(c)``. Particle ``i`` uses ``keys[i]`` (default: ``split(key, n)``; a
     sharded filter passes its particles' global keys)."""
-    n = traces.batch_shape[0]
-    if keys is None:
-        keys = mx.random.split(key, n)
-    old_args = traces.args
 
     def one(
-        k: mx.array, t: Trace, oa: tuple[Any, ...], na: tuple[Any, ...], y: ChoiceMap, pa: Any
+        k: mx.array, t: Trace, na: tuple[Any, ...], y: ChoiceMap, pa: Any
     ) -> tuple[Trace, mx.array]:
         k_prop, k_upd = mx.random.split(k, 2)
-        t = t._replace(args=oa)
         choices, log_q, _ = proposal.propose((t, *pa), key=k_prop)
         cons = choices if y.is_empty else choices.merge(y)
         new, u, _, _ = model.update(t, cons, na, argdiffs, key=k_upd)
-        return new._replace(args=()), u - log_q
+        return new, u - log_q
 
-    with runtime.operation():
-        new, w = vmap_call(
-            one, n, (keys, traces._replace(args=())), (old_args, new_args, obs, pargs)
-        )
-    return new._replace(args=new_args), w
+    new, w = vmap_traces(
+        one, traces, (new_args, obs, pargs), key=key, keys=keys, result_args=tuple(new_args)
+    )
+    return new, w
 
 
 # ---------------------------------------------------------------------- entry point

@@ -119,7 +119,7 @@ def tempered_rw_mh(
         if not mx.issubdtype(v.dtype, mx.floating):
             raise TypeError("tempered_rw_mh: selected choices must be continuous")
         s = sigma.reshape(sigma.shape + (1,) * (v.ndim - sigma.ndim))
-        moved = moved._set(path, ChoiceMap(v + s * mx.random.normal(v.shape, key=k)))
+        moved = moved.set_submap(path, ChoiceMap(v + s * mx.random.normal(v.shape, key=k)))
     new = trace.gen_fn.update(trace, moved).trace
     w = new.score - trace.score
     d_lik = trace.gen_fn.project(new, observed) - trace.gen_fn.project(trace, observed)
