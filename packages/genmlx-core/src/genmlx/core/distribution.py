@@ -603,6 +603,105 @@ class Distribution(GenerativeFunction):
             f"{expected}; give a value of shape {expected}.{hint}"
         )
 
+    # ------------------------------------------------------------ constrained choices
+    def constrained_value(
+        self, constraint: ChoiceMap, args: tuple[Any, ...], op: str, path: Path = ()
+    ) -> mx.array | None:
+        """The value a constraint gives this choice, checked; ``None`` when it gives none.
+
+        Raises:
+            ConstraintError: the value has the wrong shape, or the constraint is a map of
+                sub-addresses (a distribution has one choice) outside lenient mode.
+        """
+        if constraint.has_root_value:
+            v = as_array(constraint.value)
+            self.check_value(v, args, op, path)
+            return v
+        if constraint.is_empty or runtime.is_lenient():
+            return None
+        at = format_address(path) if path else "its root"
+        raise ConstraintError(
+            f"{op}: the constraint at {at} is a map of sub-addresses "
+            f"{constraint.addresses()!r}, but {at} is a single random choice "
+            f"({self.name}); give it one value"
+        )
+
+    def generate_choice(
+        self,
+        args: tuple[Any, ...],
+        constraint: ChoiceMap,
+        draw: Callable[[], mx.array],
+        op: str = "generate",
+        path: Path = (),
+    ) -> tuple[mx.array, mx.array, mx.array | None]:
+        """``generate`` of this one choice: ``(value, score, weight)``.
+
+        The semantics of a (possibly masked) constraint, in one place — the ``@gen``
+        interpreter and the distribution's own ``generate`` both use it:
+
+        * no value given: ``value = draw()``, weight ``None`` (nothing added);
+        * a value: its score is the weight;
+        * a masked value (a leaf mask ``m``): the value where ``m`` holds, a draw
+          elsewhere; the weight is the score where ``m`` holds, 0 elsewhere.
+
+        Args:
+            args: the parameters.
+            constraint: the constraint at this choice's address (may be empty).
+            draw: returns a fresh sample (called only when one is needed, so that the
+                caller spends a key only then).
+            op, path: for error messages.
+        """
+        v = self.constrained_value(constraint, args, op, path)
+        if v is None:
+            v = draw()
+            return v, self.score(v, args), None
+        m = constraint.leaf_mask
+        if m is None:
+            s = self.score(v, args)
+            return v, s, s
+        v = where_mask(m, v, draw())
+        s = self.score(v, args)
+        return v, s, mx.where(m, s, mx.zeros_like(s))
+
+    def update_choice(
+        self,
+        args: tuple[Any, ...],
+        constraint: ChoiceMap,
+        old: tuple[mx.array, mx.array] | None,
+        draw: Callable[[], mx.array],
+        op: str = "update",
+        path: Path = (),
+    ) -> tuple[mx.array, mx.array, mx.array | None, ChoiceMap | None, bool]:
+        """``update`` of this one choice: ``(value, score, weight, discard, changed)``.
+
+        ``old`` is the previous ``(value, score)`` (``None``: the choice is new). Gen.jl's
+        semantics: a kept choice adds ``new − old`` score; a newly constrained one adds
+        its score; a new unconstrained one is drawn and adds nothing (weight ``None``); a
+        masked constraint replaces the value only where its mask holds (elsewhere the
+        old value is kept, or a draw for a new choice, contributing 0). ``discard`` holds
+        the overwritten old value (with the mask, for a masked constraint).
+        """
+        v = self.constrained_value(constraint, args, op, path)
+        m = constraint.leaf_mask if v is not None else None
+        if v is not None and m is not None:
+            if old is not None:
+                v = where_mask(m, v, old[0])
+                s = self.score(v, args)
+                return v, s, s - old[1], ChoiceMap(old[0], None, (), m), True
+            v = where_mask(m, v, draw())
+            s = self.score(v, args)
+            return v, s, mx.where(m, s, mx.zeros_like(s)), None, True
+        if v is not None:
+            s = self.score(v, args)
+            if old is not None:
+                return v, s, s - old[1], ChoiceMap(old[0]), True
+            return v, s, s, None, True
+        if old is not None:
+            s = self.score(old[0], args)
+            return old[0], s, s - old[1], None, False
+        v = draw()
+        return v, self.score(v, args), None, None, True
+
     # ------------------------------------------------------------------ GFI
     @_named_errors("simulate")
     def _simulate(self, args: tuple[Any, ...], key: mx.array) -> DistributionTrace:
@@ -613,25 +712,11 @@ class Distribution(GenerativeFunction):
     def _generate(
         self, args: tuple[Any, ...], constraints: ChoiceMap, key: mx.array
     ) -> GenerateResult:
-        if constraints.has_root_value:
-            v = as_array(constraints.value)
-            self.check_value(v, args, f"generate on {self.name}", ())
-            m = constraints.leaf_mask
-            if m is not None:  # given where the mask holds, sampled elsewhere
-                v = where_mask(m, v, self.sample(key, *args))
-                s = self.score(v, args)
-                return GenerateResult(
-                    DistributionTrace(self, args, v, s), mx.where(m, s, mx.zeros_like(s))
-                )
-            s = self.score(v, args)
-            return GenerateResult(DistributionTrace(self, args, v, s), s)
-        if not constraints.is_empty and not runtime.is_lenient():
-            raise ConstraintError(
-                f"generate on {self.name}: constraints hold sub-addresses "
-                f"{constraints.addresses()!r} but a distribution has a single choice"
-            )
-        tr = self._simulate(args, key)
-        return GenerateResult(tr, mx.zeros_like(tr.score))
+        op = f"generate on {self.name}"
+        v, s, w = self.generate_choice(args, constraints, lambda: self.sample(key, *args), op)
+        return GenerateResult(
+            DistributionTrace(self, args, v, s), mx.zeros_like(s) if w is None else w
+        )
 
     @_named_errors("assess")
     def _assess(self, args: tuple[Any, ...], choices: ChoiceMap) -> AssessResult:
@@ -654,32 +739,23 @@ class Distribution(GenerativeFunction):
         key: mx.array,
     ) -> UpdateResult:
         assert isinstance(trace, DistributionTrace)
-        if constraints.has_root_value:
-            v = as_array(constraints.value)
-            self.check_value(v, args, f"update on {self.name}", ())
-            m = constraints.leaf_mask
-            if m is not None:  # given where the mask holds, kept elsewhere
-                v = where_mask(m, v, trace.value)
-            s = self.score(v, args)
-            return UpdateResult(
-                DistributionTrace(self, args, v, s),
-                s - trace.score,
-                UnknownChange,
-                ChoiceMap(trace.value, None, (), m),
-            )
-        if not constraints.is_empty and not runtime.is_lenient():
-            raise ConstraintError(
-                f"update on {self.name}: constraints hold sub-addresses "
-                f"{constraints.addresses()!r} but a distribution has a single choice"
-            )
-        if all(d.is_no_change() for d in argdiffs):
+        if (
+            self.constrained_value(constraints, args, f"update on {self.name}") is None
+            and all(d.is_no_change() for d in argdiffs)
+        ):
             return UpdateResult(trace, mx.zeros_like(trace.score), NoChange, ChoiceMap.empty())
-        s = self.score(trace.value, args)
+        v, s, w, discard, changed = self.update_choice(
+            args,
+            constraints,
+            (trace.value, trace.score),
+            lambda: self.sample(key, *args),
+            f"update on {self.name}",
+        )
         return UpdateResult(
-            DistributionTrace(self, args, trace.value, s),
-            s - trace.score,
-            NoChange,
-            ChoiceMap.empty(),
+            DistributionTrace(self, args, v, s),
+            s - trace.score if w is None else w,
+            UnknownChange if changed else NoChange,
+            ChoiceMap.empty() if discard is None else discard,
         )
 
     @_named_errors("regenerate")
