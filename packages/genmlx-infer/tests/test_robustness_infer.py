@@ -37,7 +37,6 @@ from genmlx.infer import (
     map_optimize,
     mh,
     nuts,
-    nuts_info,
     nuts_warmup,
     parallel_tempering,
     particle_filter,
@@ -197,17 +196,17 @@ def test_compiled_kernels_with_bad_array_step_sizes_reject_instead_of_accepting(
     f_hmc = compile(lambda t, e, k: hmc(t, SEL, step_size=e, n_leapfrog=3, key=k))
     f_nuts = compile(lambda t, e, k: nuts(t, SEL, step_size=e, max_depth=2, key=k))
     for eps in BAD_STEPS:
-        new, acc = f_hmc(tr, mx.array(eps), K(1))
-        assert not bool(mx.any(acc).item())
+        new, info = f_hmc(tr, mx.array(eps), K(1))
+        assert not bool(mx.any(info.accepted).item())
         assert np.array_equal(np.asarray(new["slope"]), np.asarray(tr["slope"]))
-        _, acc = f_nuts(tr, mx.array(eps), K(1))
-        assert not bool(mx.any(acc).item())
+        _, info = f_nuts(tr, mx.array(eps), K(1))
+        assert not bool(mx.any(info.accepted).item())
     # python numbers are static under compile: refused when the function is traced
     with pytest.raises(ValueError, match="hmc: step_size"):
         compile(lambda t, k: hmc(t, SEL, step_size=0.0, n_leapfrog=3, key=k))(tr, K(1))
     # a good step size still moves
-    _, acc = f_hmc(tr, mx.array(0.05), K(1))
-    assert bool(mx.any(acc).item())
+    _, info = f_hmc(tr, mx.array(0.05), K(1))
+    assert bool(mx.any(info.accepted).item())
 
 
 @pytest.mark.parametrize(
@@ -298,8 +297,8 @@ def test_key_is_optional_for_every_kernel() -> None:
         lambda: mala(tr, SEL, step_size=0.05),
         lambda: elliptical_slice(tr, "slope", 0.0, 1.0),
     ):
-        new, acc = call()
-        assert new.batch_shape == (4,) and acc.shape == (4,)
+        new, info = call()
+        assert new.batch_shape == (4,) and info.accepted.shape == (4,)
 
 
 # ----------------------------------------------------------------- saving results
@@ -394,7 +393,7 @@ def _other_results() -> dict[str, Any]:
             params={"m": 0.0, "s": 0.0},
             compiled=False,
         ),
-        "nuts_info": lambda: nuts_info(tr, select("mu"), key=K(1), max_depth=3),
+        "nuts": lambda: nuts(tr, select("mu"), key=K(1), max_depth=3),
         "train": lambda: train(
             weight_model,
             lambda k: ((mx.array(1.0),), {"y": 2.0}),
@@ -425,7 +424,7 @@ def _other_results() -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("name", ["advi", "bbvi", "nuts_info", "train", "tempering", "pmmh"])
+@pytest.mark.parametrize("name", ["advi", "bbvi", "nuts", "train", "tempering", "pmmh"])
 def test_other_results_round_trip(name: str, tmp_path: Path) -> None:
     res = _other_results()[name]()
     path = tmp_path / f"{name}.safetensors"

@@ -195,8 +195,8 @@ def test_symmetric_translator_mh_keeps_the_exact_posterior():
     move = SymmetricTraceTranslator(scale_aux, (), scale_move)
     acc_total = 0.0
     for i in range(5):
-        tr, acc = translator_mh(tr, move, key=mx.random.key(10 + i))
-        acc_total += float(mx.mean(acc.astype(mx.float32)))
+        tr, info = translator_mh(tr, move, key=mx.random.key(10 + i))
+        acc_total += float(mx.mean(info.accepted.astype(mx.float32)))
     assert 0.05 < acc_total / 5 < 0.99
     mu = np.asarray(tr["mu"], dtype=np.float64)
     assert abs(mu.mean() - 0.9) < 5 * math.sqrt(0.5 / n) * 2

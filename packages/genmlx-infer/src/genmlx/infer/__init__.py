@@ -144,7 +144,7 @@ from genmlx.infer.learning import (
 )
 from genmlx.infer.logdensity_vi import LogDensityVIResult, advi_logdensity
 from genmlx.infer.metropolis import involutive_mh, mh
-from genmlx.infer.nuts_kernel import NutsInfo, NutsWarmup, nuts, nuts_info, nuts_warmup
+from genmlx.infer.nuts_kernel import NutsInfo, NutsWarmup, nuts, nuts_warmup
 from genmlx.infer.pmcmc import PMMHResult, conditional_smc, particle_gibbs, pmmh
 from genmlx.infer.reversible_jump import (
     birth_death_kernel,
@@ -282,7 +282,6 @@ __all__ = [
     "mix_kernels",
     "mvd",
     "nuts",
-    "nuts_info",
     "nuts_warmup",
     "parallel_tempering",
     "particle_filter",
@@ -339,5 +338,6 @@ __getattr__ = _moved(
         "mix": "genmlx.infer.kernel_combinators:mix_kernels",
         "repeat": "genmlx.infer.kernel_combinators:repeat_kernel",
         "enum": "genmlx.infer.adev_estimators:enum_exact",
+        "nuts_info": "genmlx.infer.nuts_kernel:nuts",
     },
 )

@@ -14,6 +14,7 @@ from genmlx.core.tree import flatten
 from genmlx.infer import _checks as checks
 from genmlx.infer import _sharding
 from genmlx.infer.kernel_combinators import Kernel
+from genmlx.infer.kernel_info import acceptance
 
 __all__ = ["ChainResult", "chain"]
 
@@ -25,7 +26,7 @@ class ChainResult(NamedTuple):
     Attributes:
         trace: the final state.
         samples: ``{address: [n_kept, *batch_shape, ...]}`` for the requested addresses.
-        acceptance_rate: the mean of ``accepted`` over all steps, per chain
+        acceptance_rate: the mean of ``info.accepted`` over all steps, per chain
             (shape ``batch_shape``).
     """
 
@@ -55,7 +56,7 @@ def chain(
     :func:`genmlx.core.compile`.
 
     Args:
-        kernel: ``kernel(trace, *, key) -> (trace, accepted)`` (use ``functools.partial``
+        kernel: ``kernel(trace, *, key) -> (trace, info)`` (use ``functools.partial``
             to bind a kernel's extra arguments).
         trace: the initial state (single or batched).
         n_steps: number of steps.
@@ -136,8 +137,8 @@ def chain(
             raise ImportError("chain(progress=True) needs tqdm: pip install tqdm") from e
         steps = tqdm(steps, desc="chain", unit="step")
     for s in steps:
-        trace, acc = kernel(trace, key=keys[s])
-        total = total + acc.astype(mx.float32)
+        trace, info = kernel(trace, key=keys[s])
+        total = total + acceptance(info, "chain").astype(mx.float32)
         if s >= burn_in and (s - burn_in) % thin == 0:
             for a in addrs:
                 recorded[a].append(trace[a])

@@ -116,6 +116,7 @@ from genmlx.dists import (
 )
 from genmlx.infer._replay import SiteRecord, fn_name, replay
 from genmlx.infer.diagnostics import SummaryTable
+from genmlx.infer.kernel_info import GibbsInfo
 from genmlx.infer.smc import resample_indices
 
 __all__ = [
@@ -1484,7 +1485,7 @@ def _observed_of(trace: Trace, graph: ModelGraph) -> ChoiceMap:
 
 def conjugate_gibbs(
     trace: Trace, plan: ConjugacyPlan, *, key: Key = None
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, GibbsInfo]:
     """Draw every integrated-out group of ``plan`` from its exact full conditional.
 
     A Gibbs move (always accepted): given the trace's other choices ``x_R`` and the
@@ -1493,7 +1494,8 @@ def conjugate_gibbs(
     chain on its own).
 
     Returns:
-        ``(new_trace, accepted)`` with ``accepted`` all ``True``.
+        ``(new_trace, info)``: a :class:`~genmlx.infer.kernel_info.GibbsInfo`
+        (``accepted`` all ``True``).
     """
     if not isinstance(plan, ConjugacyPlan) or not plan.groups:
         raise TypeError("conjugate_gibbs: plan must be a ConjugacyPlan with conjugate groups")
@@ -1501,7 +1503,7 @@ def conjugate_gibbs(
     obs = _observed_of(trace if not trace.batch_shape else _first_of(trace), plan.graph)
     col = _Collapser(plan, obs)
 
-    def body(k: mx.array, t: Trace) -> tuple[Trace, mx.array]:
+    def body(k: mx.array, t: Trace) -> tuple[Trace, GibbsInfo]:
         vals = col.values_from(t.get_choices())
         _, posts, _ = col.evaluate(vals, obs)
         ks = mx.random.split(k, len(posts) + 1)
@@ -1517,7 +1519,7 @@ def conjugate_gibbs(
             else:
                 cons = cons.set_submap(gr.latents[0], ChoiceMap(p.sample(key=ks[i])))
         new, _, _, _ = model.update(t, cons, key=ks[-1])
-        return new, mx.array(True)
+        return new, GibbsInfo(mx.array(True))
 
     with runtime.transforming() if trace.batch_shape else _null():
         return vmap_traces(body, trace, key=resolve_key(key))
@@ -1525,7 +1527,7 @@ def conjugate_gibbs(
 
 def collapsed_gibbs(
     trace: Trace, addr: Address, plan: ConjugacyPlan, *, key: Key = None
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, GibbsInfo]:
     """A discrete choice drawn with the conjugate latents integrated out, then those
     redrawn from their exact conditional (a blocked Gibbs move, always accepted).
 
@@ -1533,6 +1535,10 @@ def collapsed_gibbs(
     collapsed density evaluated at every value of its support, all at once — and the
     integrated-out groups from ``p(θ | x_R, y)`` given the new value: together a draw
     from ``p(z, θ | rest, y)``, the collapsed Gibbs sampler of mixture models.
+
+    Returns:
+        ``(new_trace, info)``: a :class:`~genmlx.infer.kernel_info.GibbsInfo`
+        (``accepted`` all ``True``).
     """
     if not isinstance(plan, ConjugacyPlan) or not plan.groups:
         raise TypeError("collapsed_gibbs: plan must be a ConjugacyPlan with conjugate groups")
@@ -1553,7 +1559,7 @@ def collapsed_gibbs(
     rec = next(r for r in recs if r.path == path)
     support = rec.dist.support(*rec.params)
 
-    def body(k: mx.array, t: Trace) -> tuple[Trace, mx.array]:
+    def body(k: mx.array, t: Trace) -> tuple[Trace, GibbsInfo]:
         vals = col.values_from(t.get_choices())
 
         def at(v: mx.array) -> mx.array:
@@ -1566,13 +1572,13 @@ def collapsed_gibbs(
         j = mx.argmax(mx.where(scores > -mx.inf, scores + g, -mx.inf))
         v = support[j]
         new, _, _, _ = model.update(t, ChoiceMap.from_nodes([(path, ChoiceMap(v))], ()), key=k2)
-        return new, mx.array(True)
+        return new, GibbsInfo(mx.array(True))
 
     k_a, k_b = mx.random.split(resolve_key(key))
     with runtime.transforming() if trace.batch_shape else _null():
-        moved, acc = vmap_traces(body, trace, key=k_a)
+        moved, info = vmap_traces(body, trace, key=k_a)
     new, _ = conjugate_gibbs(moved, plan, key=k_b)
-    return new, acc
+    return new, info
 
 
 def _first_of(trace: Trace) -> Trace:

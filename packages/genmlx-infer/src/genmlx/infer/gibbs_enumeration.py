@@ -14,7 +14,7 @@ Example:
     ...     z = bernoulli(0.3) @ "z"
     ...     normal(mx.where(z, 2.0, -1.0), 1.0) @ "x"
     >>> tr, _ = model.vgenerate((), choicemap({"x": 0.5}), 10, key=mx.random.key(0))
-    >>> tr2, acc = gibbs(tr, "z", key=mx.random.key(1))
+    >>> tr2, info = gibbs(tr, "z", key=mx.random.key(1))
     >>> tr2["z"].shape
     (10,)
 """
@@ -36,6 +36,7 @@ from genmlx.core.random import Key
 from genmlx.core.trace import Trace
 from genmlx.infer import _checks as checks
 from genmlx.infer._traces import where_trace
+from genmlx.infer.kernel_info import GibbsInfo
 
 __all__ = ["gibbs"]
 
@@ -101,7 +102,7 @@ def _infer_support(trace: Trace, addr: Address, value: mx.array) -> mx.array:
 
 def gibbs(
     trace: Trace, addr: Address, *, key: Key = None, support: Any = None
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, GibbsInfo]:
     """Gibbs step by enumeration for the finite discrete choice at ``addr``.
 
     For each candidate value ``v`` in the support, ``update(trace, {addr: v})`` gives the
@@ -129,7 +130,8 @@ def gibbs(
         support: candidate values (``None``: the distribution's support).
 
     Returns:
-        ``(new_trace, accepted)`` with ``accepted`` all ``True``.
+        ``(new_trace, info)``: a :class:`~genmlx.infer.kernel_info.GibbsInfo` with
+        ``accepted`` all ``True``.
 
     Example:
         >>> import mlx.core as mx
@@ -140,8 +142,8 @@ def gibbs(
         ...     k = categorical(mx.array([0.2, 0.3, 0.5])) @ "k"
         ...     normal(k.astype(mx.float32), 1.0) @ "x"
         >>> tr, _ = m.generate((), choicemap({"x": 1.0}), key=mx.random.key(0))
-        >>> tr2, acc = gibbs(tr, "k", key=mx.random.key(1))
-        >>> bool(acc)
+        >>> tr2, info = gibbs(tr, "k", key=mx.random.key(1))
+        >>> bool(info.accepted)
         True
     """
     checks.trace(trace, "gibbs")
@@ -168,4 +170,4 @@ def gibbs(
     out = traces[0]
     for k in range(1, len(traces)):
         out = where_trace(idx == k, traces[k], out)
-    return out, mx.ones(batch, dtype=mx.bool_)
+    return out, GibbsInfo(mx.ones(batch, dtype=mx.bool_))

@@ -8,6 +8,7 @@ single or batched trace and a ``key``) and can be combined again or run by
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import mlx.core as mx
 
@@ -15,19 +16,22 @@ from genmlx.core import Trace
 from genmlx.core.random import Key, resolve_key
 from genmlx.infer import _checks as checks
 from genmlx.infer._traces import where_trace
+from genmlx.infer.kernel_info import CycleInfo, MixInfo, acceptance
 
 __all__ = ["Kernel", "cycle", "mix_kernels", "repeat_kernel"]
 
-Kernel = Callable[..., tuple[Trace, mx.array]]
-"""The type of a kernel, ``kernel(trace, *, key) -> (new_trace, accepted)``."""
+Kernel = Callable[..., tuple[Trace, Any]]
+"""The type of a kernel, ``kernel(trace, *, key) -> (new_trace, info)`` (``info`` has
+``accepted``: see :mod:`genmlx.infer.kernel_info`)."""
 
 
 # ---------------------------------------------------------------------- combinators
 def cycle(*kernels: Kernel) -> Kernel:
     """The kernel applying ``kernels`` in order (a deterministic scan of moves).
 
-    ``accepted`` of the combined kernel is the fraction of the inner moves that were
-    accepted (a float array of the trace's batch shape).
+    Its info is a :class:`~genmlx.infer.kernel_info.CycleInfo`: ``accepted`` is the
+    fraction of the inner moves that were accepted (a float array of the trace's batch
+    shape) and ``infos`` the inner kernels' info records.
 
     Example:
         >>> from functools import partial
@@ -38,19 +42,22 @@ def cycle(*kernels: Kernel) -> Kernel:
     if not kernels or not all(callable(k) for k in kernels):
         raise ValueError("cycle: give at least one kernel (callables)")
 
-    def kernel(trace: Trace, *, key: Key = None) -> tuple[Trace, mx.array]:
+    def kernel(trace: Trace, *, key: Key = None) -> tuple[Trace, CycleInfo]:
         keys = mx.random.split(resolve_key(key), len(kernels))
         total = mx.zeros(trace.batch_shape)
+        infos = []
         for i, k in enumerate(kernels):
-            trace, acc = k(trace, key=keys[i])
-            total = total + acc.astype(mx.float32)
-        return trace, total / len(kernels)
+            trace, info = k(trace, key=keys[i])
+            total = total + acceptance(info, "cycle").astype(mx.float32)
+            infos.append(info)
+        return trace, CycleInfo(total / len(kernels), tuple(infos))
 
     return kernel
 
 
 def repeat_kernel(kernel: Kernel, k: int) -> Kernel:
-    """The kernel applying ``kernel`` ``k`` times; ``accepted`` is the accepted fraction."""
+    """The kernel applying ``kernel`` ``k`` times; its info is a
+    :class:`~genmlx.infer.kernel_info.CycleInfo` (``accepted``: the accepted fraction)."""
     if not callable(kernel):
         raise TypeError(
             f"repeat_kernel: kernel must be a kernel function, got {type(kernel).__name__}"
@@ -65,7 +72,8 @@ def mix_kernels(kernels: Sequence[Kernel], probs: Sequence[float] | mx.array) ->
     For a batched trace every chain chooses on its own: all kernels run (vectorised)
     and each chain keeps the result of its choice, so the combined kernel stays free of
     Python decisions (and compilable). The mixture of ``π``-invariant kernels is
-    ``π``-invariant. ``accepted`` is the chosen kernel's (as float).
+    ``π``-invariant. Its info is a :class:`~genmlx.infer.kernel_info.MixInfo`:
+    ``accepted`` is the chosen kernel's (as float), ``choice`` the kernel each chain used.
     """
     kernels = list(kernels)
     if not all(callable(k) for k in kernels):
@@ -78,16 +86,18 @@ def mix_kernels(kernels: Sequence[Kernel], probs: Sequence[float] | mx.array) ->
         raise ValueError(f"mix_kernels: probs must be non-negative and sum to 1, got {p.tolist()}")
     logits = mx.log(p)
 
-    def kernel(trace: Trace, *, key: Key = None) -> tuple[Trace, mx.array]:
+    def kernel(trace: Trace, *, key: Key = None) -> tuple[Trace, MixInfo]:
         keys = mx.random.split(resolve_key(key), len(kernels) + 1)
         choice = mx.random.categorical(logits, shape=trace.batch_shape, key=keys[0])
-        out, acc = kernels[0](trace, key=keys[1])
-        acc = acc.astype(mx.float32)
+        out, info = kernels[0](trace, key=keys[1])
+        acc = acceptance(info, "mix_kernels").astype(mx.float32)
+        infos = [info]
         for i in range(1, len(kernels)):
-            t_i, a_i = kernels[i](trace, key=keys[i + 1])
+            t_i, info_i = kernels[i](trace, key=keys[i + 1])
             pick = choice == i
             out = where_trace(pick, t_i, out)
-            acc = mx.where(pick, a_i.astype(mx.float32), acc)
-        return out, acc
+            acc = mx.where(pick, acceptance(info_i, "mix_kernels").astype(mx.float32), acc)
+            infos.append(info_i)
+        return out, MixInfo(acc, choice, tuple(infos))
 
     return kernel

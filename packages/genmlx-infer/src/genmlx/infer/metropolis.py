@@ -1,6 +1,7 @@
 """Metropolis–Hastings kernels: resimulation and custom-proposal MH, involutive MCMC.
 
-Every kernel maps a trace to ``(new_trace, accepted)``. A *batched* trace
+Every kernel maps a trace to ``(new_trace, info)`` with ``info`` an
+:class:`~genmlx.infer.kernel_info.MHInfo` (``accepted``, ``accept_prob``). A *batched* trace
 (``batch_shape == (n,)``) is ``n`` independent chains: each is accepted or rejected on
 its own, and all of them run through one vectorised computation. Kernels are defined
 per chain: the batched kernel runs the single-chain kernel once under ``mx.vmap``
@@ -37,6 +38,7 @@ from genmlx.core.batching import vmap_traces
 from genmlx.core.random import Key
 from genmlx.infer import _checks as checks
 from genmlx.infer._traces import accept_reject
+from genmlx.infer.kernel_info import MHInfo
 
 __all__ = ["Involution", "involutive_mh", "mh"]
 
@@ -46,7 +48,7 @@ Involution = Callable[[ChoiceMap, ChoiceMap, tuple[Any, ...]], tuple[ChoiceMap, 
 
 
 # ---------------------------------------------------------------------- MH
-def _mh_selection_body(key: mx.array, trace: Trace, sel: Selection) -> tuple[Trace, mx.array]:
+def _mh_selection_body(key: mx.array, trace: Trace, sel: Selection) -> tuple[Trace, MHInfo]:
     k_move, k_acc = mx.random.split(key, 2)
     new, w, _ = trace.gen_fn.regenerate(trace, sel, key=k_move)
     return accept_reject(k_acc, w, new, trace)
@@ -54,7 +56,7 @@ def _mh_selection_body(key: mx.array, trace: Trace, sel: Selection) -> tuple[Tra
 
 def _mh_proposal_body(
     key: mx.array, trace: Trace, proposal: GenerativeFunction, pargs: tuple[Any, ...]
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, MHInfo]:
     k_prop, k_upd, k_acc = mx.random.split(key, 3)
     choices, log_q_fwd, _ = proposal.propose((trace, *pargs), key=k_prop)
     new, w, _, discard = trace.gen_fn.update(trace, choices, key=k_upd)
@@ -68,7 +70,7 @@ def mh(
     proposal_args: tuple[Any, ...] = (),
     *,
     key: Key = None,
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, MHInfo]:
     """One Metropolis–Hastings step: resimulation MH or custom-proposal MH.
 
     * ``mh(trace, selection)``: the selected choices are resampled from the model
@@ -88,7 +90,8 @@ def mh(
         key: PRNG key.
 
     Returns:
-        ``(new_trace, accepted)``; ``accepted`` has shape ``trace.batch_shape``.
+        ``(new_trace, info)``: an :class:`~genmlx.infer.kernel_info.MHInfo` whose
+        ``accepted`` and ``accept_prob`` have shape ``trace.batch_shape``.
 
     Example:
         >>> import mlx.core as mx
@@ -99,8 +102,8 @@ def mh(
         ...     mu = normal(0.0, 1.0) @ "mu"
         ...     normal(mu, 1.0) @ "y"
         >>> tr, _ = model.vgenerate((), {"y": 1.0}, 100, key=mx.random.key(0))
-        >>> tr, acc = mh(tr, select("mu"), key=mx.random.key(1))
-        >>> acc.shape
+        >>> tr, info = mh(tr, select("mu"), key=mx.random.key(1))
+        >>> info.accepted.shape
         (100,)
     """
     checks.trace(trace, "mh")
@@ -264,7 +267,7 @@ def _involutive_body(
     proposal: GenerativeFunction,
     pargs: tuple[Any, ...],
     involution: Involution,
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, MHInfo]:
     k_prop, k_upd, k_acc = mx.random.split(key, 3)
     u, log_q_fwd, _ = proposal.propose((trace, *pargs), key=k_prop)
     t_choices = trace.get_choices()
@@ -283,7 +286,7 @@ def involutive_mh(
     *,
     key: Key = None,
     check: bool = False,
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, MHInfo]:
     """Involutive MCMC (Neklyudov et al. 2020; Cusumano-Towner et al.'s Gen version).
 
     Auxiliary choices ``u ~ q(·; t, *proposal_args)`` are drawn by ``proposal`` (called
@@ -314,7 +317,7 @@ def involutive_mh(
             input (evaluates arrays: a debugging aid, not for compiled chains).
 
     Returns:
-        ``(new_trace, accepted)``.
+        ``(new_trace, info)`` with ``info`` an :class:`~genmlx.infer.kernel_info.MHInfo`.
 
     Example:
         >>> import mlx.core as mx
@@ -331,7 +334,7 @@ def involutive_mh(
         ...     return (choicemap({"mu": t["mu"] * mx.exp(u["u"])}),
         ...             choicemap({"u": -u["u"]}))
         >>> tr, _ = model.generate((), {"y": 1.0}, key=mx.random.key(0))
-        >>> tr, acc = involutive_mh(tr, aux, (), scale, key=mx.random.key(1))
+        >>> tr, info = involutive_mh(tr, aux, (), scale, key=mx.random.key(1))
     """
     checks.trace(trace, "involutive_mh")
     if not isinstance(proposal, GenerativeFunction):

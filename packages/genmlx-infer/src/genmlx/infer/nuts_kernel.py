@@ -1,6 +1,6 @@
 """The No-U-Turn sampler (NUTS, multinomial, dynamic termination) and its warm-up.
 
-:func:`nuts` / :func:`nuts_info` are Stan's and NumPyro's NUTS (Hoffman & Gelman 2014;
+:func:`nuts` is Stan's and NumPyro's NUTS (Hoffman & Gelman 2014;
 Betancourt 2017, §A.3–A.4) on the *selected continuous choices* of a trace — single, or
 batched for many independent chains. The trajectory doubles in random directions until
 it makes a U-turn (the generalised criterion with Stan's extra checks across subtree
@@ -35,9 +35,9 @@ Example:
     ...     mu = normal(0.0, 1.0) @ "mu"
     ...     normal(mu, 1.0) @ "y"
     >>> tr, _ = model.vgenerate((), choicemap({"y": 1.0}), 100, key=mx.random.key(0))
-    >>> tr2, acc = nuts(tr, select("mu"), key=mx.random.key(1), step_size=0.5)
-    >>> tr2["mu"].shape, bool(mx.all(acc))
-    ((100,), True)
+    >>> tr2, info = nuts(tr, select("mu"), key=mx.random.key(1), step_size=0.5)
+    >>> tr2["mu"].shape, bool(mx.all(info.accepted)), info.depth.shape
+    ((100,), True, (100,))
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import mlx.core as mx
 
 from genmlx.core import runtime
 from genmlx.core.compile import compile_function
+from genmlx.core.deprecation import deprecated_alias
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 from genmlx.infer import _checks as checks
@@ -61,7 +62,6 @@ __all__ = [
     "NutsInfo",
     "NutsWarmup",
     "nuts",
-    "nuts_info",
     "nuts_warmup",
     "nuts_warmup_state",
 ]
@@ -81,7 +81,7 @@ def _check_step(step_size: Any, op: str) -> None:
         raise ValueError(f"{op}: step_size must be finite and positive, got {step_size!r}")
 
 
-def nuts_info(
+def _nuts_step(
     trace: Trace,
     selection: Selection,
     *,
@@ -90,24 +90,6 @@ def nuts_info(
     max_depth: int = 10,
     mass: mx.array | None = None,
 ) -> tuple[Trace, NutsInfo]:
-    """One NUTS transition, returning per-chain statistics; see :func:`nuts`.
-
-    Returns:
-        ``(new_trace, info)`` with ``info`` a :class:`NutsInfo` (``accept_prob``,
-        ``n_leapfrog``, ``depth``, ``diverging``; ``info.accepted`` is all ``True``).
-
-    Example:
-        >>> import mlx.core as mx
-        >>> from genmlx.core import gen, select
-        >>> from genmlx.dists import normal
-        >>> @gen
-        ... def m():
-        ...     normal(0.0, 1.0) @ "x"
-        >>> tr = m.vsimulate((), 10, key=mx.random.key(0))
-        >>> tr2, info = nuts_info(tr, select("x"), key=mx.random.key(1), step_size=0.5)
-        >>> info.accept_prob.shape
-        (10,)
-    """
     checks.trace(trace, "nuts")
     checks.selection(selection, "nuts")
     if not isinstance(max_depth, int) or max_depth < 1:
@@ -166,7 +148,7 @@ def nuts(
     step_size: float | mx.array = 0.1,
     max_depth: int = 10,
     mass: mx.array | None = None,
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, NutsInfo]:
     """One No-U-Turn (multinomial NUTS) transition on the selected continuous choices.
 
     Momentum ``p ~ N(0, M)``; the trajectory of ``H(x, p) = −log π(x) + ½ pᵀM⁻¹p`` is
@@ -185,9 +167,11 @@ def nuts(
             all chains, or per chain (``[n, d]`` / ``[n, d, d]``).
 
     Returns:
-        ``(new_trace, accepted)``; NUTS has no accept/reject step, so ``accepted`` is
-        all ``True`` (``False`` for chains whose step size, an array under ``compile``,
-        is invalid: NaN, inf or not positive). Use :func:`nuts_info` for the statistics.
+        ``(new_trace, info)`` with ``info`` a :class:`NutsInfo` of per-chain statistics
+        (``accept_prob``, ``n_leapfrog``, ``depth``, ``diverging``, ``step_size``). NUTS
+        has no accept/reject step, so ``info.accepted`` is all ``True`` (``False`` for
+        chains whose step size, an array under ``compile``, is invalid: NaN, inf or not
+        positive).
 
     Raises:
         TypeError: a selected choice is discrete.
@@ -201,16 +185,16 @@ def nuts(
         ... def m():
         ...     normal(0.0, 1.0) @ "x"
         >>> tr = m.simulate((), key=mx.random.key(0))
-        >>> tr2, acc = nuts(tr, select("x"), key=mx.random.key(1), step_size=0.5)
-        >>> acc.shape, tr2.batch_shape
-        ((), ())
+        >>> tr2, info = nuts(tr, select("x"), key=mx.random.key(1), step_size=0.5)
+        >>> info.accepted.shape, tr2.batch_shape, int(info.depth) >= 1
+        ((), (), True)
     """
-    eps = checks.positive_scalar(step_size, "step_size", "nuts", tuple(trace.batch_shape))
-    new_trace, _ = nuts_info(
-        trace, selection, key=key, step_size=eps, max_depth=max_depth, mass=mass
+    return _nuts_step(
+        trace, selection, key=key, step_size=step_size, max_depth=max_depth, mass=mass
     )
-    # all True, except chains whose (traced, unreadable) step size is invalid
-    return new_trace, mx.broadcast_to(mx.logical_not(mx.isnan(eps)), tuple(trace.batch_shape))
+
+
+nuts_info = deprecated_alias(nuts, "genmlx.infer.nuts_info", "genmlx.infer.nuts")
 
 
 def _one_step_accept(

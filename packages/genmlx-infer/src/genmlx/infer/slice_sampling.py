@@ -18,6 +18,7 @@ from genmlx.core.random import Key
 from genmlx.core.trace import Trace
 from genmlx.infer import _checks as checks
 from genmlx.infer._traces import where_trace
+from genmlx.infer.kernel_info import SliceInfo
 
 __all__ = ["elliptical_slice"]
 
@@ -34,7 +35,7 @@ def elliptical_slice(
     *,
     key: Key = None,
     max_shrinks: int = 64,
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, SliceInfo]:
     """Elliptical slice sampling (Murray, Adams & MacKay, 2010) of the choice at ``addr``.
 
     The prior of ``f = trace[addr]`` must be ``N(mean, cov)``; write the rest of the
@@ -74,7 +75,7 @@ def elliptical_slice(
         max_shrinks: the fixed number of bracket shrinks.
 
     Returns:
-        ``(new_trace, accepted)``.
+        ``(new_trace, info)`` with ``info`` a :class:`~genmlx.infer.kernel_info.SliceInfo`.
 
     Example:
         >>> import mlx.core as mx
@@ -85,8 +86,8 @@ def elliptical_slice(
         ...     f = normal(0.0, 1.0) @ "f"
         ...     normal(f, 0.5) @ "y"
         >>> tr, _ = m.generate((), choicemap({"y": 1.0}), key=mx.random.key(0))
-        >>> tr2, acc = elliptical_slice(tr, "f", 0.0, 1.0, key=mx.random.key(1))
-        >>> bool(acc)
+        >>> tr2, info = elliptical_slice(tr, "f", 0.0, 1.0, key=mx.random.key(1))
+        >>> bool(info.accepted)
         True
     """
     checks.trace(trace, "elliptical_slice")
@@ -158,4 +159,4 @@ def elliptical_slice(
         lo = mx.where(theta < 0, theta, lo)
         hi = mx.where(theta < 0, hi, theta)
         theta = mx.where(done, theta, lo + (hi - lo) * mx.random.uniform(shape=batch, key=keys[i]))
-    return out, done
+    return out, SliceInfo(done)

@@ -461,16 +461,16 @@ class ParticleFilterState(NamedTuple):
     # ------------------------------------------------------------------ rejuvenate
     def rejuvenate(
         self,
-        kernel: Callable[..., tuple[Trace, mx.array]],
+        kernel: Callable[..., tuple[Trace, Any]],
         *args: Any,
         key: Key = None,
         **kwargs: Any,
     ) -> ParticleFilterState:
         """Apply an MCMC kernel to every particle; the weights are unchanged.
 
-        ``kernel(traces, *args, key=key, **kwargs) -> (new_traces, accepted)`` is any
+        ``kernel(traces, *args, key=key, **kwargs) -> (new_traces, info)`` is any
         kernel of :mod:`genmlx.infer` (``mh``, ``mala``, ``hmc``, ``gibbs``, a
-        ``cycle``/``repeat`` of them, ...) run on the batched trace, each particle as
+        ``cycle``/``repeat_kernel`` of them, ...) run on the batched trace, each particle as
         its own chain. A kernel that leaves the current target
         ``p(x_{0:t} | y_{0:t})`` invariant keeps the weighted particle system (and the
         log ML estimate) valid.
@@ -487,7 +487,7 @@ class ParticleFilterState(NamedTuple):
         new, _ = kernel(self.traces, *args, key=key, **kwargs)
         if not isinstance(new, Trace) or new.batch_shape != self.traces.batch_shape:
             raise ValueError(
-                "rejuvenate: the kernel must return (trace, accepted) with the particles' "
+                "rejuvenate: the kernel must return (trace, info) with the particles' "
                 f"batch shape {self.traces.batch_shape}"
             )
         return self._replace(traces=new)

@@ -72,6 +72,7 @@ from genmlx.core.choicemap import as_array
 from genmlx.core.diff import Diff, diff_args
 from genmlx.core.random import Key, resolve_key
 from genmlx.infer._traces import accept_reject
+from genmlx.infer.kernel_info import MHInfo
 from genmlx.infer.metropolis import _lu_log_abs_det
 
 __all__ = [
@@ -408,9 +409,10 @@ class SymmetricTraceTranslator:
 
 def translator_mh(
     trace: Trace, translator: SymmetricTraceTranslator, *, key: Key = None
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, MHInfo]:
     """An MCMC kernel from a symmetric translator: accept ``t'`` with probability
-    ``min(1, e^w)`` (per chain for a batched trace). Returns ``(trace, accepted)``."""
+    ``min(1, e^w)`` (per chain for a batched trace). Returns ``(trace, info)`` with
+    ``info`` an :class:`~genmlx.infer.kernel_info.MHInfo`."""
     if not isinstance(translator, SymmetricTraceTranslator):
         raise TypeError(
             "translator_mh: needs a SymmetricTraceTranslator (a move within one model); use "
@@ -418,7 +420,7 @@ def translator_mh(
         )
     key = resolve_key(key)
 
-    def one(k: mx.array, t: Trace) -> tuple[Trace, mx.array]:
+    def one(k: mx.array, t: Trace) -> tuple[Trace, MHInfo]:
         k1, k2 = mx.random.split(k)
         new, w = translator._one(k1, t)
         return accept_reject(k2, w, new, t)

@@ -42,7 +42,7 @@ from genmlx.infer.distributed._comm import (
     shared_key,
 )
 from genmlx.infer.importance import _check_inputs
-from genmlx.infer.nuts_kernel import NutsInfo, NutsWarmup, nuts_info
+from genmlx.infer.nuts_kernel import NutsInfo, NutsWarmup, nuts
 from genmlx.infer.targets import target
 
 __all__ = ["chain", "nuts_warmup", "vgenerate", "vsimulate"]
@@ -294,7 +294,7 @@ def nuts_warmup(
         tr: Trace, k: mx.array, eps: mx.array, m: mx.array, depth: int
     ) -> tuple[Trace, NutsInfo]:
         def kern(t: Trace, *, key: mx.array) -> tuple[Trace, NutsInfo]:
-            return nuts_info(t, selection, key=key, step_size=eps, max_depth=depth, mass=m)
+            return nuts(t, selection, key=key, step_size=eps, max_depth=depth, mass=m)
 
         with local_only():
             if exact:
