@@ -113,7 +113,7 @@ def _genmlx_hmm(n: int, steps: int) -> float:
         state = state.resample(key=keys[2 * t])
         state = state.step((t + 1, Z0), {(t, "y"): ys[t]}, key=keys[2 * t + 1])
         evaluate(state.log_weights, state.traces.score)
-    mx.eval(state.log_ml_estimate())
+    mx.eval(state.log_ml_estimate)
     return time.perf_counter() - t0
 
 

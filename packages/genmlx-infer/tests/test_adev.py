@@ -363,7 +363,7 @@ def test_elbo_training_recovers_the_exact_posterior() -> None:
     eta, n = 0.02, 256
     res = train_objective(
         obj,
-        res.store,
+        res.params,
         n_steps=300,
         n_samples=n,
         optimizer=optim.SGD(learning_rate=eta),
@@ -374,9 +374,9 @@ def test_elbo_training_recovers_the_exact_posterior() -> None:
     # for both m and log s, and per-sample gradient variance C = 1/s² = 2 (m) and
     # Var(1 - ε²) = 2 (log s), so the stationary variance is η C / (n H (2 - ηH)).
     sd = math.sqrt(eta * 2 / (n * 2 * (2 - eta * 2)))
-    assert abs(float(res.store["m"]) - 1.0) < 5 * sd
-    assert abs(float(res.store["log_s"]) - math.log(math.sqrt(0.5))) < 5 * sd
-    assert res.loss_history.shape == (300,)
+    assert abs(float(res.params["m"]) - 1.0) < 5 * sd
+    assert abs(float(res.params["log_s"]) - math.log(math.sqrt(0.5))) < 5 * sd
+    assert res.history.shape == (300,)
 
 
 def test_wake_p_gradient_reaches_only_the_model() -> None:
@@ -516,7 +516,7 @@ def test_branching_estimator_inside_particles_is_refused() -> None:
         flip_enum(0.3) @ "b"
 
     def program() -> mx.array:
-        return mx.sum(adev_simulate(guide, (), n=4).score)
+        return mx.sum(adev_simulate(guide, (), n_particles=4).score)
 
     with pytest.raises(ADEVEstimatorError, match="only linear estimators"):
         expectation(program).grad(key=0)

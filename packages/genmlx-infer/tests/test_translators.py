@@ -144,7 +144,7 @@ def _coarse_to_fine(n, key_int):
 
 def test_coarse_to_fine_smc_estimates_the_fine_evidence():
     exact = float(conjugate_posterior(piecewise, (3, XS), {"ys": YS}).log_ml)
-    ests = np.array([float(_coarse_to_fine(500, r).log_ml_estimate()) for r in range(6)])
+    ests = np.array([float(_coarse_to_fine(500, r).log_ml_estimate) for r in range(6)])
     st = _coarse_to_fine(500, 0)
     assert st.traces.args[0] == 3 and st.traces["vals"].shape == (500, 8)
     # unbiased on the linear scale

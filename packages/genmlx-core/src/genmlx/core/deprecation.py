@@ -8,7 +8,10 @@ the new one. Three helpers cover the cases:
 * :func:`deprecated_alias` — the old name of a function (a wrapper that warns, then
   calls the new one);
 * :func:`moved` — a module ``__getattr__`` for names that now live elsewhere (the old
-  import path keeps working).
+  import path keeps working);
+* :class:`MethodNowProperty` — the value of a property that used to be a method: an
+  MLX array that, called like the old method (``state.log_ml_estimate``), warns and
+  returns itself.
 
 Example:
     >>> import warnings
@@ -31,7 +34,15 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["deprecated_alias", "moved", "renamed_arguments", "warn_deprecated"]
+import mlx.core as mx
+
+__all__ = [
+    "MethodNowProperty",
+    "deprecated_alias",
+    "moved",
+    "renamed_arguments",
+    "warn_deprecated",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -149,3 +160,35 @@ def moved(module: str, names: Mapping[str, str]) -> Callable[[str], Any]:
         return getattr(importlib.import_module(mod), attr)
 
     return __getattr__
+
+
+class MethodNowProperty(mx.array):
+    """An array returned by a property that used to be a method.
+
+    It is an ordinary ``mx.array`` (arithmetic gives plain arrays; it works under
+    ``mx.compile``, ``mx.vmap`` and ``mx.grad``); calling it — the old method call —
+    warns and returns the array.
+
+    Example:
+        >>> import warnings
+        >>> v = MethodNowProperty(mx.array(1.5), "State.log_ml_estimate")
+        >>> float(v + 1)
+        2.5
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore")
+        ...     float(v())
+        1.5
+    """
+
+    _name: str
+
+    def __init__(self, value: mx.array, name: str) -> None:
+        super().__init__(value)
+        self._name = name
+
+    def __call__(self) -> mx.array:
+        warn_deprecated(
+            f"calling {self._name}()",
+            f"the property {self._name} (drop the parentheses)",
+        )
+        return mx.array(self)

@@ -145,6 +145,7 @@ from genmlx.infer.learning import (
 from genmlx.infer.logdensity_vi import LogDensityVIResult, advi_logdensity
 from genmlx.infer.metropolis import involutive_mh, mh
 from genmlx.infer.nuts_kernel import NutsInfo, NutsWarmup, nuts, nuts_warmup
+from genmlx.infer.optimization import Objective, OptimizeResult, optimize
 from genmlx.infer.pmcmc import PMMHResult, conditional_smc, particle_gibbs, pmmh
 from genmlx.infer.reversible_jump import (
     birth_death_kernel,
@@ -214,6 +215,8 @@ __all__ = [
     "MCMCWarning",
     "NutsInfo",
     "NutsWarmup",
+    "Objective",
+    "OptimizeResult",
     "PMMHResult",
     "PTResult",
     "ParticleFilterState",
@@ -283,6 +286,7 @@ __all__ = [
     "mvd",
     "nuts",
     "nuts_warmup",
+    "optimize",
     "parallel_tempering",
     "particle_filter",
     "particle_gibbs",

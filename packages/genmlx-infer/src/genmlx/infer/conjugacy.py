@@ -94,6 +94,7 @@ from genmlx.core.address import Address, Path, format_address, from_path, to_pat
 from genmlx.core.batching import vmap_traces
 from genmlx.core.checks import as_args, as_choicemap
 from genmlx.core.choicemap import as_array
+from genmlx.core.deprecation import MethodNowProperty
 from genmlx.core.diff import Diff, diff_args
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.tree import flatten, unflatten
@@ -1312,9 +1313,13 @@ class RBParticleFilterState(NamedTuple):
         lw = self.log_weights - mx.max(self.log_weights)
         return mx.exp(2.0 * mx.logsumexp(lw) - mx.logsumexp(2.0 * lw))
 
+    @property
     def log_ml_estimate(self) -> mx.array:
-        """``log Ẑ = log Ẑ_acc + logsumexp(log w) − log N`` (unbiased ``Ẑ``)."""
-        return self.log_ml_accumulated + mx.logsumexp(self.log_weights) - math.log(self.n_particles)
+        """``log Ẑ = log Ẑ_acc + logsumexp(log w) − log N`` (unbiased ``Ẑ``; a property)."""
+        value = (
+            self.log_ml_accumulated + mx.logsumexp(self.log_weights) - math.log(self.n_particles)
+        )
+        return MethodNowProperty(value, "RBParticleFilterState.log_ml_estimate")
 
     def step(
         self,

@@ -210,7 +210,7 @@ def _weighted(
 ) -> dict[Any, mx.array]:
     from genmlx.infer.smc import resample_indices
 
-    idx = resample_indices(log_w, "multinomial", n=n, key=key)
+    idx = resample_indices(log_w, "multinomial", n_particles=n, key=key)
     return {a: v[idx] for a, v in values.items()}
 
 
@@ -452,7 +452,7 @@ def _run_smc(
         "",
         state,
         exact=False,
-        log_ml=state.log_ml_estimate(),
+        log_ml=state.log_ml_estimate,
         log_ml_kind="estimate",
         considered=[],
         sampler=lambda m, k: _weighted(vals, lw, m, k),

@@ -437,7 +437,7 @@ def translate_particles(state: Any, translator: Any, *, key: Key = None) -> Any:
 
     Works with :class:`~genmlx.infer.ParticleFilterState` (coarse-to-fine SMC: translate
     the particles to the next model, then ``resample``/``rejuvenate``) and returns a
-    state of the same type; its ``log_ml_estimate()`` then estimates the new model's
+    state of the same type; its ``log_ml_estimate`` then estimates the new model's
     evidence.
     """
     if not callable(translator):
