@@ -39,6 +39,8 @@ from genmlx.core import choicemap, gen, rewrites
 from genmlx.dists import bernoulli, normal
 
 REPS = 20
+SKIP_NUMPYRO = False
+SKIP_LOGREG = False
 
 
 def _best(
@@ -218,7 +220,7 @@ def run_is(sizes: list[int]) -> list[dict[str, Any]]:
         row["poly_genmlx_no_rewrite"] = _genmlx_is(poly, (xs,), poly_obs, n, False)
         row["poly_mlx"] = _hand_mlx_poly(n)
         row.update({f"poly_{k}": v for k, v in _jax_side(n, "poly").items()})
-        if n <= 10**6:
+        if n <= 10**6 and not SKIP_LOGREG:
             row["logreg_genmlx"] = _genmlx_is(logreg, (lr_x,), lr_obs, n, True)
             row["logreg_mlx"] = _hand_mlx_logreg(n)
             row.update({f"logreg_{k}": v for k, v in _jax_side(n, "logreg").items()})
@@ -235,7 +237,9 @@ def run_nuts(chains: int, warmup: int, draws: int) -> dict[str, Any]:
 
     out: dict[str, Any] = {"chains": chains, "warmup": warmup, "draws": draws}
     out["genmlx"] = nm.run_genmlx("logreg", chains, warmup, draws, seed=0)
-    out["numpyro"] = nm.run_numpyro("logreg", chains, warmup, draws, seed=0)
+    out["numpyro"] = (
+        None if SKIP_NUMPYRO else nm.run_numpyro("logreg", chains, warmup, draws, seed=0)
+    )
     print(json.dumps({k: v for k, v in out.items()}, default=str)[:2000], flush=True)
     return out
 
@@ -246,8 +250,13 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--skip-nuts", action="store_true")
     p.add_argument("--chains", type=int, default=1000)
+    p.add_argument("--sizes", type=int, nargs="*")
+    p.add_argument("--skip-numpyro", action="store_true")
+    p.add_argument("--skip-logreg", action="store_true")
     a = p.parse_args()
-    sizes = [10**3, 10**4] if a.quick else [10**4, 10**5, 10**6, 10**7]
+    sizes = a.sizes or ([10**3, 10**4] if a.quick else [10**4, 10**5, 10**6, 10**7])
+    global SKIP_NUMPYRO, SKIP_LOGREG
+    SKIP_NUMPYRO, SKIP_LOGREG = a.skip_numpyro, a.skip_logreg
     res: dict[str, Any] = {
         "name": "gpu_suite",
         "device": str(mx.default_device()),
@@ -266,3 +275,70 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def table(result: dict[str, Any]) -> str:
+    """README tables of a gpu_suite result."""
+
+    def ms(row: dict[str, Any], k: str) -> str:
+        v = row.get(k)
+        return f"{v['ms']:.3f}" if isinstance(v, dict) and "ms" in v else "—"
+
+    def ratio(row: dict[str, Any], a: str, b: str) -> str:
+        x, y = row.get(a), row.get(b)
+        if isinstance(x, dict) and isinstance(y, dict) and "ms" in x and "ms" in y:
+            return f"**{x['ms'] / y['ms']:.2f}**"
+        return "—"
+
+    lines = [
+        "Importance sampling, polynomial regression (ms per call, best of 20, compile excluded):",
+        "",
+        "| N | GenMLX (rewrite) | GenMLX (no rewrite) | hand MLX | hand JAX | GenJAX "
+        "| GenMLX / GenJAX (rewrite, no rewrite) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["is"]:
+        lines.append(
+            f"| {r['n']:.0e} | {ms(r, 'poly_genmlx')} | {ms(r, 'poly_genmlx_no_rewrite')} | "
+            f"{ms(r, 'poly_mlx')} | {ms(r, 'poly_jax')} | {ms(r, 'poly_genjax')} | "
+            f"{ratio(r, 'poly_genmlx', 'poly_genjax')}, "
+            f"{ratio(r, 'poly_genmlx_no_rewrite', 'poly_genjax')} |"
+        )
+    rows = [r for r in result["is"] if "logreg_genmlx" in r]
+    if rows:
+        lines += [
+            "",
+            "Importance sampling, logistic regression (200 points, 6 coefficients):",
+            "",
+            "| N | GenMLX | hand MLX | hand JAX | GenJAX | GenMLX / GenJAX |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['n']:.0e} | {ms(r, 'logreg_genmlx')} | {ms(r, 'logreg_mlx')} | "
+                f"{ms(r, 'logreg_jax')} | {ms(r, 'logreg_genjax')} | "
+                f"{ratio(r, 'logreg_genmlx', 'logreg_genjax')} |"
+            )
+    n = result.get("nuts")
+    if n:
+        lines += [
+            "",
+            f"NUTS on the logistic regression, {n['chains']} chains, {n['warmup']} warm-up + "
+            f"{n['draws']} draws:",
+            "",
+            "| sampler | ESS | sampling (s) | ESS/s | warm-up (s) | compile (s) | leapfrog/draw |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for side in ("genmlx", "numpyro"):
+            m = n.get(side)
+            if not m:
+                continue
+            lines.append(
+                f"| {side} | {m['ess']:,.0f} | {m['sampling_s']:.2f} | {m['ess_per_s']:,.0f} | "
+                f"{m['warmup_s']:.2f} | {m['compile_s']:.1f} | {m['mean_leapfrog']:.1f} |"
+            )
+        if n.get("numpyro"):
+            lines.append("")
+            ratio_nuts = n["genmlx"]["ess_per_s"] / n["numpyro"]["ess_per_s"]
+            lines.append(f"ESS/s ratio GenMLX / NumPyro: **{ratio_nuts:.2f}**")
+    return "\n".join(lines)

@@ -33,6 +33,8 @@ BENCHMARKS = [
     "distributed_scaling",
     "exact_enumeration",
     "kalman_vs_pf",
+    "nuts_models",
+    "first_call",
 ]
 
 

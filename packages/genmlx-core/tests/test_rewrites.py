@@ -125,3 +125,29 @@ def test_invalid_scale_gives_minus_infinity():
             ld0, _ = bad.assess((XS,), cm)
     # the distribution's own answer for an invalid scale (this reference normal: NaN)
     assert str(float(ld1)) == str(float(ld0))
+
+
+def test_inside_a_users_compile(monkeypatch):
+    """Captured (concrete) data: the rewrite applies inside ``mx.compile``; data passed
+    as compiled inputs are symbolic, so the direct evaluation runs — both agree."""
+    analyze(poly, (XS,))
+    calls = []
+    real = rewrites.score
+    monkeypatch.setattr(rewrites, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    @mx.compile
+    def captured(key):
+        return poly.vgenerate((XS,), OBS, 500, key=key)[1]
+
+    @mx.compile
+    def symbolic(key, ys):
+        return poly.vgenerate((XS,), choicemap({"ys": ys}), 500, key=key)[1]
+
+    w1 = captured(mx.random.key(5))
+    assert calls, "the rewrite was not applied inside mx.compile with captured data"
+    w2 = symbolic(mx.random.key(5), YS)
+    with rewrites.enabled(False):
+        w0 = poly.vgenerate((XS,), OBS, 500, key=mx.random.key(5))[1]
+    scale = float(mx.max(mx.abs(w0)).item())
+    close(w1, w0, scale)
+    close(w2, w0, scale)

@@ -504,6 +504,14 @@ class Distribution(GenerativeFunction):
     gaussian_location_scale: bool = False
     #: The distribution provides :meth:`iid_statistics` / :meth:`iid_log_prob`.
     has_iid_statistics: bool = False
+    #: The MLX primitive name of the link of its first parameter (``"Sigmoid"``,
+    #: ``"Exp"``) when it provides :meth:`glm_log_prob` (the generalised-linear rewrite).
+    glm_link: str | None = None
+
+    def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
+        """Elementwise log density with the first parameter given through its link as the
+        linear predictor ``eta`` (only where :attr:`glm_link` is set)."""
+        raise NotImplementedError(f"{self.name} declares no link")
 
     def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
         """Sufficient statistics of an observed array of independent draws with scalar

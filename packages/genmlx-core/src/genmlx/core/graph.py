@@ -105,6 +105,7 @@ class Site:
     param_affine: tuple[bool, ...] = ()
     param_shapes: tuple[tuple[int, ...] | None, ...] = ()
     param_uniform: tuple[bool, ...] = ()
+    param_link: tuple[str | None, ...] = ()
 
     @property
     def address(self) -> Any:
@@ -435,6 +436,51 @@ _STRUCTURAL = frozenset(
 )
 
 
+_LINKS = frozenset({"Sigmoid", "Exp"})
+
+
+def _links_from_export(events: list[dict[str, Any]], variable: set[int]) -> list[str | None]:
+    """For each exported output: the name of the link (``"Sigmoid"``, ``"Exp"``) when the
+    output is that function of an affine function of the ``variable`` inputs that depends
+    on them (a generalised linear predictor), else ``None``."""
+    var: dict[str, bool] = {}
+    aff: dict[str, bool] = {}
+    link: dict[str, str | None] = {}
+    outputs: list[str] = []
+    for e in events:
+        t = e.get("type")
+        if t == "inputs":
+            for j, (name, *_) in enumerate(e["inputs"]):
+                var[name], aff[name] = j in variable, True
+        elif t == "outputs":
+            outputs = [name for name, *_ in e["outputs"]]
+        elif t == "constants":
+            for name, *_ in e["constants"]:
+                var[name], aff[name] = False, True
+        elif t == "primitive":
+            ins = [name for name, *_ in e["inputs"]]
+            v = [var.get(n, False) for n in ins]
+            a = [aff.get(n, True) for n in ins]
+            prim = e["name"]
+            if not any(v):
+                ok = True
+            elif prim in _STRUCTURAL or prim in ("Add", "Subtract"):
+                ok = all(a)
+            elif prim in ("Multiply", "Matmul"):
+                ok = sum(v) == 1 and all(a)
+            elif prim == "Divide":
+                ok = v[0] and not any(v[1:]) and a[0]
+            elif prim == "Reduce":
+                ok = bool(e.get("arguments")) and e["arguments"][0] == 2 and all(a)
+            else:
+                ok = False
+            for name, *_ in e["outputs"]:
+                var[name] = any(v)
+                aff[name] = ok
+                link[name] = prim if (prim in _LINKS and len(ins) == 1 and v[0] and a[0]) else None
+    return [link.get(n) for n in outputs]
+
+
 def _affine_from_export(events: list[dict[str, Any]], variable: set[int]) -> list[bool]:
     """For each exported output: is it an affine function of the inputs at positions
     ``variable`` (the other inputs and constants are fixed)? Decided from the primitives
@@ -736,6 +782,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
         deps = _deps_from_export(events, n_in, n_out)
         affine = _affine_from_export(events, set(range(len(arg_leaves), n_in)))
         uniform = _uniform_from_export(events)
+        links = _links_from_export(events, set(range(len(arg_leaves), n_in)))
     finally:
         P._OBSERVER.reset(token)
         _uses_params.flag = None
@@ -753,6 +800,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
     per_site: list[list[tuple[frozenset[Path], frozenset[int]]]] = [[] for _ in found]
     per_affine: list[list[bool]] = [[] for _ in found]
     per_uniform: list[list[bool]] = [[] for _ in found]
+    per_link: list[list[str | None]] = [[] for _ in found]
     pos = 0
     for i, _, n in box["layout"]:
         acc: frozenset[int] = frozenset()
@@ -760,6 +808,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
             acc = acc | d
         per_affine[i].append(all(affine[pos : pos + n]) if n else True)
         per_uniform[i].append(all(uniform[pos : pos + n]) if n else True)
+        per_link[i].append(links[pos] if n == 1 else None)
         pos += n
         per_site[i].append(classify(acc))
     ret_ix: frozenset[int] = frozenset()
@@ -801,6 +850,7 @@ def _analyze(model: GenerativeFunction, args: tuple[Any, ...], obs: ChoiceMap) -
                     tuple(per_affine[i]),
                     shapes,
                     tuple(per_uniform[i]),
+                    tuple(per_link[i]),
                 )
             )
         else:

@@ -1,6 +1,6 @@
 """Algebraic simplification of static models: likelihoods from sufficient statistics.
 
-Two rewrites, found on the model graph (:func:`genmlx.core.analyze`) and applied
+Three rewrites, found on the model graph (:func:`genmlx.core.analyze`) and applied
 automatically by ``generate``/``vgenerate`` (importance sampling), ``assess``/``vassess``
 and the compiled log density (:func:`genmlx.core.logdensity`):
 
@@ -12,6 +12,13 @@ and the compiled log density (:func:`genmlx.core.logdensity`):
   where ``θ̂`` is the least-squares solution and ``RSS`` its residual sum of squares —
   computed once per data set (in float64), so each particle costs ``O(p²)`` instead of
   ``O(n)``, and the centred form has no cancellation;
+* **generalised linear predictor** — an observed site of a distribution that declares a
+  link (``bernoulli`` through ``sigmoid``, ``poisson`` through ``exp``) whose parameter is
+  that link of an affine function ``η = c + Φθ`` of latent values (``sigmoid(X @ w + b)``):
+  ``Φ`` and ``c`` are computed once per data set and the batched ``η`` is one matrix
+  product for all executions (not one matrix-vector product per execution, which is how
+  ``mx.vmap`` runs ``X @ w``), and the log density is the distribution's stable form in
+  ``η`` (``y η − softplus(η)``; ``y η − exp(η) − log y!``);
 * **iid statistics** — an observed vector of independent draws from one distribution
   with per-execution scalar parameters (a shared coin, a shared Poisson rate): the sum
   of log densities is computed from sufficient statistics the distribution provides
@@ -86,7 +93,7 @@ class Rewrite:
 
     Attributes:
         path: the observed site.
-        kind: ``"affine_gaussian"`` or ``"iid"``.
+        kind: ``"affine_gaussian"``, ``"glm"`` or ``"iid"``.
         parents: the latent sites the mean is affine in (affine Gaussian), in order.
         parent_shapes: their value shapes.
         scale: ``"fixed"`` (an array computed from the arguments only) or ``"scalar"``
@@ -108,6 +115,13 @@ class Rewrite:
             p = sum(int(np.prod(s)) for s in self.parent_shapes)
             who = ", ".join(format_address(q) for q in self.parents)
             return f"affine Gaussian in {who} (p={p}, {self.scale} scale): O(p²) per execution"
+        if self.kind == "glm":
+            p = sum(int(np.prod(s)) for s in self.parent_shapes)
+            who = ", ".join(format_address(q) for q in self.parents)
+            return (
+                f"generalised linear predictor ({self.scale}) in {who} (p={p}): one matrix "
+                "product for all executions"
+            )
         return "iid statistics: one reduction of sufficient statistics"
 
 
@@ -148,6 +162,26 @@ def plan(graph: Any) -> tuple[Rewrite, ...]:
             ):
                 shapes = tuple(tuple(by_path[p].shape or ()) for p in parents)
                 out.append(Rewrite(s.path, "affine_gaussian", parents, shapes, scale))
+                continue
+        link = getattr(gf, "glm_link", None)
+        if (
+            link is not None
+            and s.param_link
+            and s.param_link[0] == link
+            and s.param_parents
+            and not any(len(pp[0]) for pp in s.param_parents[1:])
+        ):
+            parents = tuple(sorted(s.param_parents[0][0], key=repr))
+            if parents and all(
+                p in by_path
+                and by_path[p].kind == "choice"
+                and not _nested(p, graph)
+                and by_path[p].dtype is not None
+                and mx.issubdtype(by_path[p].dtype, mx.floating)
+                for p in parents
+            ):
+                shapes = tuple(tuple(by_path[p].shape or ()) for p in parents)
+                out.append(Rewrite(s.path, "glm", parents, shapes, link))
                 continue
         if (
             getattr(gf, "has_iid_statistics", False)
@@ -213,13 +247,26 @@ _CACHE: dict[Any, tuple[list[Any], Prepared | None]] = {}
 
 def prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepared | None:
     """Data constants for ``gf``'s rewrites with these arguments and observations, or
-    ``None`` (nothing to rewrite, rewrites off, or a model never analysed). Eager: call
-    outside transformations. Cached by the identity of the data arrays."""
+    ``None`` (nothing to rewrite, rewrites off, or a model never analysed). Works inside
+    a caller's ``mx.compile``/``vmap`` when the data are concrete (captured); symbolic
+    data give ``None``. Cached by the identity of the data arrays."""
     from genmlx.core import runtime
+
+    if not _ON.get() or observations.is_empty:
+        return None
+    try:
+        return _prepare(gf, args, observations)
+    except ValueError as e:
+        # inside a caller's vmap/compile with symbolic data: the statistics cannot be
+        # computed (concrete, captured data can: the rewrite then applies there too)
+        if runtime.is_transform_eval_error(e):
+            return None
+        raise
+
+
+def _prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepared | None:
     from genmlx.core.graph import cached_graph
 
-    if not _ON.get() or runtime.in_transform() or observations.is_empty:
-        return None
     if observations.batch_shape or observations.is_masked:
         return None
     g = cached_graph(gf, args)
@@ -294,6 +341,8 @@ def _constants(
         if stats is None:
             return None
         return {f"s{i}": as_array(v) for i, v in enumerate(stats)}
+    if r.kind == "glm":
+        return _glm_constants(gf, args, obs, r, y)
     yn = np.asarray(y, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(yn)):
         return None
@@ -341,6 +390,71 @@ def _constants(
     return consts
 
 
+def _as_f64(tree: Any) -> Any:
+    from genmlx.core.tree import flatten, unflatten
+
+    leaves, td = flatten(tree)
+    return unflatten(
+        td,
+        [x.astype(mx.float64) if mx.issubdtype(x.dtype, mx.floating) else x for x in leaves],
+    )
+
+
+def _glm_constants(
+    gf: Any, args: tuple[Any, ...], obs: ChoiceMap, r: Rewrite, y: mx.array
+) -> dict[str, mx.array] | None:
+    """``Φ`` and ``c`` of the linear predictor, from the parameter at ``θ = 0`` and the
+    unit vectors with the link inverted — in float64 on the CPU (MLX's float64 ``exp``
+    and ``log`` are float32-accurate, which is what ``Φ`` and ``c`` are kept in)."""
+    sizes = [int(np.prod(s)) for s in r.parent_shapes]
+    p = sum(sizes)
+    with mx.stream(mx.cpu):
+        args64 = _as_f64(args)
+
+        def eta_at(vec: mx.array) -> np.ndarray:
+            theta, start = {}, 0
+            for path, shape, size in zip(r.parents, r.parent_shapes, sizes):
+                theta[path] = vec[start : start + size].reshape(shape)
+                start += size
+            param = as_array(_site_params(gf, args64, obs, r.path, theta)[0])
+            q = np.asarray(mx.broadcast_to(param, y.shape).astype(mx.float64), np.float64)
+            q = q.reshape(-1)
+            if r.scale == "Sigmoid":
+                return np.log(q) - np.log1p(-q)
+            return np.log(q)
+
+        base = eta_at(mx.zeros((p,), dtype=mx.float64))
+        cols = [
+            eta_at(mx.zeros((p,), dtype=mx.float64).at[k].add(1.0)) - base for k in range(p)
+        ]
+    phi = np.stack(cols, axis=1)
+    if not (np.all(np.isfinite(phi)) and np.all(np.isfinite(base))):
+        return None  # the link saturated in float64 at the probe points: not rewritten
+    return {
+        "phi": mx.array(phi.astype(np.float32)),
+        "c": mx.array(base.astype(np.float32)),
+        "y": y.reshape(-1),
+    }
+
+
+@mx.custom_function
+def linear_predictor(theta: mx.array, phi: mx.array, c: mx.array) -> mx.array:
+    """``Φ θ + c`` for one execution; batched executions (``mx.vmap`` over ``θ``) become
+    one matrix product ``Θ Φᵀ + c`` instead of a matrix-vector product each."""
+    return phi @ theta + c
+
+
+@linear_predictor.vmap
+def _linear_predictor_vmap(inputs: Any, axes: Any) -> Any:
+    theta, phi, c = inputs
+    at, ap, ac = axes
+    if ap is not None or ac is not None:  # a batched design: no shortcut
+        out = mx.vmap(lambda t, f, cc: f @ t + cc, in_axes=(at, ap, ac))(theta, phi, c)
+        return [out], [0]
+    th = mx.moveaxis(theta, at, 0) if at is not None else theta[None]
+    return [th @ phi.T + c], [0]
+
+
 # ---------------------------------------------------------------------------- scoring
 def score(
     prepared: Prepared, path: Path, gf: Any, params: tuple[Any, ...], parent_values: dict[Path, Any]
@@ -350,6 +464,20 @@ def score(
     if hit is None:
         return None
     r, c = hit
+    if r.kind == "glm":
+        parts = []
+        for q in r.parents:
+            v = parent_values.get(q)
+            if v is None:
+                return None
+            parts.append(as_array(v).astype(mx.float32).reshape(-1))
+        theta = parts[0] if len(parts) == 1 else mx.concatenate(parts)
+        eta = linear_predictor(theta, c["phi"], c["c"])
+        out: mx.array = mx.sum(gf.glm_log_prob(c["y"], eta))
+        finite = mx.all(mx.isfinite(theta))
+        # a non-finite θ: the distribution's own answer for a NaN parameter
+        bad = mx.sum(gf.log_prob(c["y"][:1], mx.array(mx.nan)))
+        return mx.where(finite, out, bad)
     if r.kind == "iid":
         stats = tuple(c[f"s{i}"] for i in range(len(c)))
         # every parameter is one number broadcast (checked when analysing): take it
@@ -366,20 +494,27 @@ def score(
         parts.append(as_array(v).astype(mx.float32).reshape(-1))
     theta = parts[0] if len(parts) == 1 else mx.concatenate(parts)
     d = theta - c["theta_hat"]
-    quad = mx.sum(d * (c["A"] @ d))
+    p = d.shape[0]
+    if p <= 8:  # elementwise: no tiny per-particle matrix products under vmap
+        quad = mx.sum(d[:, None] * c["A"] * d[None, :])
+    else:
+        quad = mx.sum(d * (c["A"] @ d))
     finite = mx.all(mx.isfinite(theta))
-    # Outside the valid region the result is the distribution's own answer there (-inf, or
-    # NaN for a NaN mean), taken from one element: every element gives the same.
-    mean0 = mx.where(finite, 0.0, mx.nan)
+    # Outside the valid region the result is the distribution's own answer there (-inf,
+    # or NaN for a NaN mean); every element gives the same, so it is computed once, on
+    # one element and a representative invalid value, not per execution.
     if r.scale == "fixed":
         out = -c["sum_log_s"] - 0.5 * c["n"] * _LOG_2PI - 0.5 * (c["rss"] + quad)
-        bad = c["n"] * mx.sum(gf.log_prob(mx.array(0.0), mean0, mx.array(1.0)))
+        bad = c["n"] * mx.sum(gf.log_prob(mx.array(0.0), mx.array(mx.nan), mx.array(1.0)))
         return mx.where(finite, out, bad)
     sigma = as_array(params[1]).astype(mx.float32).reshape(())
-    valid = mx.logical_and(mx.logical_and(mx.isfinite(sigma), sigma > 0), finite)
+    ok_sigma = mx.logical_and(mx.isfinite(sigma), sigma > 0)
+    valid = mx.logical_and(ok_sigma, finite)
     s = mx.where(valid, sigma, 1.0)
     out = -c["n"] * mx.log(s) - 0.5 * c["n"] * _LOG_2PI - (c["rss"] + quad) / (2.0 * s * s)
-    bad = c["n"] * mx.sum(gf.log_prob(mx.array(0.0), mean0, sigma))
+    bad_sigma = c["n"] * mx.sum(gf.log_prob(mx.array(0.0), mx.array(0.0), mx.array(-1.0)))
+    bad_mean = c["n"] * mx.sum(gf.log_prob(mx.array(0.0), mx.array(mx.nan), mx.array(1.0)))
+    bad = mx.where(ok_sigma, bad_mean, bad_sigma)
     return mx.where(valid, out, bad)
 
 

@@ -513,6 +513,14 @@ class Bernoulli(Distribution):
         out: mx.array = _uniform(key, sample_shape(shape, pa)) < pa
         return out
 
+    glm_link = "Sigmoid"
+
+    def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
+        """``log p(y | p = σ(η)) = y η − softplus(η)`` (values 0/1; stable in ``η``)."""
+        y = _f32(value)
+        out: mx.array = y * eta - mx.logaddexp(0.0, eta)
+        return out
+
     has_iid_statistics = True
 
     def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
@@ -720,6 +728,16 @@ class Poisson(Distribution):
         check_param(self.name, "rate", rate, lambda v: v >= 0 and math.isfinite(v), ">= 0")
         lam = _f32(rate)
         return _poisson_sample(key, mx.maximum(lam, 0.0), sample_shape(shape, lam))
+
+    glm_link = "Exp"
+
+    def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
+        """``log p(k | λ = exp(η)) = k η − exp(η) − log k!``."""
+        from genmlx.dists.special import lgamma
+
+        k = _f32(value)
+        out: mx.array = k * eta - mx.exp(eta) - lgamma(k + 1.0)
+        return out
 
     has_iid_statistics = True
 
