@@ -17,6 +17,7 @@ from scipy import integrate, special, stats
 
 from genmlx.core.testing import check_gfi_laws
 from genmlx.dists import gamma_family as gf
+from genmlx.dists.examples import examples
 from genmlx.dists.gamma_family import (
     GAMMA_ROUNDS,
     beta,
@@ -550,7 +551,7 @@ def _batch(d: Any, params: tuple[Any, ...]) -> tuple[int, ...]:
 @pytest.mark.parametrize("d", ALL, ids=IDS)
 def test_sample_shapes_and_dtypes(d: Any) -> None:
     key = mx.random.key(3)
-    for params in d.example_params:
+    for params in examples(d):
         full = _batch(d, params)
         for shape in [(), (4,), (2, 3)]:
             x = d.sample(key, *params, shape=shape)
@@ -563,7 +564,7 @@ def test_sample_shapes_and_dtypes(d: Any) -> None:
 
 @pytest.mark.parametrize("d", ALL, ids=IDS)
 def test_vmap_and_compile(d: Any) -> None:
-    params = d.example_params[-1]
+    params = examples(d)[-1]
     keys = mx.random.split(mx.random.key(4), 3)
 
     def f(k: mx.array) -> mx.array:
@@ -585,7 +586,7 @@ def test_vmap_and_compile(d: Any) -> None:
 
 @pytest.mark.parametrize("d", ALL, ids=IDS)
 def test_gfi_laws(d: Any) -> None:
-    for params in d.example_params:
+    for params in examples(d):
         check_gfi_laws(d, params, max_examples=3)
 
 
@@ -660,7 +661,7 @@ def test_reparam() -> None:
         if d is not kumaraswamy:
             assert not d.has_reparam
             with pytest.raises(TypeError):
-                d.reparam_sample(mx.random.key(0), *d.example_params[0])
+                d.reparam_sample(mx.random.key(0), *examples(d)[0])
     assert kumaraswamy.has_reparam
     key = mx.random.key(5)
 
@@ -689,7 +690,7 @@ def test_public_names() -> None:
         assert hasattr(gf, name)
     for d in ALL:
         assert getattr(gf, d.name) is d
-        assert 2 <= len(d.example_params) <= 3
+        assert 2 <= len(examples(d)) <= 3
         assert any(
-            any(isinstance(p, mx.array) and p.ndim >= 1 for p in ps) for ps in d.example_params
+            any(isinstance(p, mx.array) and p.ndim >= 1 for p in ps) for ps in examples(d)
         )

@@ -1,8 +1,10 @@
 """Small random models for the conformance kit: ``[(generative_function, args), ...]``.
 
-Each combinator's ``conformance_examples()`` returns some of these, so
+The plugin registers each combinator with its examples (``examples=``, :data:`EXAMPLES`)
+and its kit builder (``conformance_build=``, :data:`BUILDERS`), so
 ``python -m genmlx.core.testing`` (and ``nox -s conformance``) checks the GFI laws on
-every registered combinator, third-party ones included, the same way.
+every registered combinator, third-party ones included, the same way. The combinator
+classes themselves carry no examples (so they do not import this module).
 """
 
 from __future__ import annotations
@@ -277,3 +279,19 @@ BUILDERS = {
     "MapRetval": build_mapretval,
 }
 """Combinator name → its kit builder (``conformance_build``)."""
+
+EXAMPLES = {
+    "Map": map_examples,
+    "Vmap": vmap_examples,
+    "Repeat": repeat_examples,
+    "Unfold": unfold_examples,
+    "Scan": scan_examples,
+    "Switch": switch_examples,
+    "Mask": mask_examples,
+    "Mix": mix_examples,
+    "Recurse": recurse_examples,
+    "Dimap": dimap_examples,
+    "Contramap": dimap_examples,
+    "MapRetval": dimap_examples,
+}
+"""Combinator name → a function returning its fixed examples (``examples``)."""

@@ -701,13 +701,6 @@ class Map(_Elementwise):
             return None
         return _per_element(self.kernel.choice_domains(tuple(a[0] for a in args)), args[0].shape[0])
 
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import map_examples
-
-        return map_examples()
-
     def __init__(self, kernel: GenerativeFunction) -> None:
         if not isinstance(kernel, GenerativeFunction):
             raise TypeError(f"Map(kernel): kernel must be a generative function, got {kernel!r}")
@@ -807,13 +800,6 @@ class Repeat(_Elementwise):
     def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
         """The kernel's domains under every call."""
         return _per_element(self.kernel.choice_domains(args), self.n)
-
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import repeat_examples
-
-        return repeat_examples()
 
     def __init__(self, kernel: GenerativeFunction, n: int) -> None:
         if not isinstance(kernel, GenerativeFunction):

@@ -8,7 +8,6 @@ from typing import Any
 from genmlx.combinators.sequence import ScanTrace, _Inputs, _SequenceCombinator
 from genmlx.combinators.step_store import _stack
 from genmlx.core.diff import Diff, NoChange, UnknownChange, VectorDiff
-from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.tree import flatten, unflatten
 
 __all__ = ["Scan"]
@@ -91,13 +90,6 @@ class Scan(_SequenceCombinator):
         if doms is None:
             return None
         return {(t, *p): d for t in range(leaves[0].shape[0]) for p, d in doms.items()}
-
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import scan_examples
-
-        return scan_examples()
 
     def _length(self, args: tuple[Any, ...], op: str) -> int:
         if len(args) != 2:

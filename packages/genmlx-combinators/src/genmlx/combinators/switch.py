@@ -189,13 +189,6 @@ class Switch(GenerativeFunction):
         True
     """
 
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import switch_examples
-
-        return switch_examples()
-
     def __init__(self, *branches: GenerativeFunction) -> None:
         if not branches:
             raise ValueError("Switch needs at least one branch")

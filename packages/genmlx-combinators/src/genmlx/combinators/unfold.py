@@ -20,7 +20,6 @@ from genmlx.combinators.sequence import UnfoldTrace, _Inputs, _SequenceCombinato
 from genmlx.combinators.step_store import _as_tree, _is_step, _stack
 from genmlx.core.deprecation import moved
 from genmlx.core.diff import Diff, NoChange, VectorDiff
-from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.tree import flatten, unflatten
 
 __all__ = ["Unfold", "UnfoldTrace"]
@@ -110,13 +109,6 @@ class Unfold(_SequenceCombinator):
         if doms is None:
             return None
         return {(t, *p): d for t in range(args[0]) for p, d in doms.items()}
-
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import unfold_examples
-
-        return unfold_examples()
 
     def _length(self, args: tuple[Any, ...], op: str) -> int:
         if len(args) < 2:

@@ -88,13 +88,6 @@ class Vmap(GenerativeFunction):
         ([0.0, 1.0], -1.8379)
     """
 
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import vmap_examples
-
-        return vmap_examples()
-
     def static_structure(self, args: tuple[Any, ...]) -> str | None:
         """Fixed when the kernel's structure is fixed for one element's arguments."""
         axes = self.in_axes if isinstance(self.in_axes, tuple) else (self.in_axes,) * len(args)

@@ -48,6 +48,7 @@ import numpy as np
 
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, validation_enabled
+from genmlx.dists.examples import examples
 
 __all__ = [
     "IID",
@@ -618,7 +619,7 @@ class IID(Distribution):
         self.is_discrete = dist.is_discrete
         self.has_reparam = dist.has_reparam
         self._pen = None if param_event_ndims is None else tuple(param_event_ndims)
-        self.example_params = list(getattr(dist, "example_params", []) or [])
+        self.example_params = examples(dist)
         pen = _declared_pen(dist, self._pen)
         if pen is not None:
             self.param_event_ndims = pen
@@ -858,7 +859,7 @@ class Transformed(Distribution):
         self.name = f"transformed({base.name}, {bijector.name})"
         self.event_ndim = base.event_ndim
         self.has_reparam = base.has_reparam
-        self.example_params = list(getattr(base, "example_params", []) or [])
+        self.example_params = examples(base)
         pen = _declared_pen(base)
         if pen is not None:
             self.param_event_ndims = pen

@@ -32,7 +32,7 @@ Conventions beyond ``genmlx.dists.base``:
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import mlx.core as mx
 
@@ -320,14 +320,6 @@ def _check_pos(dist: str, name: str, v: Any) -> None:
     check_param(dist, name, v, lambda t: 0.0 < t < _INF, "finite and > 0")
 
 
-def _check_unit(dist: str, name: str, v: Any) -> None:
-    check_param(dist, name, v, lambda t: 0.0 <= t <= 1.0, "in [0, 1]")
-
-
-def _check_real(dist: str, name: str, v: Any) -> None:
-    check_param(dist, name, v, math.isfinite, "finite")
-
-
 def _safe(valid: mx.array, x: mx.array, fill: float = 1.0) -> mx.array:
     out: mx.array = mx.where(valid, x, fill)
     return out
@@ -374,14 +366,9 @@ class Gamma(Distribution):
     """
 
     name = "gamma"
-    params = (Param("shape", aliases=("alpha",)), "rate")
+    params = (Param("shape", C.positive, aliases=("alpha",)), Param("rate", C.positive))
     has_reparam = False
     event_ndim = 0
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (2.0, 3.0),
-        (0.3, 1.5),
-        (mx.array([0.5, 2.0, 40.0]), mx.array([[1.0], [0.25]])),
-    ]
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -391,18 +378,14 @@ class Gamma(Distribution):
     def sample(
         self, key: mx.array, alpha: Any, rate: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
-        _check_pos(self.name, "alpha", alpha)
-        _check_pos(self.name, "rate", rate)
         a, r = _f32(alpha), _f32(rate)
         out_shape = sample_shape(shape, a, r)
         lr = mx.log(mx.where(_finite_pos(r), r, mx.nan))
         return _exp_clip(log_standard_gamma(key, a, out_shape) - lr)
 
     def log_prob(self, value: Any, alpha: Any, rate: Any) -> mx.array:
-        _check_pos(self.name, "alpha", alpha)
-        _check_pos(self.name, "rate", rate)
         x, a, r = _f32(value), _f32(alpha), _f32(rate)
-        valid = mx.logical_and(_finite_pos(a), _finite_pos(r))
+        valid = self.params_valid(a, r)
         out = _gamma_logpdf(x, _safe(valid, a), _safe(valid, r))
         return where_valid(valid, out)
 
@@ -427,14 +410,9 @@ class InvGamma(Distribution):
     """
 
     name = "inv_gamma"
-    params = (Param("shape", aliases=("alpha",)), "scale")
+    params = (Param("shape", C.positive, aliases=("alpha",)), Param("scale", C.positive))
     has_reparam = False
     event_ndim = 0
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (3.0, 2.0),
-        (0.7, 0.5),
-        (mx.array([1.5, 4.0, 30.0]), mx.array([[1.0], [3.0]])),
-    ]
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -444,18 +422,14 @@ class InvGamma(Distribution):
     def sample(
         self, key: mx.array, alpha: Any, scale: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
-        _check_pos(self.name, "alpha", alpha)
-        _check_pos(self.name, "scale", scale)
         a, s = _f32(alpha), _f32(scale)
         out_shape = sample_shape(shape, a, s)
         ls = mx.log(mx.where(_finite_pos(s), s, mx.nan))
         return _exp_clip(ls - log_standard_gamma(key, a, out_shape))
 
     def log_prob(self, value: Any, alpha: Any, scale: Any) -> mx.array:
-        _check_pos(self.name, "alpha", alpha)
-        _check_pos(self.name, "scale", scale)
         x, a, s = _f32(value), _f32(alpha), _f32(scale)
-        valid = mx.logical_and(_finite_pos(a), _finite_pos(s))
+        valid = self.params_valid(a, s)
         a, s = _safe(valid, a), _safe(valid, s)
         inner = _finite_pos(x)
         xs = _safe(inner, x)
@@ -480,14 +454,9 @@ class Chi2(Distribution):
     """
 
     name = "chi2"
-    params = ("df",)
+    params = (Param("df", C.positive),)
     has_reparam = False
     event_ndim = 0
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (3.0,),
-        (0.5,),
-        (mx.array([[1.0, 4.0, 50.0]]),),
-    ]
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -495,15 +464,13 @@ class Chi2(Distribution):
         return C.positive
 
     def sample(self, key: mx.array, df: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
-        _check_pos(self.name, "df", df)
         k = _f32(df)
         out_shape = sample_shape(shape, k)
         return _exp_clip(math.log(2.0) + log_standard_gamma(key, 0.5 * k, out_shape))
 
     def log_prob(self, value: Any, df: Any) -> mx.array:
-        _check_pos(self.name, "df", df)
         x, k = _f32(value), _f32(df)
-        valid = _finite_pos(k)
+        valid = self.params_valid(k)
         a = 0.5 * _safe(valid, k)
         return where_valid(valid, _gamma_logpdf(x, a, mx.full(a.shape, 0.5)))
 
@@ -565,14 +532,9 @@ class Beta(Distribution):
     """
 
     name = "beta"
-    params = ("alpha", "beta")
+    params = (Param("alpha", C.positive), Param("beta", C.positive))
     has_reparam = False
     event_ndim = 0
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (2.0, 3.0),
-        (0.4, 0.8),
-        (mx.array([0.5, 2.0, 60.0]), mx.array([[1.0], [7.0]])),
-    ]
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -582,16 +544,12 @@ class Beta(Distribution):
     def sample(
         self, key: mx.array, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
-        _check_pos(self.name, "alpha", alpha)
-        _check_pos(self.name, "beta", beta)
         a, b = _f32(alpha), _f32(beta)
         return standard_beta(key, a, b, sample_shape(shape, a, b))
 
     def log_prob(self, value: Any, alpha: Any, beta: Any) -> mx.array:
-        _check_pos(self.name, "alpha", alpha)
-        _check_pos(self.name, "beta", beta)
         x, a, b = _f32(value), _f32(alpha), _f32(beta)
-        valid = mx.logical_and(_finite_pos(a), _finite_pos(b))
+        valid = self.params_valid(a, b)
         return where_valid(valid, _beta_logpdf(x, _safe(valid, a), _safe(valid, b)))
 
 
@@ -614,14 +572,9 @@ class Kumaraswamy(Distribution):
     """
 
     name = "kumaraswamy"
-    params = ("a", "b")
+    params = (Param("a", C.positive), Param("b", C.positive))
     has_reparam = True
     event_ndim = 0
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (2.0, 5.0),
-        (0.5, 0.7),
-        (mx.array([0.5, 1.0, 3.0]), mx.array([[2.0], [0.8]])),
-    ]
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -629,10 +582,8 @@ class Kumaraswamy(Distribution):
         return C.unit_interval
 
     def sample(self, key: mx.array, a: Any, b: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
-        _check_pos(self.name, "a", a)
-        _check_pos(self.name, "b", b)
         aa, bb = _f32(a), _f32(b)
-        valid = mx.logical_and(_finite_pos(aa), _finite_pos(bb))
+        valid = self.params_valid(aa, bb)
         u = mx.random.uniform(shape=sample_shape(shape, aa, bb), key=key)
         t = mx.log1p(-u) / mx.where(valid, bb, mx.nan)
         x = mx.exp(_log1mexp(mx.minimum(t, -1e-45)) / aa)
@@ -641,10 +592,8 @@ class Kumaraswamy(Distribution):
         return res
 
     def log_prob(self, value: Any, a: Any, b: Any) -> mx.array:
-        _check_pos(self.name, "a", a)
-        _check_pos(self.name, "b", b)
         x, aa, bb = _f32(value), _f32(a), _f32(b)
-        valid = mx.logical_and(_finite_pos(aa), _finite_pos(bb))
+        valid = self.params_valid(aa, bb)
         aa, bb = _safe(valid, aa), _safe(valid, bb)
         inner = mx.logical_and(x > 0, x < 1)
         xs = _safe(inner, x, 0.5)
@@ -677,19 +626,13 @@ class BetaUniform(Distribution):
     """
 
     name = "beta_uniform"
-    params = ("theta", "alpha", "beta")
+    params = (
+        Param("theta", C.unit_interval),
+        Param("alpha", C.positive),
+        Param("beta", C.positive),
+    )
     has_reparam = False
     event_ndim = 0
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (0.7, 2.0, 5.0),
-        (0.2, 0.5, 0.5),
-        (mx.array([[0.0], [0.5], [1.0]]), mx.array([0.5, 3.0]), 2.0),
-    ]
-
-    def _check(self, theta: Any, alpha: Any, beta: Any) -> None:
-        _check_unit(self.name, "theta", theta)
-        _check_pos(self.name, "alpha", alpha)
-        _check_pos(self.name, "beta", beta)
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -699,25 +642,19 @@ class BetaUniform(Distribution):
     def sample(
         self, key: mx.array, theta: Any, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
-        self._check(theta, alpha, beta)
         th, a, b = _f32(theta), _f32(alpha), _f32(beta)
         out_shape = sample_shape(shape, th, a, b)
         keys = mx.random.split(key, 3)
         xb = standard_beta(keys[0], a, b, out_shape)
         xu = mx.clip(mx.random.uniform(shape=out_shape, key=keys[1]), _TINY, _ONE_MINUS)
         coin = mx.random.uniform(shape=out_shape, key=keys[2]) < th
-        ok = mx.logical_and(
-            mx.logical_and(th >= 0, th <= 1), mx.logical_and(_finite_pos(a), _finite_pos(b))
-        )
+        ok = self.params_valid(th, a, b)
         out: mx.array = mx.where(ok, mx.where(coin, xb, xu), mx.nan)
         return out
 
     def log_prob(self, value: Any, theta: Any, alpha: Any, beta: Any) -> mx.array:
-        self._check(theta, alpha, beta)
         x, th, a, b = _f32(value), _f32(theta), _f32(alpha), _f32(beta)
-        valid = mx.logical_and(
-            mx.logical_and(th >= 0, th <= 1), mx.logical_and(_finite_pos(a), _finite_pos(b))
-        )
+        valid = self.params_valid(th, a, b)
         th = _safe(valid, th, 0.5)
         lb = _beta_logpdf(x, _safe(valid, a), _safe(valid, b))
         pos_inf = lb == _INF
@@ -754,19 +691,9 @@ class StudentT(Distribution):
     """
 
     name = "student_t"
-    params = ("df", "loc", "scale")
+    params = (Param("df", C.positive), Param("loc", C.real), Param("scale", C.positive))
     has_reparam = False
     event_ndim = 0
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (3.0, 0.0, 1.0),
-        (0.8, -2.0, 0.5),
-        (mx.array([1.0, 4.0, 100.0]), mx.array([[0.0], [5.0]]), 2.0),
-    ]
-
-    def _check(self, df: Any, loc: Any, scale: Any) -> None:
-        _check_pos(self.name, "df", df)
-        _check_real(self.name, "loc", loc)
-        _check_pos(self.name, "scale", scale)
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -776,7 +703,6 @@ class StudentT(Distribution):
     def sample(
         self, key: mx.array, df: Any, loc: Any, scale: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
-        self._check(df, loc, scale)
         nu, mu, s = _f32(df), _f32(loc), _f32(scale)
         out_shape = sample_shape(shape, nu, mu, s)
         keys = mx.random.split(key, 2)
@@ -784,15 +710,14 @@ class StudentT(Distribution):
         h = 0.5 * nu
         lg = log_standard_gamma(keys[1], h, out_shape)
         t = z * mx.exp(0.5 * (mx.log(mx.where(h > 0, h, mx.nan)) - lg))
-        ok = mx.logical_and(_finite_pos(s), mx.abs(mu) < _INF)
+        ok = self.params_valid(nu, mu, s)
         out = mx.clip(mu + s * t, -_F32_MAX, _F32_MAX)
         res: mx.array = mx.where(mx.logical_and(ok, mx.logical_not(mx.isnan(t))), out, mx.nan)
         return res
 
     def log_prob(self, value: Any, df: Any, loc: Any, scale: Any) -> mx.array:
-        self._check(df, loc, scale)
         x, nu, mu, s = _f32(value), _f32(df), _f32(loc), _f32(scale)
-        valid = mx.logical_and(mx.logical_and(_finite_pos(nu), _finite_pos(s)), mx.abs(mu) < _INF)
+        valid = self.params_valid(nu, mu, s)
         nu, mu, s = _safe(valid, nu), _safe(valid, mu, 0.0), _safe(valid, s)
         finite = mx.abs(x) < _INF
         xs = _safe(finite, x, 0.0)
@@ -876,14 +801,9 @@ class Dirichlet(Distribution):
     """
 
     name = "dirichlet"
-    params = ("alpha",)
+    params = (Param("alpha", C.positive, event_ndim=1),)
     has_reparam = False
     event_ndim = 1
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (mx.array([1.0, 2.0, 3.0]),),
-        (mx.array([0.3, 0.3, 0.3, 0.3]),),
-        (mx.array([[0.5, 1.0, 2.0], [10.0, 20.0, 5.0]]),),
-    ]
 
     def _alpha(self, alpha: Any) -> mx.array:
         _check_concentration(self.name, alpha)
@@ -910,7 +830,7 @@ class Dirichlet(Distribution):
         if x.ndim == 0:
             raise ValueError(f"{self.name}: value must have at least one dimension (K)")
         k = max(al.shape[-1], x.shape[-1])
-        valid = mx.all(_finite_pos(al), axis=-1)
+        valid = self.params_valid(al)
         a = _safe(valid[..., None], al)
         n = mx.sum(a, axis=-1)
         nk = n[..., None]
