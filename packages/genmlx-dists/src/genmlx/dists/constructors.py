@@ -501,7 +501,7 @@ class Product(Distribution):
         >>> import mlx.core as mx
         >>> from genmlx.dists.constructors import product
         >>> from genmlx.dists.continuous import normal
-        >>> from genmlx.dists.gamma_family import gamma
+        >>> from genmlx.dists.gamma_beta import gamma
         >>> d = product(normal, gamma)
         >>> d.sample(mx.random.key(0), (0.0, 1.0), (2.0, 1.0), shape=(5,)).shape
         (5, 2)

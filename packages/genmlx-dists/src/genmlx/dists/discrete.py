@@ -880,7 +880,7 @@ class NegBinomial(Distribution):
         return C.nonnegative_integer
 
     def sample(self, key: mx.array, r: Any, p: Any, *, shape: Shape = ()) -> mx.array:
-        from genmlx.dists.gamma_family import log_standard_gamma
+        from genmlx.dists.gamma_sampling import log_standard_gamma
 
         ra, pa = _f32(r), _f32(p)
         full = sample_shape(shape, ra, pa)
@@ -1062,7 +1062,7 @@ class BetaBinomial(Distribution):
     def sample(
         self, key: mx.array, n: Any, alpha: Any, beta: Any, *, shape: Shape = ()
     ) -> mx.array:
-        from genmlx.dists.gamma_family import standard_beta
+        from genmlx.dists.gamma_sampling import standard_beta
 
         na, a, b = _f32(n), _f32(alpha), _f32(beta)
         full = sample_shape(shape, na, a, b)
@@ -1143,7 +1143,7 @@ class DirichletMultinomial(Distribution):
         return C.nonnegative_integer
 
     def sample(self, key: mx.array, n: Any, alpha: Any, *, shape: Shape = ()) -> mx.array:
-        from genmlx.dists.gamma_family import standard_dirichlet
+        from genmlx.dists.gamma_sampling import standard_dirichlet
 
         na, al = self._params(n, alpha)
         full = tuple(shape) + batch_shape(na, al, event_ndims=(0, 1))

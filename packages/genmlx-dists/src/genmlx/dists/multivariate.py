@@ -43,7 +43,7 @@ import numpy as np
 from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, check_param, validation_enabled
-from genmlx.dists.gamma_family import standard_gamma
+from genmlx.dists.gamma_sampling import standard_gamma
 from genmlx.dists.special import lgamma
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Tests of genmlx.dists.gamma_family: samplers and the gamma-family distributions.
+"""Tests of genmlx.dists.gamma_sampling (the samplers) and genmlx.dists.gamma_beta (the
+gamma-family distributions).
 
 Reference values come from scipy.stats in float64, evaluated at the float32 inputs.
 Tolerances: rtol = atol = 1e-5 plus a conditioning term (see ``_cond_tol``).
@@ -16,10 +17,9 @@ import pytest
 from scipy import integrate, special, stats
 
 from genmlx.core.testing import check_gfi_laws
-from genmlx.dists import gamma_family as gf
+from genmlx.dists import gamma_beta as gf
 from genmlx.dists.examples import examples
-from genmlx.dists.gamma_family import (
-    GAMMA_ROUNDS,
+from genmlx.dists.gamma_beta import (
     beta,
     beta_uniform,
     chi2,
@@ -27,11 +27,14 @@ from genmlx.dists.gamma_family import (
     gamma,
     inv_gamma,
     kumaraswamy,
+    student_t,
+)
+from genmlx.dists.gamma_sampling import (
+    GAMMA_ROUNDS,
     log_standard_gamma,
     standard_beta,
     standard_dirichlet,
     standard_gamma,
-    student_t,
 )
 
 ALL = [gamma, inv_gamma, chi2, beta, kumaraswamy, beta_uniform, student_t, dirichlet]
