@@ -18,9 +18,12 @@ Two measurements, in one process:
    same model and data: 4 chains, 500 warm-up transitions (Stan's windowed adaptation
    in both, target acceptance 0.8, diagonal mass, max tree depth 6), 1000 draws. ESS is
    :func:`genmlx.infer.ess_bulk` of the draws (minimum over the 6 parameters) for both;
-   we report ESS per second of sampling and of warm-up + sampling. Both sides are run
-   once first so that compilation (``mx.compile`` / ``jax.jit``) is not timed; NumPyro runs
-   its NUTS kernel in one jitted ``lax.scan`` per phase (``MCMC.run`` would re-trace).
+   we report ESS per second of sampling and of warm-up + sampling. GenMLX calls its
+   ``nuts`` kernel in a Python loop, as users do (the kernel compiles its own pieces and
+   stops each tree at its U-turn; a few draws are run first so that tracing is not timed;
+   an outer ``compile`` would force full trees). NumPyro runs its NUTS kernel in one
+   jitted ``lax.scan`` per phase, run once first so that compilation is not timed
+   (``MCMC.run`` would re-trace).
    ``nuts_models`` runs the one-call driver on four models.
 """
 
@@ -154,19 +157,17 @@ def throughput(ks: dict[str, int], reps: int, chain_counts: list[int]) -> list[d
 
 
 # ---------------------------------------------------------------------- ESS vs NumPyro
-BLOCK = 25  # NUTS draws per compiled call in the efficiency run
-
-
-def _nuts_block(tr: Trace, key: mx.array, eps: mx.array, mass: mx.array) -> tuple[Trace, mx.array]:
-    """``BLOCK`` NUTS transitions; returns the trace and the draws ``[chains, BLOCK, 6]``."""
+def _nuts_draws(tr: Trace, key: mx.array, n: int, eps: mx.array, mass: mx.array):
+    """``n`` NUTS transitions called as users call the kernel (eagerly: it runs its own
+    compiled pieces and stops every tree at its U-turn); returns the trace and the draws
+    ``[chains, n, 6]``."""
     out = []
-    for sub in mx.random.split(key, BLOCK):
+    for sub in mx.random.split(key, n):
         tr, _ = nuts(tr, SEL, key=sub, step_size=eps, max_depth=NUTS_DEPTH, mass=mass)
-        out.append(mx.concatenate([tr["w"], tr["b"][:, None]], axis=-1))
+        d = mx.concatenate([tr["w"], tr["b"][:, None]], axis=-1)
+        mx.eval(d)
+        out.append(d)
     return tr, mx.stack(out, axis=1)
-
-
-_NUTS_BLOCK = compile(_nuts_block)
 
 
 def _genmlx_nuts(chains: int, warmup: int, draws: int, seed: int) -> tuple[float, float, mx.array]:
@@ -179,16 +180,12 @@ def _genmlx_nuts(chains: int, warmup: int, draws: int, seed: int) -> tuple[float
     mx.eval(warm.step_size, warm.mass)
     t_warm = time.perf_counter() - t0
     tr = warm.trace
-    mx.eval(_NUTS_BLOCK(tr, mx.random.key(12345), warm.step_size, warm.mass)[1])  # compile
+    _nuts_draws(tr, mx.random.key(12345), 5, warm.step_size, warm.mass)  # trace the pieces
     t0 = time.perf_counter()
-    blocks = []
-    for sub in mx.random.split(k_run, draws // BLOCK):
-        tr, d = _NUTS_BLOCK(tr, sub, warm.step_size, warm.mass)
-        _eval(tr)
-        mx.eval(d)
-        blocks.append(d)
+    tr, d = _nuts_draws(tr, k_run, draws, warm.step_size, warm.mass)
+    _eval(tr)
     t_run = time.perf_counter() - t0
-    return t_warm, t_run, mx.concatenate(blocks, axis=1)
+    return t_warm, t_run, d
 
 
 def _numpyro_nuts(

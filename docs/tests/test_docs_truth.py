@@ -12,7 +12,7 @@ pastes them one after the other):
   whole file is run once (as ``__main__`` when it is a script), so every excerpt shown
   is code that runs, and its globals join the page's namespace (a later snippet may
   use what the script above it made);
-* blocks in other languages (``console``, ``bash``, ``text``, ``toml``) are shown, not
+* blocks in other languages (``console``, ``bash``, ``text``, ``toml``, ``json``) are shown, not
   run. A bare ``::`` literal block fails the test: its language must be said, so that
   no Python block escapes.
 
@@ -61,7 +61,7 @@ DEFAULT_BUDGET_S = 30.0
 SCALE = float(os.environ.get("GENMLX_DOCS_BUDGET_SCALE", "1"))
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 RUN_LANGUAGES = {"python", "py", "python3", "pycon"}
-SHOW_LANGUAGES = {"console", "bash", "sh", "shell", "text", "toml", "none", "ini", "rst"}
+SHOW_LANGUAGES = {"console", "bash", "sh", "shell", "text", "toml", "none", "ini", "rst", "json"}
 
 
 @dataclass
