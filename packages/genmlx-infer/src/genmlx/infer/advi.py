@@ -177,6 +177,12 @@ class ADVIResult:
         self.elbo_history = elbo_history
         self._store = store if store is not None else ParamStore()
 
+    @property
+    def history(self) -> mx.array:
+        """The ELBO estimate of every step: :attr:`elbo_history` under the result
+        vocabulary's name."""
+        return self.elbo_history
+
     # ------------------------------------------------------------------ the Gaussian
     @property
     def addresses(self) -> list[Address]:
