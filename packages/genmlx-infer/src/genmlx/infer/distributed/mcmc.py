@@ -42,6 +42,7 @@ from genmlx.infer.distributed._comm import (
     shared_key,
 )
 from genmlx.infer.importance import _check_inputs
+from genmlx.infer.mass_matrix import regularized_mass
 from genmlx.infer.nuts_kernel import NutsInfo, NutsWarmup, nuts
 from genmlx.infer.targets import target
 
@@ -207,14 +208,9 @@ def _pooled_inverse_mass(
     dev = mean - grand
     if dense:
         between = count * mx.sum(dev[:, :, None] * dev[:, None, :], axis=0)
-        cov = (mx.sum(m2, axis=0) + between) / (n - 1)
-        shrink, reg = n / (n + 5.0), 1e-3 * (5.0 / (n + 5.0))
-        cov = shrink * cov + reg * mx.eye(d)
-        inv = mx.linalg.inv(cov, stream=mx.cpu).astype(mx.float32)
-        return 0.5 * (inv + inv.T)
+        return regularized_mass((mx.sum(m2, axis=0) + between) / (n - 1), n, dense=True)
     var = (mx.sum(m2, axis=0) + count * mx.sum(dev * dev, axis=0)) / (n - 1)
-    shrink, reg = n / (n + 5.0), 1e-3 * (5.0 / (n + 5.0))
-    return (1.0 / (shrink * var + reg)).astype(mx.float32)
+    return regularized_mass(var, n, dense=False)
 
 
 def nuts_warmup(
