@@ -225,9 +225,12 @@ def example_plugin(session: nox.Session, plugin: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint with ruff (formatting is not enforced yet)."""
+    """Lint with ruff (formatting is not enforced yet), and check that no package uses
+    another package's private names (tools/check_private_api.py: packages build on each
+    other's public API only)."""
     session.install("ruff")
     session.run("ruff", "check", ".", *session.posargs)
+    session.run("python", "tools/check_private_api.py")
 
 
 @nox.session

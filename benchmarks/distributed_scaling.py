@@ -96,7 +96,7 @@ def _smc_call(group: Any, n: int, key: mx.array, mode: str = "global") -> None:
         st = st.resample(key=keys[2 * t])
         st = st.step((t + 1, X0), {(t, "y"): LG_YS[t]}, key=keys[2 * t + 1])
         mx.eval(st.log_weights)
-    mx.eval(st.log_ml_estimate())
+    mx.eval(st.log_ml_estimate)
 
 
 def _barrier(group: Any) -> None:

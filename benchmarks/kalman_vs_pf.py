@@ -67,7 +67,7 @@ def _pf(model: Any, ys: list[float], n: int, seed: int) -> tuple[float, np.ndarr
         w = st.normalized_weights()
         means.append(mx.sum(w * st.traces[(t, "x")]))
         mx.eval(st.log_weights, means[-1])
-    lml = float(st.log_ml_estimate())
+    lml = float(st.log_ml_estimate)
     return lml, np.array([float(m) for m in means]), time.perf_counter() - t0
 
 

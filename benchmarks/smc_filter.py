@@ -10,7 +10,7 @@ Two state-space models, each an ``Unfold`` of a static ``@gen`` kernel:
 (``state.resample(key=...)`` then ``state.step(...)``, then ``mx.eval`` of the log
 weights and the accumulated log ML — one host synchronisation per step, as the
 hand-written loop does), 30 steps at N = 1e3, 1e4, 1e5, timed from the first
-resampling to the final ``log_ml_estimate()`` (which, with GenMLX's default score check,
+resampling to the final ``log_ml_estimate`` (which, with GenMLX's default score check,
 evaluates every particle's trace score once). Side by side in one process, interleaved,
 minimum over repetitions:
 
@@ -104,7 +104,7 @@ def _genmlx(model: str, n: int, steps: int) -> tuple[float, mx.array]:
         state = state.resample(key=keys[2 * t])
         state = state.step((t + 1, init), obs[t], key=keys[2 * t + 1])
         mx.eval(state.log_weights, state.log_ml_accumulated)
-    mx.eval(state.log_ml_estimate())
+    mx.eval(state.log_ml_estimate)
     return time.perf_counter() - t0, state.log_weights
 
 

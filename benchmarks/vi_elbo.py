@@ -9,8 +9,8 @@ NumPy seed 0 from fixed weights. Guide: mean-field Gaussian over ``w`` with para
 Sides, in one process, each timed after a warm-up run that compiles it:
 
 * ``black_box_vi`` with the guide written as a ``@gen`` function reading ``param``
-  values: ``compiled=False`` (eager), ``compiled=True`` (an ``mx.compile``'d step), and
-  ``compiled=True, steps_per_call=10`` (ten steps unrolled in one compiled call);
+  values: ``compile=False`` (eager), ``compile=True`` (an ``mx.compile``'d step), and
+  ``compile=True, steps_per_call=10`` (ten steps unrolled in one compiled call);
 * ``advi`` (mean-field), whose guide is built automatically — the same Gaussian family;
 * NumPyro ``SVI(model, guide, Adam(0.01), Trace_ELBO(num_particles=10))`` with the same
   hand-written guide: ``jax.jit(svi.update)`` called in a Python loop, reading the loss
@@ -93,7 +93,7 @@ def _genmlx_fit(
                 n_steps=n_steps,
                 n_samples=N_SAMPLES,
                 learning_rate=LR,
-                compiled=compiled,
+                compile=compiled,
                 steps_per_call=per_call,
                 key=mx.random.key(seed),
             )
@@ -107,7 +107,7 @@ def _genmlx_fit(
                 n_steps=n_steps,
                 n_samples=N_SAMPLES,
                 learning_rate=LR,
-                compiled=compiled,
+                compile=compiled,
                 steps_per_call=per_call,
                 key=mx.random.key(seed),
             )

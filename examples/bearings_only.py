@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "rmse": float(mx.sqrt(mx.mean(err**2))),
         "final_error": float(err[-1]),
         "mean_range": spread,
-        "log_ml": float(state.log_ml_estimate()),
+        "log_ml": float(state.log_ml_estimate),
         "ess": float(state.ess()),
         "seconds": secs,
     }

@@ -189,7 +189,7 @@ def outliers(plot_path: str) -> None:
         intercept = float(mx.sum(w * state.traces["intercept"]))
         print(
             f"   slope {slope:+.3f}  intercept {intercept:+.3f}  "
-            f"log p(ys) ≈ {float(state.log_ml_estimate()):.2f}"
+            f"log p(ys) ≈ {float(state.log_ml_estimate):.2f}"
         )
     try:
         from genmlx.viz import plot_posterior

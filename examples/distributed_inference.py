@@ -88,7 +88,7 @@ for t in range(1, len(obs)):
     state = state.maybe_resample(state.n_particles / 2, key=keys[3 * t])
     state = state.step((t + 1, x0), {(t, "y"): obs[t]}, key=keys[3 * t + 1])
     state = state.rejuvenate(mh, select((t, "x")), key=keys[3 * t + 2])
-say(f"SMC: log p(y) = {state.log_ml_estimate().item():.4f} "
+say(f"SMC: log p(y) = {state.log_ml_estimate.item():.4f} "
     f"(ESS {state.ess().item():.0f} of {state.n_particles}); "
     f"this process holds {state.n_local} particles")
-assert math.isfinite(state.log_ml_estimate().item())
+assert math.isfinite(state.log_ml_estimate.item())

@@ -24,11 +24,10 @@ import numpy as np
 
 from genmlx.core import ChoiceMap, choicemap, gen, select
 from genmlx.dists import bernoulli, normal
+from genmlx.infer import chain, cycle, gibbs, involutive_mh, mh
 from genmlx.infer.diagnostics import effective_sample_size_weights
 from genmlx.infer.gradient_kernels import hmc
 from genmlx.infer.importance import importance_sampling
-from genmlx.infer.mh import chain, cycle, involutive_mh, mh
-from genmlx.infer.other_kernels import gibbs
 
 NOISE = 0.5
 PROB_OUTLIER = 0.1

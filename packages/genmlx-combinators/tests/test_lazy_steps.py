@@ -16,7 +16,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from genmlx.combinators.unfold import FrozenSteps, Scan, Unfold
+from genmlx.combinators.scan import Scan
+from genmlx.combinators.step_store import FrozenSteps
+from genmlx.combinators.unfold import Unfold
 from genmlx.core import NoChange, VectorDiff, choicemap, config, gen, select
 from genmlx.core.batching import take_particles, where_particles
 from genmlx.core.gfi import GenerativeFunction

@@ -215,9 +215,9 @@ def _count_calls(monkeypatch):
     sizes: list[int] = []
     real = map_module.vmap_call
 
-    def recording(fn, n, batched, shared):
+    def recording(fn, n, batched, shared, **kwargs):
         sizes.append(n)
-        return real(fn, n, batched, shared)
+        return real(fn, n, batched, shared, **kwargs)
 
     monkeypatch.setattr(map_module, "vmap_call", recording)
     return sizes

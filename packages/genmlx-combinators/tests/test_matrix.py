@@ -1,6 +1,6 @@
 """The operation matrix: every combinator × every GFI operation, unbatched and batched.
 
-Each combinator's ``conformance_examples()`` (small random models) goes through every
+Each combinator's registered examples (small random models) go through every
 GFI law of :mod:`genmlx.core.testing.laws` (simulate/assess, generate full and empty,
 propose, update noop/full/roundtrip, regenerate none/all, project, edit roundtrip) and the
 batched laws; then, called from a ``@gen`` model (so batched runs go three levels deep:
@@ -15,7 +15,7 @@ from typing import Any
 import mlx.core as mx
 import pytest
 
-import genmlx.combinators as C
+from genmlx.combinators._examples import EXAMPLES as REGISTERED
 from genmlx.combinators._plugin import COMBINATOR_NAMES
 from genmlx.core import Selection, gen
 from genmlx.core.gfi import GenerativeFunction
@@ -25,13 +25,13 @@ LAWS = {**GFI_LAWS, **BATCHED_LAWS}
 EXAMPLES = [
     pytest.param(gf, args, id=f"{name}-{j}")
     for name in COMBINATOR_NAMES
-    for j, (gf, args) in enumerate(getattr(getattr(C, name), "conformance_examples", list)())
+    for j, (gf, args) in enumerate(REGISTERED.get(name, list)())
 ]
 
 
 def test_every_combinator_has_examples() -> None:
     for name in COMBINATOR_NAMES:
-        assert getattr(C, name).conformance_examples(), name
+        assert REGISTERED[name](), name
 
 
 @pytest.mark.parametrize("law", sorted(LAWS))

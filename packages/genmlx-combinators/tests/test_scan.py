@@ -9,7 +9,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from genmlx.combinators.unfold import Scan, ScanTrace
+from genmlx.combinators.scan import Scan
+from genmlx.combinators.sequence import ScanTrace
 from genmlx.core import (
     ChoiceMap,
     ConstraintError,

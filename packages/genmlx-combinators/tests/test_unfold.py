@@ -9,7 +9,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from genmlx.combinators.unfold import StepVector, Unfold, UnfoldTrace
+from genmlx.combinators.sequence import UnfoldTrace
+from genmlx.combinators.step_store import StepVector
+from genmlx.combinators.unfold import Unfold
 from genmlx.core import (
     ChoiceMap,
     ConstraintError,

@@ -26,6 +26,7 @@ import genmlx.dists as gd
 from genmlx.core import Distribution
 from genmlx.core.testing import check_distribution
 from genmlx.dists._plugin import DISTRIBUTION_NAMES
+from genmlx.dists.examples import examples
 
 
 def a32(x: Any) -> mx.array:
@@ -34,7 +35,7 @@ def a32(x: Any) -> mx.array:
 
 def _first() -> list[Any]:
     return [
-        pytest.param(getattr(gd, n), getattr(gd, n).example_params[0], id=n)
+        pytest.param(getattr(gd, n), examples(getattr(gd, n))[0], id=n)
         for n in DISTRIBUTION_NAMES
     ]
 
@@ -43,7 +44,7 @@ def _all() -> list[Any]:
     return [
         pytest.param(getattr(gd, n), p, id=f"{n}-{i}")
         for n in DISTRIBUTION_NAMES
-        for i, p in enumerate(getattr(gd, n).example_params)
+        for i, p in enumerate(examples(getattr(gd, n)))
     ]
 
 

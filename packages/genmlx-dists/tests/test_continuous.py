@@ -27,6 +27,7 @@ import scipy.stats as st
 
 from genmlx.core.testing import check_gfi_laws
 from genmlx.dists import continuous as C
+from genmlx.dists.examples import examples
 
 INF = math.inf
 N = 20000
@@ -317,7 +318,7 @@ def test_infinite_and_nan_values(name: str) -> None:
     # every density vanishes at +-inf: -inf there (never NaN), NaN stays NaN, and no NaN
     # reaches the gradients of the finite elements
     d = SPECS[name].dist
-    for p in d.example_params:
+    for p in examples(d):
         nd = max(np.ndim(np.asarray(x)) for x in p)
         v = mx.array([-INF, INF, math.nan]).reshape(3, *([1] * nd))
         lp = np64(d.log_prob(v, *p))
@@ -375,7 +376,7 @@ def test_shapes_and_broadcasting(name: str) -> None:
     assert d.sample(key, *spec.ks).shape == ()
     assert d.sample(key, *spec.ks, shape=(4, 2)).shape == (4, 2)
     assert d.sample(key, *spec.ks, shape=5).shape == (5,)
-    for p in d.example_params:
+    for p in examples(d):
         batch = tuple(np.broadcast_shapes(*[np.shape(np.asarray(x)) for x in p]))
         x = d.sample(key, *p, shape=(3,))
         assert x.shape == (3, *batch) and x.dtype == mx.float32
@@ -612,15 +613,15 @@ def test_von_mises_has_no_reparam() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_gfi_laws(name: str) -> None:
     d = SPECS[name].dist
-    assert len(d.example_params) >= 2
-    for p in d.example_params:
+    assert len(examples(d)) >= 2
+    for p in examples(d):
         check_gfi_laws(d, p, max_examples=3)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_vmap_and_compile_sampling(name: str) -> None:
     d = SPECS[name].dist
-    p = d.example_params[1]
+    p = examples(d)[1]
     keys = mx.random.split(key_for(name, 6), 4)
     batched = d.sample(keys[0], *p)
     vm = mx.vmap(lambda k: d.sample(k, *p))(keys)

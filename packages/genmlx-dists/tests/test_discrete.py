@@ -22,6 +22,7 @@ from scipy import stats
 from genmlx.core.testing import check_gfi_laws
 from genmlx.dists import discrete as D
 from genmlx.dists.base import validation
+from genmlx.dists.examples import examples
 
 N = 20000
 ALL: list[Any] = [
@@ -41,7 +42,7 @@ ALL: list[Any] = [
     D.piecewise_uniform,
 ]
 ENUMERABLE = [d for d in ALL if d.is_enumerable]
-EXAMPLES = [(d, p) for d in ALL for p in d.example_params]
+EXAMPLES = [(d, p) for d in ALL for p in examples(d)]
 
 
 def f32(x: Any) -> np.ndarray:
@@ -338,7 +339,7 @@ INVALID_PLAIN: list[tuple[Any, tuple[Any, ...]]] = [
 
 @pytest.mark.parametrize(("dist", "params"), INVALID_PLAIN, ids=lambda x: ids(x))
 def test_invalid_plain_params_raise(dist: Any, params: Any) -> None:
-    value = dist.sample(mx.random.key(0), *dist.example_params[0])
+    value = dist.sample(mx.random.key(0), *examples(dist)[0])
     with pytest.raises(ValueError, match=dist.name):
         dist.sample(mx.random.key(0), *params)
     with pytest.raises(ValueError, match=dist.name):
@@ -761,7 +762,7 @@ def test_grad_matches_finite_differences(label: str, ours: Any, ref: Any, x0: An
 
 @pytest.mark.parametrize(
     ("dist", "params"),
-    [(d, p) for d in ENUMERABLE for p in d.example_params]
+    [(d, p) for d in ENUMERABLE for p in examples(d)]
     + [
         (D.binomial, (1000, 0.3)),
         (D.beta_binomial, (200, 0.3, 4.0)),

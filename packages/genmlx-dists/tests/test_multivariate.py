@@ -18,6 +18,7 @@ from scipy import special, stats
 
 from genmlx.core.distribution import Distribution
 from genmlx.core.testing import check_gfi_laws
+from genmlx.dists.examples import examples
 from genmlx.dists.multivariate import (
     cholesky,
     inv_wishart,
@@ -248,7 +249,7 @@ def test_mv_normal_reparam_gradient() -> None:
             assert got == pytest.approx(fd, rel=1e-4, abs=1e-4)
 
 
-@pytest.mark.parametrize("params", mv_normal.example_params)
+@pytest.mark.parametrize("params", examples(mv_normal))
 def test_mv_normal_gfi_laws(params: tuple) -> None:
     check_gfi_laws(mv_normal, params, max_examples=3)
 
@@ -417,7 +418,7 @@ def test_wishart_gradients_match_finite_differences(d: Distribution, ref: Any) -
 
 @pytest.mark.parametrize("d", [wishart, inv_wishart])
 def test_wishart_gfi_laws(d: Distribution) -> None:
-    for params in d.example_params:
+    for params in examples(d):
         check_gfi_laws(d, params, max_examples=3)
 
 

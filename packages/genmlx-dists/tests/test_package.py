@@ -19,6 +19,7 @@ import genmlx
 import genmlx.dists
 from genmlx.core import Distribution
 from genmlx.dists._plugin import ALIASES, DISTRIBUTION_NAMES
+from genmlx.dists.examples import examples
 
 # DESIGN §6's table and "the rest of GenJAX's list" as the library implements it.
 DESIGN_NAMES = {
@@ -48,7 +49,7 @@ def test_every_design_name_is_exported() -> None:
         d = getattr(genmlx.dists, name)
         assert isinstance(d, Distribution), name
         assert d.name == ("bernoulli" if name == "flip" else name)
-        assert len(d.example_params) >= 2, f"{name} needs example_params for the kit"
+        assert len(examples(d)) >= 2, f"{name} needs examples for the kit"
     assert genmlx.dists.flip is genmlx.dists.bernoulli
     for name in CONSTRUCTORS:
         assert callable(getattr(genmlx.dists, name))

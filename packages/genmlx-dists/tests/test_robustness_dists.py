@@ -13,6 +13,7 @@ import pytest
 from genmlx.core import DistributionArgumentError, compile, config, gen
 from genmlx.core import registry as core_registry
 from genmlx.dists import categorical, categorical_logits, normal, uniform
+from genmlx.dists.examples import examples
 
 FILLS = [float("nan"), float("inf"), -float("inf"), -1.0, 0.0]
 
@@ -21,7 +22,7 @@ def _registered() -> list[tuple[str, Any]]:
     reg = core_registry()
     out = []
     for e in sorted(reg.distributions.entries(), key=lambda e: e.name):
-        if e.plugin == "dists" and getattr(e.obj, "example_params", None):
+        if e.plugin == "dists" and examples(e.obj):
             out.append((e.name, e.obj))
     return out
 
@@ -53,7 +54,7 @@ def test_the_registry_has_the_first_party_distributions() -> None:
 @pytest.mark.parametrize("name, dist", DISTS, ids=[n for n, _ in DISTS])
 def test_invalid_parameters_never_give_nan(name: str, dist: Any) -> None:
     checked = 0
-    for params in dist.example_params:
+    for params in examples(dist):
         ps = _arrays(params)
         v = dist.sample(mx.random.key(0), *ps)
         for fill in FILLS:
@@ -71,7 +72,7 @@ def test_invalid_parameters_never_give_nan(name: str, dist: Any) -> None:
             checked += 1
     has_float = any(
         isinstance(p, mx.array) and mx.issubdtype(p.dtype, mx.floating)
-        for params in dist.example_params
+        for params in examples(dist)
         for p in _arrays(params)
     )
     assert checked > 0 or not has_float, name

@@ -175,7 +175,7 @@ def smc_arrays(st: Any) -> dict[str, np.ndarray]:
         "x": xs,
         "lw": np.asarray(st.log_weights),
         "acc": np.asarray(st.log_ml_accumulated),
-        "lml": np.asarray(st.log_ml_estimate()),
+        "lml": np.asarray(st.log_ml_estimate),
         "ess": np.asarray(st.ess()),
     }
 
@@ -227,7 +227,7 @@ def reference() -> dict[str, np.ndarray]:
     st = growing_run(None, 40)
     for a in ("slope", "shifted", "level"):
         out[f"grow_{a}"] = np.asarray(st.traces[a])
-    out["grow_lw"], out["grow_lml"] = np.asarray(st.log_weights), np.asarray(st.log_ml_estimate())
+    out["grow_lw"], out["grow_lml"] = np.asarray(st.log_weights), np.asarray(st.log_ml_estimate)
     tr, _ = regression.vgenerate((XS,), OBS, N_CHAINS, key=mx.random.key(16))
     r = chain(mh_kernel(), tr, 40, key=mx.random.key(17), addresses=["slope"])
     draws = r.samples["slope"].T  # [chains, draws]
@@ -321,7 +321,7 @@ def compare(ref: dict[str, np.ndarray], report_dir: Path) -> int:
         if MOVES["exchanges"] == before:
             raise AssertionError("no resampling moved a particle between processes")
         same("accumulated log ML", st.log_ml_accumulated, ref["smc_acc"])
-        close("log ML estimate", st.log_ml_estimate(), ref["smc_lml"])
+        close("log ML estimate", st.log_ml_estimate, ref["smc_lml"])
         close("ESS", st.ess(), ref["smc_ess"])
         s = shard(N_SMC, rank, size)
         xs = np.stack([np.asarray(st.traces[(t, "x")]) for t in range(len(LG_YS))], axis=1)
@@ -343,7 +343,7 @@ def compare(ref: dict[str, np.ndarray], report_dir: Path) -> int:
         for a in ("slope", "shifted", "level"):
             same(f"gathered {a}", full.traces[a], ref[f"grow_{a}"])
         same("gathered log weights", full.log_weights, ref["grow_lw"])
-        close("log ML", st.log_ml_estimate(), ref["grow_lml"])
+        close("log ML", st.log_ml_estimate, ref["grow_lml"])
 
     def smc_island() -> None:
         # islands never exchange particles: every particle's history starts at one of the
@@ -357,13 +357,13 @@ def compare(ref: dict[str, np.ndarray], report_dir: Path) -> int:
             key=mx.random.key(33))
         if not set(np.asarray(st.traces[(0, "x")]).tolist()) <= own:
             raise AssertionError("island mode moved a particle between processes")
-        close("gathered log ML = sharded log ML", st.gather().log_ml_estimate(),
-              st.log_ml_estimate())
+        close("gathered log ML = sharded log ML", st.gather().log_ml_estimate,
+              st.log_ml_estimate)
         # unbiasedness: E[Ẑ/Z] = 1; R runs, |mean - 1| < 4 se (CLT, fixed seeds)
         exact = kalman(LG_YS)
         ratios = np.array([
             math.exp(float(smc_run(g, 24, mx.random.key(400 + k), "island")
-                           .log_ml_estimate().item()) - exact)
+                           .log_ml_estimate.item()) - exact)
             for k in range(40)
         ])
         se = ratios.std(ddof=1) / math.sqrt(ratios.size)

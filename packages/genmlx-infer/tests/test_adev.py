@@ -37,7 +37,7 @@ from genmlx.infer.adev_estimators import (
     ADEVEstimatorError,
     ADEVPrimitive,
     categorical_enum,
-    enum,
+    enum_exact,
     flip_enum,
     flip_mvd,
     flip_reinforce,
@@ -114,7 +114,7 @@ def test_estimators_by_address_and_default() -> None:
     exact = expectation(loss, estimators={"b": "enum"}).grad(mx.array(0.2), key=mx.random.key(0))
     assert abs(float(exact.args[0]) + 0.3) < 2e-7
     # an address in estimators= overrides the estimator a primitive is bound to
-    bound = expectation(flip_loss(flip_reinforce).fn, estimators={"b": enum})
+    bound = expectation(flip_loss(flip_reinforce).fn, estimators={"b": enum_exact})
     assert abs(float(bound.grad(mx.array(0.2), key=mx.random.key(0)).args[0]) + 0.3) < 2e-7
     # default= for everything not named
     d = expectation(loss, default=mvd).grad(
@@ -363,7 +363,7 @@ def test_elbo_training_recovers_the_exact_posterior() -> None:
     eta, n = 0.02, 256
     res = train_objective(
         obj,
-        res.store,
+        res.params,
         n_steps=300,
         n_samples=n,
         optimizer=optim.SGD(learning_rate=eta),
@@ -374,9 +374,9 @@ def test_elbo_training_recovers_the_exact_posterior() -> None:
     # for both m and log s, and per-sample gradient variance C = 1/s² = 2 (m) and
     # Var(1 - ε²) = 2 (log s), so the stationary variance is η C / (n H (2 - ηH)).
     sd = math.sqrt(eta * 2 / (n * 2 * (2 - eta * 2)))
-    assert abs(float(res.store["m"]) - 1.0) < 5 * sd
-    assert abs(float(res.store["log_s"]) - math.log(math.sqrt(0.5))) < 5 * sd
-    assert res.loss_history.shape == (300,)
+    assert abs(float(res.params["m"]) - 1.0) < 5 * sd
+    assert abs(float(res.params["log_s"]) - math.log(math.sqrt(0.5))) < 5 * sd
+    assert res.history.shape == (300,)
 
 
 def test_wake_p_gradient_reaches_only_the_model() -> None:
@@ -461,7 +461,7 @@ def test_estimators_are_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     reg = Registry(autoload=False)
     reg.register_plugin(_Plugin(), name="adev-test")
     monkeypatch.setattr(reg_mod, "_REGISTRY", reg)
-    assert reg.inference["adev_enum"] is enum
+    assert reg.inference["adev_enum"] is enum_exact
     assert reg.inference.provider("adev_reinforce_baseline") == "adev-test"
     est = get_estimator("reinforce_baseline")
     assert isinstance(est, ReinforceWithBaseline)
@@ -497,7 +497,7 @@ def test_estimator_that_does_not_fit_names_the_address_and_the_fix() -> None:
         return normal(mu, 1.0) @ "x"
 
     with pytest.raises(ADEVEstimatorError, match=r"enum needs a finite support.*'x'.*reparam"):
-        expectation(continuous, estimators={"x": enum}).grad(mx.array(0.3), key=0)
+        expectation(continuous, estimators={"x": enum_exact}).grad(mx.array(0.3), key=0)
     with pytest.raises(ADEVEstimatorError, match="mvd .*two-point.*'k'.*3 support points"):
         expectation(
             lambda: categorical(mx.array([0.2, 0.3, 0.5])) @ "k", estimators={"k": mvd}
@@ -516,7 +516,7 @@ def test_branching_estimator_inside_particles_is_refused() -> None:
         flip_enum(0.3) @ "b"
 
     def program() -> mx.array:
-        return mx.sum(adev_simulate(guide, (), n=4).score)
+        return mx.sum(adev_simulate(guide, (), n_particles=4).score)
 
     with pytest.raises(ADEVEstimatorError, match="only linear estimators"):
         expectation(program).grad(key=0)

@@ -62,12 +62,13 @@ def linreg_posterior() -> tuple[np.ndarray, np.ndarray]:
 
 def run_chain(kernel, tr, n_steps, seed, **kw):
     key = mx.random.key(seed)
-    acc = None
+    accepted = None
     for _ in range(n_steps):
         key, sub = mx.random.split(key)
-        tr, acc = kernel(tr, key=sub, **kw)
-        mx.eval(tr.score, acc)
-    return tr, acc
+        tr, info = kernel(tr, key=sub, **kw)
+        accepted = info.accepted
+        mx.eval(tr.score, accepted)
+    return tr, accepted
 
 
 def assert_moments(samples: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> None:
@@ -100,9 +101,9 @@ def test_hmc_normal_normal():
 def test_hmc_defaults_are_gen_jl_s():
     # Gen.jl's hmc(trace, selection; L=10, eps=0.1): the defaults give that exact move
     tr = init(normal_normal, NN_OBS)
-    a, acc_a = hmc(tr, select("mu"), key=mx.random.key(3))
-    b, acc_b = hmc(tr, select("mu"), step_size=0.1, n_leapfrog=10, key=mx.random.key(3))
-    assert mx.array_equal(a["mu"], b["mu"]) and mx.array_equal(acc_a, acc_b)
+    a, info_a = hmc(tr, select("mu"), key=mx.random.key(3))
+    b, info_b = hmc(tr, select("mu"), step_size=0.1, n_leapfrog=10, key=mx.random.key(3))
+    assert mx.array_equal(a["mu"], b["mu"]) and mx.array_equal(info_a.accepted, info_b.accepted)
     c, _ = hmc(tr, select("mu"), step_size=0.1, n_leapfrog=9, key=mx.random.key(3))
     assert not mx.array_equal(a["mu"], c["mu"])
 
@@ -157,22 +158,22 @@ def test_single_trace_kernels():
         (hmc, {"step_size": 0.2, "n_leapfrog": 3}),
         (mala, {"step_size": 0.3}),
     ]:
-        new, acc = kernel(tr, select("a", "b"), key=mx.random.key(1), **kw)
-        assert acc.shape == () and acc.dtype == mx.bool_
+        new, info = kernel(tr, select("a", "b"), key=mx.random.key(1), **kw)
+        assert info.accepted.shape == () and info.accepted.dtype == mx.bool_
         assert new.batch_shape == ()
         assert new["y"].item() == 1.0
         # the new score is the model's joint log density at the new values
         ld, _ = correlated.assess((), new.get_choices())
         assert abs(ld.item() - new.score.item()) < 1e-5
-        if not acc.item():
+        if not info.accepted.item():
             assert new["a"].item() == tr["a"].item()
 
 
 def test_rejected_chains_keep_their_state():
     tr = init(normal_normal, NN_OBS)
     # a huge step: most proposals are rejected and those chains must not move
-    new, acc = hmc(tr, select("mu"), step_size=50.0, n_leapfrog=1, key=mx.random.key(7))
-    a = np.array(acc)
+    new, info = hmc(tr, select("mu"), step_size=50.0, n_leapfrog=1, key=mx.random.key(7))
+    a = np.array(info.accepted)
     assert a.sum() < N // 2
     np.testing.assert_array_equal(np.array(new["mu"])[~a], np.array(tr["mu"])[~a])
     assert not np.any(np.array(new["mu"])[a] == np.array(tr["mu"])[a])
@@ -185,8 +186,8 @@ def test_compiled_hmc_chain_equals_interpreted():
     def chain(t, key):
         for _ in range(3):
             key, sub = mx.random.split(key)
-            t, acc = hmc(t, sel, step_size=0.2, n_leapfrog=3, key=sub)
-        return t, acc
+            t, info = hmc(t, sel, step_size=0.2, n_leapfrog=3, key=sub)
+        return t, info.accepted
 
     t1, a1 = chain(tr, mx.random.key(11))
     t2, a2 = compile(chain)(tr, mx.random.key(11))

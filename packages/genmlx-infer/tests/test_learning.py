@@ -60,12 +60,12 @@ def test_full_batch_maximum_likelihood_converges_to_the_data_mean() -> None:
         compile=False,  # the compiled step is checked separately (cold JIT is slow)
     )
     assert isinstance(res, TrainResult)
-    assert abs(float(res.store["mu"]) - YBAR) <= (1 - eta) ** steps * abs(YBAR) + 1e-5
+    assert abs(float(res.params["mu"]) - YBAR) <= (1 - eta) ** steps * abs(YBAR) + 1e-5
     # the history is the negative mean log-likelihood before each step
-    assert abs(float(res.loss_history[0]) - gauss_loss(0.0, YS)) < 1e-4
+    assert abs(float(res.history[0]) - gauss_loss(0.0, YS)) < 1e-4
     mu1 = eta * YBAR  # after one step from 0
-    assert abs(float(res.loss_history[1]) - gauss_loss(mu1, YS)) < 1e-4
-    assert res.loss_history.shape == (steps,)
+    assert abs(float(res.history[1]) - gauss_loss(mu1, YS)) < 1e-4
+    assert res.history.shape == (steps,)
 
 
 def test_minibatch_maximum_likelihood_stays_within_the_sgd_noise() -> None:
@@ -84,7 +84,7 @@ def test_minibatch_maximum_likelihood_stays_within_the_sgd_noise() -> None:
     )
     s2 = float(YS.astype(np.float64).var())
     sd = math.sqrt(eta * s2 / b * (d - b) / (d - 1) / (2 - eta))
-    assert abs(float(res.store["mu"]) - YBAR) < 5 * sd + (1 - eta) ** 300 * abs(YBAR)
+    assert abs(float(res.params["mu"]) - YBAR) < 5 * sd + (1 - eta) ** 300 * abs(YBAR)
 
 
 def test_compiled_and_eager_training_agree_and_adam_is_the_default() -> None:
@@ -101,9 +101,9 @@ def test_compiled_and_eager_training_agree_and_adam_is_the_default() -> None:
         key=mx.random.key(2),
         optimizer=optim.Adam(learning_rate=0.01),
     )
-    assert np.allclose(np.asarray(a.loss_history), np.asarray(b.loss_history), atol=1e-5)
-    assert abs(float(a.store["mu"]) - float(b.store["mu"])) < 1e-6
-    assert abs(float(a.store["mu"]) - float(c.store["mu"])) < 1e-7
+    assert np.allclose(np.asarray(a.history), np.asarray(b.history), atol=1e-5)
+    assert abs(float(a.params["mu"]) - float(b.params["mu"])) < 1e-6
+    assert abs(float(a.params["mu"]) - float(c.params["mu"])) < 1e-7
     assert float(store["mu"]) == 0.0  # the given store is unchanged
 
 
@@ -137,7 +137,7 @@ def test_data_function_with_inputs_per_datum() -> None:
     hess = x.T @ x
     opt = np.linalg.solve(hess, x.T @ np.asarray(ys, np.float64))
     rate = max(abs(1 - eta * lam) for lam in np.linalg.eigvalsh(hess))
-    got = np.array([float(res.store["slope"]), float(res.store["intercept"])])
+    got = np.array([float(res.params["slope"]), float(res.params["intercept"])])
     assert np.linalg.norm(got - opt) <= rate**steps * np.linalg.norm(opt) + 1e-4
 
 
@@ -185,7 +185,7 @@ def test_train_errors() -> None:
     with pytest.raises(GenMLXError, match="compile=False"):
         train(gauss, peeking, ParamStore({"mu": 0.0}), n_steps=1, key=0)
     res = train(gauss, peeking, ParamStore({"mu": 0.0}), n_steps=2, key=0, compile=False)
-    assert res.loss_history.shape == (2,)
+    assert res.history.shape == (2,)
 
 
 # ---------------------------------------------------------------------- lecture
@@ -268,7 +268,7 @@ def test_proposal_training_reaches_the_exact_posterior() -> None:
         recog_model,
         (),
         proposal,
-        res.store,
+        res.params,
         get_q_args,
         n_steps=300,
         batch_size=bsz,
@@ -283,16 +283,16 @@ def test_proposal_training_reaches_the_exact_posterior() -> None:
     target = {"a": A_OPT, "b": 0.0, "log_s": 0.5 * math.log(S2_OPT)}
     var = {k: eta / (bsz * (2 - eta * h)) for k, h in hess.items()}
     for k in target:
-        assert abs(float(res.store[k]) - target[k]) < 5 * math.sqrt(var[k]), k
+        assert abs(float(res.params[k]) - target[k]) < 5 * math.sqrt(var[k]), k
     # the score: the optimality gap is ≈ Σ H_k δ_k² / 2, a scaled χ² with mean
     # Σ H_k var_k / 2; allow 5 times that mean
-    a, b, s = (float(res.store[k]) for k in ("a", "b", "log_s"))
+    a, b, s = (float(res.params[k]) for k in ("a", "b", "log_s"))
     best = expected_log_q(A_OPT, 0.0, math.sqrt(S2_OPT))
     assert abs(best + 0.5 * math.log(2 * math.pi * math.e * S2_OPT)) < 1e-12
     gap = best - expected_log_q(a, b, math.exp(s))
     assert 0 <= gap < 5 * sum(hess[k] * var[k] for k in hess) / 2
     # the recorded loss is -score, around the optimal -E log q
-    tail = -np.asarray(res.loss_history[-100:], dtype=np.float64)
+    tail = -np.asarray(res.history[-100:], dtype=np.float64)
     assert abs(tail.mean() - best) < 5 * tail.std(ddof=1) / math.sqrt(tail.size) + gap
 
 
@@ -315,7 +315,7 @@ def test_wake_sleep_learns_the_model_and_the_posterior() -> None:
     kw: dict[str, Any] = dict(
         observations={"x": mx.array(X_DATA)},
         get_q_args=lambda tr: (tr["x"],),
-        model_args=(D,),
+        args=(D,),
         proposal_args=(mx.array(X_DATA),),
         n_samples=16,
     )
@@ -334,7 +334,7 @@ def test_wake_sleep_learns_the_model_and_the_posterior() -> None:
     res = wake_sleep(
         dataset_model,
         proposal,
-        res.store,
+        res.params,
         n_steps=600,
         batch_size=bsz,
         optimizer=optim.SGD(learning_rate=eta),
@@ -365,11 +365,11 @@ def test_wake_sleep_learns_the_model_and_the_posterior() -> None:
     q[1:, 1:] = eta**2 * D * h / bsz
     sigma = np.linalg.solve(np.eye(9) - np.kron(a_mat, a_mat), q.reshape(-1)).reshape(3, 3)
     var_u = eta / (bsz * (2 - eta * D * 2.0))
-    mu = float(res.store["mu"])
+    mu = float(res.params["mu"])
     assert abs(mu - XBAR) < 5 * math.sqrt(sigma[0, 0])
-    assert abs(float(res.store["a"]) - A_OPT) < 5 * math.sqrt(sigma[1, 1])
-    assert abs(float(res.store["b"]) - c * XBAR) < 5 * math.sqrt(sigma[2, 2])
-    assert abs(float(res.store["log_s"]) - 0.5 * math.log(S2_OPT)) < 5 * math.sqrt(var_u)
+    assert abs(float(res.params["a"]) - A_OPT) < 5 * math.sqrt(sigma[1, 1])
+    assert abs(float(res.params["b"]) - c * XBAR) < 5 * math.sqrt(sigma[2, 2])
+    assert abs(float(res.params["log_s"]) - 0.5 * math.log(S2_OPT)) < 5 * math.sqrt(var_u)
 
 
 def test_lecture_errors() -> None:
@@ -404,10 +404,10 @@ def test_compiled_and_eager_objective_training_agree() -> None:
         for c in (True, False)
     ]
     assert np.allclose(
-        np.asarray(runs[0].loss_history), np.asarray(runs[1].loss_history), atol=1e-5
+        np.asarray(runs[0].history), np.asarray(runs[1].history), atol=1e-5
     )
     for k in ("m", "log_s"):
-        assert abs(float(runs[0].store[k]) - float(runs[1].store[k])) < 1e-5
+        assert abs(float(runs[0].params[k]) - float(runs[1].params[k])) < 1e-5
 
 
 @pytest.mark.slow
@@ -429,12 +429,12 @@ def test_compiled_and_eager_proposal_and_wake_sleep_training_agree() -> None:
         for c in (True, False)
     ]
     assert np.allclose(
-        np.asarray(runs[0].loss_history), np.asarray(runs[1].loss_history), atol=1e-5
+        np.asarray(runs[0].history), np.asarray(runs[1].history), atol=1e-5
     )
     kw: dict[str, Any] = dict(
         observations={"x": mx.array(X_DATA)},
         get_q_args=get_q_args,
-        model_args=(D,),
+        args=(D,),
         proposal_args=(mx.array(X_DATA),),
         n_steps=5,
         batch_size=8,
@@ -445,4 +445,4 @@ def test_compiled_and_eager_proposal_and_wake_sleep_training_agree() -> None:
     assert np.allclose(np.asarray(ws[0].wake_history), np.asarray(ws[1].wake_history), atol=1e-4)
     assert np.allclose(np.asarray(ws[0].sleep_history), np.asarray(ws[1].sleep_history), atol=1e-4)
     for k in store:
-        assert abs(float(ws[0].store[k]) - float(ws[1].store[k])) < 1e-5
+        assert abs(float(ws[0].params[k]) - float(ws[1].params[k])) < 1e-5

@@ -16,15 +16,9 @@ import pytest
 
 from genmlx.core import ChoiceMap, choicemap, compile, gen, select
 from genmlx.dists import bernoulli, beta, gamma, normal, poisson
-from genmlx.infer.mh import (
-    ChainResult,
-    chain,
-    cycle,
-    involutive_mh,
-    mh,
-    mix,
-    repeat,
-)
+from genmlx.infer.chain_runner import ChainResult, chain
+from genmlx.infer.kernel_combinators import cycle, mix_kernels, repeat_kernel
+from genmlx.infer.metropolis import involutive_mh, mh
 
 N_CHAINS = 2000
 YS = [0.3, 1.1, 0.7, 1.5, 0.9]
@@ -152,7 +146,8 @@ def test_involutive_scale_move_normal_normal() -> None:
 def test_mix_and_cycle_normal_normal() -> None:
     sel = partial(mh, selection_or_proposal=select("mu"))
     walk = partial(mh, selection_or_proposal=rw, proposal_args=(0.3,))
-    res = chain(cycle(mix([sel, walk], [0.5, 0.5]), walk), _init(), 100, key=mx.random.key(10))
+    kernel = cycle(mix_kernels([sel, walk], [0.5, 0.5]), walk)
+    res = chain(kernel, _init(), 100, key=mx.random.key(10))
     _assert_moments(res.trace["mu"], POST_MEAN, POST_VAR)
 
 
@@ -170,20 +165,20 @@ def test_batched_chain_i_equals_single_chain(kernel: Any) -> None:
     n = 8
     tr = _init(n, key=11)
     key = mx.random.key(12)
-    new, acc = kernel(tr, key=key)
-    assert acc.shape == (n,)
+    new, info = kernel(tr, key=key)
+    assert info.accepted.shape == (n,)
     assert new.batch_shape == (n,)
     keys = mx.random.split(key, n)
     accs = []
     for i in range(n):
         single = _single(tr, i, nn_model, NN_OBS, "mu")
-        s_new, s_acc = kernel(single, key=keys[i])
-        assert s_acc.shape == ()
+        s_new, s_acc_info = kernel(single, key=keys[i])
+        assert s_acc_info.accepted.shape == ()
         assert s_new.batch_shape == ()
-        assert bool(s_acc.item()) == bool(acc[i].item())
+        assert bool(s_acc_info.accepted.item()) == bool(info.accepted[i].item())
         assert mx.allclose(s_new["mu"], new["mu"][i], atol=1e-5)
         assert mx.allclose(s_new.score, new.score[i], atol=1e-4)
-        accs.append(bool(s_acc.item()))
+        accs.append(bool(s_acc_info.accepted.item()))
         # a rejected chain keeps its state
         if not accs[-1]:
             assert bool((new["mu"][i] == tr["mu"][i]).item())
@@ -230,7 +225,7 @@ def test_compiled_chain_equals_interpreted(kernel: Any) -> None:
 def test_involution_log_det_is_automatic() -> None:
     single = _single(_init(4, key=17), 0, nn_model, NN_OBS, "mu")
     key = mx.random.key(18)
-    _, acc = involutive_mh(single, scale_aux, (), scale_move, key=key, check=True)
+    _, info = involutive_mh(single, scale_aux, (), scale_move, key=key, check=True)
     # recompute the acceptance log ratio by hand: log α = w + u (q symmetric in ±u)
     k_prop, k_upd, k_acc = mx.random.split(key, 3)
     u = scale_aux.propose((single,), key=k_prop).choices["u"]
@@ -238,7 +233,7 @@ def test_involution_log_det_is_automatic() -> None:
     new, w, _, _ = single.update(choicemap({"mu": new_mu}))
     log_alpha = w + u
     expect = mx.log(mx.random.uniform(shape=(), key=k_acc)) < log_alpha
-    assert bool(acc.item()) == bool(expect.item())
+    assert bool(info.accepted.item()) == bool(expect.item())
 
 
 def test_involution_linear_two_dimensional() -> None:
@@ -284,8 +279,8 @@ def test_check_rejects_non_involution() -> None:
     with pytest.raises(ValueError, match="twice"):
         involutive_mh(single, scale_aux, (), not_involution, key=mx.random.key(0), check=True)
     # the real involution passes the check, batched too
-    _, acc = involutive_mh(tr, scale_aux, (), scale_move, key=mx.random.key(0), check=True)
-    assert acc.shape == (6,)
+    _, info = involutive_mh(tr, scale_aux, (), scale_move, key=mx.random.key(0), check=True)
+    assert info.accepted.shape == (6,)
 
 
 def test_dimension_mismatch_is_an_error() -> None:
@@ -302,13 +297,13 @@ def test_repeat_equals_manual_steps() -> None:
     tr = _init(16, key=23)
     k = partial(mh, selection_or_proposal=rw, proposal_args=(0.5,))
     key = mx.random.key(24)
-    out, frac = repeat(k, 3)(tr, key=key)
+    out, frac_info = repeat_kernel(k, 3)(tr, key=key)
     manual, total = tr, mx.zeros((16,))
     for sub in mx.random.split(key, 3):
-        manual, a = k(manual, key=sub)
-        total = total + a
+        manual, a_info = k(manual, key=sub)
+        total = total + a_info.accepted
     assert mx.array_equal(out["mu"], manual["mu"])
-    assert mx.allclose(frac, total / 3)
+    assert mx.allclose(frac_info.accepted, total / 3)
 
 
 def test_mix_with_degenerate_probs_picks_that_kernel() -> None:
@@ -316,14 +311,14 @@ def test_mix_with_degenerate_probs_picks_that_kernel() -> None:
     k0 = partial(mh, selection_or_proposal=select("mu"))
     k1 = partial(mh, selection_or_proposal=rw, proposal_args=(0.5,))
     key = mx.random.key(26)
-    out, acc = mix([k0, k1], [0.0, 1.0])(tr, key=key)
-    ref, ref_acc = k1(tr, key=mx.random.split(key, 3)[2])
+    out, info = mix_kernels([k0, k1], [0.0, 1.0])(tr, key=key)
+    ref, ref_acc_info = k1(tr, key=mx.random.split(key, 3)[2])
     assert mx.array_equal(out["mu"], ref["mu"])
-    assert mx.array_equal(acc, ref_acc.astype(mx.float32))
+    assert mx.array_equal(info.accepted, ref_acc_info.accepted.astype(mx.float32))
     # single traces work as well
     s = _single(tr, 0, nn_model, NN_OBS, "mu")
-    s_out, s_acc = mix([k0, k1], [0.5, 0.5])(s, key=key)
-    assert s_out.batch_shape == () and s_acc.shape == ()
+    s_out, s_acc_info = mix_kernels([k0, k1], [0.5, 0.5])(s, key=key)
+    assert s_out.batch_shape == () and s_acc_info.accepted.shape == ()
 
 
 def test_chain_burn_in_thin_and_single_trace() -> None:
@@ -362,17 +357,17 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="thin"):
         chain(k, tr, 5, key=key, thin=0)
     with pytest.raises(ValueError, match="probs"):
-        mix([k, k], [0.7, 0.7])
+        mix_kernels([k, k], [0.7, 0.7])
     with pytest.raises(ValueError, match="probability"):
-        mix([k, k], [1.0])
+        mix_kernels([k, k], [1.0])
     with pytest.raises(ValueError, match="positive"):
-        repeat(k, 0)
+        repeat_kernel(k, 0)
     with pytest.raises(ValueError, match="kernel"):
         cycle()
 
 
 def test_lu_log_abs_det_matches_closed_forms() -> None:
-    from genmlx.infer.mh import _lu_log_abs_det
+    from genmlx.infer.metropolis import _lu_log_abs_det
 
     # needs pivoting: zero leading entry
     perm = mx.array([[0.0, 2.0, 0.0], [0.0, 0.0, 3.0], [0.5, 0.0, 0.0]])
@@ -384,7 +379,7 @@ def test_lu_log_abs_det_matches_closed_forms() -> None:
 
 
 def test_involution_jacobian_values() -> None:
-    from genmlx.infer.mh import _involution_jacobian
+    from genmlx.infer.metropolis import _involution_jacobian
 
     t = choicemap({"mu": 1.3, ("y", 0): 0.3})
     u = choicemap({"u": 0.2})

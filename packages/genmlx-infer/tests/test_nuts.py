@@ -10,8 +10,8 @@ import pytest
 
 from genmlx.core import choicemap, compile, gen, select
 from genmlx.dists import normal
+from genmlx.infer import nuts, nuts_warmup
 from genmlx.infer.diagnostics import ess_bulk, ess_mean
-from genmlx.infer.nuts import nuts, nuts_info, nuts_warmup
 
 N = 500  # chains
 DRAWS = 100
@@ -66,7 +66,7 @@ def linreg_posterior() -> tuple[np.ndarray, np.ndarray]:
 def sample(tr, sel, read, *, seed, step_size, max_depth, mass=None, burn=BURN, draws=DRAWS):
     """Run a compiled NUTS chain; return draws ``[chains, draws, d]`` (``read(trace)``)."""
     step = compile(
-        lambda t, k, e: nuts_info(t, sel, key=k, step_size=e, max_depth=max_depth, mass=mass)
+        lambda t, k, e: nuts(t, sel, key=k, step_size=e, max_depth=max_depth, mass=mass)
     )
     key = mx.random.key(seed)
     eps = mx.array(step_size, dtype=mx.float32)
@@ -194,8 +194,8 @@ def test_nuts_curved_non_gaussian_target(size):
 
 def test_nuts_single_trace_chain():
     tr, _ = correlated.generate((), CORR_OBS, key=mx.random.key(6))
-    new, acc = nuts(tr, select("a", "b"), key=mx.random.key(7), step_size=0.3, max_depth=4)
-    assert acc.shape == () and acc.dtype == mx.bool_ and acc.item()
+    new, info = nuts(tr, select("a", "b"), key=mx.random.key(7), step_size=0.3, max_depth=4)
+    assert info.accepted.shape == () and info.accepted.dtype == mx.bool_ and info.accepted.item()
     assert new.batch_shape == ()
     assert new["y"].item() == 1.0
     ld, _ = correlated.assess((), new.get_choices())
@@ -207,13 +207,13 @@ def test_nuts_single_trace_chain():
 
 def test_nuts_info_bounds_and_divergence():
     tr = normal_normal.vgenerate((), NN_OBS, 200, key=mx.random.key(9))[0]
-    new, info = nuts_info(tr, select("mu"), key=mx.random.key(10), step_size=0.2, max_depth=3)
+    new, info = nuts(tr, select("mu"), key=mx.random.key(10), step_size=0.2, max_depth=3)
     n = np.array(info.n_leapfrog)
     assert np.all((n >= 1) & (n <= 2**3 - 1))
     assert np.all(np.array(info.depth) <= 3)
     assert not np.any(np.array(info.diverging))
     # a huge step diverges at the first leapfrog step: the chains stay where they were
-    new, info = nuts_info(tr, select("mu"), key=mx.random.key(11), step_size=1e4, max_depth=4)
+    new, info = nuts(tr, select("mu"), key=mx.random.key(11), step_size=1e4, max_depth=4)
     assert np.all(np.array(info.diverging))
     assert np.all(np.array(info.n_leapfrog) == 1)
     np.testing.assert_array_equal(np.array(new["mu"]), np.array(tr["mu"]))
@@ -257,8 +257,8 @@ def test_compiled_nuts_chain_equals_interpreted():
     def chain(t, key):
         for _ in range(3):
             key, sub = mx.random.split(key)
-            t, acc = nuts(t, sel, key=sub, step_size=0.3, max_depth=3, mass=mass)
-        return t, acc
+            t, info = nuts(t, sel, key=sub, step_size=0.3, max_depth=3, mass=mass)
+        return t, info.accepted
 
     t1, a1 = chain(tr, mx.random.key(16))
     t2, a2 = compile(chain)(tr, mx.random.key(16))

@@ -1,4 +1,5 @@
-"""Tests for elliptical slice sampling and Gibbs by enumeration (genmlx.infer.other_kernels)."""
+"""Tests for elliptical slice sampling and Gibbs by enumeration
+(genmlx.infer.slice_sampling, genmlx.infer.gibbs_enumeration)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,20 @@ import pytest
 
 from genmlx.core import choicemap, compile, gen
 from genmlx.dists import bernoulli, categorical, mv_normal, normal, poisson
-from genmlx.infer.other_kernels import elliptical_slice, gibbs
+from genmlx.infer import elliptical_slice, gibbs
 
 N = 2000
 
 
 def run_chain(kernel, tr, n_steps, seed, **kw):
     key = mx.random.key(seed)
-    acc = None
+    accepted = None
     for _ in range(n_steps):
         key, sub = mx.random.split(key)
-        tr, acc = kernel(tr, key=sub, **kw)
-        mx.eval(tr.score, acc)
-    return tr, acc
+        tr, info = kernel(tr, key=sub, **kw)
+        accepted = info.accepted
+        mx.eval(tr.score, accepted)
+    return tr, accepted
 
 
 def assert_mean_var(s: np.ndarray, mean: float, var: float) -> None:
@@ -75,8 +77,8 @@ def test_elliptical_slice_vector_diagonal_cov():
 
 def test_elliptical_slice_single_trace_and_compiled():
     tr, _ = gauss_gauss.generate((), choicemap({"y": 2.0}), key=mx.random.key(0))
-    new, acc = elliptical_slice(tr, "f", 1.0, 4.0, key=mx.random.key(1))
-    assert acc.shape == () and bool(acc)
+    new, info = elliptical_slice(tr, "f", 1.0, 4.0, key=mx.random.key(1))
+    assert info.accepted.shape == () and bool(info.accepted)
     ld, _ = gauss_gauss.assess((), new.get_choices())
     assert abs(ld.item() - new.score.item()) < 1e-5
     trb, _ = gauss_gauss.vgenerate((), choicemap({"y": 2.0}), 50, key=mx.random.key(0))
@@ -84,8 +86,8 @@ def test_elliptical_slice_single_trace_and_compiled():
     def chain(t, key):
         for _ in range(3):
             key, sub = mx.random.split(key)
-            t, a = elliptical_slice(t, "f", 1.0, 4.0, key=sub, max_shrinks=10)
-        return t, a
+            t, a_info = elliptical_slice(t, "f", 1.0, 4.0, key=sub, max_shrinks=10)
+        return t, a_info.accepted
 
     t1, _ = chain(trb, mx.random.key(5))
     t2, _ = compile(chain)(trb, mx.random.key(5))
@@ -115,8 +117,8 @@ def test_gibbs_bernoulli_exact_conditional():
     n = 4 * N
     tr, _ = mixture_model.vgenerate((), choicemap({"x": x}), n, key=mx.random.key(0))
     # one Gibbs step samples the exact conditional whatever the starting state
-    out, acc = gibbs(tr, "z", key=mx.random.key(1))
-    assert bool(mx.all(acc)) and acc.shape == (n,)
+    out, info = gibbs(tr, "z", key=mx.random.key(1))
+    assert bool(mx.all(info.accepted)) and info.accepted.shape == (n,)
     z = np.array(out["z"]).astype(np.float64)
     assert abs(z.mean() - p) < 5 * math.sqrt(p * (1 - p) / n)
     ld, _ = mixture_model.assess((), out.get_choices())
@@ -141,8 +143,8 @@ def test_gibbs_categorical_with_support():
         assert abs((k == i).mean() - p[i]) < 5 * math.sqrt(p[i] * (1 - p[i]) / n)
     # single trace
     t1, _ = cat_model.generate((), choicemap({"x": x}), key=mx.random.key(0))
-    new, acc = gibbs(t1, "k", key=mx.random.key(3), support=mx.arange(3))
-    assert bool(acc) and new.batch_shape == () and int(new["k"].item()) in (0, 1, 2)
+    new, info = gibbs(t1, "k", key=mx.random.key(3), support=mx.arange(3))
+    assert bool(info.accepted) and new.batch_shape == () and int(new["k"].item()) in (0, 1, 2)
     # the support is found from the distribution at the address
     tr_b, _ = cat_model.vgenerate((), choicemap({"x": x}), 50, key=mx.random.key(4))
     a, _ = gibbs(tr_b, "k", key=mx.random.key(5))
@@ -184,8 +186,8 @@ def test_gibbs_needs_an_enumerable_distribution():
     with pytest.raises(ValueError, match="support"):
         gibbs(tr, "c", key=mx.random.key(3))
     # an explicit (truncated) support works
-    new, acc = gibbs(tr, "c", key=mx.random.key(3), support=mx.arange(20))
-    assert bool(acc) and 0 <= int(new["c"].item()) < 20
+    new, info = gibbs(tr, "c", key=mx.random.key(3), support=mx.arange(20))
+    assert bool(info.accepted) and 0 <= int(new["c"].item()) < 20
 
 
 def test_gibbs_compiled_equals_interpreted():
@@ -194,8 +196,8 @@ def test_gibbs_compiled_equals_interpreted():
     def chain(t, key):
         for _ in range(3):
             key, sub = mx.random.split(key)
-            t, a = gibbs(t, "z", key=sub)
-        return t, a
+            t, a_info = gibbs(t, "z", key=sub)
+        return t, a_info.accepted
 
     t1, _ = chain(tr, mx.random.key(9))
     t2, _ = compile(chain)(tr, mx.random.key(9))
@@ -240,7 +242,7 @@ def test_elliptical_slice_dense_cov():
 
 def _single_chain_samples(kernel, tr, n_steps: int, seed: int, record: str) -> np.ndarray:
     """Values of ``record`` along one unbatched chain (after 50 burn-in steps)."""
-    from genmlx.infer.mh import chain
+    from genmlx.infer import chain
 
     res = chain(kernel, tr, n_steps, key=mx.random.key(seed), burn_in=50, addresses=[record])
     assert res.trace.batch_shape == ()

@@ -88,8 +88,8 @@ def test_conditional_smc_refuses_bad_input() -> None:
 def test_particle_gibbs_leaves_the_hmm_posterior_invariant() -> None:
     exact = _posterior_marginals()
     ref, _ = HMM.generate((4, Z0), {(t, "y"): YS[t] for t in range(4)}, key=mx.random.key(0))
-    n_iters = 400
-    chain = particle_gibbs(HMM, STEPS, 4, ref, n_iters, key=mx.random.key(1))
+    n_steps = 400
+    chain = particle_gibbs(HMM, STEPS, 4, ref, n_steps, key=mx.random.key(1))
     zs = np.array([[int(tr[(t, "z")]) for t in range(4)] for tr in chain[20:]], dtype=float)
     for t in range(4):
         se = _batch_means_se(zs[:, t])
@@ -131,7 +131,7 @@ def _pf_log_ml(theta: mx.array, key: mx.array) -> mx.array:
     for t in range(1, LG_T):
         st = st.resample(key=keys[2 * t - 1])
         st = st.step((t + 1, X0, a), {(t, "y"): LG_YS[t]}, key=keys[2 * t])
-    return st.log_ml_estimate()
+    return st.log_ml_estimate
 
 
 def _log_prior(theta: mx.array) -> mx.array:

@@ -22,7 +22,8 @@ import pytest
 
 from genmlx.core import ChoiceMap, choicemap, compile, gen
 from genmlx.dists import categorical, mixture, normal
-from genmlx.infer.mh import ChainResult, _involution_jacobian, chain, cycle, mh
+from genmlx.infer import ChainResult, chain, cycle, mh
+from genmlx.infer.metropolis import _involution_jacobian
 from genmlx.infer.reversible_jump import (
     birth_death_kernel,
     birth_death_move,
@@ -177,13 +178,13 @@ def test_involution_is_self_inverse_with_det_two_and_half() -> None:
 @MOVES
 def test_check_true_passes_single_and_batched(move: Any) -> None:
     tr = _init(16, key=4)
-    new, acc = move(tr, key=mx.random.key(5), check=True)
-    assert acc.shape == (16,) and new.batch_shape == (16,)
+    new, info = move(tr, key=mx.random.key(5), check=True)
+    assert info.accepted.shape == (16,) and new.batch_shape == (16,)
     # every chain flipped k exactly where accepted
     flipped = new["k"] != tr["k"]
-    assert mx.array_equal(flipped, acc)
-    s_new, s_acc = move(_single(tr, 0), key=mx.random.key(6), check=True)
-    assert s_acc.shape == () and s_new.batch_shape == ()
+    assert mx.array_equal(flipped, info.accepted)
+    s_new, s_acc_info = move(_single(tr, 0), key=mx.random.key(6), check=True)
+    assert s_acc_info.accepted.shape == () and s_new.batch_shape == ()
 
 
 @MOVES
@@ -191,16 +192,16 @@ def test_batched_chain_i_equals_single_chain(move: Any) -> None:
     n = 8
     tr = _init(n, key=7)
     key = mx.random.key(8)
-    new, acc = move(tr, key=key)
+    new, info = move(tr, key=key)
     keys = mx.random.split(key, n)
     accs = []
     for i in range(n):
-        s_new, s_acc = move(_single(tr, i), key=keys[i])
-        assert bool(s_acc.item()) == bool(acc[i].item())
+        s_new, s_acc_info = move(_single(tr, i), key=keys[i])
+        assert bool(s_acc_info.accepted.item()) == bool(info.accepted[i].item())
         for a in ("k", "mu", "mu1", "mu2"):
             assert mx.allclose(s_new[a], new[a][i], atol=1e-5)
         assert mx.allclose(s_new.score, new.score[i], atol=1e-4)
-        accs.append(bool(s_acc.item()))
+        accs.append(bool(s_acc_info.accepted.item()))
     assert 0 < sum(accs) < n
 
 

@@ -37,12 +37,11 @@ from genmlx.infer import (
     map_optimize,
     mh,
     nuts,
-    nuts_info,
     nuts_warmup,
     parallel_tempering,
     particle_filter,
     pmmh,
-    repeat,
+    repeat_kernel,
     resample_indices,
     train,
 )
@@ -101,7 +100,7 @@ def test_resample_indices_refuses_dead_and_nan_weights() -> None:
         with pytest.raises(DegenerateWeightsError, match=r"NaN \(particles \[1\]\)"):
             resample_indices(mx.array([0.0, float("nan"), 1.0]), method, key=K(0))
     # a valid case still works, and dead particles are never picked
-    idx = resample_indices(mx.array([0.0, -mx.inf, 0.0]), "multinomial", n=200, key=K(0))
+    idx = resample_indices(mx.array([0.0, -mx.inf, 0.0]), "multinomial", n_particles=200, key=K(0))
     assert not bool(mx.any(idx == 1).item())
 
 
@@ -112,10 +111,10 @@ def test_particle_filter_keeps_dead_particles_dead_and_refuses_to_resample_all_d
     st = st.step((2, X0), {(1, "y"): 0.5}, key=K(1))
     lw = np.asarray(st.log_weights)
     assert np.isneginf(lw[dead0]).all() and not np.isnan(lw).any()
-    assert math.isfinite(float(st.log_ml_estimate()))
+    assert math.isfinite(float(st.log_ml_estimate))
     st = st.resample(key=K(2))
     st = st.step((3, X0), {(2, "y"): 100.0}, key=K(3))  # impossible for every particle
-    assert float(st.log_ml_estimate()) == -math.inf  # a correct estimate: Z = 0
+    assert float(st.log_ml_estimate) == -math.inf  # a correct estimate: Z = 0
     for f in (lambda: st.resample(key=K(4)), lambda: st.maybe_resample(100.0, key=K(4))):
         with pytest.raises(DegenerateWeightsError, match="particle filter's weights"):
             f()
@@ -131,7 +130,7 @@ def test_compiled_resampling_of_dead_weights_gives_nan_not_a_posterior() -> None
     with config.score_checks(False):
         out = compile(resample)(st, K(2))
     assert bool(mx.all(mx.isnan(out.log_weights)).item())
-    assert not math.isfinite(float(out.log_ml_estimate()))
+    assert not math.isfinite(float(out.log_ml_estimate))
 
 
 # ----------------------------------------------------------------- chunked IS
@@ -197,17 +196,17 @@ def test_compiled_kernels_with_bad_array_step_sizes_reject_instead_of_accepting(
     f_hmc = compile(lambda t, e, k: hmc(t, SEL, step_size=e, n_leapfrog=3, key=k))
     f_nuts = compile(lambda t, e, k: nuts(t, SEL, step_size=e, max_depth=2, key=k))
     for eps in BAD_STEPS:
-        new, acc = f_hmc(tr, mx.array(eps), K(1))
-        assert not bool(mx.any(acc).item())
+        new, info = f_hmc(tr, mx.array(eps), K(1))
+        assert not bool(mx.any(info.accepted).item())
         assert np.array_equal(np.asarray(new["slope"]), np.asarray(tr["slope"]))
-        _, acc = f_nuts(tr, mx.array(eps), K(1))
-        assert not bool(mx.any(acc).item())
+        _, info = f_nuts(tr, mx.array(eps), K(1))
+        assert not bool(mx.any(info.accepted).item())
     # python numbers are static under compile: refused when the function is traced
     with pytest.raises(ValueError, match="hmc: step_size"):
         compile(lambda t, k: hmc(t, SEL, step_size=0.0, n_leapfrog=3, key=k))(tr, K(1))
     # a good step size still moves
-    _, acc = f_hmc(tr, mx.array(0.05), K(1))
-    assert bool(mx.any(acc).item())
+    _, info = f_hmc(tr, mx.array(0.05), K(1))
+    assert bool(mx.any(info.accepted).item())
 
 
 @pytest.mark.parametrize(
@@ -229,7 +228,7 @@ def test_compiled_kernels_with_bad_array_step_sizes_reject_instead_of_accepting(
             lambda t: chain(partial(mh, selection_or_proposal=SEL), t, 5, addresses="slope"),
             "addresses must be a list",
         ),
-        (lambda t: repeat(partial(mh, selection_or_proposal=SEL), -2), "k must be"),
+        (lambda t: repeat_kernel(partial(mh, selection_or_proposal=SEL), -2), "k must be"),
         (lambda t: nuts_warmup(t, SEL, 0, key=K(1)), "n_steps must be"),
         (lambda t: nuts_warmup(t, SEL, 10, key=K(1), target_accept=1.5), "target_accept"),
         (lambda t: mh(t, "slope", key=K(1)), "must be a Selection"),
@@ -298,8 +297,8 @@ def test_key_is_optional_for_every_kernel() -> None:
         lambda: mala(tr, SEL, step_size=0.05),
         lambda: elliptical_slice(tr, "slope", 0.0, 1.0),
     ):
-        new, acc = call()
-        assert new.batch_shape == (4,) and acc.shape == (4,)
+        new, info = call()
+        assert new.batch_shape == (4,) and info.accepted.shape == (4,)
 
 
 # ----------------------------------------------------------------- saving results
@@ -356,7 +355,7 @@ def test_results_round_trip_through_pickle_deepcopy_and_save(name: str, tmp_path
         a = res.step((4, X0), {(3, "y"): 0.2}, key=K(9))
         b = back.step((4, X0), {(3, "y"): 0.2}, key=K(9))
         _equal(a.log_weights, b.log_weights)
-        assert float(a.log_ml_estimate()) == pytest.approx(float(b.log_ml_estimate()))
+        assert float(a.log_ml_estimate) == pytest.approx(float(b.log_ml_estimate))
 
 
 @gen
@@ -394,7 +393,7 @@ def _other_results() -> dict[str, Any]:
             params={"m": 0.0, "s": 0.0},
             compiled=False,
         ),
-        "nuts_info": lambda: nuts_info(tr, select("mu"), key=K(1), max_depth=3),
+        "nuts": lambda: nuts(tr, select("mu"), key=K(1), max_depth=3),
         "train": lambda: train(
             weight_model,
             lambda k: ((mx.array(1.0),), {"y": 2.0}),
@@ -425,7 +424,7 @@ def _other_results() -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("name", ["advi", "bbvi", "nuts_info", "train", "tempering", "pmmh"])
+@pytest.mark.parametrize("name", ["advi", "bbvi", "nuts", "train", "tempering", "pmmh"])
 def test_other_results_round_trip(name: str, tmp_path: Path) -> None:
     res = _other_results()[name]()
     path = tmp_path / f"{name}.safetensors"

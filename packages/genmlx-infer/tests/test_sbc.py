@@ -26,9 +26,8 @@ import pytest
 
 from genmlx.core import choicemap, gen, select
 from genmlx.dists import normal
+from genmlx.infer import chain, mh, nuts
 from genmlx.infer.gradient_kernels import hmc, mala
-from genmlx.infer.mh import chain, mh
-from genmlx.infer.nuts import nuts
 from genmlx.infer.tempering import tempered_rw_mh
 
 N_OBS = 3

@@ -27,10 +27,9 @@ import pytest
 
 from genmlx.core import choicemap, gen, select
 from genmlx.dists import normal
+from genmlx.infer import chain, mh, nuts
 from genmlx.infer.diagnostics import ess_bulk
 from genmlx.infer.gradient_kernels import hmc, mala
-from genmlx.infer.mh import chain, mh
-from genmlx.infer.nuts import nuts
 
 YS = [0.3, 1.1, 0.7, 1.5, 0.9]
 SIGMA = 0.5

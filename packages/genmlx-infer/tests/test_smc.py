@@ -152,7 +152,7 @@ def _hmm_filter(case: str, n: int, key: mx.array, **kw: Any) -> ParticleFilterSt
 def test_hmm_log_ml_matches_forward_algorithm(case: str) -> None:
     exact = _forward(*HMM_CASES[case])
     ests = [
-        _hmm_filter(case, 1000, mx.random.key(k)).log_ml_estimate().item() for k in range(R_RUNS)
+        _hmm_filter(case, 1000, mx.random.key(k)).log_ml_estimate.item() for k in range(R_RUNS)
     ]
     _check_unbiased(ests, exact)
 
@@ -162,7 +162,7 @@ def test_hmm_every_resampling_method_and_ess_trigger(method: str) -> None:
     exact = _forward(*HMM_CASES["3x3_T20"])
     ests = [
         _hmm_filter("3x3_T20", 500, mx.random.key(100 + k), method=method, ess_frac=0.5)
-        .log_ml_estimate()
+        .log_ml_estimate
         .item()
         for k in range(R_RUNS)
     ]
@@ -220,7 +220,7 @@ def _lg_filter(n: int, key: mx.array, **kw: Any) -> ParticleFilterState:
 def test_linear_gaussian_bootstrap_matches_kalman() -> None:
     exact = _kalman(LG_YS)
     ests = [
-        _lg_filter(1000, mx.random.key(200 + k)).log_ml_estimate().item() for k in range(R_RUNS)
+        _lg_filter(1000, mx.random.key(200 + k)).log_ml_estimate.item() for k in range(R_RUNS)
     ]
     _check_unbiased(ests, exact)
 
@@ -234,13 +234,13 @@ def test_linear_gaussian_optimal_proposal_matches_kalman() -> None:
             proposal=lg_optimal_proposal,
             proposal_args_at=lambda t: (t, LG_YS[t]),
         )
-        .log_ml_estimate()
+        .log_ml_estimate
         .item()
         for k in range(R_RUNS)
     ]
     _check_unbiased(ests, exact)
     # the locally optimal proposal's weights do not depend on x_t: a much smaller spread
-    boot = [_lg_filter(300, mx.random.key(400 + k)).log_ml_estimate().item() for k in range(R_RUNS)]
+    boot = [_lg_filter(300, mx.random.key(400 + k)).log_ml_estimate.item() for k in range(R_RUNS)]
     assert np.std(ests) < np.std(boot)
 
 
@@ -248,7 +248,7 @@ def test_linear_gaussian_with_mh_rejuvenation_matches_kalman() -> None:
     exact = _kalman(LG_YS)
     ests = [
         _lg_filter(500, mx.random.key(500 + k), rejuvenate=lambda t: select((t, "x")))
-        .log_ml_estimate()
+        .log_ml_estimate
         .item()
         for k in range(R_RUNS)
     ]
@@ -264,7 +264,7 @@ def _counts(method: str, reps: int, n: int) -> np.ndarray:
     keys = mx.random.split(mx.random.key(7), reps)
     out = np.zeros((reps, len(WEIGHTS)), dtype=np.int64)
     for r in range(reps):
-        idx = np.array(resample_indices(lw, method, n=n, key=keys[r]))
+        idx = np.array(resample_indices(lw, method, n_particles=n, key=keys[r]))
         assert idx.shape == (n,) and idx.min() >= 0 and idx.max() < len(WEIGHTS)
         out[r] = np.bincount(idx, minlength=len(WEIGHTS))
     return out
@@ -304,7 +304,7 @@ def test_residual_deterministic_part_is_exact() -> None:
 
 def test_residual_with_integer_offspring_is_deterministic() -> None:
     lw = mx.log(mx.array([0.25, 0.5, 0.25]))
-    idx = resample_indices(lw, "residual", n=4, key=mx.random.key(0))
+    idx = resample_indices(lw, "residual", n_particles=4, key=mx.random.key(0))
     assert sorted(np.array(idx).tolist()) == [0, 1, 1, 2]
 
 
@@ -331,11 +331,11 @@ def test_state_is_immutable_and_resample_keeps_log_ml() -> None:
         st.log_weights = mx.zeros(64)  # type: ignore[misc]
     assert st.traces.batch_shape == (64,) and st.log_weights.shape == (64,)
     assert 1.0 <= float(np.array(st.ess())) <= 64.0 + 1e-3
-    before = st.log_ml_estimate().item()
+    before = st.log_ml_estimate.item()
     rs = st.resample("multinomial", key=mx.random.key(1))
     assert np.all(np.array(rs.log_weights) == 0.0)
     assert rs.ess().item() == pytest.approx(64.0, rel=1e-5)
-    assert rs.log_ml_estimate().item() == pytest.approx(before, abs=1e-4)
+    assert rs.log_ml_estimate.item() == pytest.approx(before, abs=1e-4)
     # every resampled particle is a copy of an old one (the whole trace, consistently)
     old_x = np.array(st.traces[(len(LG_YS) - 1, "x")])
     new_x = np.array(rs.traces[(len(LG_YS) - 1, "x")])
@@ -354,14 +354,14 @@ def test_maybe_resample_respects_threshold() -> None:
     assert kept.log_ml_accumulated.item() == 0.0
     done = st.resample(ess_threshold=ess * 2, key=mx.random.key(1))
     assert np.all(np.array(done.log_weights) == 0.0)
-    assert done.log_ml_estimate().item() == pytest.approx(st.log_ml_estimate().item(), abs=1e-4)
+    assert done.log_ml_estimate.item() == pytest.approx(st.log_ml_estimate.item(), abs=1e-4)
 
 
 def test_first_estimate_is_importance_sampling() -> None:
     st = particle_filter(LG, (1, X0), {(0, "y"): 0.4}, 100, key=mx.random.key(0))
     lw = np.array(st.log_weights, dtype=np.float64)
     expected = np.log(np.mean(np.exp(lw)))
-    assert st.log_ml_estimate().item() == pytest.approx(expected, abs=1e-4)
+    assert st.log_ml_estimate.item() == pytest.approx(expected, abs=1e-4)
 
 
 # ---------------------------------------------------------------------- scaling

@@ -125,8 +125,9 @@ def test_beta_zero_kernel_samples_prior() -> None:
 def test_swap_ratio_and_permutation() -> None:
     """Swaps exchange whole states; with equal betas every attempted swap is accepted."""
     tr, _ = bimodal.vgenerate((), OBS, 6, key=mx.random.key(0))
-    new, sw = tempered_swap(tr, select("y"), mx.array([1.0, 1.0, 1.0]), 0, key=mx.random.key(1))
-    assert sw.tolist() == [[True, False], [True, False]]
+    betas = mx.array([1.0, 1.0, 1.0])
+    new, sw_info = tempered_swap(tr, select("y"), betas, 0, key=mx.random.key(1))
+    assert sw_info.accepted.tolist() == [[True, False], [True, False]]
     old_x = tr["x"].tolist()
     assert new["x"].tolist() == [old_x[1], old_x[0], old_x[2], old_x[4], old_x[3], old_x[5]]
     assert mx.allclose(new.score, tr.score[mx.array([1, 0, 2, 4, 3, 5])]).item()
@@ -137,7 +138,7 @@ def test_swap_ratio_and_permutation() -> None:
     keys = mx.random.split(mx.random.key(6), 400)
     for k in keys:
         _, s = tempered_swap(tr2, select("y"), mx.array([1.0, 0.999]), 0, key=k)
-        n_acc += int(s[0, 0].item())
+        n_acc += int(s.accepted[0, 0].item())
     p = min(1.0, math.exp(0.001 * (ell[1] - ell[0])))
     assert abs(n_acc / 400 - p) < 5 * math.sqrt(max(p * (1 - p), 1e-4) / 400) + 1e-9
 

@@ -144,7 +144,7 @@ def _coarse_to_fine(n, key_int):
 
 def test_coarse_to_fine_smc_estimates_the_fine_evidence():
     exact = float(conjugate_posterior(piecewise, (3, XS), {"ys": YS}).log_ml)
-    ests = np.array([float(_coarse_to_fine(500, r).log_ml_estimate()) for r in range(6)])
+    ests = np.array([float(_coarse_to_fine(500, r).log_ml_estimate) for r in range(6)])
     st = _coarse_to_fine(500, 0)
     assert st.traces.args[0] == 3 and st.traces["vals"].shape == (500, 8)
     # unbiased on the linear scale
@@ -195,8 +195,8 @@ def test_symmetric_translator_mh_keeps_the_exact_posterior():
     move = SymmetricTraceTranslator(scale_aux, (), scale_move)
     acc_total = 0.0
     for i in range(5):
-        tr, acc = translator_mh(tr, move, key=mx.random.key(10 + i))
-        acc_total += float(mx.mean(acc.astype(mx.float32)))
+        tr, info = translator_mh(tr, move, key=mx.random.key(10 + i))
+        acc_total += float(mx.mean(info.accepted.astype(mx.float32)))
     assert 0.05 < acc_total / 5 < 0.99
     mu = np.asarray(tr["mu"], dtype=np.float64)
     assert abs(mu.mean() - 0.9) < 5 * math.sqrt(0.5 / n) * 2

@@ -187,7 +187,7 @@ def test_advi_positive_support_matches_the_gamma_posterior_mean() -> None:
             n_samples=20,
             learning_rate=0.02,
             key=mx.random.key(seed),
-            compiled=False,
+            compile=False,
         )
         loc, sd = a.loc["lam"].item(), a.scale["lam"].item()
         return [math.exp(loc + sd**2 / 2), sd]
@@ -200,7 +200,7 @@ def test_advi_positive_support_matches_the_gamma_posterior_mean() -> None:
 
 
 def test_advi_positive_samples_and_log_density_are_log_normal() -> None:
-    a = advi(gamma_exp, (), {"ys": mx.array(YE)}, n_steps=100, key=mx.random.key(0), compiled=False)
+    a = advi(gamma_exp, (), {"ys": mx.array(YE)}, n_steps=100, key=mx.random.key(0), compile=False)
     s = a.sample(1000, key=mx.random.key(1))
     x = np.array(s["lam"], dtype=np.float64)
     assert np.all(x > 0)
@@ -300,7 +300,7 @@ def test_advi_fullrank_recovers_a_correlated_posterior() -> None:
             n_samples=50,
             learning_rate=0.05,
             key=mx.random.key(seed),
-            compiled=False,
+            compile=False,
         )
         c = np.array(a.covariance, dtype=np.float64)
         return [*np.array(a.loc["w"]).tolist(), c[0, 0], c[0, 1], c[1, 1]]
@@ -393,7 +393,7 @@ def test_black_box_vi_without_observations_recovers_the_prior(
             estimator=estimator,
             baseline=baseline,
             key=mx.random.key(seed),
-            compiled=False,
+            compile=False,
         )
         p = res.params
         return [p["mz"].item(), math.exp(p["lz"].item()), p["mw"].item(), math.exp(p["lw"].item())]
@@ -539,7 +539,7 @@ def test_vimco_bound_is_tighter_than_the_best_elbo() -> None:
         n_samples=50,
         learning_rate=0.02,
         key=mx.random.key(0),
-        compiled=False,
+        compile=False,
     )
     e = elbo(
         nn_model,
@@ -565,7 +565,7 @@ def test_vimco_bound_is_tighter_than_the_best_elbo() -> None:
             learning_rate=0.02,
             geometric=geometric,
             key=mx.random.key(2),
-            compiled=geometric,  # both paths: compiled (geometric) and eager (arithmetic)
+            compile=geometric,  # both paths: compiled (geometric) and eager (arithmetic)
         )
         assert fit.objective == "iwelbo" and fit.history.shape == (400,)
         iw = iwelbo(
@@ -588,8 +588,8 @@ def test_vimco_bound_is_tighter_than_the_best_elbo() -> None:
 # ---------------------------------------------------------------- compiled vs eager
 def test_compiled_and_eager_steps_agree() -> None:
     kw: dict[str, Any] = {"n_steps": 25, "n_samples": 8, "learning_rate": 0.05}
-    a = advi(nn_model, (), NN_OBS, key=mx.random.key(0), compiled=True, **kw)
-    b = advi(nn_model, (), NN_OBS, key=mx.random.key(0), compiled=False, **kw)
+    a = advi(nn_model, (), NN_OBS, key=mx.random.key(0), compile=True, **kw)
+    b = advi(nn_model, (), NN_OBS, key=mx.random.key(0), compile=False, **kw)
     assert np.allclose(np.array(a.elbo_history), np.array(b.elbo_history), rtol=1e-4, atol=1e-4)
     assert np.allclose(np.array(a.params["loc"]), np.array(b.params["loc"]), atol=1e-4)
     # several steps per compiled call (7 + 7 + 7 + 4) compute the same steps
@@ -602,7 +602,7 @@ def test_compiled_and_eager_steps_agree() -> None:
             NN_OBS,
             gauss_guide,
             estimator=est,
-            compiled=True,
+            compile=True,
             key=mx.random.key(1),
             **kw,
         )
@@ -612,7 +612,7 @@ def test_compiled_and_eager_steps_agree() -> None:
             NN_OBS,
             gauss_guide,
             estimator=est,
-            compiled=False,
+            compile=False,
             key=mx.random.key(1),
             **kw,
         )
@@ -631,7 +631,7 @@ def test_custom_optimizer_is_used() -> None:
         n_samples=4000,
         optimizer=optim.SGD(learning_rate=1e-3),
         key=mx.random.key(0),
-        compiled=False,
+        compile=False,
     )
     # from m = 0, s = 1 the per-sample gradient is -(x - M)/V with x ~ N(0, 1): mean M/V,
     # sd 1/V, so the 4000-sample estimate has SE (1/V)/sqrt(4000)
@@ -708,7 +708,7 @@ def test_advi_supports_for_choices_inside_combinators() -> None:
         n_steps=20,
         supports={"xs": "positive"},
         key=mx.random.key(0),
-        compiled=False,
+        compile=False,
     )
     assert len(a.addresses) == 3
     s = a.sample(100, key=mx.random.key(1))
@@ -776,7 +776,7 @@ def test_non_finite_elbo_names_the_step() -> None:
             n_steps=50,
             n_samples=20,
             key=mx.random.key(0),
-            compiled=False,
+            compile=False,
         )
 
 
@@ -835,7 +835,7 @@ def test_guide_errors() -> None:
         n_steps=5,
         estimator="reinforce",
         key=mx.random.key(0),
-        compiled=False,
+        compile=False,
     )
     assert res.history.shape == (5,)
     with pytest.raises((ConstraintError, MissingChoiceError), match="black_box_vi: the guide"):

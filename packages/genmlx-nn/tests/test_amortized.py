@@ -106,7 +106,7 @@ def test_per_datum_model_arguments_for_a_conditional_model() -> None:
         exact,
         mx.array(data),
         observe=lambda d: {"x": d[1]},
-        model_args=lambda d: (d[0],),
+        args=lambda d: (d[0],),
         key=K(3),
     )
     c, x = data[:, 0].astype(np.float64), data[:, 1].astype(np.float64)
@@ -365,7 +365,7 @@ def test_trained_proposal_drives_a_particle_filter() -> None:
         store,
         optim.Adam(0.05),
         observe=lambda d: {"y": d[1]},
-        model_args=lambda d: (d[0],),
+        args=lambda d: (d[0],),
         n_steps=300,
         batch_size=128,
         key=K(0),
@@ -403,7 +403,7 @@ def test_trained_proposal_drives_a_particle_filter() -> None:
                 dict(proposal=step_proposal, proposal_args=(t, mx.array(ys[t]))) if neural else {}
             )
             st = st.step((t + 1, x0), {(t, "y"): ys[t]}, key=ks[2 * t + 1], **prop)
-        return float(st.log_ml_estimate())
+        return float(st.log_ml_estimate)
 
     with use_params(fit.params):
         neural = np.array([run(True, s) for s in range(SEEDS)])

@@ -27,8 +27,9 @@ from genmlx.combinators.map import Map, Repeat
 from genmlx.combinators.mask import Mask, Masked
 from genmlx.combinators.mix import Mix
 from genmlx.combinators.recurse import Recurse
+from genmlx.combinators.scan import Scan
 from genmlx.combinators.switch import Switch
-from genmlx.combinators.unfold import Scan, Unfold
+from genmlx.combinators.unfold import Unfold
 from genmlx.combinators.vmap import Vmap
 
 __all__ = [

@@ -1,8 +1,10 @@
 """Small random models for the conformance kit: ``[(generative_function, args), ...]``.
 
-Each combinator's ``conformance_examples()`` returns some of these, so
+The plugin registers each combinator with its examples (``examples=``, :data:`EXAMPLES`)
+and its kit builder (``conformance_build=``, :data:`BUILDERS`), so
 ``python -m genmlx.core.testing`` (and ``nox -s conformance``) checks the GFI laws on
-every registered combinator, third-party ones included, the same way.
+every registered combinator, third-party ones included, the same way. The combinator
+classes themselves carry no examples (so they do not import this module).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def unfold_examples() -> list[Example]:
 
 
 def scan_examples() -> list[Example]:
-    from genmlx.combinators.unfold import Scan
+    from genmlx.combinators.scan import Scan
 
     return [(Scan(_scan_step), (0.0, mx.array([1.0, -1.0, 0.5])))]
 
@@ -196,7 +198,7 @@ def build_unfold(kernel: GenerativeFunction) -> list[Example]:
 
 
 def build_scan(kernel: GenerativeFunction) -> list[Example]:
-    from genmlx.combinators.unfold import Scan
+    from genmlx.combinators.scan import Scan
 
     @gen
     def step(carry, x):
@@ -277,3 +279,19 @@ BUILDERS = {
     "MapRetval": build_mapretval,
 }
 """Combinator name → its kit builder (``conformance_build``)."""
+
+EXAMPLES = {
+    "Map": map_examples,
+    "Vmap": vmap_examples,
+    "Repeat": repeat_examples,
+    "Unfold": unfold_examples,
+    "Scan": scan_examples,
+    "Switch": switch_examples,
+    "Mask": mask_examples,
+    "Mix": mix_examples,
+    "Recurse": recurse_examples,
+    "Dimap": dimap_examples,
+    "Contramap": dimap_examples,
+    "MapRetval": dimap_examples,
+}
+"""Combinator name → a function returning its fixed examples (``examples``)."""

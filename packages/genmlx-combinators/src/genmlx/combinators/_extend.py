@@ -4,14 +4,14 @@ A particle filter over a sequence model extends the batched trace by one step at
 (``update`` with one more step and the new step's observations) and resamples it in
 between. This module splits such a trace into the parts a compiled filter step needs —
 every step's batched kernel trace with the epoch it was made at, the ancestor maps of the
-resamplings since (the layout of :class:`~genmlx.combinators.unfold.FrozenSteps`), the
+resamplings since (the layout of :class:`~genmlx.combinators.step_store.FrozenSteps`), the
 current particles' carry and the total score — and offers the new step's computation as
 a pure function of arrays (:class:`StepPlan`), which ``genmlx.infer``'s particle filter
 traces into one compiled program together with the weights and the resampling.
 
 The pure function computes what ``update`` computes for a one-step extension: particle
 ``i`` uses key ``split(key, N)[i]``, the step key derived from it as the combinator does
-(:func:`~genmlx.combinators.unfold._step_key`), and the kernel's ``generate`` with the
+(:func:`~genmlx.combinators.step_store._step_key`), and the kernel's ``generate`` with the
 new step's constraints, so the step trace, the weight (the kernel's generate weight) and
 the new score (old score + the step's score) are the same numbers. A trace rebuilt from
 the parts (:meth:`SequenceParts.trace`) equals the trace ``update`` would have returned.
@@ -39,7 +39,8 @@ from genmlx.core.trace import Trace
 from genmlx.core.tree import flatten, unflatten
 
 if TYPE_CHECKING:
-    from genmlx.combinators.unfold import StepVector, _SequenceCombinator
+    from genmlx.combinators.sequence import _SequenceCombinator
+    from genmlx.combinators.step_store import StepVector
 
 __all__ = ["SequenceParts", "StepPlan", "parts_of", "plan_step"]
 
@@ -76,7 +77,7 @@ class SequenceParts(NamedTuple):
         Every step but the last is kept frozen (read lazily through the ancestor maps);
         the last step is gathered for the current particles, as after a resampling.
         """
-        from genmlx.combinators.unfold import FrozenSteps, StepVector, _Steps
+        from genmlx.combinators.step_store import FrozenSteps, StepVector, _Steps
 
         t = len(self.entries)
         if t == 0:
@@ -91,7 +92,7 @@ class SequenceParts(NamedTuple):
     def retval_like(self, model: _SequenceCombinator, n_steps: int) -> Any:
         """Zeros shaped like one particle's return value of ``model`` at ``n_steps``
         steps (a stand-in where only the structure matters)."""
-        from genmlx.combinators.unfold import Scan
+        from genmlx.combinators.scan import Scan
 
         last: Trace = self.entries[len(self.entries) - 1][0]
         rv = last.retval
@@ -109,7 +110,8 @@ def parts_of(model: _SequenceCombinator, trace: Trace) -> SequenceParts | None:
 
     Costs ``O(1)`` for a trace a particle filter made (its old steps are frozen already).
     """
-    from genmlx.combinators.unfold import _EMPTY, SequenceTrace
+    from genmlx.combinators.sequence import SequenceTrace
+    from genmlx.combinators.step_store import _EMPTY
 
     if not isinstance(trace, SequenceTrace) or trace.gen_fn is not model:
         return None
@@ -192,7 +194,7 @@ class StepPlan:
         kernel receives as ``t`` (the int, or a stand-in that behaves like it). The
         step trace comes back without its arguments (:meth:`finish` restores them).
         """
-        from genmlx.combinators.unfold import _key_base
+        from genmlx.combinators.step_store import _key_base
 
         kernel = self.kernel
         offset = inputs[0]
@@ -252,7 +254,9 @@ def plan_step(
 ) -> StepPlan | None:
     """The plan of an update of a batched trace of ``model`` (with arguments ``old_args``
     and the given current carry) that only adds one step, or ``None``."""
-    from genmlx.combinators.unfold import Scan, Unfold, _is_step
+    from genmlx.combinators.scan import Scan
+    from genmlx.combinators.step_store import _is_step
+    from genmlx.combinators.unfold import Unfold
 
     if len(new_args) != len(old_args) or len(argdiffs) != len(new_args):
         return None

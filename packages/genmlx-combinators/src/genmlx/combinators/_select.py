@@ -96,5 +96,5 @@ def merge_masked(
                 values[path] = (v, here)
     out = ChoiceMap(None, None, batch_shape)
     for path, (v, m) in values.items():
-        out = out._set(path, ChoiceMap(v, None, (), m))
+        out = out.set_submap(path, ChoiceMap(v, None, (), m))
     return out

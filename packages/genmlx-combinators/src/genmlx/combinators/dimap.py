@@ -145,13 +145,6 @@ class Dimap(GenerativeFunction):
         6.0
     """
 
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import dimap_examples
-
-        return dimap_examples()
-
     def __init__(
         self,
         inner: GenerativeFunction,

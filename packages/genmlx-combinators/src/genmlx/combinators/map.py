@@ -377,7 +377,7 @@ class _Elementwise(GenerativeFunction):
         shared: tuple[Any, ...],
     ) -> Any:
         try:
-            return vmap_call(fn, len(idx), batched, shared)
+            return vmap_call(fn, len(idx), batched, shared, strip_trace_args=True)
         except (ConstraintError, AddressError) as e:
             shown = list(idx) if len(idx) <= 8 else [*list(idx)[:8], "..."]
             raise type(e)(f"{e} [in {self.name}'s kernel, {op} of element(s) {shown}]") from e
@@ -425,7 +425,7 @@ class _Elementwise(GenerativeFunction):
 
         def one(k: mx.array, c: ChoiceMap, *xs: Any) -> tuple[Trace, mx.array]:
             tr, w = kernel.generate(self._kernel_args(xs[:nb], xs[nb:]), c, key=k)
-            return tr._replace(args=()), w
+            return tr, w
 
         batched = (take(keys, idx, n), stacked.cm, *take(b, idx, n))
         tr, w = self._call(op, idx, one, batched, s)
@@ -437,7 +437,7 @@ class _Elementwise(GenerativeFunction):
         kernel, nb = self.kernel, len(b)
 
         def one(k: mx.array, *xs: Any) -> Trace:
-            return kernel.simulate(self._kernel_args(xs[:nb], xs[nb:]), key=k)._replace(args=())
+            return kernel.simulate(self._kernel_args(xs[:nb], xs[nb:]), key=k)
 
         inner = self._call("simulate", range(n), one, (split(key, n), *b), s)
         return MapTrace.from_inner(self, args, inner, n)  # type: ignore[return-value]
@@ -509,7 +509,7 @@ class _Elementwise(GenerativeFunction):
                 os_, ns_ = xs[2 * nb : 2 * nb + ns], xs[2 * nb + ns :]
                 t = t._replace(args=self._kernel_args(ob, os_))
                 res = kernel.update(t, c, self._kernel_args(nw, ns_), diffs, key=k)
-                return res.trace._replace(args=()), res.weight, res.retdiff, res.discard
+                return res.trace, res.weight, res.retdiff, res.discard
 
             batched = (
                 take(keys, rerun, n_new),
@@ -595,7 +595,7 @@ class _Elementwise(GenerativeFunction):
                 os_, ns_ = xs[2 * nb : 2 * nb + ns], xs[2 * nb + ns :]
                 t = t._replace(args=self._kernel_args(ob, os_))
                 res = kernel.regenerate(t, sel_i, self._kernel_args(nw, ns_), diffs, key=k)
-                return res.trace._replace(args=()), res.weight, res.retdiff
+                return res.trace, res.weight, res.retdiff
 
             batched = (
                 take(keys, idx, n_new),
@@ -613,7 +613,7 @@ class _Elementwise(GenerativeFunction):
 
             def fresh(k: mx.array, *xs: Any) -> Trace:
                 a = self._kernel_args(xs[:nb], xs[nb:])
-                return kernel.simulate(a, key=k)._replace(args=())
+                return kernel.simulate(a, key=k)
 
             tr = self._call(
                 "regenerate", new, fresh, (take(keys, new, n_new), *take(b, new, n_new)), s
@@ -700,13 +700,6 @@ class Map(_Elementwise):
         if not args or any(not isinstance(a, mx.array) or a.ndim == 0 for a in args):
             return None
         return _per_element(self.kernel.choice_domains(tuple(a[0] for a in args)), args[0].shape[0])
-
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import map_examples
-
-        return map_examples()
 
     def __init__(self, kernel: GenerativeFunction) -> None:
         if not isinstance(kernel, GenerativeFunction):
@@ -807,13 +800,6 @@ class Repeat(_Elementwise):
     def choice_domains(self, args: tuple[Any, ...]) -> dict[Any, Any] | None:
         """The kernel's domains under every call."""
         return _per_element(self.kernel.choice_domains(args), self.n)
-
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import repeat_examples
-
-        return repeat_examples()
 
     def __init__(self, kernel: GenerativeFunction, n: int) -> None:
         if not isinstance(kernel, GenerativeFunction):

@@ -140,13 +140,6 @@ class Mask(GenerativeFunction):
         -0.9189
     """
 
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import mask_examples
-
-        return mask_examples()
-
     def __init__(self, gen_fn: GenerativeFunction) -> None:
         if not isinstance(gen_fn, GenerativeFunction):
             raise TypeError(f"Mask needs a generative function, got {gen_fn!r}")

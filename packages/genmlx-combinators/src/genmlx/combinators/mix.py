@@ -93,13 +93,6 @@ class Mix(DynamicGenerativeFunction):
         True
     """
 
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import mix_examples
-
-        return mix_examples()
-
     def __init__(self, *components: GenerativeFunction) -> None:
         if not components:
             raise ValueError("Mix needs at least one component")

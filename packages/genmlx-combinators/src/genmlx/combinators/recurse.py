@@ -224,13 +224,6 @@ class Recurse(GenerativeFunction):
         True
     """
 
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import recurse_examples
-
-        return recurse_examples()
-
     def __init__(
         self,
         production: GenerativeFunction,

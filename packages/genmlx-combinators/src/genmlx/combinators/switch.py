@@ -189,13 +189,6 @@ class Switch(GenerativeFunction):
         True
     """
 
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import switch_examples
-
-        return switch_examples()
-
     def __init__(self, *branches: GenerativeFunction) -> None:
         if not branches:
             raise ValueError("Switch needs at least one branch")
@@ -270,11 +263,10 @@ class Switch(GenerativeFunction):
         union = ChoiceMap.empty()
         for t in traces:
             for path, v in t.get_choices().leaves():
-                if union._node(path) is None:
-                    union = union._set(path, ChoiceMap(v))
+                if path not in union:
+                    union = union.set_submap(path, ChoiceMap(v))
         for path, _ in cm.leaves():
-            node = union._node(path)
-            if node is None or node.is_empty:
+            if path not in union:
                 raise ConstraintError(
                     f"{op} on {self.name}: the {what} at address {format_address(path)} is not "
                     "used by any branch. Check the address for typos."
@@ -285,7 +277,7 @@ class Switch(GenerativeFunction):
             return
         choices = [t.get_choices() for t in traces]
         for path in sel.explicit_paths():
-            if not any(c._node(path) is not None for c in choices):
+            if not any(path in c for c in choices):
                 raise AddressError(
                     f"{op} on {self.name}: the selection names address {format_address(path)}, "
                     "which no branch's trace has"

@@ -88,13 +88,6 @@ class Vmap(GenerativeFunction):
         ([0.0, 1.0], -1.8379)
     """
 
-    @staticmethod
-    def conformance_examples() -> list[tuple[GenerativeFunction, tuple[Any, ...]]]:
-        """Small models the conformance kit checks this combinator on."""
-        from genmlx.combinators._examples import vmap_examples
-
-        return vmap_examples()
-
     def static_structure(self, args: tuple[Any, ...]) -> str | None:
         """Fixed when the kernel's structure is fixed for one element's arguments."""
         axes = self.in_axes if isinstance(self.in_axes, tuple) else (self.in_axes,) * len(args)
@@ -194,7 +187,7 @@ class Vmap(GenerativeFunction):
         self, op: str, n: int, fn: Any, batched: tuple[Any, ...], shared: tuple[Any, ...]
     ) -> Any:
         try:
-            return vmap_call(fn, n, batched, shared)
+            return vmap_call(fn, n, batched, shared, strip_trace_args=True)
         except (ConstraintError, AddressError) as e:
             raise type(e)(f"{e} [in {self.name}'s kernel, {op}]") from e
 
@@ -205,7 +198,7 @@ class Vmap(GenerativeFunction):
 
         def one(k: mx.array, *xs: Any) -> Trace:
             a = self._kernel_args(na, xs[:nm], xs[nm:])
-            return kernel.simulate(a, key=k)._replace(args=())
+            return kernel.simulate(a, key=k)
 
         inner = self._call("simulate", n, one, (split(key, n), *m), s)
         return VmapTrace.from_inner(self, args, inner, n)  # type: ignore[return-value]
@@ -219,7 +212,7 @@ class Vmap(GenerativeFunction):
 
         def one(k: mx.array, c: ChoiceMap, *xs: Any) -> tuple[Trace, mx.array]:
             tr, w = kernel.generate(self._kernel_args(na, xs[:nm], xs[nm:]), c, key=k)
-            return tr._replace(args=()), w
+            return tr, w
 
         inner, w = self._call("generate", n, one, (split(key, n), constraints, *m), s)
         return GenerateResult(VmapTrace.from_inner(self, args, inner, n), mx.sum(w))
@@ -262,7 +255,7 @@ class Vmap(GenerativeFunction):
             os_, ns_ = xs[2 * nm : 2 * nm + ns], xs[2 * nm + ns :]
             t = t._replace(args=self._kernel_args(na, om, os_))
             res = kernel.update(t, c, self._kernel_args(na, nw, ns_), diffs, key=k)
-            return res.trace._replace(args=()), res.weight, res.retdiff, res.discard
+            return res.trace, res.weight, res.retdiff, res.discard
 
         batched = (split(key, n), trace.inner, constraints, *old_m, *m)
         tr, w, rd, disc = self._call("update", n, one, batched, (*old_s, *s))
@@ -294,7 +287,7 @@ class Vmap(GenerativeFunction):
             os_, ns_ = xs[2 * nm : 2 * nm + ns], xs[2 * nm + ns :]
             t = t._replace(args=self._kernel_args(na, om, os_))
             res = kernel.regenerate(t, selection, self._kernel_args(na, nw, ns_), diffs, key=k)
-            return res.trace._replace(args=()), res.weight, res.retdiff
+            return res.trace, res.weight, res.retdiff
 
         batched = (split(key, n), trace.inner, *old_m, *m)
         tr, w, rd = self._call("regenerate", n, one, batched, (*old_s, *s))

@@ -12,7 +12,10 @@ Public API:
 * learning: :class:`ParamStore`, :func:`use_params`, :func:`choice_gradients`,
   :func:`param_gradients`
 * speed: batched ``vsimulate``/``vgenerate`` on every generative function, and
-  :func:`compile`
+  :func:`compile`; :func:`vmap_traces` runs a per-trace function over many chains or
+  particles at once (:func:`vmap_call` is the general form)
+* extending the interpreter: :func:`run_body` and the handler protocol
+  (:mod:`genmlx.core.interpreter`)
 * plugins: :func:`registry`
 * saving results: :func:`save` / :func:`load` (a portable file format); choice maps,
   traces and results also pickle and deep-copy
@@ -24,6 +27,7 @@ installed fail with a message naming the package to install.
 
 from genmlx.core import _siblings
 from genmlx.core.address import Address, format_address
+from genmlx.core.batching import vmap_call, vmap_traces
 from genmlx.core.choicemap import ChoiceMap, choicemap
 from genmlx.core.compile import compile
 from genmlx.core.deterministic import CustomGradientGF, DeterministicGF, deterministic
@@ -56,6 +60,7 @@ from genmlx.core.gfi import (
 )
 from genmlx.core.gradients import choice_gradients, param_gradients
 from genmlx.core.graph import ModelGraph, Site, analyze
+from genmlx.core.handlers import run_body
 from genmlx.core.logdensity import LogDensity, StaticModelError, logdensity
 from genmlx.core.params import ParamStore, param, use_params
 from genmlx.core.plugins.registry import registry
@@ -126,10 +131,13 @@ __all__ = [
     "param",
     "param_gradients",
     "registry",
+    "run_body",
     "save",
     "select",
     "splice",
     "use_params",
+    "vmap_call",
+    "vmap_traces",
 ]
 
 __version__ = "0.1.0"

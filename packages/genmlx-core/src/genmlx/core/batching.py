@@ -27,27 +27,28 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
 from genmlx.core import rewrites, runtime, static
+from genmlx.core.checks import batched_constraints, check_finite
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff
-from genmlx.core.gfi import (
+from genmlx.core.memory import check_batch_memory
+from genmlx.core.results import (
     AssessResult,
     EditResult,
     GenerateResult,
-    GenerativeFunction,
     RegenerateResult,
     UpdateResult,
-    _batched_constraints,
-    _check_finite,
 )
-from genmlx.core.memory import check_batch_memory
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 from genmlx.core.tree import TreeDef, flatten, opaque_nodes, replace_opaque, unflatten
+
+if TYPE_CHECKING:
+    from genmlx.core.gfi import GenerativeFunction
 
 __all__ = [
     "particle_index",
@@ -57,6 +58,7 @@ __all__ = [
     "vedit",
     "vgenerate",
     "vmap_call",
+    "vmap_traces",
     "vproject",
     "vregenerate",
     "vsimulate",
@@ -122,7 +124,12 @@ def _registered(keys: list[object], pid: mx.array) -> Iterator[None]:
 
 
 def vmap_call(
-    fn: Callable[..., Any], n: int, batched: tuple[Any, ...], shared: tuple[Any, ...]
+    fn: Callable[..., Any],
+    n: int,
+    batched: tuple[Any, ...],
+    shared: tuple[Any, ...],
+    *,
+    strip_trace_args: bool = False,
 ) -> Any:
     """Run ``fn(*batched, *shared)`` once for ``n`` particles under ``mx.vmap``.
 
@@ -130,6 +137,11 @@ def vmap_call(
     all particles except those inside batched traces / choice maps. Inside ``fn`` every
     trace and choice map is unbatched; the result's traces and choice maps come back
     with ``batch_shape == (n,)``.
+
+    With ``strip_trace_args=True`` the traces ``fn`` returns (directly, or as elements of
+    returned tuples and NamedTuples) come back with ``args=()``: their arguments are not
+    particle data and would otherwise be stacked ``n`` times. The caller puts the right
+    arguments back (:func:`vmap_traces` does).
 
     The batched inputs are flattened with ``freeze=True``: parts of batched traces kept
     as :class:`~genmlx.core.tree.Opaque` objects do not go through ``mx.vmap``; inside
@@ -165,6 +177,8 @@ def vmap_call(
         with ctx:
             with runtime.operation():
                 out = fn(*b, *s)
+            if strip_trace_args:
+                out = map_traces(lambda t: t._replace(args=()), out)
             # inside the registration, so opaque data fn passed through stays opaque
             out_leaves, out_td = flatten(out)
         # Return each distinct array once: MLX's vmap leaves the batch axis in place
@@ -185,6 +199,101 @@ def vmap_call(
         unique_out = mx.vmap(inner, in_axes=tuple(axes))(*b_leaves, *s_leaves)
     out_leaves = [unique_out[j] for j in box["index"]]
     return unflatten(rebatch(box["td"], (n,)), out_leaves)
+
+
+def map_traces(f: Callable[[Trace], Trace], out: Any) -> Any:
+    """``out`` with ``f`` applied to every trace in it: ``out`` itself, or the elements of
+    tuples, lists and NamedTuples (recursively). Other values are returned as they are.
+
+    Example:
+        >>> from genmlx.core.testing.models import normal
+        >>> import mlx.core as mx
+        >>> tr = normal.simulate((0.0, 1.0), key=mx.random.key(0))
+        >>> out = map_traces(lambda t: t._replace(args=()), (tr, 1))
+        >>> out[0].args, out[1]
+        ((), 1)
+    """
+    if isinstance(out, Trace):
+        return f(out)
+    if isinstance(out, tuple):
+        items = [map_traces(f, x) for x in out]
+        return type(out)(*items) if hasattr(type(out), "_fields") else tuple(items)
+    if isinstance(out, list):
+        return [map_traces(f, x) for x in out]
+    return out
+
+
+def vmap_traces(
+    fn: Callable[..., Any],
+    traces: Trace,
+    shared: tuple[Any, ...] = (),
+    *,
+    key: mx.array | None = None,
+    keys: mx.array | None = None,
+    result_args: tuple[Any, ...] | None = None,
+) -> Any:
+    """Run a per-trace function on every chain (or particle) of a batched trace at once.
+
+    ``fn(key_i, trace_i, *shared)`` is written for one unbatched trace (with its
+    arguments). On a single trace it is called as it is (with ``key``); on a trace with
+    ``batch_shape == (n,)`` it runs once under ``mx.vmap`` (:func:`vmap_call`), chain
+    ``i`` with ``keys[i]`` (default ``mx.random.split(key, n)[i]``), so chain ``i`` of
+    the batched call equals the single-trace call with that key. This is the one way
+    inference kernels, particle moves and combinators map over many traces.
+
+    Traces in the result (directly, or in returned tuples and NamedTuples) come back
+    batched, with the input's arguments (or ``result_args``, for a move that changes
+    them, like an SMC step). Other outputs get a leading ``[n]`` axis.
+
+    Args:
+        fn: ``fn(key, trace, *shared) -> result``.
+        traces: a single trace or a batch of traces (``batch_shape`` ``()`` or ``(n,)``).
+        shared: extra arguments common to all chains (selections, proposals, ...).
+        key: the key (split into one per chain for a batched trace).
+        keys: ``[n, 2]`` per-chain keys instead of splitting ``key``.
+        result_args: the arguments of the traces in the result (default: ``traces.args``).
+
+    Returns:
+        ``fn``'s result, batched over the chains.
+
+    Raises:
+        ValueError: the trace has more than one batch axis.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from genmlx.core.testing.models import normal
+        >>> from genmlx.core import gen, select
+        >>> @gen
+        ... def m():
+        ...     normal(0.0, 1.0) @ "x"
+        >>> tr = m.vsimulate((), 4, key=mx.random.key(0))
+        >>> def move(k, t):
+        ...     new, w, _ = t.regenerate(select("x"), key=k)
+        ...     return new, w
+        >>> new, w = vmap_traces(move, tr, key=mx.random.key(1))
+        >>> new.batch_shape, w.shape
+        ((4,), (4,))
+    """
+    if not traces.batch_shape:
+        return fn(key if keys is None else keys, traces, *shared)
+    if len(traces.batch_shape) != 1:
+        raise ValueError(
+            f"vmap_traces needs a trace with batch_shape () or (n,), got {traces.batch_shape}"
+        )
+    n = traces.batch_shape[0]
+    if keys is None:
+        keys = mx.random.split(_need(key), n)
+    args = traces.args
+    out_args = args if result_args is None else result_args
+
+    def one(k: mx.array, t: Trace, a: tuple[Any, ...], *s: Any) -> Any:
+        return fn(k, t._replace(args=a), *s)
+
+    with runtime.operation():
+        out = vmap_call(
+            one, n, (keys, traces._replace(args=())), (args, *shared), strip_trace_args=True
+        )
+    return map_traces(lambda t: t._replace(args=out_args), out)
 
 
 def take_particles(tree: Any, idx: mx.array) -> Any:
@@ -256,6 +365,9 @@ def _where(mask: mx.array, new: Any, old: Any) -> Any | None:
     return unflatten(tdn, _per_array(select, ln, lo))
 
 
+_NO_KEY = mx.array([0, 0], dtype=mx.uint32)  # for per-trace functions that draw nothing
+
+
 def _keys(key: mx.array | None, n: int) -> mx.array:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"the number of particles must be a positive int, got {n!r}")
@@ -286,7 +398,9 @@ def _vsimulate_core(
     keys: mx.array | None,
 ) -> Trace:
     ks = keys if keys is not None else mx.random.split(_need(key), n)
-    out: Trace = vmap_call(lambda k, a: _strip(gf._simulate(a, k)), n, (ks,), (args,))
+    out: Trace = vmap_call(
+        lambda k, a: gf._simulate(a, k), n, (ks,), (args,), strip_trace_args=True
+    )
     return out
 
 
@@ -312,7 +426,7 @@ def vsimulate(
     probe_key = key if keys is None else keys[0]
     check_batch_memory("vsimulate", repr(gf), n, tr, lambda m: vsimulate(gf, args, m, probe_key))
     if top:
-        _check_finite("vsimulate", gf, tr, None, allow_neg_inf=False)
+        check_finite("vsimulate", gf, tr, None, allow_neg_inf=False)
     return tr
 
 
@@ -329,10 +443,12 @@ def _vgenerate_core(
 
     def one(k: mx.array, a: tuple[Any, ...], c: ChoiceMap) -> tuple[Trace, mx.array]:
         tr, w = gf._generate(a, c, k)
-        return _strip(tr), w
+        return tr, w
 
     with rewrites.active(prepared):
-        res: tuple[Trace, mx.array] = vmap_call(one, n, (ks,), (args, constraints))
+        res: tuple[Trace, mx.array] = vmap_call(
+            one, n, (ks,), (args, constraints), strip_trace_args=True
+        )
     return res
 
 
@@ -349,7 +465,7 @@ def vgenerate(
     :func:`vsimulate`."""
     if keys is None:
         _keys(key, n)  # validates n
-    _batched_constraints(constraints, n, "vgenerate")
+    batched_constraints(constraints, n, "vgenerate")
     prepared = rewrites.prepare(gf, args, constraints)
     with runtime.operation() as top:
         tr, w = static.run(
@@ -367,7 +483,7 @@ def vgenerate(
         else lambda m: vgenerate(gf, args, constraints, m, probe_key),
     )
     if top:
-        _check_finite("vgenerate", gf, tr, w)
+        check_finite("vgenerate", gf, tr, w)
     return GenerateResult(tr, w)
 
 
@@ -383,7 +499,7 @@ def vassess(gf: GenerativeFunction, args: tuple[Any, ...], choices: ChoiceMap) -
     with runtime.operation() as top:
         ld, rv = static.run(gf, "vassess", _vassess_core, (gf, args, choices, n), args)
     if top:
-        _check_finite("assess", gf, None, ld)
+        check_finite("assess", gf, None, ld)
     return AssessResult(ld, rv)
 
 
@@ -400,10 +516,11 @@ def _vupdate_core(
     keys = mx.random.split(key, n)
 
     def one(k: mx.array, t: Trace, c: ChoiceMap, oa: tuple[Any, ...], a: tuple[Any, ...]) -> Any:
-        res = gf._update(t._replace(args=oa), c, a, argdiffs, k)
-        return res._replace(trace=_strip(res.trace))
+        return gf._update(t._replace(args=oa), c, a, argdiffs, k)
 
-    return vmap_call(one, n, (keys, stripped), (constraints, old_args, args))
+    return vmap_call(
+        one, n, (keys, stripped), (constraints, old_args, args), strip_trace_args=True
+    )
 
 
 def vupdate(
@@ -417,7 +534,7 @@ def vupdate(
     """Batched ``update``: each particle updated on its own; weights of shape ``[n]``."""
     n = trace.batch_shape[0]
     _keys(key, n)
-    _batched_constraints(constraints, n, "update")
+    batched_constraints(constraints, n, "update")
     with runtime.operation() as top:
         res = static.run(
             gf,
@@ -428,7 +545,7 @@ def vupdate(
         )
     res = res._replace(trace=_finish_trace(res.trace, args))
     if top:
-        _check_finite("update", gf, res.trace, res.weight)
+        check_finite("update", gf, res.trace, res.weight)
     return UpdateResult(*res)
 
 
@@ -445,10 +562,9 @@ def _vregenerate_core(
     keys = mx.random.split(key, n)
 
     def one(k: mx.array, t: Trace, oa: tuple[Any, ...], a: tuple[Any, ...]) -> Any:
-        res = gf._regenerate(t._replace(args=oa), selection, a, argdiffs, k)
-        return res._replace(trace=_strip(res.trace))
+        return gf._regenerate(t._replace(args=oa), selection, a, argdiffs, k)
 
-    return vmap_call(one, n, (keys, stripped), (old_args, args))
+    return vmap_call(one, n, (keys, stripped), (old_args, args), strip_trace_args=True)
 
 
 def vregenerate(
@@ -472,35 +588,24 @@ def vregenerate(
         )
     res = res._replace(trace=_finish_trace(res.trace, args))
     if top:
-        _check_finite("regenerate", gf, res.trace, res.weight)
+        check_finite("regenerate", gf, res.trace, res.weight)
     return RegenerateResult(*res)
 
 
 def vproject(gf: GenerativeFunction, trace: Trace, selection: Selection) -> mx.array:
     """Batched ``project``: ``[n]`` sums of the selected log densities."""
-    n = trace.batch_shape[0]
-    args = trace.args
-    with runtime.operation():
-        out: mx.array = vmap_call(
-            lambda t, a: gf._project(t._replace(args=a), selection), n, (_strip(trace),), (args,)
-        )
+    out: mx.array = vmap_traces(lambda _, t: gf._project(t, selection), trace, key=_NO_KEY)
     return out
 
 
 def vedit(gf: GenerativeFunction, trace: Trace, request: Any, key: mx.array) -> EditResult:
     """Batched ``edit``: the request is shared unless it holds batched choice maps."""
-    n = trace.batch_shape[0]
-    keys = _keys(key, n)
-    old_args = trace.args
-
-    def one(k: mx.array, t: Trace, r: Any, oa: tuple[Any, ...]) -> Any:
-        res = gf._edit(t._replace(args=oa), r, k)
-        return res._replace(trace=_strip(res.trace))
-
+    keys = _keys(key, trace.batch_shape[0])
+    new_args = request.new_args(trace.args)
     with runtime.operation() as top:
-        res = vmap_call(one, n, (keys, _strip(trace)), (request, old_args))
-    new_args = request.new_args(old_args)
-    res = res._replace(trace=_finish_trace(res.trace, new_args))
+        res = vmap_traces(
+            lambda k, t, r: gf._edit(t, r, k), trace, (request,), keys=keys, result_args=new_args
+        )
     if top:
-        _check_finite("edit", gf, res.trace, res.weight)
+        check_finite("edit", gf, res.trace, res.weight)
     return EditResult(*res)

@@ -269,6 +269,29 @@ class ChoiceMap:
         path = to_path(addr) if addr != () else ()
         return self._set(path, ChoiceMap.leaf(value) if not isinstance(value, ChoiceMap) else value)
 
+    def set_submap(self, addr: Address, submap: ChoiceMap) -> ChoiceMap:
+        """A new map with ``submap`` placed at ``addr`` (replacing what was there).
+
+        ``addr`` may be a path tuple (``("y", 3)``); ``()`` replaces the whole map (the
+        batch shape stays this map's). Gen.jl's ``set_submap!``, without mutation.
+
+        Raises:
+            AddressError: a prefix of ``addr`` already holds a value.
+            TypeError: ``submap`` is not a ChoiceMap.
+
+        Example:
+            >>> cm = choicemap({"a": 1.0}).set_submap(("b", 0), choicemap({"c": 2.0}))
+            >>> float(cm[("b", 0, "c")])
+            2.0
+        """
+        if not isinstance(submap, ChoiceMap):
+            raise TypeError(
+                f"set_submap: the sub-map must be a ChoiceMap, got {type(submap).__name__}; "
+                "use set(addr, value) for a value"
+            )
+        path = to_path(addr) if addr != () else ()
+        return self._set(path, submap)
+
     def _set(self, path: Path, node: ChoiceMap, full: Path | None = None) -> ChoiceMap:
         full = path if full is None else full
         if not path:

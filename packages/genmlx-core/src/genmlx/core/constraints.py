@@ -36,14 +36,17 @@ __all__ = [
     "circular",
     "corr_cholesky",
     "greater_than",
+    "integer",
     "integer_interval",
     "interval",
     "less_than",
     "lower_cholesky",
+    "nonnegative",
     "nonnegative_integer",
     "ordered",
     "positive",
     "positive_definite",
+    "positive_integer",
     "real",
     "real_vector",
     "simplex",
@@ -69,6 +72,16 @@ class Constraint:
         """Boolean array: which events of ``value`` lie in the domain."""
         raise NotImplementedError
 
+    @property
+    def requirement(self) -> str:
+        """The domain in words, for error messages (``"> 0"``, ``"in [0, 1]"``, ...)."""
+        return f"in {self.name}"
+
+    def check_number(self, x: float) -> bool:
+        """:meth:`check` of one Python number (no arrays made for the simple domains:
+        the eager parameter checks of distributions call it on every plain number)."""
+        return bool(self.check(mx.array(x)).item())
+
     def __repr__(self) -> str:
         return self.name
 
@@ -84,12 +97,23 @@ class Constraint:
         return hash(self._key())
 
 
+def _num(b: Any) -> str:
+    """A bound in words: ``0`` for ``0.0``, ``1.5``, ``-inf``, or ``low`` for an array."""
+    if isinstance(b, (int, float)) and not isinstance(b, bool):
+        return f"{b:g}"
+    return _fmt(b)
+
+
 def _bkey(b: Any) -> Any:
     return ("array", id(b)) if isinstance(b, mx.array) else float(b)
 
 
 class _Real(Constraint):
     name = "real"
+    requirement = "a real number"  # type: ignore[assignment]
+
+    def check_number(self, x: float) -> bool:
+        return math.isfinite(x)
 
     def check(self, value: mx.array) -> mx.array:
         return mx.logical_not(mx.logical_or(mx.isnan(value), mx.isinf(value)))
@@ -104,21 +128,34 @@ class _RealVector(_Real):
 
 
 class greater_than(Constraint):
-    """``(low, ∞)``; ``greater_than(0.0)`` is :data:`positive`."""
+    """``(low, ∞)`` (``[low, ∞)`` with ``inclusive=True``); ``greater_than(0.0)`` is
+    :data:`positive` and ``greater_than(0.0, inclusive=True)`` :data:`nonnegative`."""
 
-    def __init__(self, low: Any) -> None:
+    def __init__(self, low: Any, *, inclusive: bool = False) -> None:
         self.low = low
+        self.inclusive = inclusive
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return "positive" if _is_zero(self.low) else f"greater_than({_fmt(self.low)})"
+        if _is_zero(self.low):
+            return "nonnegative" if self.inclusive else "positive"
+        return f"greater_than({_fmt(self.low)}{', inclusive=True' if self.inclusive else ''})"
+
+    @property
+    def requirement(self) -> str:
+        return f"{'>=' if self.inclusive else '>'} {_num(self.low)}"
 
     def check(self, value: mx.array) -> mx.array:
-        out: mx.array = value > self.low
+        out: mx.array = value >= self.low if self.inclusive else value > self.low
         return out
 
+    def check_number(self, x: float) -> bool:
+        if isinstance(self.low, mx.array):
+            return super().check_number(x)
+        return x >= self.low if self.inclusive else x > self.low
+
     def _key(self) -> tuple[Any, ...]:
-        return (greater_than, _bkey(self.low))
+        return (greater_than, _bkey(self.low), self.inclusive)
 
 
 class less_than(Constraint):
@@ -131,32 +168,65 @@ class less_than(Constraint):
     def name(self) -> str:  # type: ignore[override]
         return f"less_than({_fmt(self.high)})"
 
+    @property
+    def requirement(self) -> str:
+        return f"< {_num(self.high)}"
+
     def check(self, value: mx.array) -> mx.array:
         out: mx.array = value < self.high
         return out
+
+    def check_number(self, x: float) -> bool:
+        if isinstance(self.high, mx.array):
+            return super().check_number(x)
+        return bool(x < self.high)
 
     def _key(self) -> tuple[Any, ...]:
         return (less_than, _bkey(self.high))
 
 
 class interval(Constraint):
-    """``(low, high)`` (open or closed: the boundary has measure zero)."""
+    """``[low, high]``: as the domain of a continuous choice the boundary has measure
+    zero; as the range of a distribution's parameter an end can be excluded with
+    ``left_open`` / ``right_open`` (a geometric ``p`` lies in ``(0, 1]``)."""
 
-    def __init__(self, low: Any, high: Any) -> None:
+    def __init__(
+        self, low: Any, high: Any, *, left_open: bool = False, right_open: bool = False
+    ) -> None:
         self.low = low
         self.high = high
+        self.left_open = left_open
+        self.right_open = right_open
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        if _is_zero(self.low) and _is_one(self.high):
+        if _is_zero(self.low) and _is_one(self.high) and not (self.left_open or self.right_open):
             return "unit_interval"
-        return f"interval({_fmt(self.low)}, {_fmt(self.high)})"
+        ends = ""
+        if self.left_open or self.right_open:
+            ends = f", left_open={self.left_open}, right_open={self.right_open}"
+        return f"interval({_fmt(self.low)}, {_fmt(self.high)}{ends})"
+
+    @property
+    def requirement(self) -> str:
+        lo = "(" if self.left_open else "["
+        hi = ")" if self.right_open else "]"
+        return f"in {lo}{_num(self.low)}, {_num(self.high)}{hi}"
 
     def check(self, value: mx.array) -> mx.array:
-        return mx.logical_and(value >= self.low, value <= self.high)
+        above = value > self.low if self.left_open else value >= self.low
+        below = value < self.high if self.right_open else value <= self.high
+        return mx.logical_and(above, below)
+
+    def check_number(self, x: float) -> bool:
+        if isinstance(self.low, mx.array) or isinstance(self.high, mx.array):
+            return super().check_number(x)
+        above = x > self.low if self.left_open else x >= self.low
+        below = x < self.high if self.right_open else x <= self.high
+        return bool(above and below)
 
     def _key(self) -> tuple[Any, ...]:
-        return (interval, _bkey(self.low), _bkey(self.high))
+        return (interval, _bkey(self.low), _bkey(self.high), self.left_open, self.right_open)
 
 
 def _is_zero(b: Any) -> bool:
@@ -238,6 +308,10 @@ class integer_interval(Constraint):
     def name(self) -> str:  # type: ignore[override]
         return f"integer_interval({_fmt(self.low)}, {_fmt(self.high)})"
 
+    @property
+    def requirement(self) -> str:
+        return f"an integer in [{_num(self.low)}, {_num(self.high)}]"
+
     def check(self, value: mx.array) -> mx.array:
         ok = mx.logical_and(value >= self.low, value <= self.high)
         return mx.logical_and(ok, value == mx.floor(value))
@@ -248,10 +322,38 @@ class integer_interval(Constraint):
 
 class _NonnegativeInteger(Constraint):
     name = "nonnegative_integer"
+    requirement = "an integer >= 0"  # type: ignore[assignment]
     is_discrete = True
 
     def check(self, value: mx.array) -> mx.array:
         return mx.logical_and(value >= 0, value == mx.floor(value))
+
+    def check_number(self, x: float) -> bool:
+        return math.isfinite(x) and x >= 0 and x == math.floor(x)
+
+
+class _Integer(Constraint):
+    name = "integer"
+    requirement = "an integer"  # type: ignore[assignment]
+    is_discrete = True
+
+    def check(self, value: mx.array) -> mx.array:
+        return mx.logical_and(mx.isfinite(value), value == mx.floor(value))
+
+    def check_number(self, x: float) -> bool:
+        return math.isfinite(x) and x == math.floor(x)
+
+
+class _PositiveInteger(Constraint):
+    name = "positive_integer"
+    requirement = "an integer >= 1"  # type: ignore[assignment]
+    is_discrete = True
+
+    def check(self, value: mx.array) -> mx.array:
+        return mx.logical_and(value >= 1, value == mx.floor(value))
+
+    def check_number(self, x: float) -> bool:
+        return math.isfinite(x) and x >= 1 and x == math.floor(x)
 
 
 real: Constraint = _Real()
@@ -260,6 +362,8 @@ real_vector: Constraint = _RealVector()
 """Real vectors (the last axis is the event)."""
 positive: Constraint = greater_than(0.0)
 """``(0, ∞)``."""
+nonnegative: Constraint = greater_than(0.0, inclusive=True)
+"""``[0, ∞)``."""
 unit_interval: Constraint = interval(0.0, 1.0)
 """``(0, 1)``."""
 circular: Constraint = interval(-math.pi, math.pi)
@@ -278,3 +382,7 @@ boolean: Constraint = _Boolean()
 """``{False, True}`` (or ``{0, 1}``)."""
 nonnegative_integer: Constraint = _NonnegativeInteger()
 """``0, 1, 2, ...``."""
+positive_integer: Constraint = _PositiveInteger()
+"""``1, 2, 3, ...``."""
+integer: Constraint = _Integer()
+"""The integers."""

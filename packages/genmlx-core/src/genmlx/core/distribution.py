@@ -40,10 +40,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -52,7 +55,7 @@ import mlx.core as mx
 from genmlx.core import runtime
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap, as_array
-from genmlx.core.constraints import Constraint
+from genmlx.core.constraints import Constraint, greater_than
 from genmlx.core.diff import Diff, NoChange, UnknownChange
 from genmlx.core.errors import (
     ConstraintError,
@@ -71,7 +74,14 @@ from genmlx.core.gfi import (
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 
-__all__ = ["Distribution", "DistributionTrace", "Param", "where_mask"]
+__all__ = [
+    "Distribution",
+    "DistributionTrace",
+    "Param",
+    "param_validation",
+    "param_validation_enabled",
+    "where_mask",
+]
 
 
 @dataclass(frozen=True)
@@ -80,23 +90,61 @@ class Param:
 
     Attributes:
         name: the public keyword name (DESIGN's parameterisation table), e.g. ``"sigma"``.
+        constraint: the values the parameter may take: a
+            :class:`~genmlx.core.constraints.Constraint` (``positive``,
+            ``interval(0, 1, left_open=True)``, ...), a function of the parameters
+            declared before it returning one (``lambda low: greater_than(low)`` for a
+            uniform's ``high``), or ``None`` (no constraint besides ``finite``).
         aliases: other keyword names accepted for it (e.g. an older name).
+        event_ndim: trailing axes of the parameter that form one value (1 for a
+            probability vector, 2 for a covariance matrix); the rest broadcast.
+        finite: the parameter must be finite (default; a truncation bound may be
+            infinite).
 
-    The record is meant to grow (constraints and event shapes belong here too), so the
-    base class reads parameters from these records only.
+    From these records the base class derives, once for every distribution: keyword
+    binding (:meth:`Distribution.bind_params`), the eager check of plain-number
+    parameters with its error wording (:meth:`Distribution.check_params`) and the
+    validity mask of array parameters (:meth:`Distribution.params_valid`).
 
     Example:
-        >>> Param("shape", aliases=("alpha",)).keywords
+        >>> from genmlx.core import constraints as C
+        >>> Param("shape", C.positive, aliases=("alpha",)).keywords
         ('shape', 'alpha')
+        >>> Param("sigma", C.positive).requirement()
+        'finite and > 0'
     """
 
     name: str
+    constraint: Constraint | Callable[..., Constraint] | None = None
     aliases: tuple[str, ...] = ()
+    event_ndim: int = 0
+    finite: bool = True
 
     @property
     def keywords(self) -> tuple[str, ...]:
         """Every keyword this parameter answers to, its name first."""
         return (self.name, *self.aliases)
+
+    def resolve(self, before: tuple[Any, ...]) -> Constraint | None:
+        """The constraint, given the values of the parameters declared before this one."""
+        c = self.constraint
+        if c is None or isinstance(c, Constraint):
+            return c
+        return c(*before)
+
+    def requirement(self, before: tuple[Any, ...] = ()) -> str:
+        """What a valid value is, in words (for error messages)."""
+        try:
+            c = self.resolve(before)
+        except Exception:
+            c = None
+        from genmlx.core.constraints import real
+
+        if c is None or c == real:
+            return "finite" if self.finite else "a number"
+        if self.finite and isinstance(c, greater_than):
+            return f"finite and {c.requirement}"
+        return c.requirement
 
 
 def _as_param(entry: Any, owner: str) -> Param:
@@ -124,9 +172,13 @@ def _bind_method(method: str, impl: Callable[..., Any]) -> Callable[..., Any]:
     """``impl`` with keyword parameters bound to positions through ``self.params``."""
     n_lead, lead_names, reserved = _BOUND_METHODS[method]
 
+    checked = method != "support"
+
     @functools.wraps(impl)
     def bound(self: Distribution, *args: Any, **kwargs: Any) -> Any:
         if not kwargs or kwargs.keys() <= reserved:  # the common, all-positional call
+            if checked and self._checks_params:
+                self.check_params(*args[n_lead:])
             return impl(self, *args, **kwargs)
         own = {k: kwargs.pop(k) for k in reserved if k in kwargs}
         lead = list(args[:n_lead])
@@ -148,10 +200,35 @@ def _bind_method(method: str, impl: Callable[..., Any]) -> Callable[..., Any]:
                 f"{e} (in {op}, {p.name}= is the {method} keyword; pass the parameter "
                 f"{p.name!r} by position or as {p.aliases[0]}=)"
             ) from None
+        if checked and self._checks_params:
+            self.check_params(*values)
         return impl(self, *lead, *values, **own)
 
     bound.__genmlx_bound__ = True  # type: ignore[attr-defined]
     return bound
+
+
+_VALIDATE: ContextVar[bool] = ContextVar("genmlx_param_validation", default=True)
+
+
+def param_validation_enabled() -> bool:
+    """Whether plain-number parameters of distributions are checked eagerly."""
+    return _VALIDATE.get()
+
+
+@contextlib.contextmanager
+def param_validation(enabled: bool) -> Iterator[None]:
+    """Turn the eager parameter check of every distribution on or off in a ``with``
+    block (``genmlx.dists.validation`` is this)."""
+    token = _VALIDATE.set(enabled)
+    try:
+        yield
+    finally:
+        _VALIDATE.reset(token)
+
+
+def _plain(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def where_mask(mask: mx.array, a: mx.array, b: mx.array) -> mx.array:
@@ -369,6 +446,8 @@ class Distribution(GenerativeFunction):
     # positional only (constructed distributions with variable parameters).
     params: ClassVar[tuple[str | Param, ...] | None] = None
     _param_specs: ClassVar[tuple[Param, ...] | None] = None
+    # whether any declared parameter has a range to check (finite or a constraint)
+    _checks_params: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -383,6 +462,7 @@ class Distribution(GenerativeFunction):
                     raise TypeError(f"{cls.__name__}.params: {sorted(clash)} named twice")
                 seen.update(p.keywords)
             cls.params = cls._param_specs = specs
+            cls._checks_params = any(p.constraint is not None for p in specs)
         if cls._param_specs is None:
             return
         for method in _BOUND_METHODS:
@@ -464,6 +544,100 @@ class Distribution(GenerativeFunction):
                 )
             values.append(kwargs[given[0]])
         return tuple(values)
+
+    def check_params(self, *params: Any) -> None:
+        """Check plain-number parameters against the declared constraints, eagerly.
+
+        Array parameters are not read (that would force an evaluation inside traced,
+        batched or compiled code): :meth:`params_valid` masks them instead. The check is
+        on unless :func:`param_validation` (``genmlx.dists.validation``) turned it off.
+
+        Raises:
+            ValueError: a plain-number parameter is outside its declared range; the
+                message names the distribution, the parameter, its value and the range.
+
+        Example:
+            >>> import mlx.core as mx
+            >>> from genmlx.core import constraints as C
+            >>> class Exp(Distribution):
+            ...     name = "exp"
+            ...     params = (Param("rate", C.positive),)
+            ...     def sample(self, key, rate, *, shape=()):
+            ...         return mx.random.exponential(shape, key=key) / rate
+            ...     def log_prob(self, value, rate):
+            ...         return mx.log(rate) - rate * value
+            >>> try:
+            ...     Exp().log_prob(1.0, -2.0)       # sample/log_prob check automatically
+            ... except ValueError as e:
+            ...     print(str(e).split(" (")[0])
+            exp: parameter rate=-2.0 is invalid; it must be finite and > 0
+        """
+        specs = self._param_specs
+        if not specs or not _VALIDATE.get():
+            return
+        for i, (p, v) in enumerate(zip(specs, params)):
+            if not _plain(v):
+                continue
+            x = float(v)
+            ok = not (p.finite and not math.isfinite(x))
+            if ok and p.constraint is not None:
+                before = params[:i]
+                if isinstance(p.constraint, Constraint):
+                    ok = p.constraint.check_number(x)
+                elif all(_plain(b) for b in before):
+                    ok = p.resolve(before).check_number(x)  # type: ignore[union-attr]
+            if not ok:
+                raise ValueError(
+                    f"{self.name}: parameter {p.name}={v!r} is invalid; it must be "
+                    f"{p.requirement(params[:i])} (genmlx.dists.validation(False) turns "
+                    "this check off)"
+                )
+
+    def params_valid(self, *params: Any) -> mx.array:
+        """Where the parameters lie in their declared ranges: a boolean array with the
+        parameters' broadcast batch shape (``True`` when nothing is declared).
+
+        ``sample`` returns NaN and ``log_prob`` ``-inf`` where it is ``False``, so an
+        invalid array parameter gives a visible, NaN-free answer under ``vmap`` and
+        ``compile`` instead of a silently wrong one.
+
+        Example:
+            >>> import mlx.core as mx
+            >>> from genmlx.core import constraints as C
+            >>> class Gauss(Distribution):
+            ...     name = "gauss"
+            ...     params = (Param("mu", C.real), Param("sigma", C.positive))
+            ...     def sample(self, key, mu, sigma, *, shape=()):
+            ...         return mu + sigma * mx.random.normal(shape, key=key)
+            ...     def log_prob(self, value, mu, sigma):
+            ...         return -0.5 * ((value - mu) / sigma) ** 2 - mx.log(sigma)
+            >>> Gauss().params_valid(0.0, mx.array([1.0, -1.0, mx.inf])).tolist()
+            [True, False, False]
+        """
+        specs = self._param_specs
+        ok = mx.array(True)
+        if not specs:
+            return ok
+        arrays = [
+            v.astype(mx.float32) if isinstance(v, mx.array) and v.dtype == mx.bfloat16 else v
+            for v in params
+        ]
+        for i, (p, v) in enumerate(zip(specs, arrays)):
+            a = v if isinstance(v, mx.array) else mx.array(v, dtype=mx.float32)
+            cond: mx.array | None = None
+            if p.finite and mx.issubdtype(a.dtype, mx.floating):
+                cond = mx.isfinite(a)
+                if p.event_ndim:
+                    cond = mx.all(cond, axis=tuple(range(-p.event_ndim, 0)))
+            c = p.resolve(tuple(arrays[:i]))
+            if c is not None:
+                inside = c.check(a)
+                for _ in range(p.event_ndim - c.event_ndim):
+                    inside = mx.all(inside, axis=-1)
+                cond = inside if cond is None else mx.logical_and(cond, inside)
+            if cond is not None:
+                ok = mx.logical_and(ok, cond)
+        return ok
 
     def __call__(self, *args: Any, **kwargs: Any) -> TracedCall:
         """``d(*params) @ addr`` (or ``d(mu=..., sigma=...) @ addr``) traces a choice."""
@@ -622,6 +796,105 @@ class Distribution(GenerativeFunction):
             f"{expected}; give a value of shape {expected}.{hint}"
         )
 
+    # ------------------------------------------------------------ constrained choices
+    def constrained_value(
+        self, constraint: ChoiceMap, args: tuple[Any, ...], op: str, path: Path = ()
+    ) -> mx.array | None:
+        """The value a constraint gives this choice, checked; ``None`` when it gives none.
+
+        Raises:
+            ConstraintError: the value has the wrong shape, or the constraint is a map of
+                sub-addresses (a distribution has one choice) outside lenient mode.
+        """
+        if constraint.has_root_value:
+            v = as_array(constraint.value)
+            self.check_value(v, args, op, path)
+            return v
+        if constraint.is_empty or runtime.is_lenient():
+            return None
+        at = format_address(path) if path else "its root"
+        raise ConstraintError(
+            f"{op}: the constraint at {at} is a map of sub-addresses "
+            f"{constraint.addresses()!r}, but {at} is a single random choice "
+            f"({self.name}); give it one value"
+        )
+
+    def generate_choice(
+        self,
+        args: tuple[Any, ...],
+        constraint: ChoiceMap,
+        draw: Callable[[], mx.array],
+        op: str = "generate",
+        path: Path = (),
+    ) -> tuple[mx.array, mx.array, mx.array | None]:
+        """``generate`` of this one choice: ``(value, score, weight)``.
+
+        The semantics of a (possibly masked) constraint, in one place — the ``@gen``
+        interpreter and the distribution's own ``generate`` both use it:
+
+        * no value given: ``value = draw()``, weight ``None`` (nothing added);
+        * a value: its score is the weight;
+        * a masked value (a leaf mask ``m``): the value where ``m`` holds, a draw
+          elsewhere; the weight is the score where ``m`` holds, 0 elsewhere.
+
+        Args:
+            args: the parameters.
+            constraint: the constraint at this choice's address (may be empty).
+            draw: returns a fresh sample (called only when one is needed, so that the
+                caller spends a key only then).
+            op, path: for error messages.
+        """
+        v = self.constrained_value(constraint, args, op, path)
+        if v is None:
+            v = draw()
+            return v, self.score(v, args), None
+        m = constraint.leaf_mask
+        if m is None:
+            s = self.score(v, args)
+            return v, s, s
+        v = where_mask(m, v, draw())
+        s = self.score(v, args)
+        return v, s, mx.where(m, s, mx.zeros_like(s))
+
+    def update_choice(
+        self,
+        args: tuple[Any, ...],
+        constraint: ChoiceMap,
+        old: tuple[mx.array, mx.array] | None,
+        draw: Callable[[], mx.array],
+        op: str = "update",
+        path: Path = (),
+    ) -> tuple[mx.array, mx.array, mx.array | None, ChoiceMap | None, bool]:
+        """``update`` of this one choice: ``(value, score, weight, discard, changed)``.
+
+        ``old`` is the previous ``(value, score)`` (``None``: the choice is new). Gen.jl's
+        semantics: a kept choice adds ``new − old`` score; a newly constrained one adds
+        its score; a new unconstrained one is drawn and adds nothing (weight ``None``); a
+        masked constraint replaces the value only where its mask holds (elsewhere the
+        old value is kept, or a draw for a new choice, contributing 0). ``discard`` holds
+        the overwritten old value (with the mask, for a masked constraint).
+        """
+        v = self.constrained_value(constraint, args, op, path)
+        m = constraint.leaf_mask if v is not None else None
+        if v is not None and m is not None:
+            if old is not None:
+                v = where_mask(m, v, old[0])
+                s = self.score(v, args)
+                return v, s, s - old[1], ChoiceMap(old[0], None, (), m), True
+            v = where_mask(m, v, draw())
+            s = self.score(v, args)
+            return v, s, mx.where(m, s, mx.zeros_like(s)), None, True
+        if v is not None:
+            s = self.score(v, args)
+            if old is not None:
+                return v, s, s - old[1], ChoiceMap(old[0]), True
+            return v, s, s, None, True
+        if old is not None:
+            s = self.score(old[0], args)
+            return old[0], s, s - old[1], None, False
+        v = draw()
+        return v, self.score(v, args), None, None, True
+
     # ------------------------------------------------------------------ GFI
     @_named_errors("simulate")
     def _simulate(self, args: tuple[Any, ...], key: mx.array) -> DistributionTrace:
@@ -632,25 +905,11 @@ class Distribution(GenerativeFunction):
     def _generate(
         self, args: tuple[Any, ...], constraints: ChoiceMap, key: mx.array
     ) -> GenerateResult:
-        if constraints.has_root_value:
-            v = as_array(constraints.value)
-            self.check_value(v, args, f"generate on {self.name}", ())
-            m = constraints.leaf_mask
-            if m is not None:  # given where the mask holds, sampled elsewhere
-                v = where_mask(m, v, self.sample(key, *args))
-                s = self.score(v, args)
-                return GenerateResult(
-                    DistributionTrace(self, args, v, s), mx.where(m, s, mx.zeros_like(s))
-                )
-            s = self.score(v, args)
-            return GenerateResult(DistributionTrace(self, args, v, s), s)
-        if not constraints.is_empty and not runtime.is_lenient():
-            raise ConstraintError(
-                f"generate on {self.name}: constraints hold sub-addresses "
-                f"{constraints.addresses()!r} but a distribution has a single choice"
-            )
-        tr = self._simulate(args, key)
-        return GenerateResult(tr, mx.zeros_like(tr.score))
+        op = f"generate on {self.name}"
+        v, s, w = self.generate_choice(args, constraints, lambda: self.sample(key, *args), op)
+        return GenerateResult(
+            DistributionTrace(self, args, v, s), mx.zeros_like(s) if w is None else w
+        )
 
     @_named_errors("assess")
     def _assess(self, args: tuple[Any, ...], choices: ChoiceMap) -> AssessResult:
@@ -673,32 +932,23 @@ class Distribution(GenerativeFunction):
         key: mx.array,
     ) -> UpdateResult:
         assert isinstance(trace, DistributionTrace)
-        if constraints.has_root_value:
-            v = as_array(constraints.value)
-            self.check_value(v, args, f"update on {self.name}", ())
-            m = constraints.leaf_mask
-            if m is not None:  # given where the mask holds, kept elsewhere
-                v = where_mask(m, v, trace.value)
-            s = self.score(v, args)
-            return UpdateResult(
-                DistributionTrace(self, args, v, s),
-                s - trace.score,
-                UnknownChange,
-                ChoiceMap(trace.value, None, (), m),
-            )
-        if not constraints.is_empty and not runtime.is_lenient():
-            raise ConstraintError(
-                f"update on {self.name}: constraints hold sub-addresses "
-                f"{constraints.addresses()!r} but a distribution has a single choice"
-            )
-        if all(d.is_no_change() for d in argdiffs):
+        if (
+            self.constrained_value(constraints, args, f"update on {self.name}") is None
+            and all(d.is_no_change() for d in argdiffs)
+        ):
             return UpdateResult(trace, mx.zeros_like(trace.score), NoChange, ChoiceMap.empty())
-        s = self.score(trace.value, args)
+        v, s, w, discard, changed = self.update_choice(
+            args,
+            constraints,
+            (trace.value, trace.score),
+            lambda: self.sample(key, *args),
+            f"update on {self.name}",
+        )
         return UpdateResult(
-            DistributionTrace(self, args, trace.value, s),
-            s - trace.score,
-            NoChange,
-            ChoiceMap.empty(),
+            DistributionTrace(self, args, v, s),
+            s - trace.score if w is None else w,
+            UnknownChange if changed else NoChange,
+            ChoiceMap.empty() if discard is None else discard,
         )
 
     @_named_errors("regenerate")

@@ -30,24 +30,36 @@ running the body once for all particles (see :mod:`genmlx.core.batching`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
-from genmlx.core import runtime
-from genmlx.core.address import Address, format_address, to_path
-from genmlx.core.choicemap import ChoiceMap, choicemap
-from genmlx.core.config import check_scores_enabled
+from genmlx.core import batching, runtime
+from genmlx.core.address import Address, to_path
+from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff, NoChange, diff_args, no_change_args
-from genmlx.core.errors import NonFiniteScoreError
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.selection import Selection
-from genmlx.core.threads import translate_stream_errors
 from genmlx.core.trace import Trace
 
 if TYPE_CHECKING:
     from genmlx.core.edit import EditRequest
+
+from genmlx.core.checks import (
+    as_argdiffs,
+    as_args,
+    as_choicemap,
+    as_selection,
+    check_finite,
+)
+from genmlx.core.results import (
+    AssessResult,
+    EditResult,
+    GenerateResult,
+    ProposeResult,
+    RegenerateResult,
+    UpdateResult,
+)
 
 __all__ = [
     "AssessResult",
@@ -59,54 +71,6 @@ __all__ = [
     "TracedCall",
     "UpdateResult",
 ]
-
-
-class GenerateResult(NamedTuple):
-    """Result of ``generate``: the trace and its importance weight."""
-
-    trace: Trace
-    weight: mx.array
-
-
-class AssessResult(NamedTuple):
-    """Result of ``assess``: ``log p(choices; args)`` and the return value."""
-
-    log_density: mx.array
-    retval: Any
-
-
-class ProposeResult(NamedTuple):
-    """Result of ``propose``: sampled choices, their log density and the return value."""
-
-    choices: ChoiceMap
-    weight: mx.array
-    retval: Any
-
-
-class UpdateResult(NamedTuple):
-    """Result of ``update``."""
-
-    trace: Trace
-    weight: mx.array
-    retdiff: Diff
-    discard: ChoiceMap
-
-
-class RegenerateResult(NamedTuple):
-    """Result of ``regenerate``."""
-
-    trace: Trace
-    weight: mx.array
-    retdiff: Diff
-
-
-class EditResult(NamedTuple):
-    """Result of ``edit``: the request that undoes the edit comes back as well."""
-
-    trace: Trace
-    weight: mx.array
-    retdiff: Diff
-    backward_request: EditRequest
 
 
 class TracedCall:
@@ -173,62 +137,6 @@ for _names, _symbol in [
 ]:
     for _name in _names:
         setattr(TracedCall, _name, _number_misuse(_symbol))
-
-
-def _as_args(args: Any, op: str) -> tuple[Any, ...]:
-    if isinstance(args, tuple):
-        return args
-    if isinstance(args, list):
-        return tuple(args)
-    raise TypeError(
-        f"{op}: args must be a tuple of arguments, e.g. (xs,) for one argument or () for none;"
-        f" got {type(args).__name__}"
-    )
-
-
-def _as_argdiffs(argdiffs: Any, op: str, gf: Any) -> tuple[Diff, ...]:
-    if not isinstance(argdiffs, (tuple, list)):
-        raise TypeError(
-            f"{op} on {gf!r}: argdiffs must be a tuple with one Diff per argument "
-            f"(NoChange, UnknownChange, ...); got {type(argdiffs).__name__}"
-        )
-    for i, d in enumerate(argdiffs):
-        if not isinstance(d, Diff):
-            raise TypeError(
-                f"{op} on {gf!r}: argdiffs[{i}] is {d!r} ({type(d).__name__}), not a Diff; use "
-                "NoChange, UnknownChange or VectorDiff(...) from genmlx.core"
-            )
-    return tuple(argdiffs)
-
-
-def _as_choicemap(c: Any, op: str, what: str = "constraints") -> ChoiceMap:
-    if c is None:
-        return ChoiceMap.empty()
-    if isinstance(c, ChoiceMap):
-        return c
-    if isinstance(c, Mapping):
-        return choicemap(c)
-    raise TypeError(f"{op}: {what} must be a ChoiceMap (or a dict), got {type(c).__name__}")
-
-
-def _as_selection(s: Any, op: str) -> Selection:
-    if isinstance(s, Selection):
-        return s
-    raise TypeError(
-        f"{op}: selection must be a Selection, e.g. select('x'), Selection.all(); "
-        f"got {type(s).__name__}"
-    )
-
-
-def _batched_constraints(c: ChoiceMap, n: int, op: str) -> bool:
-    if not c.batch_shape:
-        return False
-    if c.batch_shape != (n,):
-        raise ValueError(
-            f"{op}: the choice map's batch_shape {c.batch_shape} does not match the "
-            f"trace's batch shape ({n},)"
-        )
-    return True
 
 
 class GenerativeFunction(ABC):
@@ -339,12 +247,12 @@ class GenerativeFunction(ABC):
         Returns:
             The trace; ``trace.score == log p(t; args)``.
         """
-        args = _as_args(args, "simulate")
+        args = as_args(args, "simulate")
         key = resolve_key(key, "simulate")
         with runtime.operation() as top:
             tr = self._simulate(args, key)
         if top:
-            _check_finite("simulate", self, tr, None, allow_neg_inf=False)
+            check_finite("simulate", self, tr, None, allow_neg_inf=False)
         return tr
 
     def generate(
@@ -368,11 +276,9 @@ class GenerativeFunction(ABC):
         Raises:
             ConstraintError: a constraint is at an address the model never visits.
         """
-        args = _as_args(args, "generate")
-        cons = _as_choicemap(constraints, "generate")
+        args = as_args(args, "generate")
+        cons = as_choicemap(constraints, "generate")
         if cons.batch_shape:
-            from genmlx.core import batching
-
             return batching.vgenerate(
                 self, args, cons, cons.batch_shape[0], resolve_key(key, "generate")
             )
@@ -384,7 +290,7 @@ class GenerativeFunction(ABC):
         with runtime.operation() as top, rewrites.active(prepared):
             res = self._generate(args, cons, key)
         if top:
-            _check_finite("generate", self, res.trace, res.weight)
+            check_finite("generate", self, res.trace, res.weight)
         return res
 
     def assess(self, args: tuple[Any, ...], choices: Any) -> AssessResult:
@@ -394,26 +300,24 @@ class GenerativeFunction(ABC):
             MissingChoiceError: a random choice of the model is not in ``choices``.
             ConstraintError: ``choices`` holds a value the model does not use.
         """
-        args = _as_args(args, "assess")
-        cm = _as_choicemap(choices, "assess", "choices")
+        args = as_args(args, "assess")
+        cm = as_choicemap(choices, "assess", "choices")
         if cm.batch_shape:
-            from genmlx.core import batching
-
             return batching.vassess(self, args, cm)
         with runtime.operation() as top:
             res = self._assess(args, cm)
         if top:
-            _check_finite("assess", self, None, res.log_density)
+            check_finite("assess", self, None, res.log_density)
         return res
 
     def propose(self, args: tuple[Any, ...] = (), *, key: Key = None) -> ProposeResult:
         """Sample choices and return them with their log density and the return value."""
-        args = _as_args(args, "propose")
+        args = as_args(args, "propose")
         key = resolve_key(key, "propose")
         with runtime.operation() as top:
             res = self._propose(args, key)
         if top:
-            _check_finite("propose", self, None, res.weight, allow_neg_inf=False)
+            check_finite("propose", self, None, res.weight, allow_neg_inf=False)
         return res
 
     def _resolve_args(
@@ -429,7 +333,7 @@ class GenerativeFunction(ABC):
                 "call the operation on trace.gen_fn"
             )
         if argdiffs is not None:
-            argdiffs = _as_argdiffs(argdiffs, op, self)
+            argdiffs = as_argdiffs(argdiffs, op, self)
         if args is None:
             if argdiffs is not None and not all(d.is_no_change() for d in argdiffs):
                 raise ValueError(
@@ -437,7 +341,7 @@ class GenerativeFunction(ABC):
                     "given; pass the new args too"
                 )
             return trace.args, no_change_args(trace.args)
-        args = _as_args(args, op)
+        args = as_args(args, op)
         self._check_arity(trace, args, op)
         if argdiffs is None:
             return args, diff_args(trace.args, args)
@@ -487,14 +391,12 @@ class GenerativeFunction(ABC):
             key: PRNG key for choices that must be sampled.
         """
         args, argdiffs = self._resolve_args(trace, args, argdiffs, "update")
-        cons = _as_choicemap(constraints, "update")
+        cons = as_choicemap(constraints, "update")
         if cons.is_empty and _unchanged(trace.args, args, argdiffs):
             # nothing to do, for every generative function: the trace is kept as it is
             return UpdateResult(trace, mx.zeros_like(trace.score), NoChange, ChoiceMap.empty())
         key = resolve_key(key, "update")
         if trace.batch_shape:
-            from genmlx.core import batching
-
             return batching.vupdate(self, trace, cons, args, argdiffs, key)
         if cons.batch_shape:
             raise ValueError("update: batched constraints need a batched trace")
@@ -502,7 +404,7 @@ class GenerativeFunction(ABC):
         with runtime.operation() as top:
             res = self._update(trace, cons, args, argdiffs, key)
         if top:
-            _check_finite("update", self, res.trace, res.weight)
+            check_finite("update", self, res.trace, res.weight)
         return res
 
     def regenerate(
@@ -521,29 +423,25 @@ class GenerativeFunction(ABC):
         Metropolis–Hastings acceptance log ratio of the resimulation move.
         """
         args, argdiffs = self._resolve_args(trace, args, argdiffs, "regenerate")
-        sel = _as_selection(selection, "regenerate")
+        sel = as_selection(selection, "regenerate")
         if sel.is_none() and _unchanged(trace.args, args, argdiffs):
             return RegenerateResult(trace, mx.zeros_like(trace.score), NoChange)
         key = resolve_key(key, "regenerate")
         if trace.batch_shape:
-            from genmlx.core import batching
-
             return batching.vregenerate(self, trace, sel, args, argdiffs, key)
         _prepare(self, args)
         with runtime.operation() as top:
             res = self._regenerate(trace, sel, args, argdiffs, key)
         if top:
-            _check_finite("regenerate", self, res.trace, res.weight)
+            check_finite("regenerate", self, res.trace, res.weight)
         return res
 
     def project(self, trace: Trace, selection: Selection) -> mx.array:
         """``Σ log p`` of the selected choices of ``trace``."""
-        sel = _as_selection(selection, "project")
+        sel = as_selection(selection, "project")
         if trace.gen_fn is not self:
             raise ValueError(f"project: the trace was made by {trace.gen_fn!r}, not {self!r}")
         if trace.batch_shape:
-            from genmlx.core import batching
-
             return batching.vproject(self, trace, sel)
         with runtime.operation():
             return self._project(trace, sel)
@@ -562,13 +460,11 @@ class GenerativeFunction(ABC):
             raise ValueError(f"edit: the trace was made by {trace.gen_fn!r}, not {self!r}")
         key = resolve_key(key, "edit")
         if trace.batch_shape:
-            from genmlx.core import batching
-
             return batching.vedit(self, trace, request, key)
         with runtime.operation() as top:
             res = self._edit(trace, request, key)
         if top:
-            _check_finite("edit", self, res.trace, res.weight)
+            check_finite("edit", self, res.trace, res.weight)
         return res
 
     # ------------------------------------------------------------------ batched
@@ -580,10 +476,8 @@ class GenerativeFunction(ABC):
         Returns:
             A trace with ``batch_shape == (n,)``: every choice has a leading ``[n]`` axis.
         """
-        from genmlx.core import batching
-
         return batching.vsimulate(
-            self, _as_args(args, "vsimulate"), n, resolve_key(key, "vsimulate")
+            self, as_args(args, "vsimulate"), n, resolve_key(key, "vsimulate")
         )
 
     def vgenerate(
@@ -594,11 +488,9 @@ class GenerativeFunction(ABC):
         ``constraints`` are shared by every particle unless the choice map is batched
         (``batch_shape == (n,)``), in which case particle ``i`` gets leaf ``[i]``.
         """
-        from genmlx.core import batching
-
-        cons = _as_choicemap(constraints, "vgenerate")
+        cons = as_choicemap(constraints, "vgenerate")
         return batching.vgenerate(
-            self, _as_args(args, "vgenerate"), cons, n, resolve_key(key, "vgenerate")
+            self, as_args(args, "vgenerate"), cons, n, resolve_key(key, "vgenerate")
         )
 
     def __repr__(self) -> str:
@@ -630,82 +522,3 @@ def _unchanged(old: tuple[Any, ...], new: tuple[Any, ...], argdiffs: tuple[Diff,
     if not all(d.is_no_change() for d in argdiffs):
         return False
     return old is new or (len(old) == len(new) and all(a is b for a, b in zip(old, new)))
-
-
-def _check_finite(
-    op: str,
-    gf: GenerativeFunction,
-    trace: Trace | None,
-    weight: mx.array | None,
-    allow_neg_inf: bool = True,
-) -> None:
-    """Raise NonFiniteScoreError when a score/weight is NaN or +inf (or -inf if not allowed)."""
-    if not check_scores_enabled() or runtime.in_transform():
-        return
-    with translate_stream_errors(f"{op} on {gf!r}"):
-        _check_finite_now(op, gf, trace, weight, allow_neg_inf)
-
-
-def _check_finite_now(
-    op: str,
-    gf: GenerativeFunction,
-    trace: Trace | None,
-    weight: mx.array | None,
-    allow_neg_inf: bool,
-) -> None:
-    arrays = [a for a in (trace.score if trace is not None else None, weight) if a is not None]
-    if not arrays:
-        return
-    try:
-        bad = mx.array(False)
-        for a in arrays:
-            bad = mx.logical_or(bad, mx.any(mx.logical_or(mx.isnan(a), a == mx.inf)))
-            if not allow_neg_inf:
-                bad = mx.logical_or(bad, mx.any(a == -mx.inf))
-        if not bad.item():
-            return
-    except ValueError as e:  # under a user's own mx.compile / mx.grad: cannot evaluate
-        if runtime.is_transform_eval_error(e):
-            return
-        raise
-    if trace is not None:
-        reason = _structural_problem(trace)
-        if reason is not None:
-            raise NonFiniteScoreError(f"{op} on {gf!r}: {reason}")
-    where = "its weight"
-    if trace is not None:
-        for path, s in trace.site_scores():
-            if mx.any(mx.logical_or(mx.isnan(s), s == mx.inf)).item() or (
-                not allow_neg_inf and mx.any(s == -mx.inf).item()
-            ):
-                where = f"the choice at address {format_address(path)} (log density {s})"
-                break
-    raise NonFiniteScoreError(
-        f"{op} on {gf!r}: non-finite log density at {where}. Check that the "
-        "distribution's parameters are valid (e.g. a positive scale) and that observed "
-        "values lie in its support; config.score_checks(False) disables this check."
-    )
-
-
-def _structural_problem(trace: Trace) -> str | None:
-    """The first problem a trace (or one nested in it) reports through
-    :meth:`Trace.nonfinite_reason` — e.g. a batched ``Switch`` index out of range,
-    which cannot raise where it happens and gives a NaN score instead."""
-    stack: list[Any] = [trace]
-    seen: set[int] = set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, Trace):
-            reason = node.nonfinite_reason()
-            if reason is not None:
-                return reason
-            children, _ = node._tree_flatten()
-            stack.extend(reversed(children))
-        elif isinstance(node, (list, tuple)):
-            stack.extend(reversed(node))
-        elif isinstance(node, dict):
-            stack.extend(node.values())
-    return None

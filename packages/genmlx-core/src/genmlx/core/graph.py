@@ -979,10 +979,10 @@ def analyze(
     Raises:
         TypeError: ``model`` is not a ``@gen`` function.
     """
-    from genmlx.core.gfi import _as_args, _as_choicemap
+    from genmlx.core.checks import as_args, as_choicemap
 
-    args = _as_args(args, "analyze")
-    obs = _as_choicemap(observations, "analyze", "observations")
+    args = as_args(args, "analyze")
+    obs = as_choicemap(observations, "analyze", "observations")
     if obs.is_empty:
         return structural_graph(model, args)
     base = structural_graph(model, args)

@@ -28,9 +28,9 @@ import mlx.core as mx
 
 from genmlx.core import runtime
 from genmlx.core.address import Component, Path, format_address
-from genmlx.core.choicemap import ChoiceMap, as_array
+from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import diff_args
-from genmlx.core.distribution import Distribution, argument_error, where_mask
+from genmlx.core.distribution import Distribution, argument_error
 from genmlx.core.errors import (
     AddressError,
     BatchedControlFlowError,
@@ -188,24 +188,6 @@ def _in_call(path: Path) -> Iterator[None]:
         raise type(e)(f"{e} [inside the traced call at {format_address(path)}]") from e
 
 
-def _choice_value_constraint(
-    cons: ChoiceMap, path: Path, op: str, gf: Distribution, args: tuple[Any, ...]
-) -> Any:
-    if cons.has_root_value:
-        v = as_array(cons.value)
-        gf.check_value(v, args, op, path)
-        return v
-    if runtime.is_lenient() and not cons.is_empty:
-        return None
-    if not cons.is_empty:
-        raise ConstraintError(
-            f"{op}: the constraint at {format_address(path)} is a map of sub-addresses "
-            f"{cons.addresses()!r}, but {format_address(path)} is a single random choice "
-            f"({gf.name}); give it one value"
-        )
-    return None
-
-
 # ---------------------------------------------------------------------------- transitions
 def simulate_site(
     state: SimulateState, path: Path, gf: GenerativeFunction, args: tuple[Any, ...]
@@ -230,21 +212,14 @@ def generate_site(
     cons = _constraint_at(state.constraints, path)
     key = state.key
     if isinstance(gf, Distribution):
-        v = _choice_value_constraint(cons, path, "generate", gf, args)
-        m = cons.leaf_mask if v is not None else None
-        if m is not None:  # a masked constraint: given where the mask holds
+
+        def draw() -> mx.array:
+            nonlocal key
             key, sub = key.site()
-            v = where_mask(m, v, gf.sample(sub, *args))
-            s = gf.score(v, args)
-            w = state.weight + mx.where(m, s, mx.zeros_like(s))
-        elif v is not None:
-            s = gf.score(v, args)
-            w = state.weight + s
-        else:
-            key, sub = key.site()
-            v = gf.sample(sub, *args)
-            s = gf.score(v, args)
-            w = state.weight
+            return gf.sample(sub, *args)
+
+        v, s, wv = gf.generate_choice(args, cons, draw, "generate", path)
+        w = state.weight if wv is None else state.weight + wv
         rec: Record = ChoiceRecord(v, s)
         value = v
     else:
@@ -264,7 +239,7 @@ def assess_site(
     """assess: every choice must be given; add its log density."""
     given = _constraint_at(state.choices, path)
     if isinstance(gf, Distribution):
-        v = _choice_value_constraint(given, path, "assess", gf, args)
+        v = gf.constrained_value(given, args, "assess", path)
         if v is None and runtime.is_lenient():
             # an alternative branch that is not taken: any in-support value will do
             v = gf.sample(mx.random.key(0), *args)
@@ -291,39 +266,18 @@ def update_site(
     old = lookup(state.old, path)
     key, discard, changed = state.key, state.discard, state.changed
     if isinstance(gf, Distribution):
-        v = _choice_value_constraint(cons, path, "update", gf, args)
-        m = cons.leaf_mask if v is not None else None
-        old_choice = old if isinstance(old, ChoiceRecord) else None
-        if v is not None and m is not None:  # masked: given where the mask holds
-            if old_choice is not None:
-                v = where_mask(m, v, old_choice.value)
-                s = gf.score(v, args)
-                w = state.weight + (s - old_choice.score)
-                discard = (path, ChoiceMap(old_choice.value, None, (), m), discard)
-            else:
-                key, sub = key.site()
-                v = where_mask(m, v, gf.sample(sub, *args))
-                s = gf.score(v, args)
-                w = state.weight + mx.where(m, s, mx.zeros_like(s))
-            changed = True
-        elif v is not None:
-            s = gf.score(v, args)
-            if old_choice is not None:
-                w = state.weight + (s - old_choice.score)
-                discard = (path, ChoiceMap(old_choice.value), discard)
-            else:
-                w = state.weight + s
-            changed = True
-        elif old_choice is not None:
-            v = old_choice.value
-            s = gf.score(v, args)
-            w = state.weight + (s - old_choice.score)
-        else:
+
+        def draw() -> mx.array:
+            nonlocal key
             key, sub = key.site()
-            v = gf.sample(sub, *args)
-            s = gf.score(v, args)
-            w = state.weight
-            changed = True
+            return gf.sample(sub, *args)
+
+        old_choice = (old.value, old.score) if isinstance(old, ChoiceRecord) else None
+        v, s, wv, disc, new_value = gf.update_choice(args, cons, old_choice, draw, "update", path)
+        w = state.weight if wv is None else state.weight + wv
+        if disc is not None:
+            discard = (path, disc, discard)
+        changed = changed or new_value
         rec: Record = ChoiceRecord(v, s)
         value = v
     else:

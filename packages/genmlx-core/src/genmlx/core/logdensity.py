@@ -46,11 +46,12 @@ import mlx.core as mx
 from genmlx.core import rewrites, runtime
 from genmlx.core.address import Path, format_address, from_path, to_path
 from genmlx.core.bijectors import Bijector, IdentityBijector, biject_to
+from genmlx.core.checks import as_args, as_choicemap
 from genmlx.core.choicemap import ChoiceMap, as_array
 from genmlx.core.compile import compile_function
 from genmlx.core.constraints import Constraint
 from genmlx.core.errors import GenMLXError
-from genmlx.core.gfi import GenerativeFunction, _as_args, _as_choicemap
+from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.graph import ModelGraph, Site, _arg_signature, _is_gen, analyze
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
@@ -560,7 +561,7 @@ class LogDensity:
     def with_observations(self, observations: Any) -> LogDensity:
         """The same log density with other observed values of the same structure (no
         new analysis or compilation)."""
-        obs = _as_choicemap(observations, "logdensity", "observations")
+        obs = as_choicemap(observations, "logdensity", "observations")
         return LogDensity(self._p, self.args, obs, tuple(obs.batch_shape))
 
     # ------------------------------------------------------------------ evaluation
@@ -659,7 +660,7 @@ class LogDensity:
     def from_choicemap(self, choices: Any) -> mx.array:
         """The unconstrained vector of the latent choices in ``choices`` (batched when
         the choice map is)."""
-        cm = _as_choicemap(choices, "logdensity.from_choicemap", "choices")
+        cm = as_choicemap(choices, "logdensity.from_choicemap", "choices")
         batch = tuple(cm.batch_shape)
         xs = []
         for b in self._p.blocks:
@@ -739,8 +740,8 @@ def logdensity(
     """
     if not _is_gen(model):
         raise StaticModelError(f"logdensity: expected a @gen model, got {model!r}")
-    args = _as_args(args, "logdensity")
-    obs = _as_choicemap(observations, "logdensity", "observations")
+    args = as_args(args, "logdensity")
+    obs = as_choicemap(observations, "logdensity", "observations")
     doms = {to_path(k): v for k, v in (domains or {}).items()}
     batch = tuple(obs.batch_shape)
     prog = _program(model, args, obs, latents, doms, transform, batch)

@@ -124,7 +124,7 @@ from genmlx.dists.discrete import (
     uniform_discrete,
     zipf,
 )
-from genmlx.dists.gamma_family import (
+from genmlx.dists.gamma_beta import (
     Beta,
     BetaUniform,
     Chi2,

@@ -80,8 +80,15 @@ ALIASES: dict[str, tuple[str, ...]] = {
 
 @hookimpl
 def genmlx_register_distributions(register: Any) -> None:
-    """Register every distribution under its name, with the aliases above."""
+    """Register every distribution under its name, with the aliases above and its
+    example parameters for the conformance kit (:mod:`genmlx.dists.examples`)."""
     import genmlx.dists as dists
+    from genmlx.dists.examples import EXAMPLES
 
     for name in DISTRIBUTION_NAMES:
-        register(getattr(dists, name), name=name, aliases=ALIASES.get(name, ()))
+        register(
+            getattr(dists, name),
+            name=name,
+            aliases=ALIASES.get(name, ()),
+            examples=EXAMPLES[name],
+        )

@@ -20,11 +20,12 @@ Conventions (DESIGN §6):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any
 
 import mlx.core as mx
+
+from genmlx.core.distribution import param_validation, param_validation_enabled
 
 __all__ = [
     "arr",
@@ -37,22 +38,16 @@ __all__ = [
     "where_valid",
 ]
 
-_VALIDATE: ContextVar[bool] = ContextVar("genmlx_dists_validate", default=True)
-
-
 def validation_enabled() -> bool:
     """Whether plain-number parameters are checked eagerly."""
-    return _VALIDATE.get()
+    return param_validation_enabled()
 
 
-@contextlib.contextmanager
-def validation(enabled: bool) -> Iterator[None]:
-    """Turn the eager parameter check on or off inside a ``with`` block."""
-    token = _VALIDATE.set(enabled)
-    try:
-        yield
-    finally:
-        _VALIDATE.reset(token)
+def validation(enabled: bool) -> contextlib.AbstractContextManager[None]:
+    """Turn the eager parameter check on or off inside a ``with`` block (for every
+    distribution: the checks the base class derives from the declared parameters and
+    the extra ones a distribution makes)."""
+    return param_validation(enabled)
 
 
 def arr(x: Any, dtype: Any = mx.float32) -> mx.array:

@@ -52,6 +52,7 @@ from genmlx.core.bijectors import Bijector as CoreBijector
 from genmlx.core.bijectors import biject_to
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, validation_enabled
+from genmlx.dists.examples import examples
 
 __all__ = [
     "IID",
@@ -504,7 +505,7 @@ class Product(Distribution):
         >>> import mlx.core as mx
         >>> from genmlx.dists.constructors import product
         >>> from genmlx.dists.continuous import normal
-        >>> from genmlx.dists.gamma_family import gamma
+        >>> from genmlx.dists.gamma_beta import gamma
         >>> d = product(normal, gamma)
         >>> d.sample(mx.random.key(0), (0.0, 1.0), (2.0, 1.0), shape=(5,)).shape
         (5, 2)
@@ -622,7 +623,7 @@ class IID(Distribution):
         self.is_discrete = dist.is_discrete
         self.has_reparam = dist.has_reparam
         self._pen = None if param_event_ndims is None else tuple(param_event_ndims)
-        self.example_params = list(getattr(dist, "example_params", []) or [])
+        self.example_params = examples(dist)
         pen = _declared_pen(dist, self._pen)
         if pen is not None:
             self.param_event_ndims = pen
@@ -910,7 +911,7 @@ class Transformed(Distribution):
         self.name = f"transformed({base.name}, {_bijector_name(bijector)})"
         self.event_ndim = max(base.event_ndim, bijector.event_ndim)
         self.has_reparam = base.has_reparam
-        self.example_params = list(getattr(base, "example_params", []) or [])
+        self.example_params = examples(base)
         pen = _declared_pen(base)
         if pen is not None:
             self.param_event_ndims = pen

@@ -62,13 +62,13 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from typing import Any, ClassVar
+from typing import Any
 
 import mlx.core as mx
 
 from genmlx.core import constraints as C
-from genmlx.core.distribution import Distribution
-from genmlx.dists.base import arr, check_param, is_plain_number, sample_shape, where_valid
+from genmlx.core.distribution import Distribution, Param
+from genmlx.dists.base import arr, is_plain_number, sample_shape, where_valid
 from genmlx.dists.special import (
     log_i0e,
     log_ndtr,
@@ -170,12 +170,14 @@ def _is_pos(v: float) -> bool:
     return 0.0 < v < _INF
 
 
-def _check_loc(dist: str, name: str, value: Any) -> None:
-    check_param(dist, name, value, _is_finite, "a finite number")
+def _above(low: Any) -> C.Constraint:
+    """The range of an upper bound: above ``low``."""
+    return C.greater_than(low)
 
 
-def _check_pos(dist: str, name: str, value: Any) -> None:
-    check_param(dist, name, value, _is_pos, "a finite number > 0")
+def _above_low(mu: Any, sigma: Any, low: Any) -> C.Constraint:
+    """The range of a truncation's upper bound: above ``low``."""
+    return C.greater_than(low)
 
 
 def _uniform(key: mx.array, shape: tuple[int, ...]) -> mx.array:
@@ -253,7 +255,6 @@ class _Scalar(Distribution):
 
     is_discrete = False
     event_ndim = 0
-    example_params: ClassVar[list[tuple[Any, ...]]] = []
 
 
 # ------------------------------------------------------------------ location–scale
@@ -276,18 +277,9 @@ class Normal(_Scalar):
     """
 
     name = "normal"
-    params = ("mu", "sigma")
+    params = (Param("mu", C.real), Param("sigma", C.positive))
     gaussian_location_scale = True
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (0.0, 1.0),
-        (mx.array([-1.0, 0.5, 3.0]), mx.array([0.5, 1.0, 2.0])),
-        (2.0, mx.array([[0.1], [10.0]])),
-    ]
-
-    def _check(self, mu: Any, sigma: Any) -> None:
-        _check_loc(self.name, "mu", mu)
-        _check_pos(self.name, "sigma", sigma)
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -295,13 +287,11 @@ class Normal(_Scalar):
         return C.real
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
-        self._check(mu, sigma)
         mu, sigma = _f32(mu), _f32(sigma)
         z = mx.random.normal(shape=sample_shape(_shape(shape), mu, sigma), key=key)
-        return _nan_where_invalid(_and(_finite(mu), _pos(sigma)), mu + sigma * z)
+        return _nan_where_invalid(self.params_valid(mu, sigma), mu + sigma * z)
 
     def log_prob(self, value: Any, mu: Any, sigma: Any) -> mx.array:
-        self._check(mu, sigma)
         if (
             is_plain_number(sigma)
             and _is_pos(float(sigma))
@@ -318,7 +308,7 @@ class Normal(_Scalar):
         raw = _f32(value)
         x = _safe_value(raw)
         mu, sigma = _f32(mu), _f32(sigma)
-        valid = _and(_finite(mu), _pos(sigma))
+        valid = self.params_valid(mu, sigma)
         mu_s = mx.where(valid, mu, 0.0)
         sig_s = mx.where(valid, sigma, 1.0)
         z = (x - mu_s) / sig_s
@@ -344,37 +334,25 @@ class Uniform(_Scalar):
     """
 
     name = "uniform"
-    params = ("low", "high")
+    params = (Param("low", C.real), Param("high", _above))
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (0.0, 1.0),
-        (mx.array([-1.0, 0.0, 10.0]), mx.array([1.0, 1e-3, 20.0])),
-    ]
-
-    def _check(self, low: Any, high: Any) -> None:
-        _check_loc(self.name, "low", low)
-        _check_loc(self.name, "high", high)
-        if is_plain_number(low) and is_plain_number(high):
-            check_param(self.name, "high", high, lambda h: h > float(low), f"> low={low!r}")
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
         return C.interval(params[0], params[1])
 
     def sample(self, key: mx.array, low: Any, high: Any, *, shape: Any = ()) -> mx.array:
-        self._check(low, high)
         low, high = _f32(low), _f32(high)
         u = mx.random.uniform(shape=sample_shape(_shape(shape), low, high), key=key)
-        valid = _and(_finite(low), _finite(high), low < high)
+        valid = self.params_valid(low, high)
         x = mx.minimum(low + (high - low) * u, high)
         return _nan_where_invalid(valid, x)
 
     def log_prob(self, value: Any, low: Any, high: Any) -> mx.array:
-        self._check(low, high)
         raw = _f32(value)
         x = _safe_value(raw)
         low, high = _f32(low), _f32(high)
-        valid = _and(_finite(low), _finite(high), low < high)
+        valid = self.params_valid(low, high)
         width = mx.where(valid, high - low, 1.0)
         inside = _and(valid, x >= low, x <= high)
         return _finish(raw, inside, -mx.log(width), valid)
@@ -397,12 +375,8 @@ class Exponential(_Scalar):
     """
 
     name = "exponential"
-    params = ("rate",)
+    params = (Param("rate", C.positive),)
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (1.0,),
-        (mx.array([0.1, 2.0, 50.0]),),
-    ]
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -410,10 +384,9 @@ class Exponential(_Scalar):
         return C.positive
 
     def sample(self, key: mx.array, rate: Any, *, shape: Any = ()) -> mx.array:
-        _check_pos(self.name, "rate", rate)
         rate = _f32(rate)
         e = _std_exponential(key, sample_shape(_shape(shape), rate))
-        return _nan_where_invalid(_pos(rate), _clamp_pos(e / rate))
+        return _nan_where_invalid(self.params_valid(rate), _clamp_pos(e / rate))
 
     has_iid_statistics = True
 
@@ -428,16 +401,15 @@ class Exponential(_Scalar):
         """``n log r − r Σx``."""
         sx, n = stats
         r = _f32(rate)
-        valid = _pos(r)
+        valid = self.params_valid(r)
         rs = mx.where(valid, r, 1.0)
         return where_valid(valid, n * mx.log(rs) - rs * sx)
 
     def log_prob(self, value: Any, rate: Any) -> mx.array:
-        _check_pos(self.name, "rate", rate)
         raw = _f32(value)
         x = _safe_value(raw)
         rate = _f32(rate)
-        valid = _pos(rate)
+        valid = self.params_valid(rate)
         r = mx.where(valid, rate, 1.0)
         xs = mx.where(x >= 0.0, x, 0.0)
         return _finish(raw, _and(valid, x >= 0.0), mx.log(r) - r * xs, valid)
@@ -447,13 +419,8 @@ class _LocScale(_Scalar):
     """A location–scale family ``loc + scale * Z``: subclasses give ``_std_sample`` (Z)
     and ``_std_log_prob`` (log density of Z)."""
 
-    params = ("loc", "scale")
+    params = (Param("loc", C.real), Param("scale", C.positive))
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (0.0, 1.0),
-        (mx.array([-2.0, 0.0, 5.0]), mx.array([0.5, 1.0, 3.0])),
-        (1.0, mx.array([[0.2], [4.0]])),
-    ]
 
     @abstractmethod
     def _std_sample(self, key: mx.array, shape: tuple[int, ...]) -> mx.array:
@@ -463,27 +430,21 @@ class _LocScale(_Scalar):
     def _std_log_prob(self, z: mx.array) -> mx.array:
         """log density of the standard member Z at ``z``."""
 
-    def _check(self, loc: Any, scale: Any) -> None:
-        _check_loc(self.name, "loc", loc)
-        _check_pos(self.name, "scale", scale)
-
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
         del params
         return C.real
 
     def sample(self, key: mx.array, loc: Any, scale: Any, *, shape: Any = ()) -> mx.array:
-        self._check(loc, scale)
         loc, scale = _f32(loc), _f32(scale)
         z = self._std_sample(key, sample_shape(_shape(shape), loc, scale))
-        return _nan_where_invalid(_and(_finite(loc), _pos(scale)), loc + scale * z)
+        return _nan_where_invalid(self.params_valid(loc, scale), loc + scale * z)
 
     def log_prob(self, value: Any, loc: Any, scale: Any) -> mx.array:
-        self._check(loc, scale)
         raw = _f32(value)
         x = _safe_value(raw)
         loc, scale = _f32(loc), _f32(scale)
-        valid = _and(_finite(loc), _pos(scale))
+        valid = self.params_valid(loc, scale)
         loc_s = mx.where(valid, loc, 0.0)
         sc_s = mx.where(valid, scale, 1.0)
         z = (x - loc_s) / sc_s
@@ -620,12 +581,8 @@ class HalfNormal(_Scalar):
     """
 
     name = "half_normal"
-    params = ("sigma",)
+    params = (Param("sigma", C.positive),)
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (1.0,),
-        (mx.array([0.1, 1.0, 30.0]),),
-    ]
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -633,17 +590,15 @@ class HalfNormal(_Scalar):
         return C.positive
 
     def sample(self, key: mx.array, sigma: Any, *, shape: Any = ()) -> mx.array:
-        _check_pos(self.name, "sigma", sigma)
         sigma = _f32(sigma)
         z = mx.random.normal(shape=sample_shape(_shape(shape), sigma), key=key)
-        return _nan_where_invalid(_pos(sigma), sigma * mx.abs(z))
+        return _nan_where_invalid(self.params_valid(sigma), sigma * mx.abs(z))
 
     def log_prob(self, value: Any, sigma: Any) -> mx.array:
-        _check_pos(self.name, "sigma", sigma)
         raw = _f32(value)
         x = _safe_value(raw)
         sigma = _f32(sigma)
-        valid = _pos(sigma)
+        valid = self.params_valid(sigma)
         s = mx.where(valid, sigma, 1.0)
         z = mx.where(x >= 0.0, x, 0.0) / s
         return _finish(
@@ -668,12 +623,8 @@ class HalfCauchy(_Scalar):
     """
 
     name = "half_cauchy"
-    params = ("scale",)
+    params = (Param("scale", C.positive),)
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (1.0,),
-        (mx.array([0.1, 1.0, 30.0]),),
-    ]
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -681,18 +632,16 @@ class HalfCauchy(_Scalar):
         return C.positive
 
     def sample(self, key: mx.array, scale: Any, *, shape: Any = ()) -> mx.array:
-        _check_pos(self.name, "scale", scale)
         scale = _f32(scale)
         w, _ = _half_uniform_and_sign(key, sample_shape(_shape(shape), scale))
         pw = math.pi * w
-        return _nan_where_invalid(_pos(scale), scale * (mx.cos(pw) / mx.sin(pw)))
+        return _nan_where_invalid(self.params_valid(scale), scale * (mx.cos(pw) / mx.sin(pw)))
 
     def log_prob(self, value: Any, scale: Any) -> mx.array:
-        _check_pos(self.name, "scale", scale)
         raw = _f32(value)
         x = _safe_value(raw)
         scale = _f32(scale)
-        valid = _pos(scale)
+        valid = self.params_valid(scale)
         s = mx.where(valid, scale, 1.0)
         z = mx.where(x >= 0.0, x, 0.0) / s
         return _finish(
@@ -717,16 +666,8 @@ class LogNormal(_Scalar):
     """
 
     name = "log_normal"
-    params = ("mu", "sigma")
+    params = (Param("mu", C.real), Param("sigma", C.positive))
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (0.0, 1.0),
-        (mx.array([-1.0, 0.0, 3.0]), mx.array([0.1, 0.5, 2.0])),
-    ]
-
-    def _check(self, mu: Any, sigma: Any) -> None:
-        _check_loc(self.name, "mu", mu)
-        _check_pos(self.name, "sigma", sigma)
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -734,18 +675,16 @@ class LogNormal(_Scalar):
         return C.positive
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
-        self._check(mu, sigma)
         mu, sigma = _f32(mu), _f32(sigma)
         z = mx.random.normal(shape=sample_shape(_shape(shape), mu, sigma), key=key)
         x = _clamp_pos(mx.exp(mu + sigma * z))
-        return _nan_where_invalid(_and(_finite(mu), _pos(sigma)), x)
+        return _nan_where_invalid(self.params_valid(mu, sigma), x)
 
     def log_prob(self, value: Any, mu: Any, sigma: Any) -> mx.array:
-        self._check(mu, sigma)
         raw = _f32(value)
         x = _safe_value(raw)
         mu, sigma = _f32(mu), _f32(sigma)
-        valid = _and(_finite(mu), _pos(sigma))
+        valid = self.params_valid(mu, sigma)
         inside = _and(valid, x > 0.0)
         mu_s = mx.where(valid, mu, 0.0)
         sig_s = mx.where(valid, sigma, 1.0)
@@ -773,16 +712,8 @@ class Weibull(_Scalar):
     """
 
     name = "weibull"
-    params = ("k", "lam")
+    params = (Param("k", C.positive), Param("lam", C.positive))
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (1.5, 2.0),
-        (mx.array([0.5, 1.0, 5.0]), mx.array([1.0, 0.1, 10.0])),
-    ]
-
-    def _check(self, k: Any, lam: Any) -> None:
-        _check_pos(self.name, "k", k)
-        _check_pos(self.name, "lam", lam)
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -790,19 +721,17 @@ class Weibull(_Scalar):
         return C.positive
 
     def sample(self, key: mx.array, k: Any, lam: Any, *, shape: Any = ()) -> mx.array:
-        self._check(k, lam)
         k, lam = _f32(k), _f32(lam)
-        valid = _and(_pos(k), _pos(lam))
+        valid = self.params_valid(k, lam)
         e = _std_exponential(key, sample_shape(_shape(shape), k, lam))
         ks = mx.where(valid, k, 1.0)
         return _nan_where_invalid(valid, _clamp_pos(lam * mx.exp(mx.log(e) / ks)))
 
     def log_prob(self, value: Any, k: Any, lam: Any) -> mx.array:
-        self._check(k, lam)
         raw = _f32(value)
         x = _safe_value(raw)
         k, lam = _f32(k), _f32(lam)
-        valid = _and(_pos(k), _pos(lam))
+        valid = self.params_valid(k, lam)
         ks = mx.where(valid, k, 1.0)
         ls = mx.where(valid, lam, 1.0)
         pos = x > 0.0
@@ -836,35 +765,25 @@ class Pareto(_Scalar):
     """
 
     name = "pareto"
-    params = ("x_m", "alpha")
+    params = (Param("x_m", C.positive), Param("alpha", C.positive))
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (1.0, 3.0),
-        (mx.array([0.5, 1.0, 100.0]), mx.array([0.5, 2.0, 10.0])),
-    ]
-
-    def _check(self, x_m: Any, alpha: Any) -> None:
-        _check_pos(self.name, "x_m", x_m)
-        _check_pos(self.name, "alpha", alpha)
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
         return C.greater_than(params[0])
 
     def sample(self, key: mx.array, x_m: Any, alpha: Any, *, shape: Any = ()) -> mx.array:
-        self._check(x_m, alpha)
         x_m, alpha = _f32(x_m), _f32(alpha)
-        valid = _and(_pos(x_m), _pos(alpha))
+        valid = self.params_valid(x_m, alpha)
         e = _std_exponential(key, sample_shape(_shape(shape), x_m, alpha))
         a = mx.where(valid, alpha, 1.0)
         return _nan_where_invalid(valid, mx.minimum(x_m * mx.exp(e / a), _F32_MAX))
 
     def log_prob(self, value: Any, x_m: Any, alpha: Any) -> mx.array:
-        self._check(x_m, alpha)
         raw = _f32(value)
         x = _safe_value(raw)
         x_m, alpha = _f32(x_m), _f32(alpha)
-        valid = _and(_pos(x_m), _pos(alpha))
+        valid = self.params_valid(x_m, alpha)
         xm = mx.where(valid, x_m, 1.0)
         a = mx.where(valid, alpha, 1.0)
         inside = _and(valid, x >= xm)
@@ -913,33 +832,19 @@ class TruncatedNormal(_Scalar):
     """
 
     name = "truncated_normal"
-    params = ("mu", "sigma", "low", "high")
+    params = (
+        Param("mu", C.real),
+        Param("sigma", C.positive),
+        Param("low", C.less_than(_INF), finite=False),
+        Param("high", _above_low, finite=False),
+    )
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (0.0, 1.0, -1.0, 2.0),
-        (0.0, 1.0, 8.0, 9.0),
-        (
-            mx.array([0.0, 1.0, -3.0]),
-            mx.array([1.0, 0.5, 2.0]),
-            mx.array([-_INF, 0.0, -12.0]),
-            mx.array([0.5, _INF, -7.0]),
-        ),
-    ]
 
-    def _check(self, mu: Any, sigma: Any, low: Any, high: Any) -> None:
-        _check_loc(self.name, "mu", mu)
-        _check_pos(self.name, "sigma", sigma)
-        check_param(self.name, "low", low, lambda v: v < _INF, "a number < inf (or -inf)")
-        check_param(self.name, "high", high, lambda v: v > -_INF, "a number > -inf (or inf)")
-        if is_plain_number(low) and is_plain_number(high):
-            check_param(self.name, "high", high, lambda h: h > float(low), f"> low={low!r}")
-
-    @staticmethod
     def _prep(
-        mu: Any, sigma: Any, low: Any, high: Any
+        self, mu: Any, sigma: Any, low: Any, high: Any
     ) -> tuple[mx.array, mx.array, mx.array, mx.array, mx.array, mx.array, mx.array]:
         mu, sigma, low, high = _f32(mu), _f32(sigma), _f32(low), _f32(high)
-        valid = _and(_finite(mu), _pos(sigma), low < high)
+        valid = self.params_valid(mu, sigma, low, high)
         mu_s = mx.where(valid, mu, 0.0)
         sig_s = mx.where(valid, sigma, 1.0)
         low_s = mx.where(valid, low, -1.0)
@@ -955,7 +860,6 @@ class TruncatedNormal(_Scalar):
     def sample(
         self, key: mx.array, mu: Any, sigma: Any, low: Any, high: Any, *, shape: Any = ()
     ) -> mx.array:
-        self._check(mu, sigma, low, high)
         valid, mu_s, sig_s, low_s, high_s, a, b = self._prep(mu, sigma, low, high)
         u = _uniform(key, sample_shape(_shape(shape), valid))
         log_d = log_normal_cdf_diff(a, b)
@@ -976,7 +880,6 @@ class TruncatedNormal(_Scalar):
         return _nan_where_invalid(valid, x)
 
     def log_prob(self, value: Any, mu: Any, sigma: Any, low: Any, high: Any) -> mx.array:
-        self._check(mu, sigma, low, high)
         raw = _f32(value)
         x = _safe_value(raw)
         valid, mu_s, sig_s, low_s, high_s, a, b = self._prep(mu, sigma, low, high)
@@ -1036,16 +939,8 @@ class VonMises(_Scalar):
     """
 
     name = "von_mises"
-    params = ("mu", "kappa")
+    params = (Param("mu", C.real), Param("kappa", C.nonnegative))
     has_reparam = False
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (0.5, 2.0),
-        (mx.array([-3.0, 0.0, 3.0]), mx.array([0.0, 0.5, 500.0])),
-    ]
-
-    def _check(self, mu: Any, kappa: Any) -> None:
-        _check_loc(self.name, "mu", mu)
-        check_param(self.name, "kappa", kappa, lambda v: 0.0 <= v < _INF, "a finite number >= 0")
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -1053,9 +948,8 @@ class VonMises(_Scalar):
         return C.circular
 
     def sample(self, key: mx.array, mu: Any, kappa: Any, *, shape: Any = ()) -> mx.array:
-        self._check(mu, kappa)
         mu, kappa = _f32(mu), _f32(kappa)
-        valid = _and(_finite(mu), kappa >= 0.0, kappa < _INF)
+        valid = self.params_valid(mu, kappa)
         out_shape = sample_shape(_shape(shape), mu, kappa)
         k = mx.where(valid, kappa, 1.0)
         big = k > 1.0
@@ -1085,11 +979,10 @@ class VonMises(_Scalar):
         return _nan_where_invalid(valid, _wrap_angle(mu + out))
 
     def log_prob(self, value: Any, mu: Any, kappa: Any) -> mx.array:
-        self._check(mu, kappa)
         raw = _f32(value)
         x = _safe_value(raw)
         mu, kappa = _f32(mu), _f32(kappa)
-        valid = _and(_finite(mu), kappa >= 0.0, kappa < _INF)
+        valid = self.params_valid(mu, kappa)
         mu_s = mx.where(valid, mu, 0.0)
         k = mx.where(valid, kappa, 1.0)
         inside = _and(valid, x >= -math.pi, x <= math.pi)
@@ -1118,16 +1011,8 @@ class WrappedCauchy(_Scalar):
     """
 
     name = "wrapped_cauchy"
-    params = ("mu", "rho")
+    params = (Param("mu", C.real), Param("rho", C.interval(0.0, 1.0, right_open=True)))
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (0.5, 0.3),
-        (mx.array([-3.0, 0.0, 3.0]), mx.array([0.0, 0.7, 0.9])),
-    ]
-
-    def _check(self, mu: Any, rho: Any) -> None:
-        _check_loc(self.name, "mu", mu)
-        check_param(self.name, "rho", rho, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -1135,9 +1020,8 @@ class WrappedCauchy(_Scalar):
         return C.circular
 
     def sample(self, key: mx.array, mu: Any, rho: Any, *, shape: Any = ()) -> mx.array:
-        self._check(mu, rho)
         mu, rho = _f32(mu), _f32(rho)
-        valid = _and(_finite(mu), rho >= 0.0, rho < 1.0)
+        valid = self.params_valid(mu, rho)
         rs = mx.where(valid, rho, 0.0)
         u = mx.random.uniform(shape=sample_shape(_shape(shape), mu, rho), key=key)
         pv = math.pi * (u - 0.5)
@@ -1145,11 +1029,10 @@ class WrappedCauchy(_Scalar):
         return _nan_where_invalid(valid, _wrap_angle(mu + delta))
 
     def log_prob(self, value: Any, mu: Any, rho: Any) -> mx.array:
-        self._check(mu, rho)
         raw = _f32(value)
         x = _safe_value(raw)
         mu, rho = _f32(mu), _f32(rho)
-        valid = _and(_finite(mu), rho >= 0.0, rho < 1.0)
+        valid = self.params_valid(mu, rho)
         mu_s = mx.where(valid, mu, 0.0)
         rs = mx.where(valid, rho, 0.0)
         inside = _and(valid, x >= -math.pi, x <= math.pi)
@@ -1181,16 +1064,8 @@ class WrappedNormal(_Scalar):
     """
 
     name = "wrapped_normal"
-    params = ("mu", "sigma")
+    params = (Param("mu", C.real), Param("sigma", C.positive))
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (0.5, 0.8),
-        (mx.array([-3.0, 0.0, 3.0]), mx.array([0.3, 1.5, 3.0])),
-    ]
-
-    def _check(self, mu: Any, sigma: Any) -> None:
-        _check_loc(self.name, "mu", mu)
-        _check_pos(self.name, "sigma", sigma)
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -1198,18 +1073,16 @@ class WrappedNormal(_Scalar):
         return C.circular
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
-        self._check(mu, sigma)
         mu, sigma = _f32(mu), _f32(sigma)
-        valid = _and(_finite(mu), _pos(sigma))
+        valid = self.params_valid(mu, sigma)
         eps = mx.random.normal(sample_shape(_shape(shape), mu, sigma), key=key)
         return _nan_where_invalid(valid, _wrap_angle(mu + sigma * eps))
 
     def log_prob(self, value: Any, mu: Any, sigma: Any) -> mx.array:
-        self._check(mu, sigma)
         raw = _f32(value)
         x = _safe_value(raw)
         mu, sigma = _f32(mu), _f32(sigma)
-        valid = _and(_finite(mu), _pos(sigma))
+        valid = self.params_valid(mu, sigma)
         inside = _and(valid, x >= -math.pi, x <= math.pi)
         d = _wrap_angle(mx.where(inside, x, 0.0) - mx.where(valid, mu, 0.0))
         narrow = sigma < 2.0

@@ -30,13 +30,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 import mlx.core as mx
 
 from genmlx.core import constraints as C
 from genmlx.core import runtime
-from genmlx.core.distribution import Distribution
+from genmlx.core.distribution import Distribution, Param
 from genmlx.dists.base import arr, batch_shape, check_param, sample_shape, where_valid
 
 __all__ = [
@@ -154,6 +154,11 @@ def _check_count(dist: str, name: str, n: Any) -> None:
 
 def _check_positive(dist: str, name: str, x: Any) -> None:
     check_param(dist, name, x, lambda v: v > 0 and math.isfinite(v), "> 0 and finite")
+
+
+def _at_least(low: Any) -> C.Constraint:
+    """The range of an inclusive integer upper bound: ``low, low + 1, ...``."""
+    return C.integer_interval(low, math.inf)
 
 
 def _check_weights(dist: str, name: str, w: Any) -> None:
@@ -497,10 +502,9 @@ class Bernoulli(Distribution):
     """
 
     name = "bernoulli"
-    params = ("p",)
+    params = (Param("p", C.unit_interval),)
     is_discrete = True
     is_enumerable = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [(0.3,), (mx.array([0.1, 0.5, 0.9]),)]
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -508,7 +512,6 @@ class Bernoulli(Distribution):
         return C.boolean
 
     def sample(self, key: mx.array, p: Any, *, shape: Shape = ()) -> mx.array:
-        _check_prob(self.name, "p", p)
         pa = _f32(p)
         out: mx.array = _uniform(key, sample_shape(shape, pa)) < pa
         return out
@@ -534,7 +537,7 @@ class Bernoulli(Distribution):
         """``k log p + (n − k) log(1 − p)`` (``0 · log 0 = 0``)."""
         k, n = stats
         pa = _f32(p)
-        valid = _and(pa >= 0, pa <= 1)
+        valid = self.params_valid(pa)
         ps = mx.where(valid, pa, 0.5)
         l1 = mx.where(k > 0, k * mx.log(mx.where(ps > 0, ps, 1.0)), 0.0)
         l1 = mx.where(mx.logical_and(k > 0, ps <= 0), -mx.inf, l1)
@@ -543,9 +546,8 @@ class Bernoulli(Distribution):
         return where_valid(valid, l1 + l0)
 
     def log_prob(self, value: Any, p: Any) -> mx.array:
-        _check_prob(self.name, "p", p)
         x, pa = _f32(value), _f32(p)
-        valid = _and(pa >= 0, pa <= 1)
+        valid = self.params_valid(pa)
         ps = mx.where(valid, pa, 0.5)
         l1 = mx.where(ps > 0, mx.log(mx.where(ps > 0, ps, 1.0)), -mx.inf)
         l0 = mx.where(ps < 1, mx.log1p(-mx.where(ps < 1, ps, 0.0)), -mx.inf)
@@ -578,10 +580,6 @@ class Categorical(Distribution):
     params = ("probs",)
     is_discrete = True
     is_enumerable = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (mx.array([0.2, 0.3, 0.5]),),
-        (mx.array([[0.1, 0.9], [0.6, 0.4]]),),
-    ]
 
     def _probs(self, probs: Any) -> mx.array:
         _check_weights(self.name, "probs", probs)
@@ -647,10 +645,6 @@ class CategoricalLogits(Distribution):
     params = ("logits",)
     is_discrete = True
     is_enumerable = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (mx.array([0.0, 1.0, -1.0]),),
-        (mx.array([[0.5, -0.5], [2.0, 0.0]]),),
-    ]
 
     def _logits(self, logits: Any) -> mx.array:
         lg = _f32(logits)
@@ -715,9 +709,8 @@ class Poisson(Distribution):
     """
 
     name = "poisson"
-    params = ("rate",)
+    params = (Param("rate", C.nonnegative),)
     is_discrete = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [(3.0,), (mx.array([0.5, 4.0, 25.0]),)]
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -725,7 +718,6 @@ class Poisson(Distribution):
         return C.nonnegative_integer
 
     def sample(self, key: mx.array, rate: Any, *, shape: Shape = ()) -> mx.array:
-        check_param(self.name, "rate", rate, lambda v: v >= 0 and math.isfinite(v), ">= 0")
         lam = _f32(rate)
         return _poisson_sample(key, mx.maximum(lam, 0.0), sample_shape(shape, lam))
 
@@ -756,16 +748,15 @@ class Poisson(Distribution):
         """``Σk log λ − nλ − Σ log k!``."""
         sk, lfact, n = stats
         lam = _f32(rate)
-        valid = _and(lam >= 0, mx.isfinite(lam))
+        valid = self.params_valid(lam)
         pos = mx.logical_and(valid, lam > 0)
         lg = mx.where(sk > 0, sk * mx.log(mx.where(pos, lam, 1.0)), 0.0)
         lg = mx.where(mx.logical_and(sk > 0, mx.logical_not(pos)), -mx.inf, lg)
         return where_valid(valid, lg - n * mx.where(valid, lam, 0.0) - lfact)
 
     def log_prob(self, value: Any, rate: Any) -> mx.array:
-        check_param(self.name, "rate", rate, lambda v: v >= 0 and math.isfinite(v), ">= 0")
         k, lam = _f32(value), _f32(rate)
-        valid = _and(lam >= 0, mx.isfinite(lam))
+        valid = self.params_valid(lam)
         in_sup = _and(_is_int(k), k >= 0)
         ks = mx.where(in_sup, k, 0.0)
         pos = _and(valid, lam > 0)
@@ -788,12 +779,8 @@ class Geometric(Distribution):
     """
 
     name = "geometric"
-    params = ("p",)
+    params = (Param("p", C.interval(0.0, 1.0, left_open=True)),)
     is_discrete = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [(0.3,), (mx.array([0.05, 0.5, 1.0]),)]
-
-    def _check(self, p: Any) -> None:
-        check_param(self.name, "p", p, lambda v: 0 < v <= 1, "in (0, 1]")
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -801,16 +788,14 @@ class Geometric(Distribution):
         return C.nonnegative_integer
 
     def sample(self, key: mx.array, p: Any, *, shape: Shape = ()) -> mx.array:
-        self._check(p)
         pa = _f32(p)
         u = mx.maximum(_uniform(key, sample_shape(shape, pa)), 2.0**-100)
         x = mx.floor(mx.log(u) / mx.log1p(-mx.clip(pa, 0.0, 1.0)))
         return _to_int32(mx.where(mx.isnan(x), 0.0, x))
 
     def log_prob(self, value: Any, p: Any) -> mx.array:
-        self._check(p)
         k, pa = _f32(value), _f32(p)
-        valid = _and(pa > 0, pa <= 1)
+        valid = self.params_valid(pa)
         in_sup = _and(_is_int(k), k >= 0)
         ks = mx.where(in_sup, k, 0.0)
         ps = mx.where(valid, pa, 0.5)
@@ -839,31 +824,21 @@ class Binomial(Distribution):
     """
 
     name = "binomial"
-    params = ("n", "p")
+    params = (Param("n", C.nonnegative_integer), Param("p", C.unit_interval))
     is_discrete = True
     is_enumerable = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (10, 0.3),
-        (mx.array([5.0, 40.0, 100.0]), mx.array([0.2, 0.5, 0.9])),
-    ]
-
-    def _check(self, n: Any, p: Any) -> None:
-        _check_count(self.name, "n", n)
-        _check_prob(self.name, "p", p)
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
         return C.integer_interval(0, params[0])
 
     def sample(self, key: mx.array, n: Any, p: Any, *, shape: Shape = ()) -> mx.array:
-        self._check(n, p)
         na, pa = _f32(n), _f32(p)
         return _binomial_sample(key, na, pa, sample_shape(shape, na, pa))
 
     def log_prob(self, value: Any, n: Any, p: Any) -> mx.array:
-        self._check(n, p)
         k, na, pa = _f32(value), _f32(n), _f32(p)
-        valid = _and(_is_int(na), na >= 0, pa >= 0, pa <= 1)
+        valid = self.params_valid(na, pa)
         ns = mx.where(valid, na, 0.0)
         in_sup = _and(_is_int(k), k >= 0, k <= ns)
         ks = mx.where(in_sup, k, 0.0)
@@ -875,7 +850,6 @@ class Binomial(Distribution):
         return where_valid(_and(valid, in_sup), lp)
 
     def support(self, n: Any, p: Any) -> mx.array:
-        self._check(n, p)
         na, pa = _f32(n), _f32(p)
         vals = mx.arange(_eager_max(na) + 1, dtype=mx.int32)
         return _enum(vals, batch_shape(na, pa))
@@ -897,16 +871,8 @@ class NegBinomial(Distribution):
     """
 
     name = "neg_binomial"
-    params = ("r", "p")
+    params = (Param("r", C.positive), Param("p", C.interval(0.0, 1.0, left_open=True)))
     is_discrete = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (3.0, 0.4),
-        (mx.array([0.5, 2.0, 10.0]), mx.array([0.3, 0.5, 0.9])),
-    ]
-
-    def _check(self, r: Any, p: Any) -> None:
-        _check_positive(self.name, "r", r)
-        check_param(self.name, "p", p, lambda v: 0 < v <= 1, "in (0, 1]")
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -914,9 +880,8 @@ class NegBinomial(Distribution):
         return C.nonnegative_integer
 
     def sample(self, key: mx.array, r: Any, p: Any, *, shape: Shape = ()) -> mx.array:
-        from genmlx.dists.gamma_family import log_standard_gamma
+        from genmlx.dists.gamma_sampling import log_standard_gamma
 
-        self._check(r, p)
         ra, pa = _f32(r), _f32(p)
         full = sample_shape(shape, ra, pa)
         k1, k2 = _split(key, 2)
@@ -928,9 +893,8 @@ class NegBinomial(Distribution):
         return _poisson_sample(k2, lam, full)
 
     def log_prob(self, value: Any, r: Any, p: Any) -> mx.array:
-        self._check(r, p)
         k, ra, pa = _f32(value), _f32(r), _f32(p)
-        valid = _and(ra > 0, mx.isfinite(ra), pa > 0, pa <= 1)
+        valid = self.params_valid(ra, pa)
         in_sup = _and(_is_int(k), k >= 0)
         ks = mx.where(in_sup, k, 0.0)
         rs = mx.where(valid, ra, 1.0)
@@ -965,27 +929,15 @@ class UniformDiscrete(Distribution):
     """
 
     name = "uniform_discrete"
-    params = ("low", "high")
+    params = (Param("low", C.integer), Param("high", _at_least))
     is_discrete = True
     is_enumerable = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (1, 6),
-        (mx.array([0, -3, 10]), mx.array([1, 3, 10])),
-    ]
-
-    def _check(self, low: Any, high: Any) -> None:
-        isint = "an integer"
-        check_param(self.name, "low", low, lambda v: v == math.floor(v), isint)
-        check_param(self.name, "high", high, lambda v: v == math.floor(v), isint)
-        if isinstance(low, (int, float)) and isinstance(high, (int, float)):
-            check_param(self.name, "high - low", high - low, lambda v: v >= 0, ">= 0")
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
         return C.integer_interval(params[0], params[1])
 
     def sample(self, key: mx.array, low: Any, high: Any, *, shape: Shape = ()) -> mx.array:
-        self._check(low, high)
         lo, hi = arr(low), arr(high)
         full = sample_shape(shape, lo, hi)
         lo_i = _to_int32(mx.floor(_f32(lo))) if lo.dtype != mx.int32 else lo
@@ -1004,15 +956,14 @@ class UniformDiscrete(Distribution):
         return out
 
     def log_prob(self, value: Any, low: Any, high: Any) -> mx.array:
-        self._check(low, high)
         x, lo, hi = _f32(value), _f32(low), _f32(high)
-        valid = _and(_is_int(lo), _is_int(hi), hi >= lo)
+        valid = self.params_valid(lo, hi)
         width = mx.where(valid, hi - lo + 1.0, 1.0)
         in_sup = _and(_is_int(x), x >= lo, x <= hi)
         return where_valid(_and(valid, in_sup), mx.broadcast_to(-mx.log(width), in_sup.shape))
 
     def support(self, low: Any, high: Any) -> mx.array:
-        self._check(low, high)
+        self.check_params(low, high)
         lo, hi = _f32(low), _f32(high)
         a = cast(int, mx.min(lo).astype(mx.int32).item())
         vals = mx.arange(a, _eager_max(hi) + 1, dtype=mx.int32)
@@ -1036,16 +987,11 @@ class Multinomial(Distribution):
     """
 
     name = "multinomial"
-    params = ("n", "probs")
+    params = (Param("n", C.nonnegative_integer), Param("probs", event_ndim=1))
     is_discrete = True
     event_ndim = 1
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (10, mx.array([0.2, 0.3, 0.5])),
-        (mx.array([3.0, 50.0]), mx.array([[0.5, 0.5], [0.1, 0.9]])),
-    ]
 
     def _params(self, n: Any, probs: Any) -> tuple[mx.array, mx.array]:
-        _check_count(self.name, "n", n)
         _check_weights(self.name, "probs", probs)
         pr = _f32(probs)
         if pr.ndim == 0:
@@ -1101,18 +1047,13 @@ class BetaBinomial(Distribution):
     """
 
     name = "beta_binomial"
-    params = ("n", "alpha", "beta")
+    params = (
+        Param("n", C.nonnegative_integer),
+        Param("alpha", C.positive),
+        Param("beta", C.positive),
+    )
     is_discrete = True
     is_enumerable = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (10, 2.0, 3.0),
-        (mx.array([4.0, 30.0]), mx.array([0.5, 5.0]), mx.array([0.5, 2.0])),
-    ]
-
-    def _check(self, n: Any, alpha: Any, beta: Any) -> None:
-        _check_count(self.name, "n", n)
-        _check_positive(self.name, "alpha", alpha)
-        _check_positive(self.name, "beta", beta)
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -1121,9 +1062,8 @@ class BetaBinomial(Distribution):
     def sample(
         self, key: mx.array, n: Any, alpha: Any, beta: Any, *, shape: Shape = ()
     ) -> mx.array:
-        from genmlx.dists.gamma_family import standard_beta
+        from genmlx.dists.gamma_sampling import standard_beta
 
-        self._check(n, alpha, beta)
         na, a, b = _f32(n), _f32(alpha), _f32(beta)
         full = sample_shape(shape, na, a, b)
         k1, k2 = _split(key, 2)
@@ -1133,9 +1073,8 @@ class BetaBinomial(Distribution):
         return _binomial_sample(k2, na, theta, full)
 
     def log_prob(self, value: Any, n: Any, alpha: Any, beta: Any) -> mx.array:
-        self._check(n, alpha, beta)
         k, na, a, b = _f32(value), _f32(n), _f32(alpha), _f32(beta)
-        valid = _and(_is_int(na), na >= 0, a > 0, b > 0, mx.isfinite(a), mx.isfinite(b))
+        valid = self.params_valid(na, a, b)
         ns = mx.where(valid, na, 0.0)
         a_s = mx.where(valid, a, 1.0)
         b_s = mx.where(valid, b, 1.0)
@@ -1145,7 +1084,6 @@ class BetaBinomial(Distribution):
         return where_valid(_and(valid, in_sup), lp)
 
     def support(self, n: Any, alpha: Any, beta: Any) -> mx.array:
-        self._check(n, alpha, beta)
         na, a, b = _f32(n), _f32(alpha), _f32(beta)
         vals = mx.arange(_eager_max(na) + 1, dtype=mx.int32)
         return _enum(vals, batch_shape(na, a, b))
@@ -1188,16 +1126,11 @@ class DirichletMultinomial(Distribution):
     """
 
     name = "dirichlet_multinomial"
-    params = ("n", "alpha")
+    params = (Param("n", C.nonnegative_integer), Param("alpha", event_ndim=1))
     is_discrete = True
     event_ndim = 1
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (10, mx.array([1.0, 2.0, 3.0])),
-        (mx.array([5.0, 20.0]), mx.array([[0.5, 0.5], [4.0, 1.0]])),
-    ]
 
     def _params(self, n: Any, alpha: Any) -> tuple[mx.array, mx.array]:
-        _check_count(self.name, "n", n)
         _check_concentrations(self.name, "alpha", alpha)
         al = _f32(alpha)
         if al.ndim == 0:
@@ -1210,7 +1143,7 @@ class DirichletMultinomial(Distribution):
         return C.nonnegative_integer
 
     def sample(self, key: mx.array, n: Any, alpha: Any, *, shape: Shape = ()) -> mx.array:
-        from genmlx.dists.gamma_family import standard_dirichlet
+        from genmlx.dists.gamma_sampling import standard_dirichlet
 
         na, al = self._params(n, alpha)
         full = tuple(shape) + batch_shape(na, al, event_ndims=(0, 1))
@@ -1298,17 +1231,9 @@ class Zipf(Distribution):
     """
 
     name = "zipf"
-    params = ("s", "n")
+    params = (Param("s", C.nonnegative), Param("n", C.positive_integer))
     is_discrete = True
     is_enumerable = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (1.1, 100),
-        (mx.array([0.5, 2.0]), mx.array([10.0, 1000.0])),
-    ]
-
-    def _check(self, s: Any, n: Any) -> None:
-        check_param(self.name, "s", s, lambda v: v >= 0 and math.isfinite(v), ">= 0")
-        check_param(self.name, "n", n, lambda v: v >= 1 and v == math.floor(v), "an integer >= 1")
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -1316,7 +1241,6 @@ class Zipf(Distribution):
         return C.nonnegative_integer
 
     def sample(self, key: mx.array, s: Any, n: Any, *, shape: Shape = ()) -> mx.array:
-        self._check(s, n)
         sa, na = _f32(s), _f32(n)
         full = sample_shape(shape, sa, na)
         # invalid (NaN, inf, negative) parameters draw 1 (their score is -inf); NaN must
@@ -1352,9 +1276,8 @@ class Zipf(Distribution):
         return mx.maximum(hi, 1)
 
     def log_prob(self, value: Any, s: Any, n: Any) -> mx.array:
-        self._check(s, n)
         k, sa, na = _f32(value), _f32(s), _f32(n)
-        valid = _and(sa >= 0, mx.isfinite(sa), _is_int(na), na >= 1)
+        valid = self.params_valid(sa, na)
         ss = mx.where(valid, sa, 1.0)
         ns = mx.where(valid, na, 1.0)
         in_sup = _and(_is_int(k), k >= 1, k <= ns)
@@ -1365,7 +1288,6 @@ class Zipf(Distribution):
         return where_valid(_and(valid, in_sup), -ss * mx.log(ks) - log_h)
 
     def support(self, s: Any, n: Any) -> mx.array:
-        self._check(s, n)
         sa, na = _f32(s), _f32(n)
         vals = mx.arange(1, _eager_max(na) + 1, dtype=mx.int32)
         return _enum(vals, batch_shape(sa, na))
@@ -1392,7 +1314,6 @@ class Delta(Distribution):
     params = ("value",)
     is_discrete = True
     is_enumerable = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [(2.5,), (mx.array([1, 2, 3]),)]
 
     @staticmethod
     def _value(v: Any) -> mx.array:
@@ -1440,10 +1361,6 @@ class PiecewiseUniform(Distribution):
 
     name = "piecewise_uniform"
     params = ("bounds", "probs")
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (mx.array([0.0, 1.0, 3.0, 3.5]), mx.array([0.2, 0.5, 0.3])),
-        (mx.array([[-1.0, 0.0, 2.0], [0.0, 0.5, 1.0]]), mx.array([[0.3, 0.7], [0.9, 0.1]])),
-    ]
 
     def _params(self, bounds: Any, probs: Any) -> tuple[mx.array, mx.array]:
         _check_weights(self.name, "probs", probs)

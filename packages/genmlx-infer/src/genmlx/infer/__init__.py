@@ -60,6 +60,7 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   :func:`nuts_warmup` and the diagnostics shards particles and chains over processes
 """
 
+from genmlx.core.deprecation import moved as _moved
 from genmlx.infer._checks import DegenerateWeightsError
 from genmlx.infer.adev import (
     ADEVSample,
@@ -78,12 +79,13 @@ from genmlx.infer.adev_estimators import (
     ADEVEstimator,
     ADEVEstimatorError,
     ADEVPrimitive,
-    enum,
+    enum_exact,
     get_estimator,
     mvd,
     reinforce,
     reparam,
 )
+from genmlx.infer.chain_runner import ChainResult, chain
 from genmlx.infer.conjugacy import (
     ConjugacyPlan,
     ConjugateGroup,
@@ -121,6 +123,7 @@ from genmlx.infer.enumeration import (
     infer_discrete,
 )
 from genmlx.infer.fit import METHODS, FitResult, fit
+from genmlx.infer.gibbs_enumeration import gibbs
 from genmlx.infer.gradient_kernels import hmc, mala, map_optimize
 from genmlx.infer.hmm import HMMResult, hmm_arrays, hmm_forward_backward
 from genmlx.infer.importance import ISResult, importance_resampling, importance_sampling
@@ -132,6 +135,7 @@ from genmlx.infer.kalman import (
     kalman_filter_arrays,
     rao_blackwellized_particle_filter,
 )
+from genmlx.infer.kernel_combinators import cycle, mix_kernels, repeat_kernel
 from genmlx.infer.learning import (
     LectureResult,
     TrainResult,
@@ -144,9 +148,9 @@ from genmlx.infer.learning import (
     wake_sleep,
 )
 from genmlx.infer.logdensity_vi import LogDensityVIResult, advi_logdensity
-from genmlx.infer.mh import ChainResult, chain, cycle, involutive_mh, mh, mix, repeat
-from genmlx.infer.nuts import NutsInfo, NutsWarmup, nuts, nuts_info, nuts_warmup
-from genmlx.infer.other_kernels import elliptical_slice, gibbs
+from genmlx.infer.metropolis import involutive_mh, mh
+from genmlx.infer.nuts_kernel import NutsInfo, NutsWarmup, nuts, nuts_warmup
+from genmlx.infer.optimization import Objective, OptimizeResult, optimize
 from genmlx.infer.pmcmc import PMMHResult, conditional_smc, particle_gibbs, pmmh
 from genmlx.infer.reversible_jump import (
     birth_death_kernel,
@@ -154,6 +158,7 @@ from genmlx.infer.reversible_jump import (
     split_merge_kernel,
     split_merge_move,
 )
+from genmlx.infer.slice_sampling import elliptical_slice
 from genmlx.infer.smc import (
     RESAMPLING_METHODS,
     ParticleFilterState,
@@ -215,6 +220,8 @@ __all__ = [
     "MCMCWarning",
     "NutsInfo",
     "NutsWarmup",
+    "Objective",
+    "OptimizeResult",
     "PMMHResult",
     "PTResult",
     "ParticleFilterState",
@@ -251,7 +258,7 @@ __all__ = [
     "elbo_grad",
     "elbo_objective",
     "elliptical_slice",
-    "enum",
+    "enum_exact",
     "enumerate_posterior",
     "enumerated_logdensity",
     "enumerative_inference",
@@ -280,11 +287,11 @@ __all__ = [
     "map_optimize",
     "mcmc",
     "mh",
-    "mix",
+    "mix_kernels",
     "mvd",
     "nuts",
-    "nuts_info",
     "nuts_warmup",
+    "optimize",
     "parallel_tempering",
     "particle_filter",
     "particle_gibbs",
@@ -294,7 +301,7 @@ __all__ = [
     "rb_particle_filter",
     "reinforce",
     "reparam",
-    "repeat",
+    "repeat_kernel",
     "resample_indices",
     "rhat",
     "sleep_q_objective",
@@ -313,3 +320,33 @@ __all__ = [
     "wake_q_objective",
     "wake_sleep",
 ]
+
+
+def _keep_functions_over_deprecated_modules() -> None:
+    """Load the deprecated module shims (``genmlx.infer.mh``, ``.nuts``,
+    ``.other_kernels``) now, so that a later ``import genmlx.infer.mh`` finds them loaded
+    and leaves the function ``genmlx.infer.mh`` in place (a first import would set the
+    package attribute to the module)."""
+    import importlib
+
+    namespace = globals()
+    for name in ("mh", "nuts", "other_kernels"):
+        keep = namespace.get(name)
+        importlib.import_module(f"{__name__}.{name}")
+        if keep is not None:
+            namespace[name] = keep
+        else:
+            namespace.pop(name, None)
+
+
+_keep_functions_over_deprecated_modules()
+
+__getattr__ = _moved(
+    __name__,
+    {
+        "mix": "genmlx.infer.kernel_combinators:mix_kernels",
+        "repeat": "genmlx.infer.kernel_combinators:repeat_kernel",
+        "enum": "genmlx.infer.adev_estimators:enum_exact",
+        "nuts_info": "genmlx.infer.nuts_kernel:nuts",
+    },
+)

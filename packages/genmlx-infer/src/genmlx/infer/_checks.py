@@ -33,7 +33,6 @@ __all__ = [
     "count",
     "evaluable",
     "key",
-    "mass_matrix",
     "number",
     "positive_scalar",
     "selection",
@@ -184,50 +183,6 @@ def trace(value: Any, op: str, name: str = "trace") -> Trace:
             "in the support)."
         )
     return value
-
-
-def mass_matrix(mass: Any, d: int, op: str) -> mx.array | None:
-    """``None``, a positive diagonal ``[d]`` or a symmetric positive definite ``[d, d]``."""
-    if mass is None:
-        return None
-    try:
-        m = mass if isinstance(mass, mx.array) else mx.array(mass)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{op}: mass must be an array ({e})") from e
-    m = m.astype(mx.float32)
-    if tuple(m.shape) not in ((d,), (d, d)):
-        raise ValueError(
-            f"{op}: mass must be a vector of shape ({d},) or a matrix of shape ({d}, {d}) "
-            f"for the {d} selected dimensions; got shape {tuple(m.shape)}"
-        )
-    got = evaluable(m)
-    if got is None:
-        if m.ndim == 1:
-            return mx.where(mx.logical_and(mx.isfinite(m), m > 0), m, mx.nan)
-        return m
-    if not np.all(np.isfinite(got)):
-        raise ValueError(f"{op}: mass has non-finite entries")
-    if m.ndim == 1:
-        if np.any(got <= 0):
-            raise ValueError(
-                f"{op}: a diagonal mass must be > 0 everywhere; entries "
-                f"{np.flatnonzero(got <= 0)[:10].tolist()} are not"
-            )
-        return m
-    g = got.astype(np.float64)
-    scale = max(float(np.max(np.abs(g))), 1e-30)
-    if not np.allclose(g, g.T, rtol=1e-5, atol=1e-6 * scale):
-        raise ValueError(
-            f"{op}: a dense mass matrix must be symmetric; max |M - Mᵀ| is "
-            f"{float(np.max(np.abs(g - g.T))):.3g}"
-        )
-    lam = float(np.min(np.linalg.eigvalsh(0.5 * (g + g.T))))
-    if not lam > 0:
-        raise ValueError(
-            f"{op}: a dense mass matrix must be positive definite; its smallest eigenvalue "
-            f"is {lam:.3g}"
-        )
-    return m
 
 
 def weights(log_weights: mx.array, op: str, step: str = "") -> mx.array:

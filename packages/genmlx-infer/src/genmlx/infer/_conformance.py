@@ -22,10 +22,12 @@ from genmlx.core import ChoiceMap, GenerativeFunction, Trace, choicemap, gen, se
 from genmlx.core.testing.kernel_models import KernelTestModel
 from genmlx.core.testing.kernels import Kernel
 from genmlx.core.testing.models import normal
+from genmlx.infer.gibbs_enumeration import gibbs
 from genmlx.infer.gradient_kernels import hmc, mala
-from genmlx.infer.mh import cycle, involutive_mh, mh, mix, repeat
-from genmlx.infer.nuts import nuts
-from genmlx.infer.other_kernels import elliptical_slice, gibbs
+from genmlx.infer.kernel_combinators import cycle, mix_kernels, repeat_kernel
+from genmlx.infer.metropolis import involutive_mh, mh
+from genmlx.infer.nuts_kernel import nuts
+from genmlx.infer.slice_sampling import elliptical_slice
 
 __all__ = ["KERNEL_CONFORMANCE"]
 
@@ -139,19 +141,19 @@ def cycle_conformance(model: KernelTestModel) -> Kernel:
     return cycle(_resimulation(model), _drift_mh(model))
 
 
-def repeat_conformance(model: KernelTestModel) -> Kernel:
+def repeat_kernel_conformance(model: KernelTestModel) -> Kernel:
     """Three resimulation-MH steps."""
-    return repeat(_resimulation(model), 3)
+    return repeat_kernel(_resimulation(model), 3)
 
 
-def mix_conformance(model: KernelTestModel) -> Kernel:
+def mix_kernels_conformance(model: KernelTestModel) -> Kernel:
     """A 0.4/0.6 mixture of resimulation MH and drift MH (or single-site MH)."""
     other = (
         partial(mh, selection_or_proposal=select(model.latents[0]))
         if model.discrete
         else _drift_mh(model)
     )
-    return mix([_resimulation(model), other], [0.4, 0.6])
+    return mix_kernels([_resimulation(model), other], [0.4, 0.6])
 
 
 KERNEL_CONFORMANCE: dict[str, Any] = {
@@ -163,7 +165,7 @@ KERNEL_CONFORMANCE: dict[str, Any] = {
     "elliptical_slice": elliptical_slice_conformance,
     "gibbs": gibbs_conformance,
     "cycle": cycle_conformance,
-    "repeat": repeat_conformance,
-    "mix": mix_conformance,
+    "repeat_kernel": repeat_kernel_conformance,
+    "mix_kernels": mix_kernels_conformance,
 }
 """Registered kernel name → its ``conformance_kernel`` factory."""

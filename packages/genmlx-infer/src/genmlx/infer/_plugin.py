@@ -25,8 +25,8 @@ INFERENCE_NAMES = (
     "elliptical_slice",
     "gibbs",
     "cycle",
-    "mix",
-    "repeat",
+    "mix_kernels",
+    "repeat_kernel",
     "chain",
     "parallel_tempering",
     "split_merge_move",
@@ -80,8 +80,8 @@ KERNEL_NAMES = (
     "elliptical_slice",
     "gibbs",
     "cycle",
-    "repeat",
-    "mix",
+    "repeat_kernel",
+    "mix_kernels",
 )
 """The registered MCMC kernels (and kernel combinators) the kernel kit checks."""
 

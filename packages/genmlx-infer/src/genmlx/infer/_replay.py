@@ -27,7 +27,7 @@ from genmlx.core import (
     StaticModelError,
     runtime,
 )
-from genmlx.core import handlers as H
+from genmlx.core import interpreter as H
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import as_array
 
@@ -93,9 +93,8 @@ def replay(
     def handler(state: Any, path: Path, gf: GenerativeFunction, a: tuple[Any, ...]) -> Any:
         full = (*prefix[-1], *path)
         if isinstance(gf, Distribution):
-            node = observations._node(full)
-            if node is not None and node.has_root_value:
-                v = as_array(node.value)
+            if observations.has_value(full):
+                v = as_array(observations[full])
                 records.append(SiteRecord(full, gf, tuple(a), v, True))
             else:
                 v = provide(full, gf, tuple(a))
@@ -114,7 +113,7 @@ def replay(
                 f"{op}: the model calls {fn_name(gf)} at {format_address(full)}; this "
                 "method sees only the model's own random choices and inlined @gen calls"
             )
-        sub = observations._node(full) or ChoiceMap.empty()
+        sub = observations.get_submap(full)
         return state, call(full, gf, tuple(a), sub)
 
     with runtime.operation():

@@ -6,7 +6,7 @@ trainable parameters, or a static ``@gen`` model whose body makes one such call 
 besides random choices of its own — keeps its particles as plain arrays instead of a
 batched trace (:class:`FastParticleFilterState`): every step's batched kernel trace with
 the epoch it was made at, the ancestor maps of the resamplings since (as
-:class:`~genmlx.combinators.unfold.FrozenSteps` does), the current particles' carried
+:class:`~genmlx.combinators.step_store.FrozenSteps` does), the current particles' carried
 state, the total scores, the log weights and the accumulated log marginal likelihood.
 A filter step — the pending resampling (ancestors drawn by any of the four schemes, the
 ESS trigger of ``maybe_resample`` applied with ``mx.where``, the log-ML accumulation,

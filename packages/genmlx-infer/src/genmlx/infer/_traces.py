@@ -6,6 +6,7 @@ import mlx.core as mx
 
 from genmlx.core import Trace
 from genmlx.core.batching import where_particles
+from genmlx.infer.kernel_info import MHInfo
 
 __all__ = ["accept_reject", "where_trace"]
 
@@ -33,14 +34,16 @@ def where_trace(mask: mx.array, new: Trace, old: Trace) -> Trace:
 
 def accept_reject(
     key: mx.array, log_alpha: mx.array, new: Trace, old: Trace
-) -> tuple[Trace, mx.array]:
-    """Metropolis–Hastings accept step: ``(trace, accepted)`` per chain.
+) -> tuple[Trace, MHInfo]:
+    """Metropolis–Hastings accept step: ``(trace, MHInfo)`` per chain.
 
     ``log_alpha`` is the log acceptance ratio (shape ``[]`` or ``[n]``); NaN counts as
     rejection.
     """
     u = mx.random.uniform(shape=log_alpha.shape, key=key)
-    accepted = mx.log(u) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
+    safe = mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
+    accepted = mx.log(u) < safe
+    info = MHInfo(accepted, mx.exp(mx.minimum(safe, 0.0)))
     out = where_particles(accepted, new, old)
     if out is None:
         if new.batch_shape:
@@ -50,5 +53,5 @@ def accept_reject(
             )
         # a single trace whose structure changed (e.g. a move across branches): choose
         # in Python — this needs the value, so it cannot be compiled
-        return (new if bool(accepted.item()) else old), accepted
-    return out, accepted
+        return (new if bool(accepted.item()) else old), info
+    return out, info

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 
-from genmlx.core import handlers as H
+from genmlx.core import interpreter as H
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap, as_array
 from genmlx.core.distribution import Distribution
@@ -52,15 +52,14 @@ class Site(NamedTuple):
 
 
 def _observed_value(constraints: ChoiceMap, path: Path, op: str) -> mx.array | None:
-    node = constraints._node(path)
-    if node is None or not node.has_root_value:
+    if not constraints.has_value(path):
         return None
-    if node.leaf_mask is not None:
+    if constraints.get_mask(path) is not None:
         raise ConstraintError(
             f"{op}: the observation at {format_address(path)} is masked; variational "
             "inference needs each observation given in full (leave it out instead)"
         )
-    return as_array(node.value)
+    return as_array(constraints[path])
 
 
 def _handler(
@@ -82,13 +81,10 @@ def _handler(
             inner = _handler(full, constraints, sites, op)
             _, retval = H.run_body(op, gf.name, gf.fn, tuple(args), inner, KeyStream.start(sub))
             return state, retval
-        cons = constraints._node(full) or ChoiceMap.empty()
+        cons = constraints.get_submap(full)
         tr, _ = gf.generate(tuple(args), cons, key=sub)
         for p, v in tr.get_choices().leaves():
-            node = cons._node(p)
-            sites.append(
-                Site((*full, *p), None, None, v, node is not None and node.has_root_value, full)
-            )
+            sites.append(Site((*full, *p), None, None, v, cons.has_value(p), full))
         return state, tr.retval
 
     return handler

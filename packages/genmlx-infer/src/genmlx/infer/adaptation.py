@@ -33,6 +33,8 @@ from typing import NamedTuple
 
 import mlx.core as mx
 
+from genmlx.infer.mass_matrix import regularized_mass
+
 __all__ = ["DualAveraging", "estimate_mass", "find_step_size", "windows"]
 
 GAMMA, T0, KAPPA = 0.05, 10.0, 0.75
@@ -152,15 +154,9 @@ def estimate_mass(draws: mx.array, *, dense: bool, per_chain: bool) -> mx.array:
     if not per_chain:
         draws = draws.reshape(1, c * n, d)
         n = c * n
-    shrink, reg = n / (n + 5.0), 1e-3 * (5.0 / (n + 5.0))
     if dense:
         centred = draws - mx.mean(draws, axis=1, keepdims=True)
-        cov = mx.swapaxes(centred, 1, 2) @ centred / max(n - 1, 1)
-        cov = shrink * cov + reg * mx.eye(d)
-        m = mx.linalg.inv(cov, stream=mx.cpu)
-        m = 0.5 * (m + mx.swapaxes(m, -1, -2))
+        m = regularized_mass(mx.swapaxes(centred, 1, 2) @ centred / max(n - 1, 1), n, dense=True)
     else:
-        var = shrink * mx.var(draws, axis=1, ddof=1) + reg
-        m = 1.0 / var
-    m = m.astype(mx.float32)
+        m = regularized_mass(mx.var(draws, axis=1, ddof=1), n, dense=False)
     return m if per_chain else m[0]

@@ -66,11 +66,12 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 
-from genmlx.core import handlers as H
+from genmlx.core import interpreter as H
 from genmlx.core import runtime
 from genmlx.core.address import Address, Path, format_address, to_path
 from genmlx.core.batching import vmap_call
 from genmlx.core.choicemap import ChoiceMap, choicemap
+from genmlx.core.deprecation import renamed_arguments
 from genmlx.core.distribution import Distribution
 from genmlx.core.dsl import DynamicGenerativeFunction
 from genmlx.core.errors import GenMLXError
@@ -88,6 +89,7 @@ from genmlx.infer.adev_estimators import (
     reinforce,
     reparam,
 )
+from genmlx.infer.optimization import Objective
 
 __all__ = [
     "ADEVSample",
@@ -234,7 +236,7 @@ def _site(state: _State, path: Path, gf: GenerativeFunction, args: tuple[Any, ..
                     raise ADEVEstimatorError(
                         f"adev: the choice at {format_address(full)} uses {est.name}, which "
                         "needs the rest of the program at several values; "
-                        "adev_simulate(..., n=...) "
+                        "adev_simulate(..., n_particles=...) "
                         "draws its particles in one vectorised run, so only linear "
                         "estimators (reparam, reinforce) can be used inside it"
                     )
@@ -341,12 +343,13 @@ def _collect(records: Cons, mark: Cons, base: Path) -> tuple[ChoiceMap, mx.array
     return cm, score if score is not None else mx.array(0.0)
 
 
+@renamed_arguments(n="n_particles")
 def adev_simulate(
     gen_fn: GenerativeFunction,
     args: tuple[Any, ...] = (),
     *,
     at: Address | None = None,
-    n: int | None = None,
+    n_particles: int | None = None,
 ) -> ADEVSample:
     """Run ``gen_fn`` inside an ADEV program, drawing its choices through ADEV.
 
@@ -356,8 +359,8 @@ def adev_simulate(
     The returned ``score`` is ``log p(choices; args)``: differentiable in the
     parameters and, for reparameterised choices, in the values.
 
-    With ``n``, ``n`` independent executions are drawn in one vectorised run (their
-    choices carry a leading ``[n]`` axis and ``score`` has shape ``[n]``); their joint
+    With ``n_particles=n``, ``n`` independent executions are drawn in one vectorised run
+    (their choices carry a leading ``[n]`` axis and ``score`` has shape ``[n]``); their joint
     density is the product, so their REINFORCE terms add. Only linear estimators
     (``reparam``, ``reinforce``) can be used inside such a run.
 
@@ -366,7 +369,8 @@ def adev_simulate(
         args: its arguments.
         at: an address prefix for its choices inside the program (to keep two calls'
             addresses apart in ``estimators=`` and error messages).
-        n: draw ``n`` particles at once (``None``: one, unbatched).
+        n_particles: draw that many particles at once (``None``: one, unbatched;
+            ``n=`` is the deprecated name).
 
     Returns:
         :class:`ADEVSample` ``(choices, score, retval)``.
@@ -395,6 +399,7 @@ def adev_simulate(
         raise TypeError(f"adev_simulate: args must be a tuple, got {type(args).__name__}")
     args = tuple(args)
     base = (*state.where, *to_path(at)) if at is not None else state.where
+    n = n_particles
     if n is None:
         mark = state.records
         if isinstance(gen_fn, DynamicGenerativeFunction):
@@ -407,7 +412,7 @@ def adev_simulate(
         cm, score = _collect(st.records, mark, base)
         return ADEVSample(cm, score, ret)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"adev_simulate: n must be a positive int, got {n!r}")
+        raise ValueError(f"adev_simulate: n_particles must be a positive int, got {n!r}")
     return _particles(run, state, gen_fn, args, base, n)
 
 
@@ -651,6 +656,49 @@ class Expectation:
         params = {k: grads[len(pos) + j] for j, k in enumerate(names)}
         return GradientEstimate(value, tuple(arg_grads), params)
 
+    def objective(self, *args: Any, n_samples: int = 1, maximize: bool = True) -> Objective:
+        """This expectation as an :class:`~genmlx.infer.Objective` for
+        :func:`~genmlx.infer.optimize`, over the parameters the program reads with
+        ``param(...)``.
+
+        Each step averages ``n_samples`` surrogate samples (one vectorised run) and
+        reports the estimate of ``E``; :func:`~genmlx.infer.optimize` follows ADEV's
+        unbiased gradient, ascending ``E`` (``maximize=True``) or descending it.
+
+        Args:
+            *args: the program's arguments (held fixed).
+            n_samples: samples per step.
+            maximize: maximise ``E`` (the loss is ``-E``) or minimise it.
+
+        Example:
+            >>> import mlx.core as mx
+            >>> from genmlx.core import param
+            >>> from genmlx.infer import optimize
+            >>> from genmlx.infer.adev_estimators import normal_reparam
+            >>> def f():
+            ...     x = normal_reparam(param("mu", 0.0), 1.0) @ "x"
+            ...     return -((x - 2.0) ** 2)
+            >>> res = optimize(expectation(f).objective(n_samples=16), {"mu": 0.0},
+            ...                n_steps=400, learning_rate=0.05, key=mx.random.key(0))
+            >>> round(float(res.params["mu"]), 1)
+            2.0
+        """
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"expectation({self.name}): n_samples must be a positive int")
+        fixed = tuple(args)
+        sign = -1.0 if maximize else 1.0
+
+        def fn(params: dict[str, mx.array], key: mx.array, state: Any) -> Any:
+            names = list(params)
+            one = self._batched(fixed, [], names)
+            keys = mx.random.split(key, n_samples)
+            xs = [params[k] for k in names]
+            vals = mx.vmap(one, in_axes=(0,) + (None,) * len(xs))(keys, *xs)
+            value = mx.mean(vals)
+            return sign * value, mx.stop_gradient(value), state
+
+        return Objective(fn, {}, "objective")
+
     def __repr__(self) -> str:
         return f"<Expectation {self.name}>"
 
@@ -821,7 +869,7 @@ def iwelbo_objective(
     margs, gargs = tuple(args), tuple(guide_args)
 
     def iwelbo_program() -> mx.array:
-        q = adev_simulate(guide, gargs, n=k)
+        q = adev_simulate(guide, gargs, n_particles=k)
         log_p, _ = model.assess(margs, _joint(q.choices, obs, k))
         out: mx.array = mx.logsumexp(log_p - q.score) - math.log(k)
         return out

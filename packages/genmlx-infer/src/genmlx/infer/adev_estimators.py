@@ -42,9 +42,9 @@ otherwise, and :meth:`~ADEVEstimator.check`) and register an instance through th
 Example:
     >>> import mlx.core as mx
     >>> from genmlx.dists import bernoulli
-    >>> from genmlx.infer.adev_estimators import enum, reinforce
-    >>> flip_exact = enum(bernoulli)
-    >>> flip_exact.name, flip_exact.estimator is enum
+    >>> from genmlx.infer.adev_estimators import enum_exact, reinforce
+    >>> flip_exact = enum_exact(bernoulli)
+    >>> flip_exact.name, flip_exact.estimator is enum_exact
     ('bernoulli_enum', True)
     >>> reinforce.name
     'reinforce'
@@ -59,6 +59,7 @@ from typing import Any
 import mlx.core as mx
 
 from genmlx.core.address import Path, format_address
+from genmlx.core.deprecation import moved
 from genmlx.core.distribution import Distribution
 from genmlx.core.errors import GenMLXError
 
@@ -71,7 +72,7 @@ __all__ = [
     "Enum",
     "Reinforce",
     "Reparam",
-    "enum",
+    "enum_exact",
     "get_estimator",
     "magic_box",
     "mvd",
@@ -281,12 +282,13 @@ reparam = Reparam()
 """The reparameterisation estimator (``reparam(normal)`` binds it to ``normal``)."""
 reinforce = Reinforce()
 """The REINFORCE (score-function) estimator."""
-enum = Enum()
+enum_exact = Enum()
+"""Exact enumeration of a finite support (the estimator named ``"enum"``)."""
 """Exact enumeration over a finite support."""
 mvd = MVD()
 """The measure-valued derivative for two-point distributions (Bernoulli)."""
 
-_BUILTIN: dict[str, ADEVEstimator] = {e.name: e for e in (reparam, reinforce, enum, mvd)}
+_BUILTIN: dict[str, ADEVEstimator] = {e.name: e for e in (reparam, reinforce, enum_exact, mvd)}
 
 
 class ADEVPrimitive(Distribution):
@@ -377,10 +379,10 @@ def register_builtin_estimators(register: Callable[..., Any]) -> None:
 _NAMED: dict[str, tuple[str, ADEVEstimator]] = {
     "normal_reparam": ("normal", reparam),
     "normal_reinforce": ("normal", reinforce),
-    "flip_enum": ("bernoulli", enum),
+    "flip_enum": ("bernoulli", enum_exact),
     "flip_reinforce": ("bernoulli", reinforce),
     "flip_mvd": ("bernoulli", mvd),
-    "categorical_enum": ("categorical", enum),
+    "categorical_enum": ("categorical", enum_exact),
     "categorical_reinforce": ("categorical", reinforce),
     "geometric_reinforce": ("geometric", reinforce),
     "mv_normal_reparam": ("mv_normal", reparam),
@@ -390,7 +392,12 @@ _NAMED: dict[str, tuple[str, ADEVEstimator]] = {
 _MADE: dict[str, ADEVPrimitive] = {}
 
 
-def __getattr__(name: str) -> ADEVPrimitive:
+_moved_names = moved(__name__, {"enum": "genmlx.infer.adev_estimators:enum_exact"})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "enum":
+        return _moved_names(name)
     if name not in _NAMED:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if name not in _MADE:
@@ -401,3 +408,4 @@ def __getattr__(name: str) -> ADEVPrimitive:
             raise ImportError(f"{name} binds genmlx.dists.{dist_name}; install genmlx-dists") from e
         _MADE[name] = ADEVPrimitive(getattr(dists, dist_name), est)
     return _MADE[name]
+

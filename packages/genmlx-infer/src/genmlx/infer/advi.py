@@ -52,6 +52,7 @@ import mlx.core as mx
 
 from genmlx.core.address import Address, format_address, to_path
 from genmlx.core.choicemap import ChoiceMap, as_array, choicemap
+from genmlx.core.deprecation import renamed_arguments
 from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.params import ParamStore, use_params
 from genmlx.core.random import Key, resolve_key
@@ -165,6 +166,12 @@ class ADVIResult:
         self.params = params
         self.elbo_history = elbo_history
         self._store = store if store is not None else ParamStore()
+
+    @property
+    def history(self) -> mx.array:
+        """The ELBO estimate of every step: :attr:`elbo_history` under the result
+        vocabulary's name."""
+        return self.elbo_history
 
     # ------------------------------------------------------------------ the Gaussian
     @property
@@ -322,6 +329,7 @@ def _space(
     return space, first
 
 
+@renamed_arguments(compiled="compile")
 def advi(
     model: GenerativeFunction,
     args: tuple[Any, ...],
@@ -337,7 +345,7 @@ def advi(
     init: ChoiceMap | Mapping[Any, Any] | None = None,
     supports: Mapping[Any, Any] | None = None,
     params: ParamStore | Mapping[str, Any] | None = None,
-    compiled: bool = True,
+    compile: bool = True,
     steps_per_call: int = 1,
     progress: bool = False,
 ) -> ADVIResult:
@@ -378,8 +386,9 @@ def advi(
             ``("xs", 1, "z")``, ...).
         params: a ``ParamStore`` bound while the model runs (for models that read ``param`` values;
             they are not trained).
-        compiled: compile the gradient step with ``mx.compile`` (``False``: eager).
-        steps_per_call: with ``compiled=True``, optimiser steps per compiled call
+        compile: compile the gradient step with ``mx.compile`` (``False``: eager;
+            ``compiled=`` is the deprecated name).
+        steps_per_call: with ``compile=True``, optimiser steps per compiled call
             (unrolled; larger values save per-step host overhead on small models at
             the cost of a longer first compilation).
         progress: show a ``tqdm`` progress bar (``pip install tqdm``).
@@ -468,7 +477,7 @@ def advi(
         n_steps=n_steps,
         key=k_fit,
         optimizer=opt,
-        compiled=compiled,
+        compiled=compile,
         steps_per_call=steps_per_call,
         progress=progress,
         op="advi",

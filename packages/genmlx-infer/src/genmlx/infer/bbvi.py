@@ -16,7 +16,7 @@ the model's latent choices. With log importance weights
 for checks and custom loops. The ``K``-sample bound and VIMCO are in
 :mod:`genmlx.infer.vimco`. All samples of a step run through one batched ``vsimulate``
 of the guide and one batched ``assess`` of the model; the step is compiled with
-``mx.compile`` unless ``compiled=False``.
+``mx.compile`` unless ``compile=False``.
 
 Example:
     >>> import mlx.core as mx
@@ -44,6 +44,7 @@ import mlx.core as mx
 
 from genmlx.core import runtime
 from genmlx.core.choicemap import ChoiceMap
+from genmlx.core.deprecation import renamed_arguments
 from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.params import ParamStore, use_params
 from genmlx.core.random import Key, resolve_key
@@ -138,6 +139,7 @@ def _elbo_surrogate(
 
 
 # ---------------------------------------------------------------------------- fitting
+@renamed_arguments(compiled="compile")
 def black_box_vi(
     model: GenerativeFunction,
     args: tuple[Any, ...],
@@ -154,7 +156,7 @@ def black_box_vi(
     optimizer: Any = None,
     learning_rate: float = 0.01,
     params: ParamStore | Mapping[str, Any] | None = None,
-    compiled: bool = True,
+    compile: bool = True,
     steps_per_call: int = 1,
     progress: bool = False,
 ) -> VIResult:
@@ -188,8 +190,9 @@ def black_box_vi(
         optimizer: an ``mlx.optimizers.Optimizer`` (default ``Adam(learning_rate)``).
         learning_rate: the default optimiser's learning rate.
         params: initial parameter values (the rest start at their ``param`` inits).
-        compiled: compile the gradient step with ``mx.compile`` (``False``: eager).
-        steps_per_call: with ``compiled=True``, optimiser steps per compiled call
+        compile: compile the gradient step with ``mx.compile`` (``False``: eager;
+            ``compiled=`` is the deprecated name).
+        steps_per_call: with ``compile=True``, optimiser steps per compiled call
             (unrolled; larger values save per-step host overhead on small models at
             the cost of a longer first compilation).
         progress: show a ``tqdm`` progress bar (``pip install tqdm``).
@@ -257,7 +260,7 @@ def black_box_vi(
         n_steps=n_steps,
         key=k_fit,
         optimizer=opt,
-        compiled=compiled,
+        compiled=compile,
         steps_per_call=steps_per_call,
         progress=progress,
         op=op,

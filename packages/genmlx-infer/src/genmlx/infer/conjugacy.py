@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -91,10 +91,11 @@ from genmlx.core import (
     runtime,
 )
 from genmlx.core.address import Address, Path, format_address, from_path, to_path
-from genmlx.core.batching import vmap_call
+from genmlx.core.batching import vmap_traces
+from genmlx.core.checks import as_args, as_choicemap
 from genmlx.core.choicemap import as_array
+from genmlx.core.deprecation import MethodNowProperty
 from genmlx.core.diff import Diff, diff_args
-from genmlx.core.gfi import _as_args, _as_choicemap
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.tree import flatten, unflatten
 from genmlx.dists import (
@@ -116,6 +117,7 @@ from genmlx.dists import (
 )
 from genmlx.infer._replay import SiteRecord, fn_name, replay
 from genmlx.infer.diagnostics import SummaryTable
+from genmlx.infer.kernel_info import GibbsInfo
 from genmlx.infer.smc import resample_indices
 
 __all__ = [
@@ -247,8 +249,8 @@ def conjugate_structure(
         A :class:`ConjugacyPlan` (possibly with no groups).
     """
     op = "conjugate_structure"
-    args = _as_args(args, op)
-    obs = _as_choicemap(observations, op, "observations")
+    args = as_args(args, op)
+    obs = as_choicemap(observations, op, "observations")
     if obs.batch_shape:
         leaves, td = flatten(obs.with_batch_shape(()))
         obs = unflatten(td, [x[0] for x in leaves])
@@ -547,10 +549,9 @@ class _Collapser:
         """The remaining latents' values, read from a (batched) choice map."""
         out = {}
         for p in self.remaining:
-            node = choices._node(p)
-            if node is None or not node.has_root_value:
+            if not choices.has_value(p):
                 raise KeyError(f"conjugacy: no value for the latent choice at {format_address(p)}")
-            out[p] = as_array(node.value)
+            out[p] = as_array(choices[p])
         return out
 
     def _run(
@@ -1019,8 +1020,8 @@ def conjugate_posterior(
             conjugate ones and sample the rest).
     """
     op = "conjugate_posterior"
-    args = _as_args(args, op)
-    obs = _as_choicemap(observations, op, "observations")
+    args = as_args(args, op)
+    obs = as_choicemap(observations, op, "observations")
     plan = _plan_for(model, args, obs, plan, op)
     if not plan.fully_conjugate:
         why = "; ".join(f"{a}: {r}" for a, r in plan.rejected.items()) or "no conjugate pair found"
@@ -1246,8 +1247,8 @@ def rb_importance_sampling(
             particle.
     """
     op = "rb_importance_sampling"
-    args = _as_args(args, op)
-    obs = _as_choicemap(observations, op, "observations")
+    args = as_args(args, op)
+    obs = as_choicemap(observations, op, "observations")
     if obs.batch_shape:
         raise ValueError(f"{op}: observations must be unbatched (shared by all particles)")
     if isinstance(n_particles, bool) or not isinstance(n_particles, int) or n_particles < 1:
@@ -1312,9 +1313,13 @@ class RBParticleFilterState(NamedTuple):
         lw = self.log_weights - mx.max(self.log_weights)
         return mx.exp(2.0 * mx.logsumexp(lw) - mx.logsumexp(2.0 * lw))
 
+    @property
     def log_ml_estimate(self) -> mx.array:
-        """``log Ẑ = log Ẑ_acc + logsumexp(log w) − log N`` (unbiased ``Ẑ``)."""
-        return self.log_ml_accumulated + mx.logsumexp(self.log_weights) - math.log(self.n_particles)
+        """``log Ẑ = log Ẑ_acc + logsumexp(log w) − log N`` (unbiased ``Ẑ``; a property)."""
+        value = (
+            self.log_ml_accumulated + mx.logsumexp(self.log_weights) - math.log(self.n_particles)
+        )
+        return MethodNowProperty(value, "RBParticleFilterState.log_ml_estimate")
 
     def step(
         self,
@@ -1332,10 +1337,10 @@ class RBParticleFilterState(NamedTuple):
         integrated out (re-evaluated for the whole trace: ``O(t)`` array work per step).
         """
         op = "rb_particle_filter.step"
-        obs_new = _as_choicemap(observations, op, "observations")
+        obs_new = as_choicemap(observations, op, "observations")
         tr = self.traces
         model = tr.gen_fn
-        new_args = _as_args(new_args, op)
+        new_args = as_args(new_args, op)
         if argdiffs is None:
             argdiffs = diff_args(tr.args, new_args)
         k1 = resolve_key(key)
@@ -1402,7 +1407,7 @@ def _obs_of(state: RBParticleFilterState) -> ChoiceMap:
     nodes = []
     for s in g.sites:
         if s.kind == "choice" and s.observed:
-            v = as_array(cm._node(s.path).value)  # type: ignore[union-attr]
+            v = as_array(cm[s.path])
             nodes.append((s.path, ChoiceMap(v[0])))
     return ChoiceMap.from_nodes(nodes, ())
 
@@ -1456,8 +1461,8 @@ def rb_particle_filter(
         {'level': "linear-gaussian (children: ('y', 0), ('y', 1), ('y', 2))"}
     """
     op = "rb_particle_filter"
-    args = _as_args(args, op)
-    obs = _as_choicemap(observations, op, "observations")
+    args = as_args(args, op)
+    obs = as_choicemap(observations, op, "observations")
     if isinstance(n_particles, bool) or not isinstance(n_particles, int) or n_particles < 1:
         raise ValueError(f"{op}: n_particles must be a positive int, got {n_particles!r}")
     plan = conjugate_structure(model, args, obs, exclude=exclude)
@@ -1474,34 +1479,18 @@ def rb_particle_filter(
 
 
 # ---------------------------------------------------------------------------- Gibbs
-def _per_chain(body: Callable[..., Any], trace: Trace, key: mx.array) -> tuple[Trace, mx.array]:
-    if not trace.batch_shape:
-        return body(key, trace)
-    n = trace.batch_shape[0]
-    keys = mx.random.split(key, n)
-    args = trace.args
-
-    def one(k: mx.array, t: Trace, a: tuple[Any, ...]) -> tuple[Trace, mx.array]:
-        new, acc = body(k, t._replace(args=a))
-        return new._replace(args=()), acc
-
-    with runtime.operation():
-        new, acc = vmap_call(one, n, (keys, trace._replace(args=())), (args,))
-    return new._replace(args=args), acc
-
-
 def _observed_of(trace: Trace, graph: ModelGraph) -> ChoiceMap:
     cm = trace.get_choices()
     nodes = []
     for s in graph.sites:
         if s.kind == "choice" and s.observed:
-            nodes.append((s.path, ChoiceMap(as_array(cm._node(s.path).value))))  # type: ignore[union-attr]
+            nodes.append((s.path, ChoiceMap(as_array(cm[s.path]))))  # type: ignore[union-attr]
     return ChoiceMap.from_nodes(nodes, ())
 
 
 def conjugate_gibbs(
     trace: Trace, plan: ConjugacyPlan, *, key: Key = None
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, GibbsInfo]:
     """Draw every integrated-out group of ``plan`` from its exact full conditional.
 
     A Gibbs move (always accepted): given the trace's other choices ``x_R`` and the
@@ -1510,7 +1499,8 @@ def conjugate_gibbs(
     chain on its own).
 
     Returns:
-        ``(new_trace, accepted)`` with ``accepted`` all ``True``.
+        ``(new_trace, info)``: a :class:`~genmlx.infer.kernel_info.GibbsInfo`
+        (``accepted`` all ``True``).
     """
     if not isinstance(plan, ConjugacyPlan) or not plan.groups:
         raise TypeError("conjugate_gibbs: plan must be a ConjugacyPlan with conjugate groups")
@@ -1518,7 +1508,7 @@ def conjugate_gibbs(
     obs = _observed_of(trace if not trace.batch_shape else _first_of(trace), plan.graph)
     col = _Collapser(plan, obs)
 
-    def body(k: mx.array, t: Trace) -> tuple[Trace, mx.array]:
+    def body(k: mx.array, t: Trace) -> tuple[Trace, GibbsInfo]:
         vals = col.values_from(t.get_choices())
         _, posts, _ = col.evaluate(vals, obs)
         ks = mx.random.split(k, len(posts) + 1)
@@ -1529,20 +1519,20 @@ def conjugate_gibbs(
                 x = pd.sample(key=ks[i])
                 off = 0
                 for path, s, sz in zip(members, shapes, sizes):
-                    cons = cons._set(path, ChoiceMap(x[off : off + sz].reshape(s)))
+                    cons = cons.set_submap(path, ChoiceMap(x[off : off + sz].reshape(s)))
                     off += sz
             else:
-                cons = cons._set(gr.latents[0], ChoiceMap(p.sample(key=ks[i])))
+                cons = cons.set_submap(gr.latents[0], ChoiceMap(p.sample(key=ks[i])))
         new, _, _, _ = model.update(t, cons, key=ks[-1])
-        return new, mx.array(True)
+        return new, GibbsInfo(mx.array(True))
 
     with runtime.transforming() if trace.batch_shape else _null():
-        return _per_chain(body, trace, resolve_key(key))
+        return vmap_traces(body, trace, key=resolve_key(key))
 
 
 def collapsed_gibbs(
     trace: Trace, addr: Address, plan: ConjugacyPlan, *, key: Key = None
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, GibbsInfo]:
     """A discrete choice drawn with the conjugate latents integrated out, then those
     redrawn from their exact conditional (a blocked Gibbs move, always accepted).
 
@@ -1550,6 +1540,10 @@ def collapsed_gibbs(
     collapsed density evaluated at every value of its support, all at once — and the
     integrated-out groups from ``p(θ | x_R, y)`` given the new value: together a draw
     from ``p(z, θ | rest, y)``, the collapsed Gibbs sampler of mixture models.
+
+    Returns:
+        ``(new_trace, info)``: a :class:`~genmlx.infer.kernel_info.GibbsInfo`
+        (``accepted`` all ``True``).
     """
     if not isinstance(plan, ConjugacyPlan) or not plan.groups:
         raise TypeError("collapsed_gibbs: plan must be a ConjugacyPlan with conjugate groups")
@@ -1570,7 +1564,7 @@ def collapsed_gibbs(
     rec = next(r for r in recs if r.path == path)
     support = rec.dist.support(*rec.params)
 
-    def body(k: mx.array, t: Trace) -> tuple[Trace, mx.array]:
+    def body(k: mx.array, t: Trace) -> tuple[Trace, GibbsInfo]:
         vals = col.values_from(t.get_choices())
 
         def at(v: mx.array) -> mx.array:
@@ -1583,13 +1577,13 @@ def collapsed_gibbs(
         j = mx.argmax(mx.where(scores > -mx.inf, scores + g, -mx.inf))
         v = support[j]
         new, _, _, _ = model.update(t, ChoiceMap.from_nodes([(path, ChoiceMap(v))], ()), key=k2)
-        return new, mx.array(True)
+        return new, GibbsInfo(mx.array(True))
 
     k_a, k_b = mx.random.split(resolve_key(key))
     with runtime.transforming() if trace.batch_shape else _null():
-        moved, acc = _per_chain(body, trace, k_a)
+        moved, info = vmap_traces(body, trace, key=k_a)
     new, _ = conjugate_gibbs(moved, plan, key=k_b)
-    return new, acc
+    return new, info
 
 
 def _first_of(trace: Trace) -> Trace:

@@ -57,8 +57,8 @@ from genmlx.core import (
     runtime,
 )
 from genmlx.core.address import format_address, from_path
+from genmlx.core.checks import as_args, as_choicemap
 from genmlx.core.compile import compile_function
-from genmlx.core.gfi import _as_args, _as_choicemap
 from genmlx.core.random import resolve_key
 from genmlx.infer.adaptation import DualAveraging, estimate_mass, find_step_size, windows
 from genmlx.infer.diagnostics import SummaryTable, ess_bulk, ess_mean, ess_tail, rhat
@@ -419,7 +419,7 @@ def _initial_positions(
         )
     if isinstance(init, str):
         raise ValueError(f"mcmc: init must be 'prior', 'uniform' or a choice map, got {init!r}")
-    cm = _as_choicemap(init, "mcmc", "init")
+    cm = as_choicemap(init, "mcmc", "init")
     if not cm.batch_shape:
         cm = cm.map(lambda v: mx.broadcast_to(v, (n_chains, *v.shape))).with_batch_shape(
             (n_chains,)
@@ -514,8 +514,8 @@ def mcmc(
             put in one vector (a discrete latent without a finite support, a dynamic
             structure); use ``kernel="mh"`` or a trace kernel.
     """
-    args = _as_args(args, "mcmc")
-    obs = _as_choicemap(observations, "mcmc", "observations")
+    args = as_args(args, "mcmc")
+    obs = as_choicemap(observations, "mcmc", "observations")
     for name, v, lo in (
         ("n_chains", n_chains, 1),
         ("n_samples", n_samples, 1),
@@ -733,9 +733,10 @@ def _mh_sweep(trace: Trace, obs: ChoiceMap) -> Callable[..., Any]:
     from functools import partial
 
     from genmlx.core import select
-    from genmlx.infer.mh import cycle, mh
+    from genmlx.infer.kernel_combinators import cycle
+    from genmlx.infer.metropolis import mh
 
-    paths = [p for p, _ in trace.get_choices().leaves() if obs._node(p) is None]
+    paths = [p for p, _ in trace.get_choices().leaves() if p not in obs]
     if not paths:
         raise ValueError("mcmc(kernel='mh'): the model has no latent choices to move")
     moves = [partial(mh, selection_or_proposal=select(from_path(p))) for p in paths]
@@ -758,7 +759,7 @@ def _trace_init(
             "starts from 'prior' or a choice map of starting values"
         )
     else:
-        cm = _as_choicemap(init, "mcmc", "init")
+        cm = as_choicemap(init, "mcmc", "init")
         if not cm.batch_shape:
             cm = cm.map(lambda v: mx.broadcast_to(v, (n_chains, *v.shape))).with_batch_shape(
                 (n_chains,)
@@ -799,7 +800,7 @@ def _trace_mcmc(
     trace = _trace_init(model, args, obs, n_chains, init, k_init)
     kernel = make_kernel(trace, obs)
     bar = _progress(progress, n_warmup + n_samples * thin, name)
-    latent_paths = [p for p, _ in trace.get_choices().leaves() if obs._node(p) is None]
+    latent_paths = [p for p, _ in trace.get_choices().leaves() if p not in obs]
     rows: dict[Any, list[mx.array]] = {from_path(p): [] for p in latent_paths}
     accepts: list[mx.array] = []
     t1 = t0

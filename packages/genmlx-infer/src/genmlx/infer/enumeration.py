@@ -83,10 +83,10 @@ from genmlx.core import (
 )
 from genmlx.core.address import Address, Path, format_address, from_path, to_path
 from genmlx.core.bijectors import Bijector, biject_to
+from genmlx.core.checks import as_args, as_choicemap
 from genmlx.core.choicemap import as_array
 from genmlx.core.compile import tracing_mode
 from genmlx.core.constraints import Constraint
-from genmlx.core.gfi import _as_args, _as_choicemap
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.tree import flatten, unflatten
 from genmlx.infer._contract import Record, backtrack, contract
@@ -850,8 +850,8 @@ def enumerate_posterior(
         ValueError: the observations have probability zero under the model.
     """
     op = "enumerate_posterior"
-    args = _as_args(args, op)
-    obs = _as_choicemap(observations, op, "observations")
+    args = as_args(args, op)
+    obs = as_choicemap(observations, op, "observations")
     first, td, leaves, batch = _obs_parts(obs, op)
     e = _Enumerator(
         model,
@@ -1164,17 +1164,16 @@ class EnumeratedLogDensity:
 
     def from_choicemap(self, choices: Any) -> mx.array:
         """The unconstrained vector of the continuous choices in ``choices``."""
-        cm = _as_choicemap(choices, "logdensity.from_choicemap", "choices")
+        cm = as_choicemap(choices, "logdensity.from_choicemap", "choices")
         batch = tuple(cm.batch_shape)
         xs = []
         for c in self._e.conts:
-            node = cm._node(c.path)
-            if node is None or not node.has_root_value:
+            if not cm.has_value(c.path):
                 raise KeyError(
                     "logdensity.from_choicemap: no value for the continuous choice at "
                     f"{format_address(c.path)}"
                 )
-            xs.append(as_array(node.value))
+            xs.append(as_array(cm[c.path]))
         n_obs = len(self._obs_leaves)
 
         def one(*inputs: Any) -> mx.array:
@@ -1260,8 +1259,8 @@ def enumerated_logdensity(
         (1, ['mu'], ('z',))
     """
     op = "enumerated_logdensity"
-    args = _as_args(args, op)
-    obs = _as_choicemap(observations, op, "observations")
+    args = as_args(args, op)
+    obs = as_choicemap(observations, op, "observations")
     if obs.batch_shape:
         raise ValueError(f"{op}: observations must be unbatched")
     e = _Enumerator(

@@ -57,7 +57,7 @@ from genmlx.core import (
     logdensity,
 )
 from genmlx.core.address import format_address, from_path, to_path
-from genmlx.core.gfi import _as_args, _as_choicemap
+from genmlx.core.checks import as_args, as_choicemap
 from genmlx.core.random import Key, resolve_key
 from genmlx.infer._ssm import find_sequence, is_sequence_gf
 from genmlx.infer.diagnostics import SummaryTable
@@ -210,12 +210,12 @@ def _weighted(
 ) -> dict[Any, mx.array]:
     from genmlx.infer.smc import resample_indices
 
-    idx = resample_indices(log_w, "multinomial", n=n, key=key)
+    idx = resample_indices(log_w, "multinomial", n_particles=n, key=key)
     return {a: v[idx] for a, v in values.items()}
 
 
 def _latent_values(trace: Any, obs: ChoiceMap) -> dict[Any, mx.array]:
-    return {from_path(p): v for p, v in trace.get_choices().leaves() if obs._node(p) is None}
+    return {from_path(p): v for p, v in trace.get_choices().leaves() if p not in obs}
 
 
 # ---------------------------------------------------------------------------- methods
@@ -452,7 +452,7 @@ def _run_smc(
         "",
         state,
         exact=False,
-        log_ml=state.log_ml_estimate(),
+        log_ml=state.log_ml_estimate,
         log_ml_kind="estimate",
         considered=[],
         sampler=lambda m, k: _weighted(vals, lw, m, k),
@@ -645,8 +645,8 @@ def fit(
         raise ValueError(f"fit: unknown option(s) {sorted(unknown)}; known: {sorted(allowed)}")
     if method != "auto" and method not in METHODS:
         raise ValueError(f"fit: method must be 'auto' or one of {METHODS}, got {method!r}")
-    args = _as_args(args, "fit")
-    obs = _as_choicemap(observations, "fit", "observations")
+    args = as_args(args, "fit")
+    obs = as_choicemap(observations, "fit", "observations")
     key = resolve_key(key)
     opts = dict(options)
     if method == "auto":

@@ -27,9 +27,9 @@ Example:
     ...     mu = normal(0.0, 1.0) @ "mu"
     ...     normal(mu, 1.0) @ "y"
     >>> tr, _ = model.vgenerate((), choicemap({"y": 1.0}), 100, key=mx.random.key(0))
-    >>> tr2, acc = hmc(tr, select("mu"), step_size=0.3, n_leapfrog=5, key=mx.random.key(1))
-    >>> tr2["mu"].shape, acc.shape
-    ((100,), (100,))
+    >>> tr2, info = hmc(tr, select("mu"), step_size=0.3, n_leapfrog=5, key=mx.random.key(1))
+    >>> tr2["mu"].shape, info.accepted.shape, info.diverging.shape
+    ((100,), (100,), (100,))
 """
 
 from __future__ import annotations
@@ -49,12 +49,14 @@ from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
 from genmlx.infer import _checks as checks
 from genmlx.infer.integrators import Metric, leapfrog
+from genmlx.infer.kernel_info import HMCInfo, MALAInfo
 from genmlx.infer.nuts_tree import chain_normal, chain_uniform
 from genmlx.infer.targets import chain_keys, target
 
 __all__ = ["hmc", "mala", "map_optimize"]
 
 _F32_EPS = 1.1920929e-07
+_DIVERGENCE = 1000.0  # an energy error above this is a divergence (Stan's and NumPyro's)
 
 
 class _Flat(NamedTuple):
@@ -132,15 +134,16 @@ def _mala_step(vg: Callable[..., Any]) -> Callable[..., Any]:
         ee = eps * eps
         log_alpha = ld_new - ld + (fwd - bwd) / (2.0 * ee)
         u = chain_uniform(k_acc)
-        acc = mx.log(u) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
-        return mx.where(acc[:, None], y_new, y), acc
+        safe = mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
+        acc = mx.log(u) < safe
+        return mx.where(acc[:, None], y_new, y), acc, mx.exp(mx.minimum(safe, 0.0))
 
     return step
 
 
 def mala(
     trace: Trace, selection: Selection, *, step_size: float = 0.1, key: Any = None
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, MALAInfo]:
     """Metropolis-adjusted Langevin step on the selected continuous choices.
 
     Proposal ``x' = x + (ε²/2) ∇log π(x) + ε ξ`` with ``ξ ~ N(0, I)``, i.e.
@@ -156,7 +159,8 @@ def mala(
         key: PRNG key (``None``: a fresh one).
 
     Returns:
-        ``(new_trace, accepted)``; ``accepted`` has the trace's batch shape.
+        ``(new_trace, info)``: a :class:`~genmlx.infer.kernel_info.MALAInfo`
+        (``accepted``, ``accept_prob``, ``step_size``, each with the trace's batch shape).
 
     Raises:
         TypeError: a selected choice is not floating point.
@@ -170,9 +174,9 @@ def mala(
         ... def m():
         ...     normal(0.0, 1.0) @ "x"
         >>> tr = m.simulate((), key=mx.random.key(0))
-        >>> tr2, acc = mala(tr, select("x"), step_size=0.5, key=mx.random.key(1))
-        >>> acc.shape
-        ()
+        >>> tr2, info = mala(tr, select("x"), step_size=0.5, key=mx.random.key(1))
+        >>> info.accepted.shape, float(info.step_size)
+        ((), 0.5)
     """
     checks.trace(trace, "mala")
     checks.selection(selection, "mala")
@@ -183,9 +187,10 @@ def mala(
     c = t.position.shape[0]
     eps = mx.broadcast_to(eps_checked, (c,))
     fn = _program(("mala", t.vg), lambda: _mala_step(t.vg), t.compiled)
-    y_new, acc = fn(chain_keys(key, c, t.batched), t.position, eps, t.inputs)
+    y_new, acc, prob = fn(chain_keys(key, c, t.batched), t.position, eps, t.inputs)
     new = t.to_trace(y_new, acc)
-    return new, (acc if t.batched else acc[0])
+    info = MALAInfo(acc, prob, eps)
+    return new, (info if t.batched else MALAInfo(*(a[0] for a in info)))
 
 
 def _hmc_step(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Callable[..., Any]:
@@ -205,8 +210,10 @@ def _hmc_step(vg: Callable[..., Any], metric: Metric, n_leapfrog: int) -> Callab
             x, p, ld, g = leapfrog(vg, inputs, metric, marr, x, p, g, eps)
         log_alpha = ld - ld0 - metric.kinetic(p, marr) + metric.kinetic(p0, marr)
         u = chain_uniform(k_acc)
-        acc = mx.log(u) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
-        return mx.where(acc[:, None], x, y), acc
+        safe = mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
+        acc = mx.log(u) < safe
+        diverging = mx.logical_or(mx.isnan(log_alpha), log_alpha < -_DIVERGENCE)
+        return mx.where(acc[:, None], x, y), acc, mx.exp(mx.minimum(safe, 0.0)), diverging
 
     return step
 
@@ -219,7 +226,7 @@ def hmc(
     n_leapfrog: int = 10,
     key: Any = None,
     mass: mx.array | None = None,
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, HMCInfo]:
     """Hamiltonian Monte Carlo step on the selected continuous choices.
 
     Momentum ``p ~ N(0, M)``, kinetic energy ``K(p) = ½ pᵀ M⁻¹ p``; ``n_leapfrog``
@@ -244,7 +251,9 @@ def hmc(
             chain axis.
 
     Returns:
-        ``(new_trace, accepted)``.
+        ``(new_trace, info)``: an :class:`~genmlx.infer.kernel_info.HMCInfo`
+        (``accepted``, ``accept_prob``, ``diverging`` — an energy error above 1000 —,
+        ``step_size``, ``n_leapfrog``, each with the trace's batch shape).
 
     Raises:
         TypeError: a selected choice is not floating point.
@@ -259,7 +268,7 @@ def hmc(
         ... def m():
         ...     normal(0.0, 1.0) @ "x"
         >>> tr = m.vsimulate((), 10, key=mx.random.key(0))
-        >>> tr2, acc = hmc(tr, select("x"), step_size=0.2, n_leapfrog=10,
+        >>> tr2, info = hmc(tr, select("x"), step_size=0.2, n_leapfrog=10,
         ...                key=mx.random.key(1), mass=mx.array([2.0]))
         >>> tr2["x"].shape
         (10,)
@@ -282,9 +291,12 @@ def hmc(
         lambda: _hmc_step(t.vg, metric, n_leapfrog),
         t.compiled,
     )
-    y_new, acc = fn(chain_keys(key, c, t.batched), t.position, eps, tuple(metric.arrays), t.inputs)
+    y_new, acc, prob, div = fn(
+        chain_keys(key, c, t.batched), t.position, eps, tuple(metric.arrays), t.inputs
+    )
     new = t.to_trace(y_new, acc)
-    return new, (acc if t.batched else acc[0])
+    info = HMCInfo(acc, prob, div, eps, mx.full((c,), n_leapfrog, dtype=mx.int32))
+    return new, (info if t.batched else HMCInfo(*(a[0] for a in info)))
 
 
 def map_optimize(

@@ -65,8 +65,8 @@ from genmlx.core import (
     runtime,
 )
 from genmlx.core.address import Path, format_address, from_path
+from genmlx.core.checks import as_args, as_choicemap
 from genmlx.core.choicemap import as_array
-from genmlx.core.gfi import _as_args, _as_choicemap
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.tree import flatten
 from genmlx.dists import MvNormal, Normal
@@ -656,8 +656,8 @@ def _batched_values(
 def _prepare(
     model: GenerativeFunction, args: Any, observations: Any, op: str
 ) -> tuple[SeqModel, ChoiceMap, tuple[int, ...]]:
-    args = _as_args(args, op)
-    obs = _as_choicemap(observations, op, "observations")
+    args = as_args(args, op)
+    obs = as_choicemap(observations, op, "observations")
     batch = tuple(obs.batch_shape)
     if len(batch) > 1:
         raise ValueError(f"{op}: observations may carry one batch axis, got {batch}")

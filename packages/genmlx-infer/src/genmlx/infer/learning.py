@@ -33,7 +33,7 @@ Example:
     >>> data = {"y": mx.array([1.0, 2.0, 3.0, 4.0])}
     >>> res = train(model, data, ParamStore({"mu": 0.0}), n_steps=100,
     ...             optimizer=optim.SGD(learning_rate=0.5), key=mx.random.key(0))
-    >>> round(float(res.store["mu"]), 4)      # the maximum-likelihood estimate: the mean
+    >>> round(float(res.params["mu"]), 4)      # the maximum-likelihood estimate: the mean
     2.5
 """
 
@@ -45,18 +45,17 @@ from typing import Any, NamedTuple
 import mlx.core as mx
 import mlx.optimizers as optim
 
-from genmlx.core import runtime
 from genmlx.core.choicemap import ChoiceMap, choicemap
-from genmlx.core.compile import compile_function
-from genmlx.core.errors import BatchedControlFlowError, GenMLXError
+from genmlx.core.deprecation import renamed_arguments, warn_deprecated
 from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.gradients import param_gradients
 from genmlx.core.params import ParamStore, use_params
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.selection import Selection, select
 from genmlx.core.trace import Trace
-from genmlx.infer._vi_loop import check_positive_int, make_optimizer, progress_bar
+from genmlx.infer._vi_loop import check_positive_int
 from genmlx.infer.adev import Expectation, wake_p_objective
+from genmlx.infer.optimization import Objective, optimize
 
 __all__ = [
     "LectureResult",
@@ -78,14 +77,28 @@ class TrainResult(NamedTuple):
     """Result of a training loop.
 
     Attributes:
-        store: the trained parameters (a new :class:`~genmlx.core.ParamStore`; the
+        params: the trained parameters (a new :class:`~genmlx.core.ParamStore`; the
             given one is unchanged).
-        loss_history: the loss of every step, shape ``[n_steps]`` (what each loop
+        history: the loss of every step, shape ``[n_steps]`` (what each loop
             minimises is stated on it).
+
+    ``store`` and ``loss_history`` are the deprecated names of the fields.
     """
 
-    store: ParamStore
-    loss_history: mx.array
+    params: ParamStore
+    history: mx.array
+
+    @property
+    def store(self) -> ParamStore:
+        """Deprecated name of :attr:`params`."""
+        warn_deprecated("TrainResult.store", "TrainResult.params")
+        return self.params
+
+    @property
+    def loss_history(self) -> mx.array:
+        """Deprecated name of :attr:`history`."""
+        warn_deprecated("TrainResult.loss_history", "TrainResult.history")
+        return self.history
 
 
 class LectureResult(NamedTuple):
@@ -106,15 +119,27 @@ class WakeSleepResult(NamedTuple):
     """Result of :func:`wake_sleep`.
 
     Attributes:
-        store: the trained model and proposal parameters.
+        params: the trained model and proposal parameters (``store`` is the deprecated
+            name).
         wake_history: the wake-phase objective estimate of every step (``[n_steps]``).
         sleep_history: the sleep-phase score (the proposal's mean log density of the
             model's latents) of every step (``[n_steps]``).
     """
 
-    store: ParamStore
+    params: ParamStore
     wake_history: mx.array
     sleep_history: mx.array
+
+    @property
+    def history(self) -> mx.array:
+        """Both phases per step: ``[n_steps, 2]`` (wake estimate, sleep score)."""
+        return mx.stack([self.wake_history, self.sleep_history], axis=1)
+
+    @property
+    def store(self) -> ParamStore:
+        """Deprecated name of :attr:`params`."""
+        warn_deprecated("WakeSleepResult.store", "WakeSleepResult.params")
+        return self.params
 
 
 # ---------------------------------------------------------------------------- loop
@@ -150,54 +175,14 @@ def _optimise(
     progress: bool,
     op: str,
 ) -> tuple[ParamStore, mx.array]:
-    """Run ``step`` ``n_steps`` times with ``optimizer``; return the store and history."""
+    """Run ``step`` (``(key, params) -> (loss, grads)``, the gradient of the loss to
+    minimise) ``n_steps`` times through :func:`genmlx.infer.optimize`."""
     check_positive_int(n_steps, "n_steps", op)
-    optimizer = make_optimizer(optimizer, 0.01, op)
-    # nested under "params" so that parameter names cannot collide with the
-    # optimiser's own state entries ("step", "learning_rate")
-    tree: dict[str, Params] = {"params": store.values_dict}
-    optimizer.init(tree)
-
-    def update(k: mx.array, t: dict[str, Params]) -> tuple[mx.array, dict[str, Params]]:
-        metric, grads = step(k, t["params"])
-        new: dict[str, Params] = optimizer.apply_gradients({"params": grads}, t)
-        return metric, new
-
-    fn: Callable[..., tuple[mx.array, dict[str, Params]]] = update
-    if compile:
-        state = [optimizer.state]
-
-        def traced(k: mx.array, t: dict[str, Params]) -> tuple[mx.array, dict[str, Params]]:
-            with runtime.transforming():
-                return update(k, t)
-
-        fn = compile_function(traced, inputs=state, outputs=state)
-    keys = mx.random.split(resolve_key(key), n_steps)
-    bar = progress_bar(n_steps, op) if progress else None
-    history = []
-    try:
-        for s in range(n_steps):
-            try:
-                metric, tree = fn(keys[s], tree)
-            except ValueError as e:
-                if compile and (
-                    runtime.is_transform_eval_error(e) or isinstance(e, BatchedControlFlowError)
-                ):
-                    raise GenMLXError(
-                        f"{op}(compile=True) traces the whole training step with mx.compile, "
-                        f"and the step needed a concrete value: {e} — pass compile=False to "
-                        "run it eagerly"
-                    ) from e
-                raise
-            mx.eval(metric, tree, optimizer.state)
-            history.append(metric)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(metric.reshape(-1)[0]):.4g}")
-    finally:
-        if bar is not None:
-            bar.close()
-    return store.update(tree["params"]), mx.stack(history)
+    objective = Objective(lambda p, k, s: (*step(k, p), s), {}, "loss", gradient=True)
+    res = optimize(
+        objective, store, optimizer, n_steps, key=key, compile=compile, progress=progress, name=op
+    )
+    return res.params, res.history
 
 
 # ---------------------------------------------------------------------------- train
@@ -264,7 +249,7 @@ def train(
         compile: compile the step with ``mx.compile``.
 
     Returns:
-        :class:`TrainResult` ``(store, loss_history)`` with the loss ``L`` per step.
+        :class:`TrainResult` ``(params, history)`` with the loss ``L`` per step.
 
     Example:
         >>> import mlx.core as mx
@@ -275,7 +260,7 @@ def train(
         ...     normal(param("mu", 0.0), 1.0) @ "y"
         >>> res = train(model, {"y": mx.arange(10.0)}, ParamStore({"mu": 0.0}),
         ...             n_steps=5, batch_size=4, key=mx.random.key(0))
-        >>> res.loss_history.shape
+        >>> res.history.shape
         (5,)
     """
     op = "train"
@@ -358,7 +343,7 @@ def train_objective(
         compile: compile the step with ``mx.compile``.
 
     Returns:
-        :class:`TrainResult`; ``loss_history`` holds ``-E`` estimates (``E`` with
+        :class:`TrainResult`; ``history`` holds ``-E`` estimates (``E`` with
         ``maximize=False``).
 
     Example:
@@ -376,7 +361,7 @@ def train_objective(
         >>> res = train_objective(elbo_objective(model, (), {"x": 2.0}, guide),
         ...                       ParamStore({"m": 0.0, "log_s": 0.0}), n_steps=10,
         ...                       n_samples=8, key=mx.random.key(0))
-        >>> res.loss_history.shape
+        >>> res.history.shape
         (10,)
     """
     op = "train_objective"
@@ -387,24 +372,19 @@ def train_objective(
         )
     s = _as_store(store, op)
     check_positive_int(n_samples, "n_samples", op)
-    sign = -1.0 if maximize else 1.0
-    fixed = tuple(args)
-
-    def step(k: mx.array, params: Params) -> tuple[mx.array, Params]:
-        g = objective.grad(*fixed, key=k, n_samples=n_samples, store=ParamStore(params))
-        return sign * g.value, {n: sign * v for n, v in g.params.items()}
-
-    new, history = _optimise(
-        step,
+    check_positive_int(n_steps, "n_steps", op)
+    res = optimize(
+        objective.objective(*args, n_samples=n_samples, maximize=maximize),
         s,
-        n_steps=n_steps,
-        optimizer=optimizer,
+        optimizer,
+        n_steps,
         key=key,
         compile=compile,
         progress=progress,
-        op=op,
+        name=op,
     )
-    return TrainResult(new, history)
+    # the loss each step minimised: -E (maximize) or E
+    return TrainResult(res.params, -res.history if maximize else res.history)
 
 
 # ---------------------------------------------------------------------------- wake-sleep
@@ -421,9 +401,10 @@ def _check_lecture(model: Any, proposal: Any, get_q_args: Any, op: str) -> None:
         raise TypeError(f"{op}: get_q_args must be a function trace -> proposal args")
 
 
+@renamed_arguments(model_args="args")
 def lecture(
     model: GenerativeFunction,
-    model_args: tuple[Any, ...],
+    args: tuple[Any, ...],
     proposal: GenerativeFunction,
     store: ParamStore,
     get_q_args: Callable[[Trace], tuple[Any, ...]],
@@ -433,7 +414,7 @@ def lecture(
 ) -> LectureResult:
     """One sleep-phase training example for a proposal (Gen.jl's ``lecture!``).
 
-    Simulates ``t ~ p(·; model_args)``, computes the proposal's arguments
+    Simulates ``t ~ p(·; args)``, computes the proposal's arguments
     ``a = get_q_args(t)`` (its observations), constrains the proposal with the
     model's choices at the proposal's addresses ``z`` and returns
 
@@ -446,7 +427,7 @@ def lecture(
 
     Args:
         model: the model ``p`` (its parameters, if any, are read from ``store``).
-        model_args: the model's arguments.
+        args: the model's arguments.
         proposal: the proposal ``q``, a generative function with parameters (``param``).
         store: the parameters.
         get_q_args: ``trace ↦ proposal args``.
@@ -460,16 +441,17 @@ def lecture(
     _check_lecture(model, proposal, get_q_args, "lecture")
     k_model, k_prop = mx.random.split(resolve_key(key), 2)
     with use_params(store):
-        tr = model.simulate(tuple(model_args), key=k_model)
+        tr = model.simulate(tuple(args), key=k_model)
         q_args = tuple(get_q_args(tr))
         sel = latents if latents is not None else _addresses(proposal, q_args, k_prop)
         q_tr, w = proposal.generate(q_args, tr.get_choices().filter(sel), key=k_prop)
     return LectureResult(w, param_gradients(q_tr, store))
 
 
+@renamed_arguments(model_args="args")
 def lecture_batched(
     model: GenerativeFunction,
-    model_args: tuple[Any, ...],
+    args: tuple[Any, ...],
     proposal: GenerativeFunction,
     store: ParamStore,
     get_q_args: Callable[[Trace], tuple[Any, ...]],
@@ -494,7 +476,7 @@ def lecture_batched(
         \\frac1B \\sum_i ∇_φ \\log q_φ(z_i; a_i).
 
     Args:
-        model, model_args, proposal, store, get_q_args, latents: as for
+        model, args, proposal, store, get_q_args, latents: as for
             :func:`lecture` (``get_q_args`` receives the batched trace).
         batch_size: ``B``.
         key: PRNG key.
@@ -522,7 +504,7 @@ def lecture_batched(
     b = check_positive_int(batch_size, "batch_size", "lecture_batched")
     k_model, k_prop = mx.random.split(resolve_key(key), 2)
     with use_params(store):
-        tr = model.vsimulate(tuple(model_args), b, key=k_model)
+        tr = model.vsimulate(tuple(args), b, key=k_model)
         q_args = tuple(get_q_args(tr))
         sel = latents if latents is not None else _addresses(proposal, q_args, k_prop)
         cons = tr.get_choices().with_batch_shape(()).filter(sel)
@@ -531,9 +513,10 @@ def lecture_batched(
     return LectureResult(w / b, {n: g / b for n, g in grads.items()})
 
 
+@renamed_arguments(model_args="args")
 def train_proposal(
     model: GenerativeFunction,
-    model_args: tuple[Any, ...],
+    args: tuple[Any, ...],
     proposal: GenerativeFunction,
     store: ParamStore | Mapping[str, Any],
     get_q_args: Callable[[Trace], tuple[Any, ...]],
@@ -550,7 +533,7 @@ def train_proposal(
     steps along :func:`lecture_batched`'s gradient (sleep-phase training).
 
     Returns:
-        :class:`TrainResult`; ``loss_history`` holds ``-score`` (the negative mean
+        :class:`TrainResult`; ``history`` holds ``-score`` (the negative mean
         log density of the latents) per step.
     """
     op = "train_proposal"
@@ -560,12 +543,12 @@ def train_proposal(
     sel = latents
     if sel is None:  # decided once, eagerly (the address structure is static)
         with use_params(s):
-            tr = model.vsimulate(tuple(model_args), b, key=mx.random.key(0))
+            tr = model.vsimulate(tuple(args), b, key=mx.random.key(0))
             sel = _addresses(proposal, tuple(get_q_args(tr)), mx.random.key(1))
 
     def step(k: mx.array, params: Params) -> tuple[mx.array, Params]:
         res = lecture_batched(
-            model, model_args, proposal, ParamStore(params), get_q_args, b, key=k, latents=sel
+            model, args, proposal, ParamStore(params), get_q_args, b, key=k, latents=sel
         )
         return -res.score, {n: -g for n, g in res.grads.items()}
 
@@ -582,6 +565,7 @@ def train_proposal(
     return TrainResult(new, history)
 
 
+@renamed_arguments(model_args="args")
 def wake_sleep(
     model: GenerativeFunction,
     proposal: GenerativeFunction,
@@ -591,7 +575,7 @@ def wake_sleep(
     get_q_args: Callable[[Trace], tuple[Any, ...]],
     n_steps: int,
     batch_size: int,
-    model_args: tuple[Any, ...] = (),
+    args: tuple[Any, ...] = (),
     proposal_args: tuple[Any, ...] = (),
     n_particles: int = 1,
     n_samples: int = 1,
@@ -625,7 +609,7 @@ def wake_sleep(
         get_q_args: batched model trace ↦ proposal arguments (sleep phase).
         n_steps: the number of optimiser steps.
         batch_size: model samples per sleep step.
-        model_args: the model's arguments.
+        args: the model's arguments.
         proposal_args: the proposal's arguments for the observations (wake phase).
         n_particles: proposal particles per wake-phase sample.
         n_samples: wake-phase samples per gradient estimate.
@@ -636,7 +620,7 @@ def wake_sleep(
         compile: compile the step with ``mx.compile``.
 
     Returns:
-        :class:`WakeSleepResult` ``(store, wake_history, sleep_history)``.
+        :class:`WakeSleepResult` ``(params, wake_history, sleep_history)``.
     """
     op = "wake_sleep"
     _check_lecture(model, proposal, get_q_args, op)
@@ -644,12 +628,12 @@ def wake_sleep(
     b = check_positive_int(batch_size, "batch_size", op)
     check_positive_int(n_samples, "n_samples", op)
     wake = wake_p_objective(
-        model, model_args, observations, proposal, proposal_args, n_particles=n_particles
+        model, args, observations, proposal, proposal_args, n_particles=n_particles
     )
     sel = latents
     if sel is None:
         with use_params(s):
-            tr = model.vsimulate(tuple(model_args), b, key=mx.random.key(0))
+            tr = model.vsimulate(tuple(args), b, key=mx.random.key(0))
             sel = _addresses(proposal, tuple(get_q_args(tr)), mx.random.key(1))
 
     def step(k: mx.array, params: Params) -> tuple[mx.array, Params]:
@@ -657,7 +641,7 @@ def wake_sleep(
         current = ParamStore(params)
         g = wake.grad(key=k_wake, n_samples=n_samples, store=current)
         lec = lecture_batched(
-            model, model_args, proposal, current, get_q_args, b, key=k_sleep, latents=sel
+            model, args, proposal, current, get_q_args, b, key=k_sleep, latents=sel
         )
         grads = {n: -(g.params[n] + lec.grads[n]) for n in params}
         return mx.stack([g.value, lec.score]), grads

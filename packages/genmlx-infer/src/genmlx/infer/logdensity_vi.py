@@ -31,14 +31,13 @@ Example:
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 import mlx.core as mx
 import mlx.optimizers as optim
 
-from genmlx.core.compile import tracing_mode
 from genmlx.core.random import Key, resolve_key
+from genmlx.infer.optimization import Objective, optimize
 
 __all__ = ["LogDensityVIResult", "advi_logdensity"]
 
@@ -58,6 +57,16 @@ class LogDensityVIResult:
         self.scale_tril = tril
         self.scale = mx.diagonal(tril)
         self.elbo_history = history
+
+    @property
+    def history(self) -> mx.array:
+        """The ELBO estimate of every step (:attr:`elbo_history`)."""
+        return self.elbo_history
+
+    @property
+    def params(self) -> dict[str, mx.array]:
+        """The fitted Gaussian: ``{"loc": μ, "scale_tril": L}``."""
+        return {"loc": self.loc, "scale_tril": self.scale_tril}
 
     def sample_unconstrained(self, n: int, *, key: Key = None) -> mx.array:
         """``n`` draws of the unconstrained vector ``[n, d]``."""
@@ -127,33 +136,19 @@ def advi_logdensity(
             t = t + p["off"] * mask
         return t
 
-    def neg_elbo(p: dict[str, mx.array], eps: mx.array, *inp: mx.array) -> mx.array:
+    def step(p: dict[str, mx.array], k: mx.array, state: Any) -> Any:
+        eps = mx.random.normal((n_samples, d), key=k)
         y = p["loc"] + eps @ tril_of(p).T
-        return -(mx.mean(fn(y, *inp)) + mx.sum(p["log_diag"]) + const)
+        elbo = mx.mean(fn(y, *inputs)) + mx.sum(p["log_diag"]) + const
+        return -elbo, mx.stop_gradient(elbo), state
 
-    vg = mx.value_and_grad(neg_elbo)
-    opt = optim.Adam(learning_rate=learning_rate)
-    state = [params, opt.state]
-
-    @partial(mx.compile, inputs=state, outputs=state)
-    def step(eps: mx.array, *inp: mx.array) -> mx.array:
-        p = state[0]
-        loss, g = vg(p, eps, *inp)
-        state[0] = opt.apply_gradients(g, p)
-        return loss
-
-    keys = mx.random.split(resolve_key(key), n_steps)
-    hist = []
-    opt.init(params)
-    state[1] = opt.state
-    for i in range(n_steps):
-        eps = mx.random.normal((n_samples, d), key=keys[i])
-        if i == 0:
-            with tracing_mode():  # GenMLX's compile setting while the program is traced
-                loss = step(eps, *inputs)
-        else:
-            loss = step(eps, *inputs)
-        mx.eval(loss, state[0])
-        hist.append(-loss)
-    p = state[0]
-    return LogDensityVIResult(ld, p["loc"], tril_of(p), mx.stack(hist))
+    res = optimize(
+        Objective(step, {}, "ELBO"),
+        params,
+        optim.Adam(learning_rate=learning_rate),
+        n_steps,
+        key=key,
+        name="advi_logdensity",
+    )
+    p = res.params
+    return LogDensityVIResult(ld, p["loc"], tril_of(p), res.history)

@@ -66,17 +66,23 @@ class NutsInfo(NamedTuple):
         n_leapfrog: leapfrog steps the chain used (Stan's ``n_leapfrog__``).
         depth: trajectory doublings attempted (Stan's ``treedepth__``).
         diverging: the last subtree diverged (``H − H₀ > 1000``).
+        step_size: the leapfrog step size each chain used.
     """
 
     accept_prob: mx.array
     n_leapfrog: mx.array
     depth: mx.array
     diverging: mx.array
+    step_size: mx.array | None = None
 
     @property
     def accepted(self) -> mx.array:
-        """``True`` for every chain (NUTS has no accept/reject step)."""
-        return mx.ones(self.depth.shape, dtype=mx.bool_)
+        """``True`` for every chain (NUTS has no accept/reject step), except chains whose
+        step size is invalid (NaN: an array step size under ``compile`` that was not
+        finite and positive), which stay where they are."""
+        if self.step_size is None:
+            return mx.ones(self.depth.shape, dtype=mx.bool_)
+        return mx.broadcast_to(mx.logical_not(mx.isnan(self.step_size)), self.depth.shape)
 
 
 class _Tree(NamedTuple):
@@ -494,5 +500,6 @@ def nuts_transition(
         tree.n_leap.astype(mx.int32),
         tree.depth,
         tree.diverging,
+        eps,
     )
     return new, info

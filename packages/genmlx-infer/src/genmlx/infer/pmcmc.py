@@ -39,6 +39,7 @@ import mlx.core as mx
 
 from genmlx.core import ChoiceMap, GenerativeFunction, Selection, Trace, select
 from genmlx.core.batching import take_particles
+from genmlx.core.deprecation import renamed_arguments, warn_deprecated
 from genmlx.core.diff import diff_args
 from genmlx.core.random import Key, resolve_key
 from genmlx.infer import _checks as checks
@@ -143,32 +144,41 @@ def conditional_smc(
     return state
 
 
+@renamed_arguments(n_iters="n_steps")
 def particle_gibbs(
     model: GenerativeFunction,
     steps: Sequence[Step],
     n_particles: int,
     reference: Trace,
-    n_iters: int,
+    n_steps: int,
     *,
     step_selection: Callable[[int], Selection] = _default_step_selection,
     key: Key = None,
 ) -> list[Trace]:
-    """Particle Gibbs: ``n_iters`` conditional-SMC sweeps, each picking the next reference.
+    """Particle Gibbs: ``n_steps`` conditional-SMC sweeps, each picking the next reference.
 
     Each sweep runs :func:`conditional_smc` given the current reference and draws one
     final particle ``k`` with probability ``w̄_k``; that trace is the next reference.
     The kernel leaves ``p(x_{0:T} | y_{0:T})`` invariant.
 
+    Args:
+        model: the model.
+        steps: ``[(args_t, observations_t), ...]``.
+        n_particles: particles per sweep.
+        reference: the initial reference trajectory.
+        n_steps: the number of sweeps (``n_iters=`` is the deprecated name).
+        step_selection: ``t -> Selection`` of step ``t``'s new latent choices.
+        key: PRNG key.
+
     Returns:
-        The ``n_iters`` references after each sweep (unbatched traces).
+        The ``n_steps`` references after each sweep (unbatched traces).
     """
-    if isinstance(n_iters, bool) or not isinstance(n_iters, int) or n_iters < 1:
-        raise ValueError(f"particle_gibbs: n_iters must be a positive int, got {n_iters!r}")
+    checks.count(n_steps, "n_steps", "particle_gibbs")
     key = resolve_key(key)
-    keys = mx.random.split(key, 2 * n_iters)
+    keys = mx.random.split(key, 2 * n_steps)
     out: list[Trace] = []
     ref = reference
-    for i in range(n_iters):
+    for i in range(n_steps):
         st = conditional_smc(
             model, steps, n_particles, ref, step_selection=step_selection, key=keys[2 * i]
         )
@@ -182,23 +192,31 @@ class PMMHResult(NamedTuple):
     """Result of :func:`pmmh`.
 
     Attributes:
-        thetas: ``[n_iters, *theta.shape]`` the chain's states.
-        log_ml: ``[n_iters]`` the filter's log-likelihood estimate at each state.
-        accepted: ``[n_iters]`` booleans.
+        thetas: ``[n_steps, *theta.shape]`` the chain's states.
+        log_ml_estimate: ``[n_steps]`` the filter's log-likelihood estimate at each state
+            (``log_ml`` is the deprecated name).
+        accepted: ``[n_steps]`` booleans.
         acceptance_rate: their mean.
     """
 
     thetas: mx.array
-    log_ml: mx.array
+    log_ml_estimate: mx.array
     accepted: mx.array
     acceptance_rate: mx.array
 
+    @property
+    def log_ml(self) -> mx.array:
+        """Deprecated name of :attr:`log_ml_estimate`."""
+        warn_deprecated("PMMHResult.log_ml", "PMMHResult.log_ml_estimate")
+        return self.log_ml_estimate
 
+
+@renamed_arguments(n_iters="n_steps")
 def pmmh(
     log_ml_estimate: Callable[[mx.array, mx.array], mx.array],
     log_prior: Callable[[mx.array], mx.array],
     theta0: Any,
-    n_iters: int,
+    n_steps: int,
     *,
     step_size: float | mx.array,
     key: Key = None,
@@ -206,7 +224,7 @@ def pmmh(
     """Particle marginal Metropolis–Hastings on parameters ``θ``.
 
     ``log_ml_estimate(θ, key)`` returns a particle filter's ``log Ẑ(θ)`` (e.g.
-    ``particle_filter(...)`` run to the end, ``.log_ml_estimate()``); because ``Ẑ`` is
+    ``particle_filter(...)`` run to the end, ``.log_ml_estimate``); because ``Ẑ`` is
     unbiased, MH with ``Ẑ`` in place of the likelihood targets ``p(θ | y)`` exactly. The
     proposal is a Gaussian random walk ``θ' ~ N(θ, step_size²)``; ``log Ẑ`` of the
     current state is kept (not re-estimated), as the method requires.
@@ -215,12 +233,11 @@ def pmmh(
         log_ml_estimate: ``(θ, key) -> log Ẑ(θ)`` (a scalar array).
         log_prior: ``θ -> log p(θ)`` (``-inf`` outside the support: never accepted).
         theta0: the initial ``θ`` (an array; must have finite prior density).
-        n_iters: the number of MH steps.
+        n_steps: the number of MH steps (``n_iters=`` is the deprecated name).
         step_size: the random walk's standard deviation (scalar or per component).
         key: PRNG key.
     """
-    if isinstance(n_iters, bool) or not isinstance(n_iters, int) or n_iters < 1:
-        raise ValueError(f"pmmh: n_iters must be a positive int, got {n_iters!r}")
+    checks.count(n_steps, "n_steps", "pmmh")
     if not callable(log_ml_estimate) or not callable(log_prior):
         raise TypeError("pmmh: log_ml_estimate and log_prior must be functions")
     checks.positive_scalar(
@@ -233,10 +250,10 @@ def pmmh(
     if not math.isfinite(float(lp)):
         raise ValueError(f"pmmh: theta0 = {theta0!r} has prior log density {float(lp)}")
     key = resolve_key(key)
-    keys = mx.random.split(key, 3 * n_iters + 1)
+    keys = mx.random.split(key, 3 * n_steps + 1)
     ll = log_ml_estimate(theta, keys[0])
     thetas, lls, accs = [], [], []
-    for i in range(n_iters):
+    for i in range(n_steps):
         k_prop, k_pf, k_u = keys[3 * i + 1], keys[3 * i + 2], keys[3 * i + 3]
         prop = theta + step_size * mx.random.normal(theta.shape, key=k_prop)
         lp_prop = log_prior(prop)

@@ -67,7 +67,8 @@ from genmlx.core import ChoiceMap, GenerativeFunction, Trace, choicemap, gen
 from genmlx.core.address import Address
 from genmlx.core.random import Key
 from genmlx.dists import normal
-from genmlx.infer.mh import Involution, involutive_mh
+from genmlx.infer.kernel_info import MHInfo
+from genmlx.infer.metropolis import Involution, involutive_mh
 
 __all__ = [
     "birth_death_kernel",
@@ -182,7 +183,7 @@ def split_merge_move(
     park_mean: float = 0.0,
     park_sd: float = 1.0,
     check: bool = False,
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, MHInfo]:
     """One reversible-jump split/merge step (involutive MH) on a fixed-structure model.
 
     A chain at ``k = merged_value`` proposes to split ``m`` into
@@ -214,7 +215,7 @@ def split_merge_move(
             not for compiled chains).
 
     Returns:
-        ``(new_trace, accepted)``.
+        ``(new_trace, info)`` with ``info`` an :class:`~genmlx.infer.kernel_info.MHInfo`.
 
     Example:
         >>> import mlx.core as mx
@@ -232,9 +233,9 @@ def split_merge_move(
         ...         normal(mean, 1.0) @ ("y", i)
         >>> obs = {("y", 0): -1.0, ("y", 1): 1.2}
         >>> tr, _ = model.vgenerate((2,), obs, 8, key=mx.random.key(0))
-        >>> tr, acc = split_merge_move(tr, "k", "mu", ("mu1", "mu2"),
-        ...                            park_sd=2.0, key=mx.random.key(1))
-        >>> acc.shape
+        >>> tr, info = split_merge_move(tr, "k", "mu", ("mu1", "mu2"),
+        ...                             park_sd=2.0, key=mx.random.key(1))
+        >>> info.accepted.shape
         (8,)
     """
     proposal, involution = split_merge_kernel(
@@ -342,7 +343,7 @@ def birth_death_move(
     park_mean: float = 0.0,
     park_sd: float = 1.0,
     check: bool = False,
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, MHInfo]:
     """One reversible-jump birth/death step (involutive MH) on a fixed-structure model.
 
     A chain at ``k = merged_value`` proposes a second latent ``s₂ ~ N(birth_mean,
@@ -367,7 +368,7 @@ def birth_death_move(
             not for compiled chains).
 
     Returns:
-        ``(new_trace, accepted)``.
+        ``(new_trace, info)`` with ``info`` an :class:`~genmlx.infer.kernel_info.MHInfo`.
 
     Example:
         >>> import mlx.core as mx
@@ -381,9 +382,9 @@ def birth_death_move(
         ...     mu2 = normal(0.0, 2.0) @ "mu2"
         ...     normal(mx.where(k == 0, mu, 0.5 * (mu1 + mu2)), 1.0) @ "y"
         >>> tr, _ = model.vgenerate((), {"y": 0.7}, 8, key=mx.random.key(0))
-        >>> tr, acc = birth_death_move(tr, "k", "mu", ("mu1", "mu2"), birth_sd=2.0,
-        ...                            park_sd=2.0, key=mx.random.key(1))
-        >>> acc.shape
+        >>> tr, info = birth_death_move(tr, "k", "mu", ("mu1", "mu2"), birth_sd=2.0,
+        ...                             park_sd=2.0, key=mx.random.key(1))
+        >>> info.accepted.shape
         (8,)
     """
     proposal, involution = birth_death_kernel(

@@ -22,7 +22,7 @@ Weights and the marginal likelihood, as Gen.jl defines them:
 * **resample** (:meth:`ParticleFilterState.resample`): before the weights are reset to
   0, ``log Ẑ_acc += logsumexp_i(log w_i) - log N``; then particles are drawn by index
   with probabilities ``w_i / Σ_j w_j``.
-* **estimate** (:meth:`ParticleFilterState.log_ml_estimate`):
+* **estimate** (:attr:`ParticleFilterState.log_ml_estimate`):
   ``log Ẑ = log Ẑ_acc + logsumexp_i(log w_i) - log N``. ``Ẑ`` is an unbiased estimate of
   the marginal likelihood ``p(y_{0:t}; args_t)`` (on the linear scale) for every ``N``
   and every resampling scheme here, since each gives particle ``i`` an expected
@@ -63,8 +63,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import mlx.core as mx
 
-from genmlx.core import ChoiceMap, GenerativeFunction, Trace, config, runtime
-from genmlx.core.batching import vmap_call
+from genmlx.core import ChoiceMap, GenerativeFunction, Trace, config
+from genmlx.core.batching import vmap_traces
+from genmlx.core.deprecation import MethodNowProperty, renamed_arguments
 from genmlx.core.diff import Diff, diff_args
 from genmlx.core.edit import EditRequest, ProposalEdit
 from genmlx.core.random import Key
@@ -139,11 +140,12 @@ def _invert(w: mx.array, u: mx.array) -> mx.array:
     return mx.minimum(_searchsorted_right(_cdf(w), u), n - 1)
 
 
+@renamed_arguments(n="n_particles")
 def resample_indices(
     log_weights: mx.array,
     method: str = "systematic",
     *,
-    n: int | None = None,
+    n_particles: int | None = None,
     key: Key = None,
     step: str = "",
 ) -> mx.array:
@@ -167,7 +169,8 @@ def resample_indices(
     Args:
         log_weights: ``[N]`` log weights (need not be normalised).
         method: one of :data:`RESAMPLING_METHODS`.
-        n: number of indices to draw (default ``N``).
+        n_particles: ``n``, the number of indices to draw (default ``N``; ``n=`` is
+            the deprecated name).
         key: PRNG key.
 
     Returns:
@@ -185,7 +188,7 @@ def resample_indices(
     Example:
         >>> import mlx.core as mx
         >>> lw = mx.log(mx.array([0.1, 0.6, 0.3]))
-        >>> idx = resample_indices(lw, "systematic", n=10, key=mx.random.key(0))
+        >>> idx = resample_indices(lw, "systematic", n_particles=10, key=mx.random.key(0))
         >>> [int((idx == i).sum()) for i in range(3)]   # 10·w = 1, 6, 3 exactly
         [1, 6, 3]
     """
@@ -198,9 +201,9 @@ def resample_indices(
     big_n = log_weights.shape[0]
     if big_n == 0:
         raise ValueError("resample: log_weights is empty; there is no particle to resample")
-    n = big_n if n is None else n
+    n = big_n if n_particles is None else n_particles
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"resample: n must be a positive int, got {n!r}")
+        raise ValueError(f"resample: n_particles must be a positive int, got {n!r}")
     key = checks.key(key, "resample")
     checks.weights(log_weights, "resample", step)
     w = _normalised(log_weights)
@@ -264,14 +267,19 @@ class ParticleFilterState(NamedTuple):
         """Kish effective sample size ``1 / Σ_i w̄_i²`` (between 1 and ``N``)."""
         return _ess(self.log_weights)
 
+    @property
     def log_ml_estimate(self) -> mx.array:
-        """``log Ẑ = log Ẑ_acc + logsumexp_i(log w_i) - log N``.
+        """``log Ẑ = log Ẑ_acc + logsumexp_i(log w_i) - log N`` (a property; calling it
+        like the method it used to be still works, with a ``DeprecationWarning``).
 
         ``Ẑ`` is an unbiased estimate of the marginal likelihood of the observations so
         far (``E[Ẑ] = p(y_{0:t}; args_t)``); ``log Ẑ`` is biased low by about
         ``Var(log Ẑ) / 2``.
         """
-        return self.log_ml_accumulated + mx.logsumexp(self.log_weights) - math.log(self.n_particles)
+        value = (
+            self.log_ml_accumulated + mx.logsumexp(self.log_weights) - math.log(self.n_particles)
+        )
+        return MethodNowProperty(value, "ParticleFilterState.log_ml_estimate")
 
     # ------------------------------------------------------------------ step
     def step(
@@ -444,7 +452,7 @@ class ParticleFilterState(NamedTuple):
     ) -> ParticleFilterState:
         """Resample the particles and reset the weights to 0.
 
-        First ``log Ẑ_acc += logsumexp(log w) - log N`` (so :meth:`log_ml_estimate` is
+        First ``log Ẑ_acc += logsumexp(log w) - log N`` (so :attr:`log_ml_estimate` is
         unchanged by resampling), then ancestors ``a_1..a_N`` are drawn with
         :func:`resample_indices` and every leaf of the batched trace is gathered
         along its particle axis.
@@ -506,16 +514,16 @@ class ParticleFilterState(NamedTuple):
     # ------------------------------------------------------------------ rejuvenate
     def rejuvenate(
         self,
-        kernel: Callable[..., tuple[Trace, mx.array]],
+        kernel: Callable[..., tuple[Trace, Any]],
         *args: Any,
         key: Key = None,
         **kwargs: Any,
     ) -> ParticleFilterState:
         """Apply an MCMC kernel to every particle; the weights are unchanged.
 
-        ``kernel(traces, *args, key=key, **kwargs) -> (new_traces, accepted)`` is any
+        ``kernel(traces, *args, key=key, **kwargs) -> (new_traces, info)`` is any
         kernel of :mod:`genmlx.infer` (``mh``, ``mala``, ``hmc``, ``gibbs``, a
-        ``cycle``/``repeat`` of them, ...) run on the batched trace, each particle as
+        ``cycle``/``repeat_kernel`` of them, ...) run on the batched trace, each particle as
         its own chain. A kernel that leaves the current target
         ``p(x_{0:t} | y_{0:t})`` invariant keeps the weighted particle system (and the
         log ML estimate) valid.
@@ -532,7 +540,7 @@ class ParticleFilterState(NamedTuple):
         new, _ = kernel(self.traces, *args, key=key, **kwargs)
         if not isinstance(new, Trace) or new.batch_shape != self.traces.batch_shape:
             raise ValueError(
-                "rejuvenate: the kernel must return (trace, accepted) with the particles' "
+                "rejuvenate: the kernel must return (trace, info) with the particles' "
                 f"batch shape {self.traces.batch_shape}"
             )
         return self._replace(traces=new)
@@ -604,26 +612,20 @@ def _proposal_update(
     """Per particle (vmapped): ``c ~ q(·; x, *pargs)``, ``update(x, c ∪ y)``, weight
     ``u - log q(c)``. Particle ``i`` uses ``keys[i]`` (default: ``split(key, n)``; a
     sharded filter passes its particles' global keys)."""
-    n = traces.batch_shape[0]
-    if keys is None:
-        keys = mx.random.split(key, n)
-    old_args = traces.args
 
     def one(
-        k: mx.array, t: Trace, oa: tuple[Any, ...], na: tuple[Any, ...], y: ChoiceMap, pa: Any
+        k: mx.array, t: Trace, na: tuple[Any, ...], y: ChoiceMap, pa: Any
     ) -> tuple[Trace, mx.array]:
         k_prop, k_upd = mx.random.split(k, 2)
-        t = t._replace(args=oa)
         choices, log_q, _ = proposal.propose((t, *pa), key=k_prop)
         cons = choices if y.is_empty else choices.merge(y)
         new, u, _, _ = model.update(t, cons, na, argdiffs, key=k_upd)
-        return new._replace(args=()), u - log_q
+        return new, u - log_q
 
-    with runtime.operation():
-        new, w = vmap_call(
-            one, n, (keys, traces._replace(args=())), (old_args, new_args, obs, pargs)
-        )
-    return new._replace(args=new_args), w
+    new, w = vmap_traces(
+        one, traces, (new_args, obs, pargs), key=key, keys=keys, result_args=tuple(new_args)
+    )
+    return new, w
 
 
 # ---------------------------------------------------------------------- entry point
@@ -674,7 +676,7 @@ def particle_filter(
     ``(x_i, log w_i) = generate(args, observations)`` for all particles in one batched
     run of the model: ``log w_i = Σ log p`` of the observed choices for the prior
     proposal, or ``log p(x_i, y_0) - log q(x_i)`` with ``x_i ~ proposal(*proposal_args)``.
-    The accumulated log ML starts at 0, so ``log_ml_estimate()`` is the importance
+    The accumulated log ML starts at 0, so ``log_ml_estimate`` is the importance
     sampling estimate ``logsumexp(log w) - log N`` until the first resampling.
 
     Then alternate :meth:`~ParticleFilterState.step`,
@@ -720,7 +722,7 @@ def particle_filter(
         >>> for t in range(1, len(ys)):
         ...     state = state.maybe_resample(500, key=keys[2 * t - 1])
         ...     state = state.step((t + 1, x0), {(t, "y"): ys[t]}, key=keys[2 * t])
-        >>> state.traces.batch_shape, state.log_ml_estimate().shape
+        >>> state.traces.batch_shape, state.log_ml_estimate.shape
         ((1000,), ())
     """
     g = _sharding.group_for(group, "particle_filter")

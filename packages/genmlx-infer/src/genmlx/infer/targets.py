@@ -140,7 +140,7 @@ def _interpreter_target(trace: Trace, selection: Selection, op: str) -> Target:
         start = 0
         for p, shape in zip(paths, shapes):
             size = math.prod(shape)
-            out = out._set(p, ChoiceMap(y[..., start : start + size].reshape(*lead, *shape)))
+            out = out.set_submap(p, ChoiceMap(y[..., start : start + size].reshape(*lead, *shape)))
             start += size
         return out
 

@@ -36,10 +36,12 @@ import mlx.core as mx
 
 from genmlx.core import ChoiceMap, GenerativeFunction, Selection, Trace, choicemap, select
 from genmlx.core.address import Address
+from genmlx.core.deprecation import renamed_arguments
 from genmlx.core.random import Key, resolve_key
 from genmlx.core.tree import flatten, unflatten
 from genmlx.infer import _checks as checks
 from genmlx.infer._traces import accept_reject
+from genmlx.infer.kernel_info import MHInfo, SwapInfo
 
 __all__ = ["PTResult", "parallel_tempering", "tempered_rw_mh", "tempered_swap"]
 
@@ -61,15 +63,29 @@ class PTResult(NamedTuple):
     swap_rate: mx.array
 
 
+def _observed(observations: Any, op: str) -> Selection:
+    """The observed addresses: a Selection, or those of a ChoiceMap / dict."""
+    if isinstance(observations, Selection):
+        return observations
+    if isinstance(observations, (ChoiceMap, dict)):
+        cm = observations if isinstance(observations, ChoiceMap) else choicemap(observations)
+        return select(*cm.addresses())
+    raise TypeError(
+        f"{op}: observations must be the observed choices (a ChoiceMap or dict) or a "
+        f"Selection of their addresses, got {type(observations).__name__}"
+    )
+
+
+@renamed_arguments(observed="observations")
 def tempered_rw_mh(
     trace: Trace,
     selection: Selection,
-    observed: Selection,
+    observations: Selection | ChoiceMap | dict[Any, Any],
     beta: mx.array | float,
     step_size: mx.array | float,
     *,
     key: Key = None,
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, MHInfo]:
     """One random-walk MH step targeting ``p(x) p(y | x)^β``, per chain.
 
     ``x' = x + σ ξ`` (``ξ ~ N(0, I)``) on the selected choices, moved with ``update``
@@ -81,13 +97,14 @@ def tempered_rw_mh(
     Args:
         trace: single or batched trace (each chain accepted on its own).
         selection: the continuous latent choices to move.
-        observed: the observed (likelihood) choices.
+        observations: the observed (likelihood) choices: a ChoiceMap or dict, or a
+            Selection of their addresses (``observed=`` is the deprecated name).
         beta: inverse temperature, scalar or one per chain (shape ``batch_shape``).
         step_size: ``σ``, scalar or one per chain.
         key: PRNG key.
 
     Returns:
-        ``(new_trace, accepted)``.
+        ``(new_trace, info)`` with ``info`` an :class:`~genmlx.infer.kernel_info.MHInfo`.
 
     Example:
         >>> import mlx.core as mx
@@ -98,14 +115,14 @@ def tempered_rw_mh(
         ...     x = normal(0.0, 1.0) @ "x"
         ...     normal(x, 1.0) @ "y"
         >>> tr, _ = m.vgenerate((), {"y": 1.0}, 4, key=mx.random.key(0))
-        >>> tr2, acc = tempered_rw_mh(tr, select("x"), select("y"), 0.5, 0.3,
-        ...                           key=mx.random.key(1))
-        >>> acc.shape
+        >>> tr2, info = tempered_rw_mh(tr, select("x"), select("y"), 0.5, 0.3,
+        ...                            key=mx.random.key(1))
+        >>> info.accepted.shape
         (4,)
     """
     checks.trace(trace, "tempered_rw_mh")
     checks.selection(selection, "tempered_rw_mh")
-    checks.selection(observed, "tempered_rw_mh", "observed")
+    observed = _observed(observations, "tempered_rw_mh")
     k_prop, k_acc = mx.random.split(checks.key(key, "tempered_rw_mh"))
     batch = tuple(trace.batch_shape)
     sigma = checks.positive_scalar(step_size, "step_size", "tempered_rw_mh", batch)
@@ -119,7 +136,7 @@ def tempered_rw_mh(
         if not mx.issubdtype(v.dtype, mx.floating):
             raise TypeError("tempered_rw_mh: selected choices must be continuous")
         s = sigma.reshape(sigma.shape + (1,) * (v.ndim - sigma.ndim))
-        moved = moved._set(path, ChoiceMap(v + s * mx.random.normal(v.shape, key=k)))
+        moved = moved.set_submap(path, ChoiceMap(v + s * mx.random.normal(v.shape, key=k)))
     new = trace.gen_fn.update(trace, moved).trace
     w = new.score - trace.score
     d_lik = trace.gen_fn.project(new, observed) - trace.gen_fn.project(trace, observed)
@@ -134,14 +151,15 @@ def _take(trace: Trace, idx: mx.array) -> Trace:
     return out._replace(args=trace.args)
 
 
+@renamed_arguments(observed="observations")
 def tempered_swap(
     trace: Trace,
-    observed: Selection,
+    observations: Selection | ChoiceMap | dict[Any, Any],
     betas: mx.array,
     parity: int,
     *,
     key: Key = None,
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, SwapInfo]:
     """Swap states between adjacent temperatures ``(k, k+1)``, ``k ≡ parity (mod 2)``.
 
     With ``ℓ_k = log p(y | x_k)`` the swap of replicas ``k`` and ``k+1`` is accepted with
@@ -151,14 +169,16 @@ def tempered_swap(
     Args:
         trace: batched trace with ``batch_shape == (n_chains · K,)`` (element
             ``c·K + k`` is replica ``k`` of run ``c``).
-        observed: the observed choices.
+        observations: the observed choices (a ChoiceMap or dict, or a Selection of their
+            addresses; ``observed=`` is the deprecated name).
         betas: the ``K`` inverse temperatures.
         parity: 0 or 1, which pairs to attempt (a Python int).
         key: PRNG key.
 
     Returns:
-        ``(new_trace, swapped)`` with ``swapped`` of shape ``[n_chains, K − 1]``
-        (``False`` for pairs not attempted).
+        ``(new_trace, info)``: a :class:`~genmlx.infer.kernel_info.SwapInfo` whose
+        ``accepted`` (the pair swapped) and ``attempted`` have shape
+        ``[n_chains, K − 1]``.
 
     Example:
         >>> import mlx.core as mx
@@ -169,11 +189,12 @@ def tempered_swap(
         ...     x = normal(0.0, 1.0) @ "x"
         ...     normal(x, 1.0) @ "y"
         >>> tr, _ = m.vgenerate((), {"y": 1.0}, 6, key=mx.random.key(0))
-        >>> tr2, sw = tempered_swap(tr, select("y"), mx.array([1.0, 0.5, 0.1]), 0,
-        ...                         key=mx.random.key(1))
-        >>> sw.shape
+        >>> tr2, info = tempered_swap(tr, select("y"), mx.array([1.0, 0.5, 0.1]), 0,
+        ...                           key=mx.random.key(1))
+        >>> info.accepted.shape
         (2, 2)
     """
+    observed = _observed(observations, "tempered_swap")
     b = mx.array(betas, dtype=mx.float32)
     n_temps = b.shape[0]
     n = trace.batch_shape[0]
@@ -189,7 +210,7 @@ def tempered_swap(
     down = mx.concatenate([zero, a], axis=1)  # replica k+1 takes k's state
     perm = mx.arange(n_temps)[None, :] + up - down
     idx = (mx.arange(n_chains)[:, None] * n_temps + perm).reshape(-1)
-    return _take(trace, idx), swapped
+    return _take(trace, idx), SwapInfo(swapped, mx.broadcast_to(attempt, swapped.shape))
 
 
 def parallel_tempering(
@@ -290,10 +311,10 @@ def parallel_tempering(
     swap_total = mx.zeros((n_chains, n_temps - 1))
     for s, k in enumerate(mx.random.split(k_run, n_steps)):
         k_mh, k_sw = mx.random.split(k)
-        trace, acc = tempered_rw_mh(trace, selection, observed, beta_all, sig_all, key=k_mh)
-        trace, sw = tempered_swap(trace, observed, b, s % 2, key=k_sw)
-        acc_total = acc_total + acc.astype(mx.float32)
-        swap_total = swap_total + sw.astype(mx.float32)
+        trace, info = tempered_rw_mh(trace, selection, observed, beta_all, sig_all, key=k_mh)
+        trace, swap = tempered_swap(trace, observed, b, s % 2, key=k_sw)
+        acc_total = acc_total + info.accepted.astype(mx.float32)
+        swap_total = swap_total + swap.accepted.astype(mx.float32)
         if s >= burn_in and (s - burn_in) % thin == 0:
             for a in addrs:
                 v = trace[a]

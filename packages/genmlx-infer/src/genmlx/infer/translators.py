@@ -66,12 +66,14 @@ import mlx.core as mx
 
 from genmlx.core import ChoiceMap, GenerativeFunction, Trace, runtime
 from genmlx.core.address import Address, Path, format_address, to_path
+from genmlx.core.batching import vmap_traces
+from genmlx.core.checks import as_args, as_choicemap
 from genmlx.core.choicemap import as_array
 from genmlx.core.diff import Diff, diff_args
-from genmlx.core.gfi import _as_args, _as_choicemap
 from genmlx.core.random import Key, resolve_key
 from genmlx.infer._traces import accept_reject
-from genmlx.infer.mh import _lu_log_abs_det, _map_chains
+from genmlx.infer.kernel_info import MHInfo
+from genmlx.infer.metropolis import _lu_log_abs_det
 
 __all__ = [
     "DeterministicTraceTranslator",
@@ -112,13 +114,12 @@ class TransformIO:
     def _read(self, src: str, addr: Address, continuous: bool | None) -> mx.array:
         path = to_path(addr)
         cm = self._old if src == "old" else self._fwd
-        node = cm._node(path)
-        if node is None or not node.has_root_value:
+        if not cm.has_value(path):
             where = "old trace" if src == "old" else "forward proposal's choices"
             raise KeyError(
                 f"translator transform: no value at {format_address(path)} in the {where}"
             )
-        v = as_array(node.value)
+        v = as_array(cm[path])
         cont = mx.issubdtype(v.dtype, mx.floating) if continuous is None else bool(continuous)
         if any(s == src and p == path for s, p, _, _ in self.reads):
             raise ValueError(f"translator transform: {format_address(path)} read twice from {src}")
@@ -263,8 +264,8 @@ class GeneralTraceTranslator:
                 _check_model(q, f"GeneralTraceTranslator: {name}")
         _check_transform(transform)
         self.p_new = p_new
-        self.new_args = _as_args(new_args, "GeneralTraceTranslator")
-        self.new_observations = _as_choicemap(
+        self.new_args = as_args(new_args, "GeneralTraceTranslator")
+        self.new_observations = as_choicemap(
             new_observations, "GeneralTraceTranslator", "new_observations"
         )
         self.q_forward, self.q_forward_args = q_forward, tuple(q_forward_args)
@@ -290,8 +291,9 @@ class GeneralTraceTranslator:
         key = resolve_key(key)
         if trace.batch_shape:
             with runtime.transforming():
-                new, w, gap = _map_chains(lambda k, t: _strip3(self._one(k, t)), trace, key, ())
-            new = new._replace(args=self.new_args)
+                new, w, gap = vmap_traces(
+                    self._one, trace, key=key, result_args=tuple(self.new_args)
+                )
         else:
             new, w, gap = self._one(key, trace)
         if not bool(mx.all(gap <= 1e-4).item()):
@@ -312,18 +314,8 @@ def _batched_new(
     """Run ``body`` per particle; the new traces belong to another model, so their
     arguments are restored from ``new_args``."""
     with runtime.transforming():
-        new, w = _map_chains(lambda k, t: _strip(body(k, t)), trace, key, ())
-    return new._replace(args=new_args), w
-
-
-def _strip(out: tuple[Trace, mx.array]) -> tuple[Trace, mx.array]:
-    new, w = out
-    return new._replace(args=()), w
-
-
-def _strip3(out: tuple[Trace, mx.array, mx.array]) -> tuple[Trace, mx.array, mx.array]:
-    new, w, gap = out
-    return new._replace(args=()), w, gap
+        new, w = vmap_traces(body, trace, key=key, result_args=tuple(new_args))
+    return new, w
 
 
 class DeterministicTraceTranslator(GeneralTraceTranslator):
@@ -357,9 +349,9 @@ class SimpleExtendingTraceTranslator:
     ) -> None:
         if q_forward is not None:
             _check_model(q_forward, "SimpleExtendingTraceTranslator: q_forward")
-        self.new_args = _as_args(new_args, "SimpleExtendingTraceTranslator")
+        self.new_args = as_args(new_args, "SimpleExtendingTraceTranslator")
         self.argdiffs = argdiffs
-        self.new_observations = _as_choicemap(
+        self.new_observations = as_choicemap(
             new_observations, "SimpleExtendingTraceTranslator", "new_observations"
         )
         self.q_forward, self.q_forward_args = q_forward, tuple(q_forward_args)
@@ -411,15 +403,16 @@ class SymmetricTraceTranslator:
         key = resolve_key(key)
         if trace.batch_shape:
             with runtime.transforming():
-                return _map_chains(self._one, trace, key, ())  # type: ignore[no-any-return]
+                return vmap_traces(self._one, trace, key=key)  # type: ignore[no-any-return]
         return self._one(key, trace)
 
 
 def translator_mh(
     trace: Trace, translator: SymmetricTraceTranslator, *, key: Key = None
-) -> tuple[Trace, mx.array]:
+) -> tuple[Trace, MHInfo]:
     """An MCMC kernel from a symmetric translator: accept ``t'`` with probability
-    ``min(1, e^w)`` (per chain for a batched trace). Returns ``(trace, accepted)``."""
+    ``min(1, e^w)`` (per chain for a batched trace). Returns ``(trace, info)`` with
+    ``info`` an :class:`~genmlx.infer.kernel_info.MHInfo`."""
     if not isinstance(translator, SymmetricTraceTranslator):
         raise TypeError(
             "translator_mh: needs a SymmetricTraceTranslator (a move within one model); use "
@@ -427,14 +420,14 @@ def translator_mh(
         )
     key = resolve_key(key)
 
-    def one(k: mx.array, t: Trace) -> tuple[Trace, mx.array]:
+    def one(k: mx.array, t: Trace) -> tuple[Trace, MHInfo]:
         k1, k2 = mx.random.split(k)
         new, w = translator._one(k1, t)
         return accept_reject(k2, w, new, t)
 
     if trace.batch_shape:
         with runtime.transforming():
-            return _map_chains(one, trace, key, ())  # type: ignore[no-any-return]
+            return vmap_traces(one, trace, key=key)  # type: ignore[no-any-return]
     return one(key, trace)
 
 
@@ -444,7 +437,7 @@ def translate_particles(state: Any, translator: Any, *, key: Key = None) -> Any:
 
     Works with :class:`~genmlx.infer.ParticleFilterState` (coarse-to-fine SMC: translate
     the particles to the next model, then ``resample``/``rejuvenate``) and returns a
-    state of the same type; its ``log_ml_estimate()`` then estimates the new model's
+    state of the same type; its ``log_ml_estimate`` then estimates the new model's
     evidence.
     """
     if not callable(translator):

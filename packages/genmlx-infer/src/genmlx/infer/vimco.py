@@ -42,6 +42,7 @@ import mlx.core as mx
 
 from genmlx.core import runtime
 from genmlx.core.choicemap import ChoiceMap
+from genmlx.core.deprecation import renamed_arguments
 from genmlx.core.gfi import GenerativeFunction
 from genmlx.core.params import ParamStore
 from genmlx.core.random import Key, resolve_key
@@ -101,6 +102,7 @@ def _iwelbo_surrogate(
     return mx.mean(mx.sum(signal * log_q, axis=-1)), mx.mean(l_hat)
 
 
+@renamed_arguments(compiled="compile")
 def black_box_vimco(
     model: GenerativeFunction,
     args: tuple[Any, ...],
@@ -117,7 +119,7 @@ def black_box_vimco(
     optimizer: Any = None,
     learning_rate: float = 0.01,
     params: ParamStore | Mapping[str, Any] | None = None,
-    compiled: bool = True,
+    compile: bool = True,
     steps_per_call: int = 1,
     progress: bool = False,
 ) -> VIResult:
@@ -143,7 +145,7 @@ def black_box_vimco(
         key: PRNG key.
         estimator: ``"vimco"`` or ``"reparam"``.
         geometric: VIMCO's geometric (``True``) or arithmetic leave-one-out mean.
-        optimizer, learning_rate, params, compiled, steps_per_call, progress: as for
+        optimizer, learning_rate, params, compile, steps_per_call, progress: as for
             :func:`~genmlx.infer.bbvi.black_box_vi`.
 
     Returns:
@@ -199,7 +201,7 @@ def black_box_vimco(
         n_steps=n_steps,
         key=k_fit,
         optimizer=opt,
-        compiled=compiled,
+        compiled=compile,
         steps_per_call=steps_per_call,
         progress=progress,
         op=op,

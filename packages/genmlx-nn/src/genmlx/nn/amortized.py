@@ -30,7 +30,6 @@ array and ``observe(x)`` returns that datum's observed choices of the model.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -47,9 +46,17 @@ from genmlx.core import (
 )
 from genmlx.core.batching import vmap_call
 from genmlx.core.compile import compile_function
+from genmlx.core.deprecation import renamed_arguments
 from genmlx.core.random import Key, resolve_key
+from genmlx.infer.optimization import Objective, optimize
 
-__all__ = ["AmortizedFit", "elbo", "make_elbo_step", "train_amortized"]
+__all__ = [
+    "AmortizedFit",
+    "amortized_elbo_objective",
+    "elbo",
+    "make_elbo_step",
+    "train_amortized",
+]
 
 Observe = Callable[[mx.array], ChoiceMap | Mapping[Any, Any]]
 ModelArgs = tuple[Any, ...] | Callable[[mx.array], tuple[Any, ...]]
@@ -63,12 +70,18 @@ class AmortizedFit(NamedTuple):
 
     Attributes:
         params: the trained parameters (a ParamStore).
-        elbo_history: ``[n_steps]`` minibatch mean ELBO estimates, one per step, taken
-            before that step's parameter update.
+        history: ``[n_steps]`` minibatch mean ELBO estimates, one per step, taken
+            before that step's parameter update (``elbo_history`` is the same array, the
+            name :func:`genmlx.infer.advi` results use).
     """
 
     params: ParamStore
-    elbo_history: mx.array
+    history: mx.array
+
+    @property
+    def elbo_history(self) -> mx.array:
+        """The same as :attr:`history`."""
+        return self.history
 
 
 def _check(model: Any, encoder: Any, data: Any, n_samples: Any, op: str) -> None:
@@ -99,7 +112,7 @@ def _one_elbo(
     model: GenerativeFunction,
     encoder: GenerativeFunction,
     observe: Observe,
-    model_args: ModelArgs,
+    args: ModelArgs,
     key: mx.array,
     x: mx.array,
 ) -> mx.array:
@@ -115,14 +128,15 @@ def _one_elbo(
                 "samplers (normal, ...), through which gradients flow"
             )
     obs = _as_cm(observe(x))
-    args = model_args(x) if callable(model_args) else model_args
+    args = args(x) if callable(args) else args
     if not isinstance(args, tuple):
-        raise TypeError(f"elbo: model_args(x) must return a tuple, got {type(args).__name__}")
+        raise TypeError(f"elbo: args(x) must return a tuple, got {type(args).__name__}")
     _, log_p = model.generate(args, latents.merge(obs), key=k_p)
     out: mx.array = log_p - q.score
     return out
 
 
+@renamed_arguments(model_args="args")
 def elbo(
     model: GenerativeFunction,
     encoder: GenerativeFunction,
@@ -130,7 +144,7 @@ def elbo(
     *,
     observe: Observe,
     key: Key = None,
-    model_args: ModelArgs = (),
+    args: ModelArgs = (),
     n_samples: int = 1,
     params: ParamStore | None = None,
 ) -> mx.array:
@@ -149,13 +163,13 @@ def elbo(
     encoder's samplers are reparameterised.
 
     Args:
-        model: the model ``p(z, x)``, called with ``model_args``.
+        model: the model ``p(z, x)``, called with ``args``.
         encoder: ``q(z; x)``, a generative function of one datum whose choices are
             latent addresses of the model.
         data: ``[B, ...]`` array; row ``b`` is one datum.
         observe: ``x -> ChoiceMap`` (or dict) of the model's observed choices for ``x``.
         key: PRNG key.
-        model_args: the model's arguments, shared by all data, or a function
+        args: the model's arguments, shared by all data, or a function
             ``x -> tuple`` giving each datum its own (a conditional model
             ``p(z, x; c)`` whose context ``c`` is part of the datum).
         n_samples: ``K``, draws per datum.
@@ -198,7 +212,7 @@ def elbo(
                 data,
                 observe=observe,
                 key=key,
-                model_args=model_args,
+                args=args,
                 n_samples=n_samples,
             )
     b = data.shape[0]
@@ -206,11 +220,11 @@ def elbo(
     xs = mx.repeat(data, n_samples, axis=0) if n_samples > 1 else data
     keys = mx.random.split(key, m)
 
-    shared = () if callable(model_args) else tuple(model_args)
+    shared = () if callable(args) else tuple(args)
 
     def one(k: mx.array, x: mx.array, *margs: Any) -> mx.array:
         return _one_elbo(
-            model, encoder, observe, model_args if callable(model_args) else margs, k, x
+            model, encoder, observe, args if callable(args) else margs, k, x
         )
 
     with runtime.transforming():
@@ -221,13 +235,14 @@ def elbo(
     return out
 
 
+@renamed_arguments(model_args="args")
 def make_elbo_step(
     model: GenerativeFunction,
     encoder: GenerativeFunction,
     optimizer: optim.Optimizer,
     *,
     observe: Observe,
-    model_args: ModelArgs = (),
+    args: ModelArgs = (),
     n_samples: int = 1,
     compile: bool = True,
 ) -> ElboStep:
@@ -243,7 +258,7 @@ def make_elbo_step(
     output; keep the batch size fixed to reuse the compiled graph.
 
     Args:
-        model, encoder, observe, model_args, n_samples: as for :func:`elbo`.
+        model, encoder, observe, args, n_samples: as for :func:`elbo`.
         optimizer: an ``mlx.optimizers`` optimizer (its state is initialised on the
             first call).
         compile: compile the step with ``mx.compile``.
@@ -289,7 +304,7 @@ def make_elbo_step(
                 batch,
                 observe=observe,
                 key=key,
-                model_args=model_args,
+                args=args,
                 n_samples=n_samples,
             )
         return -mx.mean(e)
@@ -323,6 +338,80 @@ def make_elbo_step(
     return compiled
 
 
+@renamed_arguments(model_args="args")
+def amortized_elbo_objective(
+    model: GenerativeFunction,
+    encoder: GenerativeFunction,
+    data: mx.array,
+    *,
+    observe: Observe,
+    batch_size: int,
+    args: ModelArgs = (),
+    n_samples: int = 1,
+) -> Objective:
+    """The amortized ELBO as an :class:`~genmlx.infer.Objective` for
+    :func:`genmlx.infer.optimize`: each step draws a minibatch of ``batch_size``
+    distinct rows of ``data`` uniformly and minimises ``-(1/B) Σ_b ELBO(x_b)``
+    (:func:`elbo`, reparameterised); the history records the minibatch mean ELBO.
+
+    Args:
+        model, encoder, observe, args, n_samples: as for :func:`elbo`.
+        data: ``[D, ...]`` training data, one datum per row.
+        batch_size: minibatch size (at most ``D``).
+
+    Example:
+        >>> import mlx.core as mx
+        >>> import mlx.nn as nn
+        >>> from genmlx.core import gen
+        >>> from genmlx.dists import normal
+        >>> from genmlx.infer import optimize
+        >>> from genmlx.nn import NeuralNetGF, param_store
+        >>> enc = NeuralNetGF(nn.Linear(1, 2), name="enc")
+        >>> @gen
+        ... def encoder(x):
+        ...     out = enc(x) @ "net"
+        ...     normal(out[0], mx.exp(out[1])) @ "z"
+        >>> @gen
+        ... def model():
+        ...     z = normal(0.0, 1.0) @ "z"
+        ...     normal(mx.array([z]), 1.0) @ "x"
+        >>> data = mx.random.normal((32, 1), key=mx.random.key(0))
+        >>> obj = amortized_elbo_objective(model, encoder, data, observe=lambda x: {"x": x},
+        ...                                batch_size=8)
+        >>> res = optimize(obj, param_store(enc), n_steps=3, key=mx.random.key(1))
+        >>> res.history.shape
+        (3,)
+    """
+    _check(model, encoder, data, n_samples, "amortized_elbo_objective")
+    d = data.shape[0]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= d:
+        raise ValueError(
+            f"amortized_elbo_objective: batch_size must be an int in 1..{d} (the number of "
+            f"data rows), got {batch_size!r}"
+        )
+
+    def fn(values: dict[str, mx.array], key: mx.array, state: Any) -> Any:
+        k_batch, k_step = mx.random.split(key, 2)
+        rows = mx.random.permutation(d, key=k_batch)[:batch_size] if batch_size < d else None
+        batch = data if rows is None else mx.take(data, rows, axis=0)
+        with use_params(ParamStore(values)):
+            e = mx.mean(
+                elbo(
+                    model,
+                    encoder,
+                    batch,
+                    observe=observe,
+                    key=k_step,
+                    args=args,
+                    n_samples=n_samples,
+                )
+            )
+        return -e, mx.stop_gradient(e), state
+
+    return Objective(fn, {}, "ELBO")
+
+
+@renamed_arguments(model_args="args")
 def train_amortized(
     model: GenerativeFunction,
     encoder: GenerativeFunction,
@@ -334,7 +423,7 @@ def train_amortized(
     n_steps: int,
     batch_size: int,
     key: Key = None,
-    model_args: ModelArgs = (),
+    args: ModelArgs = (),
     n_samples: int = 1,
     compile: bool = True,
 ) -> AmortizedFit:
@@ -345,7 +434,7 @@ def train_amortized(
     every parameter in ``params`` with ``optimizer`` (see :func:`make_elbo_step`).
 
     Args:
-        model, encoder, observe, model_args, n_samples: as for :func:`elbo`.
+        model, encoder, observe, args, n_samples: as for :func:`elbo`.
         data: ``[D, ...]`` training data, one datum per row.
         params: initial values of every trainable parameter (e.g.
             ``param_store(encoder_net, decoder_net)``).
@@ -356,7 +445,7 @@ def train_amortized(
         compile: compile the step with ``mx.compile``.
 
     Returns:
-        :class:`AmortizedFit` ``(params, elbo_history)``.
+        :class:`AmortizedFit` ``(params, history)``.
 
     Example:
         >>> import mlx.core as mx
@@ -378,7 +467,7 @@ def train_amortized(
         >>> fit = train_amortized(model, encoder, data, param_store(enc), optim.Adam(0.05),
         ...                       observe=lambda x: {"x": x}, n_steps=5, batch_size=16,
         ...                       key=mx.random.key(1))
-        >>> fit.elbo_history.shape
+        >>> fit.history.shape
         (5,)
     """
     _check(model, encoder, data, n_samples, "train_amortized")
@@ -395,30 +484,16 @@ def train_amortized(
             "train_amortized: params must be a non-empty ParamStore of the trainable "
             "parameters (e.g. genmlx.nn.param_store(encoder_net, decoder_net))"
         )
-    step = make_elbo_step(
+    objective = amortized_elbo_objective(
         model,
         encoder,
-        optimizer,
+        data,
         observe=observe,
-        model_args=model_args,
+        batch_size=batch_size,
+        args=args,
         n_samples=n_samples,
-        compile=compile,
     )
-    key = resolve_key(key)
-    values = params.values_dict
-    history: list[mx.array] = []
-    for k in mx.random.split(key, n_steps):
-        k_batch, k_step = mx.random.split(k, 2)
-        rows = mx.random.permutation(d, key=k_batch)[:batch_size] if batch_size < d else None
-        batch = data if rows is None else mx.take(data, rows, axis=0)
-        value, values = step(values, k_step, batch)
-        mx.eval(value, values, optimizer.state)
-        current = float(value)
-        if not math.isfinite(current):
-            raise FloatingPointError(
-                f"train_amortized: the ELBO estimate became {current} at step "
-                f"{len(history)}; lower the learning rate or check that the model's "
-                "parameters stay valid (e.g. positive scales)"
-            )
-        history.append(value)
-    return AmortizedFit(params.update(values), mx.stack(history))
+    res = optimize(
+        objective, params, optimizer, n_steps, key=key, compile=compile, name="train_amortized"
+    )
+    return AmortizedFit(res.params, res.history)

@@ -13,7 +13,9 @@ from genmlx.viz._inputs import as_numpy
 
 __all__ = ["moving_average", "plot_losses"]
 
-_HISTORY_ATTRS = (("elbo_history", "ELBO"), ("loss_history", "loss"))
+# what a result's history is called: VI results (elbo_history), then any result's
+# history (genmlx's result vocabulary), then the deprecated loss_history of old results
+_HISTORY_ATTRS = (("elbo_history", "ELBO"), ("history", "loss"), ("loss_history", "loss"))
 
 
 def moving_average(y: np.ndarray, window: int) -> np.ndarray:
@@ -35,7 +37,7 @@ def _series(history: Any, labels: Sequence[str] | None) -> tuple[list[tuple[str,
     """``[(label, values)]`` and the default y label."""
     ylabel = "loss"
     for attr, name in _HISTORY_ATTRS:
-        if hasattr(history, attr):
+        if not isinstance(history, Mapping) and hasattr(history, attr):
             history = getattr(history, attr)
             ylabel = name
             break
@@ -89,8 +91,8 @@ def plot_losses(
 
     Args:
         history: a 1-D array or list of numbers, a list of such series, a dict
-            ``{label: series}``, or an object with ``elbo_history`` or
-            ``loss_history`` (e.g. a VI result).
+            ``{label: series}``, or a result with ``elbo_history`` or ``history``
+            (a VI or training result).
         labels: names for the series (legend), one per series.
         window: moving-average window (``None``: no smoothing).
         logy: logarithmic y axis (every value must be positive).

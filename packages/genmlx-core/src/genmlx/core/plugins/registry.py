@@ -73,9 +73,9 @@ ENTRY_POINT_GROUP = "genmlx"
 
 METADATA_KEYS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
-        "distributions": frozenset({"example_params", "conformance_batched"}),
+        "distributions": frozenset({"examples", "example_params", "conformance_batched"}),
         "combinators": frozenset(
-            {"conformance_examples", "conformance_build", "conformance_batched"}
+            {"examples", "conformance_examples", "conformance_build", "conformance_batched"}
         ),
         "inference": frozenset({"conformance_kernel", "info_fields"}),
         "nn": frozenset(),
@@ -84,9 +84,10 @@ METADATA_KEYS: Mapping[str, frozenset[str]] = MappingProxyType(
 )
 """The registration metadata each kind accepts (``register(obj, ..., key=value)``).
 
-* distributions: ``example_params`` (parameter tuples for the kit),
-  ``conformance_batched`` (False: skip the batched laws);
-* combinators: ``conformance_examples`` (``() -> [(gen_fn, args), ...]``),
+* distributions: ``examples`` (parameter tuples for the kit; ``example_params`` is the
+  older name), ``conformance_batched`` (False: skip the batched laws);
+* combinators: ``examples`` (``[(gen_fn, args), ...]`` or a function returning it;
+  ``conformance_examples`` is the older name),
   ``conformance_build`` (``kernel -> [(gen_fn, args), ...]``: the combinator applied to
   one of the kit's kernels, see :mod:`genmlx.core.testing.combinators`),
   ``conformance_batched``;
@@ -115,6 +116,22 @@ class Entry(NamedTuple):
         if key in self.metadata:
             return self.metadata[key]
         return getattr(self.obj, key, default)
+
+    def examples(self) -> list[Any]:
+        """The conformance examples registered with the object (``examples=``): parameter
+        tuples for a distribution, ``(generative_function, args)`` pairs for a
+        combinator. Plugins written before ``examples=`` existed give them as
+        ``example_params`` / ``conformance_examples`` (metadata or an attribute of the
+        object); those are read too."""
+        found = self.metadata.get("examples")
+        if found is None:
+            for old in ("example_params", "conformance_examples"):
+                found = self.info(old)
+                if found is not None:
+                    break
+        if found is None:
+            return []
+        return list(found() if callable(found) else found)
 
 
 class PluginLoadError(NamedTuple):

@@ -29,7 +29,7 @@ RESULT_TYPES: Mapping[str, str] = MappingProxyType(
         "vi_result": (
             "a variational fit with .elbo_history and .sample(n, key=): ADVIResult, VIResult"
         ),
-        "train_result": "a training result with .loss_history (genmlx.infer's TrainResult)",
+        "train_result": "a training result with .params and .history (genmlx.infer's TrainResult)",
     }
 )
 """Result-type name → what objects of that type look like."""

@@ -76,19 +76,17 @@ __all__ = [
 def conformance_targets() -> list[tuple[str, str, object, list[tuple[object, tuple[object, ...]]]]]:
     """``(kind, name, object, examples)`` for every registered distribution and combinator.
 
-    A distribution provides examples through an ``example_params`` attribute (a list of
-    parameter tuples); a combinator through a ``conformance_examples()`` callable
-    returning ``[(generative_function, args), ...]``.
+    The examples are those registered with the object (``register(obj, examples=...)``:
+    parameter tuples for a distribution, ``[(generative_function, args), ...]`` for a
+    combinator; see :meth:`~genmlx.core.plugins.registry.Entry.examples`).
     """
     from genmlx.core.plugins.registry import registry
 
     reg = registry()
     out: list[tuple[str, str, object, list[tuple[object, tuple[object, ...]]]]] = []
     for entry in reg.distributions.entries():
-        params = entry.info("example_params") or []
+        params = entry.examples()
         out.append(("distribution", entry.name, entry.obj, [(entry.obj, tuple(p)) for p in params]))
     for entry in reg.combinators.entries():
-        make = entry.info("conformance_examples")
-        examples = list(make()) if callable(make) else []
-        out.append(("combinator", entry.name, entry.obj, examples))
+        out.append(("combinator", entry.name, entry.obj, entry.examples()))
     return out

@@ -86,7 +86,7 @@ def _distributions(
     for entry in reg.distributions.entries():
         if wanted is not None and entry.name not in wanted:
             continue
-        params = entry.info("example_params") or []
+        params = entry.examples()
         if not params:
             t.fail("distribution", entry.name, entry.plugin, ": no conformance examples provided")
             continue
@@ -113,7 +113,7 @@ def _combinators(
         if wanted is not None and entry.name not in wanted:
             continue
         build = entry.info("conformance_build")
-        examples = entry.info("conformance_examples")
+        examples = entry.examples()
         if build is None:
             t.fail(
                 "combinator",

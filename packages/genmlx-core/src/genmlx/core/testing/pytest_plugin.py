@@ -90,7 +90,7 @@ class CombinatorKit:
         if isinstance(combinator, str):
             entry = _entry("combinators", combinator)
             kwargs.setdefault("name", entry.name)
-            kwargs.setdefault("examples", entry.info("conformance_examples"))
+            kwargs.setdefault("examples", entry.examples())
             kwargs.setdefault("batched", bool(entry.info("conformance_batched", True)))
             combinator = _need(entry, "conformance_build", "combinator")
         return check_combinator(combinator, **kwargs)
@@ -125,12 +125,15 @@ class DistributionKit:
 
         if isinstance(dist, str):
             entry = _entry("distributions", dist)
-            dist, default = entry.obj, entry.info("example_params")
+            dist, default = entry.obj, entry.examples()
         else:
             default = getattr(dist, "example_params", None)
         examples = [params] if params is not None else list(default or [])
         if not examples:
-            raise KitUsageError("genmlx_distribution_kit: pass params= or set example_params")
+            raise KitUsageError(
+                "genmlx_distribution_kit: pass params= (or register the distribution with "
+                "examples=...)"
+            )
         return [check_distribution(dist, tuple(p), **kwargs) for p in examples]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import mlx.core as mx
 
 from genmlx.core import ChoiceMap, GenerativeFunction, Trace, runtime
-from genmlx.core.batching import rebatch, vmap_call
+from genmlx.core.batching import rebatch, vmap_call, vmap_traces
 from genmlx.core.diff import Diff
 from genmlx.core.edit import EditRequest
 from genmlx.core.tree import flatten, unflatten
@@ -53,10 +53,10 @@ def generate(
 
         def one(k: mx.array, a: tuple[Any, ...], c: ChoiceMap) -> tuple[Trace, mx.array]:
             tr, w = model.generate(a, c, key=k)
-            return tr._replace(args=()), w
+            return tr, w
 
         with runtime.operation():
-            tr, w = vmap_call(one, n, (keys,), (args, obs))
+            tr, w = vmap_call(one, n, (keys,), (args, obs), strip_trace_args=True)
         return tr._replace(args=args), w
     k_prop, k_gen = mx.random.split(key, 2)
     pkeys, gkeys = global_keys(k_prop, layout), global_keys(k_gen, layout)
@@ -68,10 +68,12 @@ def generate(
         proposed = ptr.get_choices()
         cons = proposed if c.is_empty else proposed.merge(c)
         tr, log_p = model.generate(a, cons, key=kg)
-        return tr._replace(args=()), log_p - ptr.score
+        return tr, log_p - ptr.score
 
     with runtime.operation():
-        tr, w = vmap_call(one_q, n, (pkeys, gkeys), (args, proposal_args, obs))
+        tr, w = vmap_call(
+            one_q, n, (pkeys, gkeys), (args, proposal_args, obs), strip_trace_args=True
+        )
     return tr._replace(args=args), w
 
 
@@ -82,10 +84,10 @@ def simulate(
     keys = global_keys(key, layout)
 
     def one(k: mx.array, a: tuple[Any, ...]) -> Trace:
-        return model.simulate(a, key=k)._replace(args=())
+        return model.simulate(a, key=k)
 
     with runtime.operation():
-        tr = vmap_call(one, layout.n_local, (keys,), (args,))
+        tr = vmap_call(one, layout.n_local, (keys,), (args,), strip_trace_args=True)
     out: Trace = tr._replace(args=args)
     return out
 
@@ -100,20 +102,15 @@ def update(
 ) -> tuple[Trace, mx.array]:
     """This process's particles of the batched ``update`` (a bootstrap filter step)."""
     model = traces.gen_fn
-    keys = global_keys(key, layout)
-    old_args = traces.args
 
-    def one(
-        k: mx.array, t: Trace, oa: tuple[Any, ...], na: tuple[Any, ...], y: ChoiceMap
-    ) -> tuple[Trace, mx.array]:
-        new, w, _, _ = model.update(t._replace(args=oa), y, na, argdiffs, key=k)
-        return new._replace(args=()), w
+    def one(k: mx.array, t: Trace, na: tuple[Any, ...], y: ChoiceMap) -> tuple[Trace, mx.array]:
+        new, w, _, _ = model.update(t, y, na, argdiffs, key=k)
+        return new, w
 
-    with runtime.operation():
-        new, w = vmap_call(
-            one, layout.n_local, (keys, traces._replace(args=())), (old_args, new_args, obs)
-        )
-    return new._replace(args=new_args), w
+    new, w = vmap_traces(
+        one, traces, (new_args, obs), keys=global_keys(key, layout), result_args=new_args
+    )
+    return new, w
 
 
 def edit(
@@ -121,18 +118,19 @@ def edit(
 ) -> tuple[Trace, mx.array]:
     """This process's particles of the batched ``edit`` (SMCP3 moves)."""
     model = traces.gen_fn
-    keys = global_keys(key, layout)
-    old_args = traces.args
 
-    def one(k: mx.array, t: Trace, r: EditRequest, oa: tuple[Any, ...]) -> tuple[Trace, mx.array]:
-        new, w, _, _ = model.edit(t._replace(args=oa), r, key=k)
-        return new._replace(args=()), w
+    def one(k: mx.array, t: Trace, r: EditRequest) -> tuple[Trace, mx.array]:
+        new, w, _, _ = model.edit(t, r, key=k)
+        return new, w
 
-    with runtime.operation():
-        new, w = vmap_call(
-            one, layout.n_local, (keys, traces._replace(args=())), (request, old_args)
-        )
-    return new._replace(args=request.new_args(old_args)), w
+    new, w = vmap_traces(
+        one,
+        traces,
+        (request,),
+        keys=global_keys(key, layout),
+        result_args=request.new_args(traces.args),
+    )
+    return new, w
 
 
 def kernel_step(
@@ -147,19 +145,17 @@ def kernel_step(
     ``kernel(trace_i, *args, key=split(key, N)[i], **kwargs)`` on its own trace."""
     kw = kwargs or {}
     keys = global_keys(key, layout)
-    targs = traces.args
 
-    def one(k: mx.array, t: Trace, a: tuple[Any, ...]) -> tuple[Trace, Any]:
-        new, acc = kernel(t._replace(args=a), *args, key=k, **kw)
+    def one(k: mx.array, t: Trace) -> tuple[Trace, Any]:
+        new, acc = kernel(t, *args, key=k, **kw)
         if not isinstance(new, Trace):
             raise TypeError(
                 f"the kernel must return (trace, accepted), got {type(new).__name__} first"
             )
-        return new._replace(args=()), acc
+        return new, acc
 
     try:
-        with runtime.operation():
-            new, acc = vmap_call(one, layout.n_local, (keys, traces._replace(args=())), (targs,))
+        new, acc = vmap_traces(one, traces, keys=keys)
     except ValueError as e:
         if runtime.is_transform_eval_error(e):
             raise ValueError(
@@ -169,7 +165,7 @@ def kernel_step(
                 f"(MLX said: {e})"
             ) from e
         raise
-    return new._replace(args=targs), acc
+    return new, acc
 
 
 def add_batch_axis(trace: Trace) -> Trace:

@@ -32,6 +32,7 @@ from genmlx.core.batching import take_particles
 from genmlx.core.random import Key
 from genmlx.infer.adaptation import find_step_size as _find_step_size
 from genmlx.infer.adaptation import windows as _windows
+from genmlx.infer.chain_runner import ChainResult
 from genmlx.infer.distributed import _particles
 from genmlx.infer.distributed._comm import (
     balanced_layout,
@@ -41,8 +42,8 @@ from genmlx.infer.distributed._comm import (
     shared_key,
 )
 from genmlx.infer.importance import _check_inputs
-from genmlx.infer.mh import ChainResult
-from genmlx.infer.nuts import NutsInfo, NutsWarmup, nuts_info
+from genmlx.infer.mass_matrix import regularized_mass
+from genmlx.infer.nuts_kernel import NutsInfo, NutsWarmup, nuts
 from genmlx.infer.targets import target
 
 __all__ = ["chain", "nuts_warmup", "vgenerate", "vsimulate"]
@@ -87,7 +88,7 @@ def chain(
     processes, but a kernel that stops on values — ``nuts``, whose trajectories end at
     their U-turn only outside ``mx.vmap`` (under it every chain integrates the full
     ``2^max_depth − 1`` steps) — runs at its single-process speed."""
-    from genmlx.infer.mh import chain as local_chain
+    from genmlx.infer.chain_runner import chain as local_chain
 
     op = "chain"
     if not callable(kernel):
@@ -207,14 +208,9 @@ def _pooled_inverse_mass(
     dev = mean - grand
     if dense:
         between = count * mx.sum(dev[:, :, None] * dev[:, None, :], axis=0)
-        cov = (mx.sum(m2, axis=0) + between) / (n - 1)
-        shrink, reg = n / (n + 5.0), 1e-3 * (5.0 / (n + 5.0))
-        cov = shrink * cov + reg * mx.eye(d)
-        inv = mx.linalg.inv(cov, stream=mx.cpu).astype(mx.float32)
-        return 0.5 * (inv + inv.T)
+        return regularized_mass((mx.sum(m2, axis=0) + between) / (n - 1), n, dense=True)
     var = (mx.sum(m2, axis=0) + count * mx.sum(dev * dev, axis=0)) / (n - 1)
-    shrink, reg = n / (n + 5.0), 1e-3 * (5.0 / (n + 5.0))
-    return (1.0 / (shrink * var + reg)).astype(mx.float32)
+    return regularized_mass(var, n, dense=False)
 
 
 def nuts_warmup(
@@ -259,7 +255,7 @@ def nuts_warmup(
     statistic crosses processes, so each process runs the single-process
     :func:`genmlx.infer.nuts_warmup` on its chains with key ``split(key, P)[r]``.
     """
-    from genmlx.infer.nuts import nuts_warmup as local_warmup
+    from genmlx.infer.nuts_kernel import nuts_warmup as local_warmup
 
     op = "nuts_warmup"
     if not isinstance(selection, Selection):
@@ -294,7 +290,7 @@ def nuts_warmup(
         tr: Trace, k: mx.array, eps: mx.array, m: mx.array, depth: int
     ) -> tuple[Trace, NutsInfo]:
         def kern(t: Trace, *, key: mx.array) -> tuple[Trace, NutsInfo]:
-            return nuts_info(t, selection, key=key, step_size=eps, max_depth=depth, mass=m)
+            return nuts(t, selection, key=key, step_size=eps, max_depth=depth, mass=m)
 
         with local_only():
             if exact:

@@ -14,7 +14,7 @@ moves only the particles whose ancestor lives on another process
 (:mod:`genmlx.infer.distributed._exchange`). The accumulated log ML is updated from the
 gathered weights, so it is bit-for-bit the single-process value;
 :meth:`~genmlx.infer.distributed.ShardedParticleFilterState.ess` and
-:meth:`~genmlx.infer.distributed.ShardedParticleFilterState.log_ml_estimate` combine the
+:attr:`~genmlx.infer.distributed.ShardedParticleFilterState.log_ml_estimate` combine the
 processes' partial sums (a maximum and a sum over processes, a few numbers each). For
 the same keys the particles, ancestors and log ML equal the single-process run's,
 whatever the number of processes.
@@ -47,6 +47,7 @@ import mlx.core as mx
 import numpy as np
 
 from genmlx.core import ChoiceMap, GenerativeFunction, Trace
+from genmlx.core.deprecation import MethodNowProperty
 from genmlx.core.diff import Diff, diff_args
 from genmlx.core.edit import EditRequest
 from genmlx.core.random import Key, resolve_key
@@ -141,11 +142,15 @@ class ShardedParticleFilterState(NamedTuple):
         lse, lse2 = self._lse()
         return mx.exp(2.0 * lse - lse2)
 
+    @property
     def log_ml_estimate(self) -> mx.array:
         """``log Ẑ = logsumexp_{r,i}(log Ẑ_acc,r + log w_i) − log N`` (global mode:
-        ``log Ẑ_acc + logsumexp(log w) − log N``, the single-process estimate)."""
+        ``log Ẑ_acc + logsumexp(log w) − log N``, the single-process estimate; a
+        property)."""
         lse, _ = self._lse()
-        return lse - math.log(self.n_particles)
+        return MethodNowProperty(
+            lse - math.log(self.n_particles), "ShardedParticleFilterState.log_ml_estimate"
+        )
 
     def normalized_weights(self) -> mx.array:
         """This process's particles' weights normalised over all ``N``, ``[n_local]``."""
@@ -266,7 +271,7 @@ class ShardedParticleFilterState(NamedTuple):
         as the single-process filter does; island mode: each process on its own).
 
         First the accumulated log ML takes in the current weights (so
-        :meth:`log_ml_estimate` is unchanged by resampling). With ``ess_threshold``,
+        :attr:`log_ml_estimate` is unchanged by resampling). With ``ess_threshold``,
         resample only where :meth:`maybe_resample` would.
         """
         if ess_threshold is not None:
@@ -339,7 +344,7 @@ class ShardedParticleFilterState(NamedTuple):
         In global mode this is the single-process filter's state. In island mode the
         islands' accumulated log MLs are folded into the weights
         (``log w_i + log Ẑ_acc,r − A`` with ``A = max_r log Ẑ_acc,r`` as the accumulated
-        value), so the gathered state's ``log_ml_estimate()`` and normalised weights are
+        value), so the gathered state's ``log_ml_estimate`` and normalised weights are
         the islands' global ones.
         """
         accs = gather_scalars(self.local.log_ml_accumulated.reshape(1), self.group)

@@ -1,4 +1,5 @@
-"""Tests of genmlx.dists.gamma_family: samplers and the gamma-family distributions.
+"""Tests of genmlx.dists.gamma_sampling (the samplers) and genmlx.dists.gamma_beta (the
+gamma-family distributions).
 
 Reference values come from scipy.stats in float64, evaluated at the float32 inputs.
 Tolerances: rtol = atol = 1e-5 plus a conditioning term (see ``_cond_tol``).
@@ -16,9 +17,9 @@ import pytest
 from scipy import integrate, special, stats
 
 from genmlx.core.testing import check_gfi_laws
-from genmlx.dists import gamma_family as gf
-from genmlx.dists.gamma_family import (
-    GAMMA_ROUNDS,
+from genmlx.dists import gamma_beta as gf
+from genmlx.dists.examples import examples
+from genmlx.dists.gamma_beta import (
     beta,
     beta_uniform,
     chi2,
@@ -26,11 +27,14 @@ from genmlx.dists.gamma_family import (
     gamma,
     inv_gamma,
     kumaraswamy,
+    student_t,
+)
+from genmlx.dists.gamma_sampling import (
+    GAMMA_ROUNDS,
     log_standard_gamma,
     standard_beta,
     standard_dirichlet,
     standard_gamma,
-    student_t,
 )
 
 ALL = [gamma, inv_gamma, chi2, beta, kumaraswamy, beta_uniform, student_t, dirichlet]
@@ -550,7 +554,7 @@ def _batch(d: Any, params: tuple[Any, ...]) -> tuple[int, ...]:
 @pytest.mark.parametrize("d", ALL, ids=IDS)
 def test_sample_shapes_and_dtypes(d: Any) -> None:
     key = mx.random.key(3)
-    for params in d.example_params:
+    for params in examples(d):
         full = _batch(d, params)
         for shape in [(), (4,), (2, 3)]:
             x = d.sample(key, *params, shape=shape)
@@ -563,7 +567,7 @@ def test_sample_shapes_and_dtypes(d: Any) -> None:
 
 @pytest.mark.parametrize("d", ALL, ids=IDS)
 def test_vmap_and_compile(d: Any) -> None:
-    params = d.example_params[-1]
+    params = examples(d)[-1]
     keys = mx.random.split(mx.random.key(4), 3)
 
     def f(k: mx.array) -> mx.array:
@@ -585,7 +589,7 @@ def test_vmap_and_compile(d: Any) -> None:
 
 @pytest.mark.parametrize("d", ALL, ids=IDS)
 def test_gfi_laws(d: Any) -> None:
-    for params in d.example_params:
+    for params in examples(d):
         check_gfi_laws(d, params, max_examples=3)
 
 
@@ -660,7 +664,7 @@ def test_reparam() -> None:
         if d is not kumaraswamy:
             assert not d.has_reparam
             with pytest.raises(TypeError):
-                d.reparam_sample(mx.random.key(0), *d.example_params[0])
+                d.reparam_sample(mx.random.key(0), *examples(d)[0])
     assert kumaraswamy.has_reparam
     key = mx.random.key(5)
 
@@ -689,7 +693,7 @@ def test_public_names() -> None:
         assert hasattr(gf, name)
     for d in ALL:
         assert getattr(gf, d.name) is d
-        assert 2 <= len(d.example_params) <= 3
+        assert 2 <= len(examples(d)) <= 3
         assert any(
-            any(isinstance(p, mx.array) and p.ndim >= 1 for p in ps) for ps in d.example_params
+            any(isinstance(p, mx.array) and p.ndim >= 1 for p in ps) for ps in examples(d)
         )

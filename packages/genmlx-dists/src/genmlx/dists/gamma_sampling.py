@@ -1,0 +1,177 @@
+"""Samplers for the gamma, beta and Dirichlet variates every gamma-based distribution
+draws from (genmlx.dists uses them for gamma, beta, Student-t, Dirichlet, binomial-type
+and Poisson draws).
+
+* :func:`log_standard_gamma` — ``log G`` with ``G ~ Gamma(alpha, rate 1)``;
+* :func:`standard_gamma` — ``G`` itself (float32, clamped into the normal range);
+* :func:`standard_beta` — ``Beta(a, b)`` as ``X / (X + Y)`` in log space;
+* :func:`standard_dirichlet` — ``Dirichlet(alpha)`` as a softmax of log-gamma draws.
+
+Draws are never 0, 1 or infinite where the law gives them probability 0: values beyond
+float32's normal range are clamped (documented per sampler). Sampling with an invalid
+array parameter gives NaN at those elements.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import mlx.core as mx
+
+from genmlx.dists.base import (
+    arr,
+)
+
+__all__ = [
+    "GAMMA_ROUNDS",
+    "log_standard_gamma",
+    "standard_beta",
+    "standard_dirichlet",
+    "standard_gamma",
+]
+
+_TINY = 2.0**-126
+_ONE_MINUS = 1.0 - 2.0**-24
+_F32_MAX = float.fromhex("0x1.fffffep+127")
+# log of the smallest uniform we let through (u = 0 has probability 2**-32).
+_LOG_U_MIN = math.log(2.0**-33)
+
+GAMMA_ROUNDS = 10
+"""Marsaglia–Tsang rounds. The acceptance probability is smallest at alpha = 1 (0.9517,
+by quadrature; the alpha < 1 boost samples alpha + 1 >= 1), so an element is never
+accepted with probability 0.0483**10 < 7e-14."""
+
+
+def _f32(x: Any) -> mx.array:
+    a = arr(x)
+    return a if a.dtype == mx.float32 else a.astype(mx.float32)
+
+
+def _finite_pos(x: mx.array) -> mx.array:
+    out: mx.array = mx.logical_and(x > 0, x < math.inf)
+    return out
+
+
+def _log_uniform(key: mx.array, shape: tuple[int, ...]) -> mx.array:
+    """``log U`` for ``U ~ U(0, 1)``; MLX's uniform has 2**-32 resolution near 0."""
+    u = mx.random.uniform(shape=shape, key=key)
+    out: mx.array = mx.log(mx.maximum(u, 2.0**-33))
+    return out
+
+
+def _all_done(done: mx.array) -> bool:
+    from genmlx.core import runtime
+
+    if runtime.in_transform():
+        return False
+    try:
+        return bool(mx.all(done).item())
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return False
+        raise
+
+
+def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
+    """``log G`` for ``G ~ Gamma(alpha, rate 1)``, of shape ``shape``.
+
+    Exact (up to float32 rounding) for every ``alpha > 0``: Marsaglia–Tsang (2000) with
+    ``GAMMA_ROUNDS`` vectorised rounds, the first accepted proposal kept per element
+    (never accepted: probability < 7e-14, then ``log(alpha - 1/3)`` is returned). For
+    ``alpha < 1`` it samples ``Gamma(alpha + 1)`` and adds ``log(U) / alpha`` — in log
+    space, so tiny ``alpha`` (whose draws underflow float32) stays exact. Invalid
+    ``alpha`` (``<= 0`` or NaN) gives NaN.
+
+    Args:
+        key: PRNG key.
+        alpha: shape parameter, broadcastable to ``shape``.
+        shape: the output shape.
+    """
+    shape = tuple(shape)
+    alpha = mx.broadcast_to(_f32(alpha), shape)
+    valid = _finite_pos(alpha)
+    a_safe = mx.where(valid, alpha, 1.0)
+    boost = a_safe < 1.0
+    a1 = mx.where(boost, a_safe + 1.0, a_safe)
+    d = a1 - 1.0 / 3.0
+    c = mx.rsqrt(9.0 * d)
+    keys = mx.random.split(key, 3)
+    rshape = (GAMMA_ROUNDS, *shape)
+    log_d = mx.log(d)
+    out = log_d
+    done = mx.zeros(shape, dtype=mx.bool_)
+    # Rounds run in blocks, each with its own keys; eagerly the loop stops once every
+    # element has accepted (later blocks would change nothing), so the result is the same
+    # whether or not it stops early — and under vmap/compile every block runs.
+    del rshape
+    block = 2
+    n_blocks = -(-GAMMA_ROUNDS // block)
+    kx = mx.random.split(keys[0], n_blocks)
+    ku = mx.random.split(keys[1], n_blocks)
+    for bi, start in enumerate(range(0, GAMMA_ROUNDS, block)):
+        bshape = (min(block, GAMMA_ROUNDS - start), *shape)
+        x = mx.random.normal(shape=bshape, key=kx[bi])
+        log_u = _log_uniform(ku[bi], bshape)
+        w = c * x
+        pos = w > -1.0
+        w = mx.where(pos, w, 0.0)
+        l1 = mx.log1p(w)
+        # log acceptance ratio 0.5 x^2 + d (1 - v + log v), v = (1 + w)^3, written without
+        # cancelling large terms: 1 - v + log v = 3 log1p(w) - w (3 + 3 w + w^2).
+        log_ratio = 0.5 * x * x + d * (3.0 * l1 - w * (3.0 + w * (3.0 + w)))
+        accept = mx.logical_and(pos, log_u < log_ratio)
+        candidates = log_d + 3.0 * l1
+        for r in range(x.shape[0]):
+            take = mx.logical_and(accept[r], mx.logical_not(done))
+            out = mx.where(take, candidates[r], out)
+            done = mx.logical_or(done, accept[r])
+        if start + block < GAMMA_ROUNDS and _all_done(done):
+            break
+    out = out + mx.where(boost, _log_uniform(keys[2], shape) / a_safe, 0.0)
+    res: mx.array = mx.where(valid, out, mx.nan)
+    return res
+
+
+def standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
+    """``G ~ Gamma(alpha, rate 1)`` of shape ``shape`` (``alpha`` broadcasts to it).
+
+    ``exp`` of :func:`log_standard_gamma`, clamped into ``[2**-126, float32 max]``:
+    draws below the smallest normal float32 (common for tiny ``alpha``: a
+    ``Gamma(0.01)`` draw is below ``1.2e-38`` with probability 0.42) are not
+    representable as normal floats (and subnormals are flushed to zero on some
+    backends), so they are returned as ``2**-126`` — never 0, so ``log`` of a draw and
+    the log density at it stay finite. Callers that need the exact tail use
+    :func:`log_standard_gamma`. Invalid ``alpha`` gives NaN.
+    """
+    lg = log_standard_gamma(key, alpha, shape)
+    out: mx.array = mx.clip(mx.exp(lg), _TINY, _F32_MAX)
+    return mx.where(mx.isnan(lg), mx.nan, out)
+
+
+def standard_beta(key: mx.array, a: Any, b: Any, shape: tuple[int, ...]) -> mx.array:
+    """``Beta(a, b)`` draws of shape ``shape`` (``a``, ``b`` broadcast to it).
+
+    ``X / (X + Y) = sigmoid(log X - log Y)`` with ``X ~ Gamma(a)``, ``Y ~ Gamma(b)``
+    drawn in log space (exact for tiny ``a``, ``b``), clamped into
+    ``[2**-126, 1 - 2**-24]`` so a draw is never exactly 0 or 1 (the log density can be
+    infinite there). Invalid parameters give NaN.
+    """
+    keys = mx.random.split(key, 2)
+    lx = log_standard_gamma(keys[0], a, shape)
+    ly = log_standard_gamma(keys[1], b, shape)
+    out: mx.array = mx.clip(mx.sigmoid(lx - ly), _TINY, _ONE_MINUS)
+    return mx.where(mx.isnan(lx - ly), mx.nan, out)
+
+
+def standard_dirichlet(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
+    """``Dirichlet(alpha)`` draws of shape ``shape``; the last axis is the event.
+
+    ``alpha`` (last axis K) broadcasts to ``shape``. A softmax of log-gamma draws, so
+    tiny concentrations neither underflow to 0/0 nor lose the simplex; components are
+    clamped below at ``2**-126`` (the sum moves by at most ``K * 1.2e-38``).
+    Invalid concentrations give NaN.
+    """
+    lg = log_standard_gamma(key, alpha, shape)
+    out: mx.array = mx.maximum(mx.softmax(lg, axis=-1), _TINY)
+    return out
