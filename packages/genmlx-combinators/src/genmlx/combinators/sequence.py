@@ -228,6 +228,11 @@ class _SequenceCombinator(GenerativeFunction):
         self.kernel = kernel
         self.name = f"{self.kind}({getattr(kernel, 'name', repr(kernel))})"
 
+    def length(self, args: tuple[Any, ...], op: str = "length") -> int:
+        """The number of steps ``T`` these arguments ask for (checked: bad arguments
+        raise an error that names ``op``)."""
+        return self._length(tuple(args), op)
+
     # ------------------------------------------------------------ hooks
     @abstractmethod
     def _length(self, args: tuple[Any, ...], op: str) -> int:

@@ -117,6 +117,26 @@ class DynamicTrace(Trace):
             raise AddressError(f"there is no traced call at {format_address(addr)}")
         return node.trace
 
+    def records(self) -> Iterator[tuple[Path, Any]]:
+        """The body's sites in execution order: ``(path, record)`` with a
+        :class:`~genmlx.core.interpreter.ChoiceRecord` (``value``, ``score``) for a random
+        choice and a :class:`~genmlx.core.interpreter.CallRecord` (``trace``) for a
+        traced call."""
+        yield from H.iter_records(self._trie)
+
+    def record(self, addr: Address) -> Any:
+        """The record at ``addr`` (see :meth:`records`).
+
+        Raises:
+            AddressError: nothing was traced at ``addr``.
+        """
+        node = H.lookup(self._trie, to_path(addr))
+        if not isinstance(node, (H.ChoiceRecord, H.CallRecord)):
+            raise AddressError(
+                f"there is no random choice or traced call at {format_address(addr)}"
+            )
+        return node
+
     def site_scores(self) -> Iterator[tuple[Path, mx.array]]:
         for path, rec in H.iter_records(self._trie):
             if isinstance(rec, H.ChoiceRecord):

@@ -37,6 +37,8 @@ __all__ = [
     "evaluate",
     "flatten",
     "freezing",
+    "node_children",
+    "node_rebuild",
     "opaque_nodes",
     "replace_opaque",
     "thawing",
@@ -205,6 +207,37 @@ def flatten(
     finally:
         _MODE.reset(token)
     return leaves, td
+
+
+def node_children(obj: Any) -> tuple[list[Any], Any]:
+    """One level of a registered tree node (a trace, a choice map, a state): its
+    children and its static auxiliary data, as its ``_tree_flatten`` gives them.
+
+    :func:`node_rebuild` is the inverse. For code that rebuilds a node from new children
+    (e.g. a compiled step that returns a trace's arrays) without flattening every level.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> from genmlx.core import ChoiceMap
+        >>> cm = ChoiceMap(mx.array(1.0))
+        >>> kids, aux = node_children(cm)
+        >>> node_rebuild(ChoiceMap, aux, kids)[()].item()
+        1.0
+    """
+    flat = getattr(obj, "_tree_flatten", None)
+    if flat is None or isinstance(obj, type):
+        raise TypeError(f"node_children: {type(obj).__name__} is not a registered tree node")
+    children, aux = flat()
+    return list(children), aux
+
+
+def node_rebuild(cls: type, aux: Any, children: list[Any]) -> Any:
+    """The node of class ``cls`` with auxiliary data ``aux`` and these ``children``
+    (the inverse of :func:`node_children`)."""
+    rebuild = getattr(cls, "_tree_unflatten", None)
+    if rebuild is None:
+        raise TypeError(f"node_rebuild: {cls.__name__} is not a registered tree node")
+    return rebuild(aux, children)
 
 
 def _flatten(obj: Any, leaves: list[mx.array]) -> TreeDef:

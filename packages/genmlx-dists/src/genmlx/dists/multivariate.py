@@ -36,7 +36,7 @@ returned symmetrised (the convention of JAX and PyTorch): for a symmetric pertur
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, cast
+from typing import Any
 
 import mlx.core as mx
 import numpy as np

@@ -60,7 +60,7 @@ from genmlx.core.config import check_scores_enabled
 from genmlx.core.diff import Diff, diff_args
 from genmlx.core.errors import NonFiniteScoreError
 from genmlx.core.random import Key, KeyStream
-from genmlx.core.tree import TreeDef, flatten, unflatten
+from genmlx.core.tree import TreeDef, flatten, node_children, node_rebuild, unflatten
 from genmlx.infer import _checks as checks
 from genmlx.infer.smc import (
     RESAMPLING_METHODS,
@@ -501,7 +501,7 @@ class _Outer(NamedTuple):
         scores: their batched scores at ``epoch``.
         epoch: the number of ancestor maps when ``values``/``scores`` were taken.
         stand_ins: one particle's values of the choices (for running the body).
-        structure: the trace's tree structure (``DynamicTrace._tree_flatten``'s aux).
+        structure: the trace's tree structure (the aux of ``genmlx.core.tree.node_children``).
     """
 
     seq: Any  # a sequence combinator (particle_parts, plan_particle_step)
@@ -650,12 +650,12 @@ def _outer_core(trace: Trace, log_weights: mx.array, log_ml_accumulated: mx.arra
     """The core of a batched trace of a ``@gen`` model whose body makes one sequence
     call (last) besides random choices of its own."""
     from genmlx.core import handlers as H
+    from genmlx.core.dsl import DynamicTrace
 
     model = trace.gen_fn
-    trie = getattr(trace, "_trie", None)
-    if trie is None or not hasattr(model, "fn"):
+    if not isinstance(trace, DynamicTrace) or not hasattr(model, "fn"):
         return None
-    records = list(H.iter_records(trie))
+    records = list(trace.records())
     calls = [(p, r) for p, r in records if isinstance(r, H.CallRecord)]
     if len(calls) != 1 or records[-1][0] != calls[0][0]:
         return None
@@ -692,7 +692,7 @@ def _outer_core(trace: Trace, log_weights: mx.array, log_ml_accumulated: mx.arra
             s = by_path[p].score
             acc = acc + (s - s)
         nan_term = acc
-    _, aux = trace._tree_flatten()
+    _, aux = node_children(trace)
     outer = _Outer(
         seq,
         path,
@@ -761,7 +761,7 @@ def _outer_plan(
 
 def _length_of(seq: Any, args: tuple[Any, ...]) -> int:
     try:
-        return int(seq._length(tuple(args), "update"))
+        return int(seq.length(tuple(args), "update"))
     except (TypeError, ValueError) as e:
         raise _Unsupported(str(e)) from e
 
@@ -806,11 +806,11 @@ def _outer_trace(core: _Core) -> Trace:
         children.append(by_path[p] if is_choice else call)
     from genmlx.core.dsl import DynamicTrace
 
-    stub = DynamicTrace._tree_unflatten(outer.structure, children)
+    stub = node_rebuild(DynamicTrace, outer.structure, children)
 
     def replay(tr: Trace) -> Any:
         def handler(state: Any, p: Any, gf: Any, a: tuple[Any, ...]) -> Any:
-            rec = H.lookup(tr._trie, p)  # type: ignore[attr-defined]
+            rec = tr.record(p)  # type: ignore[attr-defined]
             return state, (rec.value if isinstance(rec, H.ChoiceRecord) else rec.trace.retval)
 
         model: Any = core.model

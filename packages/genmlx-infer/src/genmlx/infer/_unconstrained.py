@@ -314,14 +314,13 @@ class Space:
                         st.score = st.score + gf.score(x, args)
                         st.ladj = st.ladj + mx.sum(ld)
                     return state, x
-                node = st.obs._node(full)
-                if node is None or not node.has_root_value:
+                if not st.obs.has_value(full):
                     raise ValueError(
                         f"{self.op}: the choice at {format_address(full)} is neither latent "
                         "nor observed: the model's addresses changed between executions (a "
                         "random structure); this method needs a fixed set of choices"
                     )
-                v = as_array(node.value)
+                v = as_array(st.obs[full])
                 if st.mode == "logp":
                     st.score = st.score + gf.score(v, args)
                 return state, v
@@ -334,7 +333,7 @@ class Space:
                     st.prefix = outer
                 run = runtime.active_run()
                 return (run.state if run is not None else state), value
-            sub = st.obs._node(full) or ChoiceMap.empty()
+            sub = st.obs.get_submap(full)
             for b in self.calls.get(full, []):
                 rel = b.path[len(full) :]
                 bij = self._bijector(b, None, ())
@@ -348,7 +347,7 @@ class Space:
                         st.collect[b.path] = x
                     else:
                         st.ladj = st.ladj + mx.sum(ld)
-                sub = sub._set(rel, ChoiceMap(x))
+                sub = sub.set_submap(rel, ChoiceMap(x))
             s, retval = gf.assess(args, sub)
             if st.mode == "logp":
                 st.score = st.score + s
@@ -427,11 +426,10 @@ class Space:
         """The latent values held by ``choices`` (every block must be there)."""
         out = []
         for b in self.blocks:
-            node = choices._node(b.path)
-            if node is None or not node.has_root_value:
+            if not choices.has_value(b.path):
                 raise KeyError(
                     f"{op}: no value for the latent choice at {format_address(b.path)}; "
                     "give every latent address"
                 )
-            out.append(as_array(node.value))
+            out.append(as_array(choices[b.path]))
         return out
