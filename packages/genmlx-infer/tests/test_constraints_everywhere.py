@@ -207,6 +207,6 @@ def test_factor_terms_enter_smc_weights() -> None:
         for t in range(1, len(LG_YS)):
             st = st.resample("systematic", key=keys[2 * t])
             st = st.step((t + 1, mx.array(0.0), ys), None, key=keys[2 * t + 1])
-        ests.append(float(st.log_ml_estimate()))
+        ests.append(float(st.log_ml_estimate))
     mean, se = float(np.mean(ests)), float(np.std(ests, ddof=1) / math.sqrt(len(ests)))
     assert abs(mean - exact) <= 5 * se + 0.05, (ests, exact)

@@ -132,7 +132,7 @@ def _assert_equal_states(fast: ParticleFilterState, slow: ParticleFilterState) -
     assert type(slow) is ParticleFilterState
     _same(fast.log_weights, slow.log_weights)
     _same(fast.log_ml_accumulated, slow.log_ml_accumulated)
-    _same(fast.log_ml_estimate(), slow.log_ml_estimate())
+    _same(fast.log_ml_estimate, slow.log_ml_estimate)
     _same(fast.ess(), slow.ess())
     tf, ts = fast.traces, slow.traces
     assert type(tf) is type(ts) and tf.batch_shape == ts.batch_shape
@@ -368,7 +368,7 @@ def test_state_protocol() -> None:
     assert "pending" in repr(rs)
     _same(rs.log_weights, mx.zeros(32))
     assert rs.ess().item() == pytest.approx(32.0, rel=1e-5)
-    assert rs.log_ml_estimate().item() == pytest.approx(st.log_ml_estimate().item(), abs=1e-4)
+    assert rs.log_ml_estimate.item() == pytest.approx(st.log_ml_estimate.item(), abs=1e-4)
 
 
 def test_off_switch_gives_plain_states() -> None:
@@ -542,7 +542,7 @@ def test_non_finite_scores_are_reported_when_results_are_read() -> None:
     st = _nan_at_step_4(mx.random.key(0))  # the compiled one reads nothing at a step
     assert isinstance(st, FastParticleFilterState)
     with pytest.raises(NonFiniteScoreError, match=r"step 4, the choice at address \(4, 'y'\)"):
-        st.log_ml_estimate()
+        st.log_ml_estimate  # noqa: B018
     with pytest.raises(NonFiniteScoreError):
         st.traces  # noqa: B018
     # without score checks a NaN weight is still refused: at the step by the interpreted
@@ -555,7 +555,7 @@ def test_non_finite_scores_are_reported_when_results_are_read() -> None:
             _nan_at_step_4(mx.random.key(0))
         st = _nan_at_step_4(mx.random.key(0))
         with pytest.raises(DegenerateWeightsError, match="NaN"):
-            st.log_ml_estimate()
+            st.log_ml_estimate  # noqa: B018
 
 
 # ---------------------------------------------------------------------- dead particles
@@ -588,7 +588,7 @@ def test_resampling_weights_that_are_all_dead() -> None:
     st = particle_filter(BOXED, (1, X0), {(0, "y"): 0.3}, 100, key=keys[0])
     st = st.resample(key=keys[1]).step((2, X0), {(1, "y"): 100.0}, key=keys[2])  # impossible
     assert isinstance(st, FastParticleFilterState)
-    assert st.log_ml_estimate().item() == -math.inf  # a correct estimate: Z = 0
+    assert st.log_ml_estimate.item() == -math.inf  # a correct estimate: Z = 0
     # the weights were read: resampling them is refused here, as on the interpreted path
     with pytest.raises(DegenerateWeightsError, match="particle filter's weights"):
         st.resample(key=keys[3])
@@ -598,4 +598,4 @@ def test_resampling_weights_that_are_all_dead() -> None:
     st = st.resample(key=keys[1]).step((2, X0), {(1, "y"): 100.0}, key=keys[2])
     st = st.resample(key=keys[3]).step((3, X0), {(2, "y"): 0.2}, key=keys[4])
     with pytest.raises(DegenerateWeightsError, match="no particle of positive weight"):
-        st.log_ml_estimate()
+        st.log_ml_estimate  # noqa: B018

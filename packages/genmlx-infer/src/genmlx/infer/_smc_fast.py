@@ -35,7 +35,7 @@ constants of a program; rebinding one of those names drops the kernel's programs
 
 Non-finite scores: the interpreted path checks every step (a host synchronisation);
 here the check is deferred to the first read of results — :meth:`~FastParticleFilterState.ess`,
-:meth:`~FastParticleFilterState.log_ml_estimate`,
+:attr:`~FastParticleFilterState.log_ml_estimate`,
 :meth:`~FastParticleFilterState.normalized_weights` and ``.traces`` — which raises
 :class:`~genmlx.core.errors.NonFiniteScoreError` naming the step and the address.
 
@@ -964,10 +964,11 @@ class FastParticleFilterState(ParticleFilterState):
         self._check()
         return super().ess()
 
+    @property
     def log_ml_estimate(self) -> mx.array:
         """``log Ẑ = log Ẑ_acc + logsumexp_i(log w_i) - log N`` (see the base class)."""
         self._check()
-        return super().log_ml_estimate()
+        return super().log_ml_estimate
 
     def normalized_weights(self) -> mx.array:
         """``w̄_i = exp(log w_i) / Σ_j exp(log w_j)``, shape ``[N]``."""
