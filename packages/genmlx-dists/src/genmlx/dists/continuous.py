@@ -67,6 +67,7 @@ from typing import Any, ClassVar
 import mlx.core as mx
 
 from genmlx.core import constraints as C
+from genmlx.core import fused as _fused
 from genmlx.core.distribution import Distribution
 from genmlx.dists.base import arr, check_param, is_plain_number, sample_shape, where_valid
 from genmlx.dists.special import (
@@ -279,6 +280,7 @@ class Normal(_Scalar):
     params = ("mu", "sigma")
     gaussian_location_scale = True
     has_reparam = True
+    fused_log_prob = _fused.NORMAL
     example_params: ClassVar[list[tuple[Any, ...]]] = [
         (0.0, 1.0),
         (mx.array([-1.0, 0.5, 3.0]), mx.array([0.5, 1.0, 2.0])),
@@ -507,6 +509,7 @@ class Laplace(_LocScale):
     """
 
     name = "laplace"
+    fused_log_prob = _fused.LAPLACE
 
     def _std_sample(self, key: mx.array, shape: tuple[int, ...]) -> mx.array:
         k1, k2 = mx.random.split(key, 2)
@@ -536,6 +539,7 @@ class Cauchy(_LocScale):
     """
 
     name = "cauchy"
+    fused_log_prob = _fused.CAUCHY
 
     def _std_sample(self, key: mx.array, shape: tuple[int, ...]) -> mx.array:
         w, sign = _half_uniform_and_sign(key, shape)

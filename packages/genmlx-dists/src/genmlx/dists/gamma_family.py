@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import mlx.core as mx
 
 from genmlx.core import constraints as C
+from genmlx.core import fused as _fused
 from genmlx.core.distribution import Distribution, Param
 from genmlx.dists.base import (
     arr,
@@ -754,6 +755,7 @@ class StudentT(Distribution):
     """
 
     name = "student_t"
+    fused_log_prob = _fused.STUDENT_T
     params = ("df", "loc", "scale")
     has_reparam = False
     event_ndim = 0
