@@ -93,6 +93,7 @@ __all__ = [
     "STUDENT_T",
     "FusedLogProb",
     "active_backend",
+    "trace_count",
     "c_library_source",
     "enabled",
     "force",
@@ -662,6 +663,13 @@ def _reference(
 
 # ---------------------------------------------------------------------------- the op
 _OPS: dict[tuple[Any, ...], Any] = {}
+_TRACES: dict[str, int] = {}
+
+
+def trace_count(backend: str) -> int:
+    """How many times a fused site was put into a computation with ``backend`` (at
+    trace time: a compiled program counts once) — to check that a path is fused."""
+    return _TRACES.get(backend, 0)
 
 
 def _op(decl: FusedLogProb, p: int, kinds: tuple[str, ...], backend: str) -> Any:
@@ -793,5 +801,6 @@ def loglik(
         )
     p = int(theta.shape[-1])
     op = _op(decl, p, tuple(kinds), be)
+    _TRACES[be] = _TRACES.get(be, 0) + 1
     out: mx.array = op(theta, scal, phi, c, y, *fixed)[0]
     return out

@@ -500,7 +500,7 @@ def _constants(
     if r.kind == "glm":
         return _glm_constants(gf, args, obs, r, y)
     if r.kind == "fused":
-        return _fused_constants(gf, args, obs, r, y)
+        return _fused_constants(gf, args, obs, r, y, g.site(r.path).gen_fn)
     yn = np.asarray(y, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(yn)):
         return None
@@ -559,11 +559,11 @@ def _as_f64(tree: Any) -> Any:
 
 
 def _fused_constants(
-    gf: Any, args: tuple[Any, ...], obs: ChoiceMap, r: Rewrite, y: mx.array
+    gf: Any, args: tuple[Any, ...], obs: ChoiceMap, r: Rewrite, y: mx.array, dist: Any
 ) -> dict[str, mx.array] | None:
     """``Φ``, ``c``, the data as float32 and the data-only term of a fused site
     (``None``: the data are outside the formula's domain — evaluated directly)."""
-    decl: fused.FusedLogProb = gf.fused_log_prob
+    decl: fused.FusedLogProb = dist.fused_log_prob
     yn = np.asarray(y.astype(mx.float32) if y.dtype == mx.bool_ else y, dtype=np.float64)
     if decl.data_ok is not None and not decl.data_ok(yn):
         return None
