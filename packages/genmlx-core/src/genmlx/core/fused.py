@@ -563,7 +563,7 @@ def layout(n_particles: int, n_data: int) -> tuple[int, int]:
     """``(S, chunk)``: the number of data chunks per particle and their length."""
     if n_data <= 0:
         return 1, 1
-    s = max(1, min(-(-n_data // MIN_CHUNK), -(-TARGET_THREADS // max(n_particles, 1))))
+    s = max(1, min(n_data // MIN_CHUNK, -(-TARGET_THREADS // max(n_particles, 1))))
     chunk = -(-n_data // s)
     return -(-n_data // chunk), chunk
 
