@@ -761,7 +761,8 @@ def _fused_score(
         norm = mx.array(0.0)
     out = kernel + norm + c["d"]
     finite = mx.all(mx.isfinite(theta))
-    bad_theta = n * mx.sum(gf.log_prob(yflat[0], *first))
+    # (no gradient: a NaN there would leak through the unselected branch of `where`)
+    bad_theta = mx.stop_gradient(n * mx.sum(gf.log_prob(yflat[0], *first)))
     ok_extras = mx.isfinite(norm)
     return mx.where(finite, mx.where(ok_extras, out, norm), bad_theta)
 
