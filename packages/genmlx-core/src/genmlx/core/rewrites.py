@@ -747,7 +747,8 @@ def _fused_score(
             per_point = mx.broadcast_to(a, y.shape).reshape(-1)
             fixed.append(per_point)
             at_mode.append(a)
-            first.append(per_point[0])
+            # a plain number stays one (distributions may treat it differently)
+            first.append(prm if isinstance(prm, (int, float)) else per_point[0])
     sc = mx.stack(scal) if scal else mx.zeros((1,), dtype=mx.float32)
     kernel = fused.loglik(
         decl, r.extras, theta, sc, c["phi"], c["c"], yflat, tuple(fixed), backend=r.backend
