@@ -116,8 +116,7 @@ def test_switch_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) 
     import sys
 
     code = (
-        "from genmlx.core import fused, rewrites; "
-        "print(fused.is_enabled(), rewrites.is_enabled())"
+        "from genmlx.core import fused, rewrites; print(fused.is_enabled(), rewrites.is_enabled())"
     )
     env = {"GENMLX_FUSED": "0", "GENMLX_REWRITES": "1"}
     import os

@@ -77,7 +77,9 @@ CASES = {
         "ys",
         mx.array(
             (
-                0.5 - 1.25 * np.asarray(XS) + 2.0 * np.asarray(XS) ** 2
+                0.5
+                - 1.25 * np.asarray(XS)
+                + 2.0 * np.asarray(XS) ** 2
                 + 0.05 * RNG.standard_normal(50)
             ).astype(np.float32)
         ),

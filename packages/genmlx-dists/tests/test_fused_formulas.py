@@ -47,8 +47,18 @@ def _compile(decl: fused.FusedLogProb, p: int, kinds: tuple[str, ...], tmp: Any)
     src.write_text(fused.c_library_source(decl, p, kinds))
     lib = tmp / "k.so"
     r = subprocess.run(
-        [CC, "-O2", "-std=c99", "-Werror=implicit-function-declaration", "-shared", "-fPIC"]
-        + ["-o", str(lib), str(src), "-lm"],
+        [
+            CC,
+            "-O2",
+            "-std=c99",
+            "-Werror=implicit-function-declaration",
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(lib),
+            str(src),
+            "-lm",
+        ],
         capture_output=True,
         text=True,
     )
@@ -263,9 +273,12 @@ MODELS = {
 
 def _close(a: mx.array, b: mx.array, rtol: float = 1e-5, atol: float = 1e-3) -> None:
     a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    same_nonfinite = ~np.isfinite(a64) & ~np.isfinite(b64) & (
-        np.isnan(a64) == np.isnan(b64)
-    ) & ((a64 == b64) | np.isnan(a64))
+    same_nonfinite = (
+        ~np.isfinite(a64)
+        & ~np.isfinite(b64)
+        & (np.isnan(a64) == np.isnan(b64))
+        & ((a64 == b64) | np.isnan(a64))
+    )
     ok = same_nonfinite | (np.abs(a64 - b64) <= atol + rtol * np.abs(b64))
     assert np.all(ok), (a64[~ok][:5], b64[~ok][:5])
 

@@ -61,7 +61,7 @@ would run, and :func:`force` runs the same plan through MLX ops, for testing):
     >>> with rewrites.enabled(False), force("reference"):
     ...     print(repr(analyze(line, (xs,), obs)).splitlines()[-1])
     ...     _, w1 = line.vgenerate((xs,), obs, 8, key=mx.random.key(0))
-      fused 'ys': fused kernel (normal, eta = c + Φθ in 'w', p=2, sigma fixed): one pass per particle, no [N, n] array
+      fused 'ys': fused kernel (normal, eta = c + Φθ in 'w', p=2, sigma fixed): one pass ...
     >>> with rewrites.enabled(False), enabled(False):
     ...     _, w0 = line.vgenerate((xs,), obs, 8, key=mx.random.key(0))
     >>> bool(mx.allclose(w0, w1, rtol=1e-4, atol=1e-2))
@@ -93,13 +93,13 @@ __all__ = [
     "STUDENT_T",
     "FusedLogProb",
     "active_backend",
-    "trace_count",
     "c_library_source",
     "enabled",
     "force",
     "is_enabled",
     "kernel_source",
     "loglik",
+    "trace_count",
 ]
 
 #: The largest number of latent coefficients a fused kernel keeps in registers.
@@ -495,8 +495,14 @@ def _loop_body(decl: FusedLogProb, p: int, kinds: tuple[str, ...], backend: str)
 def input_names(decl: FusedLogProb, kinds: tuple[str, ...]) -> list[str]:
     """The kernel's inputs, in order."""
     fixed = [e for e, k in zip(decl.extras, kinds) if k == "fixed"]
-    return ["in_theta", "in_scal", "in_phi", "in_c", "in_y", *[f"in_x_{e}" for e in fixed]] + [
-        "in_dims"
+    return [
+        "in_theta",
+        "in_scal",
+        "in_phi",
+        "in_c",
+        "in_y",
+        *[f"in_x_{e}" for e in fixed],
+        "in_dims",
     ]
 
 
@@ -539,18 +545,17 @@ def c_library_source(decl: FusedLogProb, p: int, kinds: tuple[str, ...]) -> str:
     const int* in_dims, float* out_val, float* out_grad)``."""
     _check_layout(decl, p, kinds)
     names = input_names(decl, kinds)
-    params = [
-        f"const {'int' if nm == 'in_dims' else 'float'}* {nm}" for nm in names
-    ] + ["float* out_val", "float* out_grad"]
+    params = [f"const {'int' if nm == 'in_dims' else 'float'}* {nm}" for nm in names] + [
+        "float* out_val",
+        "float* out_grad",
+    ]
     body = _loop_body(decl, p, kinds, "c")
     return (
         "#include <math.h>\n\n"
         f"void {c_function_name(decl, p, kinds)}({', '.join(params)}) {{\n"
         "  const long total = (long)in_dims[0] * (long)in_dims[2];\n"
         "  for (long t = 0; t < total; ++t) {\n"
-        "  #define RETURN_OR_CONTINUE continue\n"
-        + body
-        + "\n  #undef RETURN_OR_CONTINUE\n  }\n}\n"
+        "  #define RETURN_OR_CONTINUE continue\n" + body + "\n  #undef RETURN_OR_CONTINUE\n  }\n}\n"
     )
 
 
@@ -697,7 +702,7 @@ def _op(decl: FusedLogProb, p: int, kinds: tuple[str, ...], backend: str) -> Any
         )
         return val.reshape(batch), grad.reshape(*batch, grad.shape[-1])
 
-    op = mx.custom_function(forward)
+    op: Any = mx.custom_function(forward)
 
     @op.vjp
     def _vjp(primals: Any, cotangents: Any, outputs: Any) -> Any:

@@ -37,9 +37,9 @@ Gaussian sites too when the algebraic simplification is off.
 Each rewrite gives the direct evaluation's number up to float32 rounding (tested), is
 listed by the graph's ``repr``, and is switched off with ``GENMLX_REWRITES=0`` or
 ``with rewrites.enabled(False):``; fused kernels have their own switch
-(``GENMLX_FUSED=0`` or ``with fused.enabled(False):``). It applies only to the observations it was prepared
-for (the very array objects given as constraints and arguments); anything else uses the
-direct evaluation.
+(``GENMLX_FUSED=0`` or ``with fused.enabled(False):``). It applies only to the
+observations it was prepared for (the very array objects given as constraints and
+arguments); anything else uses the direct evaluation.
 
 Example:
     >>> import mlx.core as mx
