@@ -704,7 +704,6 @@ def _op(decl: FusedLogProb, p: int, kinds: tuple[str, ...], backend: str) -> Any
 
     op: Any = mx.custom_function(forward)
 
-    @op.vjp
     def _vjp(primals: Any, cotangents: Any, outputs: Any) -> Any:
         theta, scal, *data = primals
         cot = cotangents[0][..., None]
@@ -717,7 +716,6 @@ def _op(decl: FusedLogProb, p: int, kinds: tuple[str, ...], backend: str) -> Any
             g_scal = mx.zeros_like(scal)
         return (g_theta, g_scal, *[mx.zeros_like(d) for d in data])
 
-    @op.vmap
     def _vmap(inputs: Any, axes: Any) -> Any:
         theta, scal, *data = inputs
         at, as_, *ad = axes
@@ -732,6 +730,8 @@ def _op(decl: FusedLogProb, p: int, kinds: tuple[str, ...], backend: str) -> Any
         val, grad = op(th, sc, *data)
         return (val, grad), (0, 0)
 
+    op = op.vjp(_vjp)
+    op = op.vmap(_vmap)
     del n_fixed
     _OPS[key] = op
     return op
