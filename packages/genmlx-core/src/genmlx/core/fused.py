@@ -408,7 +408,7 @@ _METAL_HEADER = """
 inline float gm_log1p(float x) {
   float u = 1.0f + x;
   if (u == 1.0f) return x;
-  if (isinf(u)) return metal::log(u);
+  if (metal::isinf(u)) return metal::log(u);
   return metal::log(u) * (x / (u - 1.0f));
 }
 """
