@@ -13,10 +13,15 @@ optional: missing ones are reported as such.
 
 * ``is_poly``: polynomial regression (``a, b, c ~ N(0, 1)``, 50 points, noise 0.05),
   ``log Ẑ = logsumexp(w) − log N`` from ``N`` prior particles. GenMLX ``vgenerate`` with
-  the affine-Gaussian rewrite on (its default) and off; hand-written MLX (one broadcast
+  the affine-Gaussian rewrite on (its default), rewrite off with the fused kernel
+  (:mod:`genmlx.core.fused`, GPU only), and neither; hand-written MLX (one broadcast
   likelihood, compiled); GenJAX ``init`` (jitted); hand-written JAX (jitted).
 * ``is_logreg``: logistic regression (200 points, 5 coefficients + intercept), the same
-  estimator: a likelihood no rewrite removes.
+  estimator: the generalised-linear matrix-product path (fused off) vs the fused
+  kernel (the GPU default).
+
+Fused columns read "n/a (no GPU)" where the default device has no CUDA/Metal backend.
+``--only is`` runs just the importance-sampling tables (``--only nuts`` just NUTS).
 * ``nuts``: ``mcmc`` (GenMLX) vs NumPyro's NUTS kernel in a jitted scan, logistic
   regression, ``C`` chains.
 """
@@ -35,7 +40,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from genmlx.core import choicemap, gen, rewrites
+from genmlx.core import choicemap, fused, gen, rewrites
 from genmlx.dists import bernoulli, normal
 
 REPS = 20
@@ -90,9 +95,14 @@ def logreg(x):
     bernoulli(mx.sigmoid(x @ w + b)) @ "y"
 
 
-def _genmlx_is(model: Any, args: tuple[Any, ...], obs: Any, n: int, rw: bool) -> dict[str, float]:
+def _genmlx_is(
+    model: Any, args: tuple[Any, ...], obs: Any, n: int, rw: bool, fz: bool = False
+) -> dict[str, Any]:
+    if fz and fused.active_backend() is None:
+        return {"na": "n/a (no GPU)"}
+
     def one(i: int) -> mx.array:
-        with rewrites.enabled(rw):
+        with rewrites.enabled(rw), fused.enabled(fz):
             _, w = model.vgenerate(args, obs, n, key=mx.random.key(i))
         return mx.logsumexp(w) - math.log(n)
 
@@ -217,11 +227,13 @@ def run_is(sizes: list[int]) -> list[dict[str, Any]]:
     for n in sizes:
         row: dict[str, Any] = {"n": n}
         row["poly_genmlx"] = _genmlx_is(poly, (xs,), poly_obs, n, True)
+        row["poly_genmlx_fused"] = _genmlx_is(poly, (xs,), poly_obs, n, False, True)
         row["poly_genmlx_no_rewrite"] = _genmlx_is(poly, (xs,), poly_obs, n, False)
         row["poly_mlx"] = _hand_mlx_poly(n)
         row.update({f"poly_{k}": v for k, v in _jax_side(n, "poly").items()})
         if n <= 10**6 and not SKIP_LOGREG:
             row["logreg_genmlx"] = _genmlx_is(logreg, (lr_x,), lr_obs, n, True)
+            row["logreg_genmlx_fused"] = _genmlx_is(logreg, (lr_x,), lr_obs, n, True, True)
             row["logreg_mlx"] = _hand_mlx_logreg(n)
             row.update({f"logreg_{k}": v for k, v in _jax_side(n, "logreg").items()})
         print(json.dumps(row), flush=True)
@@ -253,6 +265,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="*")
     p.add_argument("--skip-numpyro", action="store_true")
     p.add_argument("--skip-logreg", action="store_true")
+    p.add_argument("--only", choices=["is", "nuts"], help="run only one part")
     a = p.parse_args()
     sizes = a.sizes or ([10**3, 10**4] if a.quick else [10**4, 10**5, 10**6, 10**7])
     global SKIP_NUMPYRO, SKIP_LOGREG
@@ -263,18 +276,16 @@ def main() -> None:
         "machine": f"{platform.machine()} {platform.system()}, python {platform.python_version()}",
         "gpu": os.environ.get("GENMLX_GPU_NAME", ""),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fused_backend": fused.active_backend(),
     }
-    res["is"] = run_is(sizes)
+    if a.only != "nuts":
+        res["is"] = run_is(sizes)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1, default=str)
-    if not a.skip_nuts:
+    if not a.skip_nuts and a.only != "is":
         res["nuts"] = run_nuts(a.chains, 100 if a.quick else 300, 100 if a.quick else 500)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1, default=str)
-
-
-if __name__ == "__main__":
-    main()
 
 
 def table(result: dict[str, Any]) -> str:
@@ -282,6 +293,8 @@ def table(result: dict[str, Any]) -> str:
 
     def ms(row: dict[str, Any], k: str) -> str:
         v = row.get(k)
+        if isinstance(v, dict) and "na" in v:
+            return str(v["na"])
         return f"{v['ms']:.3f}" if isinstance(v, dict) and "ms" in v else "—"
 
     def ratio(row: dict[str, Any], a: str, b: str) -> str:
@@ -293,31 +306,35 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         "Importance sampling, polynomial regression (ms per call, best of 20, compile excluded):",
         "",
-        "| N | GenMLX (rewrite) | GenMLX (no rewrite) | hand MLX | hand JAX | GenJAX "
-        "| GenMLX / GenJAX (rewrite, no rewrite) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | GenMLX (rewrite) | GenMLX (no rewrite, fused) | GenMLX (neither) | hand MLX "
+        "| hand JAX | GenJAX | GenMLX / GenJAX (rewrite, fused, neither) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in result["is"]:
+    for r in result.get("is", []):
         lines.append(
-            f"| {r['n']:.0e} | {ms(r, 'poly_genmlx')} | {ms(r, 'poly_genmlx_no_rewrite')} | "
+            f"| {r['n']:.0e} | {ms(r, 'poly_genmlx')} | {ms(r, 'poly_genmlx_fused')} | "
+            f"{ms(r, 'poly_genmlx_no_rewrite')} | "
             f"{ms(r, 'poly_mlx')} | {ms(r, 'poly_jax')} | {ms(r, 'poly_genjax')} | "
             f"{ratio(r, 'poly_genmlx', 'poly_genjax')}, "
+            f"{ratio(r, 'poly_genmlx_fused', 'poly_genjax')}, "
             f"{ratio(r, 'poly_genmlx_no_rewrite', 'poly_genjax')} |"
         )
-    rows = [r for r in result["is"] if "logreg_genmlx" in r]
+    rows = [r for r in result.get("is", []) if "logreg_genmlx" in r]
     if rows:
         lines += [
             "",
             "Importance sampling, logistic regression (200 points, 6 coefficients):",
             "",
-            "| N | GenMLX | hand MLX | hand JAX | GenJAX | GenMLX / GenJAX |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "| N | GenMLX (matrix product) | GenMLX (fused) | hand MLX | hand JAX | GenJAX "
+            "| GenMLX / GenJAX (matrix product, fused) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
             lines.append(
-                f"| {r['n']:.0e} | {ms(r, 'logreg_genmlx')} | {ms(r, 'logreg_mlx')} | "
-                f"{ms(r, 'logreg_jax')} | {ms(r, 'logreg_genjax')} | "
-                f"{ratio(r, 'logreg_genmlx', 'logreg_genjax')} |"
+                f"| {r['n']:.0e} | {ms(r, 'logreg_genmlx')} | {ms(r, 'logreg_genmlx_fused')} | "
+                f"{ms(r, 'logreg_mlx')} | {ms(r, 'logreg_jax')} | {ms(r, 'logreg_genjax')} | "
+                f"{ratio(r, 'logreg_genmlx', 'logreg_genjax')}, "
+                f"{ratio(r, 'logreg_genmlx_fused', 'logreg_genjax')} |"
             )
     n = result.get("nuts")
     if n:
@@ -342,3 +359,7 @@ def table(result: dict[str, Any]) -> str:
             ratio_nuts = n["genmlx"]["ess_per_s"] / n["numpyro"]["ess_per_s"]
             lines.append(f"ESS/s ratio GenMLX / NumPyro: **{ratio_nuts:.2f}**")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

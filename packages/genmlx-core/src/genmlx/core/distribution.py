@@ -686,6 +686,11 @@ class Distribution(GenerativeFunction):
     #: The MLX primitive name of the link of its first parameter (``"Sigmoid"``,
     #: ``"Exp"``) when it provides :meth:`glm_log_prob` (the generalised-linear rewrite).
     glm_link: str | None = None
+    #: How the log density is evaluated inside a fused GPU kernel when a parameter is
+    #: (a link of) an affine function of latent values: a
+    #: :class:`genmlx.core.fused.FusedLogProb` (``None``: never fused). See
+    #: :mod:`genmlx.core.fused`.
+    fused_log_prob: Any = None
 
     def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
         """Elementwise log density with the first parameter given through its link as the

@@ -246,12 +246,9 @@ class ModelGraph:
         ret += [f"arg{i}" for i in sorted(self.retval_arg_parents)]
         lines.append(f"  return <- {', '.join(ret) or '-'}")
         if self.is_static:
-            from genmlx.core.rewrites import is_enabled, plan
+            from genmlx.core.rewrites import describe_plan
 
-            for r in plan(self):
-                if self._by_path[r.path].observed:
-                    off = "" if is_enabled() else " [rewrites off]"
-                    lines.append(f"  rewrite {format_address(r.path)}: {r.describe()}{off}")
+            lines.extend(describe_plan(self))
         return "\n".join([head, *lines])
 
 

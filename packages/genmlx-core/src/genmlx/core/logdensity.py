@@ -491,6 +491,18 @@ def _latent_paths(graph: ModelGraph) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------- public
+def _copy_program(program: _Program) -> _Program:
+    """A program like ``program`` without its compiled functions and rewrites."""
+    return _Program(
+        program.model,
+        program.graph,
+        program.blocks,
+        program.obs_td,
+        program.arg_td,
+        program.transform,
+    )
+
+
 class LogDensity:
     """A static model's log density as a function of one unconstrained vector.
 
@@ -518,19 +530,14 @@ class LogDensity:
             prepared = rewrites.prepare(program.model, args, observations)
         if prepared is not None:
             rw_leaves, rw_td = flatten(prepared)
-            if program.rw_td is None or program.rw_td == rw_td:
-                program.rw_td = rw_td
-                self._arg_leaves = [*self._arg_leaves, *rw_leaves]
+            if program.rw_td is not None and program.rw_td != rw_td:
+                # other rewrites than the shared program was built with (a switch
+                # changed, e.g. fused kernels on/off): a program of their own
+                self._p = program = _copy_program(program)
+            program.rw_td = rw_td
+            self._arg_leaves = [*self._arg_leaves, *rw_leaves]
         elif program.rw_td is not None:
-            program_copy = _Program(
-                program.model,
-                program.graph,
-                program.blocks,
-                program.obs_td,
-                program.arg_td,
-                program.transform,
-            )
-            self._p = program_copy
+            self._p = _copy_program(program)
 
     # ------------------------------------------------------------------ structure
     @property

@@ -24,11 +24,22 @@ and the compiled log density (:func:`genmlx.core.logdensity`):
   of log densities is computed from sufficient statistics the distribution provides
   (counts, sums; :meth:`genmlx.core.Distribution.iid_statistics`).
 
+A fourth kind, **fused** (:mod:`genmlx.core.fused`), is chosen on a GPU with a
+custom-kernel backend (CUDA or Metal): an observed site whose distribution declares
+:attr:`~genmlx.core.Distribution.fused_log_prob` and whose parameter is (a link of) an
+affine function ``η = c + Φθ`` of latent values is scored by one kernel that loops over
+the data per particle, without the ``[N, n]`` array. It takes the sites the algebraic
+rewrites leave (a Laplace or Student-t likelihood, a normal with a latent per-point
+scale is not fused), replaces the generalised-linear matrix product on the GPU (that
+path still builds ``[N, n]`` predictors; the kernel does not), and takes the affine
+Gaussian sites too when the algebraic simplification is off.
+
 Each rewrite gives the direct evaluation's number up to float32 rounding (tested), is
 listed by the graph's ``repr``, and is switched off with ``GENMLX_REWRITES=0`` or
-``with rewrites.enabled(False):``. It applies only to the observations it was prepared
-for (the very array objects given as constraints and arguments); anything else uses the
-direct evaluation.
+``with rewrites.enabled(False):``; fused kernels have their own switch
+(``GENMLX_FUSED=0`` or ``with fused.enabled(False):``). It applies only to the
+observations it was prepared for (the very array objects given as constraints and
+arguments); anything else uses the direct evaluation.
 
 Example:
     >>> import mlx.core as mx
@@ -61,10 +72,11 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from genmlx.core import fused
 from genmlx.core.address import Path, format_address
 from genmlx.core.choicemap import ChoiceMap, as_array
 
-__all__ = ["Rewrite", "enabled", "is_enabled", "plan"]
+__all__ = ["Rewrite", "choose", "enabled", "is_enabled", "plan"]
 
 _ON: ContextVar[bool] = ContextVar(
     "genmlx_rewrites", default=os.environ.get("GENMLX_REWRITES", "1") != "0"
@@ -93,11 +105,18 @@ class Rewrite:
 
     Attributes:
         path: the observed site.
-        kind: ``"affine_gaussian"``, ``"glm"`` or ``"iid"``.
+        kind: ``"affine_gaussian"``, ``"glm"``, ``"iid"`` or ``"fused"``.
         parents: the latent sites the mean is affine in (affine Gaussian), in order.
         parent_shapes: their value shapes.
         scale: ``"fixed"`` (an array computed from the arguments only) or ``"scalar"``
-            (one number per execution) for the affine Gaussian.
+            (one number per execution) for the affine Gaussian; the link's name for
+            the generalised linear predictor and fused kernels (``""``: identity).
+        extras: fused kernels: per other parameter of the distribution, ``"fixed"``
+            (computed from the arguments only) or ``"scalar"`` (one number per
+            execution).
+        backend: fused kernels: ``"cuda"``, ``"metal"`` or ``"reference"``.
+        dist: fused kernels: the formula's name (for the description).
+        extra_names: fused kernels: the names of the other parameters.
     """
 
     path: Path
@@ -105,9 +124,21 @@ class Rewrite:
     parents: tuple[Path, ...] = ()
     parent_shapes: tuple[tuple[int, ...], ...] = ()
     scale: str = ""
+    extras: tuple[str, ...] = ()
+    backend: str = ""
+    dist: str = ""
+    extra_names: tuple[str, ...] = ()
 
     def _static_key(self) -> object:
-        return (self.path, self.kind, self.parents, self.parent_shapes, self.scale)
+        return (
+            self.path,
+            self.kind,
+            self.parents,
+            self.parent_shapes,
+            self.scale,
+            self.extras,
+            self.backend,
+        )
 
     def describe(self) -> str:
         """A short description for the graph's ``repr``."""
@@ -121,6 +152,17 @@ class Rewrite:
             return (
                 f"generalised linear predictor ({self.scale}) in {who} (p={p}): one matrix "
                 "product for all executions"
+            )
+        if self.kind == "fused":
+            p = sum(int(np.prod(s)) for s in self.parent_shapes)
+            who = ", ".join(format_address(q) for q in self.parents)
+            link = {"": "", "Sigmoid": " through sigmoid", "Exp": " through exp"}.get(
+                self.scale, f" through {self.scale}"
+            )
+            ex = "".join(f", {e} {k}" for e, k in zip(self.extra_names, self.extras))
+            return (
+                f"fused kernel ({self.dist}{link}, eta = c + Φθ in {who}, p={p}{ex}): one "
+                "pass per particle, no [N, n] array"
             )
         return "iid statistics: one reduction of sufficient statistics"
 
@@ -193,6 +235,120 @@ def plan(graph: Any) -> tuple[Rewrite, ...]:
     return tuple(out)
 
 
+def _float_latents(parents: tuple[Path, ...], graph: Any) -> bool:
+    by_path = {s.path: s for s in graph.sites}
+    return all(
+        p in by_path
+        and by_path[p].kind == "choice"
+        and not by_path[p].observed
+        and not _nested(p, graph)
+        and by_path[p].dtype is not None
+        and mx.issubdtype(by_path[p].dtype, mx.floating)
+        for p in parents
+    )
+
+
+def fused_plan(graph: Any, backend: str = "reference") -> tuple[Rewrite, ...]:
+    """The sites a fused kernel could score (structure only): observed-able choices of a
+    distribution with :attr:`~genmlx.core.Distribution.fused_log_prob` whose parameter
+    at its ``loc`` is an affine function of latent float choices (through the declared
+    link), with at most :data:`genmlx.core.fused.MAX_P` coefficients, and whose other
+    parameters are computed from the arguments only (``"fixed"``) or are one number per
+    execution (``"scalar"``)."""
+    if not graph.is_static:
+        return ()
+    out = []
+    for s in graph.sites:
+        if s.kind != "choice" or s.shape is None or len(s.shape) == 0 or _nested(s.path, graph):
+            continue
+        decl = getattr(s.gen_fn, "fused_log_prob", None)
+        if not isinstance(decl, fused.FusedLogProb):
+            continue
+        loc = decl.loc
+        n_params = len(decl.extras) + 1
+        if len(s.param_parents) != n_params or len(s.param_affine) != n_params:
+            continue
+        if decl.link is None:
+            if not s.param_affine[loc]:
+                continue
+        elif not (s.param_link and s.param_link[loc] == decl.link):
+            continue
+        parents = tuple(sorted(s.param_parents[loc][0], key=repr))
+        if not parents or not _float_latents(parents, graph):
+            continue
+        by_path = {q.path: q for q in graph.sites}
+        shapes = tuple(tuple(by_path[q].shape or ()) for q in parents)
+        if not 1 <= sum(int(np.prod(sh)) for sh in shapes) <= fused.MAX_P:
+            continue
+        kinds: list[str] = []
+        for j in range(n_params):
+            if j == loc:
+                continue
+            latent_parents = s.param_parents[j][0]
+            if not latent_parents:
+                kinds.append("fixed")
+            elif s.param_shapes[j] == () or (s.param_uniform and s.param_uniform[j]):
+                kinds.append("scalar")
+            else:
+                break
+        else:
+            out.append(
+                Rewrite(
+                    s.path,
+                    "fused",
+                    parents,
+                    shapes,
+                    decl.link or "",
+                    tuple(kinds),
+                    backend,
+                    decl.name,
+                    decl.extras,
+                )
+            )
+    return tuple(out)
+
+
+def choose(graph: Any) -> tuple[Rewrite, ...]:
+    """The rewrites used now, under the current switches: the algebraic ones
+    (:func:`plan`) when ``GENMLX_REWRITES`` is on, and fused kernels
+    (:func:`fused_plan`) when a fused backend is active — for the sites the algebraic
+    rewrites do not remove and in place of the generalised-linear matrix product."""
+    alg = {r.path: r for r in plan(graph)} if _ON.get() else {}
+    backend = fused.active_backend()
+    fz = {r.path: r for r in fused_plan(graph, backend)} if backend is not None else {}
+    out = []
+    for s in graph.sites:
+        a, f = alg.get(s.path), fz.get(s.path)
+        if f is not None and (a is None or a.kind == "glm"):
+            out.append(f)
+        elif a is not None:
+            out.append(a)
+    return tuple(out)
+
+
+def describe_plan(graph: Any) -> list[str]:
+    """Lines for the graph's ``repr``: every algebraic rewrite that applies to an
+    observed site (marked when switched off or replaced), and every fused site."""
+    chosen = {r.path: r for r in choose(graph)}
+    by_path = {s.path: s for s in graph.sites}
+    lines = []
+    for r in plan(graph):
+        if not by_path[r.path].observed:
+            continue
+        c = chosen.get(r.path)
+        if not _ON.get():
+            note = " [rewrites off]"
+        elif c is not None and c.kind == "fused":
+            note = " [replaced by the fused kernel]"
+        else:
+            note = ""
+        lines.append(f"  rewrite {format_address(r.path)}: {r.describe()}{note}")
+    for r in chosen.values():
+        if r.kind == "fused" and by_path[r.path].observed:
+            lines.append(f"  fused {format_address(r.path)}: {r.describe()}")
+    return lines
+
+
 def _nested(path: Path, graph: Any) -> bool:
     return any(
         q.kind == "gen" and len(path) > len(q.path) and path[: len(q.path)] == q.path
@@ -252,7 +408,7 @@ def prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepared
     data give ``None``. Cached by the identity of the data arrays."""
     from genmlx.core import runtime
 
-    if not _ON.get() or observations.is_empty:
+    if not (_ON.get() or fused.active_backend() is not None) or observations.is_empty:
         return None
     try:
         return _prepare(gf, args, observations)
@@ -272,7 +428,7 @@ def _prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepare
     g = cached_graph(gf, args)
     if g is None or not g.is_static:
         return None
-    rws = [r for r in plan(g) if observations._node(r.path) is not None]
+    rws = [r for r in choose(g) if observations._node(r.path) is not None]
     if not rws:
         return None
     from genmlx.core.tree import flatten
@@ -283,7 +439,7 @@ def _prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepare
         id(gf),
         tuple(map(id, arg_leaves)),
         tuple(map(id, obs_leaves)),
-        tuple(r.path for r in rws),
+        tuple(rws),
     )
     hit = _CACHE.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], [*arg_leaves, *obs_leaves])):
@@ -343,6 +499,8 @@ def _constants(
         return {f"s{i}": as_array(v) for i, v in enumerate(stats)}
     if r.kind == "glm":
         return _glm_constants(gf, args, obs, r, y)
+    if r.kind == "fused":
+        return _fused_constants(gf, args, obs, r, y, g.site(r.path).gen_fn)
     yn = np.asarray(y, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(yn)):
         return None
@@ -400,12 +558,37 @@ def _as_f64(tree: Any) -> Any:
     )
 
 
-def _glm_constants(
-    gf: Any, args: tuple[Any, ...], obs: ChoiceMap, r: Rewrite, y: mx.array
+def _fused_constants(
+    gf: Any, args: tuple[Any, ...], obs: ChoiceMap, r: Rewrite, y: mx.array, dist: Any
 ) -> dict[str, mx.array] | None:
-    """``Φ`` and ``c`` of the linear predictor, from the parameter at ``θ = 0`` and the
-    unit vectors with the link inverted — in float64 on the CPU (MLX's float64 ``exp``
-    and ``log`` are float32-accurate, which is what ``Φ`` and ``c`` are kept in)."""
+    """``Φ``, ``c``, the data as float32 and the data-only term of a fused site
+    (``None``: the data are outside the formula's domain — evaluated directly)."""
+    decl: fused.FusedLogProb = dist.fused_log_prob
+    yn = np.asarray(y.astype(mx.float32) if y.dtype == mx.bool_ else y, dtype=np.float64)
+    if decl.data_ok is not None and not decl.data_ok(yn):
+        return None
+    base = _glm_constants(gf, args, obs, r, y, decl.loc)
+    if base is None:
+        return None
+    d = decl.data_term(yn) if decl.data_term is not None else 0.0
+    if not math.isfinite(d):
+        return None
+    return {
+        "phi": base["phi"],
+        "c": base["c"],
+        "y": mx.array(yn.astype(np.float32)),
+        "n": mx.array(float(yn.size), dtype=mx.float32),
+        "d": mx.array(d, dtype=mx.float32),
+    }
+
+
+def _glm_constants(
+    gf: Any, args: tuple[Any, ...], obs: ChoiceMap, r: Rewrite, y: mx.array, loc: int = 0
+) -> dict[str, mx.array] | None:
+    """``Φ`` and ``c`` of the linear predictor (the parameter at position ``loc``),
+    from the parameter at ``θ = 0`` and the unit vectors with the link inverted — in
+    float64 on the CPU (MLX's float64 ``exp`` and ``log`` are float32-accurate, which is
+    what ``Φ`` and ``c`` are kept in)."""
     sizes = [int(np.prod(s)) for s in r.parent_shapes]
     p = sum(sizes)
     with mx.stream(mx.cpu):
@@ -416,12 +599,14 @@ def _glm_constants(
             for path, shape, size in zip(r.parents, r.parent_shapes, sizes):
                 theta[path] = vec[start : start + size].reshape(shape)
                 start += size
-            param = as_array(_site_params(gf, args64, obs, r.path, theta)[0])
+            param = as_array(_site_params(gf, args64, obs, r.path, theta)[loc])
             q = np.asarray(mx.broadcast_to(param, y.shape).astype(mx.float64), np.float64)
             q = q.reshape(-1)
             if r.scale == "Sigmoid":
                 return np.log(q) - np.log1p(-q)
-            return np.log(q)
+            if r.scale == "Exp":
+                return np.log(q)
+            return q
 
         base = eta_at(mx.zeros((p,), dtype=mx.float64))
         cols = [
@@ -464,6 +649,8 @@ def score(
     if hit is None:
         return None
     r, c = hit
+    if r.kind == "fused":
+        return _fused_score(r, c, gf, params, parent_values)
     if r.kind == "glm":
         parts = []
         for q in r.parents:
@@ -516,6 +703,69 @@ def score(
     bad_mean = c["n"] * mx.sum(gf.log_prob(mx.array(0.0), mx.array(mx.nan), mx.array(1.0)))
     bad = mx.where(ok_sigma, bad_mean, bad_sigma)
     return mx.where(valid, out, bad)
+
+
+def _fused_score(
+    r: Rewrite,
+    c: dict[str, mx.array],
+    gf: Any,
+    params: tuple[Any, ...],
+    parent_values: dict[Path, Any],
+) -> mx.array | None:
+    """``Σ K(y, η, e)`` by the kernel, plus the normaliser (the distribution's own
+    ``log_prob`` at the mode, once per execution) and the data-only term. A non-finite
+    ``θ`` gives the distribution's answer for a NaN parameter (as the other rewrites);
+    invalid extra parameters give the distribution's answer there (the normaliser is
+    then not finite, and is the result)."""
+    decl: fused.FusedLogProb = gf.fused_log_prob
+    parts = []
+    for q in r.parents:
+        v = parent_values.get(q)
+        if v is None:
+            return None
+        parts.append(as_array(v).astype(mx.float32).reshape(-1))
+    theta = parts[0] if len(parts) == 1 else mx.concatenate(parts)
+    y = c["y"]
+    yflat = y.reshape(-1)
+    scal, fixed = [], []
+    at_mode: list[Any] = []  # the parameters with the location at 0 (for the normaliser)
+    first: list[Any] = []  # the parameters at the first data point, location NaN
+    extra = iter(r.extras)
+    for j, prm in enumerate(params):
+        if j == decl.loc:
+            at_mode.append(mx.array(0.0))
+            first.append(mx.array(mx.nan))
+            continue
+        kind = next(extra)
+        a = as_array(prm).astype(mx.float32)
+        if kind == "scalar":
+            one = a.reshape(-1)[0] if a.ndim else a
+            scal.append(one)
+            at_mode.append(one)
+            first.append(one)
+        else:
+            per_point = mx.broadcast_to(a, y.shape).reshape(-1)
+            fixed.append(per_point)
+            at_mode.append(a)
+            # a plain number stays one (distributions may treat it differently)
+            first.append(prm if isinstance(prm, (int, float)) else per_point[0])
+    sc = mx.stack(scal) if scal else mx.zeros((1,), dtype=mx.float32)
+    kernel = fused.loglik(
+        decl, r.extras, theta, sc, c["phi"], c["c"], yflat, tuple(fixed), backend=r.backend
+    )
+    n = c["n"]
+    if decl.normaliser == "mode":
+        lp0 = gf.log_prob(mx.array(0.0), *at_mode)
+        norm = n * lp0 if lp0.size == 1 else mx.sum(mx.broadcast_to(lp0, y.shape))
+        norm = norm.reshape(())
+    else:
+        norm = mx.array(0.0)
+    out = kernel + norm + c["d"]
+    finite = mx.all(mx.isfinite(theta))
+    # (no gradient: a NaN there would leak through the unselected branch of `where`)
+    bad_theta = mx.stop_gradient(n * mx.sum(gf.log_prob(yflat[0], *first)))
+    ok_extras = mx.isfinite(norm)
+    return mx.where(finite, mx.where(ok_extras, out, norm), bad_theta)
 
 
 def handler(prepared: Prepared, base: Any) -> Any:

@@ -67,6 +67,7 @@ from typing import Any
 import mlx.core as mx
 
 from genmlx.core import constraints as C
+from genmlx.core import fused as _fused
 from genmlx.core.distribution import Distribution, Param
 from genmlx.dists.base import arr, is_plain_number, sample_shape, where_valid
 from genmlx.dists.special import (
@@ -280,6 +281,7 @@ class Normal(_Scalar):
     params = (Param("mu", C.real), Param("sigma", C.positive))
     gaussian_location_scale = True
     has_reparam = True
+    fused_log_prob = _fused.NORMAL
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
@@ -468,6 +470,7 @@ class Laplace(_LocScale):
     """
 
     name = "laplace"
+    fused_log_prob = _fused.LAPLACE
 
     def _std_sample(self, key: mx.array, shape: tuple[int, ...]) -> mx.array:
         k1, k2 = mx.random.split(key, 2)
@@ -497,6 +500,7 @@ class Cauchy(_LocScale):
     """
 
     name = "cauchy"
+    fused_log_prob = _fused.CAUCHY
 
     def _std_sample(self, key: mx.array, shape: tuple[int, ...]) -> mx.array:
         w, sign = _half_uniform_and_sign(key, shape)

@@ -35,6 +35,7 @@ from typing import Any, cast
 import mlx.core as mx
 
 from genmlx.core import constraints as C
+from genmlx.core import fused as _fused
 from genmlx.core import runtime
 from genmlx.core.distribution import Distribution, Param
 from genmlx.dists.base import arr, batch_shape, check_param, sample_shape, where_valid
@@ -517,6 +518,7 @@ class Bernoulli(Distribution):
         return out
 
     glm_link = "Sigmoid"
+    fused_log_prob = _fused.BERNOULLI_LOGIT
 
     def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
         """``log p(y | p = σ(η)) = y η − softplus(η)`` (values 0/1; stable in ``η``)."""
@@ -722,6 +724,7 @@ class Poisson(Distribution):
         return _poisson_sample(key, mx.maximum(lam, 0.0), sample_shape(shape, lam))
 
     glm_link = "Exp"
+    fused_log_prob = _fused.POISSON_LOG
 
     def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
         """``log p(k | λ = exp(η)) = k η − exp(η) − log k!``."""

@@ -31,6 +31,7 @@ from typing import Any
 import mlx.core as mx
 
 from genmlx.core import constraints as C
+from genmlx.core import fused as _fused
 from genmlx.core.distribution import Distribution, Param
 from genmlx.dists.base import (
     batch_shape,
@@ -543,6 +544,7 @@ class StudentT(Distribution):
     """
 
     name = "student_t"
+    fused_log_prob = _fused.STUDENT_T
     params = (Param("df", C.positive), Param("loc", C.real), Param("scale", C.positive))
     has_reparam = False
     event_ndim = 0

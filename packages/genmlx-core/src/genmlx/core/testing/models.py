@@ -21,6 +21,7 @@ import mlx.core as mx
 from genmlx.core import constraints as C
 from genmlx.core.distribution import Distribution
 from genmlx.core.dsl import DynamicGenerativeFunction, gen
+from genmlx.core.fused import NORMAL
 
 __all__ = [
     "MODELS",
@@ -77,6 +78,7 @@ class Normal(Distribution):
     params = ("mu", "sigma")
     gaussian_location_scale = True
     has_reparam = True
+    fused_log_prob = NORMAL
 
     def domain(self, *params: Any) -> C.Constraint:
         """The support, as a :mod:`genmlx.core.constraints` domain."""
