@@ -184,3 +184,73 @@ def test_vmap_rule_batches_theta_and_scalars() -> None:
     g1 = mx.grad(lambda t: mx.sum(mx.vmap(lambda r: f(r, sig[0]))(t)))(th)
     g2 = mx.grad(lambda t: mx.sum(mx.vmap(lambda r: direct(r, sig[0]))(t)))(th)
     np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-4, atol=1e-5)
+
+
+def _stand_in_kernel(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the ``cuda`` backend a stand-in that, like a custom kernel, has no ``vmap``
+    rule (an LU factorisation node depending on θ) and records the rows of each call;
+    its numbers are the reference backend's."""
+    real = fused._launch
+    rows: list[int] = []
+
+    def launch(decl, kinds, backend, theta, *rest):  # type: ignore[no-untyped-def]
+        if backend != "cuda":
+            return real(decl, kinds, backend, theta, *rest)
+        rows.append(int(theta.shape[0]))
+        val, grad = real(decl, kinds, "reference", theta, *rest)
+        m = mx.eye(2) + mx.stop_gradient(theta[:1, :1]) * 0.0
+        probe = mx.sum(mx.linalg.lu(m, stream=mx.cpu)[2]) * 0.0  # not vmappable
+        return val + probe, grad
+
+    monkeypatch.setattr(fused, "_launch", launch)
+    return rows
+
+
+def test_kernels_are_never_traced_by_vmap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mx.vmap`` maps every node of a custom function's forward, and a custom kernel
+    has no ``vmap`` rule: the kernel must appear only in the batched rule's output."""
+    rows = _stand_in_kernel(monkeypatch)
+    analyze(poly_latent_sigma, (XS,), OBS)
+    with fused.force("cuda"), rewrites.enabled(False):
+        _, w1 = poly_latent_sigma.vgenerate((XS,), OBS, 16, key=mx.random.key(7))
+        mx.eval(w1)
+        assert rows == [16]  # one call for all particles
+        ld = logdensity(poly_latent_sigma, (XS,), OBS)
+        z = 0.5 * mx.random.normal((6, ld.dim), key=mx.random.key(4))
+        v1, g1 = ld.value_and_grad(z)
+        mx.eval(v1, g1)
+    with fused.enabled(False), rewrites.enabled(False):
+        _, w0 = poly_latent_sigma.vgenerate((XS,), OBS, 16, key=mx.random.key(7))
+        v0, g0 = logdensity(poly_latent_sigma, (XS,), OBS).value_and_grad(z)
+    np.testing.assert_allclose(np.asarray(w1), np.asarray(w0), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(v1), np.asarray(v0), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=1e-4, atol=1e-2)
+
+
+def test_nested_vmaps_stay_mappable(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _stand_in_kernel(monkeypatch)
+    rng = np.random.default_rng(1)
+    phi = mx.array(rng.standard_normal((20, 2)).astype(np.float32))
+    c = mx.array(rng.standard_normal(20).astype(np.float32))
+    y = mx.array(rng.standard_normal(20).astype(np.float32))
+    th = mx.array(rng.standard_normal((3, 4, 2)).astype(np.float32))
+    one = mx.ones((1,))
+
+    def f(t: mx.array) -> mx.array:
+        return fused.loglik(fused.NORMAL, ("scalar",), t, one, phi, c, y, backend="cuda")
+
+    def inner(t: mx.array) -> mx.array:
+        with fused.vmap_level():
+            return mx.vmap(f)(t)
+
+    with fused.vmap_level():
+        got = mx.vmap(inner)(th)
+    # the inner level stays mappable (MLX operations); the outer rule then runs all
+    # 3 x 4 executions in one kernel call
+    assert rows == [12]
+    want = mx.vmap(mx.vmap(lambda t: mx.sum(-0.5 * (y - (phi @ t + c)) ** 2)))(th)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-4)
+    with fused.vmap_level():
+        got1 = mx.vmap(f)(th[0])  # one level: the kernel, once
+    assert rows == [12, 4]
+    np.testing.assert_allclose(np.asarray(got1), np.asarray(want[0]), rtol=1e-5, atol=1e-4)

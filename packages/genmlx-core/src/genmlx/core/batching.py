@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
-from genmlx.core import rewrites, runtime, static
+from genmlx.core import fused, rewrites, runtime, static
 from genmlx.core.checks import batched_constraints, check_finite
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff
@@ -195,7 +195,7 @@ def vmap_call(
         box["td"], box["index"] = out_td, index
         return unique
 
-    with runtime.transforming():
+    with runtime.transforming(), fused.vmap_level():
         unique_out = mx.vmap(inner, in_axes=tuple(axes))(*b_leaves, *s_leaves)
     out_leaves = [unique_out[j] for j in box["index"]]
     return unflatten(rebatch(box["td"], (n,)), out_leaves)

@@ -677,44 +677,63 @@ def trace_count(backend: str) -> int:
     return _TRACES.get(backend, 0)
 
 
+_VMAP_LEVEL: ContextVar[int] = ContextVar("genmlx_fused_vmap_level", default=0)
+
+
+@contextlib.contextmanager
+def vmap_level() -> Iterator[None]:
+    """Mark a GenMLX ``mx.vmap`` (entered by :func:`genmlx.core.batching.vmap_call`):
+    inside two or more of them, batched fused sites use MLX operations, because the
+    outer ``vmap`` would have to map the inner one's kernel (a custom kernel has no
+    ``vmap`` rule in MLX)."""
+    token = _VMAP_LEVEL.set(_VMAP_LEVEL.get() + 1)
+    try:
+        yield
+    finally:
+        _VMAP_LEVEL.reset(token)
+
+
+def _rows(
+    theta: mx.array, scal: mx.array, p: int
+) -> tuple[tuple[int, ...], mx.array, mx.array]:
+    """``(batch, θ [rows, p], scalars [rows or 1, ks])`` of possibly batched inputs."""
+    batch = tuple(theta.shape[:-1])
+    sbatch = tuple(scal.shape[:-1])
+    if sbatch and sbatch != batch:  # a batched scalar with an unbatched θ
+        batch = tuple(np.broadcast_shapes(batch, sbatch))
+        theta = mx.broadcast_to(theta, (*batch, p))
+    n_part = int(np.prod(batch)) if batch else 1
+    th = theta.astype(mx.float32).reshape(n_part, p)
+    if sbatch:
+        sc = mx.broadcast_to(scal, (*batch, scal.shape[-1])).reshape(n_part, -1)
+    else:
+        sc = scal.reshape(1, -1)
+    return batch, th, sc.astype(mx.float32)
+
+
 def _op(decl: FusedLogProb, p: int, kinds: tuple[str, ...], backend: str) -> Any:
+    """The per-execution op: its forward uses MLX operations (``mx.vmap`` traces a
+    custom function's forward at one execution's shapes and maps every node of it, and
+    a custom kernel has no ``vmap`` rule), its ``vmap`` rule runs all executions in one
+    kernel call (:func:`_batched_op`)."""
     key = (decl, p, kinds, backend)
     hit = _OPS.get(key)
     if hit is not None:
         return hit
     n_fixed = sum(1 for k in kinds if k == "fixed")
+    kop = _batched_op(decl, p, kinds, backend)
 
     def forward(theta: mx.array, scal: mx.array, *data: mx.array) -> tuple[mx.array, mx.array]:
         phi, c, y, *fixed = data
-        batch = tuple(theta.shape[:-1])
-        sbatch = tuple(scal.shape[:-1])
-        if sbatch and sbatch != batch:  # a batched scalar with an unbatched θ
-            batch = tuple(np.broadcast_shapes(batch, sbatch))
-            theta = mx.broadcast_to(theta, (*batch, p))
-        n_part = int(np.prod(batch)) if batch else 1
-        th = theta.astype(mx.float32).reshape(n_part, p)
-        if sbatch:
-            sc = mx.broadcast_to(scal, (*batch, scal.shape[-1])).reshape(n_part, -1)
-        else:
-            sc = scal.reshape(1, -1)
-        val, grad = _launch(
-            decl, kinds, backend, th, sc.astype(mx.float32), phi, c, y, tuple(fixed)
-        )
+        batch, th, sc = _rows(theta, scal, p)
+        be = backend if th.shape[0] > 1 and _VMAP_LEVEL.get() == 0 else "reference"
+        val, grad = _launch(decl, kinds, be, th, sc, phi, c, y, tuple(fixed))
         return val.reshape(batch), grad.reshape(*batch, grad.shape[-1])
 
     op: Any = mx.custom_function(forward)
 
     def _vjp(primals: Any, cotangents: Any, outputs: Any) -> Any:
-        theta, scal, *data = primals
-        cot = cotangents[0][..., None]
-        grad = outputs[1]
-        g_theta = cot * grad[..., :p]
-        g_theta = _unbroadcast(g_theta, theta.shape)
-        if grad.shape[-1] > p:
-            g_scal = _unbroadcast(cot * grad[..., p:], scal.shape)
-        else:
-            g_scal = mx.zeros_like(scal)
-        return (g_theta, g_scal, *[mx.zeros_like(d) for d in data])
+        return _vjp_rule(p, primals, cotangents, outputs)
 
     def _vmap(inputs: Any, axes: Any) -> Any:
         theta, scal, *data = inputs
@@ -727,7 +746,10 @@ def _op(decl: FusedLogProb, p: int, kinds: tuple[str, ...], backend: str) -> Any
             th = mx.broadcast_to(th, (sc.shape[0], *th.shape))
         if as_ is None and sc.ndim > 1:
             sc = mx.broadcast_to(sc, (*th.shape[:-1], sc.shape[-1]))
-        val, grad = op(th, sc, *data)
+        if _VMAP_LEVEL.get() > 1:  # inside an outer vmap: stay mappable
+            val, grad = op(th, sc, *data)
+        else:
+            val, grad = kop(th, sc, *data)
         return (val, grad), (0, 0)
 
     op = op.vjp(_vjp)
@@ -735,6 +757,45 @@ def _op(decl: FusedLogProb, p: int, kinds: tuple[str, ...], backend: str) -> Any
     del n_fixed
     _OPS[key] = op
     return op
+
+
+def _vjp_rule(p: int, primals: Any, cotangents: Any, outputs: Any) -> Any:
+    theta, scal, *data = primals
+    cot = cotangents[0][..., None]
+    grad = outputs[1]
+    g_theta = _unbroadcast(cot * grad[..., :p], theta.shape)
+    if grad.shape[-1] > p:
+        g_scal = _unbroadcast(cot * grad[..., p:], scal.shape)
+    else:
+        g_scal = mx.zeros_like(scal)
+    return (g_theta, g_scal, *[mx.zeros_like(d) for d in data])
+
+
+_BATCHED: dict[tuple[Any, ...], Any] = {}
+
+
+def _batched_op(decl: FusedLogProb, p: int, kinds: tuple[str, ...], backend: str) -> Any:
+    """All executions ``θ [..., p]`` in one kernel call, with the kernel's gradient as
+    the ``vjp``. Never traced by ``mx.vmap`` (see :func:`_op`)."""
+    key = (decl, p, kinds, backend)
+    hit = _BATCHED.get(key)
+    if hit is not None:
+        return hit
+
+    def forward(theta: mx.array, scal: mx.array, *data: mx.array) -> tuple[mx.array, mx.array]:
+        phi, c, y, *fixed = data
+        batch, th, sc = _rows(theta, scal, p)
+        val, grad = _launch(decl, kinds, backend, th, sc, phi, c, y, tuple(fixed))
+        return val.reshape(batch), grad.reshape(*batch, grad.shape[-1])
+
+    kop: Any = mx.custom_function(forward)
+
+    def _vjp(primals: Any, cotangents: Any, outputs: Any) -> Any:
+        return _vjp_rule(p, primals, cotangents, outputs)
+
+    kop = kop.vjp(_vjp)
+    _BATCHED[key] = kop
+    return kop
 
 
 def _unbroadcast(g: mx.array, shape: tuple[int, ...]) -> mx.array:
