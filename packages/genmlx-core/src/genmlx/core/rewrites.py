@@ -82,6 +82,7 @@ _ON: ContextVar[bool] = ContextVar(
     "genmlx_rewrites", default=os.environ.get("GENMLX_REWRITES", "1") != "0"
 )
 _LOG_2PI = math.log(2.0 * math.pi)
+_ELEMENTWISE_P = 16  # the GLM predictor without a matrix product on GPUs up to here
 
 
 def is_enabled() -> bool:
@@ -637,6 +638,15 @@ def _linear_predictor_vmap(inputs: Any, axes: Any) -> Any:
         out = mx.vmap(lambda t, f, cc: f @ t + cc, in_axes=(at, ap, ac))(theta, phi, c)
         return [out], [0]
     th = mx.moveaxis(theta, at, 0) if at is not None else theta[None]
+    p = th.shape[-1]
+    if p <= _ELEMENTWISE_P and mx.default_device().type == mx.DeviceType.gpu:
+        # float32 matrix products run as TF32 on CUDA GPUs by default (MLX_ENABLE_TF32),
+        # ~1e-3 relative error in η: for a few coefficients, sum the columns instead
+        # (full float32, and one fused elementwise kernel under mx.compile)
+        out = c + th[:, 0:1] * phi[:, 0]
+        for k in range(1, p):
+            out = out + th[:, k : k + 1] * phi[:, k]
+        return [out], [0]
     return [th @ phi.T + c], [0]
 
 
