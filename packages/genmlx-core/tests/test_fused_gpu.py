@@ -163,8 +163,25 @@ def test_kernel_equals_reference(i: int, n_part: int, n: int) -> None:
 # ------------------------------------------------------------------ the whole path
 def _weights(model, args, obs, n, *, rw: bool, fz: bool):
     with rewrites.enabled(rw), fused.enabled(fz):
-        _, w = model.vgenerate(args, obs, n, key=mx.random.key(11))
-    return w
+        tr, w = model.vgenerate(args, obs, n, key=mx.random.key(11))
+    return w, tr
+
+
+def _unsaturated(name: str, tr, w: mx.array) -> mx.array:
+    """The direct evaluation of logistic/Poisson regression computes ``sigmoid(η)`` /
+    ``exp(η)`` in float32 and then its log, which saturates for large ``|η|`` (prior
+    draws far in the tails), while the fused and rewritten paths work in ``η`` (stable):
+    compare only where the direct path is exact to float32."""
+    if name not in ("logreg", "poisreg"):
+        return w
+    wv = np.asarray(tr["w"], np.float64).reshape(-1, 5)
+    eta = wv @ np.asarray(X, np.float64).T
+    if name == "logreg":
+        eta = eta + np.asarray(tr["b"], np.float64).reshape(-1, 1)
+    # 1 - sigmoid(η) in float32 has an absolute resolution of ~6e-8: beyond |η| ≈ 8
+    # its log is off by more than the tolerance (at η = 15 by ~20 % per data point)
+    bad = np.max(np.abs(eta), axis=1) > (8.0 if name == "logreg" else 30.0)
+    return mx.where(mx.array(bad), mx.array(0.0), w)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -175,14 +192,16 @@ def test_vgenerate_fused_equals_unfused(name: str, n: int) -> None:
     # rewrites apply from the second call of a model (the first analyses it): analyse now
     structural_graph(model, args)
     before = fused.trace_count(BACKEND)
-    w_fused = _weights(model, args, obs, n, rw=False, fz=True)
+    w_fused, tr = _weights(model, args, obs, n, rw=False, fz=True)
     assert fused.trace_count(BACKEND) > before, "the fused kernel was not used"
-    w_direct = _weights(model, args, obs, n, rw=False, fz=False)
-    w_rewrite = _weights(model, args, obs, n, rw=True, fz=False)
-    w_default = _weights(model, args, obs, n, rw=True, fz=True)
-    _close(w_fused, w_direct)
-    _close(w_rewrite, w_direct)
-    _close(w_default, w_direct)
+    w_direct = _weights(model, args, obs, n, rw=False, fz=False)[0]
+    w_rewrite = _weights(model, args, obs, n, rw=True, fz=False)[0]
+    w_default = _weights(model, args, obs, n, rw=True, fz=True)[0]
+    keep = lambda w: _unsaturated(name, tr, w)  # noqa: E731  (same keys: same latents)
+    _close(keep(w_fused), keep(w_direct))
+    _close(keep(w_rewrite), keep(w_direct))
+    _close(keep(w_default), keep(w_direct))
+    _close(keep(w_default), keep(w_fused))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
