@@ -60,7 +60,8 @@ def _best(fn: Callable[[mx.array], Any], reps: int = 20) -> float:
     return best * 1e3
 
 
-def run(sizes: list[int]) -> dict[str, Any]:
+def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
+    sizes = sizes or ([10_000, 100_000] if quick else [100_000, 1_000_000, 10_000_000])
     xs = mx.linspace(-1.0, 1.0, 50)
     ys = 0.3 + 0.8 * xs - 0.5 * xs**2 + SIGMA * mx.random.normal((50,), key=mx.random.key(3))
     obs = choicemap({"ys": ys})
@@ -150,7 +151,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000, 10_000_000])
     p.add_argument("--out", default="is_profile.json")
     a = p.parse_args()
-    res = run(a.sizes)
+    res = run(sizes=a.sizes)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)
     print(table(res))
