@@ -44,8 +44,10 @@ regression) are fused on a GPU instead of the matrix-product path. Switch the ke
 off with ``GENMLX_FUSED=0`` or ``with fused.enabled(False):``; the algebraic rewrites
 have their own switch (``GENMLX_REWRITES=0``).
 
-Example (on a CPU the kernels are not used; :func:`kernel_source` shows what a GPU
-would run, and :func:`force` runs the same plan through MLX ops, for testing):
+On a CPU the kernels are not used; :func:`kernel_source` shows what a GPU would run,
+and :func:`force` runs the same plan through MLX ops, for testing.
+
+Example:
     >>> import mlx.core as mx
     >>> from genmlx.core import gen, choicemap, analyze
     >>> from genmlx.core.testing.models import normal
@@ -96,10 +98,12 @@ __all__ = [
     "c_library_source",
     "enabled",
     "force",
+    "input_names",
     "is_enabled",
     "kernel_source",
     "loglik",
     "trace_count",
+    "vmap_level",
 ]
 
 #: The largest number of latent coefficients a fused kernel keeps in registers.
