@@ -49,8 +49,8 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   :class:`GeneralTraceTranslator`, :class:`SimpleExtendingTraceTranslator`,
   :class:`SymmetricTraceTranslator` (with :class:`TransformIO`),
   :func:`translate_particles` (SMC), :func:`translator_mh` (MCMC)
-* ADEV (:func:`expectation`, estimators :func:`reparam`, :func:`reinforce`,
-  :func:`enum`, :func:`mvd`; objectives :func:`elbo_objective`, :func:`iwelbo_objective`,
+* ADEV (:func:`expectation`, estimators :data:`reparam`, :data:`reinforce`,
+  :data:`enum_exact`, :data:`mvd`; objectives :func:`elbo_objective`, :func:`iwelbo_objective`,
   :func:`wake_p_objective`, :func:`wake_q_objective`, :func:`sleep_q_objective`) and
   learning (:func:`train`, :func:`train_objective`, :func:`lecture`,
   :func:`lecture_batched`, :func:`train_proposal`, :func:`wake_sleep`)
