@@ -45,7 +45,8 @@ off with ``GENMLX_FUSED=0`` or ``with fused.enabled(False):``; the algebraic rew
 have their own switch (``GENMLX_REWRITES=0``).
 
 Example (on a CPU the kernels are not used; :func:`kernel_source` shows what a GPU
-would run, and :func:`force` runs the same plan through MLX ops, for testing):
+would run, and :func:`force` runs the same plan through MLX ops, for testing)::
+
     >>> import mlx.core as mx
     >>> from genmlx.core import gen, choicemap, analyze
     >>> from genmlx.core.testing.models import normal
