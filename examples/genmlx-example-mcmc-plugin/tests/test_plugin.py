@@ -46,11 +46,14 @@ def test_barker_batched_chains_equal_single_chains():
 
     tr, _ = model.vgenerate((), {"y": 1.0}, 4, key=mx.random.key(0))
     key = mx.random.key(1)
-    out, acc = barker(tr, select("mu"), step_size=0.8, key=key)
+    out, info = barker(tr, select("mu"), step_size=0.8, key=key)
+    acc = info.accepted
+    assert info.accept_prob.shape == (4,)
     keys = mx.random.split(key, 4)
     for i in range(4):
         single, _ = model.generate((), {"y": 1.0, "mu": tr["mu"][i]}, key=mx.random.key(2))
-        s_out, s_acc = barker(single, select("mu"), step_size=0.8, key=keys[i])
+        s_out, s_info = barker(single, select("mu"), step_size=0.8, key=keys[i])
+        s_acc = s_info.accepted
         assert float(s_out["mu"]) == pytest.approx(float(out["mu"][i]), rel=1e-5)
         assert bool(s_acc) == bool(acc[i])
 

@@ -15,14 +15,27 @@ Chain ``i`` of a batched trace draws its randomness from ``mx.random.split(key, 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 
 from genmlx.core import ChoiceMap, Selection, Trace, choice_gradients, format_address
 from genmlx.core.batching import where_particles
+from genmlx.core.random import Key, resolve_key
 
-__all__ = ["barker"]
+__all__ = ["BarkerInfo", "barker"]
+
+
+class BarkerInfo(NamedTuple):
+    """What one :func:`barker` step reports (GenMLX's ``(trace, info)`` kernel form).
+
+    Attributes:
+        accepted: the chain moved to its proposal (bool, shape ``trace.batch_shape``).
+        accept_prob: ``min(1, α)``, the acceptance probability (0 where ``log α`` is NaN).
+    """
+
+    accepted: mx.array
+    accept_prob: mx.array
 
 
 def _softplus(t: mx.array) -> mx.array:
@@ -59,8 +72,8 @@ def _draws(key: mx.array, d: int) -> tuple[mx.array, mx.array, mx.array]:
 
 
 def barker(
-    trace: Trace, selection: Selection, *, step_size: float, key: mx.array
-) -> tuple[Trace, mx.array]:
+    trace: Trace, selection: Selection, *, step_size: float, key: Key = None
+) -> tuple[Trace, BarkerInfo]:
     """One Barker-proposal Metropolis–Hastings step on the selected continuous choices.
 
     Args:
@@ -68,10 +81,11 @@ def barker(
             independent chains, each accepted or rejected on its own).
         selection: the choices to move (floating point; flattened in choice-map order).
         step_size: ``σ > 0``, the scale of the increments.
-        key: PRNG key.
+        key: PRNG key (``None``: a fresh one).
 
     Returns:
-        ``(new_trace, accepted)``, ``accepted`` of shape ``trace.batch_shape``.
+        ``(new_trace, info)``: a :class:`BarkerInfo` whose ``accepted`` and
+        ``accept_prob`` have shape ``trace.batch_shape``.
 
     Raises:
         ValueError: ``step_size`` is not positive, or the selection picks nothing.
@@ -86,12 +100,13 @@ def barker(
         ...     mu = normal(0.0, 1.0) @ "mu"
         ...     normal(mu, 0.5) @ "y"
         >>> tr, _ = model.vgenerate((), {"y": 1.0}, 8, key=mx.random.key(0))
-        >>> tr, acc = barker(tr, select("mu"), step_size=0.5, key=mx.random.key(1))
-        >>> acc.shape
+        >>> tr, info = barker(tr, select("mu"), step_size=0.5, key=mx.random.key(1))
+        >>> info.accepted.shape
         (8,)
     """
     if not step_size > 0:
         raise ValueError(f"barker: step_size must be positive, got {step_size!r}")
+    key = resolve_key(key)
     batch = tuple(trace.batch_shape)
     if len(batch) > 1:
         raise ValueError(f"barker: the trace must be single or batched (n,), got {batch}")
@@ -120,5 +135,7 @@ def barker(
     g_y = _flat(choice_gradients(new, selection), paths, batch)
     correction = mx.sum(_softplus(-step * g_x) - _softplus(step * g_y), axis=-1)
     log_alpha = w + correction
-    accepted = mx.log(u_acc) < mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
-    return where_particles(accepted, new, trace), accepted
+    log_alpha = mx.where(mx.isnan(log_alpha), -mx.inf, log_alpha)
+    accepted = mx.log(u_acc) < log_alpha
+    accept_prob = mx.exp(mx.minimum(log_alpha, 0.0))
+    return where_particles(accepted, new, trace), BarkerInfo(accepted, accept_prob)

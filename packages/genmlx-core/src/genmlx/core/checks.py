@@ -47,6 +47,7 @@ __all__ = [
 
 
 def as_args(args: Any, op: str) -> tuple[Any, ...]:
+    """``args`` as a tuple (a list is converted); a ``TypeError`` naming ``op`` otherwise."""
     if isinstance(args, tuple):
         return args
     if isinstance(args, list):
@@ -58,6 +59,12 @@ def as_args(args: Any, op: str) -> tuple[Any, ...]:
 
 
 def as_argdiffs(argdiffs: Any, op: str, gf: Any) -> tuple[Diff, ...]:
+    """``argdiffs`` as a tuple of :class:`~genmlx.core.diff.Diff` values, one per argument.
+
+    Raises:
+        TypeError: not a tuple or list, or an element is not a Diff (naming ``op``
+            and ``gf``).
+    """
     if not isinstance(argdiffs, (tuple, list)):
         raise TypeError(
             f"{op} on {gf!r}: argdiffs must be a tuple with one Diff per argument "
@@ -73,6 +80,11 @@ def as_argdiffs(argdiffs: Any, op: str, gf: Any) -> tuple[Diff, ...]:
 
 
 def as_choicemap(c: Any, op: str, what: str = "constraints") -> ChoiceMap:
+    """``c`` as a ChoiceMap: ``None`` is the empty one, a dict is converted.
+
+    Raises:
+        TypeError: anything else, naming ``op`` and ``what`` the argument holds.
+    """
     if c is None:
         return ChoiceMap.empty()
     if isinstance(c, ChoiceMap):
@@ -83,6 +95,7 @@ def as_choicemap(c: Any, op: str, what: str = "constraints") -> ChoiceMap:
 
 
 def as_selection(s: Any, op: str) -> Selection:
+    """``s`` if it is a Selection; a ``TypeError`` naming ``op`` otherwise."""
     if isinstance(s, Selection):
         return s
     raise TypeError(
@@ -92,6 +105,11 @@ def as_selection(s: Any, op: str) -> Selection:
 
 
 def batched_constraints(c: ChoiceMap, n: int, op: str) -> bool:
+    """Whether ``c`` is batched (one value per particle of ``n``).
+
+    Raises:
+        ValueError: ``c`` is batched with a batch shape other than ``(n,)``.
+    """
     if not c.batch_shape:
         return False
     if c.batch_shape != (n,):

@@ -53,7 +53,7 @@ def warn_deprecated(what: str, instead: str, *, stacklevel: int = 3) -> None:
     Args:
         what: the old thing, e.g. ``"genmlx.infer.mix"``.
         instead: the new one, e.g. ``"genmlx.infer.mix_kernels"``.
-        stacklevel: as for :func:`warnings.warn` (the default points at the caller of
+        stacklevel: as for ``warnings.warn`` (the default points at the caller of
             the function that calls this one).
     """
     warnings.warn(

@@ -122,4 +122,4 @@ __all__ = [
 ]
 
 Handler = Callable[[Any, tuple[Any, ...], Any, tuple[Any, ...]], tuple[Any, Any]]
-"""The type of a handler: ``handler(state, path, gen_fn, args) -> (new_state, value)``."""
+"""Type of a handler, ``handler(state, path, gen_fn, args) -> (new_state, value)``."""

@@ -8,13 +8,14 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   unconstrained space automatically; an :class:`MCMCResult` with ``[chain, draw]``
   draws, a summary and convergence warnings)
 * importance sampling: :func:`importance_sampling`, :func:`importance_resampling`
-* MCMC kernels: :func:`mh` (selection or custom proposal), :func:`involutive_mh`
-  (automatic Jacobians), :func:`mala`, :func:`hmc` (diagonal or dense mass),
-  :func:`nuts` (multinomial NUTS; :func:`nuts_warmup` adapts step size and mass),
-  :func:`elliptical_slice`, :func:`gibbs` (by enumeration); :func:`map_optimize` (in
-  the unconstrained space of the choices' domains)
-* kernel combinators :func:`cycle`, :func:`mix`, :func:`repeat` and the :func:`chain`
-  runner (burn-in, thinning, any number of chains)
+* MCMC kernels, each ``kernel(trace, ..., key=) -> (trace, info)``: :func:`mh`
+  (selection or custom proposal), :func:`involutive_mh` (automatic Jacobians),
+  :func:`mala`, :func:`hmc` (diagonal or dense mass), :func:`nuts` (multinomial NUTS;
+  :func:`nuts_warmup` adapts step size and mass), :func:`elliptical_slice`,
+  :func:`gibbs` (by enumeration); :func:`map_optimize` (in the unconstrained space of
+  the choices' domains)
+* kernel combinators :func:`cycle`, :func:`mix_kernels`, :func:`repeat_kernel` and
+  the :func:`chain` runner (burn-in, thinning, any number of chains)
 * reversible jump: :func:`split_merge_move`, :func:`birth_death_move` (involutive moves
   between models of different dimension, on a fixed address structure)
 * parallel tempering: :func:`parallel_tempering` (tempered random-walk MH replicas with
@@ -49,8 +50,8 @@ each accepted or rejected on their own — and returns ``(new_trace, accepted)``
   :class:`GeneralTraceTranslator`, :class:`SimpleExtendingTraceTranslator`,
   :class:`SymmetricTraceTranslator` (with :class:`TransformIO`),
   :func:`translate_particles` (SMC), :func:`translator_mh` (MCMC)
-* ADEV (:func:`expectation`, estimators :func:`reparam`, :func:`reinforce`,
-  :func:`enum`, :func:`mvd`; objectives :func:`elbo_objective`, :func:`iwelbo_objective`,
+* ADEV (:func:`expectation`, estimators :data:`reparam`, :data:`reinforce`,
+  :data:`enum_exact`, :data:`mvd`; objectives :func:`elbo_objective`, :func:`iwelbo_objective`,
   :func:`wake_p_objective`, :func:`wake_q_objective`, :func:`sleep_q_objective`) and
   learning (:func:`train`, :func:`train_objective`, :func:`lecture`,
   :func:`lecture_batched`, :func:`train_proposal`, :func:`wake_sleep`)

@@ -284,7 +284,6 @@ reinforce = Reinforce()
 """The REINFORCE (score-function) estimator."""
 enum_exact = Enum()
 """Exact enumeration of a finite support (the estimator named ``"enum"``)."""
-"""Exact enumeration over a finite support."""
 mvd = MVD()
 """The measure-valued derivative for two-point distributions (Bernoulli)."""
 

@@ -51,6 +51,7 @@ from typing import Any
 import mlx.core as mx
 
 from genmlx.core.address import Address, format_address, to_path
+from genmlx.core.checks import as_choicemap
 from genmlx.core.choicemap import ChoiceMap, as_array, choicemap
 from genmlx.core.deprecation import renamed_arguments
 from genmlx.core.gfi import GenerativeFunction
@@ -429,7 +430,7 @@ def advi(
     check_positive_int(n_samples, "n_samples", "advi")
     if not (isinstance(init_scale, (int, float)) and init_scale > 0):
         raise ValueError(f"advi: init_scale must be a positive number, got {init_scale!r}")
-    obs = _as_cm(observations, "observations")
+    obs = as_choicemap(observations, "advi", "observations")
     if obs.batch_shape:
         raise ValueError("advi: observations must be unbatched (shared by every sample)")
     opt = make_optimizer(optimizer, learning_rate, "advi")
@@ -437,7 +438,7 @@ def advi(
     k_find, k_fit = mx.random.split(resolve_key(key), 2)
     with use_params(store):
         space, sites = _space(model, args, obs, supports or {}, k_find)
-    start = _as_cm(init, "init")
+    start = as_choicemap(init, "advi", "init")
     latent_paths = {b.path for b in space.blocks}
     for path, _ in start.leaves():
         if path not in latent_paths:
@@ -483,16 +484,6 @@ def advi(
         op="advi",
     )
     return ADVIResult(model, args, obs, guide, space, fitted, mx.array(history), store)
-
-
-def _as_cm(c: Any, what: str) -> ChoiceMap:
-    if c is None:
-        return ChoiceMap.empty()
-    if isinstance(c, ChoiceMap):
-        return c
-    if isinstance(c, Mapping):
-        return choicemap(c)
-    raise TypeError(f"advi: {what} must be a ChoiceMap (or a dict), got {type(c).__name__}")
 
 
 def _encode_advi(r: ADVIResult) -> dict[str, Any]:

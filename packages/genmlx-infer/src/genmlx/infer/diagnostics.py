@@ -8,11 +8,11 @@ ArviZ at run time).
 
 Samples come as a result that knows its layout — the
 :class:`~genmlx.infer.MCMCResult` of :func:`~genmlx.infer.mcmc` (``[chain, draw]``) or
-the :class:`~genmlx.infer.mh.ChainResult` of :func:`~genmlx.infer.mh.chain` — or as
+the :class:`~genmlx.infer.ChainResult` of :func:`~genmlx.infer.chain` — or as
 arrays with an
 explicit ``layout``: ``"chain_draw"`` for ``[chains, draws, *param_shape]`` (ArviZ's
 ``(chain, draw)`` dimensions, the layout every statistic works in), ``"draw_chain"`` for
-``[draws, chains, *param_shape]`` (how :func:`~genmlx.infer.mh.chain` records the draws
+``[draws, chains, *param_shape]`` (how :func:`~genmlx.infer.chain` records the draws
 of a batched trace) or ``"draw"`` for one chain ``[draws, *param_shape]``. An array
 without a layout is refused: both axis orders are plausible, and reading one as the
 other gives a silently wrong ESS. Every statistic is computed independently for each
@@ -84,7 +84,7 @@ _CONSTANT_RESOLUTION = 1e-15
 
 
 def _is_chain_result(x: Any) -> bool:
-    """A result object that knows its layout: :class:`~genmlx.infer.mh.ChainResult` or
+    """A result object that knows its layout: :class:`~genmlx.infer.ChainResult` or
     :class:`~genmlx.infer.MCMCResult` (``samples`` mapping and a ``layout``)."""
     if not hasattr(x, "samples") or not isinstance(x.samples, Mapping):
         return False
@@ -123,7 +123,7 @@ def to_chain_draw(samples: Any, layout: Layout | None = None) -> Any:
     """Draws in ArviZ's ``[chains, draws, *param_shape]`` layout.
 
     Args:
-        samples: a :class:`~genmlx.infer.mh.ChainResult` (its layout is known: its
+        samples: a :class:`~genmlx.infer.ChainResult` (its layout is known: its
             trace's batch shape tells one chain from many), a mapping of arrays, or an
             array.
         layout: the layout of ``samples`` when they are arrays (see the module
@@ -388,7 +388,7 @@ def ess_bulk(
     chains (see the module docstring); equals ``arviz.ess(samples, method="bulk")``.
 
     Args:
-        samples: a :class:`~genmlx.infer.mh.ChainResult` recording one address, or
+        samples: a :class:`~genmlx.infer.ChainResult` recording one address, or
             an array of draws (``draws ≥ 4``) in the given ``layout``.
         layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
             (required: see the module docstring).
@@ -421,7 +421,7 @@ def ess_mean(
     normalisation.
 
     Args:
-        samples: a :class:`~genmlx.infer.mh.ChainResult` recording one address, or
+        samples: a :class:`~genmlx.infer.ChainResult` recording one address, or
             an array of draws (``draws ≥ 4``) in the given ``layout``.
         layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
             (required: see the module docstring).
@@ -456,7 +456,7 @@ def ess_tail(
     tail probability, so ArviZ's ``prob=p`` corresponds to ``prob=2p`` here).
 
     Args:
-        samples: a :class:`~genmlx.infer.mh.ChainResult` recording one address, or
+        samples: a :class:`~genmlx.infer.ChainResult` recording one address, or
             an array of draws (``draws ≥ 4``) in the given ``layout``.
         prob: total probability in the two tails, in ``(0, 1)``.
         layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
@@ -502,7 +502,7 @@ def rhat(
     chains have not mixed.
 
     Args:
-        samples: a :class:`~genmlx.infer.mh.ChainResult` recording one address, or
+        samples: a :class:`~genmlx.infer.ChainResult` recording one address, or
             an array of draws (``chains ≥ 2``, ``draws ≥ 4``) in the given ``layout``.
         layout: ``"chain_draw"``, ``"draw_chain"`` or ``"draw"`` for an array
             (required: see the module docstring).
@@ -602,8 +602,8 @@ def summary(
     :func:`rhat` (``r_hat`` is NaN for a single chain).
 
     Args:
-        samples: the :class:`~genmlx.infer.mh.ChainResult` of
-            :func:`~genmlx.infer.mh.chain` (every recorded address), or
+        samples: the :class:`~genmlx.infer.ChainResult` of
+            :func:`~genmlx.infer.chain` (every recorded address), or
             ``{name: array}`` with the arrays' ``layout``.
         layout: for a mapping of arrays, ``"chain_draw"`` (``[chains, draws, ...]``),
             ``"draw_chain"`` (``[draws, chains, ...]``, as ``chain()`` records) or

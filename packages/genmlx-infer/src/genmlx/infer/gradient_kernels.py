@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -42,7 +41,7 @@ import mlx.core as mx
 
 from genmlx.core import constraints as C
 from genmlx.core import runtime
-from genmlx.core.address import Path, format_address
+from genmlx.core.address import Path
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.compile import compile_function
 from genmlx.core.selection import Selection
@@ -51,7 +50,7 @@ from genmlx.infer import _checks as checks
 from genmlx.infer.integrators import Metric, leapfrog
 from genmlx.infer.kernel_info import HMCInfo, MALAInfo
 from genmlx.infer.nuts_tree import chain_normal, chain_uniform
-from genmlx.infer.targets import chain_keys, target
+from genmlx.infer.targets import chain_keys, flatten_selected, target
 
 __all__ = ["hmc", "mala", "map_optimize"]
 
@@ -70,26 +69,8 @@ class _Flat(NamedTuple):
 
 
 def _flatten_selected(trace: Trace, selection: Selection, op: str) -> _Flat:
-    choices = trace.get_choices()
-    selected = choices.filter(selection)
-    leaves = list(selected.leaves())
-    if not leaves:
-        raise ValueError(f"{op}: the selection picks no choices of the trace")
-    batch = tuple(trace.batch_shape)
-    nb = len(batch)
-    parts, paths, shapes = [], [], []
-    for p, v in leaves:
-        if not mx.issubdtype(v.dtype, mx.floating):
-            raise TypeError(
-                f"{op}: the choice at {format_address(p)} has dtype {v.dtype}; gradient "
-                "kernels need continuous (floating-point) choices — deselect it"
-            )
-        shape = tuple(v.shape[nb:])
-        paths.append(p)
-        shapes.append(shape)
-        parts.append(v.reshape((*batch, math.prod(shape))).astype(mx.float32))
-    x = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=-1)
-    return _Flat(x, paths, shapes, choices.exclude(selection), batch)
+    x, paths, shapes, rest = flatten_selected(trace, selection, op)
+    return _Flat(x, paths, shapes, rest, tuple(trace.batch_shape))
 
 
 def _validate(step_size: Any, op: str, n_leapfrog: int | None = None) -> None:

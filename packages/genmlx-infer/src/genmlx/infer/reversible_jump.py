@@ -3,11 +3,11 @@ fixed-structure model.
 
 Reversible-jump MCMC (Green 1995) moves between models of different dimension, e.g. a
 mixture with one component mean ``μ`` and one with two means ``(μ₁, μ₂)``. Written as
-involutive MCMC (:func:`genmlx.infer.mh.involutive_mh`), a jump is an involution
+involutive MCMC (:func:`genmlx.infer.involutive_mh`), a jump is an involution
 ``f(t, u) = (t', u')`` on the trace choices and auxiliary choices, whose continuous
 part must map ``d`` numbers to ``d`` numbers (dimension matching).
 
-**Fixed structure.** :func:`~genmlx.infer.mh.involutive_mh` changes a trace with
+**Fixed structure.** :func:`~genmlx.infer.involutive_mh` changes a trace with
 ``update(t, new_choices)`` and computes the Jacobian over the addresses the involution
 *writes*; it has no way to delete addresses. Batched chains (one vectorised GFI call
 for all chains) also need every chain to have the same addresses. So the model is
@@ -46,7 +46,7 @@ see :func:`birth_death_kernel`.
 
 **What mh.py would need for variable structure.** A model whose addresses depend on
 ``k`` (``mu`` only when ``k = 1``, ``mu1, mu2`` only when ``k = 2``) would need
-:func:`~genmlx.infer.mh.involutive_mh` to (1) let the involution name addresses to
+:func:`~genmlx.infer.involutive_mh` to (1) let the involution name addresses to
 *remove* (e.g. return a selection of deleted addresses, applied with an edit that
 deletes them and returns their values in the discard), (2) take the Jacobian over the
 removed continuous values as inputs and the added ones as outputs, and (3) batch only
@@ -120,7 +120,7 @@ def split_merge_kernel(
     """The auxiliary proposal and the involution of the split/merge move.
 
     See the module docstring for the maps. The pair is what
-    :func:`~genmlx.infer.mh.involutive_mh` takes (its ``proposal_args`` are ``()``).
+    :func:`~genmlx.infer.involutive_mh` takes (its ``proposal_args`` are ``()``).
 
     Args:
         k_address: address of the model indicator (an integer choice).
@@ -295,7 +295,7 @@ def birth_death_kernel(
         park_sd: standard deviation ``τ`` of newly parked latents' values.
 
     Returns:
-        ``(proposal, involution)`` for :func:`~genmlx.infer.mh.involutive_mh`.
+        ``(proposal, involution)`` for :func:`~genmlx.infer.involutive_mh`.
 
     Example:
         >>> q, f = birth_death_kernel("k", "mu", ("mu1", "mu2"), birth_sd=2.0, park_sd=2.0)

@@ -27,7 +27,7 @@ from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.selection import Selection
 from genmlx.infer._traces import where_trace
 
-__all__ = ["Target", "chain_keys", "target"]
+__all__ = ["Target", "chain_keys", "flatten_selected", "target"]
 
 
 class Target(NamedTuple):
@@ -104,9 +104,15 @@ def _static_target(trace: Trace, selection: Selection, op: str) -> Target | None
     return Target(vg, inp, y, to_trace, batched, True, True)
 
 
-def _flatten(
+def flatten_selected(
     trace: Trace, selection: Selection, op: str
 ) -> tuple[mx.array, list[Path], list[tuple[int, ...]], ChoiceMap]:
+    """The selected continuous choices of ``trace`` as one float32 vector per chain.
+
+    Returns ``(x [*batch, d], paths, shapes, rest)``: ``rest`` holds the unselected
+    choices. Raises ``ValueError`` (the selection picks nothing) or ``TypeError`` (a
+    selected choice is not floating point), both naming ``op``.
+    """
     choices = trace.get_choices()
     selected = choices.filter(selection)
     leaves = list(selected.leaves())
@@ -130,7 +136,7 @@ def _flatten(
 
 
 def _interpreter_target(trace: Trace, selection: Selection, op: str) -> Target:
-    x, paths, shapes, rest = _flatten(trace, selection, op)
+    x, paths, shapes, rest = flatten_selected(trace, selection, op)
     batched = bool(trace.batch_shape)
     gf, args = trace.gen_fn, trace.args
 
