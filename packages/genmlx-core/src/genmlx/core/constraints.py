@@ -110,7 +110,7 @@ def _bkey(b: Any) -> Any:
 
 class _Real(Constraint):
     name = "real"
-    requirement = "a real number"  # type: ignore[assignment]
+    requirement = "a real number"
 
     def check_number(self, x: float) -> bool:
         return math.isfinite(x)
@@ -152,7 +152,7 @@ class greater_than(Constraint):
     def check_number(self, x: float) -> bool:
         if isinstance(self.low, mx.array):
             return super().check_number(x)
-        return x >= self.low if self.inclusive else x > self.low
+        return bool(x >= self.low if self.inclusive else x > self.low)
 
     def _key(self) -> tuple[Any, ...]:
         return (greater_than, _bkey(self.low), self.inclusive)
@@ -322,7 +322,7 @@ class integer_interval(Constraint):
 
 class _NonnegativeInteger(Constraint):
     name = "nonnegative_integer"
-    requirement = "an integer >= 0"  # type: ignore[assignment]
+    requirement = "an integer >= 0"
     is_discrete = True
 
     def check(self, value: mx.array) -> mx.array:
@@ -334,7 +334,7 @@ class _NonnegativeInteger(Constraint):
 
 class _Integer(Constraint):
     name = "integer"
-    requirement = "an integer"  # type: ignore[assignment]
+    requirement = "an integer"
     is_discrete = True
 
     def check(self, value: mx.array) -> mx.array:
@@ -346,7 +346,7 @@ class _Integer(Constraint):
 
 class _PositiveInteger(Constraint):
     name = "positive_integer"
-    requirement = "an integer >= 1"  # type: ignore[assignment]
+    requirement = "an integer >= 1"
     is_discrete = True
 
     def check(self, value: mx.array) -> mx.array:

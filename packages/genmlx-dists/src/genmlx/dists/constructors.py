@@ -1009,7 +1009,7 @@ def transformed(base: Distribution, bijector: CoreBijector | C.Constraint) -> Tr
         >>> round(float(lognormal.log_prob(1.0, 0.0, 1.0)), 4)
         -0.9189
     """
-    return Transformed(base, bijector)
+    return Transformed(base, bijector)  # type: ignore[arg-type]  # a domain is mapped to its bijector
 
 
 # --------------------------------------------------------------------------- from functions

@@ -114,7 +114,8 @@ def _cholesky_vmap(inputs: Any, axes: Any) -> tuple[mx.array, int]:
     (a,), (ax,) = (inputs if isinstance(inputs, (list, tuple)) else (inputs,)), (
         axes if isinstance(axes, (list, tuple)) else (axes,)
     )
-    return _cholesky_raw(_front(a, ax, None)), 0
+    out: mx.array = _cholesky_raw(_front(a, ax, None))  # type: ignore[assignment]
+    return out, 0
 
 
 def cholesky(a: mx.array) -> mx.array:

@@ -278,6 +278,7 @@ class Space:
                         "(low, high)}"
                     )
             dom = ov if ov is not None else s.dist.domain(*(s.params or ()))  # type: ignore[union-attr]
+            assert dom is not None  # checked above: declared, given or assumed
             if dom.is_discrete:
                 raise TypeError(f"{op}: {where} has the discrete domain {dom!r}")
             shape = tuple(s.value.shape)

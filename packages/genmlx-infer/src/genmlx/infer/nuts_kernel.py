@@ -124,7 +124,7 @@ def _nuts_step(
     moved = mx.any(new.position != t.position, axis=-1)
     tr = t.to_trace(new.position, moved)
     if not t.batched:
-        info = NutsInfo(*(a[0] for a in info))
+        info = NutsInfo(*(a[0] if a is not None else None for a in info))  # type: ignore[arg-type]
     return tr, info
 
 

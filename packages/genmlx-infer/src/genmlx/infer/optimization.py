@@ -294,7 +294,7 @@ def optimize(
             history.extend(reports[i] for i in range(reports.shape[0]))
             if bar is not None:
                 bar.update(reports.shape[0])
-                last = float(reports[-1].reshape(-1)[0].astype(mx.float32).item())
+                last = float(reports[-1].reshape(-1)[0].astype(mx.float32).item())  # type: ignore[arg-type]
                 bar.set_postfix({obj.what.lower(): f"{last:.4g}"}, refresh=False)
     finally:
         if bar is not None:
@@ -310,7 +310,7 @@ def _check_finite(op: str, what: str, start: int, reports: mx.array, oks: mx.arr
     good = mx.logical_and(finite, oks)
     if bool(mx.all(good).item()):
         return
-    i = int(mx.argmin(good.astype(mx.int32)).item())
+    i = int(mx.argmin(good.astype(mx.int32)).item())  # type: ignore[arg-type]
     row: list[float] = flat[i].tolist()  # type: ignore[assignment]
     value = next((v for v in row if not math.isfinite(v)), row[0])
     ok = bool(oks[i].item())
