@@ -7,20 +7,20 @@ import importlib.metadata
 import mlx.core as mx
 import numpy as np
 import pytest
-from genmlx_gompertz import gompertz
+from genmlx_gompertz import EXAMPLES, gompertz
 from scipy import stats
 
 from genmlx.core import gen
 from genmlx.core.testing import check_distribution, check_gfi_laws
 
 
-@pytest.mark.parametrize("params", gompertz.example_params, ids=["scalar", "batched"])
+@pytest.mark.parametrize("params", EXAMPLES, ids=["scalar", "batched"])
 def test_conformance_kit(params: tuple) -> None:
     # sampler vs density, gradients, shapes, batching, and the GFI laws
     check_distribution(gompertz, params, max_examples=2)
 
 
-@pytest.mark.parametrize("params", gompertz.example_params, ids=["scalar", "batched"])
+@pytest.mark.parametrize("params", EXAMPLES, ids=["scalar", "batched"])
 def test_gfi_laws(params: tuple) -> None:
     check_gfi_laws(gompertz, params, max_examples=3)
 

@@ -10,25 +10,19 @@ or through the registry, ``genmlx.core.registry().distributions["gompertz"]``.
 
 from __future__ import annotations
 
-import math
-from typing import Any, ClassVar
+from typing import Any
 
 import mlx.core as mx
 
 from genmlx.core import Distribution
+from genmlx.core import constraints as C
+from genmlx.core.distribution import Param
 
-__all__ = ["Gompertz", "gompertz"]
+__all__ = ["EXAMPLES", "Gompertz", "gompertz"]
 
 
 def _arr(x: Any) -> mx.array:
     return x if isinstance(x, mx.array) else mx.array(x, dtype=mx.float32)
-
-
-def _check(name: str, value: Any) -> None:
-    """Plain-number parameters are checked eagerly (arrays give -inf in log_prob)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not (value > 0 and math.isfinite(value)):
-            raise ValueError(f"gompertz: parameter {name}={value!r} must be > 0 and finite")
 
 
 class Gompertz(Distribution):
@@ -43,6 +37,11 @@ class Gompertz(Distribution):
     exact, vectorised, and a differentiable function of the parameters, so
     ``has_reparam = True``. Parameters broadcast; values are float32.
 
+    The parameters are declared once (``Param``): the base class checks plain numbers
+    eagerly with its standard wording (``gompertz(-1.0, 0.5)`` raises), gives the
+    validity mask of array parameters (``params_valid``), and binds keywords
+    (``gompertz(eta=0.1, b=0.5) @ "x"``).
+
     Example:
         >>> import mlx.core as mx
         >>> from genmlx_gompertz import gompertz
@@ -53,27 +52,25 @@ class Gompertz(Distribution):
     """
 
     name = "gompertz"
-    params = ("eta", "b")  # in order; gives keywords: gompertz(eta=0.1, b=0.5) @ "x"
+    params = (Param("eta", C.positive), Param("b", C.positive))
     has_reparam = True
-    example_params: ClassVar[list[tuple[Any, ...]]] = [
-        (0.1, 0.5),
-        (mx.array([0.5, 1.0, 3.0]), mx.array([2.0, 1.0, 0.25])),
-    ]
+
+    def domain(self, *params: Any) -> C.Constraint:
+        """The support, as a :mod:`genmlx.core.constraints` domain (used by gradient
+        methods, MAP and VI to work on the unconstrained scale)."""
+        del params
+        return C.positive
 
     def sample(self, key: mx.array, eta: Any, b: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
-        _check("eta", eta)
-        _check("b", b)
         e, r = _arr(eta), _arr(b)
         full = (*tuple(shape), *mx.broadcast_shapes(e.shape, r.shape))
         u = mx.random.uniform(shape=full, key=key)
         out: mx.array = mx.log1p(-mx.log1p(-u) / e) / r
-        return out
+        return mx.where(self.params_valid(eta, b), out, mx.nan)
 
     def log_prob(self, value: Any, eta: Any, b: Any) -> mx.array:
-        _check("eta", eta)
-        _check("b", b)
         x, e, r = _arr(value), _arr(eta), _arr(b)
-        valid = mx.logical_and(e > 0, r > 0)
+        valid = self.params_valid(eta, b)
         es, rs = mx.where(valid, e, 1.0), mx.where(valid, r, 1.0)
         inside = x >= 0
         xs = mx.where(inside, x, 0.0)  # guard: exp of a huge negative value is harmless
@@ -83,3 +80,9 @@ class Gompertz(Distribution):
 
 
 gompertz = Gompertz()
+
+#: Parameter tuples the distribution kit checks (given at registration).
+EXAMPLES: list[tuple[Any, ...]] = [
+    (0.1, 0.5),
+    (mx.array([0.5, 1.0, 3.0]), mx.array([2.0, 1.0, 0.25])),
+]

@@ -9,6 +9,6 @@ from genmlx.core.plugins import hookimpl
 
 @hookimpl
 def genmlx_register_distributions(register: Any) -> None:
-    from genmlx_gompertz import gompertz
+    from genmlx_gompertz import EXAMPLES, gompertz
 
-    register(gompertz)
+    register(gompertz, examples=EXAMPLES)
