@@ -15,6 +15,7 @@ of rounds for every element, see each docstring); NumPy's are sequential C loops
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -108,7 +109,10 @@ def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
     n = (sizes or [100_000 if quick else 1_000_000])[0]
     reps = 2 if quick else 3
     rows = []
+    only = os.environ.get("GENMLX_DISTS")  # a comma-separated subset, e.g. "poisson,gamma"
     for name, (_, np_fn) in CASES.items():
+        if only and name not in only.split(","):
+            continue
         tg = tn = math.inf
         for _ in range(2):  # interleave the two sides so machine noise hits both alike
             tg = min(tg, _time_mlx(name, n, reps))
