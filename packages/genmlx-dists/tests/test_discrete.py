@@ -549,6 +549,58 @@ def test_sampler_goodness_of_fit(label: str, dist: Any, params: Any, ref: Any) -
     check_moments(x, m, v, k)
 
 
+def test_guide_table_count_equals_full_comparison() -> None:
+    # The eager guide-table search must give exactly the full comparison's count, for
+    # bodies and far tails (v down to 2**-33) of tables from tiny to branch-edge rates.
+    v = mx.concatenate(
+        [
+            mx.maximum(mx.random.uniform(shape=(50000,), key=mx.random.key(3)), D._V_MIN),
+            mx.array([D._V_MIN, 2.0**-32, 1e-9, 1e-6, 0.5, 1.0 - 2.0**-24]),
+            2.0 ** (-33.0 * mx.random.uniform(shape=(5000,), key=mx.random.key(4))),
+        ]
+    )
+    for lam in (1e-6, 0.01, 0.7, 3.0, 9.99):
+        steps = lam / np.arange(1, D._INV_CAP + 1, dtype=np.float32)
+        f = np.concatenate([[1.0], np.cumprod(steps)]).astype(np.float32) * np.exp(-lam)
+        surv = mx.cumsum(mx.array(f[1:], dtype=mx.float32), reverse=True)
+        full = mx.sum((mx.expand_dims(v, -1) < surv).astype(mx.int32), axis=-1)
+        np.testing.assert_array_equal(np.array(D._count_above(v, surv)), np.array(full))
+
+
+@pytest.mark.parametrize(
+    ("dist", "params"),
+    [
+        (D.poisson, (0.01,)),
+        (D.poisson, (3.0,)),
+        (D.poisson, (9.99,)),
+        (D.poisson, (10.0,)),
+        (D.poisson, (57.3,)),
+    ],
+    ids=["poisson-0.01", "poisson-3", "poisson-9.99", "poisson-10", "poisson-57.3"],
+)
+def test_eager_and_traced_samplers_agree(dist: Any, params: tuple[Any, ...]) -> None:
+    # Eager sampling takes shortcuts (guide tables, skipped branches, early stops) that
+    # must not change a single draw: compiled and vmapped sampling run the full path.
+    def draw(k: mx.array) -> mx.array:
+        return dist.sample(k, *params, shape=(4000,))
+
+    key = mx.random.key(11)
+    np.testing.assert_array_equal(np.array(draw(key)), np.array(mx.compile(draw)(key)))
+    keys = mx.random.split(key, 3)
+    np.testing.assert_array_equal(
+        np.array(mx.stack([draw(k) for k in keys])), np.array(mx.vmap(draw)(keys))
+    )
+
+
+def test_poisson_tiny_rate_fits() -> None:
+    # rate 0.01: the guide table resolves almost every draw in bucket lookups alone.
+    lam = float(np.float32(0.01))
+    x = np64(D.poisson.sample(mx.random.key(21), 0.01, shape=(200000,)))
+    ref = stats.poisson(lam)
+    assert chi2_pvalue(x, ref.pmf, 0, 3) > 1e-4
+    check_moments(x, lam, lam, 1.0 / lam)
+
+
 def test_categorical_samplers_fit() -> None:
     probs = np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32)
     for dist, par in ((D.categorical, probs), (D.categorical_logits, np.log(probs) + 3.0)):

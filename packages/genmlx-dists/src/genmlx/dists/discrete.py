@@ -295,9 +295,74 @@ def _survival_search(v: mx.array, f: mx.array) -> mx.array:
 
     ``f`` holds the pmf at ``0..cap`` on its last axis; the survival sums are formed
     tail first (reverse cumsum), so small tail probabilities keep relative accuracy.
+    ``f`` may have fewer leading axes than ``v`` (a table shared by many draws).
     """
     surv = mx.cumsum(f[..., 1:], axis=-1, reverse=True)
+    return _count_above(v, surv)
+
+
+_GUIDE_BITS = 5  # mantissa bits per guide-table bucket (buckets ~3% wide in v)
+_GUIDE_OFF = (127 - 33) << _GUIDE_BITS  # first bucket: v = 2**-33 (= _V_MIN)
+_GUIDE_N = 33 << _GUIDE_BITS  # buckets up to v < 1
+
+
+def _eager_array(x: mx.array) -> Any:
+    """``x`` as a NumPy array, or ``None`` under a transformation (no value to read)."""
+    import numpy as np
+
+    if runtime.in_transform():
+        return None
+    try:
+        return np.array(x)
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return None
+        raise
+
+
+def _count_above(v: mx.array, surv: mx.array) -> mx.array:
+    """#{j : v < surv_j} for ``surv`` non-increasing on its last axis, ``v`` in
+    ``[_V_MIN, 1)`` (int32, of ``v``'s shape broadcast with ``surv.shape[:-1]``).
+
+    When one table serves every draw (``surv`` has a single row) and values can be
+    read (eagerly), a guide table over ``v``'s float32 bit pattern (exponent and top
+    mantissa bits: buckets a few percent wide, on a log scale so the tail is resolved
+    too) gives each bucket's guaranteed count; only the few comparisons a bucket
+    leaves open are made per draw. The count is the same as the full comparison's
+    (the same float32 comparisons decide it), so eager and traced draws agree.
+    """
+    import numpy as np
+
+    cap = surv.shape[-1]
+    if surv.size == cap and cap > 0:
+        s = _eager_array(surv.reshape(-1))
+        if s is not None:
+            s = s.astype(np.float32)
+            edges = (
+                (np.arange(_GUIDE_N + 1, dtype=np.uint32) + _GUIDE_OFF) << (23 - _GUIDE_BITS)
+            ).view(np.float32)
+            lo_e, hi_e = edges[:-1], edges[1:]
+            # v in [lo_e, hi_e): surv_j >= hi_e is surely counted, surv_j <= lo_e surely not.
+            sure = (s[None, :] >= hi_e[:, None]).sum(axis=1).astype(np.int32)
+            maybe = (s[None, :] > lo_e[:, None]).sum(axis=1).astype(np.int32)
+            width = int((maybe - sure).max())
+            bucket = (v.view(mx.uint32) >> (23 - _GUIDE_BITS)).astype(mx.int32) - _GUIDE_OFF
+            bucket = mx.clip(bucket, 0, _GUIDE_N - 1)
+            base = mx.take(mx.array(sure), bucket)
+            out = base
+            if width:
+                padded = mx.array(np.concatenate([s, np.zeros(width, np.float32)]))
+                for t in range(width):
+                    out = out + (v < mx.take(padded, base + t)).astype(mx.int32)
+            return out
     return mx.sum((mx.expand_dims(v, -1) < surv).astype(mx.int32), axis=-1)
+
+
+def _eager_any(x: mx.array) -> bool:
+    """Whether any element of ``x`` holds; ``True`` under a transformation (where both
+    branches of a per-element choice must be computed)."""
+    a = _eager_array(mx.any(x))
+    return True if a is None else bool(a)
 
 
 def all_done(done: mx.array) -> bool:
@@ -351,21 +416,32 @@ def _first_accepted(
 
 
 def _poisson_sample(key: mx.array, lam: mx.array, shape: Shape) -> mx.array:
-    """Exact Poisson draws of ``shape`` (``lam`` broadcasts to it, lam ≥ 0)."""
-    lam = mx.broadcast_to(lam, shape)
+    """Exact Poisson draws of ``shape`` (``lam`` broadcasts to it, lam ≥ 0).
+
+    Per-parameter quantities (the inversion table, PTRS constants) are formed at the
+    parameter's own shape, so a scalar rate pays for them once, not per draw; when the
+    rates can be read (eagerly), a branch no element takes is skipped.
+    """
     k_inv, k_rej = _split(key, 2)
-    small = lam < 10.0
+    small_p = lam < 10.0
+    any_small, any_large = _eager_any(small_p), _eager_any(~small_p)
 
     # rate < 10: inversion by sequential search (on the survival function), with the
     # pmf at 0..40 formed by a cumulative product.
-    lam_s = mx.expand_dims(mx.where(small, lam, 0.0), -1)
-    v = mx.maximum(_uniform(k_inv, shape), _V_MIN)
-    steps = lam_s / mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
-    f = mx.exp(-lam_s) * mx.concatenate([mx.ones_like(lam_s), mx.cumprod(steps, axis=-1)], axis=-1)
-    x_inv = _survival_search(v, f)
+    x_inv = mx.zeros(shape, dtype=mx.int32)
+    if any_small:
+        lam_s = mx.expand_dims(mx.where(small_p, lam, 0.0), -1)
+        v = mx.maximum(_uniform(k_inv, shape), _V_MIN)
+        steps = lam_s / mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
+        f = mx.exp(-lam_s) * mx.concatenate(
+            [mx.ones_like(lam_s), mx.cumprod(steps, axis=-1)], axis=-1
+        )
+        x_inv = mx.broadcast_to(_survival_search(v, f), shape)
+        if not any_large:
+            return x_inv
 
     # rate >= 10: Hörmann's PTRS (transformed rejection with squeeze).
-    lam_r = mx.where(_or(small, ~mx.isfinite(lam)), 10.0, lam)
+    lam_r = mx.where(_or(small_p, ~mx.isfinite(lam)), 10.0, lam)
     slam = mx.sqrt(lam_r)
     b = 0.931 + 2.53 * slam
     a = -0.059 + 0.02483 * b
@@ -391,8 +467,10 @@ def _poisson_sample(key: mx.array, lam: mx.array, shape: Shape) -> mx.array:
         acc = _or(fast, _and(~bad, lhs <= _poisson_lp(k_s, lam_r, d_s)))
         return kk, acc
 
-    x_rej = _first_accepted(propose, k_rej, shape, _PTRS_ROUNDS, fl)
-    out: mx.array = mx.where(small, x_inv, _to_int32(x_rej))
+    x_rej = _to_int32(_first_accepted(propose, k_rej, shape, _PTRS_ROUNDS, fl))
+    if not any_small:
+        return x_rej
+    out: mx.array = mx.where(small_p, x_inv, x_rej)
     return out
 
 
@@ -700,6 +778,9 @@ class Poisson(Distribution):
     (per-round acceptance ≥ 0.7526, so P(no acceptance) < 1.8e-13). The acceptance test
     uses the cancellation-free log-pmf, and the proposal is offset from ``floor(rate)``
     so that rates up to ~2e9 (int32) are handled without float32 rounding bias.
+    The inversion table is formed once per rate (not per draw); with one shared rate,
+    eager draws search it through a guide table (the same draws as the full search
+    that compiled/vmapped code runs), and a branch no rate needs is skipped.
 
     Example:
         >>> import mlx.core as mx
@@ -721,7 +802,9 @@ class Poisson(Distribution):
 
     def sample(self, key: mx.array, rate: Any, *, shape: Shape = ()) -> mx.array:
         lam = _f32(rate)
-        return _poisson_sample(key, mx.maximum(lam, 0.0), sample_shape(shape, lam))
+        full = sample_shape(shape, lam)
+        lam = mx.maximum(lam, 0.0)
+        return _poisson_sample(key, lam.reshape((1,) * (len(full) - lam.ndim) + lam.shape), full)
 
     glm_link = "Exp"
     fused_log_prob = _fused.POISSON_LOG
