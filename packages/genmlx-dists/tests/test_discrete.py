@@ -529,6 +529,9 @@ GOF: list[tuple[str, Any, tuple[Any, ...], Any]] = [
     ("binomial-inversion", D.binomial, (15, 0.3), stats.binom(15, f32(0.3))),
     ("binomial-inversion-big-n", D.binomial, (1000, 0.004), stats.binom(1000, f32(0.004))),
     ("binomial-btrs", D.binomial, (60, 0.45), stats.binom(60, f32(0.45))),
+    # either side of the inversion/BTRS switch at n·p = 10 (0.25 is exact in float32)
+    ("binomial-np-9.84", D.binomial, (41, 0.24), stats.binom(41, f32(0.24))),
+    ("binomial-np-10", D.binomial, (40, 0.25), stats.binom(40, 0.25)),
     ("binomial-btrs-flip", D.binomial, (200, 0.97), stats.binom(200, f32(0.97))),
     ("binomial-btrs-1e6", D.binomial, (10**6, 0.3), stats.binom(10**6, f32(0.3))),
     ("neg_binomial", D.neg_binomial, (2.5, 0.3), stats.nbinom(2.5, f32(0.3))),
@@ -575,14 +578,30 @@ def test_guide_table_count_equals_full_comparison() -> None:
         (D.poisson, (9.99,)),
         (D.poisson, (10.0,)),
         (D.poisson, (57.3,)),
+        (D.poisson, (mx.array([0.5, 30.0]),)),
+        (D.binomial, (10, 0.3)),
+        (D.binomial, (15, 0.7)),
+        (D.binomial, (60, 0.45)),
+        (D.binomial, (mx.array([5.0, 300.0]), mx.array([0.2, 0.9]))),
     ],
-    ids=["poisson-0.01", "poisson-3", "poisson-9.99", "poisson-10", "poisson-57.3"],
+    ids=[
+        "poisson-0.01",
+        "poisson-3",
+        "poisson-9.99",
+        "poisson-10",
+        "poisson-57.3",
+        "poisson-mixed",
+        "binomial-10-0.3",
+        "binomial-flip",
+        "binomial-btrs",
+        "binomial-mixed",
+    ],
 )
 def test_eager_and_traced_samplers_agree(dist: Any, params: tuple[Any, ...]) -> None:
     # Eager sampling takes shortcuts (guide tables, skipped branches, early stops) that
     # must not change a single draw: compiled and vmapped sampling run the full path.
     def draw(k: mx.array) -> mx.array:
-        return dist.sample(k, *params, shape=(4000,))
+        return dist.sample(k, *params, shape=(2000, *np.broadcast_shapes(*map(np.shape, params))))
 
     key = mx.random.key(11)
     np.testing.assert_array_equal(np.array(draw(key)), np.array(mx.compile(draw)(key)))

@@ -476,23 +476,31 @@ def _poisson_sample(key: mx.array, lam: mx.array, shape: Shape) -> mx.array:
 
 def _binomial_sample(key: mx.array, n: mx.array, p: mx.array, shape: Shape) -> mx.array:
     """Exact Binomial draws of ``shape`` (n, p broadcast to it; n integer ≥ 0, p in [0,1])."""
-    n = mx.broadcast_to(mx.where(_and(mx.isfinite(n), n >= 0), mx.floor(n), 0.0), shape)
-    p = mx.broadcast_to(mx.clip(mx.where(mx.isnan(p), 0.0, p), 0.0, 1.0), shape)
+    # Per-parameter quantities stay at the parameters' own (broadcast) shape: a scalar
+    # (n, p) pays for its tables once, not per draw.
+    pshape = mx.broadcast_shapes(n.shape, p.shape)
+    n = mx.broadcast_to(mx.where(_and(mx.isfinite(n), n >= 0), mx.floor(n), 0.0), pshape)
+    p = mx.broadcast_to(mx.clip(mx.where(mx.isnan(p), 0.0, p), 0.0, 1.0), pshape)
     flip = p > 0.5
     pp = mx.where(flip, 1.0 - p, p)  # <= 1/2
     k_inv, k_rej = _split(key, 2)
     small = n * pp < 10.0
+    any_small, any_large = _eager_any(small), _eager_any(~small)
 
     # n·p < 10: inversion by sequential search (survival function, tail first), with
     # the pmf at 0..40 formed by a cumulative product of (n − i + 1)/i · p/q.
-    ps = mx.expand_dims(mx.where(small, pp, 0.0), -1)
-    ns = mx.expand_dims(mx.where(small, n, 0.0), -1)
-    v = mx.maximum(_uniform(k_inv, shape), _V_MIN)
-    i = mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
-    steps = (mx.maximum(ns - i + 1.0, 0.0) / i) * (ps / (1.0 - ps))
-    f0 = mx.exp(ns * mx.log1p(-ps))
-    f = f0 * mx.concatenate([mx.ones_like(f0), mx.cumprod(steps, axis=-1)], axis=-1)
-    x_inv = _survival_search(v, f)
+    x_inv = mx.zeros(shape, dtype=mx.int32)
+    if any_small:
+        ps = mx.expand_dims(mx.where(small, pp, 0.0), -1)
+        ns = mx.expand_dims(mx.where(small, n, 0.0), -1)
+        v = mx.maximum(_uniform(k_inv, shape), _V_MIN)
+        i = mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
+        steps = (mx.maximum(ns - i + 1.0, 0.0) / i) * (ps / (1.0 - ps))
+        f0 = mx.exp(ns * mx.log1p(-ps))
+        f = f0 * mx.concatenate([mx.ones_like(f0), mx.cumprod(steps, axis=-1)], axis=-1)
+        x_inv = _survival_search(v, f)
+        if not any_large:
+            return _to_int32(mx.broadcast_to(mx.where(flip, n - x_inv, x_inv), shape))
 
     # n·p >= 10: Hörmann's BTRS (transformed rejection with squeeze).
     pr = mx.where(small, 0.5, pp)
@@ -528,9 +536,9 @@ def _binomial_sample(key: mx.array, n: mx.array, p: mx.array, shape: Shape) -> m
         return kk, _and(ok, _or(fast, lhs <= rhs))
 
     x_rej = _first_accepted(propose, k_rej, shape, _BTRS_ROUNDS, m)
-    x = mx.where(small, x_inv.astype(mx.float32), x_rej)
+    x = mx.where(small, x_inv.astype(mx.float32), x_rej) if any_small else x_rej
     x = mx.where(flip, n - x, x)
-    return _to_int32(x)
+    return _to_int32(mx.broadcast_to(x, shape))
 
 
 def _multinomial_sample(key: mx.array, n: mx.array, probs: mx.array, shape: Shape) -> mx.array:
