@@ -583,6 +583,11 @@ def test_guide_table_count_equals_full_comparison() -> None:
         (D.binomial, (15, 0.7)),
         (D.binomial, (60, 0.45)),
         (D.binomial, (mx.array([5.0, 300.0]), mx.array([0.2, 0.9]))),
+        (D.uniform_discrete, (1, 6)),
+        # range 3·2**22: a word is rejected with probability 2**-10, so eagerly several
+        # rounds run before every draw is accepted
+        (D.uniform_discrete, (0, 3 * 2**22 - 1)),
+        (D.uniform_discrete, (mx.array([-3, 0]), mx.array([7, 3 * 2**22 - 1]))),
     ],
     ids=[
         "poisson-0.01",
@@ -595,6 +600,9 @@ def test_guide_table_count_equals_full_comparison() -> None:
         "binomial-flip",
         "binomial-btrs",
         "binomial-mixed",
+        "uniform_discrete-1-6",
+        "uniform_discrete-rejecting",
+        "uniform_discrete-mixed",
     ],
 )
 def test_eager_and_traced_samplers_agree(dist: Any, params: tuple[Any, ...]) -> None:

@@ -1014,6 +1014,8 @@ class UniformDiscrete(Distribution):
     P(k) = 1 / (high − low + 1); low ≤ high integers. Sampled exactly from 32-bit words
     by rejection (``x mod m`` after discarding the ``2**32 mod m`` smallest words),
     5 rounds: P(no acceptance) < (m / 2**32)**5 ≤ 9.1e-13 for ranges m ≤ 2**24.
+    Eagerly, rounds stop once every draw is accepted (usually after the first; the
+    draws are the same as when all rounds run, as under ``mx.compile``/``mx.vmap``).
 
     Example:
         >>> import mlx.core as mx
@@ -1036,16 +1038,25 @@ class UniformDiscrete(Distribution):
         full = sample_shape(shape, lo, hi)
         lo_i = _to_int32(mx.floor(_f32(lo))) if lo.dtype != mx.int32 else lo
         hi_i = _to_int32(mx.floor(_f32(hi))) if hi.dtype != mx.int32 else hi
-        m = mx.broadcast_to(mx.maximum(hi_i - lo_i + 1, 1).astype(mx.uint32), full)
+        # m and its threshold stay at the parameters' shape (a scalar range costs one
+        # scalar op, not one per draw).
+        m = mx.maximum(hi_i - lo_i + 1, 1).astype(mx.uint32)
         thresh = (mx.array(0, dtype=mx.uint32) - m) % m  # 2**32 mod m
         keys = _split(key, _UD_ROUNDS)
         result = mx.zeros(full, dtype=mx.uint32)
         done = mx.zeros(full, dtype=mx.bool_)
         for r in range(_UD_ROUNDS):
             w = _bits(keys[r], full)
-            acc = w >= thresh if r < _UD_ROUNDS - 1 else mx.ones(full, dtype=mx.bool_)
-            result = mx.where(_and(acc, ~done), w % m, result)
-            done = _or(done, acc)
+            if r == 0:
+                # The first round's value stands wherever it is accepted; elsewhere a
+                # later round overwrites it (the last round always accepts).
+                result, done = w % m, mx.broadcast_to(w >= thresh, full)
+            else:
+                acc = w >= thresh if r < _UD_ROUNDS - 1 else mx.ones(full, dtype=mx.bool_)
+                result = mx.where(_and(acc, ~done), w % m, result)
+                done = _or(done, acc)
+            if r < _UD_ROUNDS - 1 and all_done(done):
+                break  # every element accepted: later rounds would change nothing
         out: mx.array = lo_i + result.astype(mx.int32)
         return out
 
