@@ -26,6 +26,7 @@ from genmlx.dists.base import (
 __all__ = [
     "GAMMA_ROUNDS",
     "log_standard_gamma",
+    "spill_slots",
     "standard_beta",
     "standard_dirichlet",
     "standard_gamma",
@@ -38,9 +39,10 @@ _F32_MAX = float.fromhex("0x1.fffffep+127")
 _LOG_U_MIN = math.log(2.0**-33)
 
 GAMMA_ROUNDS = 10
-"""Marsaglia–Tsang rounds. The acceptance probability is smallest at alpha = 1 (0.9517,
-by quadrature; the alpha < 1 boost samples alpha + 1 >= 1), so an element is never
-accepted with probability 0.0483**10 < 7e-14."""
+"""Marsaglia–Tsang proposals per element. The acceptance probability is smallest at
+alpha = 1 (0.9517, by quadrature; the alpha < 1 boost samples alpha + 1 >= 1), so an
+element is never accepted with probability 0.0483**10 < 7e-14 (plus < 1e-14 that the
+first round rejects more elements than :func:`spill_slots` has room for)."""
 
 
 def _f32(x: Any) -> mx.array:
@@ -73,12 +75,61 @@ def _all_done(done: mx.array) -> bool:
         raise
 
 
+_P_REJECT = 0.0483  # the largest per-round rejection probability (alpha = 1)
+_LOG_SPILL_FAIL = math.log(1e14)
+
+
+def spill_slots(n: int) -> int:
+    """Slots for the draws rejected in the first round, out of ``n``: more than that
+    many are rejected with probability < 1e-14 (Bernstein's inequality for a
+    Binomial(n, 0.0483) count; the few elements that would not get a slot then keep
+    the never-accepted fallback, like elements rejected in every round)."""
+    v = n * _P_REJECT * (1.0 - _P_REJECT)
+    a = _LOG_SPILL_FAIL
+    t = a / 3.0 + math.sqrt(a * a / 9.0 + 2.0 * a * v)
+    return min(n, math.ceil(n * _P_REJECT + t))
+
+
+def _mt_round(
+    x: mx.array, log_u: mx.array, d: mx.array, c: mx.array, log_d: mx.array
+) -> tuple[mx.array, mx.array]:
+    """One Marsaglia–Tsang proposal per element: ``(log G candidate, accepted)``."""
+    w = c * x
+    pos = w > -1.0
+    w = mx.where(pos, w, 0.0)
+    l1 = mx.log1p(w)
+    # log acceptance ratio 0.5 x^2 + d (1 - v + log v), v = (1 + w)^3, written without
+    # cancelling large terms: 1 - v + log v = 3 log1p(w) - w (3 + 3 w + w^2).
+    log_ratio = 0.5 * x * x + d * (3.0 * l1 - w * (3.0 + w * (3.0 + w)))
+    accept = mx.logical_and(pos, log_u < log_ratio)
+    return log_d + 3.0 * l1, accept
+
+
+def _any_maybe(x: mx.array) -> bool:
+    """Whether any element of ``x`` may hold: its value eagerly, ``True`` under a
+    transformation (where no value can be read)."""
+    from genmlx.core import runtime
+
+    if runtime.in_transform():
+        return True
+    try:
+        return bool(mx.any(x).item())
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return True
+        raise
+
+
 def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
     """``log G`` for ``G ~ Gamma(alpha, rate 1)``, of shape ``shape``.
 
     Exact (up to float32 rounding) for every ``alpha > 0``: Marsaglia–Tsang (2000) with
-    ``GAMMA_ROUNDS`` vectorised rounds, the first accepted proposal kept per element
-    (never accepted: probability < 7e-14, then ``log(alpha - 1/3)`` is returned). For
+    up to ``GAMMA_ROUNDS`` proposals per element, the first accepted one kept (never
+    accepted: probability < 1e-13, then ``log(alpha - 1/3)`` is returned). Every element
+    gets a first proposal; the elements it rejects (under 5%) are given, in index order,
+    one of :func:`spill_slots` slots, and only those slots draw further proposals — so
+    the later rounds cost a twentieth of a full one. Eagerly they stop once every slot
+    has accepted; under ``mx.vmap``/``mx.compile`` all run, with the same draws. For
     ``alpha < 1`` it samples ``Gamma(alpha + 1)`` and adds ``log(U) / alpha`` — in log
     space, so tiny ``alpha`` (whose draws underflow float32) stays exact. Invalid
     ``alpha`` (``<= 0`` or NaN) gives NaN.
@@ -89,48 +140,66 @@ def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
         shape: the output shape.
     """
     shape = tuple(shape)
-    alpha = mx.broadcast_to(_f32(alpha), shape)
+    n = math.prod(shape)
+    alpha = _f32(alpha)
+    # One shared alpha keeps its per-parameter constants scalar (and the spilled slots
+    # need not look up their element's alpha); otherwise they are per element.
+    shared = alpha.size == 1
+    alpha = alpha.reshape(()) if shared else mx.broadcast_to(alpha, shape).reshape(-1)
     valid = _finite_pos(alpha)
     a_safe = mx.where(valid, alpha, 1.0)
     boost = a_safe < 1.0
     a1 = mx.where(boost, a_safe + 1.0, a_safe)
     d = a1 - 1.0 / 3.0
     c = mx.rsqrt(9.0 * d)
-    keys = mx.random.split(key, 3)
-    rshape = (GAMMA_ROUNDS, *shape)
     log_d = mx.log(d)
-    out = log_d
-    done = mx.zeros(shape, dtype=mx.bool_)
-    # Rounds run in blocks, each with its own keys; eagerly the loop stops once every
-    # element has accepted (later blocks would change nothing), so the result is the same
-    # whether or not it stops early — and under vmap/compile every block runs.
-    del rshape
-    block = 2
-    n_blocks = -(-GAMMA_ROUNDS // block)
-    kx = mx.random.split(keys[0], n_blocks)
-    ku = mx.random.split(keys[1], n_blocks)
-    for bi, start in enumerate(range(0, GAMMA_ROUNDS, block)):
-        bshape = (min(block, GAMMA_ROUNDS - start), *shape)
-        x = mx.random.normal(shape=bshape, key=kx[bi])
-        log_u = _log_uniform(ku[bi], bshape)
-        w = c * x
-        pos = w > -1.0
-        w = mx.where(pos, w, 0.0)
-        l1 = mx.log1p(w)
-        # log acceptance ratio 0.5 x^2 + d (1 - v + log v), v = (1 + w)^3, written without
-        # cancelling large terms: 1 - v + log v = 3 log1p(w) - w (3 + 3 w + w^2).
-        log_ratio = 0.5 * x * x + d * (3.0 * l1 - w * (3.0 + w * (3.0 + w)))
-        accept = mx.logical_and(pos, log_u < log_ratio)
-        candidates = log_d + 3.0 * l1
-        for r in range(x.shape[0]):
-            take = mx.logical_and(accept[r], mx.logical_not(done))
-            out = mx.where(take, candidates[r], out)
-            done = mx.logical_or(done, accept[r])
-        if start + block < GAMMA_ROUNDS and _all_done(done):
-            break
-    out = out + mx.where(boost, _log_uniform(keys[2], shape) / a_safe, 0.0)
+    keys = mx.random.split(key, 5)
+    # round 1, every element
+    cand, accept = _mt_round(
+        mx.random.normal(shape=(n,), key=keys[0]), _log_uniform(keys[1], (n,)), d, c, log_d
+    )
+    out = mx.where(accept, cand, log_d)
+    q = spill_slots(n)
+    if q > 0:
+        rejected = mx.logical_not(accept)
+        rank = mx.cumsum(rejected.astype(mx.int32)) - 1
+        has_slot = mx.logical_and(rejected, rank < q)
+        slot = mx.stop_gradient(mx.where(has_slot, rank, q))  # q: no slot
+        n_rej = mx.sum(rejected.astype(mx.int32))
+        done = mx.arange(q, dtype=mx.int32) >= n_rej  # unused slots
+        if shared:
+            d_s, c_s, log_d_s = d, c, log_d
+        else:
+            idx = mx.arange(n, dtype=mx.int32)
+            owner = mx.zeros((q + 1,), dtype=mx.int32).at[slot].add(mx.where(has_slot, idx, 0))
+            owner = owner[:q]
+            d_s, c_s, log_d_s = mx.take(d, owner), mx.take(c, owner), mx.take(log_d, owner)
+        sub = mx.broadcast_to(log_d_s, (q,))
+        block = 3
+        later = GAMMA_ROUNDS - 1
+        n_blocks = -(-later // block)
+        kx = mx.random.split(keys[2], n_blocks)
+        ku = mx.random.split(keys[3], n_blocks)
+        for bi, start in enumerate(range(0, later, block)):
+            bshape = (min(block, later - start), q)
+            cand, accept = _mt_round(
+                mx.random.normal(shape=bshape, key=kx[bi]),
+                _log_uniform(ku[bi], bshape),
+                d_s,
+                c_s,
+                log_d_s,
+            )
+            for r in range(bshape[0]):
+                take = mx.logical_and(accept[r], mx.logical_not(done))
+                sub = mx.where(take, cand[r], sub)
+                done = mx.logical_or(done, accept[r])
+            if start + block < later and _all_done(done):
+                break  # every slot has accepted: later blocks would change nothing
+        out = mx.where(has_slot, mx.take(sub, mx.minimum(slot, q - 1)), out)
+    if _any_maybe(boost):  # eagerly skipped when no element boosts (it would add 0)
+        out = out + mx.where(boost, _log_uniform(keys[4], (n,)) / a_safe, 0.0)
     res: mx.array = mx.where(valid, out, mx.nan)
-    return res
+    return res.reshape(shape)
 
 
 def standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
