@@ -85,7 +85,9 @@ _INV_CAP = 40
 # whole parameter range: PTRS >= 0.7526 (at rate 10), BTRS >= 0.7091 (at n p = 10,
 # p = 1/2). 0.2474**21 = 1.8e-13 and 0.2909**24 = 1.4e-13.
 _PTRS_ROUNDS = 21
+_PTRS_ACCEPT = 0.7526  # the smallest per-round acceptance probability of PTRS
 _BTRS_ROUNDS = 24
+_BTRS_ACCEPT = 0.7091  # the smallest per-round acceptance probability of BTRS
 # uniform_discrete: a 32-bit draw is rejected with probability < m / 2**32 <= 2**-8 for
 # ranges m <= 2**24; 5 rounds give 2**-40 = 9.1e-13.
 _UD_ROUNDS = 5
@@ -381,38 +383,20 @@ def all_done(done: mx.array) -> bool:
 
 
 def _first_accepted(
-    propose: Callable[[mx.array, Shape], tuple[mx.array, mx.array]],
+    propose: Callable[[mx.array, Shape, tuple[mx.array, ...]], tuple[mx.array, mx.array]],
     key: mx.array,
     shape: Shape,
     rounds: int,
     fallback: mx.array,
+    params: tuple[mx.array, ...],
+    p_reject: float,
 ) -> mx.array:
-    """Per element, the first accepted of ``rounds`` proposals (``fallback`` if none).
+    """Per element, the first accepted of ``rounds`` proposals (``fallback`` if none);
+    see :func:`genmlx.dists.rejection.first_accepted` (later rounds run only for the
+    elements still rejected)."""
+    from genmlx.dists.rejection import first_accepted
 
-    ``propose(key, (c,) + shape)`` returns ``(values, accepted)`` for ``c`` rounds at
-    once. Rounds run in as few chunks as keep each chunk below ``_CHUNK_ELEMS``
-    elements (a few large ops instead of many small ones; MLX's per-op cost dominates
-    for small shapes).
-    """
-    size = max(math.prod(shape), 1)
-    chunk = max(4, min(rounds, _CHUNK_ELEMS // size))
-    n_chunks = -(-rounds // chunk)
-    keys = _split(key, n_chunks)
-    result = mx.broadcast_to(fallback, shape)
-    done = mx.zeros(shape, dtype=mx.bool_)
-    left = rounds
-    for ci in range(n_chunks):
-        c = min(chunk, left)
-        left -= c
-        val, acc = propose(keys[ci], (c, *shape))
-        any_acc = mx.any(acc, axis=0)
-        first = mx.stop_gradient(mx.argmax(acc, axis=0).astype(mx.int32))
-        pick = mx.take_along_axis(val, mx.expand_dims(first, 0), axis=0)[0]
-        result = mx.where(_and(any_acc, ~done), pick, result)
-        done = _or(done, any_acc)
-        if left and all_done(done):
-            break  # every element has its draw: later rounds would change nothing
-    return result
+    return first_accepted(propose, key, shape, rounds, fallback, params, p_reject)
 
 
 def _poisson_sample(key: mx.array, lam: mx.array, shape: Shape) -> mx.array:
@@ -450,7 +434,8 @@ def _poisson_sample(key: mx.array, lam: mx.array, shape: Shape) -> mx.array:
     fl = mx.floor(lam_r)
     fr = lam_r - fl
 
-    def propose(k: mx.array, rshape: Shape) -> tuple[mx.array, mx.array]:
+    def propose(k: mx.array, rshape: Shape, prm: tuple[mx.array, ...]) -> tuple[mx.array, mx.array]:
+        lam_r, a, b, log_inv_alpha, vr, fl, fr = prm
         k1, k2 = _split(k, 2)
         u = _uniform(k1, rshape) - 0.5
         w = _uniform(k2, rshape)
@@ -467,7 +452,10 @@ def _poisson_sample(key: mx.array, lam: mx.array, shape: Shape) -> mx.array:
         acc = _or(fast, _and(~bad, lhs <= _poisson_lp(k_s, lam_r, d_s)))
         return kk, acc
 
-    x_rej = _to_int32(_first_accepted(propose, k_rej, shape, _PTRS_ROUNDS, fl))
+    prm = (lam_r, a, b, log_inv_alpha, vr, fl, fr)
+    x_rej = _to_int32(
+        _first_accepted(propose, k_rej, shape, _PTRS_ROUNDS, fl, prm, 1.0 - _PTRS_ACCEPT)
+    )
     if not any_small:
         return x_rej
     out: mx.array = mx.where(small_p, x_inv, x_rej)
@@ -519,7 +507,8 @@ def _binomial_sample(key: mx.array, n: mx.array, p: mx.array, shape: Shape) -> m
     fr = c - fl
     base = fl - npr  # in (-1/2, 1/2]: k − n p = base + off, without cancellation
 
-    def propose(k: mx.array, rshape: Shape) -> tuple[mx.array, mx.array]:
+    def propose(k: mx.array, rshape: Shape, prm: tuple[mx.array, ...]) -> tuple[mx.array, mx.array]:
+        nr, pr, qr, npr, a, b, vr, log_alpha, m, lp_m, fl, fr, base = prm
         k1, k2 = _split(k, 2)
         u = _uniform(k1, rshape) - 0.5
         w = _uniform(k2, rshape)
@@ -535,7 +524,8 @@ def _binomial_sample(key: mx.array, n: mx.array, p: mx.array, shape: Shape) -> m
         rhs = _binom_lp(k_s, nr, pr, qr, d_s) - lp_m
         return kk, _and(ok, _or(fast, lhs <= rhs))
 
-    x_rej = _first_accepted(propose, k_rej, shape, _BTRS_ROUNDS, m)
+    prm = (nr, pr, qr, npr, a, b, vr, log_alpha, m, lp_m, fl, fr, base)
+    x_rej = _first_accepted(propose, k_rej, shape, _BTRS_ROUNDS, m, prm, 1.0 - _BTRS_ACCEPT)
     x = mx.where(small, x_inv.astype(mx.float32), x_rej) if any_small else x_rej
     x = mx.where(flip, n - x, x)
     return _to_int32(mx.broadcast_to(x, shape))

@@ -22,6 +22,8 @@ import mlx.core as mx
 from genmlx.dists.base import (
     arr,
 )
+from genmlx.dists.rejection import first_accepted
+from genmlx.dists.rejection import spill_slots as _spill_slots
 
 __all__ = [
     "GAMMA_ROUNDS",
@@ -62,32 +64,13 @@ def _log_uniform(key: mx.array, shape: tuple[int, ...]) -> mx.array:
     return out
 
 
-def _all_done(done: mx.array) -> bool:
-    from genmlx.core import runtime
-
-    if runtime.in_transform():
-        return False
-    try:
-        return bool(mx.all(done).item())
-    except ValueError as e:
-        if runtime.is_transform_eval_error(e):
-            return False
-        raise
-
-
 _P_REJECT = 0.0483  # the largest per-round rejection probability (alpha = 1)
-_LOG_SPILL_FAIL = math.log(1e14)
 
 
-def spill_slots(n: int) -> int:
-    """Slots for the draws rejected in the first round, out of ``n``: more than that
-    many are rejected with probability < 1e-14 (Bernstein's inequality for a
-    Binomial(n, 0.0483) count; the few elements that would not get a slot then keep
-    the never-accepted fallback, like elements rejected in every round)."""
-    v = n * _P_REJECT * (1.0 - _P_REJECT)
-    a = _LOG_SPILL_FAIL
-    t = a / 3.0 + math.sqrt(a * a / 9.0 + 2.0 * a * v)
-    return min(n, math.ceil(n * _P_REJECT + t))
+def spill_slots(n: int, p_reject: float = _P_REJECT) -> int:
+    """:func:`genmlx.dists.rejection.spill_slots`, by default for Marsaglia–Tsang's
+    largest rejection probability (0.0483, at alpha = 1)."""
+    return _spill_slots(n, p_reject)
 
 
 def _mt_round(
@@ -126,10 +109,10 @@ def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
     Exact (up to float32 rounding) for every ``alpha > 0``: Marsaglia–Tsang (2000) with
     up to ``GAMMA_ROUNDS`` proposals per element, the first accepted one kept (never
     accepted: probability < 1e-13, then ``log(alpha - 1/3)`` is returned). Every element
-    gets a first proposal; the elements it rejects (under 5%) are given, in index order,
-    one of :func:`spill_slots` slots, and only those slots draw further proposals — so
-    the later rounds cost a twentieth of a full one. Eagerly they stop once every slot
-    has accepted; under ``mx.vmap``/``mx.compile`` all run, with the same draws. For
+    gets a first proposal, and only the elements still rejected draw further ones
+    (:func:`genmlx.dists.rejection.first_accepted`: under 5% per round), so the later
+    rounds cost a twentieth of a full one; eagerly, levels no element reaches are
+    skipped, and ``mx.vmap``/``mx.compile`` give the same draws. For
     ``alpha < 1`` it samples ``Gamma(alpha + 1)`` and adds ``log(U) / alpha`` — in log
     space, so tiny ``alpha`` (whose draws underflow float32) stays exact. Invalid
     ``alpha`` (``<= 0`` or NaN) gives NaN.
@@ -153,51 +136,18 @@ def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
     d = a1 - 1.0 / 3.0
     c = mx.rsqrt(9.0 * d)
     log_d = mx.log(d)
-    keys = mx.random.split(key, 5)
-    # round 1, every element
-    cand, accept = _mt_round(
-        mx.random.normal(shape=(n,), key=keys[0]), _log_uniform(keys[1], (n,)), d, c, log_d
-    )
-    out = mx.where(accept, cand, log_d)
-    q = spill_slots(n)
-    if q > 0:
-        rejected = mx.logical_not(accept)
-        rank = mx.cumsum(rejected.astype(mx.int32)) - 1
-        has_slot = mx.logical_and(rejected, rank < q)
-        slot = mx.stop_gradient(mx.where(has_slot, rank, q))  # q: no slot
-        n_rej = mx.sum(rejected.astype(mx.int32))
-        done = mx.arange(q, dtype=mx.int32) >= n_rej  # unused slots
-        if shared:
-            d_s, c_s, log_d_s = d, c, log_d
-        else:
-            idx = mx.arange(n, dtype=mx.int32)
-            owner = mx.zeros((q + 1,), dtype=mx.int32).at[slot].add(mx.where(has_slot, idx, 0))
-            owner = owner[:q]
-            d_s, c_s, log_d_s = mx.take(d, owner), mx.take(c, owner), mx.take(log_d, owner)
-        sub = mx.broadcast_to(log_d_s, (q,))
-        block = 3
-        later = GAMMA_ROUNDS - 1
-        n_blocks = -(-later // block)
-        kx = mx.random.split(keys[2], n_blocks)
-        ku = mx.random.split(keys[3], n_blocks)
-        for bi, start in enumerate(range(0, later, block)):
-            bshape = (min(block, later - start), q)
-            cand, accept = _mt_round(
-                mx.random.normal(shape=bshape, key=kx[bi]),
-                _log_uniform(ku[bi], bshape),
-                d_s,
-                c_s,
-                log_d_s,
-            )
-            for r in range(bshape[0]):
-                take = mx.logical_and(accept[r], mx.logical_not(done))
-                sub = mx.where(take, cand[r], sub)
-                done = mx.logical_or(done, accept[r])
-            if start + block < later and _all_done(done):
-                break  # every slot has accepted: later blocks would change nothing
-        out = mx.where(has_slot, mx.take(sub, mx.minimum(slot, q - 1)), out)
+    keys = mx.random.split(key, 2)
+
+    def propose(
+        k: mx.array, rshape: tuple[int, ...], prm: tuple[mx.array, ...]
+    ) -> tuple[mx.array, mx.array]:
+        kx, ku = mx.random.split(k, 2)
+        x = mx.random.normal(shape=rshape, key=kx)
+        return _mt_round(x, _log_uniform(ku, rshape), *prm)
+
+    out = first_accepted(propose, keys[0], (n,), GAMMA_ROUNDS, log_d, (d, c, log_d), _P_REJECT)
     if _any_maybe(boost):  # eagerly skipped when no element boosts (it would add 0)
-        out = out + mx.where(boost, _log_uniform(keys[4], (n,)) / a_safe, 0.0)
+        out = out + mx.where(boost, _log_uniform(keys[1], (n,)) / a_safe, 0.0)
     res: mx.array = mx.where(valid, out, mx.nan)
     return res.reshape(shape)
 
