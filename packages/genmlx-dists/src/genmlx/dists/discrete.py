@@ -303,6 +303,33 @@ def _survival_search(v: mx.array, f: mx.array) -> mx.array:
     return _count_above(v, surv)
 
 
+def _survival_search_rows(v: mx.array, f0: mx.array, step: Callable[[int], mx.array]) -> mx.array:
+    """:func:`_survival_search` for tables that differ per draw, without ``[..., cap]``
+    scans: the pmf ``f_j = f_(j-1) · step(j)`` (``f_0 = f0``) and the survival sums
+    (tail first) are formed one column at a time on whole vectors. Eagerly, the
+    comparisons no draw can pass (``max S_j <= min v``) are skipped: the count is the
+    same as under ``mx.vmap``/``mx.compile``, where all are made.
+    """
+    fs = [f0]
+    for j in range(1, _INV_CAP + 1):
+        fs.append(fs[-1] * step(j))
+    surv: list[mx.array] = [mx.zeros_like(f0)] * (_INV_CAP + 1)
+    acc = mx.zeros_like(f0)
+    for j in range(_INV_CAP, 0, -1):
+        acc = acc + fs[j]
+        surv[j] = acc
+    used = _INV_CAP
+    # [min v, max S_1, ..., max S_cap], read together (under mx.compile the tops alone
+    # may be readable while v is not)
+    tops = _eager_array(mx.stack([mx.min(v)] + [mx.max(surv[j]) for j in range(1, _INV_CAP + 1)]))
+    if tops is not None:
+        used = int((tops[1:] > tops[0]).sum())  # surv is non-increasing in j: a prefix
+    out = mx.zeros(mx.broadcast_shapes(v.shape, f0.shape), dtype=mx.int32)
+    for j in range(1, used + 1):
+        out = out + (v < surv[j]).astype(mx.int32)
+    return out
+
+
 _GUIDE_BITS = 5  # mantissa bits per guide-table bucket (buckets ~3% wide in v)
 _GUIDE_OFF = (127 - 33) << _GUIDE_BITS  # first bucket: v = 2**-33 (= _V_MIN)
 _GUIDE_N = 33 << _GUIDE_BITS  # buckets up to v < 1
@@ -414,13 +441,19 @@ def _poisson_sample(key: mx.array, lam: mx.array, shape: Shape) -> mx.array:
     # pmf at 0..40 formed by a cumulative product.
     x_inv = mx.zeros(shape, dtype=mx.int32)
     if any_small:
-        lam_s = mx.expand_dims(mx.where(small_p, lam, 0.0), -1)
         v = mx.maximum(_uniform(k_inv, shape), _V_MIN)
-        steps = lam_s / mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
-        f = mx.exp(-lam_s) * mx.concatenate(
-            [mx.ones_like(lam_s), mx.cumprod(steps, axis=-1)], axis=-1
-        )
-        x_inv = mx.broadcast_to(_survival_search(v, f), shape)
+        if lam.size == 1:  # one table for every draw
+            lam_s = mx.expand_dims(mx.where(small_p, lam, 0.0), -1)
+            steps = lam_s / mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
+            f = mx.exp(-lam_s) * mx.concatenate(
+                [mx.ones_like(lam_s), mx.cumprod(steps, axis=-1)], axis=-1
+            )
+            x_inv = mx.broadcast_to(_survival_search(v, f), shape)
+        else:
+            lam_v = mx.where(small_p, lam, 0.0)
+            x_inv = mx.broadcast_to(
+                _survival_search_rows(v, mx.exp(-lam_v), lambda j: lam_v / float(j)), shape
+            )
         if not any_large:
             return x_inv
 
@@ -479,14 +512,25 @@ def _binomial_sample(key: mx.array, n: mx.array, p: mx.array, shape: Shape) -> m
     # the pmf at 0..40 formed by a cumulative product of (n − i + 1)/i · p/q.
     x_inv = mx.zeros(shape, dtype=mx.int32)
     if any_small:
-        ps = mx.expand_dims(mx.where(small, pp, 0.0), -1)
-        ns = mx.expand_dims(mx.where(small, n, 0.0), -1)
         v = mx.maximum(_uniform(k_inv, shape), _V_MIN)
-        i = mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
-        steps = (mx.maximum(ns - i + 1.0, 0.0) / i) * (ps / (1.0 - ps))
-        f0 = mx.exp(ns * mx.log1p(-ps))
-        f = f0 * mx.concatenate([mx.ones_like(f0), mx.cumprod(steps, axis=-1)], axis=-1)
-        x_inv = _survival_search(v, f)
+        if n.size == 1:  # one table for every draw
+            ps = mx.expand_dims(mx.where(small, pp, 0.0), -1)
+            ns = mx.expand_dims(mx.where(small, n, 0.0), -1)
+            i = mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
+            steps = (mx.maximum(ns - i + 1.0, 0.0) / i) * (ps / (1.0 - ps))
+            f0 = mx.exp(ns * mx.log1p(-ps))
+            f = f0 * mx.concatenate([mx.ones_like(f0), mx.cumprod(steps, axis=-1)], axis=-1)
+            x_inv = _survival_search(v, f)
+        else:
+            ps_v = mx.where(small, pp, 0.0)
+            ns_v = mx.where(small, n, 0.0)
+            odds = ps_v / (1.0 - ps_v)
+
+            def step(j: int) -> mx.array:
+                out: mx.array = (mx.maximum(ns_v - (j - 1.0), 0.0) / float(j)) * odds
+                return out
+
+            x_inv = _survival_search_rows(v, mx.exp(ns_v * mx.log1p(-ps_v)), step)
         if not any_large:
             return _to_int32(mx.broadcast_to(mx.where(flip, n - x_inv, x_inv), shape))
 
