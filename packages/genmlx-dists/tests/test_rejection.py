@@ -75,3 +75,22 @@ def test_eager_equals_traced(t: mx.array) -> None:
     np.testing.assert_array_equal(
         np.array(mx.stack([draw(k) for k in keys])), np.array(mx.vmap(draw)(keys))
     )
+
+
+def test_von_mises_eager_equals_traced_and_fits() -> None:
+    from genmlx.dists import von_mises
+
+    def draw(k: mx.array) -> mx.array:
+        return von_mises.sample(
+            k, mx.array([0.0, 0.0]), mx.array([[0.7], [50.0]]), shape=(3000, 2, 2)
+        )
+
+    key = mx.random.key(5)
+    np.testing.assert_array_equal(np.array(draw(key)), np.array(mx.compile(draw)(key)))
+    keys = mx.random.split(key, 2)
+    np.testing.assert_array_equal(
+        np.array(mx.stack([draw(k) for k in keys])), np.array(mx.vmap(draw)(keys))
+    )
+    for kappa in (0.7, 50.0):  # 1e5 draws: many spilled levels at kappa = 50
+        x = np.array(von_mises.sample(mx.random.key(6), 0.0, kappa, shape=(100_000,)))
+        assert stats.kstest(x.astype(np.float64), stats.vonmises(kappa).cdf).pvalue > 1e-4

@@ -4,10 +4,15 @@ Integer-valued distributions return ``int32`` samples, ``bernoulli`` returns boo
 and values are 0-based (DESIGN §6) except ``zipf``, whose support is ``1..n``.
 
 Exactness. Every sampler is exact: inversion, transformed rejection or exact mixtures,
-never a normal approximation. Rejection samplers run a fixed number of vectorised
-rounds (so they work under ``mx.vmap`` and ``mx.compile``) and keep each element's
-first accepted proposal; the number of rounds is chosen so that an element is never
-accepted with probability < 1e-12 (each docstring states the bound). Inversion
+never a normal approximation. Rejection samplers give each element up to a fixed
+number of proposals and keep the first accepted one; the number is chosen so that an
+element is never accepted with probability < 1e-12 (each docstring states the bound).
+Only the first round runs for every element: later rounds run for the still-rejected
+ones, gathered into smaller batches whose sizes depend only on the sample shape
+(:mod:`genmlx.dists.rejection`), so the samplers work under ``mx.vmap`` and
+``mx.compile``. Shortcuts taken only eagerly (skipping a branch no element takes,
+guide tables, stopping once every element has accepted) never change a draw:
+eager, compiled and vmapped sampling give the same values for the same key. Inversion
 samplers resolve probabilities to float32 precision (``mx.random.uniform`` has a
 resolution of 2⁻³² near 0; tail searches compare against it).
 
@@ -816,7 +821,7 @@ class Poisson(Distribution):
 
     Sampler (exact, per element): for rate < 10, inversion by sequential search over
     the survival function, unrolled to 40 terms (P(X > 40) < 1.8e-13 for rate < 10);
-    for rate ≥ 10, Hörmann's PTRS transformed rejection with 21 vectorised rounds
+    for rate ≥ 10, Hörmann's PTRS transformed rejection with up to 21 rounds
     (per-round acceptance ≥ 0.7526, so P(no acceptance) < 1.8e-13). The acceptance test
     uses the cancellation-free log-pmf, and the proposal is offset from ``floor(rate)``
     so that rates up to ~2e9 (int32) are handled without float32 rounding bias.
@@ -940,7 +945,7 @@ class Binomial(Distribution):
     symmetry on min(p, 1−p)): for n·min(p, 1−p) < 10, inversion by sequential search
     unrolled to 40 terms (the right tail of a binomial with mean < 10 is below the
     Poisson(10) tail: P(X > 40) < 1.8e-13); otherwise Hörmann's BTRS transformed
-    rejection with 24 vectorised rounds (per-round acceptance ≥ 0.7091, P(no
+    rejection with up to 24 rounds (per-round acceptance ≥ 0.7091, P(no
     acceptance) < 1.4e-13). log_prob uses Loader's saddle-point form (accurate for n
     in the millions).
 
