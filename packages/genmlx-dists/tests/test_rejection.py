@@ -10,7 +10,9 @@ from scipy import stats
 from genmlx.dists.rejection import first_accepted, spill_slots
 
 
-def _propose(key: mx.array, shape: tuple[int, ...], prm: tuple[mx.array, ...]):  # type: ignore[no-untyped-def]
+def _propose(
+    key: mx.array, shape: tuple[int, ...], prm: tuple[mx.array, ...]
+) -> tuple[mx.array, mx.array]:
     # Uniform(0, t) by rejection from Uniform(0, 1): accepted with probability t.
     (t,) = prm
     u = mx.random.uniform(shape=shape, key=key)
