@@ -43,8 +43,9 @@ _LOG_U_MIN = math.log(2.0**-33)
 GAMMA_ROUNDS = 10
 """Marsaglia–Tsang proposals per element. The acceptance probability is smallest at
 alpha = 1 (0.9517, by quadrature; the alpha < 1 boost samples alpha + 1 >= 1), so an
-element is never accepted with probability 0.0483**10 < 7e-14 (plus < 1e-14 that the
-first round rejects more elements than :func:`spill_slots` has room for)."""
+element is never accepted with probability 0.0483**10 < 7e-14 (plus < 1e-14 per round
+that more elements are rejected than :func:`genmlx.dists.rejection.spill_slots` has
+room for)."""
 
 
 def _f32(x: Any) -> mx.array:

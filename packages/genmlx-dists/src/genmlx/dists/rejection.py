@@ -32,7 +32,7 @@ __all__ = ["all_done", "first_accepted", "spill_slots"]
 _LOG_SPILL_FAIL = math.log(1e14)
 _CHUNK_ELEMS = 2**21  # rounds evaluated together once a batch stops shrinking
 
-Propose = Callable[[mx.array, tuple[int, ...], tuple[mx.array, ...]], tuple[mx.array, mx.array]]
+_Propose = Callable[[mx.array, tuple[int, ...], tuple[mx.array, ...]], tuple[mx.array, mx.array]]
 
 
 def all_done(done: mx.array) -> bool:
@@ -63,7 +63,7 @@ def spill_slots(n: int, p_reject: float) -> int:
 
 
 def first_accepted(
-    propose: Propose,
+    propose: _Propose,
     key: mx.array,
     shape: tuple[int, ...],
     rounds: int,
@@ -95,7 +95,7 @@ def first_accepted(
 
 
 def _level(
-    propose: Propose,
+    propose: _Propose,
     key: mx.array,
     m: int,
     rounds: int,
@@ -134,7 +134,7 @@ def _level(
 
 
 def _rounds(
-    propose: Propose,
+    propose: _Propose,
     key: mx.array,
     m: int,
     rounds: int,
