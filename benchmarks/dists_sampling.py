@@ -8,8 +8,9 @@ for it. Both run in this process, interleaved; we report the minimum time over
 repetitions as samples per second and the ratio genmlx / NumPy (above 1: genmlx is
 faster). "—" where NumPy has no sampler for the distribution.
 
-MLX runs its samplers as one vectorised graph (rejection samplers run a fixed number
-of rounds for every element, see each docstring); NumPy's are sequential C loops.
+MLX runs its samplers as vectorised graphs (rejection samplers run later rounds only
+for the elements still rejected, see ``genmlx.dists.rejection``); NumPy's are
+sequential C loops.
 """
 
 from __future__ import annotations

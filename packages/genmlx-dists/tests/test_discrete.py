@@ -529,6 +529,9 @@ GOF: list[tuple[str, Any, tuple[Any, ...], Any]] = [
     ("binomial-inversion", D.binomial, (15, 0.3), stats.binom(15, f32(0.3))),
     ("binomial-inversion-big-n", D.binomial, (1000, 0.004), stats.binom(1000, f32(0.004))),
     ("binomial-btrs", D.binomial, (60, 0.45), stats.binom(60, f32(0.45))),
+    # either side of the inversion/BTRS switch at n·p = 10 (0.25 is exact in float32)
+    ("binomial-np-9.84", D.binomial, (41, 0.24), stats.binom(41, f32(0.24))),
+    ("binomial-np-10", D.binomial, (40, 0.25), stats.binom(40, 0.25)),
     ("binomial-btrs-flip", D.binomial, (200, 0.97), stats.binom(200, f32(0.97))),
     ("binomial-btrs-1e6", D.binomial, (10**6, 0.3), stats.binom(10**6, f32(0.3))),
     ("neg_binomial", D.neg_binomial, (2.5, 0.3), stats.nbinom(2.5, f32(0.3))),
@@ -547,6 +550,82 @@ def test_sampler_goodness_of_fit(label: str, dist: Any, params: Any, ref: Any) -
     assert chi2_pvalue(x, ref.pmf, lo, hi) > 1e-4
     m, v, _, k = (float(t) for t in ref.stats(moments="mvsk"))
     check_moments(x, m, v, k)
+
+
+def test_guide_table_count_equals_full_comparison() -> None:
+    # The eager guide-table search must give exactly the full comparison's count, for
+    # bodies and far tails (v down to 2**-33) of tables from tiny to branch-edge rates.
+    v = mx.concatenate(
+        [
+            mx.maximum(mx.random.uniform(shape=(50000,), key=mx.random.key(3)), D._V_MIN),
+            mx.array([D._V_MIN, 2.0**-32, 1e-9, 1e-6, 0.5, 1.0 - 2.0**-24]),
+            2.0 ** (-33.0 * mx.random.uniform(shape=(5000,), key=mx.random.key(4))),
+        ]
+    )
+    for lam in (1e-6, 0.01, 0.7, 3.0, 9.99):
+        steps = lam / np.arange(1, D._INV_CAP + 1, dtype=np.float32)
+        f = np.concatenate([[1.0], np.cumprod(steps)]).astype(np.float32) * np.exp(-lam)
+        surv = mx.cumsum(mx.array(f[1:], dtype=mx.float32), reverse=True)
+        full = mx.sum((mx.expand_dims(v, -1) < surv).astype(mx.int32), axis=-1)
+        np.testing.assert_array_equal(np.array(D._count_above(v, surv)), np.array(full))
+
+
+@pytest.mark.parametrize(
+    ("dist", "params"),
+    [
+        (D.poisson, (0.01,)),
+        (D.poisson, (3.0,)),
+        (D.poisson, (9.99,)),
+        (D.poisson, (10.0,)),
+        (D.poisson, (57.3,)),
+        (D.poisson, (mx.array([0.5, 30.0]),)),
+        (D.binomial, (10, 0.3)),
+        (D.binomial, (15, 0.7)),
+        (D.binomial, (60, 0.45)),
+        (D.binomial, (mx.array([5.0, 300.0]), mx.array([0.2, 0.9]))),
+        (D.uniform_discrete, (1, 6)),
+        # range 3·2**22: a word is rejected with probability 2**-10, so eagerly several
+        # rounds run before every draw is accepted
+        (D.uniform_discrete, (0, 3 * 2**22 - 1)),
+        (D.uniform_discrete, (mx.array([-3, 0]), mx.array([7, 3 * 2**22 - 1]))),
+    ],
+    ids=[
+        "poisson-0.01",
+        "poisson-3",
+        "poisson-9.99",
+        "poisson-10",
+        "poisson-57.3",
+        "poisson-mixed",
+        "binomial-10-0.3",
+        "binomial-flip",
+        "binomial-btrs",
+        "binomial-mixed",
+        "uniform_discrete-1-6",
+        "uniform_discrete-rejecting",
+        "uniform_discrete-mixed",
+    ],
+)
+def test_eager_and_traced_samplers_agree(dist: Any, params: tuple[Any, ...]) -> None:
+    # Eager sampling takes shortcuts (guide tables, skipped branches, early stops) that
+    # must not change a single draw: compiled and vmapped sampling run the full path.
+    def draw(k: mx.array) -> mx.array:
+        return dist.sample(k, *params, shape=(2000, *np.broadcast_shapes(*map(np.shape, params))))
+
+    key = mx.random.key(11)
+    np.testing.assert_array_equal(np.array(draw(key)), np.array(mx.compile(draw)(key)))
+    keys = mx.random.split(key, 3)
+    np.testing.assert_array_equal(
+        np.array(mx.stack([draw(k) for k in keys])), np.array(mx.vmap(draw)(keys))
+    )
+
+
+def test_poisson_tiny_rate_fits() -> None:
+    # rate 0.01: the guide table resolves almost every draw in bucket lookups alone.
+    lam = float(np.float32(0.01))
+    x = np64(D.poisson.sample(mx.random.key(21), 0.01, shape=(200000,)))
+    ref = stats.poisson(lam)
+    assert chi2_pvalue(x, ref.pmf, 0, 3) > 1e-4
+    check_moments(x, lam, lam, 1.0 / lam)
 
 
 def test_categorical_samplers_fit() -> None:

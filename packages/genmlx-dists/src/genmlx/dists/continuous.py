@@ -912,8 +912,10 @@ class TruncatedNormal(_Scalar):
 VON_MISES_ROUNDS = 27
 """Best–Fisher rounds. The acceptance probability per round is at least 0.6577 (its
 infimum, approached as kappa → inf; computed by quadrature over kappa in [1e-6, 1e6]),
-so an element is never accepted with probability below 0.3423**27 < 3e-13; such an
-element keeps the last proposal (a draw from the wrapped-Cauchy envelope)."""
+so an element is never accepted with probability below 0.3423**27 < 3e-13 (plus < 1e-14
+per level that more elements are rejected than
+:func:`genmlx.dists.rejection.spill_slots` has room for); such an element is given
+``mu``. Later rounds run only for the elements still rejected."""
 
 
 class VonMises(_Scalar):
@@ -966,20 +968,32 @@ class VonMises(_Scalar):
         # 1 - rho = (sqrt(2 tau) - 1 - 1/(s + 2 kappa)) / (2 kappa), exact for large kappa
         one_m_rho = mx.where(big, (sq - 1.0 - 1.0 / (s + 2.0 * kb)) / (2.0 * kb), 1.0 - rho)
         k_over_2rho = ((s + 1.0) / tau) * (tau + sq) * 0.25  # finite at kappa = 0
-        r = VON_MISES_ROUNDS
-        u = mx.random.uniform(shape=(r, 2, *out_shape), key=key)
-        v = u[:, 0] - 0.5
-        pv = math.pi * v
-        # wrapped-Cauchy proposal (inverse CDF): tan(delta/2) = (1-rho)/(1+rho) tan(pi v)
-        delta = 2.0 * mx.arctan2(one_m_rho * mx.sin(pv), (2.0 - one_m_rho) * mx.cos(pv))
-        sh = mx.sin(0.5 * delta)
-        # c = kappa (r - cos delta) with r = (1 + rho^2) / (2 rho)
-        c = k_over_2rho * one_m_rho * one_m_rho + 2.0 * k * sh * sh
-        log_u2 = mx.log(mx.maximum(u[:, 1], _U_MIN))
-        accept = log_u2 <= mx.log(c) + 1.0 - c
-        out = delta[r - 1]
-        for i in range(r - 2, -1, -1):
-            out = mx.where(accept[i], delta[i], out)
+
+        def propose(
+            key: mx.array, rshape: tuple[int, ...], prm: tuple[mx.array, ...]
+        ) -> tuple[mx.array, mx.array]:
+            k, one_m_rho, k_over_2rho = prm
+            u = mx.random.uniform(shape=(2, *rshape), key=key)
+            pv = math.pi * (u[0] - 0.5)
+            # wrapped-Cauchy proposal (inverse CDF): tan(delta/2) = (1-rho)/(1+rho) tan(pi v)
+            delta = 2.0 * mx.arctan2(one_m_rho * mx.sin(pv), (2.0 - one_m_rho) * mx.cos(pv))
+            sh = mx.sin(0.5 * delta)
+            # c = kappa (r - cos delta) with r = (1 + rho^2) / (2 rho)
+            c = k_over_2rho * one_m_rho * one_m_rho + 2.0 * k * sh * sh
+            log_u2 = mx.log(mx.maximum(u[1], _U_MIN))
+            return delta, log_u2 <= mx.log(c) + 1.0 - c
+
+        from genmlx.dists.rejection import first_accepted
+
+        out = first_accepted(
+            propose,
+            key,
+            out_shape,
+            VON_MISES_ROUNDS,
+            mx.array(0.0),
+            (k, one_m_rho, k_over_2rho),
+            1.0 - 0.6577,
+        )
         return _nan_where_invalid(valid, _wrap_angle(mu + out))
 
     def log_prob(self, value: Any, mu: Any, kappa: Any) -> mx.array:

@@ -4,10 +4,15 @@ Integer-valued distributions return ``int32`` samples, ``bernoulli`` returns boo
 and values are 0-based (DESIGN §6) except ``zipf``, whose support is ``1..n``.
 
 Exactness. Every sampler is exact: inversion, transformed rejection or exact mixtures,
-never a normal approximation. Rejection samplers run a fixed number of vectorised
-rounds (so they work under ``mx.vmap`` and ``mx.compile``) and keep each element's
-first accepted proposal; the number of rounds is chosen so that an element is never
-accepted with probability < 1e-12 (each docstring states the bound). Inversion
+never a normal approximation. Rejection samplers give each element up to a fixed
+number of proposals and keep the first accepted one; the number is chosen so that an
+element is never accepted with probability < 1e-12 (each docstring states the bound).
+Only the first round runs for every element: later rounds run for the still-rejected
+ones, gathered into smaller batches whose sizes depend only on the sample shape
+(:mod:`genmlx.dists.rejection`), so the samplers work under ``mx.vmap`` and
+``mx.compile``. Shortcuts taken only eagerly (skipping a branch no element takes,
+guide tables, stopping once every element has accepted) never change a draw:
+eager, compiled and vmapped sampling give the same values for the same key. Inversion
 samplers resolve probabilities to float32 precision (``mx.random.uniform`` has a
 resolution of 2⁻³² near 0; tail searches compare against it).
 
@@ -85,7 +90,9 @@ _INV_CAP = 40
 # whole parameter range: PTRS >= 0.7526 (at rate 10), BTRS >= 0.7091 (at n p = 10,
 # p = 1/2). 0.2474**21 = 1.8e-13 and 0.2909**24 = 1.4e-13.
 _PTRS_ROUNDS = 21
+_PTRS_ACCEPT = 0.7526  # the smallest per-round acceptance probability of PTRS
 _BTRS_ROUNDS = 24
+_BTRS_ACCEPT = 0.7091  # the smallest per-round acceptance probability of BTRS
 # uniform_discrete: a 32-bit draw is rejected with probability < m / 2**32 <= 2**-8 for
 # ranges m <= 2**24; 5 rounds give 2**-40 = 9.1e-13.
 _UD_ROUNDS = 5
@@ -295,9 +302,101 @@ def _survival_search(v: mx.array, f: mx.array) -> mx.array:
 
     ``f`` holds the pmf at ``0..cap`` on its last axis; the survival sums are formed
     tail first (reverse cumsum), so small tail probabilities keep relative accuracy.
+    ``f`` may have fewer leading axes than ``v`` (a table shared by many draws).
     """
     surv = mx.cumsum(f[..., 1:], axis=-1, reverse=True)
+    return _count_above(v, surv)
+
+
+def _survival_search_rows(v: mx.array, f0: mx.array, step: Callable[[int], mx.array]) -> mx.array:
+    """:func:`_survival_search` for tables that differ per draw, without ``[..., cap]``
+    scans: the pmf ``f_j = f_(j-1) · step(j)`` (``f_0 = f0``) and the survival sums
+    (tail first) are formed one column at a time on whole vectors. Eagerly, the
+    comparisons no draw can pass (``max S_j <= min v``) are skipped: the count is the
+    same as under ``mx.vmap``/``mx.compile``, where all are made.
+    """
+    fs = [f0]
+    for j in range(1, _INV_CAP + 1):
+        fs.append(fs[-1] * step(j))
+    surv: list[mx.array] = [mx.zeros_like(f0)] * (_INV_CAP + 1)
+    acc = mx.zeros_like(f0)
+    for j in range(_INV_CAP, 0, -1):
+        acc = acc + fs[j]
+        surv[j] = acc
+    used = _INV_CAP
+    # [min v, max S_1, ..., max S_cap], read together (under mx.compile the tops alone
+    # may be readable while v is not)
+    tops = _eager_array(mx.stack([mx.min(v)] + [mx.max(surv[j]) for j in range(1, _INV_CAP + 1)]))
+    if tops is not None:
+        used = int((tops[1:] > tops[0]).sum())  # surv is non-increasing in j: a prefix
+    out = mx.zeros(mx.broadcast_shapes(v.shape, f0.shape), dtype=mx.int32)
+    for j in range(1, used + 1):
+        out = out + (v < surv[j]).astype(mx.int32)
+    return out
+
+
+_GUIDE_BITS = 5  # mantissa bits per guide-table bucket (buckets ~3% wide in v)
+_GUIDE_OFF = (127 - 33) << _GUIDE_BITS  # first bucket: v = 2**-33 (= _V_MIN)
+_GUIDE_N = 33 << _GUIDE_BITS  # buckets up to v < 1
+
+
+def _eager_array(x: mx.array) -> Any:
+    """``x`` as a NumPy array, or ``None`` under a transformation (no value to read)."""
+    import numpy as np
+
+    if runtime.in_transform():
+        return None
+    try:
+        return np.array(x)
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return None
+        raise
+
+
+def _count_above(v: mx.array, surv: mx.array) -> mx.array:
+    """#{j : v < surv_j} for ``surv`` non-increasing on its last axis, ``v`` in
+    ``[_V_MIN, 1)`` (int32, of ``v``'s shape broadcast with ``surv.shape[:-1]``).
+
+    When one table serves every draw (``surv`` has a single row) and values can be
+    read (eagerly), a guide table over ``v``'s float32 bit pattern (exponent and top
+    mantissa bits: buckets a few percent wide, on a log scale so the tail is resolved
+    too) gives each bucket's guaranteed count; only the few comparisons a bucket
+    leaves open are made per draw. The count is the same as the full comparison's
+    (the same float32 comparisons decide it), so eager and traced draws agree.
+    """
+    import numpy as np
+
+    cap = surv.shape[-1]
+    if surv.size == cap and cap > 0:
+        s = _eager_array(surv.reshape(-1))
+        if s is not None:
+            s = s.astype(np.float32)
+            edges = (
+                (np.arange(_GUIDE_N + 1, dtype=np.uint32) + _GUIDE_OFF) << (23 - _GUIDE_BITS)
+            ).view(np.float32)
+            lo_e, hi_e = edges[:-1], edges[1:]
+            # v in [lo_e, hi_e): surv_j >= hi_e is surely counted, surv_j <= lo_e surely not.
+            sure = (s[None, :] >= hi_e[:, None]).sum(axis=1).astype(np.int32)
+            maybe = (s[None, :] > lo_e[:, None]).sum(axis=1).astype(np.int32)
+            width = int((maybe - sure).max())
+            bucket = (v.view(mx.uint32) >> (23 - _GUIDE_BITS)).astype(mx.int32) - _GUIDE_OFF
+            bucket = mx.clip(bucket, 0, _GUIDE_N - 1)
+            base = mx.take(mx.array(sure), bucket)
+            out = base
+            if width:
+                padded = mx.array(np.concatenate([s, np.zeros(width, np.float32)]))
+                for t in range(width):
+                    out = out + (v < mx.take(padded, base + t)).astype(mx.int32)
+            return out
     return mx.sum((mx.expand_dims(v, -1) < surv).astype(mx.int32), axis=-1)
+
+
+def _eager_any(x: mx.array) -> bool:
+    """Whether any element of ``x`` holds; ``True`` under a transformation (where both
+    branches of a per-element choice must be computed)."""
+    a = _eager_array(mx.any(x))
+    return True if a is None else bool(a)
 
 
 def all_done(done: mx.array) -> bool:
@@ -316,56 +415,55 @@ def all_done(done: mx.array) -> bool:
 
 
 def _first_accepted(
-    propose: Callable[[mx.array, Shape], tuple[mx.array, mx.array]],
+    propose: Callable[[mx.array, Shape, tuple[mx.array, ...]], tuple[mx.array, mx.array]],
     key: mx.array,
     shape: Shape,
     rounds: int,
     fallback: mx.array,
+    params: tuple[mx.array, ...],
+    p_reject: float,
 ) -> mx.array:
-    """Per element, the first accepted of ``rounds`` proposals (``fallback`` if none).
+    """Per element, the first accepted of ``rounds`` proposals (``fallback`` if none);
+    see :func:`genmlx.dists.rejection.first_accepted` (later rounds run only for the
+    elements still rejected)."""
+    from genmlx.dists.rejection import first_accepted
 
-    ``propose(key, (c,) + shape)`` returns ``(values, accepted)`` for ``c`` rounds at
-    once. Rounds run in as few chunks as keep each chunk below ``_CHUNK_ELEMS``
-    elements (a few large ops instead of many small ones; MLX's per-op cost dominates
-    for small shapes).
-    """
-    size = max(math.prod(shape), 1)
-    chunk = max(4, min(rounds, _CHUNK_ELEMS // size))
-    n_chunks = -(-rounds // chunk)
-    keys = _split(key, n_chunks)
-    result = mx.broadcast_to(fallback, shape)
-    done = mx.zeros(shape, dtype=mx.bool_)
-    left = rounds
-    for ci in range(n_chunks):
-        c = min(chunk, left)
-        left -= c
-        val, acc = propose(keys[ci], (c, *shape))
-        any_acc = mx.any(acc, axis=0)
-        first = mx.stop_gradient(mx.argmax(acc, axis=0).astype(mx.int32))
-        pick = mx.take_along_axis(val, mx.expand_dims(first, 0), axis=0)[0]
-        result = mx.where(_and(any_acc, ~done), pick, result)
-        done = _or(done, any_acc)
-        if left and all_done(done):
-            break  # every element has its draw: later rounds would change nothing
-    return result
+    return first_accepted(propose, key, shape, rounds, fallback, params, p_reject)
 
 
 def _poisson_sample(key: mx.array, lam: mx.array, shape: Shape) -> mx.array:
-    """Exact Poisson draws of ``shape`` (``lam`` broadcasts to it, lam ≥ 0)."""
-    lam = mx.broadcast_to(lam, shape)
+    """Exact Poisson draws of ``shape`` (``lam`` broadcasts to it, lam ≥ 0).
+
+    Per-parameter quantities (the inversion table, PTRS constants) are formed at the
+    parameter's own shape, so a scalar rate pays for them once, not per draw; when the
+    rates can be read (eagerly), a branch no element takes is skipped.
+    """
     k_inv, k_rej = _split(key, 2)
-    small = lam < 10.0
+    small_p = lam < 10.0
+    any_small, any_large = _eager_any(small_p), _eager_any(~small_p)
 
     # rate < 10: inversion by sequential search (on the survival function), with the
     # pmf at 0..40 formed by a cumulative product.
-    lam_s = mx.expand_dims(mx.where(small, lam, 0.0), -1)
-    v = mx.maximum(_uniform(k_inv, shape), _V_MIN)
-    steps = lam_s / mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
-    f = mx.exp(-lam_s) * mx.concatenate([mx.ones_like(lam_s), mx.cumprod(steps, axis=-1)], axis=-1)
-    x_inv = _survival_search(v, f)
+    x_inv = mx.zeros(shape, dtype=mx.int32)
+    if any_small:
+        v = mx.maximum(_uniform(k_inv, shape), _V_MIN)
+        if lam.size == 1:  # one table for every draw
+            lam_s = mx.expand_dims(mx.where(small_p, lam, 0.0), -1)
+            steps = lam_s / mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
+            f = mx.exp(-lam_s) * mx.concatenate(
+                [mx.ones_like(lam_s), mx.cumprod(steps, axis=-1)], axis=-1
+            )
+            x_inv = mx.broadcast_to(_survival_search(v, f), shape)
+        else:
+            lam_v = mx.where(small_p, lam, 0.0)
+            x_inv = mx.broadcast_to(
+                _survival_search_rows(v, mx.exp(-lam_v), lambda j: lam_v / float(j)), shape
+            )
+        if not any_large:
+            return x_inv
 
     # rate >= 10: Hörmann's PTRS (transformed rejection with squeeze).
-    lam_r = mx.where(_or(small, ~mx.isfinite(lam)), 10.0, lam)
+    lam_r = mx.where(_or(small_p, ~mx.isfinite(lam)), 10.0, lam)
     slam = mx.sqrt(lam_r)
     b = 0.931 + 2.53 * slam
     a = -0.059 + 0.02483 * b
@@ -374,7 +472,8 @@ def _poisson_sample(key: mx.array, lam: mx.array, shape: Shape) -> mx.array:
     fl = mx.floor(lam_r)
     fr = lam_r - fl
 
-    def propose(k: mx.array, rshape: Shape) -> tuple[mx.array, mx.array]:
+    def propose(k: mx.array, rshape: Shape, prm: tuple[mx.array, ...]) -> tuple[mx.array, mx.array]:
+        lam_r, a, b, log_inv_alpha, vr, fl, fr = prm
         k1, k2 = _split(k, 2)
         u = _uniform(k1, rshape) - 0.5
         w = _uniform(k2, rshape)
@@ -391,30 +490,54 @@ def _poisson_sample(key: mx.array, lam: mx.array, shape: Shape) -> mx.array:
         acc = _or(fast, _and(~bad, lhs <= _poisson_lp(k_s, lam_r, d_s)))
         return kk, acc
 
-    x_rej = _first_accepted(propose, k_rej, shape, _PTRS_ROUNDS, fl)
-    out: mx.array = mx.where(small, x_inv, _to_int32(x_rej))
+    prm = (lam_r, a, b, log_inv_alpha, vr, fl, fr)
+    x_rej = _to_int32(
+        _first_accepted(propose, k_rej, shape, _PTRS_ROUNDS, fl, prm, 1.0 - _PTRS_ACCEPT)
+    )
+    if not any_small:
+        return x_rej
+    out: mx.array = mx.where(small_p, x_inv, x_rej)
     return out
 
 
 def _binomial_sample(key: mx.array, n: mx.array, p: mx.array, shape: Shape) -> mx.array:
     """Exact Binomial draws of ``shape`` (n, p broadcast to it; n integer ≥ 0, p in [0,1])."""
-    n = mx.broadcast_to(mx.where(_and(mx.isfinite(n), n >= 0), mx.floor(n), 0.0), shape)
-    p = mx.broadcast_to(mx.clip(mx.where(mx.isnan(p), 0.0, p), 0.0, 1.0), shape)
+    # Per-parameter quantities stay at the parameters' own (broadcast) shape: a scalar
+    # (n, p) pays for its tables once, not per draw.
+    pshape = mx.broadcast_shapes(n.shape, p.shape)
+    n = mx.broadcast_to(mx.where(_and(mx.isfinite(n), n >= 0), mx.floor(n), 0.0), pshape)
+    p = mx.broadcast_to(mx.clip(mx.where(mx.isnan(p), 0.0, p), 0.0, 1.0), pshape)
     flip = p > 0.5
     pp = mx.where(flip, 1.0 - p, p)  # <= 1/2
     k_inv, k_rej = _split(key, 2)
     small = n * pp < 10.0
+    any_small, any_large = _eager_any(small), _eager_any(~small)
 
     # n·p < 10: inversion by sequential search (survival function, tail first), with
     # the pmf at 0..40 formed by a cumulative product of (n − i + 1)/i · p/q.
-    ps = mx.expand_dims(mx.where(small, pp, 0.0), -1)
-    ns = mx.expand_dims(mx.where(small, n, 0.0), -1)
-    v = mx.maximum(_uniform(k_inv, shape), _V_MIN)
-    i = mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
-    steps = (mx.maximum(ns - i + 1.0, 0.0) / i) * (ps / (1.0 - ps))
-    f0 = mx.exp(ns * mx.log1p(-ps))
-    f = f0 * mx.concatenate([mx.ones_like(f0), mx.cumprod(steps, axis=-1)], axis=-1)
-    x_inv = _survival_search(v, f)
+    x_inv = mx.zeros(shape, dtype=mx.int32)
+    if any_small:
+        v = mx.maximum(_uniform(k_inv, shape), _V_MIN)
+        if n.size == 1:  # one table for every draw
+            ps = mx.expand_dims(mx.where(small, pp, 0.0), -1)
+            ns = mx.expand_dims(mx.where(small, n, 0.0), -1)
+            i = mx.arange(1, _INV_CAP + 1, dtype=mx.float32)
+            steps = (mx.maximum(ns - i + 1.0, 0.0) / i) * (ps / (1.0 - ps))
+            f0 = mx.exp(ns * mx.log1p(-ps))
+            f = f0 * mx.concatenate([mx.ones_like(f0), mx.cumprod(steps, axis=-1)], axis=-1)
+            x_inv = _survival_search(v, f)
+        else:
+            ps_v = mx.where(small, pp, 0.0)
+            ns_v = mx.where(small, n, 0.0)
+            odds = ps_v / (1.0 - ps_v)
+
+            def step(j: int) -> mx.array:
+                out: mx.array = (mx.maximum(ns_v - (j - 1.0), 0.0) / float(j)) * odds
+                return out
+
+            x_inv = _survival_search_rows(v, mx.exp(ns_v * mx.log1p(-ps_v)), step)
+        if not any_large:
+            return _to_int32(mx.broadcast_to(mx.where(flip, n - x_inv, x_inv), shape))
 
     # n·p >= 10: Hörmann's BTRS (transformed rejection with squeeze).
     pr = mx.where(small, 0.5, pp)
@@ -433,7 +556,8 @@ def _binomial_sample(key: mx.array, n: mx.array, p: mx.array, shape: Shape) -> m
     fr = c - fl
     base = fl - npr  # in (-1/2, 1/2]: k − n p = base + off, without cancellation
 
-    def propose(k: mx.array, rshape: Shape) -> tuple[mx.array, mx.array]:
+    def propose(k: mx.array, rshape: Shape, prm: tuple[mx.array, ...]) -> tuple[mx.array, mx.array]:
+        nr, pr, qr, npr, a, b, vr, log_alpha, m, lp_m, fl, fr, base = prm
         k1, k2 = _split(k, 2)
         u = _uniform(k1, rshape) - 0.5
         w = _uniform(k2, rshape)
@@ -449,10 +573,11 @@ def _binomial_sample(key: mx.array, n: mx.array, p: mx.array, shape: Shape) -> m
         rhs = _binom_lp(k_s, nr, pr, qr, d_s) - lp_m
         return kk, _and(ok, _or(fast, lhs <= rhs))
 
-    x_rej = _first_accepted(propose, k_rej, shape, _BTRS_ROUNDS, m)
-    x = mx.where(small, x_inv.astype(mx.float32), x_rej)
+    prm = (nr, pr, qr, npr, a, b, vr, log_alpha, m, lp_m, fl, fr, base)
+    x_rej = _first_accepted(propose, k_rej, shape, _BTRS_ROUNDS, m, prm, 1.0 - _BTRS_ACCEPT)
+    x = mx.where(small, x_inv.astype(mx.float32), x_rej) if any_small else x_rej
     x = mx.where(flip, n - x, x)
-    return _to_int32(x)
+    return _to_int32(mx.broadcast_to(x, shape))
 
 
 def _multinomial_sample(key: mx.array, n: mx.array, probs: mx.array, shape: Shape) -> mx.array:
@@ -696,10 +821,13 @@ class Poisson(Distribution):
 
     Sampler (exact, per element): for rate < 10, inversion by sequential search over
     the survival function, unrolled to 40 terms (P(X > 40) < 1.8e-13 for rate < 10);
-    for rate ≥ 10, Hörmann's PTRS transformed rejection with 21 vectorised rounds
+    for rate ≥ 10, Hörmann's PTRS transformed rejection with up to 21 rounds
     (per-round acceptance ≥ 0.7526, so P(no acceptance) < 1.8e-13). The acceptance test
     uses the cancellation-free log-pmf, and the proposal is offset from ``floor(rate)``
     so that rates up to ~2e9 (int32) are handled without float32 rounding bias.
+    The inversion table is formed once per rate (not per draw); with one shared rate,
+    eager draws search it through a guide table (the same draws as the full search
+    that compiled/vmapped code runs), and a branch no rate needs is skipped.
 
     Example:
         >>> import mlx.core as mx
@@ -721,7 +849,9 @@ class Poisson(Distribution):
 
     def sample(self, key: mx.array, rate: Any, *, shape: Shape = ()) -> mx.array:
         lam = _f32(rate)
-        return _poisson_sample(key, mx.maximum(lam, 0.0), sample_shape(shape, lam))
+        full = sample_shape(shape, lam)
+        lam = mx.maximum(lam, 0.0)
+        return _poisson_sample(key, lam.reshape((1,) * (len(full) - lam.ndim) + lam.shape), full)
 
     glm_link = "Exp"
     fused_log_prob = _fused.POISSON_LOG
@@ -815,7 +945,7 @@ class Binomial(Distribution):
     symmetry on min(p, 1−p)): for n·min(p, 1−p) < 10, inversion by sequential search
     unrolled to 40 terms (the right tail of a binomial with mean < 10 is below the
     Poisson(10) tail: P(X > 40) < 1.8e-13); otherwise Hörmann's BTRS transformed
-    rejection with 24 vectorised rounds (per-round acceptance ≥ 0.7091, P(no
+    rejection with up to 24 rounds (per-round acceptance ≥ 0.7091, P(no
     acceptance) < 1.4e-13). log_prob uses Loader's saddle-point form (accurate for n
     in the millions).
 
@@ -923,6 +1053,8 @@ class UniformDiscrete(Distribution):
     P(k) = 1 / (high − low + 1); low ≤ high integers. Sampled exactly from 32-bit words
     by rejection (``x mod m`` after discarding the ``2**32 mod m`` smallest words),
     5 rounds: P(no acceptance) < (m / 2**32)**5 ≤ 9.1e-13 for ranges m ≤ 2**24.
+    Eagerly, rounds stop once every draw is accepted (usually after the first; the
+    draws are the same as when all rounds run, as under ``mx.compile``/``mx.vmap``).
 
     Example:
         >>> import mlx.core as mx
@@ -945,16 +1077,25 @@ class UniformDiscrete(Distribution):
         full = sample_shape(shape, lo, hi)
         lo_i = _to_int32(mx.floor(_f32(lo))) if lo.dtype != mx.int32 else lo
         hi_i = _to_int32(mx.floor(_f32(hi))) if hi.dtype != mx.int32 else hi
-        m = mx.broadcast_to(mx.maximum(hi_i - lo_i + 1, 1).astype(mx.uint32), full)
+        # m and its threshold stay at the parameters' shape (a scalar range costs one
+        # scalar op, not one per draw).
+        m = mx.maximum(hi_i - lo_i + 1, 1).astype(mx.uint32)
         thresh = (mx.array(0, dtype=mx.uint32) - m) % m  # 2**32 mod m
         keys = _split(key, _UD_ROUNDS)
         result = mx.zeros(full, dtype=mx.uint32)
         done = mx.zeros(full, dtype=mx.bool_)
         for r in range(_UD_ROUNDS):
             w = _bits(keys[r], full)
-            acc = w >= thresh if r < _UD_ROUNDS - 1 else mx.ones(full, dtype=mx.bool_)
-            result = mx.where(_and(acc, ~done), w % m, result)
-            done = _or(done, acc)
+            if r == 0:
+                # The first round's value stands wherever it is accepted; elsewhere a
+                # later round overwrites it (the last round always accepts).
+                result, done = w % m, mx.broadcast_to(w >= thresh, full)
+            else:
+                acc = w >= thresh if r < _UD_ROUNDS - 1 else mx.ones(full, dtype=mx.bool_)
+                result = mx.where(_and(acc, ~done), w % m, result)
+                done = _or(done, acc)
+            if r < _UD_ROUNDS - 1 and all_done(done):
+                break  # every element accepted: later rounds would change nothing
         out: mx.array = lo_i + result.astype(mx.int32)
         return out
 

@@ -22,10 +22,13 @@ import mlx.core as mx
 from genmlx.dists.base import (
     arr,
 )
+from genmlx.dists.rejection import first_accepted
+from genmlx.dists.rejection import spill_slots as _spill_slots
 
 __all__ = [
     "GAMMA_ROUNDS",
     "log_standard_gamma",
+    "spill_slots",
     "standard_beta",
     "standard_dirichlet",
     "standard_gamma",
@@ -38,9 +41,11 @@ _F32_MAX = float.fromhex("0x1.fffffep+127")
 _LOG_U_MIN = math.log(2.0**-33)
 
 GAMMA_ROUNDS = 10
-"""Marsaglia–Tsang rounds. The acceptance probability is smallest at alpha = 1 (0.9517,
-by quadrature; the alpha < 1 boost samples alpha + 1 >= 1), so an element is never
-accepted with probability 0.0483**10 < 7e-14."""
+"""Marsaglia–Tsang proposals per element. The acceptance probability is smallest at
+alpha = 1 (0.9517, by quadrature; the alpha < 1 boost samples alpha + 1 >= 1), so an
+element is never accepted with probability 0.0483**10 < 7e-14 (plus < 1e-14 per round
+that more elements are rejected than :func:`genmlx.dists.rejection.spill_slots` has
+room for)."""
 
 
 def _f32(x: Any) -> mx.array:
@@ -60,16 +65,42 @@ def _log_uniform(key: mx.array, shape: tuple[int, ...]) -> mx.array:
     return out
 
 
-def _all_done(done: mx.array) -> bool:
+_P_REJECT = 0.0483  # the largest per-round rejection probability (alpha = 1)
+
+
+def spill_slots(n: int, p_reject: float = _P_REJECT) -> int:
+    """:func:`genmlx.dists.rejection.spill_slots`, by default for Marsaglia–Tsang's
+    largest rejection probability (0.0483, at alpha = 1)."""
+    return _spill_slots(n, p_reject)
+
+
+def _mt_round(
+    x: mx.array, log_u: mx.array, d: mx.array, c: mx.array, log_d: mx.array
+) -> tuple[mx.array, mx.array]:
+    """One Marsaglia–Tsang proposal per element: ``(log G candidate, accepted)``."""
+    w = c * x
+    pos = w > -1.0
+    w = mx.where(pos, w, 0.0)
+    l1 = mx.log1p(w)
+    # log acceptance ratio 0.5 x^2 + d (1 - v + log v), v = (1 + w)^3, written without
+    # cancelling large terms: 1 - v + log v = 3 log1p(w) - w (3 + 3 w + w^2).
+    log_ratio = 0.5 * x * x + d * (3.0 * l1 - w * (3.0 + w * (3.0 + w)))
+    accept = mx.logical_and(pos, log_u < log_ratio)
+    return log_d + 3.0 * l1, accept
+
+
+def _any_maybe(x: mx.array) -> bool:
+    """Whether any element of ``x`` may hold: its value eagerly, ``True`` under a
+    transformation (where no value can be read)."""
     from genmlx.core import runtime
 
     if runtime.in_transform():
-        return False
+        return True
     try:
-        return bool(mx.all(done).item())
+        return bool(mx.any(x).item())
     except ValueError as e:
         if runtime.is_transform_eval_error(e):
-            return False
+            return True
         raise
 
 
@@ -77,8 +108,12 @@ def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
     """``log G`` for ``G ~ Gamma(alpha, rate 1)``, of shape ``shape``.
 
     Exact (up to float32 rounding) for every ``alpha > 0``: Marsaglia–Tsang (2000) with
-    ``GAMMA_ROUNDS`` vectorised rounds, the first accepted proposal kept per element
-    (never accepted: probability < 7e-14, then ``log(alpha - 1/3)`` is returned). For
+    up to ``GAMMA_ROUNDS`` proposals per element, the first accepted one kept (never
+    accepted: probability < 1e-13, then ``log(alpha - 1/3)`` is returned). Every element
+    gets a first proposal, and only the elements still rejected draw further ones
+    (:func:`genmlx.dists.rejection.first_accepted`: under 5% per round), so the later
+    rounds cost a twentieth of a full one; eagerly, levels no element reaches are
+    skipped, and ``mx.vmap``/``mx.compile`` give the same draws. For
     ``alpha < 1`` it samples ``Gamma(alpha + 1)`` and adds ``log(U) / alpha`` — in log
     space, so tiny ``alpha`` (whose draws underflow float32) stays exact. Invalid
     ``alpha`` (``<= 0`` or NaN) gives NaN.
@@ -89,48 +124,33 @@ def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
         shape: the output shape.
     """
     shape = tuple(shape)
-    alpha = mx.broadcast_to(_f32(alpha), shape)
+    n = math.prod(shape)
+    alpha = _f32(alpha)
+    # One shared alpha keeps its per-parameter constants scalar (and the spilled slots
+    # need not look up their element's alpha); otherwise they are per element.
+    shared = alpha.size == 1
+    alpha = alpha.reshape(()) if shared else mx.broadcast_to(alpha, shape).reshape(-1)
     valid = _finite_pos(alpha)
     a_safe = mx.where(valid, alpha, 1.0)
     boost = a_safe < 1.0
     a1 = mx.where(boost, a_safe + 1.0, a_safe)
     d = a1 - 1.0 / 3.0
     c = mx.rsqrt(9.0 * d)
-    keys = mx.random.split(key, 3)
-    rshape = (GAMMA_ROUNDS, *shape)
     log_d = mx.log(d)
-    out = log_d
-    done = mx.zeros(shape, dtype=mx.bool_)
-    # Rounds run in blocks, each with its own keys; eagerly the loop stops once every
-    # element has accepted (later blocks would change nothing), so the result is the same
-    # whether or not it stops early — and under vmap/compile every block runs.
-    del rshape
-    block = 2
-    n_blocks = -(-GAMMA_ROUNDS // block)
-    kx = mx.random.split(keys[0], n_blocks)
-    ku = mx.random.split(keys[1], n_blocks)
-    for bi, start in enumerate(range(0, GAMMA_ROUNDS, block)):
-        bshape = (min(block, GAMMA_ROUNDS - start), *shape)
-        x = mx.random.normal(shape=bshape, key=kx[bi])
-        log_u = _log_uniform(ku[bi], bshape)
-        w = c * x
-        pos = w > -1.0
-        w = mx.where(pos, w, 0.0)
-        l1 = mx.log1p(w)
-        # log acceptance ratio 0.5 x^2 + d (1 - v + log v), v = (1 + w)^3, written without
-        # cancelling large terms: 1 - v + log v = 3 log1p(w) - w (3 + 3 w + w^2).
-        log_ratio = 0.5 * x * x + d * (3.0 * l1 - w * (3.0 + w * (3.0 + w)))
-        accept = mx.logical_and(pos, log_u < log_ratio)
-        candidates = log_d + 3.0 * l1
-        for r in range(x.shape[0]):
-            take = mx.logical_and(accept[r], mx.logical_not(done))
-            out = mx.where(take, candidates[r], out)
-            done = mx.logical_or(done, accept[r])
-        if start + block < GAMMA_ROUNDS and _all_done(done):
-            break
-    out = out + mx.where(boost, _log_uniform(keys[2], shape) / a_safe, 0.0)
+    keys = mx.random.split(key, 2)
+
+    def propose(
+        k: mx.array, rshape: tuple[int, ...], prm: tuple[mx.array, ...]
+    ) -> tuple[mx.array, mx.array]:
+        kx, ku = mx.random.split(k, 2)
+        x = mx.random.normal(shape=rshape, key=kx)
+        return _mt_round(x, _log_uniform(ku, rshape), *prm)
+
+    out = first_accepted(propose, keys[0], (n,), GAMMA_ROUNDS, log_d, (d, c, log_d), _P_REJECT)
+    if _any_maybe(boost):  # eagerly skipped when no element boosts (it would add 0)
+        out = out + mx.where(boost, _log_uniform(keys[1], (n,)) / a_safe, 0.0)
     res: mx.array = mx.where(valid, out, mx.nan)
-    return res
+    return res.reshape(shape)
 
 
 def standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
