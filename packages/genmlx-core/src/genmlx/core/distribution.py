@@ -695,6 +695,8 @@ class Distribution(GenerativeFunction):
     def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
         """Elementwise log density with the first parameter given through its link as the
         linear predictor ``eta`` (only where :attr:`glm_link` is set)."""
+        # an optional hook: the rewrites call it only for distributions that set
+        # glm_link (and then override it), so reaching this is a plugin's declaration bug
         raise NotImplementedError(f"{self.name} declares no link")
 
     def iid_statistics(self, value: mx.array) -> tuple[mx.array, ...] | None:
@@ -706,6 +708,8 @@ class Distribution(GenerativeFunction):
 
     def iid_log_prob(self, stats: tuple[mx.array, ...], *params: Any) -> mx.array:
         """``Σ log p(vᵢ; params)`` from :meth:`iid_statistics` (scalar parameters)."""
+        # an optional hook: called only when iid_statistics returned statistics (a
+        # distribution providing them overrides both)
         raise NotImplementedError(f"{self.name} provides no iid statistics")
 
     def static_structure(self, args: tuple[Any, ...]) -> str | None:

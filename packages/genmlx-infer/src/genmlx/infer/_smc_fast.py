@@ -590,7 +590,8 @@ class _Unsupported(Exception):
 
 
 class _Stop(Exception):
-    pass
+    """Raised by the probing handler once it has seen the sequence call: the rest of the
+    body need not run."""
 
 
 def _run_to_call(
@@ -630,7 +631,7 @@ def _run_to_call(
     try:
         H.run_body("update", model.name, model.fn, tuple(args), handler, None)
     except _Stop:
-        pass
+        pass  # the probe stopped at the sequence call: what it needs is recorded
     except _Unsupported:
         raise
     except Exception as e:
