@@ -21,9 +21,28 @@ optional: missing ones are reported as such.
   kernel (the GPU default).
 
 Fused columns read "n/a (no GPU)" where the default device has no CUDA/Metal backend.
-``--only is`` runs just the importance-sampling tables (``--only nuts`` just NUTS).
+
 * ``nuts``: ``mcmc`` (GenMLX) vs NumPyro's NUTS kernel in a jitted scan, logistic
   regression, ``C`` chains.
+* ``smc`` (:mod:`gpu_smc`): steps/s of a bootstrap particle filter (systematic
+  resampling before every step, ``T = 30`` steps) on ``smc_filter``'s HMM (3 states) and
+  linear-Gaussian models at N = 1e3..1e6: GenMLX's ``particle_filter`` as a user calls
+  it, hand-written MLX (compiled step), hand-written JAX (one jit of a ``lax.scan``),
+  GenJAX's ``init``/``resample``/``extend`` in a jitted scan, and GenJAX's
+  ``rejuvenation_smc`` (ESS-triggered resampling; N ≤ 1e4). Each side's ``log Ẑ`` is
+  checked against the exact log marginal likelihood (forward algorithm / Kalman filter).
+* ``samplers`` (:mod:`gpu_samplers`): samples/s of ``genmlx.dists`` samplers (eager and
+  under ``mx.compile``) vs ``jax.random`` (jitted) at N = 1e6, 1e7: normal, uniform,
+  exponential, gamma, beta, Poisson, binomial, Student-t, Dirichlet (K = 3), categorical
+  (K = 3).
+
+``--only`` picks sections (``--only smc samplers``); without it the suite runs ``is``
+and ``nuts``. A section that fails records its error in the JSON and the others run;
+the JSON is written after every section.
+
+Example (the GPU run of the two newer sections)::
+
+    bash benchmarks/gpu_run.sh --only smc samplers
 """
 
 from __future__ import annotations
@@ -33,6 +52,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -256,6 +276,22 @@ def run_nuts(chains: int, warmup: int, draws: int) -> dict[str, Any]:
     return out
 
 
+def _section(res: dict[str, Any], name: str, out: str, fn: Callable[[], Any]) -> None:
+    """Run one section; its error (if any) goes into the JSON, which is written after it."""
+    t0 = time.perf_counter()
+    try:
+        res[name] = fn()
+    except Exception as e:  # one failing section must not lose the others
+        import traceback
+
+        traceback.print_exc()
+        res[name] = {"error": f"{type(e).__name__}: {e}"[:1000]}
+    res.setdefault("section_s", {})[name] = time.perf_counter() - t0
+    print(f"section {name}: {res['section_s'][name]:.1f} s", flush=True)
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1, default=str)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="gpu_suite.json")
@@ -265,9 +301,22 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="*")
     p.add_argument("--skip-numpyro", action="store_true")
     p.add_argument("--skip-logreg", action="store_true")
-    p.add_argument("--only", choices=["is", "nuts"], help="run only one part")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=["is", "nuts", "smc", "samplers"],
+        help="run only these sections (default: is and nuts)",
+    )
+    p.add_argument("--smc-sizes", type=int, nargs="*", help="particle counts of the smc section")
+    p.add_argument("--smc-steps", type=int, help="filter steps T of the smc section")
+    p.add_argument("--smc-reps", type=int, help="timed filters per cell (smc)")
+    p.add_argument("--skip-genjax", action="store_true", help="smc: no GenJAX columns")
+    p.add_argument("--sampler-sizes", type=int, nargs="*", help="N of the samplers section")
+    p.add_argument("--sampler-reps", type=int, help="timed calls per cell (samplers)")
     a = p.parse_args()
     sizes = a.sizes or ([10**3, 10**4] if a.quick else [10**4, 10**5, 10**6, 10**7])
+    only = set(a.only or ["is", "nuts"])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     global SKIP_NUMPYRO, SKIP_LOGREG
     SKIP_NUMPYRO, SKIP_LOGREG = a.skip_numpyro, a.skip_logreg
     res: dict[str, Any] = {
@@ -277,15 +326,59 @@ def main() -> None:
         "gpu": os.environ.get("GENMLX_GPU_NAME", ""),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "fused_backend": fused.active_backend(),
+        "versions": _versions(),
     }
-    if a.only != "nuts":
-        res["is"] = run_is(sizes)
+    if "is" in only:
+        _section(res, "is", a.out, lambda: run_is(sizes))
+    if "smc" in only:
+        import gpu_smc
+
+        _section(
+            res,
+            "smc",
+            a.out,
+            lambda: gpu_smc.run(
+                a.smc_sizes or ([10**3, 10**4] if a.quick else [10**3, 10**4, 10**5, 10**6]),
+                steps=a.smc_steps or (10 if a.quick else 30),
+                reps=a.smc_reps or (3 if a.quick else 5),
+                genjax_on=not a.skip_genjax,
+                rsmc_max_n=10**3 if a.quick else 10**4,
+            ),
+        )
+    if "samplers" in only:
+        import gpu_samplers
+
+        _section(
+            res,
+            "samplers",
+            a.out,
+            lambda: gpu_samplers.run(
+                a.sampler_sizes or ([10**4, 10**5] if a.quick else [10**6, 10**7]),
+                reps=a.sampler_reps or (3 if a.quick else 5),
+            ),
+        )
+    if "nuts" in only and not a.skip_nuts:
+        _section(
+            res,
+            "nuts",
+            a.out,
+            lambda: run_nuts(a.chains, 100 if a.quick else 300, 100 if a.quick else 500),
+        )
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1, default=str)
-    if not a.skip_nuts and a.only != "is":
-        res["nuts"] = run_nuts(a.chains, 100 if a.quick else 300, 100 if a.quick else 500)
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=1, default=str)
+    print(table(res), flush=True)
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("mlx", "jax", "jaxlib", "genjax", "numpyro"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
 
 
 def table(result: dict[str, Any]) -> str:
@@ -303,6 +396,30 @@ def table(result: dict[str, Any]) -> str:
             return f"**{x['ms'] / y['ms']:.2f}**"
         return "—"
 
+    lines: list[str] = []
+    for name in ("is", "nuts", "smc", "samplers"):
+        v = result.get(name)
+        if isinstance(v, dict) and "error" in v:
+            lines += [f"Section `{name}` failed: {v['error']}", ""]
+    if isinstance(result.get("is"), list) and result["is"]:
+        lines += _is_tables(result["is"], ms, ratio)
+    n = result.get("nuts")
+    if isinstance(n, dict) and "genmlx" in n:
+        lines += _nuts_table(n)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    for name in ("smc", "samplers"):
+        v = result.get(name)
+        if isinstance(v, dict) and "rows" in v:
+            mod = __import__(f"gpu_{name}")
+            lines += ["", mod.table(v)] if lines else [mod.table(v)]
+    return "\n".join(lines)
+
+
+def _is_tables(
+    rows_all: list[dict[str, Any]],
+    ms: Callable[[dict[str, Any], str], str],
+    ratio: Callable[[dict[str, Any], str, str], str],
+) -> list[str]:
     lines = [
         "Importance sampling, polynomial regression (ms per call, best of 20, compile excluded):",
         "",
@@ -310,7 +427,7 @@ def table(result: dict[str, Any]) -> str:
         "| hand JAX | GenJAX | GenMLX / GenJAX (rewrite, fused, neither) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in result.get("is", []):
+    for r in rows_all:
         lines.append(
             f"| {r['n']:.0e} | {ms(r, 'poly_genmlx')} | {ms(r, 'poly_genmlx_fused')} | "
             f"{ms(r, 'poly_genmlx_no_rewrite')} | "
@@ -319,7 +436,7 @@ def table(result: dict[str, Any]) -> str:
             f"{ratio(r, 'poly_genmlx_fused', 'poly_genjax')}, "
             f"{ratio(r, 'poly_genmlx_no_rewrite', 'poly_genjax')} |"
         )
-    rows = [r for r in result.get("is", []) if "logreg_genmlx" in r]
+    rows = [r for r in rows_all if "logreg_genmlx" in r]
     if rows:
         lines += [
             "",
@@ -336,7 +453,11 @@ def table(result: dict[str, Any]) -> str:
                 f"{ratio(r, 'logreg_genmlx', 'logreg_genjax')}, "
                 f"{ratio(r, 'logreg_genmlx_fused', 'logreg_genjax')} |"
             )
-    n = result.get("nuts")
+    return lines
+
+
+def _nuts_table(n: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
     if n:
         lines += [
             "",
@@ -358,7 +479,7 @@ def table(result: dict[str, Any]) -> str:
             lines.append("")
             ratio_nuts = n["genmlx"]["ess_per_s"] / n["numpyro"]["ess_per_s"]
             lines.append(f"ESS/s ratio GenMLX / NumPyro: **{ratio_nuts:.2f}**")
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":
