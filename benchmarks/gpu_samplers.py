@@ -108,10 +108,23 @@ def _guard(fn: Callable[[], Any]) -> Any:
         return {"error": f"{type(e).__name__}: {e}"[:400]}
 
 
-def run(sizes: list[int], reps: int = 5, names: list[str] | None = None) -> dict[str, Any]:
-    rows = []
+def run(
+    sizes: list[int],
+    reps: int = 5,
+    names: list[str] | None = None,
+    budget_s: float | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The table's rows. Cells not started within ``budget_s`` seconds are listed under
+    ``skipped``; ``progress`` gets the partial result after every row (to save it)."""
+    t_start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    res: dict[str, Any] = {"reps": reps, "rows": rows, "skipped": []}
     for n in sizes:
         for name in names or list(CASES):
+            if budget_s is not None and time.perf_counter() - t_start > budget_s:
+                res["skipped"].append(f"{name} N={n}")
+                continue
             row: dict[str, Any] = {"name": name, "n": n, "exact_mean": CASES[name][2]}
             row["genmlx_eager"] = _guard(lambda: _genmlx(name, n, reps, False))
             row["genmlx_compiled"] = _guard(lambda: _genmlx(name, n, reps, True))
@@ -130,7 +143,9 @@ def run(sizes: list[int], reps: int = 5, names: list[str] | None = None) -> dict
                 flush=True,
             )
             rows.append(row)
-    return {"reps": reps, "rows": rows}
+            if progress is not None:
+                progress(res)
+    return res
 
 
 def table(res: dict[str, Any]) -> str:
@@ -159,4 +174,6 @@ def table(res: dict[str, Any]) -> str:
             f"| {rate(r['genmlx_compiled'])} | {rate(r['jax'])} | {ratio} "
             f"| {mean(r['genmlx_compiled'])} / {mean(r['jax'])} / {r['exact_mean']:.3f} |"
         )
+    if res.get("skipped"):
+        lines += ["", "Not run (section time budget spent): " + ", ".join(res["skipped"]) + "."]
     return "\n".join(lines)

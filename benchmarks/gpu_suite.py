@@ -38,11 +38,14 @@ Fused columns read "n/a (no GPU)" where the default device has no CUDA/Metal bac
 
 ``--only`` picks sections (``--only smc samplers``); without it the suite runs ``is``
 and ``nuts``. A section that fails records its error in the JSON and the others run;
-the JSON is written after every section.
+the JSON is written after every section (and after every row of ``smc``/``samplers``,
+marked ``partial``), the tables to ``<out>.md`` at the end. ``--smc-budget-s`` /
+``--sampler-budget-s`` stop starting new cells once a section has run that long (the
+cells left are listed as skipped).
 
-Example (the GPU run of the two newer sections)::
+Example (the GPU run of the two newer sections, about 4 minutes at most)::
 
-    bash benchmarks/gpu_run.sh --only smc samplers
+    bash benchmarks/gpu_run.sh --only smc samplers --smc-budget-s 120 --sampler-budget-s 70
 """
 
 from __future__ import annotations
@@ -292,6 +295,17 @@ def _section(res: dict[str, Any], name: str, out: str, fn: Callable[[], Any]) ->
         json.dump(res, f, indent=1, default=str)
 
 
+def _saver(res: dict[str, Any], name: str, out: str) -> Callable[[dict[str, Any]], None]:
+    """Save a section's partial result (so a run stopped from outside keeps its rows)."""
+
+    def save(part: dict[str, Any]) -> None:
+        res[name] = {**part, "partial": True}
+        with open(out, "w") as f:
+            json.dump(res, f, indent=1, default=str)
+
+    return save
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="gpu_suite.json")
@@ -313,6 +327,14 @@ def main() -> None:
     p.add_argument("--skip-genjax", action="store_true", help="smc: no GenJAX columns")
     p.add_argument("--sampler-sizes", type=int, nargs="*", help="N of the samplers section")
     p.add_argument("--sampler-reps", type=int, help="timed calls per cell (samplers)")
+    p.add_argument(
+        "--smc-budget-s", type=float, help="smc: start no new cell after this many seconds"
+    )
+    p.add_argument(
+        "--sampler-budget-s",
+        type=float,
+        help="samplers: start no new cell after this many seconds",
+    )
     a = p.parse_args()
     sizes = a.sizes or ([10**3, 10**4] if a.quick else [10**4, 10**5, 10**6, 10**7])
     only = set(a.only or ["is", "nuts"])
@@ -343,6 +365,8 @@ def main() -> None:
                 reps=a.smc_reps or (3 if a.quick else 5),
                 genjax_on=not a.skip_genjax,
                 rsmc_max_n=10**3 if a.quick else 10**4,
+                budget_s=a.smc_budget_s,
+                progress=_saver(res, "smc", a.out),
             ),
         )
     if "samplers" in only:
@@ -355,6 +379,8 @@ def main() -> None:
             lambda: gpu_samplers.run(
                 a.sampler_sizes or ([10**4, 10**5] if a.quick else [10**6, 10**7]),
                 reps=a.sampler_reps or (3 if a.quick else 5),
+                budget_s=a.sampler_budget_s,
+                progress=_saver(res, "samplers", a.out),
             ),
         )
     if "nuts" in only and not a.skip_nuts:
@@ -366,7 +392,12 @@ def main() -> None:
         )
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1, default=str)
-    print(table(res), flush=True)
+    text = table(res)
+    md = os.path.splitext(a.out)[0] + ".md"
+    with open(md, "w") as f:
+        f.write(text + "\n")
+    print(text, flush=True)
+    print(f"wrote {a.out} and {md}", flush=True)
 
 
 def _versions() -> dict[str, str]:
