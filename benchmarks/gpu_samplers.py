@@ -54,7 +54,9 @@ CASES: dict[str, tuple[tuple[Any, ...], Callable[[Any, Any, int], Any], float]] 
     ),
     "categorical": (
         (mx.array(P3),),
-        lambda jax, k, n: jax.random.categorical(k, jax.numpy.log(jax.numpy.asarray(P3)), shape=(n,)),
+        lambda jax, k, n: jax.random.categorical(
+            k, jax.numpy.log(jax.numpy.asarray(P3)), shape=(n,)
+        ),
         1.3,
     ),
 }
@@ -86,7 +88,12 @@ def _genmlx(name: str, n: int, reps: int, compiled: bool) -> dict[str, Any]:
 
     f = mx.compile(draw) if compiled else draw
     first, best = _best(lambda i: f(mx.random.key(i)), mx.eval, reps)
-    return {"first_s": first, "s": best, "per_s": n / best, "mean": _mean_mlx(name, f(mx.random.key(7)))}
+    return {
+        "first_s": first,
+        "s": best,
+        "per_s": n / best,
+        "mean": _mean_mlx(name, f(mx.random.key(7))),
+    }
 
 
 def _jax(name: str, n: int, reps: int) -> dict[str, Any] | None:
@@ -101,9 +108,9 @@ def _jax(name: str, n: int, reps: int) -> dict[str, Any] | None:
     return {"first_s": first, "s": best, "per_s": n / best, "mean": mean}
 
 
-def _guard(fn: Callable[[], Any]) -> Any:
+def _guard(fn: Callable[..., Any], *args: Any) -> Any:
     try:
-        return fn()
+        return fn(*args)
     except Exception as e:  # one failing cell is reported; the rest of the section runs
         return {"error": f"{type(e).__name__}: {e}"[:400]}
 
@@ -126,9 +133,9 @@ def run(
                 res["skipped"].append(f"{name} N={n}")
                 continue
             row: dict[str, Any] = {"name": name, "n": n, "exact_mean": CASES[name][2]}
-            row["genmlx_eager"] = _guard(lambda: _genmlx(name, n, reps, False))
-            row["genmlx_compiled"] = _guard(lambda: _genmlx(name, n, reps, True))
-            row["jax"] = _guard(lambda: _jax(name, n, reps))
+            row["genmlx_eager"] = _guard(_genmlx, name, n, reps, False)
+            row["genmlx_compiled"] = _guard(_genmlx, name, n, reps, True)
+            row["jax"] = _guard(_jax, name, n, reps)
             gm = [row[k]["s"] for k in ("genmlx_eager", "genmlx_compiled") if "s" in row[k]]
             if gm and isinstance(row["jax"], dict) and "s" in row["jax"]:
                 row["ratio"] = row["jax"]["s"] / min(gm)
@@ -136,8 +143,13 @@ def run(
                 "samplers",
                 name,
                 n,
-                {k: (f"{v['per_s'] / 1e6:.4g} M/s", round(v["mean"], 3)) if isinstance(v, dict) and "per_s" in v else v
-                 for k, v in row.items() if k.startswith(("genmlx", "jax"))},
+                {
+                    k: (f"{v['per_s'] / 1e6:.4g} M/s", round(v["mean"], 3))
+                    if isinstance(v, dict) and "per_s" in v
+                    else v
+                    for k, v in row.items()
+                    if k.startswith(("genmlx", "jax"))
+                },
                 "ratio",
                 round(row.get("ratio", math.nan), 3),
                 flush=True,

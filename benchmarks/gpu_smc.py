@@ -50,10 +50,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import smc_filter as sf  # noqa: E402
+import smc_filter as sf
 
-from genmlx.core.compile import compile_function  # noqa: E402
-from genmlx.infer import particle_filter  # noqa: E402
+from genmlx.core.compile import compile_function
+from genmlx.infer import particle_filter
 
 MODELS = ("hmm", "lg")
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -278,9 +278,9 @@ def _finish(side: dict[str, Any] | None, steps: int, exact: float) -> dict[str, 
     return side
 
 
-def _guard(fn: Callable[[], Any]) -> Any:
+def _guard(fn: Callable[..., Any], *args: Any) -> Any:
     try:
-        return fn()
+        return fn(*args)
     except Exception as e:  # one failing side is reported; the rest of the section runs
         return {"error": f"{type(e).__name__}: {e}"[:400]}
 
@@ -315,9 +315,9 @@ def run(
             ys = data[model]
             row: dict[str, Any] = {"model": model, "n": n, "steps": steps}
             row["exact_log_ml"] = exact[model]
-            row["genmlx"] = _guard(lambda: _genmlx(model, n, ys, reps))
-            row["mlx"] = _guard(lambda: _hand_mlx(model, n, ys, reps))
-            jx = _guard(lambda: _jax_sides(model, n, ys, reps, genjax_on, rsmc_max_n))
+            row["genmlx"] = _guard(_genmlx, model, n, ys, reps)
+            row["mlx"] = _guard(_hand_mlx, model, n, ys, reps)
+            jx = _guard(_jax_sides, model, n, ys, reps, genjax_on, rsmc_max_n)
             if "error" in jx:
                 jx = {"jax": jx, "genjax": jx, "genjax_rsmc": jx}
             row.update(jx)
