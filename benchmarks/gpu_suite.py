@@ -63,7 +63,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from genmlx.core import choicemap, fused, gen, rewrites
+from genmlx.core import choicemap, fused, gen, presample, rewrites
 from genmlx.dists import bernoulli, normal
 
 REPS = 20
@@ -119,13 +119,19 @@ def logreg(x):
 
 
 def _genmlx_is(
-    model: Any, args: tuple[Any, ...], obs: Any, n: int, rw: bool, fz: bool = False
+    model: Any,
+    args: tuple[Any, ...],
+    obs: Any,
+    n: int,
+    rw: bool,
+    fz: bool = False,
+    ps: bool = True,
 ) -> dict[str, Any]:
     if fz and fused.active_backend() is None:
         return {"na": "n/a (no GPU)"}
 
     def one(i: int) -> mx.array:
-        with rewrites.enabled(rw), fused.enabled(fz):
+        with rewrites.enabled(rw), fused.enabled(fz), presample.enabled(ps):
             _, w = model.vgenerate(args, obs, n, key=mx.random.key(i))
         return mx.logsumexp(w) - math.log(n)
 
@@ -252,11 +258,16 @@ def run_is(sizes: list[int]) -> list[dict[str, Any]]:
         row["poly_genmlx"] = _genmlx_is(poly, (xs,), poly_obs, n, True)
         row["poly_genmlx_fused"] = _genmlx_is(poly, (xs,), poly_obs, n, False, True)
         row["poly_genmlx_no_rewrite"] = _genmlx_is(poly, (xs,), poly_obs, n, False)
+        row["poly_genmlx_nopre"] = _genmlx_is(poly, (xs,), poly_obs, n, True, False, False)
+        row["poly_genmlx_fused_nopre"] = _genmlx_is(poly, (xs,), poly_obs, n, False, True, False)
         row["poly_mlx"] = _hand_mlx_poly(n)
         row.update({f"poly_{k}": v for k, v in _jax_side(n, "poly").items()})
         if n <= 10**6 and not SKIP_LOGREG:
             row["logreg_genmlx"] = _genmlx_is(logreg, (lr_x,), lr_obs, n, True)
             row["logreg_genmlx_fused"] = _genmlx_is(logreg, (lr_x,), lr_obs, n, True, True)
+            row["logreg_genmlx_fused_nopre"] = _genmlx_is(
+                logreg, (lr_x,), lr_obs, n, True, True, False
+            )
             row["logreg_mlx"] = _hand_mlx_logreg(n)
             row.update({f"logreg_{k}": v for k, v in _jax_side(n, "logreg").items()})
         print(json.dumps(row), flush=True)
@@ -455,8 +466,9 @@ def _is_tables(
         "Importance sampling, polynomial regression (ms per call, best of 20, compile excluded):",
         "",
         "| N | GenMLX (rewrite) | GenMLX (no rewrite, fused) | GenMLX (neither) | hand MLX "
-        "| hand JAX | GenJAX | GenMLX / GenJAX (rewrite, fused, neither) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| hand JAX | GenJAX | GenMLX / GenJAX (rewrite, fused, neither) "
+        "| without presampling: rewrite, fused |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows_all:
         lines.append(
@@ -465,7 +477,8 @@ def _is_tables(
             f"{ms(r, 'poly_mlx')} | {ms(r, 'poly_jax')} | {ms(r, 'poly_genjax')} | "
             f"{ratio(r, 'poly_genmlx', 'poly_genjax')}, "
             f"{ratio(r, 'poly_genmlx_fused', 'poly_genjax')}, "
-            f"{ratio(r, 'poly_genmlx_no_rewrite', 'poly_genjax')} |"
+            f"{ratio(r, 'poly_genmlx_no_rewrite', 'poly_genjax')} | "
+            f"{ms(r, 'poly_genmlx_nopre')}, {ms(r, 'poly_genmlx_fused_nopre')} |"
         )
     rows = [r for r in rows_all if "logreg_genmlx" in r]
     if rows:
@@ -474,15 +487,16 @@ def _is_tables(
             "Importance sampling, logistic regression (200 points, 6 coefficients):",
             "",
             "| N | GenMLX (matrix product) | GenMLX (fused) | hand MLX | hand JAX | GenJAX "
-            "| GenMLX / GenJAX (matrix product, fused) |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
+            "| GenMLX / GenJAX (matrix product, fused) | fused, without presampling |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rows:
             lines.append(
                 f"| {r['n']:.0e} | {ms(r, 'logreg_genmlx')} | {ms(r, 'logreg_genmlx_fused')} | "
                 f"{ms(r, 'logreg_mlx')} | {ms(r, 'logreg_jax')} | {ms(r, 'logreg_genjax')} | "
                 f"{ratio(r, 'logreg_genmlx', 'logreg_genjax')}, "
-                f"{ratio(r, 'logreg_genmlx_fused', 'logreg_genjax')} |"
+                f"{ratio(r, 'logreg_genmlx_fused', 'logreg_genjax')} | "
+                f"{ms(r, 'logreg_genmlx_fused_nopre')} |"
             )
     return lines
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.core import analyze, choicemap, fused, gen, rewrites
+from genmlx.core import analyze, choicemap, config, fused, gen, presample, rewrites
 from genmlx.core.random import KeyStream
 from genmlx.dists import normal
 
@@ -96,9 +96,7 @@ def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
             ),
             "+ GenMLX's key stream": mx.compile(lambda k, n=n: keyed_normals(k, n)),
             "+ prior scores": mx.compile(
-                lambda k, n=n: mx.sum(
-                    -0.5 * keyed_normals(k, n) ** 2 - half_log_2pi, axis=1
-                )
+                lambda k, n=n: mx.sum(-0.5 * keyed_normals(k, n) ** 2 - half_log_2pi, axis=1)
             ),
             "+ likelihood": mx.compile(
                 lambda k, n=n: mx.logsumexp(
@@ -110,6 +108,13 @@ def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
                 lambda k, n=n: mx.logsumexp(loglik(mx.random.normal((n, 3), key=k)))
             ),
         }
+        if presample.active_backend() is not None:
+            pre = presample.Presample(
+                presample.Plan(((1, 1), (2, 1), (3, 1))), str(presample.active_backend())
+            )
+            cases["presample kernel (keys + 3 normals)"] = mx.compile(
+                lambda k, n=n, pre=pre: presample.draw(pre, k, None, n)[1]
+            )
         row: dict[str, Any] = {"n": n}
         for name, fn in cases.items():
             row[name] = _best(fn)
@@ -124,6 +129,21 @@ def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
                 row["GenMLX vgenerate (fused)"] = _best(vgen)
             with fused.enabled(False):
                 row["GenMLX vgenerate (direct)"] = _best(vgen)
+        if presample.active_backend() is not None:
+            with presample.enabled(False):
+                row["GenMLX vgenerate (rewrite, no presampling)"] = _best(vgen)
+                with rewrites.enabled(False):
+                    if fused.active_backend() is not None:
+                        row["GenMLX vgenerate (fused, no presampling)"] = _best(vgen)
+                    with fused.enabled(False):
+                        row["GenMLX vgenerate (direct, no presampling)"] = _best(vgen)
+
+        def vgen_bare(k: mx.array, n: int = n) -> mx.array:
+            with config.score_checks(False), config.memory_checks(False):
+                _, w = poly.vgenerate((xs,), obs, n, key=k)
+            return mx.logsumexp(w)
+
+        row["GenMLX vgenerate (rewrite, no score check)"] = _best(vgen_bare)
         print(json.dumps(row), flush=True)
         rows.append(row)
     return {

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 
-from genmlx.core import fused, rewrites, runtime, static
+from genmlx.core import fused, presample, rewrites, runtime, static
 from genmlx.core.checks import batched_constraints, check_finite
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff
@@ -396,8 +396,18 @@ def _vsimulate_core(
     n: int,
     key: mx.array | None,
     keys: mx.array | None,
+    pre: presample.Presample | None = None,
 ) -> Trace:
     ks = keys if keys is not None else mx.random.split(_need(key), n)
+    if pre is not None:
+        base, z = presample.draw(pre, key, keys, n)
+
+        def one_pre(k: mx.array, b: mx.array, zz: mx.array, a: tuple[Any, ...]) -> Trace:
+            with presample.pending(b, presample._Rows(zz, pre.plan)):
+                return gf._simulate(a, k)
+
+        pout: Trace = vmap_call(one_pre, n, (ks, base, z), (args,), strip_trace_args=True)
+        return pout
     out: Trace = vmap_call(
         lambda k, a: gf._simulate(a, k), n, (ks,), (args,), strip_trace_args=True
     )
@@ -421,7 +431,8 @@ def vsimulate(
     if keys is None:
         _keys(key, n)  # validates n
     with runtime.operation() as top:
-        tr = static.run(gf, "vsimulate", _vsimulate_core, (gf, args, n, key, keys), args)
+        pre = presample.prepare(gf, "vsimulate", args) if top else None
+        tr = static.run(gf, "vsimulate", _vsimulate_core, (gf, args, n, key, keys, pre), args)
     tr = _finish_trace(tr, args)
     probe_key = key if keys is None else keys[0]
     check_batch_memory("vsimulate", repr(gf), n, tr, lambda m: vsimulate(gf, args, m, probe_key))
@@ -438,6 +449,7 @@ def _vgenerate_core(
     key: mx.array | None,
     keys: mx.array | None,
     prepared: Any = None,
+    pre: presample.Presample | None = None,
 ) -> tuple[Trace, mx.array]:
     ks = keys if keys is not None else mx.random.split(_need(key), n)
 
@@ -446,6 +458,20 @@ def _vgenerate_core(
         return tr, w
 
     with rewrites.active(prepared):
+        if pre is not None:
+            base, z = presample.draw(pre, key, keys, n)
+
+            def one_pre(
+                k: mx.array, b: mx.array, zz: mx.array, a: tuple[Any, ...], c: ChoiceMap
+            ) -> tuple[Trace, mx.array]:
+                with presample.pending(b, presample._Rows(zz, pre.plan)):
+                    tr, w = gf._generate(a, c, k)
+                return tr, w
+
+            pres: tuple[Trace, mx.array] = vmap_call(
+                one_pre, n, (ks, base, z), (args, constraints), strip_trace_args=True
+            )
+            return pres
         res: tuple[Trace, mx.array] = vmap_call(
             one, n, (ks,), (args, constraints), strip_trace_args=True
         )
@@ -468,8 +494,13 @@ def vgenerate(
     batched_constraints(constraints, n, "vgenerate")
     prepared = rewrites.prepare(gf, args, constraints)
     with runtime.operation() as top:
+        pre = presample.prepare(gf, "vgenerate", args, constraints) if top else None
         tr, w = static.run(
-            gf, "vgenerate", _vgenerate_core, (gf, args, constraints, n, key, keys, prepared), args
+            gf,
+            "vgenerate",
+            _vgenerate_core,
+            (gf, args, constraints, n, key, keys, prepared, pre),
+            args,
         )
     tr = _finish_trace(tr, args)
     probe_key = key if keys is None else keys[0]

@@ -692,6 +692,22 @@ class Distribution(GenerativeFunction):
     #: :mod:`genmlx.core.fused`.
     fused_log_prob: Any = None
 
+    def standard_normal_shape(self, *params: Any) -> tuple[int, ...] | None:
+        """The shape of the standard normals one draw with these parameters consumes,
+        when the sampler is ``from_standard_normal(mx.random.normal(shape, key=key),
+        *params)`` exactly (``None``: it is not). Lets a batched operation on a GPU
+        compute the draws of many sites and particles in one kernel
+        (:mod:`genmlx.core.presample`)."""
+        del params
+        return None
+
+    def from_standard_normal(self, z: mx.array, *params: Any) -> mx.array:
+        """The draw made from the standard normals ``z`` (see
+        :meth:`standard_normal_shape`)."""
+        # an optional hook: presample calls it only for distributions whose
+        # standard_normal_shape returns a shape (and then override it)
+        raise NotImplementedError(f"{self.name} does not sample from standard normals")
+
     def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
         """Elementwise log density with the first parameter given through its link as the
         linear predictor ``eta`` (only where :attr:`glm_link` is set)."""

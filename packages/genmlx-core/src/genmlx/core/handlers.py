@@ -40,6 +40,7 @@ from genmlx.core.errors import (
     MissingChoiceError,
 )
 from genmlx.core.gfi import GenerativeFunction
+from genmlx.core.presample import presampled
 from genmlx.core.random import KeyStream
 from genmlx.core.selection import Selection
 from genmlx.core.trace import Trace
@@ -189,13 +190,25 @@ def _in_call(path: Path) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------- transitions
+def _sample(key: KeyStream, sub: mx.array, gf: Distribution, args: tuple[Any, ...]) -> mx.array:
+    """A fresh draw at the stream's current site: presampled when the batched operation
+    computed this site's Gaussian draws in one kernel (:mod:`genmlx.core.presample`),
+    else from the site's key."""
+    if key.pre is not None:
+        v = presampled(key.pre, key.n, gf, args)
+        if v is not None:
+            return v
+    out: mx.array = gf.sample(sub, *args)
+    return out
+
+
 def simulate_site(
     state: SimulateState, path: Path, gf: GenerativeFunction, args: tuple[Any, ...]
 ) -> tuple[SimulateState, Any]:
     """simulate: sample the choice (or simulate the sub-call) and add its score."""
     key, sub = state.key.site()
     if isinstance(gf, Distribution):
-        v = gf.sample(sub, *args)
+        v = _sample(key, sub, gf, args)
         s = gf.score(v, args)
         rec: Record = ChoiceRecord(v, s)
         value = v
@@ -216,7 +229,7 @@ def generate_site(
         def draw() -> mx.array:
             nonlocal key
             key, sub = key.site()
-            return gf.sample(sub, *args)
+            return _sample(key, sub, gf, args)
 
         v, s, wv = gf.generate_choice(args, cons, draw, "generate", path)
         w = state.weight if wv is None else state.weight + wv
@@ -270,7 +283,7 @@ def update_site(
         def draw() -> mx.array:
             nonlocal key
             key, sub = key.site()
-            return gf.sample(sub, *args)
+            return _sample(key, sub, gf, args)
 
         old_choice = (old.value, old.score) if isinstance(old, ChoiceRecord) else None
         v, s, wv, disc, new_value = gf.update_choice(args, cons, old_choice, draw, "update", path)

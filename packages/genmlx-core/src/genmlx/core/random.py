@@ -24,13 +24,14 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import numpy as np
 
 from genmlx.core import runtime
 from genmlx.core.errors import InvalidKeyError
+from genmlx.core.presample import take_pending
 from genmlx.core.threads import guard_thread
 
 __all__ = ["Key", "KeyStream", "fresh_key", "resolve_key", "split", "split2"]
@@ -116,13 +117,21 @@ class KeyStream(NamedTuple):
 
     base: mx.array
     n: int
+    #: Presampled Gaussian draws of this execution (see :mod:`genmlx.core.presample`).
+    pre: Any = None
 
     @staticmethod
     def start(key: mx.array) -> KeyStream:
         """The stream for one operation run with ``key``."""
+        given = take_pending()
+        if given is not None:
+            base, source = given
+            if base is None:
+                base = mx.random.split(key, 2)[0]
+            return KeyStream(base, 0, source)
         return KeyStream(mx.random.split(key, 2)[0], 0)
 
     def site(self) -> tuple[KeyStream, mx.array]:
         """The next site's key, and the advanced stream."""
         n = self.n + 1
-        return KeyStream(self.base, n), self.base + mx.array([0, n], dtype=mx.uint32)
+        return KeyStream(self.base, n, self.pre), self.base + mx.array([0, n], dtype=mx.uint32)

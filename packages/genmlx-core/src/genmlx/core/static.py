@@ -230,10 +230,10 @@ def run(
     """
     if not _ENABLED.get() or runtime.in_transform() or runtime.operation_depth() > 1:
         return fn(*inputs)
-    _, ftd = flatten(inputs, freeze=True)
-    if opaque_nodes(ftd):  # lazily gathered sequence steps: keep their O(1) updates
+    # (without opaque nodes the freezing flatten is the plain one: use it as it is)
+    leaves, td = flatten(inputs, freeze=True)
+    if opaque_nodes(td):  # lazily gathered sequence steps: keep their O(1) updates
         return fn(*inputs)
-    leaves, td = flatten(inputs)
     sig = (op, td, tuple((tuple(x.shape), x.dtype) for x in leaves))
     cache = _CACHES.get(gf)
     entry = cache.programs.get(sig) if cache is not None and cache.valid() else None

@@ -289,8 +289,16 @@ class Normal(_Scalar):
         return C.real
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
+        z = mx.random.normal(shape=sample_shape(_shape(shape), _f32(mu), _f32(sigma)), key=key)
+        return self.from_standard_normal(z, mu, sigma)
+
+    def standard_normal_shape(self, mu: Any, sigma: Any) -> tuple[int, ...]:
+        """Shape of the standard normals one draw uses (presampling on GPUs)."""
+        return sample_shape((), _f32(mu), _f32(sigma))
+
+    def from_standard_normal(self, z: mx.array, mu: Any, sigma: Any) -> mx.array:
+        """``mu + sigma * z`` (NaN where the parameters are invalid)."""
         mu, sigma = _f32(mu), _f32(sigma)
-        z = mx.random.normal(shape=sample_shape(_shape(shape), mu, sigma), key=key)
         return _nan_where_invalid(self.params_valid(mu, sigma), mu + sigma * z)
 
     def log_prob(self, value: Any, mu: Any, sigma: Any) -> mx.array:
@@ -594,8 +602,16 @@ class HalfNormal(_Scalar):
         return C.positive
 
     def sample(self, key: mx.array, sigma: Any, *, shape: Any = ()) -> mx.array:
+        z = mx.random.normal(shape=sample_shape(_shape(shape), _f32(sigma)), key=key)
+        return self.from_standard_normal(z, sigma)
+
+    def standard_normal_shape(self, sigma: Any) -> tuple[int, ...]:
+        """Shape of the standard normals one draw uses (presampling on GPUs)."""
+        return sample_shape((), _f32(sigma))
+
+    def from_standard_normal(self, z: mx.array, sigma: Any) -> mx.array:
+        """``sigma * |z|`` (NaN where ``sigma`` is invalid)."""
         sigma = _f32(sigma)
-        z = mx.random.normal(shape=sample_shape(_shape(shape), sigma), key=key)
         return _nan_where_invalid(self.params_valid(sigma), sigma * mx.abs(z))
 
     def log_prob(self, value: Any, sigma: Any) -> mx.array:
@@ -679,8 +695,16 @@ class LogNormal(_Scalar):
         return C.positive
 
     def sample(self, key: mx.array, mu: Any, sigma: Any, *, shape: Any = ()) -> mx.array:
+        z = mx.random.normal(shape=sample_shape(_shape(shape), _f32(mu), _f32(sigma)), key=key)
+        return self.from_standard_normal(z, mu, sigma)
+
+    def standard_normal_shape(self, mu: Any, sigma: Any) -> tuple[int, ...]:
+        """Shape of the standard normals one draw uses (presampling on GPUs)."""
+        return sample_shape((), _f32(mu), _f32(sigma))
+
+    def from_standard_normal(self, z: mx.array, mu: Any, sigma: Any) -> mx.array:
+        """``exp(mu + sigma * z)`` (NaN where the parameters are invalid)."""
         mu, sigma = _f32(mu), _f32(sigma)
-        z = mx.random.normal(shape=sample_shape(_shape(shape), mu, sigma), key=key)
         x = _clamp_pos(mx.exp(mu + sigma * z))
         return _nan_where_invalid(self.params_valid(mu, sigma), x)
 

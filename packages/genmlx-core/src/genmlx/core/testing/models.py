@@ -90,7 +90,15 @@ class Normal(Distribution):
     ) -> mx.array:
         m, s = _arr(mu), _arr(sigma)
         eps = mx.random.normal(_shape(shape, m, s), key=key)
-        out: mx.array = m + s * eps
+        return self.from_standard_normal(eps, m, s)
+
+    def standard_normal_shape(self, mu: Any, sigma: Any) -> tuple[int, ...]:
+        """The shape of one draw's standard normals."""
+        return _shape((), _arr(mu), _arr(sigma))
+
+    def from_standard_normal(self, z: mx.array, mu: Any, sigma: Any) -> mx.array:
+        """``mu + sigma * z``."""
+        out: mx.array = _arr(mu) + _arr(sigma) * z
         return out
 
     def log_prob(self, value: Any, mu: Any, sigma: Any) -> mx.array:
