@@ -45,7 +45,7 @@ cells left are listed as skipped).
 
 Example (the GPU run of the two newer sections, about 4 minutes at most)::
 
-    bash benchmarks/gpu_run.sh --only smc samplers --smc-budget-s 120 --sampler-budget-s 70
+    bash benchmarks/gpu_run.sh --only smc samplers --smc-budget-s 100 --sampler-budget-s 60
 """
 
 from __future__ import annotations
