@@ -65,7 +65,7 @@ class ChoiceMap:
     ``addr in cm`` and iteration over ``(address, value)`` leaves.
     """
 
-    __slots__ = ("_children", "_mask", "_value", "batch_shape")
+    __slots__ = ("_children", "_mask", "_tree_memo", "_value", "batch_shape")
 
     _value: mx.array | None
     _mask: mx.array | None
@@ -87,6 +87,12 @@ class ChoiceMap:
         object.__setattr__(self, "_mask", mask)
         object.__setattr__(self, "_children", children if children is not None else {})
         object.__setattr__(self, "batch_shape", tuple(batch_shape))
+        object.__setattr__(self, "_tree_memo", None)
+
+    def _tree_memo_set(self, memo: Any) -> None:
+        """Keep the flattened form (see :func:`genmlx.core.tree.flatten`): the map is
+        immutable and its leaves are arrays."""
+        object.__setattr__(self, "_tree_memo", memo)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("ChoiceMap is immutable; use set(), merge() or choicemap()")

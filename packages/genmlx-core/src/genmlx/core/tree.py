@@ -240,6 +240,9 @@ def node_rebuild(cls: type, aux: Any, children: list[Any]) -> Any:
     return rebuild(aux, children)
 
 
+_NO_MEMO = object()
+
+
 def _flatten(obj: Any, leaves: list[mx.array]) -> TreeDef:
     if isinstance(obj, mx.array):
         leaves.append(obj)
@@ -248,7 +251,21 @@ def _flatten(obj: Any, leaves: list[mx.array]) -> TreeDef:
         return TreeDef(_OPAQUE, _Static(obj), ())
     flat = getattr(obj, "_tree_flatten", None)
     if flat is not None and not isinstance(obj, type):
+        memo: Any = getattr(obj, "_tree_memo", _NO_MEMO)
+        if memo is not _NO_MEMO and memo is not None:
+            leaves.extend(memo[0])
+            cached: TreeDef = memo[1]
+            return cached
         children, aux = flat()
+        if memo is None:
+            # an immutable node whose children are never opaque: its leaves and
+            # TreeDef are the same every time (one TreeDef object: cached hash, and
+            # equality by identity in the compile caches)
+            mine: list[mx.array] = []
+            td = TreeDef(_CUSTOM, (type(obj), aux), tuple(_flatten(c, mine) for c in children))
+            obj._tree_memo_set((mine, td))
+            leaves.extend(mine)
+            return td
         return TreeDef(_CUSTOM, (type(obj), aux), tuple(_flatten(c, leaves) for c in children))
     if _is_namedtuple(obj):
         return TreeDef(_NAMEDTUPLE, (type(obj), ()), tuple(_flatten(c, leaves) for c in obj))
