@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import mlx.core as mx
 
-from genmlx.core import runtime
+from genmlx.core import presample, runtime
 from genmlx.core.batching import vmap_call
 from genmlx.core.choicemap import ChoiceMap
 from genmlx.core.diff import Diff, VectorDiff
@@ -172,6 +172,7 @@ class StepPlan:
         self._n_shared = len(s_leaves)
         self.signature = (
             type(model).__name__,
+            presample.active_backend(),
             s_td,
             tuple((tuple(x.shape), x.dtype) for x in s_leaves),
             tuple((p, tuple(v.shape), v.dtype) for p, v, _ in constraints.masked_leaves()),
@@ -213,6 +214,31 @@ class StepPlan:
             rest = tuple(tr.args[1:]) if uses_t else tuple(tr.args)
             return tr._replace(args=()), rest, w
 
+        pre = presample.kernel_plan(kernel, self.analysis_args, self._cons)
+        if pre is not None:
+            # the particles' step keys, then their Gaussian draws in one kernel (GPU)
+            step_keys = mx.vmap(_key_base)(keys) + offset
+            base, z = presample.draw(pre, None, step_keys, n)
+
+            def one_pre(
+                sk: mx.array,
+                b: mx.array,
+                zz: mx.array,
+                c: Any,
+                sh: tuple[Any, ...],
+                cm: ChoiceMap,
+            ) -> tuple[Trace, tuple[Any, ...], mx.array]:
+                kargs = make_args(t_symbol, c, sh)
+                with presample.pending(b, presample.rows(zz, pre.plan)):
+                    tr, w = kernel.generate(kargs, cm, key=sk)
+                rest = tuple(tr.args[1:]) if uses_t else tuple(tr.args)
+                return tr._replace(args=()), rest, w
+
+            with runtime.transforming():
+                pout: tuple[Trace, tuple[Any, ...], mx.array] = vmap_call(
+                    one_pre, n, (step_keys, base, z, carry), (shared, cons)
+                )
+            return pout
         with runtime.transforming():
             out: tuple[Trace, tuple[Any, ...], mx.array] = vmap_call(
                 one, n, (keys, carry), (shared, cons, offset)

@@ -80,9 +80,12 @@ __all__ = [
     "draw",
     "enabled",
     "force",
+    "kernel_plan",
     "kernel_source",
+    "pending",
     "plan_for",
     "prepare",
+    "rows",
     "stats",
 ]
 
@@ -284,6 +287,37 @@ def plan_for(gf: Any, op: str, args: tuple[Any, ...], constraints: Any = None) -
         _PLANS.pop(next(iter(_PLANS)))
     _PLANS[key] = plan
     return plan
+
+
+def kernel_plan(gf: Any, args: tuple[Any, ...], constraints: Any = None) -> Presample | None:
+    """For code that runs ``gf.generate(args, constraints, key=k)`` for every particle
+    under its own ``vmap`` (a combinator's particle step): how to presample it
+    (``None``: not on this device, not a ``@gen`` function, or no Gaussian draws).
+    ``args`` are one particle's concrete arguments. Use it as ``vgenerate`` does::
+
+        base, z = draw(pre, None, keys, n)            # keys: [n, 2], outside the vmap
+        # inside the vmapped function, for particle (k, b, zz):
+        with pending(b, rows(zz, pre.plan)):
+            tr, w = gf.generate(args, constraints, key=k)
+    """
+    from genmlx.core.dsl import DynamicGenerativeFunction
+
+    backend = active_backend()
+    if backend is None or not isinstance(gf, DynamicGenerativeFunction):
+        return None
+    if constraints is not None and (constraints.batch_shape or constraints.is_masked):
+        return None
+    try:
+        plan = plan_for(gf, "vgenerate", args, constraints)
+    except TypeError:
+        return None
+    return None if plan is None else Presample(plan, backend)
+
+
+def rows(z: mx.array, plan: Plan) -> Any:
+    """The source :func:`pending` takes for one particle's row ``z`` of :func:`draw`'s
+    normals."""
+    return _Rows(z, plan)
 
 
 def prepare(gf: Any, op: str, args: tuple[Any, ...], constraints: Any = None) -> Presample | None:
