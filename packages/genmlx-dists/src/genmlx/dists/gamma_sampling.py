@@ -22,7 +22,7 @@ import mlx.core as mx
 from genmlx.dists.base import (
     arr,
 )
-from genmlx.dists.rejection import first_accepted
+from genmlx.dists.rejection import compact, first_accepted
 from genmlx.dists.rejection import spill_slots as _spill_slots
 
 __all__ = [
@@ -39,14 +39,6 @@ _ONE_MINUS = 1.0 - 2.0**-24
 _F32_MAX = float.fromhex("0x1.fffffep+127")
 # log of the smallest uniform we let through (u = 0 has probability 2**-32).
 _LOG_U_MIN = math.log(2.0**-33)
-
-GAMMA_ROUNDS = 10
-"""Marsaglia–Tsang proposals per element. The acceptance probability is smallest at
-alpha = 1 (0.9517, by quadrature; the alpha < 1 boost samples alpha + 1 >= 1), so an
-element is never accepted with probability 0.0483**10 < 7e-14 (plus < 1e-14 per round
-that more elements are rejected than :func:`genmlx.dists.rejection.spill_slots` has
-room for)."""
-
 
 def _f32(x: Any) -> mx.array:
     a = arr(x)
@@ -65,28 +57,123 @@ def _log_uniform(key: mx.array, shape: tuple[int, ...]) -> mx.array:
     return out
 
 
-_P_REJECT = 0.0483  # the largest per-round rejection probability (alpha = 1)
+def _words(key: mx.array, n: int) -> mx.array:
+    """``n`` uniform uint32 words (MLX's Threefry output, as ``mx.random.split``
+    returns it: the cheapest source of raw bits MLX's Python API has)."""
+    if n == 0:
+        return mx.zeros((0,), dtype=mx.uint32)
+    return mx.random.split(key, (n + 1) // 2).reshape(-1)[:n]
+
+
+# Largest per-round rejection probability of one proposal: the polar pair is rejected
+# with probability 1 - pi/4, then Marsaglia–Tsang rejects <= 0.0483 (at alpha = 1).
+_MT_REJECT = 0.0483
+_P_REJECT = 1.0 - (math.pi / 4.0) * (1.0 - _MT_REJECT)  # 0.2526
+# P(U >= 1 - 0.0331 X^4) = E[min(1, 0.0331 X^4)] <= 0.0331 E[X^4] = 0.0993 for a
+# standard normal X: the share of proposals whose squeeze test fails; deciding it from
+# 16 bits of U leaves at most 2**-16 more undecided.
+_P_SQUEEZE_FAIL = 0.0994
+
+GAMMA_ROUNDS = 23
+"""Proposals per element. A proposal is a polar-method normal pair member (pair
+rejected with probability 1 - pi/4) put through Marsaglia–Tsang (acceptance smallest
+at alpha = 1: 0.9517, by quadrature; the alpha < 1 boost samples alpha + 1 >= 1), so
+a proposal is accepted with probability >= 0.7475 and an element is never accepted
+with probability < 0.2526**23 < 2e-14 (plus < 1e-14 per round that more elements are
+rejected than :func:`genmlx.dists.rejection.spill_slots` has room for)."""
 
 
 def spill_slots(n: int, p_reject: float = _P_REJECT) -> int:
-    """:func:`genmlx.dists.rejection.spill_slots`, by default for Marsaglia–Tsang's
-    largest rejection probability (0.0483, at alpha = 1)."""
+    """:func:`genmlx.dists.rejection.spill_slots`, by default for the gamma sampler's
+    largest per-round rejection probability (0.2526, at alpha = 1)."""
     return _spill_slots(n, p_reject)
 
 
-def _mt_round(
-    x: mx.array, log_u: mx.array, d: mx.array, c: mx.array, log_d: mx.array
-) -> tuple[mx.array, mx.array]:
-    """One Marsaglia–Tsang proposal per element: ``(log G candidate, accepted)``."""
+def _polar_normals(words_u: mx.array, words_v: mx.array, n: int) -> tuple[mx.array, mx.array]:
+    """Marsaglia's polar method: ``n`` standard normals and whether each is valid.
+
+    ``(u, v)`` uniform on ``[-1, 1]^2`` (from signed 32-bit words) is kept when
+    ``0 < s = u^2 + v^2 < 1`` (probability pi/4); then ``u f`` and ``v f``, ``f =
+    sqrt(-2 log(s) / s)``, are independent N(0, 1). The two members of a pair are the
+    elements ``i`` and ``i + h`` (``h`` pairs); a rejected pair marks both invalid (its
+    values are NaN or garbage). One ``log`` and one ``sqrt`` per pair, no ``erfinv``:
+    about half the cost of ``mx.random.normal`` on the CPU.
+    """
+    u = mx.view(words_u, mx.int32).astype(mx.float32) * 2.0**-31
+    v = mx.view(words_v, mx.int32).astype(mx.float32) * 2.0**-31
+    s = u * u + v * v
+    ok = mx.logical_and(s < 1.0, s > 0.0)
+    f = mx.sqrt((-2.0 * mx.log(s)) / s)
+    x = mx.concatenate([u * f, v * f])[:n]
+    okk = mx.concatenate([ok, ok])[:n]
+    return x, okk
+
+
+def _mt_full_test(
+    x: mx.array, u: mx.array, d: mx.array, c: mx.array
+) -> mx.array:
+    """Marsaglia–Tsang's exact test ``log u < x^2/2 + d (1 - v + log v)``,
+    ``v = (1 + c x)^3``, written without cancelling large terms:
+    ``1 - v + log v = 3 log1p(w) - w (3 + 3 w + w^2)``, ``w = c x``."""
     w = c * x
     pos = w > -1.0
     w = mx.where(pos, w, 0.0)
     l1 = mx.log1p(w)
-    # log acceptance ratio 0.5 x^2 + d (1 - v + log v), v = (1 + w)^3, written without
-    # cancelling large terms: 1 - v + log v = 3 log1p(w) - w (3 + 3 w + w^2).
     log_ratio = 0.5 * x * x + d * (3.0 * l1 - w * (3.0 + w * (3.0 + w)))
-    accept = mx.logical_and(pos, log_u < log_ratio)
-    return log_d + 3.0 * l1, accept
+    out: mx.array = mx.logical_and(pos, mx.log(u) < log_ratio)
+    return out
+
+
+def _mt_propose(
+    key: mx.array, rshape: tuple[int, ...], prm: tuple[mx.array, ...]
+) -> tuple[mx.array, mx.array]:
+    """Marsaglia–Tsang proposals ``(d v, accepted)`` of shape ``rshape``.
+
+    ``prm = (d, c)`` (``d = alpha - 1/3``, ``c = 1 / sqrt(9 d)``), each of size 1 or
+    broadcastable to ``rshape``. The normal ``x`` comes from :func:`_polar_normals`;
+    ``v = (1 + c x)^3``. Random words: two per polar pair (two proposals) and one
+    holding the leading 16 bits ``k`` of two proposals' uniforms ``u = (k + U') /
+    2**16``. The squeeze ``u < 1 - 0.0331 x^4`` is decided from ``k`` alone when
+    ``(k + 1) / 2**16`` is below its threshold (no logarithm, and no ``x`` with
+    ``v <= 0`` passes: that needs ``x^4 >= 36``); the rest (under 10% of proposals)
+    are gathered into :func:`genmlx.dists.rejection.compact` slots, where ``U'``
+    (32 more bits) completes ``u`` and the exact test runs. An undecided proposal
+    without a slot (probability < 1e-14) is rejected.
+    """
+    d, c = prm
+    n = math.prod(rshape)
+    h = (n + 1) // 2
+    k_main, k_fine = mx.random.split(key, 2)
+    words = _words(k_main, 3 * h)
+    x, ok = _polar_normals(words[:h], words[h : 2 * h], n)
+    w3 = words[2 * h :]
+    k16 = mx.concatenate([w3 >> 16, w3 & 0xFFFF])[:n].astype(mx.float32)
+    x = x.reshape(rshape)
+    ok = ok.reshape(rshape)
+    k16 = k16.reshape(rshape)
+    v1 = 1.0 + c * x
+    g = d * (v1 * v1 * v1)
+    x2 = x * x
+    # k + 1 <= 2**16 (1 - 0.0331 x^4), with a margin far above float32 rounding
+    sure = k16 <= (65535.0 - 1e-2) - (65536.0 * 0.0331) * (x2 * x2)
+    fast = mx.logical_and(ok, sure).reshape(-1)
+    undecided = mx.logical_and(ok, mx.logical_not(sure)).reshape(-1)
+    q = _spill_slots(n, _P_SQUEEZE_FAIL)
+    owner, _ = compact(undecided, q)
+    oc = mx.minimum(owner, n - 1)
+
+    def pick(a: mx.array) -> mx.array:
+        if a.size == 1:
+            return a.reshape(())
+        flat = mx.broadcast_to(a, rshape).reshape(-1)
+        return mx.take_along_axis(flat, oc, axis=0)
+
+    fine = _words(k_fine, q).astype(mx.float32) * 2.0**-32
+    u = (pick(k16) + fine) * 2.0**-16
+    acc_slow = mx.logical_and(_mt_full_test(pick(x), u, pick(d), pick(c)), owner < n)
+    pad = mx.zeros((1,), dtype=mx.bool_)
+    acc = mx.put_along_axis(mx.concatenate([fast, pad]), owner, acc_slow, axis=0)[:n]
+    return g, acc.reshape(rshape)
 
 
 def _any_maybe(x: mx.array) -> bool:
@@ -104,24 +191,16 @@ def _any_maybe(x: mx.array) -> bool:
         raise
 
 
-def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
-    """``log G`` for ``G ~ Gamma(alpha, rate 1)``, of shape ``shape``.
+def _gamma_parts(
+    key: mx.array, alpha: Any, shape: tuple[int, ...]
+) -> tuple[mx.array, mx.array | None]:
+    """``(g, log_boost)`` with ``G = g exp(log_boost) ~ Gamma(alpha, rate 1)``.
 
-    Exact (up to float32 rounding) for every ``alpha > 0``: Marsaglia–Tsang (2000) with
-    up to ``GAMMA_ROUNDS`` proposals per element, the first accepted one kept (never
-    accepted: probability < 1e-13, then ``log(alpha - 1/3)`` is returned). Every element
-    gets a first proposal, and only the elements still rejected draw further ones
-    (:func:`genmlx.dists.rejection.first_accepted`: under 5% per round), so the later
-    rounds cost a twentieth of a full one; eagerly, levels no element reaches are
-    skipped, and ``mx.vmap``/``mx.compile`` give the same draws. For
-    ``alpha < 1`` it samples ``Gamma(alpha + 1)`` and adds ``log(U) / alpha`` — in log
-    space, so tiny ``alpha`` (whose draws underflow float32) stays exact. Invalid
-    ``alpha`` (``<= 0`` or NaN) gives NaN.
-
-    Args:
-        key: PRNG key.
-        alpha: shape parameter, broadcastable to ``shape``.
-        shape: the output shape.
+    ``g ~ Gamma(alpha)`` for ``alpha >= 1`` and ``Gamma(alpha + 1)`` for ``alpha < 1``
+    (a positive normal float32: ``d (1 + c x)^3`` with ``d >= 2/3``); ``log_boost`` is
+    ``log(U) / alpha`` for ``alpha < 1`` and 0 otherwise, or ``None`` when eagerly no
+    element has ``alpha < 1`` (then ``G = g``, no ``exp``/``log`` needed). Invalid
+    ``alpha`` gives NaN in ``g``. Both have shape ``shape``.
     """
     shape = tuple(shape)
     n = math.prod(shape)
@@ -134,64 +213,111 @@ def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
     a_safe = mx.where(valid, alpha, 1.0)
     boost = a_safe < 1.0
     a1 = mx.where(boost, a_safe + 1.0, a_safe)
-    d = a1 - 1.0 / 3.0
-    c = mx.rsqrt(9.0 * d)
-    log_d = mx.log(d)
+    d_safe = a1 - 1.0 / 3.0
+    c = mx.rsqrt(9.0 * d_safe)
+    d = mx.where(valid, d_safe, mx.nan)  # NaN flows into every draw of an invalid alpha
     keys = mx.random.split(key, 2)
-
-    def propose(
-        k: mx.array, rshape: tuple[int, ...], prm: tuple[mx.array, ...]
-    ) -> tuple[mx.array, mx.array]:
-        kx, ku = mx.random.split(k, 2)
-        x = mx.random.normal(shape=rshape, key=kx)
-        return _mt_round(x, _log_uniform(ku, rshape), *prm)
-
-    out = first_accepted(propose, keys[0], (n,), GAMMA_ROUNDS, log_d, (d, c, log_d), _P_REJECT)
+    g = first_accepted(_mt_propose, keys[0], (n,), GAMMA_ROUNDS, d, (d, c), _P_REJECT)
+    log_boost = None
     if _any_maybe(boost):  # eagerly skipped when no element boosts (it would add 0)
-        out = out + mx.where(boost, _log_uniform(keys[1], (n,)) / a_safe, 0.0)
-    res: mx.array = mx.where(valid, out, mx.nan)
-    return res.reshape(shape)
+        log_boost = mx.where(boost, _log_uniform(keys[1], (n,)) / a_safe, 0.0).reshape(shape)
+    return g.reshape(shape), log_boost
+
+
+def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
+    """``log G`` for ``G ~ Gamma(alpha, rate 1)``, of shape ``shape``.
+
+    Exact (up to float32 rounding) for every ``alpha > 0``: Marsaglia–Tsang (2000)
+    with normals from Marsaglia's polar method and up to ``GAMMA_ROUNDS`` proposals
+    per element, the first accepted one kept (never accepted: probability < 3e-14,
+    then ``log(alpha - 1/3)`` is returned). Every element gets a first proposal, and
+    only the elements still rejected draw further ones
+    (:func:`genmlx.dists.rejection.first_accepted`: about a quarter per round, most of
+    them rejected polar pairs); the squeeze test decides 90% of proposals without a
+    logarithm, the exact test runs only for the rest. Eagerly, levels no element
+    reaches are skipped, and ``mx.vmap``/``mx.compile`` give the same draws. For
+    ``alpha < 1`` it samples ``Gamma(alpha + 1)`` and adds ``log(U) / alpha`` — in log
+    space, so tiny ``alpha`` (whose draws underflow float32) stays exact. Invalid
+    ``alpha`` (``<= 0`` or NaN) gives NaN.
+
+    Args:
+        key: PRNG key.
+        alpha: shape parameter, broadcastable to ``shape``.
+        shape: the output shape.
+    """
+    g, log_boost = _gamma_parts(key, alpha, shape)
+    out = mx.log(g)
+    return out if log_boost is None else out + log_boost
+
+
+def scaled_gamma(
+    key: mx.array, alpha: Any, shape: tuple[int, ...], log_scale: Any = 0.0
+) -> mx.array:
+    """``exp(log_scale) * G`` for ``G ~ Gamma(alpha, rate 1)``, clamped into
+    ``[2**-126, float32 max]`` (NaN stays NaN).
+
+    With no ``alpha < 1`` (known eagerly) it is ``g * exp(log_scale)`` in linear space
+    (``log_scale`` has the parameters' shape, so its ``exp`` is cheap); otherwise
+    ``exp(log g + log_boost + log_scale)``, in log space, so a draw that underflows
+    float32 on its own but not once scaled is still right.
+    """
+    g, log_boost = _gamma_parts(key, alpha, shape)
+    ls = _f32(log_scale)
+    if log_boost is None:
+        out = mx.clip(g * mx.exp(ls), _TINY, _F32_MAX)
+    else:
+        out = mx.clip(mx.exp(mx.log(g) + log_boost + ls), _TINY, _F32_MAX)
+    return out
 
 
 def standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
     """``G ~ Gamma(alpha, rate 1)`` of shape ``shape`` (``alpha`` broadcasts to it).
 
-    ``exp`` of :func:`log_standard_gamma`, clamped into ``[2**-126, float32 max]``:
-    draws below the smallest normal float32 (common for tiny ``alpha``: a
-    ``Gamma(0.01)`` draw is below ``1.2e-38`` with probability 0.42) are not
-    representable as normal floats (and subnormals are flushed to zero on some
-    backends), so they are returned as ``2**-126`` — never 0, so ``log`` of a draw and
-    the log density at it stay finite. Callers that need the exact tail use
-    :func:`log_standard_gamma`. Invalid ``alpha`` gives NaN.
+    Clamped into ``[2**-126, float32 max]``: draws below the smallest normal float32
+    (common for tiny ``alpha``: a ``Gamma(0.01)`` draw is below ``1.2e-38`` with
+    probability 0.42) are not representable as normal floats (and subnormals are
+    flushed to zero on some backends), so they are returned as ``2**-126`` — never 0,
+    so ``log`` of a draw and the log density at it stay finite. Callers that need the
+    exact tail use :func:`log_standard_gamma` (same key, same draws). Invalid
+    ``alpha`` gives NaN.
     """
-    lg = log_standard_gamma(key, alpha, shape)
-    out: mx.array = mx.clip(mx.exp(lg), _TINY, _F32_MAX)
-    return mx.where(mx.isnan(lg), mx.nan, out)
+    return scaled_gamma(key, alpha, shape)
 
 
 def standard_beta(key: mx.array, a: Any, b: Any, shape: tuple[int, ...]) -> mx.array:
     """``Beta(a, b)`` draws of shape ``shape`` (``a``, ``b`` broadcast to it).
 
-    ``X / (X + Y) = sigmoid(log X - log Y)`` with ``X ~ Gamma(a)``, ``Y ~ Gamma(b)``
-    drawn in log space (exact for tiny ``a``, ``b``), clamped into
+    ``X / (X + Y)`` with ``X ~ Gamma(a)``, ``Y ~ Gamma(b)``; when a parameter is below
+    1 (the boosted gamma draws may underflow float32) it is formed in log space as
+    ``sigmoid(log X - log Y)``, exact for tiny ``a``, ``b``. Clamped into
     ``[2**-126, 1 - 2**-24]`` so a draw is never exactly 0 or 1 (the log density can be
     infinite there). Invalid parameters give NaN.
     """
     keys = mx.random.split(key, 2)
-    lx = log_standard_gamma(keys[0], a, shape)
-    ly = log_standard_gamma(keys[1], b, shape)
-    out: mx.array = mx.clip(mx.sigmoid(lx - ly), _TINY, _ONE_MINUS)
-    return mx.where(mx.isnan(lx - ly), mx.nan, out)
+    gx, bx = _gamma_parts(keys[0], a, shape)
+    gy, by = _gamma_parts(keys[1], b, shape)
+    if bx is None and by is None:
+        out = mx.clip(gx / (gx + gy), _TINY, _ONE_MINUS)
+        return out
+    lx = mx.log(gx) if bx is None else mx.log(gx) + bx
+    ly = mx.log(gy) if by is None else mx.log(gy) + by
+    res: mx.array = mx.clip(mx.sigmoid(lx - ly), _TINY, _ONE_MINUS)
+    return mx.where(mx.isnan(lx - ly), mx.nan, res)
 
 
 def standard_dirichlet(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
     """``Dirichlet(alpha)`` draws of shape ``shape``; the last axis is the event.
 
-    ``alpha`` (last axis K) broadcasts to ``shape``. A softmax of log-gamma draws, so
-    tiny concentrations neither underflow to 0/0 nor lose the simplex; components are
-    clamped below at ``2**-126`` (the sum moves by at most ``K * 1.2e-38``).
-    Invalid concentrations give NaN.
+    ``alpha`` (last axis K) broadcasts to ``shape``. Gamma draws normalised by their
+    sum; when a concentration is below 1 (its draws may underflow float32), a softmax
+    of log-gamma draws, so tiny concentrations neither underflow to 0/0 nor lose the
+    simplex. Components are clamped below at ``2**-126`` (the sum moves by at most
+    ``K * 1.2e-38``). Invalid concentrations give NaN.
     """
-    lg = log_standard_gamma(key, alpha, shape)
-    out: mx.array = mx.maximum(mx.softmax(lg, axis=-1), _TINY)
-    return out
+    g, log_boost = _gamma_parts(key, alpha, shape)
+    if log_boost is None:
+        out: mx.array = mx.maximum(g / mx.sum(g, axis=-1, keepdims=True), _TINY)
+        return out
+    lg = mx.log(g) + log_boost
+    res: mx.array = mx.maximum(mx.softmax(lg, axis=-1), _TINY)
+    return res

@@ -27,10 +27,11 @@ import mlx.core as mx
 
 from genmlx.core import runtime
 
-__all__ = ["all_done", "first_accepted", "spill_slots"]
+__all__ = ["all_done", "compact", "first_accepted", "spill_slots"]
 
 _LOG_SPILL_FAIL = math.log(1e14)
 _CHUNK_ELEMS = 2**21  # rounds evaluated together once a batch stops shrinking
+_SMALL = 1024  # batches this small run all their rounds together (no further levels)
 
 _Propose = Callable[[mx.array, tuple[int, ...], tuple[mx.array, ...]], tuple[mx.array, mx.array]]
 
@@ -90,8 +91,49 @@ def first_accepted(
         p.reshape((1,)) if shared else mx.broadcast_to(p, shape).reshape(-1) for p in params
     )
     fb = mx.broadcast_to(fallback, shape).reshape(-1)
-    out = _level(propose, key, n, rounds, fb, flat, shared, p_reject)
+    out = _level(propose, key, n, rounds, fb, flat, shared, p_reject, None)
     return out.reshape(shape)
+
+
+def compact(flags: mx.array, q: int) -> tuple[mx.array, mx.array]:
+    """The first ``q`` flagged elements of a 1-D ``flags``, in index order.
+
+    Returns ``(owner, slot)``: ``owner[s]`` (shape ``(q,)``) is the index of the
+    ``s``-th flagged element, or ``n = flags.size`` where fewer than ``s + 1`` are
+    flagged; ``slot[i]`` (shape ``(n,)``) is ``i``'s rank among the flagged elements
+    if it is flagged and that rank is below ``q``, else ``q``. Gathers and scatters go
+    through ``mx.take_along_axis``/``mx.put_along_axis`` (on MLX's CPU backend
+    several times cheaper than ``mx.take`` and ``.at[].add``), and the ranks are
+    formed with integer arithmetic rather than a data-dependent ``mx.where``, so
+    everything is one cheap pass per step, and it works under ``mx.vmap`` and
+    ``mx.compile``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> owner, slot = compact(mx.array([False, True, False, True, True]), 2)
+        >>> owner.tolist(), slot.tolist()
+        ([1, 3], [2, 0, 2, 1, 2])
+    """
+    n = flags.shape[0]
+    f = flags.astype(mx.int32)
+    # flagged: rank = cumsum - 1; unflagged: cumsum + q >= q (clipped to q below).
+    slot = mx.minimum(mx.cumsum(f) + (q - (q + 1) * f), q)
+    owner = mx.put_along_axis(
+        mx.full((q + 1,), n, dtype=mx.int32), slot, mx.arange(n, dtype=mx.int32), axis=0
+    )
+    return mx.stop_gradient(owner[:q]), mx.stop_gradient(slot)
+
+
+def _count_maybe(flags: mx.array) -> int | None:
+    """Eagerly, how many elements of ``flags`` hold; ``None`` under a transformation."""
+    if runtime.in_transform():
+        return None
+    try:
+        return int(mx.sum(flags).item())
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return None
+        raise
 
 
 def _level(
@@ -103,33 +145,45 @@ def _level(
     prm: tuple[mx.array, ...],
     shared: bool,
     p_reject: float,
+    live: mx.array | None,
 ) -> mx.array:
+    """``m`` elements' first accepted proposals; ``live`` marks the slots that belong
+    to an element (``None``: all do). Slots owned by no element are proposed for (the
+    shapes are fixed) but never given a slot one level down, so eagerly the levels
+    stop as soon as no owned slot is rejected."""
     q = spill_slots(m, p_reject)
     if m == 0:
         return fb
-    if q >= m or rounds == 1:
-        return _rounds(propose, key, m, rounds, fb, prm)
+    if q >= m or rounds == 1 or m <= _SMALL:
+        return _rounds(propose, key, m, rounds, fb, prm, live)
     k1, k2 = mx.random.split(key, 2)
     val, acc = propose(k1, (1, m), prm)
     val, acc = val[0], acc[0]
-    out = mx.where(acc, val, fb)
-    if all_done(acc):
-        return out  # no element needs a slot: the deeper levels would change nothing
-    rejected = mx.logical_not(acc)
-    rank = mx.cumsum(rejected.astype(mx.int32)) - 1
-    has_slot = mx.logical_and(rejected, rank < q)
-    slot = mx.stop_gradient(mx.where(has_slot, rank, q))  # q: no slot
+    need = mx.logical_not(acc) if live is None else mx.logical_and(live, mx.logical_not(acc))
+    n_need = _count_maybe(need)
+    if n_need == 0:
+        return val  # no element needs a slot: the deeper levels would change nothing
+    owner, slot = compact(need, q)
     if shared:
         sprm = prm
         sfb = mx.broadcast_to(fb[:1], (q,))
     else:
-        idx = mx.arange(m, dtype=mx.int32)
-        owner = mx.zeros((q + 1,), dtype=mx.int32).at[slot].add(mx.where(has_slot, idx, 0))
-        owner = owner[:q]
-        sprm = tuple(mx.take(p, owner) for p in prm)
-        sfb = mx.take(fb, owner)
-    sub = _level(propose, k2, q, rounds - 1, sfb, sprm, shared, p_reject)
-    res: mx.array = mx.where(has_slot, mx.take(sub, mx.minimum(slot, q - 1)), out)
+        oc = mx.minimum(owner, m - 1)
+        sprm = tuple(mx.take_along_axis(p, oc, axis=0) for p in prm)
+        sfb = mx.take_along_axis(fb, oc, axis=0)
+    sub = _level(propose, k2, q, rounds - 1, sfb, sprm, shared, p_reject, owner < m)
+    if n_need is not None and n_need <= q:
+        # Every element in need has a slot: write the slots' draws over their
+        # rejected proposals (the same values the general form below gives).
+        pad = mx.zeros((1,), dtype=val.dtype)
+        res: mx.array = mx.put_along_axis(mx.concatenate([val, pad]), owner, sub, axis=0)
+        return res[:m]
+    # Under a transformation, or when some element in need got no slot (probability
+    # < 1e-14): slotted elements take their slot's draw, the others in need the
+    # fallback, the rest keep their proposal.
+    sub_ext = mx.concatenate([sub, mx.zeros((1,), dtype=sub.dtype)])
+    from_slot = mx.take_along_axis(sub_ext, slot, axis=0)
+    res = mx.where(slot < q, from_slot, mx.where(need, fb, val))
     return res
 
 
@@ -140,14 +194,16 @@ def _rounds(
     rounds: int,
     fb: mx.array,
     prm: tuple[mx.array, ...],
+    live: mx.array | None = None,
 ) -> mx.array:
     """All ``rounds`` for all ``m`` elements, in chunks (eagerly stopping once every
-    element has accepted: later chunks would change nothing)."""
+    owned element has accepted: later chunks would change nothing)."""
     chunk = max(2, min(rounds, _CHUNK_ELEMS // max(m, 1)))
     n_chunks = -(-rounds // chunk)
     keys = mx.random.split(key, n_chunks)
     out = fb
-    done = mx.zeros((m,), dtype=mx.bool_)
+    got = mx.zeros((m,), dtype=mx.bool_)
+    done = got if live is None else mx.logical_not(live)
     left = rounds
     for ci in range(n_chunks):
         c = min(chunk, left)
@@ -156,7 +212,8 @@ def _rounds(
         any_acc = mx.any(a, axis=0)
         first = mx.stop_gradient(mx.argmax(a, axis=0).astype(mx.int32))
         pick = mx.take_along_axis(v, mx.expand_dims(first, 0), axis=0)[0]
-        out = mx.where(mx.logical_and(any_acc, mx.logical_not(done)), pick, out)
+        out = mx.where(mx.logical_and(any_acc, mx.logical_not(got)), pick, out)
+        got = mx.logical_or(got, any_acc)
         done = mx.logical_or(done, any_acc)
         if left and all_done(done):
             break
