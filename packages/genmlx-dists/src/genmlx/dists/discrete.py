@@ -993,8 +993,9 @@ class NegBinomial(Distribution):
 
     P(k) = Γ(k + r) / (Γ(r) k!) p^r (1 − p)^k, k = 0, 1, …; r > 0 (real), p ∈ (0, 1].
     Mean r(1−p)/p. Sampled exactly as the Poisson–Gamma mixture
-    ``Poisson(Gamma(r, scale=(1−p)/p))`` (``standard_gamma`` and the exact Poisson
-    sampler above).
+    ``Poisson(Gamma(r, scale=(1−p)/p))`` (``scaled_gamma`` and the exact Poisson
+    sampler above; the rate is clamped below at ``2**-126``, which gives 0 as the
+    rate 0 of ``p = 1`` does).
 
     Example:
         >>> import mlx.core as mx
@@ -1013,16 +1014,15 @@ class NegBinomial(Distribution):
         return C.nonnegative_integer
 
     def sample(self, key: mx.array, r: Any, p: Any, *, shape: Shape = ()) -> mx.array:
-        from genmlx.dists.gamma_sampling import log_standard_gamma
+        from genmlx.dists.gamma_sampling import scaled_gamma
 
         ra, pa = _f32(r), _f32(p)
         full = sample_shape(shape, ra, pa)
         k1, k2 = _split(key, 2)
-        ra_s = mx.broadcast_to(mx.where(ra > 0, ra, 1.0), full)
+        ra_s = mx.where(ra > 0, ra, 1.0)
         pa_s = mx.where(_and(pa > 0, pa <= 1), pa, 1.0)
-        # lam = G (1 - p) / p, formed in log space (G of tiny r underflows float32).
-        log_g = log_standard_gamma(k1, ra_s, full)
-        lam = mx.exp(log_g + mx.log1p(-pa_s) - mx.log(pa_s))
+        # lam = G (1 - p) / p (in log space where r < 1: G of tiny r underflows float32)
+        lam = scaled_gamma(k1, ra_s, full, mx.log1p(-pa_s) - mx.log(pa_s))
         return _poisson_sample(k2, lam, full)
 
     def log_prob(self, value: Any, r: Any, p: Any) -> mx.array:

@@ -27,11 +27,14 @@ from genmlx.dists.rejection import spill_slots as _spill_slots
 
 __all__ = [
     "GAMMA_ROUNDS",
+    "T_ROUNDS",
     "log_standard_gamma",
+    "scaled_gamma",
     "spill_slots",
     "standard_beta",
     "standard_dirichlet",
     "standard_gamma",
+    "standard_t",
 ]
 
 _TINY = 2.0**-126
@@ -205,10 +208,8 @@ def _gamma_parts(
     shape = tuple(shape)
     n = math.prod(shape)
     alpha = _f32(alpha)
-    # One shared alpha keeps its per-parameter constants scalar (and the spilled slots
-    # need not look up their element's alpha); otherwise they are per element.
-    shared = alpha.size == 1
-    alpha = alpha.reshape(()) if shared else mx.broadcast_to(alpha, shape).reshape(-1)
+    # The per-parameter constants are formed at alpha's own shape (one shared alpha:
+    # scalars, and the spilled slots need not look up their element's alpha).
     valid = _finite_pos(alpha)
     a_safe = mx.where(valid, alpha, 1.0)
     boost = a_safe < 1.0
@@ -217,10 +218,15 @@ def _gamma_parts(
     c = mx.rsqrt(9.0 * d_safe)
     d = mx.where(valid, d_safe, mx.nan)  # NaN flows into every draw of an invalid alpha
     keys = mx.random.split(key, 2)
-    g = first_accepted(_mt_propose, keys[0], (n,), GAMMA_ROUNDS, d, (d, c), _P_REJECT)
+    if alpha.size == 1:
+        prm = (d, c)
+    else:
+        prm = (mx.broadcast_to(d, shape).reshape(-1), mx.broadcast_to(c, shape).reshape(-1))
+    g = first_accepted(_mt_propose, keys[0], (n,), GAMMA_ROUNDS, prm[0], prm, _P_REJECT)
     log_boost = None
     if _any_maybe(boost):  # eagerly skipped when no element boosts (it would add 0)
-        log_boost = mx.where(boost, _log_uniform(keys[1], (n,)) / a_safe, 0.0).reshape(shape)
+        lu = _log_uniform(keys[1], shape)
+        log_boost = mx.where(boost, lu / a_safe, 0.0)
     return g.reshape(shape), log_boost
 
 
@@ -251,22 +257,36 @@ def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
 
 
 def scaled_gamma(
-    key: mx.array, alpha: Any, shape: tuple[int, ...], log_scale: Any = 0.0
+    key: mx.array,
+    alpha: Any,
+    shape: tuple[int, ...],
+    log_scale: Any = 0.0,
+    *,
+    inverse: bool = False,
 ) -> mx.array:
-    """``exp(log_scale) * G`` for ``G ~ Gamma(alpha, rate 1)``, clamped into
-    ``[2**-126, float32 max]`` (NaN stays NaN).
+    """``exp(log_scale) * G`` (``inverse``: ``exp(log_scale) / G``) for
+    ``G ~ Gamma(alpha, rate 1)``, clamped into ``[2**-126, float32 max]``; NaN
+    (invalid ``alpha`` or ``log_scale``) stays NaN.
 
-    With no ``alpha < 1`` (known eagerly) it is ``g * exp(log_scale)`` in linear space
-    (``log_scale`` has the parameters' shape, so its ``exp`` is cheap); otherwise
-    ``exp(log g + log_boost + log_scale)``, in log space, so a draw that underflows
-    float32 on its own but not once scaled is still right.
+    With no ``alpha < 1`` (known eagerly) it is formed in linear space,
+    ``g * exp(log_scale)`` (``log_scale`` has the parameters' shape, so its ``exp`` is
+    cheap), one multiplication per draw; otherwise in log space,
+    ``exp(log g + log_boost + log_scale)``, so a draw that underflows float32 on its
+    own but not once scaled is still right.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> scaled_gamma(mx.random.key(0), 2.0, (3,), mx.log(mx.array(0.5))).shape
+        (3,)
     """
     g, log_boost = _gamma_parts(key, alpha, shape)
     ls = _f32(log_scale)
     if log_boost is None:
-        out = mx.clip(g * mx.exp(ls), _TINY, _F32_MAX)
-    else:
-        out = mx.clip(mx.exp(mx.log(g) + log_boost + ls), _TINY, _F32_MAX)
+        sc = mx.exp(ls)
+        lin = sc / g if inverse else g * sc
+        return mx.clip(lin, _TINY, _F32_MAX)
+    lg = mx.log(g) + log_boost
+    out: mx.array = mx.clip(mx.exp(ls - lg if inverse else lg + ls), _TINY, _F32_MAX)
     return out
 
 
@@ -321,3 +341,71 @@ def standard_dirichlet(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
     lg = mx.log(g) + log_boost
     res: mx.array = mx.maximum(mx.softmax(lg, axis=-1), _TINY)
     return res
+
+
+# ------------------------------------------------------------------- Student's t
+_T_REJECT = 1.0 - math.pi / 4.0  # a polar pair falls outside the unit disc
+T_ROUNDS = 20
+"""Proposals per element of :func:`standard_t`: each is accepted with probability
+pi/4, so an element is never accepted with probability ``(1 - pi/4)**20 < 5e-14``."""
+_Y_CAP = 80.0  # expm1 below float32 overflow; the rest of y goes through exp
+# W >= 2**-62 (the smallest nonzero u^2 + v^2 from 32-bit words), so y = -2 log(W) / df
+# <= 85.96 / df stays below _Y_CAP for df >= 1.08.
+_T_SMALL_DF = 1.08
+
+
+def _bailey_propose(big_y: bool) -> Any:
+    def propose(
+        key: mx.array, rshape: tuple[int, ...], prm: tuple[mx.array, ...]
+    ) -> tuple[mx.array, mx.array]:
+        df, m2_df = prm
+        n = math.prod(rshape)
+        words = _words(key, 2 * n)
+        u = (mx.view(words[:n], mx.int32).astype(mx.float32) * 2.0**-31).reshape(rshape)
+        v = (mx.view(words[n:], mx.int32).astype(mx.float32) * 2.0**-31).reshape(rshape)
+        w = u * u + v * v
+        ok = mx.logical_and(w < 1.0, w > 0.0)
+        y = mx.log(w) * m2_df
+        yc = mx.minimum(y, _Y_CAP) if big_y else y
+        t = u * mx.sqrt(df * mx.expm1(yc)) * mx.rsqrt(w)
+        if big_y:  # exactly 1 where y <= _Y_CAP: the same draws as without it
+            t = t * mx.exp(0.5 * (y - yc))
+        return t, ok
+
+    return propose
+
+
+def standard_t(key: mx.array, df: Any, shape: tuple[int, ...]) -> mx.array:
+    """Student's t draws with ``df`` degrees of freedom (broadcast to ``shape``).
+
+    Bailey's polar method (Math. Comp. 62, 1994): ``(u, v)`` uniform on the unit disc,
+    ``W = u^2 + v^2``, then ``T = u sqrt(df (W^(-2/df) - 1) / W)`` is exactly t(df)
+    distributed — one ``log``, one ``expm1`` and no gamma variate per draw (the
+    ``expm1`` keeps it accurate for large ``df``, where ``T`` tends to a normal). A
+    pair outside the disc is rejected (probability 1 - pi/4; up to ``T_ROUNDS``
+    proposals, later ones only for the still-rejected elements, see
+    :func:`genmlx.dists.rejection.first_accepted`; never accepted: 0). For
+    ``df < 1.08`` the factor ``W^(-2/df)`` may exceed float32 while ``T`` does not;
+    there the part of the exponent above 80 goes through ``exp`` separately. Draws
+    beyond float32's range are returned as +-inf (callers clamp). Invalid ``df``
+    gives NaN.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> standard_t(mx.random.key(0), 4.0, (3,)).shape
+        (3,)
+    """
+    shape = tuple(shape)
+    n = math.prod(shape)
+    nu = _f32(df)
+    nu = mx.where(_finite_pos(nu), nu, mx.nan)
+    big_y = _any_maybe(mx.logical_not(nu >= _T_SMALL_DF))
+    m2 = -2.0 / nu
+    if nu.size == 1:
+        prm = (nu, m2)
+    else:
+        prm = (mx.broadcast_to(nu, shape).reshape(-1), mx.broadcast_to(m2, shape).reshape(-1))
+    out = first_accepted(
+        _bailey_propose(big_y), key, (n,), T_ROUNDS, mx.array(0.0), prm, _T_REJECT
+    )
+    return out.reshape(shape)
