@@ -22,7 +22,8 @@ import mlx.core as mx
 from genmlx.dists.base import (
     arr,
 )
-from genmlx.dists.rejection import compact, first_accepted
+from genmlx.dists import ziggurat
+from genmlx.dists.rejection import first_accepted
 from genmlx.dists.rejection import spill_slots as _spill_slots
 
 __all__ = [
@@ -68,53 +69,30 @@ def _words(key: mx.array, n: int) -> mx.array:
     return mx.random.split(key, (n + 1) // 2).reshape(-1)[:n]
 
 
-# Largest per-round rejection probability of one proposal: the polar pair is rejected
-# with probability 1 - pi/4, then Marsaglia–Tsang rejects <= 0.0483 (at alpha = 1).
-_MT_REJECT = 0.0483
-_P_REJECT = 1.0 - (math.pi / 4.0) * (1.0 - _MT_REJECT)  # 0.2526
-# P(U >= 1 - 0.0331 X^4) = E[min(1, 0.0331 X^4)] <= 0.0331 E[X^4] = 0.0993 for a
-# standard normal X: the share of proposals whose squeeze test fails; deciding it from
-# 16 bits of U leaves at most 2**-16 more undecided.
+# Per proposal: not accepted outright (the ziggurat's fast path or the squeeze fails)
+# with probability <= P_SLOW + 0.0994, where P(U >= 1 - 0.0331 X^4) = E[min(1, 0.0331
+# X^4)] <= 0.0331 E[X^4] = 0.0993 for a standard normal X (deciding it from 16 bits of
+# U adds at most 2**-16); rejected for good with probability <= 0.0067 (a ziggurat
+# wedge) + 0.0483 (Marsaglia–Tsang at alpha = 1).
 _P_SQUEEZE_FAIL = 0.0994
+_P_OPEN = ziggurat.P_SLOW + _P_SQUEEZE_FAIL  # 0.1143
+_P_FINAL_REJECT = ziggurat.P_REJECT + 0.0483  # 0.0551
 
-GAMMA_ROUNDS = 23
-"""Proposals per element. A proposal is a polar-method normal pair member (pair
-rejected with probability 1 - pi/4) put through Marsaglia–Tsang (acceptance smallest
-at alpha = 1: 0.9517, by quadrature; the alpha < 1 boost samples alpha + 1 >= 1), so
-a proposal is accepted with probability >= 0.7475 and an element is never accepted
-with probability < 0.2526**23 < 2e-14 (plus < 1e-14 per round that more elements are
-rejected than :func:`genmlx.dists.rejection.spill_slots` has room for)."""
+GAMMA_ROUNDS = 11
+"""Proposals per element. A proposal is a ziggurat normal put through Marsaglia–Tsang
+(acceptance smallest at alpha = 1: 0.9517, by quadrature; the alpha < 1 boost samples
+alpha + 1 >= 1); it is rejected with probability <= 0.0551, so an element is never
+accepted with probability < 0.0551**11 < 2e-14 (plus < 1e-14 per round that more
+elements need a slot than :func:`genmlx.dists.rejection.spill_slots` has)."""
 
 
-def spill_slots(n: int, p_reject: float = _P_REJECT) -> int:
-    """:func:`genmlx.dists.rejection.spill_slots`, by default for the gamma sampler's
-    largest per-round rejection probability (0.2526, at alpha = 1)."""
+def spill_slots(n: int, p_reject: float = _P_OPEN) -> int:
+    """:func:`genmlx.dists.rejection.spill_slots`, by default for the share of gamma
+    proposals not accepted outright (at most 0.1143)."""
     return _spill_slots(n, p_reject)
 
 
-def _polar_normals(words_u: mx.array, words_v: mx.array, n: int) -> tuple[mx.array, mx.array]:
-    """Marsaglia's polar method: ``n`` standard normals and whether each is valid.
-
-    ``(u, v)`` uniform on ``[-1, 1]^2`` (from signed 32-bit words) is kept when
-    ``0 < s = u^2 + v^2 < 1`` (probability pi/4); then ``u f`` and ``v f``, ``f =
-    sqrt(-2 log(s) / s)``, are independent N(0, 1). The two members of a pair are the
-    elements ``i`` and ``i + h`` (``h`` pairs); a rejected pair marks both invalid (its
-    values are NaN or garbage). One ``log`` and one ``sqrt`` per pair, no ``erfinv``:
-    about half the cost of ``mx.random.normal`` on the CPU.
-    """
-    u = mx.view(words_u, mx.int32).astype(mx.float32) * 2.0**-31
-    v = mx.view(words_v, mx.int32).astype(mx.float32) * 2.0**-31
-    s = u * u + v * v
-    ok = mx.logical_and(s < 1.0, s > 0.0)
-    f = mx.sqrt((-2.0 * mx.log(s)) / s)
-    x = mx.concatenate([u * f, v * f])[:n]
-    okk = mx.concatenate([ok, ok])[:n]
-    return x, okk
-
-
-def _mt_full_test(
-    x: mx.array, u: mx.array, d: mx.array, c: mx.array
-) -> mx.array:
+def _mt_full_test(x: mx.array, u: mx.array, d: mx.array, c: mx.array) -> mx.array:
     """Marsaglia–Tsang's exact test ``log u < x^2/2 + d (1 - v + log v)``,
     ``v = (1 + c x)^3``, written without cancelling large terms:
     ``1 - v + log v = 3 log1p(w) - w (3 + 3 w + w^2)``, ``w = c x``."""
@@ -129,54 +107,52 @@ def _mt_full_test(
 
 def _mt_propose(
     key: mx.array, rshape: tuple[int, ...], prm: tuple[mx.array, ...]
-) -> tuple[mx.array, mx.array]:
-    """Marsaglia–Tsang proposals ``(d v, accepted)`` of shape ``rshape``.
+) -> tuple[mx.array, mx.array, tuple[mx.array, ...]]:
+    """Marsaglia–Tsang proposals ``(d v, accepted outright, open state)``.
 
     ``prm = (d, c)`` (``d = alpha - 1/3``, ``c = 1 / sqrt(9 d)``), each of size 1 or
-    broadcastable to ``rshape``. The normal ``x`` comes from :func:`_polar_normals`;
-    ``v = (1 + c x)^3``. Random words: two per polar pair (two proposals) and one
-    holding the leading 16 bits ``k`` of two proposals' uniforms ``u = (k + U') /
-    2**16``. The squeeze ``u < 1 - 0.0331 x^4`` is decided from ``k`` alone when
-    ``(k + 1) / 2**16`` is below its threshold (no logarithm, and no ``x`` with
-    ``v <= 0`` passes: that needs ``x^4 >= 36``); the rest (under 10% of proposals)
-    are gathered into :func:`genmlx.dists.rejection.compact` slots, where ``U'``
-    (32 more bits) completes ``u`` and the exact test runs. An undecided proposal
-    without a slot (probability < 1e-14) is rejected.
+    broadcastable to ``rshape``; ``v = (1 + c x)^3``. Per proposal one word feeds the
+    ziggurat's fast path for ``x`` (:mod:`genmlx.dists.ziggurat`) and half a word the
+    leading 16 bits ``k`` of the uniform ``u = (k + U') / 2**16``. A proposal is
+    accepted outright when the ziggurat took ``x`` and the squeeze
+    ``u < 1 - 0.0331 x^4`` holds for every ``U'`` (``(k + 1) / 2**16`` below the
+    threshold; no ``x`` with ``v <= 0`` passes: that needs ``x^4 >= 36``) — no
+    logarithm. The others (under 12%) keep ``(x, layer, k, fast)`` for
+    :func:`_mt_resolve`.
     """
     d, c = prm
     n = math.prod(rshape)
     h = (n + 1) // 2
-    k_main, k_fine = mx.random.split(key, 2)
-    words = _words(k_main, 3 * h)
-    x, ok = _polar_normals(words[:h], words[h : 2 * h], n)
-    w3 = words[2 * h :]
+    words = _words(key, n + h)
+    x, zfast, layer = ziggurat.propose(words[:n])
+    w3 = words[n:]
     k16 = mx.concatenate([w3 >> 16, w3 & 0xFFFF])[:n].astype(mx.float32)
     x = x.reshape(rshape)
-    ok = ok.reshape(rshape)
     k16 = k16.reshape(rshape)
     v1 = 1.0 + c * x
     g = d * (v1 * v1 * v1)
     x2 = x * x
     # k + 1 <= 2**16 (1 - 0.0331 x^4), with a margin far above float32 rounding
     sure = k16 <= (65535.0 - 1e-2) - (65536.0 * 0.0331) * (x2 * x2)
-    fast = mx.logical_and(ok, sure).reshape(-1)
-    undecided = mx.logical_and(ok, mx.logical_not(sure)).reshape(-1)
-    q = _spill_slots(n, _P_SQUEEZE_FAIL)
-    owner, _ = compact(undecided, q)
-    oc = mx.minimum(owner, n - 1)
+    zfast = zfast.reshape(rshape)
+    fast = mx.logical_and(zfast, sure)
+    return g, fast, (x, layer.reshape(rshape), k16, zfast)
 
-    def pick(a: mx.array) -> mx.array:
-        if a.size == 1:
-            return a.reshape(())
-        flat = mx.broadcast_to(a, rshape).reshape(-1)
-        return mx.take_along_axis(flat, oc, axis=0)
 
-    fine = _words(k_fine, q).astype(mx.float32) * 2.0**-32
-    u = (pick(k16) + fine) * 2.0**-16
-    acc_slow = mx.logical_and(_mt_full_test(pick(x), u, pick(d), pick(c)), owner < n)
-    pad = mx.zeros((1,), dtype=mx.bool_)
-    acc = mx.put_along_axis(mx.concatenate([fast, pad]), owner, acc_slow, axis=0)[:n]
-    return g, acc.reshape(rshape)
+def _mt_resolve(
+    key: mx.array, state: tuple[mx.array, ...], prm: tuple[mx.array, ...], n_from: int
+) -> tuple[mx.array, mx.array]:
+    """The open proposals of :func:`_mt_propose`: settle the ziggurat's slow path
+    (:func:`genmlx.dists.ziggurat.settle`), complete ``u`` with 32 fresh bits and run
+    Marsaglia–Tsang's exact test. Returns ``(d v, accepted)``."""
+    x, layer, k16, zfast = state
+    d, c = (p.reshape(()) if p.size == 1 else p for p in prm)
+    k_z, k_u = mx.random.split(key, 2)
+    x, ok = ziggurat.settle(k_z, x, zfast, layer, n_from)
+    u = (k16 + _words(k_u, x.shape[0]).astype(mx.float32) * 2.0**-32) * 2.0**-16
+    acc = mx.logical_and(ok, _mt_full_test(x, u, d, c))
+    v1 = 1.0 + c * x
+    return d * (v1 * v1 * v1), acc
 
 
 def _any_maybe(x: mx.array) -> bool:
@@ -222,7 +198,9 @@ def _gamma_parts(
         prm = (d, c)
     else:
         prm = (mx.broadcast_to(d, shape).reshape(-1), mx.broadcast_to(c, shape).reshape(-1))
-    g = first_accepted(_mt_propose, keys[0], (n,), GAMMA_ROUNDS, prm[0], prm, _P_REJECT)
+    g = first_accepted(
+        _mt_propose, keys[0], (n,), GAMMA_ROUNDS, prm[0], prm, _P_OPEN, _mt_resolve
+    )
     log_boost = None
     if _any_maybe(boost):  # eagerly skipped when no element boosts (it would add 0)
         lu = _log_uniform(keys[1], shape)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import mlx.core as mx
 
@@ -33,7 +34,10 @@ _LOG_SPILL_FAIL = math.log(1e14)
 _CHUNK_ELEMS = 2**21  # rounds evaluated together once a batch stops shrinking
 _SMALL = 1024  # batches this small run all their rounds together (no further levels)
 
-_Propose = Callable[[mx.array, tuple[int, ...], tuple[mx.array, ...]], tuple[mx.array, mx.array]]
+_Propose = Callable[[mx.array, tuple[int, ...], tuple[mx.array, ...]], tuple[mx.array, ...]]
+_Resolve = Callable[
+    [mx.array, tuple[mx.array, ...], tuple[mx.array, ...], int], tuple[mx.array, mx.array]
+]
 
 
 def all_done(done: mx.array) -> bool:
@@ -71,6 +75,7 @@ def first_accepted(
     fallback: mx.array,
     params: tuple[mx.array, ...],
     p_reject: float,
+    resolve: _Resolve | None = None,
 ) -> mx.array:
     """Per element of ``shape``, the first accepted of up to ``rounds`` proposals.
 
@@ -78,12 +83,24 @@ def first_accepted(
         propose: ``propose(key, (c, m), params)`` returns ``(values, accepted)`` of
             shape ``(c, m)``: ``c`` rounds for ``m`` elements whose parameters are
             ``params`` (each of shape ``(m,)``, or of size 1 when shared by all).
+            With ``resolve``, it returns ``(values, accepted, state)``: a proposal not
+            accepted outright may still be accepted later from its ``state`` (a
+            tuple of arrays of shape ``(c, m)``), e.g. when a cheap squeeze test
+            could not decide it.
         key: PRNG key.
         shape: the output shape.
         rounds: the most proposals per element (then ``fallback``).
         fallback: the value of a never-accepted element (broadcasts to ``shape``).
         params: per-element parameters, each broadcastable to ``shape``.
-        p_reject: an upper bound on the per-round rejection probability.
+        p_reject: an upper bound on the per-round probability that a proposal is not
+            accepted outright (by ``propose``).
+        resolve: ``resolve(key, state, params, n_from)`` decides the proposals that
+            ``propose`` left open, given their ``state`` and ``params`` (1-D, one
+            entry per proposal; ``params`` of size 1 when shared), and returns their
+            ``(values, accepted)``; ``n_from`` is the number of proposals the states
+            were taken from (for the sizes of its own spill slots). It runs one level
+            down, only on the slots of the elements that still need a draw, so an
+            expensive exact test costs nothing for the proposals the squeeze took.
     """
     n = math.prod(shape)
     shared = all(p.size == 1 for p in params)
@@ -91,7 +108,8 @@ def first_accepted(
         p.reshape((1,)) if shared else mx.broadcast_to(p, shape).reshape(-1) for p in params
     )
     fb = mx.broadcast_to(fallback, shape).reshape(-1)
-    out = _level(propose, key, n, rounds, fb, flat, shared, p_reject, None)
+    spec = _Spec(propose, resolve, shared, p_reject)
+    out = _level(spec, key, n, rounds, fb, flat, None, None, 0)
     return out.reshape(shape)
 
 
@@ -136,42 +154,60 @@ def _count_maybe(flags: mx.array) -> int | None:
         raise
 
 
+class _Spec(NamedTuple):
+    propose: _Propose
+    resolve: _Resolve | None
+    shared: bool
+    p_reject: float
+
+
 def _level(
-    propose: _Propose,
+    spec: _Spec,
     key: mx.array,
     m: int,
     rounds: int,
     fb: mx.array,
     prm: tuple[mx.array, ...],
-    shared: bool,
-    p_reject: float,
     live: mx.array | None,
+    carry: tuple[mx.array, ...] | None,
+    n_from: int,
 ) -> mx.array:
-    """``m`` elements' first accepted proposals; ``live`` marks the slots that belong
-    to an element (``None``: all do). Slots owned by no element are proposed for (the
-    shapes are fixed) but never given a slot one level down, so eagerly the levels
-    stop as soon as no owned slot is rejected."""
-    q = spill_slots(m, p_reject)
+    """``m`` elements' first accepted proposals.
+
+    ``live`` marks the slots that belong to an element (``None``: all do). Slots
+    owned by no element are proposed for (the shapes are fixed) but never given a slot
+    one level down, so eagerly the levels stop as soon as no owned slot needs a draw.
+    ``carry`` holds the states of the open proposals handed down from the level above
+    (drawn from ``n_from`` proposals); they come before this level's own proposals.
+    """
+    q = spill_slots(m, spec.p_reject)
     if m == 0:
         return fb
     if q >= m or rounds == 1 or m <= _SMALL:
-        return _rounds(propose, key, m, rounds, fb, prm, live)
-    k1, k2 = mx.random.split(key, 2)
-    val, acc = propose(k1, (1, m), prm)
-    val, acc = val[0], acc[0]
+        return _rounds(spec, key, m, rounds, fb, prm, live, carry, n_from)
+    k1, k2, k3 = mx.random.split(key, 3)
+    out = spec.propose(k1, (1, m), prm)
+    val, acc = out[0][0], out[1][0]
+    if carry is not None and spec.resolve is not None:
+        rv, ra = spec.resolve(k3, carry, prm, n_from)
+        val = mx.where(ra, rv, val)
+        acc = mx.logical_or(ra, acc)
     need = mx.logical_not(acc) if live is None else mx.logical_and(live, mx.logical_not(acc))
     n_need = _count_maybe(need)
     if n_need == 0:
         return val  # no element needs a slot: the deeper levels would change nothing
     owner, slot = compact(need, q)
-    if shared:
+    oc = mx.minimum(owner, m - 1)
+    if spec.shared:
         sprm = prm
         sfb = mx.broadcast_to(fb[:1], (q,))
     else:
-        oc = mx.minimum(owner, m - 1)
         sprm = tuple(mx.take_along_axis(p, oc, axis=0) for p in prm)
         sfb = mx.take_along_axis(fb, oc, axis=0)
-    sub = _level(propose, k2, q, rounds - 1, sfb, sprm, shared, p_reject, owner < m)
+    scarry = None
+    if spec.resolve is not None:
+        scarry = tuple(mx.take_along_axis(st[0], oc, axis=0) for st in out[2])
+    sub = _level(spec, k2, q, rounds - 1, sfb, sprm, owner < m, scarry, m)
     if n_need is not None and n_need <= q:
         # Every element in need has a slot: write the slots' draws over their
         # rejected proposals (the same values the general form below gives).
@@ -188,27 +224,46 @@ def _level(
 
 
 def _rounds(
-    propose: _Propose,
+    spec: _Spec,
     key: mx.array,
     m: int,
     rounds: int,
     fb: mx.array,
     prm: tuple[mx.array, ...],
-    live: mx.array | None = None,
+    live: mx.array | None,
+    carry: tuple[mx.array, ...] | None,
+    n_from: int,
 ) -> mx.array:
     """All ``rounds`` for all ``m`` elements, in chunks (eagerly stopping once every
     owned element has accepted: later chunks would change nothing)."""
     chunk = max(2, min(rounds, _CHUNK_ELEMS // max(m, 1)))
     n_chunks = -(-rounds // chunk)
-    keys = mx.random.split(key, n_chunks)
+    keys = mx.random.split(key, 2 * n_chunks + 1)
     out = fb
     got = mx.zeros((m,), dtype=mx.bool_)
     done = got if live is None else mx.logical_not(live)
+    if carry is not None and spec.resolve is not None:
+        rv, ra = spec.resolve(keys[2 * n_chunks], carry, prm, n_from)
+        out = mx.where(ra, rv, out)
+        got = ra
+        done = mx.logical_or(done, ra)
+        if all_done(done):
+            return out
     left = rounds
     for ci in range(n_chunks):
         c = min(chunk, left)
         left -= c
-        v, a = propose(keys[ci], (c, m), prm)
+        res = spec.propose(keys[2 * ci], (c, m), prm)
+        v, a = res[0], res[1]
+        if spec.resolve is not None:
+            cprm = tuple(
+                p if p.size == 1 else mx.broadcast_to(p, (c, m)).reshape(-1) for p in prm
+            )
+            st = tuple(x.reshape(-1) for x in res[2])
+            rv, ra = spec.resolve(keys[2 * ci + 1], st, cprm, c * m)
+            ra = mx.logical_and(ra.reshape(c, m), mx.logical_not(a))
+            v = mx.where(ra, rv.reshape(c, m), v)
+            a = mx.logical_or(a, ra)
         any_acc = mx.any(a, axis=0)
         first = mx.stop_gradient(mx.argmax(a, axis=0).astype(mx.int32))
         pick = mx.take_along_axis(v, mx.expand_dims(first, 0), axis=0)[0]
