@@ -172,14 +172,16 @@ def _any_maybe(x: mx.array) -> bool:
 
 def _gamma_parts(
     key: mx.array, alpha: Any, shape: tuple[int, ...]
-) -> tuple[mx.array, mx.array | None]:
-    """``(g, log_boost)`` with ``G = g exp(log_boost) ~ Gamma(alpha, rate 1)``.
+) -> tuple[mx.array, mx.array | None, mx.array]:
+    """``(g, log_boost, boost)`` with ``G = g exp(log_boost) ~ Gamma(alpha, rate 1)``.
 
     ``g ~ Gamma(alpha)`` for ``alpha >= 1`` and ``Gamma(alpha + 1)`` for ``alpha < 1``
-    (a positive normal float32: ``d (1 + c x)^3`` with ``d >= 2/3``); ``log_boost`` is
-    ``log(U) / alpha`` for ``alpha < 1`` and 0 otherwise, or ``None`` when eagerly no
-    element has ``alpha < 1`` (then ``G = g``, no ``exp``/``log`` needed). Invalid
-    ``alpha`` gives NaN in ``g``. Both have shape ``shape``.
+    (a positive normal float32: ``d (1 + c x)^3`` with ``d >= 2/3``), of shape
+    ``shape``; ``boost`` (alpha's shape) marks ``alpha < 1``; ``log_boost`` is
+    ``log(U) / alpha`` there and exactly 0 elsewhere, or ``None`` when eagerly no
+    element has ``alpha < 1``. Callers combine them so that the elements without
+    boost get the same value either way (eager, compiled and vmapped draws agree).
+    Invalid ``alpha`` gives NaN in ``g``.
     """
     shape = tuple(shape)
     n = math.prod(shape)
@@ -205,7 +207,7 @@ def _gamma_parts(
     if _any_maybe(boost):  # eagerly skipped when no element boosts (it would add 0)
         lu = _log_uniform(keys[1], shape)
         log_boost = mx.where(boost, lu / a_safe, 0.0)
-    return g.reshape(shape), log_boost
+    return g.reshape(shape), log_boost, boost
 
 
 def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
@@ -229,7 +231,7 @@ def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
         alpha: shape parameter, broadcastable to ``shape``.
         shape: the output shape.
     """
-    g, log_boost = _gamma_parts(key, alpha, shape)
+    g, log_boost, _ = _gamma_parts(key, alpha, shape)
     out = mx.log(g)
     return out if log_boost is None else out + log_boost
 
@@ -246,26 +248,27 @@ def scaled_gamma(
     ``G ~ Gamma(alpha, rate 1)``, clamped into ``[2**-126, float32 max]``; NaN
     (invalid ``alpha`` or ``log_scale``) stays NaN.
 
-    With no ``alpha < 1`` (known eagerly) it is formed in linear space,
-    ``g * exp(log_scale)`` (``log_scale`` has the parameters' shape, so its ``exp`` is
-    cheap), one multiplication per draw; otherwise in log space,
-    ``exp(log g + log_boost + log_scale)``, so a draw that underflows float32 on its
-    own but not once scaled is still right.
+    Formed in linear space, ``g * exp(log_scale)`` (``log_scale`` has the parameters'
+    shape, so its ``exp`` is cheap): one multiplication per draw. Where ``alpha < 1``
+    (whose draws may underflow float32) it is formed in log space,
+    ``exp(log g + log_boost + log_scale)``, so a draw that underflows on its own but
+    not once scaled is still right; eagerly that branch is skipped when no element
+    needs it.
 
     Example:
         >>> import mlx.core as mx
         >>> scaled_gamma(mx.random.key(0), 2.0, (3,), mx.log(mx.array(0.5))).shape
         (3,)
     """
-    g, log_boost = _gamma_parts(key, alpha, shape)
+    g, log_boost, boost = _gamma_parts(key, alpha, shape)
     ls = _f32(log_scale)
-    if log_boost is None:
-        sc = mx.exp(ls)
-        lin = sc / g if inverse else g * sc
-        return mx.clip(lin, _TINY, _F32_MAX)
-    lg = mx.log(g) + log_boost
-    out: mx.array = mx.clip(mx.exp(ls - lg if inverse else lg + ls), _TINY, _F32_MAX)
-    return out
+    sc = mx.exp(ls)
+    out = sc / g if inverse else g * sc
+    if log_boost is not None:  # boosted elements in log space; the others as above
+        lg = mx.log(g) + log_boost
+        out = mx.where(boost, mx.exp(ls - lg if inverse else lg + ls), out)
+    res: mx.array = mx.clip(out, _TINY, _F32_MAX)
+    return res
 
 
 def standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
@@ -292,15 +295,15 @@ def standard_beta(key: mx.array, a: Any, b: Any, shape: tuple[int, ...]) -> mx.a
     infinite there). Invalid parameters give NaN.
     """
     keys = mx.random.split(key, 2)
-    gx, bx = _gamma_parts(keys[0], a, shape)
-    gy, by = _gamma_parts(keys[1], b, shape)
-    if bx is None and by is None:
-        out = mx.clip(gx / (gx + gy), _TINY, _ONE_MINUS)
-        return out
-    lx = mx.log(gx) if bx is None else mx.log(gx) + bx
-    ly = mx.log(gy) if by is None else mx.log(gy) + by
-    res: mx.array = mx.clip(mx.sigmoid(lx - ly), _TINY, _ONE_MINUS)
-    return mx.where(mx.isnan(lx - ly), mx.nan, res)
+    gx, lbx, box = _gamma_parts(keys[0], a, shape)
+    gy, lby, boy = _gamma_parts(keys[1], b, shape)
+    out = gx / (gx + gy)
+    if lbx is not None or lby is not None:  # a boosted side: in log space there
+        lx = mx.log(gx) if lbx is None else mx.log(gx) + lbx
+        ly = mx.log(gy) if lby is None else mx.log(gy) + lby
+        out = mx.where(mx.logical_or(box, boy), mx.sigmoid(lx - ly), out)
+    res: mx.array = mx.clip(out, _TINY, _ONE_MINUS)
+    return res
 
 
 def standard_dirichlet(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
@@ -312,12 +315,13 @@ def standard_dirichlet(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
     simplex. Components are clamped below at ``2**-126`` (the sum moves by at most
     ``K * 1.2e-38``). Invalid concentrations give NaN.
     """
-    g, log_boost = _gamma_parts(key, alpha, shape)
-    if log_boost is None:
-        out: mx.array = mx.maximum(g / mx.sum(g, axis=-1, keepdims=True), _TINY)
-        return out
-    lg = mx.log(g) + log_boost
-    res: mx.array = mx.maximum(mx.softmax(lg, axis=-1), _TINY)
+    g, log_boost, boost = _gamma_parts(key, alpha, shape)
+    out = g / mx.sum(g, axis=-1, keepdims=True)
+    if log_boost is not None:  # events with a boosted component: a softmax of logs
+        soft = mx.softmax(mx.log(g) + log_boost, axis=-1)
+        row = boost if boost.ndim == 0 else mx.any(boost, axis=-1, keepdims=True)
+        out = mx.where(row, soft, out)
+    res: mx.array = mx.maximum(out, _TINY)
     return res
 
 
