@@ -988,14 +988,67 @@ class Binomial(Distribution):
         return _enum(vals, batch_shape(na, pa))
 
 
+_NB_CAP = 96  # negative binomial inversion table: counts 0.._NB_CAP
+# The table is used when P(X > _NB_CAP) < 1e-14 / e**2 (a margin for float32 lgamma,
+# whose error stays below 0.5 in this difference for r < 1e5).
+_NB_LOG_TAIL = math.log(1e-14) - 2.0
+_NB_MAX_R = 1e5
+
+
+def _nb_table_ok(r: mx.array, p: mx.array) -> mx.array:
+    """Whether NegBinomial(r, p) surely puts less than 1e-14 beyond ``_NB_CAP``.
+
+    For ``k >= _NB_CAP`` the pmf ratio ``f(k+1)/f(k) = (k + r)/(k + 1) (1 - p)`` is at
+    most ``rho = (1 - p) max(1, (_NB_CAP + r)/(_NB_CAP + 1))``, so the tail is at most
+    ``f(_NB_CAP) rho / (1 - rho)``; ``f(_NB_CAP)`` in log space (``lgamma``). Formed
+    with the same float32 operations eagerly and traced, so both choose alike.
+    """
+    from genmlx.dists.special import lgamma
+
+    c = float(_NB_CAP)
+    q = 1.0 - p
+    rho = q * mx.maximum(1.0, (c + r) / (c + 1.0))
+    log_f = (
+        lgamma(c + r) - lgamma(r) - math.lgamma(c + 1.0) + r * mx.log(p) + c * mx.log1p(-p)
+    )
+    bound = log_f + mx.log(rho) - mx.log1p(-mx.minimum(rho, 0.95))
+    out: mx.array = _and(rho < 0.95, r < _NB_MAX_R, bound < _NB_LOG_TAIL)
+    out = _or(out, p == 1.0)
+    return out
+
+
+def _nb_table_sample(key: mx.array, r: mx.array, p: mx.array, shape: Shape) -> mx.array:
+    """NegBinomial(r, p) draws (one shared r, p) by inversion on the survival function
+    of the pmf at ``0.._NB_CAP`` (formed by a cumulative product), searched through
+    :func:`_count_above`'s guide table: a count beyond the table is returned as
+    ``_NB_CAP`` (probability < 1e-14 where :func:`_nb_table_ok` holds)."""
+    r1, p1 = r.reshape((1,)), p.reshape((1,))
+    j = mx.arange(1, _NB_CAP + 1, dtype=mx.float32)
+    steps = (j - 1.0 + r1) / j * (1.0 - p1)
+    f = mx.exp(r1 * mx.log(p1)) * mx.concatenate([mx.ones((1,)), mx.cumprod(steps)])
+    v = mx.maximum(_uniform(key, shape), _V_MIN)
+    return mx.broadcast_to(_survival_search(v, f), shape)
+
+
+def _nb_mixture(key: mx.array, r: mx.array, p: mx.array, shape: Shape) -> mx.array:
+    """NegBinomial(r, p) draws as ``Poisson(G (1 - p) / p)``, ``G ~ Gamma(r)``."""
+    from genmlx.dists.gamma_sampling import scaled_gamma
+
+    k1, k2 = _split(key, 2)
+    # lam = G (1 - p) / p (in log space where r < 1: G of tiny r underflows float32)
+    lam = scaled_gamma(k1, r, shape, mx.log1p(-p) - mx.log(p))
+    return _poisson_sample(k2, lam, shape)
+
+
 class NegBinomial(Distribution):
     """NegBinomial(r, p): failures before the r-th success.
 
     P(k) = Γ(k + r) / (Γ(r) k!) p^r (1 − p)^k, k = 0, 1, …; r > 0 (real), p ∈ (0, 1].
-    Mean r(1−p)/p. Sampled exactly as the Poisson–Gamma mixture
-    ``Poisson(Gamma(r, scale=(1−p)/p))`` (``scaled_gamma`` and the exact Poisson
-    sampler above; the rate is clamped below at ``2**-126``, which gives 0 as the
-    rate 0 of ``p = 1`` does).
+    Mean r(1−p)/p. With one shared (r, p) whose tail beyond 96 is below 1e-14, by
+    inversion on a table of the pmf (searched through a guide table, like Poisson's);
+    otherwise exactly as the Poisson–Gamma mixture ``Poisson(Gamma(r, scale=(1−p)/p))``
+    (``scaled_gamma`` and the exact Poisson sampler above; the rate is clamped below
+    at ``2**-126``, which gives 0 as the rate 0 of ``p = 1`` does).
 
     Example:
         >>> import mlx.core as mx
@@ -1014,16 +1067,29 @@ class NegBinomial(Distribution):
         return C.nonnegative_integer
 
     def sample(self, key: mx.array, r: Any, p: Any, *, shape: Shape = ()) -> mx.array:
-        from genmlx.dists.gamma_sampling import scaled_gamma
-
         ra, pa = _f32(r), _f32(p)
         full = sample_shape(shape, ra, pa)
-        k1, k2 = _split(key, 2)
+        k_mix, k_tab = _split(key, 2)
         ra_s = mx.where(ra > 0, ra, 1.0)
         pa_s = mx.where(_and(pa > 0, pa <= 1), pa, 1.0)
-        # lam = G (1 - p) / p (in log space where r < 1: G of tiny r underflows float32)
-        lam = scaled_gamma(k1, ra_s, full, mx.log1p(-pa_s) - mx.log(pa_s))
-        return _poisson_sample(k2, lam, full)
+        if ra_s.size != 1 or pa_s.size != 1:
+            return _nb_mixture(k_mix, ra_s, pa_s, full)
+        # One shared (r, p): inversion on one table when its tail beyond _NB_CAP is
+        # negligible; the Poisson–Gamma mixture otherwise (both, and a choice, when
+        # the parameters cannot be read).
+        ok = _nb_table_ok(ra_s, pa_s)
+        x_tab = x_mix = None
+        if _eager_any(ok):
+            x_tab = _nb_table_sample(k_tab, ra_s, pa_s, full)
+        if _eager_any(~ok):
+            x_mix = _nb_mixture(k_mix, ra_s, pa_s, full)
+        if x_mix is None:
+            assert x_tab is not None
+            return x_tab
+        if x_tab is None:
+            return x_mix
+        out: mx.array = mx.where(ok, x_tab, x_mix)
+        return out
 
     def log_prob(self, value: Any, r: Any, p: Any) -> mx.array:
         k, ra, pa = _f32(value), _f32(r), _f32(p)
