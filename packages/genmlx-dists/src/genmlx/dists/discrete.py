@@ -580,14 +580,74 @@ def _binomial_sample(key: mx.array, n: mx.array, p: mx.array, shape: Shape) -> m
     return _to_int32(mx.broadcast_to(x, shape))
 
 
+_TRIALS_CAP = 32  # multinomial counts n <= this are drawn trial by trial
+
+
 def _multinomial_sample(key: mx.array, n: mx.array, probs: mx.array, shape: Shape) -> mx.array:
+    """Multinomial draws of ``shape + (K,)``.
+
+    Counts ``n <= 32`` are drawn trial by trial: trial ``t`` (``t < n``) draws one
+    uniform, its category is the number of cumulative probabilities it reaches, and
+    the counts are sums of those comparisons — one uniform and ``K - 1`` comparisons
+    per trial, no binomial. Larger counts use ``K - 1`` sequential conditional
+    binomials (the exact binomial sampler). Eagerly only the trials some element
+    needs run; trial ``t`` draws from its own key either way, so compiled and vmapped
+    draws (which run all 32) agree.
+    """
+    kk = probs.shape[-1]
+    nn = mx.where(_and(mx.isfinite(n), n >= 0), mx.floor(n), 0.0)
+    few = nn <= float(_TRIALS_CAP)
+    k_tr, k_bin = _split(key, 2)
+    x_tr = x_bin = None
+    if _eager_any(few):
+        x_tr = _multinomial_trials(k_tr, mx.where(few, nn, 0.0), probs, shape)
+    if _eager_any(~few):
+        x_bin = _multinomial_binomials(k_bin, nn, probs, shape)
+    if x_bin is None:
+        assert x_tr is not None
+        return x_tr
+    if x_tr is None:
+        return x_bin
+    out: mx.array = mx.where(mx.expand_dims(few, -1), x_tr, x_bin)
+    return out
+
+
+def _multinomial_trials(key: mx.array, n: mx.array, probs: mx.array, shape: Shape) -> mx.array:
+    """Counts of ``n <= _TRIALS_CAP`` categorical trials (see
+    :func:`_multinomial_sample`)."""
+    kk = probs.shape[-1]
+    cum = mx.cumsum(probs, axis=-1)
+    bounds = [cum[..., j] for j in range(kk - 1)]  # category >= j + 1 iff u >= bounds[j]
+    keys = mx.random.split(key, _TRIALS_CAP)
+    top = _eager_array(mx.max(n))
+    trials = _TRIALS_CAP if top is None else int(top)
+    shared_n = n.size == 1 and top is not None
+    reach = [mx.zeros(shape, dtype=mx.int32) for _ in range(kk - 1)]
+    for t in range(trials):
+        u = mx.random.uniform(shape=shape, key=keys[t])
+        live = None if shared_n else n > float(t)  # one shared n: every trial counts
+        for j in range(kk - 1):
+            hit = u >= bounds[j]
+            if live is not None:
+                hit = mx.logical_and(hit, live)
+            reach[j] = reach[j] + hit.astype(mx.int32)
+    n_i = mx.broadcast_to(n.astype(mx.int32), shape)
+    counts = [n_i - reach[0]] if kk > 1 else [n_i]
+    counts += [reach[j] - reach[j + 1] for j in range(kk - 2)]
+    if kk > 1:
+        counts.append(reach[kk - 2])
+    return mx.stack(counts, axis=-1)
+
+
+def _multinomial_binomials(
+    key: mx.array, n: mx.array, probs: mx.array, shape: Shape
+) -> mx.array:
     """Multinomial draws of ``shape + (K,)`` by sequential conditional binomials."""
     kk = probs.shape[-1]
     probs = mx.broadcast_to(probs, (*shape, kk))
-    n = mx.broadcast_to(n, shape)
     suffix = mx.cumsum(probs, axis=-1, reverse=True)
     keys = _split(key, max(kk - 1, 1))
-    rem = mx.where(_and(mx.isfinite(n), n >= 0), mx.floor(n), 0.0)
+    rem = mx.broadcast_to(n, shape)
     xs = []
     for i in range(kk - 1):
         s = suffix[..., i]
