@@ -155,6 +155,20 @@ def _mt_resolve(
     return d * (v1 * v1 * v1), acc
 
 
+def _max_maybe(x: mx.array) -> float | None:
+    """The largest element of ``x`` eagerly; ``None`` under a transformation."""
+    from genmlx.core import runtime
+
+    if runtime.in_transform():
+        return None
+    try:
+        return float(mx.max(x).item())
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return None
+        raise
+
+
 def _any_maybe(x: mx.array) -> bool:
     """Whether any element of ``x`` may hold: its value eagerly, ``True`` under a
     transformation (where no value can be read)."""
@@ -181,7 +195,9 @@ def _gamma_parts(
     ``log(U) / alpha`` there and exactly 0 elsewhere, or ``None`` when eagerly no
     element has ``alpha < 1``. Callers combine them so that the elements without
     boost get the same value either way (eager, compiled and vmapped draws agree).
-    Invalid ``alpha`` gives NaN in ``g``.
+    Integer ``alpha <= ERLANG_MAX`` is drawn by :func:`_erlang`, the rest by
+    Marsaglia–Tsang; eagerly a method no element needs is skipped. Invalid ``alpha``
+    gives NaN in ``g``.
     """
     shape = tuple(shape)
     n = math.prod(shape)
@@ -195,19 +211,61 @@ def _gamma_parts(
     d_safe = a1 - 1.0 / 3.0
     c = mx.rsqrt(9.0 * d_safe)
     d = mx.where(valid, d_safe, mx.nan)  # NaN flows into every draw of an invalid alpha
-    keys = mx.random.split(key, 2)
-    if alpha.size == 1:
-        prm = (d, c)
+    keys = mx.random.split(key, 3)
+    erlang = mx.logical_and(a_safe == mx.floor(a_safe), a_safe <= float(ERLANG_MAX))
+    erlang = mx.logical_and(erlang, valid)
+    g_mt = g_er = None
+    if _any_maybe(mx.logical_not(erlang)):
+        if alpha.size == 1:
+            prm = (d, c)
+        else:
+            flat = (mx.broadcast_to(d, shape).reshape(-1), mx.broadcast_to(c, shape).reshape(-1))
+            prm = flat
+        g_mt = first_accepted(
+            _mt_propose, keys[0], (n,), GAMMA_ROUNDS, prm[0], prm, _P_OPEN, _mt_resolve
+        ).reshape(shape)
+    if _any_maybe(erlang):
+        g_er = _erlang(keys[2], mx.where(erlang, a_safe, 1.0), shape)
+    if g_mt is None:
+        assert g_er is not None
+        g = g_er
+    elif g_er is None:
+        g = g_mt
     else:
-        prm = (mx.broadcast_to(d, shape).reshape(-1), mx.broadcast_to(c, shape).reshape(-1))
-    g = first_accepted(
-        _mt_propose, keys[0], (n,), GAMMA_ROUNDS, prm[0], prm, _P_OPEN, _mt_resolve
-    )
+        g = mx.where(erlang, g_er, g_mt)
     log_boost = None
     if _any_maybe(boost):  # eagerly skipped when no element boosts (it would add 0)
         lu = _log_uniform(keys[1], shape)
         log_boost = mx.where(boost, lu / a_safe, 0.0)
-    return g.reshape(shape), log_boost, boost
+    return g, log_boost, boost
+
+
+ERLANG_MAX = 4
+"""Integer shapes up to this are drawn as sums of exponentials (see :func:`_erlang`)."""
+
+
+def _erlang(key: mx.array, k: mx.array, shape: tuple[int, ...]) -> mx.array:
+    """``Gamma(k)`` for integer ``1 <= k <= ERLANG_MAX``: ``-log(U_1 ... U_k)``, a sum
+    of ``k`` exponentials — ``k`` uniforms and one ``log``, no rejection. Factor ``j``
+    draws from its own key whatever the other shapes are, so eagerly only the factors
+    some element needs are drawn (traced code draws all ``ERLANG_MAX``, multiplying by
+    exactly 1 where ``j >= k``: the same values). Each uniform is kept above
+    ``2**-31`` (the product stays a normal float32; a draw beyond 21.5 per factor has
+    probability 2**-31)."""
+    keys = mx.random.split(key, ERLANG_MAX)
+    top_f = _max_maybe(k)
+    top = None if top_f is None else int(top_f)
+    factors = ERLANG_MAX if top is None else top
+    shared = k.size == 1 and top is not None
+    prod = None
+    for j in range(factors):
+        u = mx.maximum(mx.random.uniform(shape=shape, key=keys[j]), 2.0**-31)
+        if j > 0 and not shared:
+            u = mx.where(k > float(j), u, 1.0)
+        prod = u if prod is None else prod * u
+    assert prod is not None
+    out: mx.array = -mx.log(prod)
+    return out
 
 
 def log_standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
