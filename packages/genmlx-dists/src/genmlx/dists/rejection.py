@@ -32,7 +32,7 @@ __all__ = ["all_done", "compact", "first_accepted", "spill_slots"]
 
 _LOG_SPILL_FAIL = math.log(1e14)
 _CHUNK_ELEMS = 2**21  # rounds evaluated together once a batch stops shrinking
-_SMALL = 1024  # batches this small run all their rounds together (no further levels)
+_SMALL_WORK = 2**14  # batches with m * rounds up to this run all rounds together
 
 _Propose = Callable[[mx.array, tuple[int, ...], tuple[mx.array, ...]], tuple[mx.array, ...]]
 _Resolve = Callable[
@@ -183,11 +183,11 @@ def _level(
     q = spill_slots(m, spec.p_reject)
     if m == 0:
         return fb
-    if q >= m or rounds == 1 or m <= _SMALL:
+    if q >= m or rounds == 1 or m * rounds <= _SMALL_WORK:
         return _rounds(spec, key, m, rounds, fb, prm, live, carry, n_from)
     k1, k2, k3 = mx.random.split(key, 3)
     out = spec.propose(k1, (1, m), prm)
-    val, acc = out[0][0], out[1][0]
+    val, acc = out[0].reshape(-1), out[1].reshape(-1)  # views: (1, m) is contiguous
     if carry is not None and spec.resolve is not None:
         rv, ra = spec.resolve(k3, carry, prm, n_from)
         val = mx.where(ra, rv, val)
@@ -206,7 +206,7 @@ def _level(
         sfb = mx.take_along_axis(fb, oc, axis=0)
     scarry = None
     if spec.resolve is not None:
-        scarry = tuple(mx.take_along_axis(st[0], oc, axis=0) for st in out[2])
+        scarry = tuple(mx.take_along_axis(st.reshape(-1), oc, axis=0) for st in out[2])
     sub = _level(spec, k2, q, rounds - 1, sfb, sprm, owner < m, scarry, m)
     if n_need is not None and n_need <= q:
         # Every element in need has a slot: write the slots' draws over their
