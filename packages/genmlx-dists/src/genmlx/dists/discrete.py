@@ -594,7 +594,6 @@ def _multinomial_sample(key: mx.array, n: mx.array, probs: mx.array, shape: Shap
     needs run; trial ``t`` draws from its own key either way, so compiled and vmapped
     draws (which run all 32) agree.
     """
-    kk = probs.shape[-1]
     nn = mx.where(_and(mx.isfinite(n), n >= 0), mx.floor(n), 0.0)
     few = nn <= float(_TRIALS_CAP)
     k_tr, k_bin = _split(key, 2)

@@ -19,10 +19,10 @@ from typing import Any
 
 import mlx.core as mx
 
+from genmlx.dists import ziggurat
 from genmlx.dists.base import (
     arr,
 )
-from genmlx.dists import ziggurat
 from genmlx.dists.rejection import first_accepted
 from genmlx.dists.rejection import spill_slots as _spill_slots
 
@@ -43,6 +43,7 @@ _ONE_MINUS = 1.0 - 2.0**-24
 _F32_MAX = float.fromhex("0x1.fffffep+127")
 # log of the smallest uniform we let through (u = 0 has probability 2**-32).
 _LOG_U_MIN = math.log(2.0**-33)
+
 
 def _f32(x: Any) -> mx.array:
     a = arr(x)
@@ -453,7 +454,5 @@ def standard_t(key: mx.array, df: Any, shape: tuple[int, ...]) -> mx.array:
         prm = (nu, m2)
     else:
         prm = (mx.broadcast_to(nu, shape).reshape(-1), mx.broadcast_to(m2, shape).reshape(-1))
-    out = first_accepted(
-        _bailey_propose(big_y), key, (n,), T_ROUNDS, mx.array(0.0), prm, _T_REJECT
-    )
+    out = first_accepted(_bailey_propose(big_y), key, (n,), T_ROUNDS, mx.array(0.0), prm, _T_REJECT)
     return out.reshape(shape)

@@ -256,9 +256,7 @@ def _rounds(
         res = spec.propose(keys[2 * ci], (c, m), prm)
         v, a = res[0], res[1]
         if spec.resolve is not None:
-            cprm = tuple(
-                p if p.size == 1 else mx.broadcast_to(p, (c, m)).reshape(-1) for p in prm
-            )
+            cprm = tuple(p if p.size == 1 else mx.broadcast_to(p, (c, m)).reshape(-1) for p in prm)
             st = tuple(x.reshape(-1) for x in res[2])
             rv, ra = spec.resolve(keys[2 * ci + 1], st, cprm, c * m)
             ra = mx.logical_and(ra.reshape(c, m), mx.logical_not(a))

@@ -30,7 +30,7 @@ import mlx.core as mx
 
 from genmlx.dists.rejection import compact, spill_slots
 
-__all__ = ["P_REJECT", "P_SLOW", "P_TAIL", "R", "TAIL_ATTEMPTS", "propose", "settle"]
+__all__ = ["P_REJECT", "P_SLOW", "P_TAIL", "TAIL_ATTEMPTS", "R", "propose", "settle"]
 
 _N = 256
 R = 3.6541528853610088
