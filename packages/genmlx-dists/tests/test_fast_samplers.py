@@ -6,6 +6,7 @@ its bounds (by quadrature), and eager vs ``mx.compile`` vs ``mx.vmap`` draws."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -172,6 +173,38 @@ def test_squeeze_failure_and_rejection_bounds() -> None:
     for n in (1, 7, 100, 10_000, 1_000_000):
         q = gs.spill_slots(n)
         assert q == n or stats.binom(n, gs._P_OPEN).sf(q) < 1e-14
+
+
+def _squeeze_fail(d: float) -> float:
+    c = 1 / math.sqrt(9 * d)
+
+    def f(x: float) -> float:
+        m = min(1.0, 1 + c * x)
+        return 1.0 if m <= 0 else min(1.0, x**4 / (108 * d * m))
+
+    g = lambda x: f(x) * math.exp(-x * x / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    return integrate.quad(g, -60, 60, points=[-1 / c, 0.0], limit=800)[0]
+
+
+def test_squeeze_failure_table_bounds_every_shape_above_its_grid_point() -> None:
+    table = gs._SQUEEZE_FAIL_BY_D
+    for d_i, p in table:
+        assert _squeeze_fail(d_i) <= p
+    ds = np.geomspace(2 / 3, 2e3, 120)
+    fails = [_squeeze_fail(float(d)) for d in ds]
+    assert all(a >= b for a, b in itertools.pairwise(fails))  # falls with d
+    # plain-number shapes size their slots by it; arrays (maybe traced) by the worst case
+    assert gs._p_open(2.5) < gs._p_open(1.0) <= gs._P_OPEN
+    assert gs._p_open(mx.array(2.5)) == gs._P_OPEN
+    assert gs._p_open([2.0, 0.5]) == gs._p_open(1.5)  # d = 1.5 - 1/3 for alpha 0.5 boosted
+
+
+def test_invalid_shapes_do_not_take_valid_elements_slots() -> None:
+    # half the elements invalid (NaN draws): the valid half must still follow its law
+    alpha = mx.array([2.5, -1.0] * 5000)
+    g = np64(gs.standard_gamma(mx.random.key(15), alpha, (20, 10000)))
+    assert np.isnan(g[:, 1::2]).all()
+    assert stats.kstest(g[:, 0::2].reshape(-1), stats.gamma(2.5).cdf).pvalue > 1e-4
 
 
 @pytest.mark.parametrize("alpha", [1.0, 1.0 + 2e-7, 2.5, 7.3, 1e5])

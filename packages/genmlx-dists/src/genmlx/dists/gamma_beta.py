@@ -162,6 +162,11 @@ def _edge(c: mx.array, finite_value: mx.array) -> mx.array:
     return out
 
 
+def _plain_or(x: Any, converted: mx.array) -> Any:
+    """``x`` itself when it is a plain Python number, else its array form."""
+    return x if is_plain_number(x) else converted
+
+
 # --------------------------------------------------------------- parameter checks
 def _check_pos(dist: str, name: str, v: Any) -> None:
     check_param(dist, name, v, lambda t: 0.0 < t < _INF, "finite and > 0")
@@ -229,7 +234,7 @@ class Gamma(Distribution):
         a, r = _f32(alpha), _f32(rate)
         out_shape = sample_shape(shape, a, r)
         lr = mx.log(mx.where(_finite_pos(r), r, mx.nan))
-        return scaled_gamma(key, a, out_shape, -lr)
+        return scaled_gamma(key, alpha if is_plain_number(alpha) else a, out_shape, -lr)
 
     def log_prob(self, value: Any, alpha: Any, rate: Any) -> mx.array:
         x, a, r = _f32(value), _f32(alpha), _f32(rate)
@@ -273,7 +278,8 @@ class InvGamma(Distribution):
         a, s = _f32(alpha), _f32(scale)
         out_shape = sample_shape(shape, a, s)
         ls = mx.log(mx.where(_finite_pos(s), s, mx.nan))
-        return scaled_gamma(key, a, out_shape, ls, inverse=True)
+        a_arg = alpha if is_plain_number(alpha) else a
+        return scaled_gamma(key, a_arg, out_shape, ls, inverse=True)
 
     def log_prob(self, value: Any, alpha: Any, scale: Any) -> mx.array:
         x, a, s = _f32(value), _f32(alpha), _f32(scale)
@@ -314,7 +320,8 @@ class Chi2(Distribution):
     def sample(self, key: mx.array, df: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
         k = _f32(df)
         out_shape = sample_shape(shape, k)
-        return scaled_gamma(key, 0.5 * k, out_shape, math.log(2.0))
+        half = 0.5 * float(df) if is_plain_number(df) else 0.5 * k
+        return scaled_gamma(key, half, out_shape, math.log(2.0))
 
     def log_prob(self, value: Any, df: Any) -> mx.array:
         x, k = _f32(value), _f32(df)
@@ -393,7 +400,9 @@ class Beta(Distribution):
         self, key: mx.array, alpha: Any, beta: Any, *, shape: tuple[int, ...] = ()
     ) -> mx.array:
         a, b = _f32(alpha), _f32(beta)
-        return standard_beta(key, a, b, sample_shape(shape, a, b))
+        out_shape = sample_shape(shape, a, b)
+        # plain numbers stay plain: the sampler then sizes its slots for them
+        return standard_beta(key, _plain_or(alpha, a), _plain_or(beta, b), out_shape)
 
     def log_prob(self, value: Any, alpha: Any, beta: Any) -> mx.array:
         x, a, b = _f32(value), _f32(alpha), _f32(beta)
@@ -665,7 +674,8 @@ class Dirichlet(Distribution):
     def sample(self, key: mx.array, alpha: Any, *, shape: tuple[int, ...] = ()) -> mx.array:
         al = self._alpha(alpha)
         out_shape = tuple(shape) + batch_shape(al, event_ndims=(1,)) + (al.shape[-1],)
-        return standard_dirichlet(key, al, out_shape)
+        static = alpha if isinstance(alpha, (list, tuple)) and al.ndim == 1 else al
+        return standard_dirichlet(key, static, out_shape)
 
     def log_prob(self, value: Any, alpha: Any) -> mx.array:
         from genmlx.dists.special import lgamma

@@ -80,6 +80,54 @@ _P_SQUEEZE_FAIL = 0.0709
 _P_OPEN = ziggurat.P_SLOW + _P_SQUEEZE_FAIL  # 0.0858
 _P_FINAL_REJECT = ziggurat.P_REJECT + 0.0483  # 0.0551
 
+# The squeeze's failure probability falls with d (by quadrature, rounded up; checked
+# monotone in the tests): (d_i, bound) for d >= d_i. Used to size the slots when alpha
+# is a plain Python number (static: the same sizes eagerly and traced).
+_SQUEEZE_FAIL_BY_D = (
+    (1000.0, 2.81e-5),
+    (100.0, 2.89e-4),
+    (30.0, 9.97e-4),
+    (10.0, 3.20e-3),
+    (5.0, 6.93e-3),
+    (3.0, 0.0127),
+    (2.0, 0.0206),
+    (1.5, 0.0289),
+    (1.0, 0.0460),
+    (2.0 / 3.0, 0.0707),
+)
+
+
+def _plain_values(x: Any) -> list[float] | None:
+    """The numbers of a plain Python number or (nested) list/tuple of them, else None."""
+    from genmlx.dists.base import is_plain_number
+
+    if is_plain_number(x):
+        return [float(x)]
+    if isinstance(x, (list, tuple)):
+        out: list[float] = []
+        for v in x:
+            sub = _plain_values(v)
+            if sub is None:
+                return None
+            out.extend(sub)
+        return out
+    return None
+
+
+def _p_open(alpha: Any) -> float:
+    """The bound on undecided proposals that sizes the slots: the worst case (alpha
+    = 1) unless ``alpha`` is given as plain numbers, whose smallest valid ``d`` looks
+    its squeeze bound up in ``_SQUEEZE_FAIL_BY_D``."""
+    vals = _plain_values(alpha)
+    if vals is None:
+        return _P_OPEN
+    ds = [(a + 1.0 if a < 1.0 else a) - 1.0 / 3.0 for a in vals if 0.0 < a < math.inf]
+    if not ds:
+        return _P_OPEN
+    d = min(ds)
+    fail = next(p for d_i, p in _SQUEEZE_FAIL_BY_D if d >= d_i)
+    return ziggurat.P_SLOW + fail + 2.0**-16
+
 GAMMA_ROUNDS = 11
 """Proposals per element. A proposal is a ziggurat normal put through Marsaglia–Tsang
 (acceptance smallest at alpha = 1: 0.9517, by quadrature; the alpha < 1 boost samples
@@ -210,6 +258,7 @@ def _gamma_parts(
     """
     shape = tuple(shape)
     n = math.prod(shape)
+    static = alpha
     alpha = _f32(alpha)
     # The per-parameter constants are formed at alpha's own shape (one shared alpha:
     # scalars, and the spilled slots need not look up their element's alpha).
@@ -225,13 +274,15 @@ def _gamma_parts(
     erlang = mx.logical_and(erlang, valid)
     g_mt = g_er = None
     if _any_maybe(mx.logical_not(erlang)):
-        sq = 2.0**16 / (108.0 * d_safe)
+        # invalid alpha: a squeeze every proposal passes (its value is NaN anyway), so
+        # such elements never take the slots of valid ones
+        sq = mx.where(valid, 2.0**16 / (108.0 * d_safe), -1e30)
         if alpha.size == 1:
             prm = (d, c, sq)
         else:
             prm = tuple(mx.broadcast_to(a, shape).reshape(-1) for a in (d, c, sq))
         g_mt = first_accepted(
-            _mt_propose, keys[0], (n,), GAMMA_ROUNDS, prm[0], prm, _P_OPEN, _mt_resolve
+            _mt_propose, keys[0], (n,), GAMMA_ROUNDS, prm[0], prm, _p_open(static), _mt_resolve
         ).reshape(shape)
     if _any_maybe(erlang):
         g_er = _erlang(keys[2], mx.where(erlang, a_safe, 1.0), shape)
