@@ -15,7 +15,7 @@ array parameter gives NaN at those elements.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 
@@ -219,7 +219,7 @@ def _max_maybe(x: mx.array) -> float | None:
     if runtime.in_transform():
         return None
     try:
-        return float(mx.max(x).item())
+        return float(cast(float, mx.max(x).item()))
     except ValueError as e:
         if runtime.is_transform_eval_error(e):
             return None
@@ -277,6 +277,7 @@ def _gamma_parts(
         # invalid alpha: a squeeze every proposal passes (its value is NaN anyway), so
         # such elements never take the slots of valid ones
         sq = mx.where(valid, 2.0**16 / (108.0 * d_safe), -1e30)
+        prm: tuple[mx.array, ...]
         if alpha.size == 1:
             prm = (d, c, sq)
         else:

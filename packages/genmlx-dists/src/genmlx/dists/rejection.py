@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import mlx.core as mx
 
@@ -34,7 +34,8 @@ _LOG_SPILL_FAIL = math.log(1e14)
 _CHUNK_ELEMS = 2**21  # rounds evaluated together once a batch stops shrinking
 _SMALL_WORK = 2**14  # batches with m * rounds up to this run all rounds together
 
-_Propose = Callable[[mx.array, tuple[int, ...], tuple[mx.array, ...]], tuple[mx.array, ...]]
+_Proposals = tuple[mx.array, mx.array] | tuple[mx.array, mx.array, tuple[mx.array, ...]]
+_Propose = Callable[[mx.array, tuple[int, ...], tuple[mx.array, ...]], _Proposals]
 _Resolve = Callable[
     [mx.array, tuple[mx.array, ...], tuple[mx.array, ...], int], tuple[mx.array, mx.array]
 ]
@@ -147,11 +148,20 @@ def _count_maybe(flags: mx.array) -> int | None:
     if runtime.in_transform():
         return None
     try:
-        return int(mx.sum(flags).item())
+        return cast(int, mx.sum(flags.astype(mx.int32)).item())
     except ValueError as e:
         if runtime.is_transform_eval_error(e):
             return None
         raise
+
+
+def _state(out: _Proposals) -> tuple[mx.array, ...]:
+    """The open proposals' state of a ``propose`` result (with ``resolve``)."""
+    if len(out) != 3:
+        raise TypeError(
+            "first_accepted: with resolve=, propose must return (values, accepted, state)"
+        )
+    return out[2]
 
 
 class _Spec(NamedTuple):
@@ -206,7 +216,7 @@ def _level(
         sfb = mx.take_along_axis(fb, oc, axis=0)
     scarry = None
     if spec.resolve is not None:
-        scarry = tuple(mx.take_along_axis(st.reshape(-1), oc, axis=0) for st in out[2])
+        scarry = tuple(mx.take_along_axis(st.reshape(-1), oc, axis=0) for st in _state(out))
     sub = _level(spec, k2, q, rounds - 1, sfb, sprm, owner < m, scarry, m)
     if n_need is not None and n_need <= q:
         # Every element in need has a slot: write the slots' draws over their
@@ -257,7 +267,7 @@ def _rounds(
         v, a = res[0], res[1]
         if spec.resolve is not None:
             cprm = tuple(p if p.size == 1 else mx.broadcast_to(p, (c, m)).reshape(-1) for p in prm)
-            st = tuple(x.reshape(-1) for x in res[2])
+            st = tuple(x.reshape(-1) for x in _state(res))
             rv, ra = spec.resolve(keys[2 * ci + 1], st, cprm, c * m)
             ra = mx.logical_and(ra.reshape(c, m), mx.logical_not(a))
             v = mx.where(ra, rv.reshape(c, m), v)
