@@ -305,6 +305,49 @@ ERLANG_MAX = 4
 """Integer shapes up to this are drawn as sums of exponentials (see :func:`_erlang`)."""
 
 
+_ERLANG_PER_PARAM = 16  # up to this many shapes (e.g. a Dirichlet's K): one column each
+
+
+def _erlang_per_param(key: mx.array, k: mx.array, shape: tuple[int, ...]) -> mx.array:
+    """:func:`_erlang` for a small array of shapes filling the trailing axes of
+    ``shape`` (a Dirichlet's concentrations): each shape's draws form one column with
+    factor keys of its own, so eagerly a column draws only its own ``k`` uniforms
+    (traced code draws ``ERLANG_MAX`` per column and multiplies the extra ones in as
+    exactly 1: the same values)."""
+    lead = shape[: len(shape) - k.ndim]
+    kf = k.reshape(-1)
+    n_par = kf.size
+    keys = mx.random.split(key, ERLANG_MAX * n_par).reshape(ERLANG_MAX, n_par, 2)
+    known = _values_maybe(kf)
+    cols = []
+    for p in range(n_par):
+        factors = ERLANG_MAX if known is None else int(known[p])
+        prod = None
+        for j in range(factors):
+            u = mx.maximum(mx.random.uniform(shape=lead, key=keys[j, p]), 2.0**-31)
+            if j > 0 and known is None:
+                u = mx.where(kf[p] > float(j), u, 1.0)
+            prod = u if prod is None else prod * u
+        assert prod is not None
+        cols.append(-mx.log(prod))
+    return mx.stack(cols, axis=-1).reshape(shape)
+
+
+def _values_maybe(x: mx.array) -> list[float] | None:
+    """``x``'s values eagerly; ``None`` under a transformation (none can be read)."""
+    from genmlx.core import runtime
+
+    if runtime.in_transform():
+        return None
+    try:
+        vals = cast(list[float], x.reshape(-1).tolist())
+        return [float(v) for v in vals]
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return None
+        raise
+
+
 def _erlang(key: mx.array, k: mx.array, shape: tuple[int, ...]) -> mx.array:
     """``Gamma(k)`` for integer ``1 <= k <= ERLANG_MAX``: ``-log(U_1 ... U_k)``, a sum
     of ``k`` exponentials — ``k`` uniforms and one ``log``, no rejection. Factor ``j``
@@ -313,6 +356,8 @@ def _erlang(key: mx.array, k: mx.array, shape: tuple[int, ...]) -> mx.array:
     exactly 1 where ``j >= k``: the same values). Each uniform is kept above
     ``2**-31`` (the product stays a normal float32; a draw beyond 21.5 per factor has
     probability 2**-31)."""
+    if 1 <= k.ndim and k.size <= _ERLANG_PER_PARAM and tuple(shape[-k.ndim :]) == k.shape:
+        return _erlang_per_param(key, k, shape)
     keys = mx.random.split(key, ERLANG_MAX)
     top_f = _max_maybe(k)
     top = None if top_f is None else int(top_f)
