@@ -246,8 +246,13 @@ def _rounds(
 ) -> mx.array:
     """All ``rounds`` for all ``m`` elements, in chunks (eagerly stopping once every
     owned element has accepted: later chunks would change nothing)."""
-    chunk = max(2, min(rounds, _CHUNK_ELEMS // max(m, 1)))
-    n_chunks = -(-rounds // chunk)
+    # chunks of 2, 4, 8, ... rounds (at most _CHUNK_ELEMS proposals): eagerly, the
+    # first usually settles every element
+    cap = max(2, min(rounds, _CHUNK_ELEMS // max(m, 1)))
+    sizes: list[int] = []
+    while sum(sizes) < rounds:
+        sizes.append(min(cap, 2 ** (len(sizes) + 1), rounds - sum(sizes)))
+    n_chunks = len(sizes)
     keys = mx.random.split(key, 2 * n_chunks + 1)
     out = fb
     got = mx.zeros((m,), dtype=mx.bool_)
@@ -261,7 +266,7 @@ def _rounds(
             return out
     left = rounds
     for ci in range(n_chunks):
-        c = min(chunk, left)
+        c = sizes[ci]
         left -= c
         res = spec.propose(keys[2 * ci], (c, m), prm)
         v, a = res[0], res[1]
