@@ -233,8 +233,11 @@ class Gamma(Distribution):
     ) -> mx.array:
         a, r = _f32(alpha), _f32(rate)
         out_shape = sample_shape(shape, a, r)
-        lr = mx.log(mx.where(_finite_pos(r), r, mx.nan))
-        return scaled_gamma(key, alpha if is_plain_number(alpha) else a, out_shape, -lr)
+        if is_plain_number(rate) and 0.0 < float(rate) < _INF:
+            neg_lr: Any = -math.log(float(rate))  # a plain number: see scaled_gamma
+        else:
+            neg_lr = -mx.log(mx.where(_finite_pos(r), r, mx.nan))
+        return scaled_gamma(key, _plain_or(alpha, a), out_shape, neg_lr)
 
     def log_prob(self, value: Any, alpha: Any, rate: Any) -> mx.array:
         x, a, r = _f32(value), _f32(alpha), _f32(rate)
@@ -321,7 +324,7 @@ class Chi2(Distribution):
         k = _f32(df)
         out_shape = sample_shape(shape, k)
         half = 0.5 * float(df) if is_plain_number(df) else 0.5 * k
-        return scaled_gamma(key, half, out_shape, math.log(2.0))
+        return scaled_gamma(key, half, out_shape, math.log(2.0))  # plain: no clamp
 
     def log_prob(self, value: Any, df: Any) -> mx.array:
         x, k = _f32(value), _f32(df)

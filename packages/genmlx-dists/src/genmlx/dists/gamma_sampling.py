@@ -431,8 +431,23 @@ def scaled_gamma(
     if log_boost is not None:  # boosted elements in log space; the others as above
         lg = mx.log(g) + log_boost
         out = mx.where(boost, mx.exp(ls - lg if inverse else lg + ls), out)
+    if _in_range(alpha, log_scale, inverse):
+        return out  # clamping would change nothing
     res: mx.array = mx.clip(out, _TINY, _F32_MAX)
     return res
+
+
+def _in_range(alpha: Any, log_scale: Any, inverse: bool) -> bool:
+    """Whether ``g * exp(log_scale)`` is surely a positive normal float32, from plain
+    numbers alone (so the same eagerly and traced): ``1 <= alpha <= 2**20`` gives
+    ``g = d (1 + c x)^3`` in ``[2**-73, 2**27]`` (``1 + c x >= 2**-24``, ``|x| < 9``;
+    an Erlang draw lies in ``[2**-25, 90]``), and ``|log_scale| <= 27`` keeps the
+    product within ``[2**-112, 2**66]``."""
+    from genmlx.dists.base import is_plain_number
+
+    if inverse or not (is_plain_number(alpha) and is_plain_number(log_scale)):
+        return False
+    return 1.0 <= float(alpha) <= 2.0**20 and abs(float(log_scale)) <= 27.0
 
 
 def standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:

@@ -133,22 +133,30 @@ def compact(flags: mx.array, q: int) -> tuple[mx.array, mx.array]:
         >>> owner.tolist(), slot.tolist()
         ([1, 3], [2, 0, 2, 1, 2])
     """
+    owner, slot, _ = _compact_count(flags, q)
+    return owner, slot
+
+
+def _compact_count(flags: mx.array, q: int) -> tuple[mx.array, mx.array, mx.array]:
+    """:func:`compact`, and the number of flagged elements (a 0-d array)."""
     n = flags.shape[0]
     f = flags.astype(mx.int32)
+    cs = mx.cumsum(f)
     # flagged: rank = cumsum - 1; unflagged: cumsum + q >= q (clipped to q below).
-    slot = mx.minimum(mx.cumsum(f) + (q - (q + 1) * f), q)
+    slot = mx.minimum(cs + (q - (q + 1) * f), q)
     owner = mx.put_along_axis(
         mx.full((q + 1,), n, dtype=mx.int32), slot, mx.arange(n, dtype=mx.int32), axis=0
     )
-    return mx.stop_gradient(owner[:q]), mx.stop_gradient(slot)
+    count = cs[-1] if n else mx.array(0, dtype=mx.int32)
+    return mx.stop_gradient(owner[:q]), mx.stop_gradient(slot), count
 
 
-def _count_maybe(flags: mx.array) -> int | None:
-    """Eagerly, how many elements of ``flags`` hold; ``None`` under a transformation."""
+def _int_maybe(x: mx.array) -> int | None:
+    """Eagerly, the value of the 0-d integer ``x``; ``None`` under a transformation."""
     if runtime.in_transform():
         return None
     try:
-        return cast(int, mx.sum(flags.astype(mx.int32)).item())
+        return cast(int, x.item())
     except ValueError as e:
         if runtime.is_transform_eval_error(e):
             return None
@@ -203,10 +211,10 @@ def _level(
         val = mx.where(ra, rv, val)
         acc = mx.logical_or(ra, acc)
     need = mx.logical_not(acc) if live is None else mx.logical_and(live, mx.logical_not(acc))
-    n_need = _count_maybe(need)
+    owner, slot, count = _compact_count(need, q)
+    n_need = _int_maybe(count)
     if n_need == 0:
         return val  # no element needs a slot: the deeper levels would change nothing
-    owner, slot = compact(need, q)
     oc = mx.minimum(owner, m - 1)
     if spec.shared:
         sprm = prm
