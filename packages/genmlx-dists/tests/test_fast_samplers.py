@@ -215,6 +215,18 @@ def test_marsaglia_tsang_path_fits(alpha: float) -> None:
     assert abs(g.mean() - a) < 5 * math.sqrt(a / g.size)
 
 
+@pytest.mark.parametrize(
+    ("alpha", "rate"),
+    [(2.5, 1.5), (1.3, 0.01), (7.5, 3e5), (2.5, mx.array(1.5)), (mx.array(2.5), 1.5)],
+    ids=["plain", "plain-small-rate", "plain-large-rate", "array-rate", "array-shape"],
+)
+def test_gamma_with_plain_and_array_parameters_fits(alpha: Any, rate: Any) -> None:
+    # plain numbers put the scale into d (no clamp); arrays scale and clamp afterwards
+    x = np64(gd.gamma.sample(mx.random.key(16), alpha, rate, shape=(200_000,)))
+    a, r = float(np.float32(np.array(alpha))), float(np.float32(np.array(rate)))
+    assert stats.kstest(x, stats.gamma(a, scale=1 / r).cdf).pvalue > 1e-4
+
+
 def test_erlang_path_fits_alone_and_mixed() -> None:
     for k in range(1, gs.ERLANG_MAX + 1):
         g = np64(gs.standard_gamma(mx.random.key(6), float(k), (300_000,)))

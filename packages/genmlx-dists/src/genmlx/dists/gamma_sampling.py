@@ -158,12 +158,13 @@ def _mt_full_test(x: mx.array, u: mx.array, d: mx.array, c: mx.array) -> mx.arra
 def _mt_propose(
     key: mx.array, rshape: tuple[int, ...], prm: tuple[mx.array, ...]
 ) -> tuple[mx.array, mx.array, tuple[mx.array, ...]]:
-    """Marsaglia–Tsang proposals ``(d v, accepted outright, open state)``.
+    """Marsaglia–Tsang proposals ``(k d v, accepted outright, open state)``.
 
-    ``prm = (d, c, s)`` (``d = alpha - 1/3``, ``c = 1 / sqrt(9 d)``,
-    ``s = 2**16 / (108 d)``), each of size 1 or broadcastable to ``rshape``;
-    ``v = (1 + c x)^3``. Per proposal one word feeds the ziggurat's fast path for ``x``
-    (:mod:`genmlx.dists.ziggurat`) and half a word 16 bits ``b``: the uniform is
+    ``prm = (k d, c, s, d)`` (``d = alpha - 1/3``, ``c = 1 / sqrt(9 d)``,
+    ``s = 2**16 / (108 d)``, ``k`` a scale the values carry), each of size 1 or
+    broadcastable to ``rshape``; ``v = (1 + c x)^3``. Per proposal one word feeds the
+    ziggurat's fast path for ``x`` (:mod:`genmlx.dists.ziggurat`) and half a word
+    16 bits ``b``: the uniform is
     ``u = (2**16 - 1 - b + U') / 2**16``. Marsaglia–Tsang accepts when
     ``log u < d phi(w)``, ``w = c x``, ``phi(w) = 1.5 w^2 - 3 w - w^3 + 3 log1p(w)``;
     since ``phi(w) >= -0.75 w^4 / min(1, 1 + w)`` (its series from ``w^4`` on,
@@ -175,7 +176,7 @@ def _mt_propose(
     for every ``U'`` (no logarithm); the others (under 9%) keep ``(x, layer, b, fast)``
     for :func:`_mt_resolve`.
     """
-    d, c, s = prm
+    dv, c, s, _ = prm
     n = math.prod(rshape)
     h = (n + 1) // 2
     words = _words(key, n + h)
@@ -185,7 +186,7 @@ def _mt_propose(
     x = x.reshape(rshape)
     b16 = b16.reshape(rshape)
     v1 = 1.0 + c * x
-    g = d * (v1 * v1 * v1)
+    g = dv * (v1 * v1 * v1)
     x2 = x * x
     # u m < m - x^4 / (108 d) for every U' <=> s x^4 <= m b, m = min(1, 1 + w);
     # the margin is far above float32 rounding
@@ -200,16 +201,16 @@ def _mt_resolve(
 ) -> tuple[mx.array, mx.array]:
     """The open proposals of :func:`_mt_propose`: settle the ziggurat's slow path
     (:func:`genmlx.dists.ziggurat.settle`), complete ``u`` with 32 fresh bits and run
-    Marsaglia–Tsang's exact test. Returns ``(d v, accepted)``."""
+    Marsaglia–Tsang's exact test. Returns ``(k d v, accepted)``."""
     x, layer, b16, zfast = state
-    d, c, _ = (p.reshape(()) if p.size == 1 else p for p in prm)
+    dv, c, _, d = (p.reshape(()) if p.size == 1 else p for p in prm)
     k_z, k_u = mx.random.split(key, 2)
     x, ok = ziggurat.settle(k_z, x, zfast, layer, n_from)
     fine = _words(k_u, x.shape[0]).astype(mx.float32) * 2.0**-32
     u = ((65535.0 - b16) + fine) * 2.0**-16
     acc = mx.logical_and(ok, _mt_full_test(x, u, d, c))
     v1 = 1.0 + c * x
-    return d * (v1 * v1 * v1), acc
+    return dv * (v1 * v1 * v1), acc
 
 
 def _max_maybe(x: mx.array) -> float | None:
@@ -242,7 +243,7 @@ def _any_maybe(x: mx.array) -> bool:
 
 
 def _gamma_parts(
-    key: mx.array, alpha: Any, shape: tuple[int, ...]
+    key: mx.array, alpha: Any, shape: tuple[int, ...], scale: float = 1.0
 ) -> tuple[mx.array, mx.array | None, mx.array]:
     """``(g, log_boost, boost)`` with ``G = g exp(log_boost) ~ Gamma(alpha, rate 1)``.
 
@@ -269,6 +270,7 @@ def _gamma_parts(
     d_safe = a1 - 1.0 / 3.0
     c = mx.rsqrt(9.0 * d_safe)
     d = mx.where(valid, d_safe, mx.nan)  # NaN flows into every draw of an invalid alpha
+    d_val = d if scale == 1.0 else d * scale  # the value d v, pre-scaled (plain scale)
     keys = mx.random.split(key, 3)
     erlang = mx.logical_and(a_safe == mx.floor(a_safe), a_safe <= float(ERLANG_MAX))
     erlang = mx.logical_and(erlang, valid)
@@ -279,14 +281,16 @@ def _gamma_parts(
         sq = mx.where(valid, 2.0**16 / (108.0 * d_safe), -1e30)
         prm: tuple[mx.array, ...]
         if alpha.size == 1:
-            prm = (d, c, sq)
+            prm = (d_val, c, sq, d)
         else:
-            prm = tuple(mx.broadcast_to(a, shape).reshape(-1) for a in (d, c, sq))
+            prm = tuple(mx.broadcast_to(a, shape).reshape(-1) for a in (d_val, c, sq, d))
         g_mt = first_accepted(
             _mt_propose, keys[0], (n,), GAMMA_ROUNDS, prm[0], prm, _p_open(static), _mt_resolve
         ).reshape(shape)
     if _any_maybe(erlang):
         g_er = _erlang(keys[2], mx.where(erlang, a_safe, 1.0), shape)
+        if scale != 1.0:
+            g_er = g_er * scale
     if g_mt is None:
         assert g_er is not None
         g = g_er
@@ -424,6 +428,10 @@ def scaled_gamma(
         >>> scaled_gamma(mx.random.key(0), 2.0, (3,), mx.log(mx.array(0.5))).shape
         (3,)
     """
+    if _in_range(alpha, log_scale, inverse):
+        # plain parameters, no boost, nothing to clamp: the scale goes into d itself
+        g, _, _ = _gamma_parts(key, alpha, shape, math.exp(float(log_scale)))
+        return g
     g, log_boost, boost = _gamma_parts(key, alpha, shape)
     ls = _f32(log_scale)
     sc = mx.exp(ls)
@@ -431,8 +439,6 @@ def scaled_gamma(
     if log_boost is not None:  # boosted elements in log space; the others as above
         lg = mx.log(g) + log_boost
         out = mx.where(boost, mx.exp(ls - lg if inverse else lg + ls), out)
-    if _in_range(alpha, log_scale, inverse):
-        return out  # clamping would change nothing
     res: mx.array = mx.clip(out, _TINY, _F32_MAX)
     return res
 
