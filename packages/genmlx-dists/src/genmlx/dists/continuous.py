@@ -937,9 +937,9 @@ class VonMises(_Scalar):
     ``2 atan(a y / |x|)`` for a point ``(x, y)`` uniform on the unit disc (a standard
     Cauchy ratio; ``a = (1 - rho) / (1 + rho)``), so a proposal needs no sine or
     cosine: ``sin^2(delta / 2) = (a y)^2 / ((a y)^2 + x^2)``, and the one ``arctan``
-    runs on the accepted values only. The acceptance quantity is written without
-    cancellation (1 - rho and kappa / rho in closed form), so the sampler is exact for
-    every kappa from 0 to 1e30. Not reparameterised
+    runs on the accepted values only (since 2026-12-07: the same key gives other draws
+    than before). The acceptance quantity is written without cancellation (1 - rho and
+    kappa / rho in closed form), so the sampler is exact for every kappa from 0 to 1e30. Not reparameterised
     (``has_reparam = False``): rejection has no pathwise gradient.
 
     Example:

@@ -16,6 +16,11 @@ eager, compiled and vmapped sampling give the same values for the same key. Inve
 samplers resolve probabilities to float32 precision (``mx.random.uniform`` has a
 resolution of 2⁻³² near 0; tail searches compare against it).
 
+Random stream: on 2026-12-07 the rejection levels (:mod:`genmlx.dists.rejection`), the
+negative binomial (a pmf table for shared parameters) and the multinomial (trial by
+trial for counts up to 32) changed, so the same key gives other draws than before
+(same laws).
+
 Log-probabilities are computed in log space with Loader's saddle-point form
 (``bd0`` and the Stirling remainders), so that e.g. ``poisson.log_prob(10000, 10000.)``
 and ``binomial.log_prob(500, 1000, 0.5)`` are accurate to float32 precision instead of

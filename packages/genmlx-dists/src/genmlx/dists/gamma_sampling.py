@@ -1,17 +1,29 @@
-"""Samplers for the gamma, beta and Dirichlet variates every gamma-based distribution
-draws from (genmlx.dists uses them for gamma, beta, Student-t, Dirichlet, binomial-type
-and Poisson draws).
+"""Samplers for the gamma, beta, Dirichlet and Student-t variates every gamma-based
+distribution draws from (genmlx.dists uses them for gamma, inverse gamma, chi-square,
+beta, Student-t, Dirichlet and the gamma mixtures among the discrete ones).
 
 * :func:`log_standard_gamma` — ``log G`` with ``G ~ Gamma(alpha, rate 1)``;
 * :func:`standard_gamma` — ``G`` itself (float32, clamped into the normal range);
-* :func:`standard_beta` — ``Beta(a, b)`` as ``X / (X + Y)`` in log space;
-* :func:`standard_dirichlet` — ``Dirichlet(alpha)`` as a softmax of log-gamma draws.
+* :func:`scaled_gamma` — ``G`` times (or over) a scale, in linear space;
+* :func:`standard_beta` — ``Beta(a, b)`` as ``X / (X + Y)`` (in log space where a
+  shape is below 1);
+* :func:`standard_dirichlet` — ``Dirichlet(alpha)`` as normalised gamma draws (a
+  softmax of log-gamma draws where a concentration is below 1);
+* :func:`standard_t` — Student's t by Bailey's polar method.
+
+Gamma draws: integer shapes up to ``ERLANG_MAX`` as sums of exponentials, the rest by
+Marsaglia–Tsang with ziggurat normals (:mod:`genmlx.dists.ziggurat`) and a squeeze that
+decides most proposals without a logarithm; the undecided ones are settled one level
+down (:func:`genmlx.dists.rejection.first_accepted` with ``resolve``). Eager, compiled
+and vmapped sampling give the same draws.
 
 Draws are never 0, 1 or infinite where the law gives them probability 0: values beyond
 float32's normal range are clamped (documented per sampler). Sampling with an invalid
 array parameter gives NaN at those elements.
-"""
 
+Random stream: the samplers were reworked for speed on 2026-12-07 (ziggurat normals,
+Erlang sums, Bailey's t); the same key gives other draws than before (same laws).
+"""
 from __future__ import annotations
 
 import math

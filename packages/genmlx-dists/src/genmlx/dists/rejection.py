@@ -6,7 +6,14 @@ proposal, then hands the rejected ones (in index order) to a smaller batch of
 :func:`spill_slots` slots, and so on recursively: the work is about
 ``n / (1 - p_reject)`` proposals, not ``rounds * n``. Shapes depend only on ``n``,
 so the same code runs under ``mx.vmap``/``mx.compile``; eagerly, levels no element
-reaches are skipped, which changes no draw.
+reaches are skipped, which changes no draw. A sampler whose cheap test leaves some
+proposals undecided (a squeeze) passes ``resolve``: those proposals' states travel
+down with their elements' slots and are decided there, so the expensive exact test
+runs only for them. Gathers and scatters go through :func:`compact`.
+
+Random stream: the level structure changed on 2026-12-07 (three keys per level, the
+last rounds in chunks of 2, 4, 8, ...), so the rejection samplers built on it give
+other draws for the same key than before (same laws).
 
 Example:
     >>> import mlx.core as mx
