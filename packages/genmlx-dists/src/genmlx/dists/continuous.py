@@ -939,8 +939,8 @@ class VonMises(_Scalar):
     cosine: ``sin^2(delta / 2) = (a y)^2 / ((a y)^2 + x^2)``, and the one ``arctan``
     runs on the accepted values only (since 2026-12-07: the same key gives other draws
     than before). The acceptance quantity is written without cancellation (1 - rho and
-    kappa / rho in closed form), so the sampler is exact for every kappa from 0 to 1e30. Not reparameterised
-    (``has_reparam = False``): rejection has no pathwise gradient.
+    kappa / rho in closed form), so the sampler is exact for every kappa from 0 to 1e30.
+    Not reparameterised (``has_reparam = False``): rejection has no pathwise gradient.
 
     Example:
         >>> import mlx.core as mx
