@@ -260,7 +260,8 @@ def _rounds(
     n_from: int,
 ) -> mx.array:
     """All ``rounds`` for all ``m`` elements, in chunks (eagerly stopping once every
-    owned element has accepted: later chunks would change nothing)."""
+    owned element has accepted: later chunks would change nothing). The carried open
+    proposals are settled first; each chunk's own open proposals are settled at once."""
     # chunks of 2, 4, 8, ... rounds (at most _CHUNK_ELEMS proposals): eagerly, the
     # first usually settles every element
     cap = max(2, min(rounds, _CHUNK_ELEMS // max(m, 1)))
