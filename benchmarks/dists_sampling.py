@@ -10,7 +10,7 @@ faster). "—" where NumPy has no sampler for the distribution.
 
 MLX runs its samplers as vectorised graphs (rejection samplers run later rounds only
 for the elements still rejected, see ``genmlx.dists.rejection``); NumPy's are
-sequential C loops.
+sequential C loops. Each row starts from an empty MLX buffer cache (see ``_time_mlx``).
 """
 
 from __future__ import annotations
@@ -85,6 +85,11 @@ CASES: dict[str, tuple[tuple[Any, ...], NumpyFn | None]] = {
 def _time_mlx(name: str, n: int, reps: int) -> float:
     d = getattr(gd, name)
     params = CASES[name][0]
+    # Every row starts from an empty MLX buffer cache: on the CPU it holds 32 MiB by
+    # default, and buffers the previous distribution left there can crowd out this
+    # one's (which are then freed and page-faulted in again on every call), so a row
+    # would depend on the one before it.
+    mx.clear_cache()
     mx.eval(d.sample(mx.random.key(10_000), *params, shape=(n,)))  # warm up
     best = math.inf
     for r in range(reps):

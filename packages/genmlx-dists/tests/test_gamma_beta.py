@@ -701,12 +701,13 @@ def test_public_names() -> None:
 
 
 def test_spill_slots_bound() -> None:
-    # More first-round rejections than slots must be rarer than 1e-14 at the worst
-    # per-round rejection probability (alpha = 1: 0.0483), for small and large batches.
+    # More proposals left undecided than slots must be rarer than 1e-14 at the worst
+    # per-round probability (alpha = 1: a ziggurat slow path or a failed squeeze,
+    # 0.0858), for small and large batches.
     for n in (1, 7, 100, 10_000, 1_000_000):
         q = spill_slots(n)
         assert 1 <= q <= n
-        assert q == n or stats.binom(n, 0.0483).sf(q) < 1e-14
+        assert q == n or stats.binom(n, 0.0858).sf(q) < 1e-14
 
 
 @pytest.mark.parametrize(

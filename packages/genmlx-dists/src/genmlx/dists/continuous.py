@@ -933,13 +933,16 @@ class TruncatedNormal(_Scalar):
 
 
 # ------------------------------------------------------------------------- circular
-VON_MISES_ROUNDS = 27
-"""Best–Fisher rounds. The acceptance probability per round is at least 0.6577 (its
-infimum, approached as kappa → inf; computed by quadrature over kappa in [1e-6, 1e6]),
-so an element is never accepted with probability below 0.3423**27 < 3e-13 (plus < 1e-14
-per level that more elements are rejected than
-:func:`genmlx.dists.rejection.spill_slots` has room for); such an element is given
-``mu``. Later rounds run only for the elements still rejected."""
+VON_MISES_ROUNDS = 42
+"""Best–Fisher proposals per element. A proposal's wrapped-Cauchy angle comes from a
+point of the unit disc (kept with probability pi/4), and Best–Fisher accepts at least
+0.6577 of them (its infimum, approached as kappa → inf; computed by quadrature over
+kappa in [1e-6, 1e6]), so a proposal is rejected with probability at most 0.4834 and an
+element is never accepted with probability below 0.4834**42 < 6e-14 (plus < 1e-14 per
+level that more elements are rejected than :func:`genmlx.dists.rejection.spill_slots`
+has room for); such an element is given ``mu``. Later rounds run only for the elements
+still rejected."""
+_VM_REJECT = 1.0 - (math.pi / 4.0) * 0.6577
 
 
 class VonMises(_Scalar):
@@ -952,12 +955,16 @@ class VonMises(_Scalar):
         mu: location, any finite number (the density is 2 pi-periodic in mu).
         kappa: concentration, finite and >= 0 (kappa = 0 is the uniform distribution).
 
-    Sampler: Best & Fisher (1979) rejection from a wrapped-Cauchy envelope, with
-    ``VON_MISES_ROUNDS`` = 27 vectorised rounds and the first accepted proposal kept per
-    element (never accepted: probability < 3e-13). The envelope draw and the acceptance
-    quantity are written without cancellation (1 - rho and kappa / rho in closed form),
-    so the sampler is exact for every kappa from 0 to 1e30. Not reparameterised
-    (``has_reparam = False``): rejection has no pathwise gradient.
+    Sampler: Best & Fisher (1979) rejection from a wrapped-Cauchy envelope, with up to
+    ``VON_MISES_ROUNDS`` = 42 proposals per element and the first accepted one kept
+    (never accepted: probability < 7e-14). The envelope angle is
+    ``2 atan(a y / |x|)`` for a point ``(x, y)`` uniform on the unit disc (a standard
+    Cauchy ratio; ``a = (1 - rho) / (1 + rho)``), so a proposal needs no sine or
+    cosine: ``sin^2(delta / 2) = (a y)^2 / ((a y)^2 + x^2)``, and the one ``arctan``
+    runs on the accepted values only (since 2026-12-07: the same key gives other draws
+    than before). The acceptance quantity is written without cancellation (1 - rho and
+    kappa / rho in closed form), so the sampler is exact for every kappa from 0 to 1e30.
+    Not reparameterised (``has_reparam = False``): rejection has no pathwise gradient.
 
     Example:
         >>> import mlx.core as mx
@@ -993,31 +1000,42 @@ class VonMises(_Scalar):
         one_m_rho = mx.where(big, (sq - 1.0 - 1.0 / (s + 2.0 * kb)) / (2.0 * kb), 1.0 - rho)
         k_over_2rho = ((s + 1.0) / tau) * (tau + sq) * 0.25  # finite at kappa = 0
 
+        a = one_m_rho / (2.0 - one_m_rho)  # (1 - rho) / (1 + rho)
+
         def propose(
             key: mx.array, rshape: tuple[int, ...], prm: tuple[mx.array, ...]
         ) -> tuple[mx.array, mx.array]:
-            k, one_m_rho, k_over_2rho = prm
-            u = mx.random.uniform(shape=(2, *rshape), key=key)
-            pv = math.pi * (u[0] - 0.5)
-            # wrapped-Cauchy proposal (inverse CDF): tan(delta/2) = (1-rho)/(1+rho) tan(pi v)
-            delta = 2.0 * mx.arctan2(one_m_rho * mx.sin(pv), (2.0 - one_m_rho) * mx.cos(pv))
-            sh = mx.sin(0.5 * delta)
+            k, a, one_m_rho, k_over_2rho = prm
+            m = math.prod(rshape)
+            k1, k2 = mx.random.split(key, 2)
+            w = mx.random.split(k1, m).reshape(-1)
+            # (x, y) uniform on the unit disc (pair kept with probability pi/4):
+            # y / |x| is standard Cauchy, so t = a y / |x| = tan(delta / 2) for the
+            # wrapped-Cauchy proposal delta, with no trigonometric function.
+            x = (mx.view(w[:m], mx.int32).astype(mx.float32) * 2.0**-31).reshape(rshape)
+            y = (mx.view(w[m:], mx.int32).astype(mx.float32) * 2.0**-31).reshape(rshape)
+            ok = x * x + y * y < 1.0
+            ay = a * y
+            ay2 = ay * ay
+            sh2 = ay2 / (ay2 + x * x)  # sin^2(delta / 2) = t^2 / (1 + t^2)
             # c = kappa (r - cos delta) with r = (1 + rho^2) / (2 rho)
-            c = k_over_2rho * one_m_rho * one_m_rho + 2.0 * k * sh * sh
-            log_u2 = mx.log(mx.maximum(u[1], _U_MIN))
-            return delta, log_u2 <= mx.log(c) + 1.0 - c
+            c = k_over_2rho * one_m_rho * one_m_rho + 2.0 * k * sh2
+            log_u2 = mx.log(mx.maximum(mx.random.uniform(shape=rshape, key=k2), _U_MIN))
+            acc = mx.logical_and(ok, log_u2 <= mx.log(c) + 1.0 - c)
+            return ay / mx.abs(x), acc
 
         from genmlx.dists.rejection import first_accepted
 
-        out = first_accepted(
+        t = first_accepted(
             propose,
             key,
             out_shape,
             VON_MISES_ROUNDS,
             mx.array(0.0),
-            (k, one_m_rho, k_over_2rho),
-            1.0 - 0.6577,
+            (k, a, one_m_rho, k_over_2rho),
+            _VM_REJECT,
         )
+        out = 2.0 * mx.arctan(t)
         return _nan_where_invalid(valid, _wrap_angle(mu + out))
 
     def log_prob(self, value: Any, mu: Any, kappa: Any) -> mx.array:

@@ -16,6 +16,11 @@ eager, compiled and vmapped sampling give the same values for the same key. Inve
 samplers resolve probabilities to float32 precision (``mx.random.uniform`` has a
 resolution of 2⁻³² near 0; tail searches compare against it).
 
+Random stream: on 2026-12-07 the rejection levels (:mod:`genmlx.dists.rejection`), the
+negative binomial (a pmf table for shared parameters) and the multinomial (trial by
+trial for counts up to 32) changed, so the same key gives other draws than before
+(same laws).
+
 Log-probabilities are computed in log space with Loader's saddle-point form
 (``bd0`` and the Stirling remainders), so that e.g. ``poisson.log_prob(10000, 10000.)``
 and ``binomial.log_prob(500, 1000, 0.5)`` are accurate to float32 precision instead of
@@ -580,14 +585,73 @@ def _binomial_sample(key: mx.array, n: mx.array, p: mx.array, shape: Shape) -> m
     return _to_int32(mx.broadcast_to(x, shape))
 
 
+_TRIALS_CAP = 32  # multinomial counts n <= this are drawn trial by trial
+
+
 def _multinomial_sample(key: mx.array, n: mx.array, probs: mx.array, shape: Shape) -> mx.array:
+    """Multinomial draws of ``shape + (K,)``.
+
+    Counts ``n <= 32`` are drawn trial by trial: trial ``t`` (``t < n``) draws one
+    uniform, its category is the number of cumulative probabilities it reaches, and
+    the counts are sums of those comparisons — one uniform and ``K - 1`` comparisons
+    per trial, no binomial. Larger counts use ``K - 1`` sequential conditional
+    binomials (the exact binomial sampler). Eagerly only the trials some element
+    needs run; trial ``t`` draws from its own key either way, so compiled and vmapped
+    draws (which run all 32) agree.
+    """
+    nn = mx.where(_and(mx.isfinite(n), n >= 0), mx.floor(n), 0.0)
+    few = nn <= float(_TRIALS_CAP)
+    k_tr, k_bin = _split(key, 2)
+    x_tr = x_bin = None
+    if _eager_any(few):
+        x_tr = _multinomial_trials(k_tr, mx.where(few, nn, 0.0), probs, shape)
+    if _eager_any(~few):
+        x_bin = _multinomial_binomials(k_bin, nn, probs, shape)
+    if x_bin is None:
+        assert x_tr is not None
+        return x_tr
+    if x_tr is None:
+        return x_bin
+    out: mx.array = mx.where(mx.expand_dims(few, -1), x_tr, x_bin)
+    return out
+
+
+def _multinomial_trials(key: mx.array, n: mx.array, probs: mx.array, shape: Shape) -> mx.array:
+    """Counts of ``n <= _TRIALS_CAP`` categorical trials (see
+    :func:`_multinomial_sample`)."""
+    kk = probs.shape[-1]
+    cum = mx.cumsum(probs, axis=-1)
+    bounds = [cum[..., j] for j in range(kk - 1)]  # category >= j + 1 iff u >= bounds[j]
+    keys = mx.random.split(key, _TRIALS_CAP)
+    top = _eager_array(mx.max(n))
+    trials = _TRIALS_CAP if top is None else int(top)
+    shared_n = n.size == 1 and top is not None
+    reach = [mx.zeros(shape, dtype=mx.int32) for _ in range(kk - 1)]
+    for t in range(trials):
+        u = mx.random.uniform(shape=shape, key=keys[t])
+        live = None if shared_n else n > float(t)  # one shared n: every trial counts
+        for j in range(kk - 1):
+            hit = u >= bounds[j]
+            if live is not None:
+                hit = mx.logical_and(hit, live)
+            reach[j] = reach[j] + hit.astype(mx.int32)
+    n_i = mx.broadcast_to(n.astype(mx.int32), shape)
+    counts = [n_i - reach[0]] if kk > 1 else [n_i]
+    counts += [reach[j] - reach[j + 1] for j in range(kk - 2)]
+    if kk > 1:
+        counts.append(reach[kk - 2])
+    return mx.stack(counts, axis=-1)
+
+
+def _multinomial_binomials(
+    key: mx.array, n: mx.array, probs: mx.array, shape: Shape
+) -> mx.array:
     """Multinomial draws of ``shape + (K,)`` by sequential conditional binomials."""
     kk = probs.shape[-1]
     probs = mx.broadcast_to(probs, (*shape, kk))
-    n = mx.broadcast_to(n, shape)
     suffix = mx.cumsum(probs, axis=-1, reverse=True)
     keys = _split(key, max(kk - 1, 1))
-    rem = mx.where(_and(mx.isfinite(n), n >= 0), mx.floor(n), 0.0)
+    rem = mx.broadcast_to(n, shape)
     xs = []
     for i in range(kk - 1):
         s = suffix[..., i]
@@ -988,13 +1052,67 @@ class Binomial(Distribution):
         return _enum(vals, batch_shape(na, pa))
 
 
+_NB_CAP = 96  # negative binomial inversion table: counts 0.._NB_CAP
+# The table is used when P(X > _NB_CAP) < 1e-14 / e**2 (a margin for float32 lgamma,
+# whose error stays below 0.5 in this difference for r < 1e5).
+_NB_LOG_TAIL = math.log(1e-14) - 2.0
+_NB_MAX_R = 1e5
+
+
+def _nb_table_ok(r: mx.array, p: mx.array) -> mx.array:
+    """Whether NegBinomial(r, p) surely puts less than 1e-14 beyond ``_NB_CAP``.
+
+    For ``k >= _NB_CAP`` the pmf ratio ``f(k+1)/f(k) = (k + r)/(k + 1) (1 - p)`` is at
+    most ``rho = (1 - p) max(1, (_NB_CAP + r)/(_NB_CAP + 1))``, so the tail is at most
+    ``f(_NB_CAP) rho / (1 - rho)``; ``f(_NB_CAP)`` in log space (``lgamma``). Formed
+    with the same float32 operations eagerly and traced, so both choose alike.
+    """
+    from genmlx.dists.special import lgamma
+
+    c = float(_NB_CAP)
+    q = 1.0 - p
+    rho = q * mx.maximum(1.0, (c + r) / (c + 1.0))
+    log_f = (
+        lgamma(c + r) - lgamma(r) - math.lgamma(c + 1.0) + r * mx.log(p) + c * mx.log1p(-p)
+    )
+    bound = log_f + mx.log(rho) - mx.log1p(-mx.minimum(rho, 0.95))
+    out: mx.array = _and(rho < 0.95, r < _NB_MAX_R, bound < _NB_LOG_TAIL)
+    out = _or(out, p == 1.0)
+    return out
+
+
+def _nb_table_sample(key: mx.array, r: mx.array, p: mx.array, shape: Shape) -> mx.array:
+    """NegBinomial(r, p) draws (one shared r, p) by inversion on the survival function
+    of the pmf at ``0.._NB_CAP`` (formed by a cumulative product), searched through
+    :func:`_count_above`'s guide table: a count beyond the table is returned as
+    ``_NB_CAP`` (probability < 1e-14 where :func:`_nb_table_ok` holds)."""
+    r1, p1 = r.reshape((1,)), p.reshape((1,))
+    j = mx.arange(1, _NB_CAP + 1, dtype=mx.float32)
+    steps = (j - 1.0 + r1) / j * (1.0 - p1)
+    f = mx.exp(r1 * mx.log(p1)) * mx.concatenate([mx.ones((1,)), mx.cumprod(steps)])
+    v = mx.maximum(_uniform(key, shape), _V_MIN)
+    return mx.broadcast_to(_survival_search(v, f), shape)
+
+
+def _nb_mixture(key: mx.array, r: mx.array, p: mx.array, shape: Shape) -> mx.array:
+    """NegBinomial(r, p) draws as ``Poisson(G (1 - p) / p)``, ``G ~ Gamma(r)``."""
+    from genmlx.dists.gamma_sampling import scaled_gamma
+
+    k1, k2 = _split(key, 2)
+    # lam = G (1 - p) / p (in log space where r < 1: G of tiny r underflows float32)
+    lam = scaled_gamma(k1, r, shape, mx.log1p(-p) - mx.log(p))
+    return _poisson_sample(k2, lam, shape)
+
+
 class NegBinomial(Distribution):
     """NegBinomial(r, p): failures before the r-th success.
 
     P(k) = Γ(k + r) / (Γ(r) k!) p^r (1 − p)^k, k = 0, 1, …; r > 0 (real), p ∈ (0, 1].
-    Mean r(1−p)/p. Sampled exactly as the Poisson–Gamma mixture
-    ``Poisson(Gamma(r, scale=(1−p)/p))`` (``standard_gamma`` and the exact Poisson
-    sampler above).
+    Mean r(1−p)/p. With one shared (r, p) whose tail beyond 96 is below 1e-14, by
+    inversion on a table of the pmf (searched through a guide table, like Poisson's);
+    otherwise exactly as the Poisson–Gamma mixture ``Poisson(Gamma(r, scale=(1−p)/p))``
+    (``scaled_gamma`` and the exact Poisson sampler above; the rate is clamped below
+    at ``2**-126``, which gives 0 as the rate 0 of ``p = 1`` does).
 
     Example:
         >>> import mlx.core as mx
@@ -1013,17 +1131,29 @@ class NegBinomial(Distribution):
         return C.nonnegative_integer
 
     def sample(self, key: mx.array, r: Any, p: Any, *, shape: Shape = ()) -> mx.array:
-        from genmlx.dists.gamma_sampling import log_standard_gamma
-
         ra, pa = _f32(r), _f32(p)
         full = sample_shape(shape, ra, pa)
-        k1, k2 = _split(key, 2)
-        ra_s = mx.broadcast_to(mx.where(ra > 0, ra, 1.0), full)
+        k_mix, k_tab = _split(key, 2)
+        ra_s = mx.where(ra > 0, ra, 1.0)
         pa_s = mx.where(_and(pa > 0, pa <= 1), pa, 1.0)
-        # lam = G (1 - p) / p, formed in log space (G of tiny r underflows float32).
-        log_g = log_standard_gamma(k1, ra_s, full)
-        lam = mx.exp(log_g + mx.log1p(-pa_s) - mx.log(pa_s))
-        return _poisson_sample(k2, lam, full)
+        if ra_s.size != 1 or pa_s.size != 1:
+            return _nb_mixture(k_mix, ra_s, pa_s, full)
+        # One shared (r, p): inversion on one table when its tail beyond _NB_CAP is
+        # negligible; the Poisson–Gamma mixture otherwise (both, and a choice, when
+        # the parameters cannot be read).
+        ok = _nb_table_ok(ra_s, pa_s)
+        x_tab = x_mix = None
+        if _eager_any(ok):
+            x_tab = _nb_table_sample(k_tab, ra_s, pa_s, full)
+        if _eager_any(~ok):
+            x_mix = _nb_mixture(k_mix, ra_s, pa_s, full)
+        if x_mix is None:
+            assert x_tab is not None
+            return x_tab
+        if x_tab is None:
+            return x_mix
+        out: mx.array = mx.where(ok, x_tab, x_mix)
+        return out
 
     def log_prob(self, value: Any, r: Any, p: Any) -> mx.array:
         k, ra, pa = _f32(value), _f32(r), _f32(p)
