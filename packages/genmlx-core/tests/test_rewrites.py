@@ -151,3 +151,22 @@ def test_inside_a_users_compile(monkeypatch):
     scale = float(mx.max(mx.abs(w0)).item())
     close(w1, w0, scale)
     close(w2, w0, scale)
+
+
+def test_prepare_is_not_stale_after_the_model_is_analysed() -> None:
+    """A call before the analysis finds nothing to rewrite; the same call after it must
+    see the rewrite (the per-call memo keeps only real answers)."""
+    from genmlx.core import analyze, choicemap, gen, rewrites
+    from genmlx.core.testing.models import normal as tnormal
+
+    @gen
+    def fresh(xs):
+        a = tnormal(0.0, 1.0) @ "a"
+        tnormal(a * xs, 0.5) @ "ys"
+
+    xs = mx.linspace(0, 1, 9)
+    obs = choicemap({"ys": xs})
+    assert rewrites.prepare(fresh, (xs,), obs) is None  # not analysed yet
+    analyze(fresh, (xs,), obs)
+    assert rewrites.prepare(fresh, (xs,), obs) is not None
+    assert rewrites.prepare(fresh, (xs,), obs) is rewrites.prepare(fresh, (xs,), obs)

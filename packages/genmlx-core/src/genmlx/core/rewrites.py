@@ -444,8 +444,11 @@ def _prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepare
         out: Prepared | None = last[4]
         return out
     res = _prepare_new(gf, args, observations)
-    if all(isinstance(a, (mx.array, int, float, bool, str, type(None))) for a in args):
-        # (immutable arguments only: a list argument may change in place)
+    if res is not None and all(
+        isinstance(a, (mx.array, int, float, bool, str, type(None))) for a in args
+    ):
+        # (immutable arguments only: a list argument may change in place; and not
+        # "nothing to rewrite", which may be "not analysed yet")
         if len(_LAST) > 64:
             _LAST.clear()
         _LAST[id(gf)] = (gf, observations, switches, tuple(args), res)
