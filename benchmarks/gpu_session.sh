@@ -1,0 +1,10 @@
+#!/bin/bash
+# One GPU call after the staging call (see gpu_run.sh): presampling tests, then the IS,
+# SMC and sampler tables side by side, then the IS profile, each bounded in time.
+. benchmarks/gpu_env.sh
+OUT=${OUT:-.}
+python3 -c "import mlx.core as mx; print(mx.default_device(), mx.__version__)"
+timeout 90 python3 -m pytest -q -x -p no:cacheprovider packages/genmlx-core/tests/test_presample_gpu.py 2>&1 | tail -4
+timeout 330 python3 benchmarks/gpu_suite.py --only is smc samplers --sizes 10000 100000 1000000 10000000 \
+  --smc-budget-s 70 --sampler-budget-s 40 --out "$OUT/gpu_suite.json" 2>&1 | tail -70
+timeout 60 python3 benchmarks/is_profile.py --sizes 100000 10000000 --out "$OUT/is_profile.json" 2>&1 | tail -20
