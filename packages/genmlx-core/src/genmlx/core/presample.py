@@ -311,7 +311,20 @@ def kernel_plan(gf: Any, args: tuple[Any, ...], constraints: Any = None) -> Pres
         plan = plan_for(gf, "vgenerate", args, constraints)
     except TypeError:
         return None
-    return None if plan is None else Presample(plan, backend)
+    return None if plan is None else _presample(plan, backend)
+
+
+def _presample(plan: Plan, backend: str) -> Presample:
+    """One object per plan and backend: it is a static part of compiled programs'
+    signatures, which compare such objects by identity."""
+    key = (plan, backend)
+    out = _PRESAMPLES.get(key)
+    if out is None:
+        out = _PRESAMPLES[key] = Presample(plan, backend)
+    return out
+
+
+_PRESAMPLES: dict[tuple[Plan, str], Presample] = {}
 
 
 def rows(z: mx.array, plan: Plan) -> Any:
@@ -336,7 +349,7 @@ def prepare(gf: Any, op: str, args: tuple[Any, ...], constraints: Any = None) ->
         plan = plan_for(gf, op, args, constraints)
     except TypeError:  # arguments without a signature
         return None
-    return None if plan is None else Presample(plan, backend)
+    return None if plan is None else _presample(plan, backend)
 
 
 # ---------------------------------------------------------------------------- kernels
