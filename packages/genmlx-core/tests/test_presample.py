@@ -197,3 +197,24 @@ def test_kernel_sources_generate():
     assert "gm_erfinv" in presample.kernel_header("metal")
     with pytest.raises(ValueError):
         presample.kernel_source(plan, "vulkan")
+
+
+def test_repeated_calls_reuse_one_compiled_program():
+    """The plan is a static part of the compiled program's signature (compared by
+    identity): repeated calls must hit the cache, not trace anew."""
+    from genmlx.core import static
+
+    @gen
+    def m(xs):
+        a = normal(0.0, 1.0) @ "a"
+        normal(a * xs, 0.5) @ "ys"
+
+    with presample.force("reference"):
+        for i in range(6):
+            _vgen(m, OBS, 16, mx.random.key(i))
+        first = static.stats(m)["compiled_programs"]
+        for i in range(6):
+            _vgen(m, OBS, 16, mx.random.key(10 + i))
+    assert 1 <= first <= 2  # (before and after the rewrite analysis: two signatures)
+    assert static.stats(m)["compiled_programs"] == first
+    assert presample.prepare(m, "vgenerate", (XS,), OBS) is None  # outside an operation: depth 0
