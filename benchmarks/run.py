@@ -25,6 +25,7 @@ BENCHMARKS = [
     "polyreg_is",
     "vmap_operand_order",
     "dists_sampling",
+    "dists_shapes",
     "mcmc",
     "unfold_extend",
     "map_vs_vector",
