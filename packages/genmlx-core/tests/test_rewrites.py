@@ -170,3 +170,37 @@ def test_prepare_is_not_stale_after_the_model_is_analysed() -> None:
     analyze(fresh, (xs,), obs)
     assert rewrites.prepare(fresh, (xs,), obs) is not None
     assert rewrites.prepare(fresh, (xs,), obs) is rewrites.prepare(fresh, (xs,), obs)
+
+
+_GX = mx.linspace(0, 1, 12)
+
+
+def test_rebinding_a_global_array_is_noticed() -> None:
+    """The rewrites' data constants come from the body; a global array it reads that is
+    rebound must give the new model's weights (not the cached constants)."""
+    global _GX
+    from genmlx.core import choicemap, gen, rewrites
+    from genmlx.core.testing.models import normal as tnormal
+
+    @gen
+    def m():
+        a = tnormal(0.0, 1.0) @ "a"
+        tnormal(a * _GX, 0.1) @ "ys"
+
+    obs = choicemap({"ys": mx.linspace(0, 1, 12)})
+    key = mx.random.key(0)
+    for _ in range(3):
+        m.vgenerate((), obs, 4, key=key)
+    assert rewrites.prepare(m, (), obs) is not None  # the rewrite is in use
+    old = _GX
+    try:
+        _GX = mx.linspace(0, 2, 12)
+        _, w1 = m.vgenerate((), obs, 4, key=key)
+        with rewrites.enabled(False):
+            _, w2 = m.vgenerate((), obs, 4, key=key)
+        _GX = old
+        _, w3 = m.vgenerate((), obs, 4, key=key)
+    finally:
+        _GX = old
+    assert bool(mx.allclose(w1, w2, rtol=1e-4, atol=1e-2))
+    assert not bool(mx.allclose(w1, w3, rtol=1e-4, atol=1e-2))

@@ -935,15 +935,23 @@ def cached_graph(model: GenerativeFunction, args: tuple[Any, ...]) -> ModelGraph
     if not table:
         return None
     try:
-        return table.get(_arg_signature(args))
+        return table.get(_graph_key(model, args))
     except TypeError:
         return None
+
+
+def _graph_key(model: GenerativeFunction, args: tuple[Any, ...]) -> Any:
+    """The structural-graph cache key: the arguments' signature and the identity of the
+    arrays the body reads from globals or closures (rebinding one re-analyses)."""
+    from genmlx.core.static import globals_fingerprint
+
+    return (_arg_signature(args), globals_fingerprint(model))
 
 
 def structural_graph(model: GenerativeFunction, args: tuple[Any, ...]) -> ModelGraph:
     """The graph of ``model`` for ``args``' signature, analysed on first use (no
     observations: every choice is labelled latent). Must run outside transformations."""
-    sig = _arg_signature(args)
+    sig = _graph_key(model, args)
     with _LOCK:
         table = _CACHE.setdefault(model, {})
         g = table.get(sig)

@@ -431,7 +431,9 @@ _LAST: dict[int, tuple[Any, ...]] = {}
 def _prepare(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Prepared | None:
     # the same model, argument objects, observations and switches as the last call
     # (importance sampling in a loop): its answer, without re-planning
-    switches = (_ON.get(), fused.active_backend(), fused.is_enabled())
+    from genmlx.core.static import globals_fingerprint
+
+    switches = (_ON.get(), fused.active_backend(), fused.is_enabled(), globals_fingerprint(gf))
     last = _LAST.get(id(gf))
     if (
         last is not None
@@ -470,11 +472,14 @@ def _prepare_new(gf: Any, args: tuple[Any, ...], observations: ChoiceMap) -> Pre
 
     arg_leaves, _ = flatten(args)
     obs_leaves = [v for _, v in observations.leaves()]
+    from genmlx.core.static import globals_fingerprint
+
     key = (
         id(gf),
         tuple(map(id, arg_leaves)),
         tuple(map(id, obs_leaves)),
         tuple(rws),
+        globals_fingerprint(gf),
     )
     hit = _CACHE.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], [*arg_leaves, *obs_leaves])):

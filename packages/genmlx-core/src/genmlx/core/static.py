@@ -145,6 +145,51 @@ def _fingerprint(caps: list[tuple[Any, str, Any]]) -> tuple[int, ...]:
     return tuple(out)
 
 
+_CAPS: weakref.WeakKeyDictionary[Any, list[tuple[Any, str, Any]]] = weakref.WeakKeyDictionary()
+
+
+def globals_fingerprint(gf: Any) -> tuple[int, ...]:
+    """Which objects the arrays ``gf``'s body reads from globals or closures are now (by
+    identity): caches of anything computed from the body (its graph, the rewrites' data
+    constants) key on it, so that rebinding such a name is noticed."""
+    fn = getattr(gf, "fn", None)
+    if fn is None:
+        return ()
+    try:
+        caps = _CAPS.get(gf)
+        if caps is None:
+            caps = _CAPS[gf] = _captured(fn)
+    except TypeError:  # not weak-referenceable
+        caps = _captured(fn)
+    fp = _fingerprint(caps)
+    if caps:
+        # keep the last few fingerprinted objects alive, so that a freed array's id is
+        # not reused by a new one while caches may still hold entries under it
+        try:
+            held = _HELD.setdefault(gf, [])
+        except TypeError:
+            return fp
+        if not held or held[-1][0] != fp:
+            held.append((fp, [_current(ns, name) for ns, name, _ in caps]))
+            if len(held) > 8:
+                del held[0]
+    return fp
+
+
+_HELD: weakref.WeakKeyDictionary[Any, list[tuple[tuple[int, ...], list[Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _current(ns: Any, name: str) -> Any:
+    if isinstance(ns, dict):
+        return ns.get(name)
+    try:
+        return ns.cell_contents
+    except ValueError:
+        return None
+
+
 # ---------------------------------------------------------------------------- cache
 class _ModelCache:
     def __init__(self, fn: Callable[..., Any]) -> None:
