@@ -26,14 +26,19 @@ signature and constraint structure) that records which counters draw Gaussians o
 size. A plan entry the batched run does not meet, or meets with another size, only costs
 the kernel some work: such a site draws from its key as usual. Distributions opt in by
 defining ``standard_normal_shape(*params)`` and ``from_standard_normal(z, *params)``
-(the normal, log-normal and multivariate normal of ``genmlx.dists`` do).
+(the normal, half-normal and log-normal of ``genmlx.dists`` do).
 
 Used automatically on a GPU with a custom-kernel backend (CUDA: ``mx.fast.cuda_kernel``;
-Apple GPUs: ``mx.fast.metal_kernel``, same generator) by top-level ``vgenerate`` and
-``vsimulate`` calls of ``@gen`` models, compiled or not. Switch it off with
-``GENMLX_PRESAMPLE=0`` or ``with presample.enabled(False):``. On a CPU it is not used
-(MLX's own sampler is as fast there); :func:`force` runs the plan through MLX operations
-(the same draws, bit for bit) or through the generated C code, for tests.
+Apple GPUs: ``mx.fast.metal_kernel``, same generator; Metal has not been run yet) by
+top-level ``vgenerate`` and ``vsimulate`` calls of ``@gen`` models, compiled or not, and by
+the particle filter's compiled step (:func:`kernel_plan`). Switch it off with
+``GENMLX_PRESAMPLE=0`` or ``with presample.enabled(False):``. On a CPU it is not used (MLX
+has no custom CPU kernels); :func:`force` runs the plan through MLX operations (the same
+draws, bit for bit) or, for eager calls in tests, through the generated C code.
+
+Measured on an H100 (``benchmarks/README.md``): the kernel computes the keys and three
+normals per particle in 0.09 ms at N = 1e6 (0.32 ms at 1e7) where MLX's path takes 0.40
+(2.29) ms; importance sampling gains 0.2 ms at 1e6 and about 1 ms at 1e7.
 
 Example:
     >>> import mlx.core as mx
