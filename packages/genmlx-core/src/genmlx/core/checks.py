@@ -21,8 +21,7 @@ Example:
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import mlx.core as mx
@@ -135,29 +134,6 @@ def check_finite(
         _check_finite_now(op, gf, trace, weight, allow_neg_inf)
 
 
-def _bad(allow_neg_inf: bool, *arrays: mx.array) -> mx.array:
-    bad = mx.array(False)
-    for a in arrays:
-        bad = mx.logical_or(bad, mx.any(mx.logical_or(mx.isnan(a), a == mx.inf)))
-        if not allow_neg_inf:
-            bad = mx.logical_or(bad, mx.any(a == -mx.inf))
-    return bad
-
-
-_ANY_BAD: dict[bool, Callable[..., mx.array]] = {}
-
-
-def _any_bad(allow_neg_inf: bool) -> Callable[..., mx.array]:
-    """The check's flag as one compiled program (one reduction per array, no Python op
-    building per call)."""
-    fn = _ANY_BAD.get(allow_neg_inf)
-    if fn is None:
-        from genmlx.core.compile import compile_function
-
-        fn = _ANY_BAD[allow_neg_inf] = compile_function(functools.partial(_bad, allow_neg_inf))
-    return fn
-
-
 def _check_finite_now(
     op: str,
     gf: Any,
@@ -169,8 +145,12 @@ def _check_finite_now(
     if not arrays:
         return
     try:
-        flat = [a if isinstance(a, mx.array) else mx.array(a) for a in arrays]
-        if not _any_bad(allow_neg_inf)(*flat).item():
+        bad = mx.array(False)
+        for a in arrays:
+            bad = mx.logical_or(bad, mx.any(mx.logical_or(mx.isnan(a), a == mx.inf)))
+            if not allow_neg_inf:
+                bad = mx.logical_or(bad, mx.any(a == -mx.inf))
+        if not bad.item():
             return
     except ValueError as e:  # under a user's own mx.compile / mx.grad: cannot evaluate
         if runtime.is_transform_eval_error(e):
