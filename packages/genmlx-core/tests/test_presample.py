@@ -150,7 +150,7 @@ def test_off_gpu_by_default():
         assert presample.active_backend() is None
     with pytest.raises(ValueError, match="unknown backend"):
         with presample.force("tpu"):
-            pass
+            pass  # entering the block is what raises
 
 
 @pytest.mark.skipif(not HAVE_CC, reason="no C compiler (cc) to build the generated code")
