@@ -34,6 +34,7 @@ import mlx.core as mx
 from genmlx.dists import ziggurat
 from genmlx.dists.base import (
     arr,
+    is_plain_number,
 )
 from genmlx.dists.rejection import first_accepted
 from genmlx.dists.rejection import spill_slots as _spill_slots
@@ -254,6 +255,21 @@ def _any_maybe(x: mx.array) -> bool:
         raise
 
 
+def _anys_maybe(*xs: mx.array) -> list[bool]:
+    """:func:`_any_maybe` of several arrays, read together (one synchronisation)."""
+    from genmlx.core import runtime
+
+    if runtime.in_transform():
+        return [True] * len(xs)
+    try:
+        flags = cast(list[bool], mx.stack([mx.any(x) for x in xs]).tolist())
+        return [bool(f) for f in flags]
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return [True] * len(xs)
+        raise
+
+
 def _gamma_parts(
     key: mx.array, alpha: Any, shape: tuple[int, ...], scale: float = 1.0
 ) -> tuple[mx.array, mx.array | None, mx.array]:
@@ -286,8 +302,9 @@ def _gamma_parts(
     keys = mx.random.split(key, 3)
     erlang = mx.logical_and(a_safe == mx.floor(a_safe), a_safe <= float(ERLANG_MAX))
     erlang = mx.logical_and(erlang, valid)
+    need_mt, need_er, need_boost = _anys_maybe(mx.logical_not(erlang), erlang, boost)
     g_mt = g_er = None
-    if _any_maybe(mx.logical_not(erlang)):
+    if need_mt:
         # invalid alpha: a squeeze every proposal passes (its value is NaN anyway), so
         # such elements never take the slots of valid ones
         sq = mx.where(valid, 2.0**16 / (108.0 * d_safe), -1e30)
@@ -299,7 +316,7 @@ def _gamma_parts(
         g_mt = first_accepted(
             _mt_propose, keys[0], (n,), GAMMA_ROUNDS, prm[0], prm, _p_open(static), _mt_resolve
         ).reshape(shape)
-    if _any_maybe(erlang):
+    if need_er:
         g_er = _erlang(keys[2], mx.where(erlang, a_safe, 1.0), shape)
         if scale != 1.0:
             g_er = g_er * scale
@@ -311,7 +328,7 @@ def _gamma_parts(
     else:
         g = mx.where(erlang, g_er, g_mt)
     log_boost = None
-    if _any_maybe(boost):  # eagerly skipped when no element boosts (it would add 0)
+    if need_boost:  # eagerly skipped when no element boosts (it would add 0)
         lu = _log_uniform(keys[1], shape)
         log_boost = mx.where(boost, lu / a_safe, 0.0)
     return g, log_boost, boost
@@ -446,13 +463,28 @@ def scaled_gamma(
         return g
     g, log_boost, boost = _gamma_parts(key, alpha, shape)
     ls = _f32(log_scale)
-    sc = mx.exp(ls)
-    out = sc / g if inverse else g * sc
+    unit = not inverse and is_plain_number(log_scale) and float(log_scale) == 0.0
+    if unit:
+        out = g  # g * exp(0): the same values
+    else:
+        sc = mx.exp(ls)
+        out = sc / g if inverse else g * sc
     if log_boost is not None:  # boosted elements in log space; the others as above
         lg = mx.log(g) + log_boost
         out = mx.where(boost, mx.exp(ls - lg if inverse else lg + ls), out)
+    if log_boost is None and not inverse and _all_maybe(_in_range_arr(alpha, ls)):
+        return out  # eagerly: every draw is in range, the clip would change nothing
     res: mx.array = mx.clip(out, _TINY, _F32_MAX)
     return res
+
+
+def _in_range_arr(alpha: Any, ls: mx.array) -> mx.array:
+    """:func:`_in_range` elementwise for array parameters (``1 <= alpha <= 2**20``,
+    ``|log_scale| <= 27``): where it holds, ``g * exp(log_scale)`` is a positive
+    normal float32."""
+    a = _f32(alpha)
+    ok: mx.array = mx.logical_and(mx.logical_and(a >= 1.0, a <= 2.0**20), mx.abs(ls) <= 27.0)
+    return ok
 
 
 def _in_range(alpha: Any, log_scale: Any, inverse: bool) -> bool:
@@ -624,15 +656,68 @@ def standard_dirichlet(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
     ``alpha`` (last axis K) broadcasts to ``shape``. Gamma draws normalised by their
     sum; when a concentration is below 1 (its draws may underflow float32), a softmax
     of log-gamma draws, so tiny concentrations neither underflow to 0/0 nor lose the
-    simplex. Components are clamped below at ``2**-126`` (the sum moves by at most
-    ``K * 1.2e-38``). Invalid concentrations give NaN.
+    simplex. A single concentration vector shared by every event (1-D, ``K <= 16``)
+    is drawn column by column, each column a scalar-shape gamma draw
+    (:func:`_dirichlet_columns`). Components are clamped below at ``2**-126`` (the sum
+    moves by at most ``K * 1.2e-38``). Invalid concentrations give NaN.
     """
+    shape = tuple(shape)
+    cols = _columns(alpha, shape)
+    if cols is not None:
+        return _dirichlet_columns(key, cols, shape)
     g, log_boost, boost = _gamma_parts(key, alpha, shape)
     out = g / mx.sum(g, axis=-1, keepdims=True)
     if log_boost is not None:  # events with a boosted component: a softmax of logs
         soft = mx.softmax(mx.log(g) + log_boost, axis=-1)
         row = boost if boost.ndim == 0 else mx.any(boost, axis=-1, keepdims=True)
         out = mx.where(row, soft, out)
+    res: mx.array = mx.maximum(out, _TINY)
+    return res
+
+
+_COLUMNS_MAX = 16
+
+
+def _columns(alpha: Any, shape: tuple[int, ...]) -> list[Any] | None:
+    """The K concentrations of a 1-D ``alpha`` shared by all events of ``shape``
+    (plain numbers stay plain, so the slots are sized for them; array entries are
+    0-d arrays), or ``None`` (a batch of vectors, or ``K > 16``)."""
+    vals = _plain_values(alpha)
+    if isinstance(alpha, (list, tuple)) and vals is not None and len(vals) == len(alpha):
+        if 1 <= len(vals) <= _COLUMNS_MAX and len(shape) >= 1 and shape[-1] == len(vals):
+            return list(vals)
+        return None
+    a = _f32(alpha)
+    if a.ndim == 1 and 1 <= a.size <= _COLUMNS_MAX and len(shape) >= 1 and shape[-1] == a.size:
+        return [a[i] for i in range(a.size)]
+    return None
+
+
+def _dirichlet_columns(key: mx.array, cols: list[Any], shape: tuple[int, ...]) -> mx.array:
+    """:func:`standard_dirichlet` for one shared concentration vector: each column's
+    gammas are drawn with its own scalar shape (its own method, Erlang or
+    Marsaglia–Tsang, and spill slots for one shape, not the worst of K), then
+    stacked; the boost, where a column has one, is combined in log space by a
+    softmax over the event (every event has the same columns, so the choice is one
+    scalar)."""
+    lead = shape[:-1]
+    keys = mx.random.split(key, len(cols))
+    gs_, lbs, boosts = [], [], []
+    for i, a in enumerate(cols):
+        g, lb, bo = _gamma_parts(keys[i], a, lead)
+        gs_.append(g)
+        lbs.append(lb)
+        boosts.append(bo)
+    g = mx.stack(gs_, axis=-1)
+    out = g / mx.sum(g, axis=-1, keepdims=True)
+    if any(lb is not None for lb in lbs):
+        lg = mx.stack(
+            [mx.log(gi) if lb is None else mx.log(gi) + lb for gi, lb in zip(gs_, lbs)], axis=-1
+        )
+        row = boosts[0]
+        for bo in boosts[1:]:
+            row = mx.logical_or(row, bo)
+        out = mx.where(row, mx.softmax(lg, axis=-1), out)
     res: mx.array = mx.maximum(out, _TINY)
     return res
 
