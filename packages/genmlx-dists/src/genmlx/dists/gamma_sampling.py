@@ -586,6 +586,7 @@ def _standard_beta_johnk(
     fb = mx.where(use, af / (af + bf), 0.5)
     p = _johnk_p_reject(a, b)
     n = math.prod(shape)
+    prm: tuple[mx.array, ...]
     if ia.size == 1 and ib.size == 1:
         prm = (ia.reshape(()), ib.reshape(()), thr.reshape(()))
     else:
