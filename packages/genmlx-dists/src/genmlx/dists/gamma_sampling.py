@@ -255,6 +255,38 @@ def _any_maybe(x: mx.array) -> bool:
         raise
 
 
+_LOG2E = 1.0 / math.log(2.0)
+
+
+def _exp(x: mx.array) -> mx.array:
+    """``exp(x)`` as ``2**(x log2 e)``: on MLX's CPU backend ``power`` costs about a
+    third of ``exp`` (the extra rounding of the product, ``|x| 2**-24`` relative, is
+    that of ``x`` itself)."""
+    out: mx.array = mx.power(mx.array(2.0, dtype=mx.float32), x * _LOG2E)
+    return out
+
+
+def _where(cond: mx.array, a: Any, b: Any) -> mx.array:
+    """``mx.where(cond, a, b)``; eagerly, for a single condition (one shared
+    parameter), the chosen side itself, broadcast: the same values without the
+    elementwise select (on MLX's CPU backend ``where`` costs as much as ten
+    multiplications)."""
+    from genmlx.core import runtime
+
+    if cond.size == 1 and not runtime.in_transform():
+        try:
+            pick = bool(cond.item())
+        except ValueError as e:
+            if not runtime.is_transform_eval_error(e):
+                raise
+        else:
+            av, bv = _f32(a), _f32(b)
+            shape = mx.broadcast_shapes(cond.shape, av.shape, bv.shape)
+            return mx.broadcast_to(av if pick else bv, shape)
+    out: mx.array = mx.where(cond, a, b)
+    return out
+
+
 def _anys_maybe(*xs: mx.array) -> list[bool]:
     """:func:`_any_maybe` of several arrays, read together (one synchronisation)."""
     from genmlx.core import runtime
@@ -330,7 +362,7 @@ def _gamma_parts(
     log_boost = None
     if need_boost:  # eagerly skipped when no element boosts (it would add 0)
         lu = _log_uniform(keys[1], shape)
-        log_boost = mx.where(boost, lu / a_safe, 0.0)
+        log_boost = _where(boost, lu / a_safe, 0.0)
     return g, log_boost, boost
 
 
@@ -471,7 +503,7 @@ def scaled_gamma(
         out = sc / g if inverse else g * sc
     if log_boost is not None:  # boosted elements in log space; the others as above
         lg = mx.log(g) + log_boost
-        out = mx.where(boost, mx.exp(ls - lg if inverse else lg + ls), out)
+        out = _where(boost, _exp(ls - lg if inverse else lg + ls), out)
     if log_boost is None and not inverse and _all_maybe(_in_range_arr(alpha, ls)):
         return out  # eagerly: every draw is in range, the clip would change nothing
     res: mx.array = mx.clip(out, _TINY, _F32_MAX)
@@ -518,17 +550,6 @@ def _all_maybe(x: mx.array) -> bool:
     """Whether every element of ``x`` holds: its value eagerly, ``False`` under a
     transformation (where no value can be read)."""
     return not _any_maybe(mx.logical_not(x))
-
-
-_LOG2E = 1.0 / math.log(2.0)
-
-
-def _exp(x: mx.array) -> mx.array:
-    """``exp(x)`` as ``2**(x log2 e)``: on MLX's CPU backend ``power`` costs about a
-    third of ``exp`` (the extra rounding of the product, ``|x| 2**-24`` relative, is
-    that of ``x`` itself)."""
-    out: mx.array = mx.power(mx.array(2.0, dtype=mx.float32), x * _LOG2E)
-    return out
 
 
 def _johnk_propose(
@@ -647,7 +668,8 @@ def _standard_beta_gamma(
     if lbx is not None or lby is not None:  # a boosted side: in log space there
         lx = mx.log(gx) if lbx is None else mx.log(gx) + lbx
         ly = mx.log(gy) if lby is None else mx.log(gy) + lby
-        out = mx.where(mx.logical_or(box, boy), mx.sigmoid(lx - ly), out)
+        # sigmoid(lx - ly), with the cheaper exponential
+        out = _where(mx.logical_or(box, boy), 1.0 / (1.0 + _exp(ly - lx)), out)
     return out
 
 
@@ -727,7 +749,7 @@ def _dirichlet_columns(key: mx.array, cols: list[Any], shape: tuple[int, ...]) -
         row = boosts[0]
         for bo in boosts[1:]:
             row = mx.logical_or(row, bo)
-        out = mx.where(row, mx.softmax(lg, axis=-1), out)
+        out = _where(row, mx.softmax(lg, axis=-1), out)
     res: mx.array = mx.maximum(out, _TINY)
     return res
 
