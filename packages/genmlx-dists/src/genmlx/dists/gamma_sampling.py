@@ -643,9 +643,10 @@ def standard_beta(key: mx.array, a: Any, b: Any, shape: tuple[int, ...]) -> mx.a
         mx.logical_and(_finite_pos(af), _finite_pos(bf)), mx.logical_and(af <= 1.0, bf <= 1.0)
     )
     johnk = gam = None
-    if _any_maybe(use):
+    need_johnk, need_gamma = _anys_maybe(use, mx.logical_not(use))
+    if need_johnk:
         johnk = _standard_beta_johnk(keys[2], a, b, use, shape)
-    if not _all_maybe(use):
+    if need_gamma:
         gam = _standard_beta_gamma(keys[0], keys[1], a, b, shape)
     if johnk is None:
         assert gam is not None
@@ -653,7 +654,7 @@ def standard_beta(key: mx.array, a: Any, b: Any, shape: tuple[int, ...]) -> mx.a
     elif gam is None:
         out = johnk
     else:
-        out = mx.where(use, johnk, gam)
+        out = _where(use, johnk, gam)
     res: mx.array = mx.clip(out, _TINY, _ONE_MINUS)
     return res
 
