@@ -735,8 +735,8 @@ def _dirichlet_columns(key: mx.array, cols: list[Any], shape: tuple[int, ...]) -
     total = gs_[0]
     for gi in gs_[1:]:
         total = total + gi
-    inv = 1.0 / total
-    out = mx.stack([gi * inv for gi in gs_], axis=-1)
+    # g / sum(g) as the batched path forms it (the same rounding of the simplex)
+    out = mx.stack([gi / total for gi in gs_], axis=-1)
     if all(lb is None for lb in lbs) and _all_maybe(
         mx.stack([_in_range_arr(a, mx.array(0.0)) for a in cols])
     ):
