@@ -5,8 +5,8 @@ beta, Student-t, Dirichlet and the gamma mixtures among the discrete ones).
 * :func:`log_standard_gamma` — ``log G`` with ``G ~ Gamma(alpha, rate 1)``;
 * :func:`standard_gamma` — ``G`` itself (float32, clamped into the normal range);
 * :func:`scaled_gamma` — ``G`` times (or over) a scale, in linear space;
-* :func:`standard_beta` — ``Beta(a, b)`` as ``X / (X + Y)`` (in log space where a
-  shape is below 1);
+* :func:`standard_beta` — ``Beta(a, b)``: Jöhnk's algorithm where both shapes are at
+  most 1, else ``X / (X + Y)`` (in log space where a shape is below 1);
 * :func:`standard_dirichlet` — ``Dirichlet(alpha)`` as normalised gamma draws (a
   softmax of log-gamma draws where a concentration is below 1);
 * :func:`standard_t` — Student's t by Bailey's polar method.
@@ -624,7 +624,7 @@ def standard_beta(key: mx.array, a: Any, b: Any, shape: tuple[int, ...]) -> mx.a
     ``Y = V^(1/b)`` for two uniforms, accepted when ``X + Y <= 1`` (probability
     ``Gamma(a+1) Gamma(b+1) / Gamma(a+b+1) >= 1/2``), giving ``X / (X + Y)`` exactly
     Beta(a, b) distributed; formed in log space, so exact for tiny ``a``, ``b`` (see
-    :func:`_johnk_propose`; up to ``_johnk_rounds`` proposals, later ones only for the
+    ``_johnk_propose``; up to ``_johnk_rounds`` proposals, later ones only for the
     rejected, never accepted: probability < 3e-14, then ``a / (a + b)``). Elsewhere
     ``X / (X + Y)`` with ``X ~ Gamma(a)``, ``Y ~ Gamma(b)``; when a parameter is below
     1 (the boosted gamma draws may underflow float32) it is formed in log space as
@@ -682,7 +682,7 @@ def standard_dirichlet(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
     of log-gamma draws, so tiny concentrations neither underflow to 0/0 nor lose the
     simplex. A single concentration vector shared by every event (1-D, ``K <= 16``)
     is drawn column by column, each column a scalar-shape gamma draw
-    (:func:`_dirichlet_columns`). Components are clamped below at ``2**-126`` (the sum
+    (``_dirichlet_columns``). Components are clamped below at ``2**-126`` (the sum
     moves by at most ``K * 1.2e-38``). Invalid concentrations give NaN.
     """
     shape = tuple(shape)
