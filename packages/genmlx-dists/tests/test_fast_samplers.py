@@ -261,6 +261,11 @@ CASES = {
     "student_t": (gd.student_t, (4.0, 1.0, 2.0)),
     "dirichlet-mixed": (gd.dirichlet, (mx.array([[0.3, 1.0, 2.0], [1.0, 2.0, 3.5]]),)),
     "dirichlet": (gd.dirichlet, (mx.array([1.0, 2.0, 3.0]),)),
+    "dirichlet-columns": (gd.dirichlet, (mx.array([0.3, 1.0, 2.5, 7.0]),)),
+    "dirichlet-columns-plain": (gd.dirichlet, ([1.5, 2.5, 3.5],)),
+    "beta-johnk": (gd.beta, (0.5, 0.5)),
+    "beta-johnk-mixed": (gd.beta, (mx.array([[0.3], [2.0], [1.0]]), mx.array([0.5, 1.5]))),
+    "gamma-array-in-range": (gd.gamma, (mx.array([[1.0], [2.5], [7.0]]), mx.array(1.5))),
     "neg_binomial-mixed": (gd.neg_binomial, (mx.array([[0.3], [3.0]]), 0.4)),
     "neg_binomial-table": (gd.neg_binomial, (3.0, 0.4)),
     "neg_binomial-mixture": (gd.neg_binomial, (20.0, 0.5)),
@@ -361,3 +366,119 @@ def test_multinomial_per_element_counts_on_both_paths() -> None:
     for i, nn in enumerate((3.0, 40.0)):
         col = x[:, i, 0, 0]
         assert abs(col.mean() - 0.1 * nn) < 5 * math.sqrt(0.09 * nn / col.size)
+
+
+# ------------------------------------------------------------- Jöhnk's beta
+def fits_below(x: np.ndarray, law: Any, c: float) -> None:
+    """KS of the draws below ``c`` against the law conditioned on ``X < c`` (p > 1e-4),
+    and the share at or above ``c`` within 5 binomial standard errors. Near 1 the
+    float32 grid (spacing 6e-8) makes the draws discrete where shapes below 1 put
+    visible mass, so the KS test proper stops at ``c``."""
+    below = x < c
+    pc = float(law.cdf(c))
+    assert abs((~below).mean() - (1 - pc)) < 5 * math.sqrt(pc * (1 - pc) / x.size) + 1e-7
+    assert stats.kstest(x[below], lambda t: law.cdf(t) / pc).pvalue > 1e-4
+
+
+def check_moments(x: np.ndarray, raw: list[float]) -> None:
+    """Sample mean and variance within 5 standard errors of the exact ones (``raw``:
+    E[X], ..., E[X^4]; SE of the sample variance from the central fourth moment)."""
+    m1, m2, m3, m4 = raw
+    var = m2 - m1**2
+    mu4 = m4 - 4 * m1 * m3 + 6 * m1**2 * m2 - 3 * m1**4
+    n = x.shape[0]
+    assert abs(x.mean() - m1) < 5 * math.sqrt(var / n), (x.mean(), m1)
+    assert abs(x.var() - var) < 5 * math.sqrt((mu4 - var**2) / n), (x.var(), var)
+
+
+def _johnk_acceptance(a: float, b: float) -> float:
+    return math.exp(math.lgamma(a + 1) + math.lgamma(b + 1) - math.lgamma(a + b + 1))
+
+
+@pytest.mark.parametrize("a,b", [(0.5, 0.5), (1.0, 1.0), (0.1, 0.9), (0.7, 0.3), (1.0, 0.25)])
+def test_johnk_beta_fits(a: float, b: float) -> None:
+    n = 300_000
+    x = np64(gs.standard_beta(mx.random.key(40), a, b, (n,)))
+    af, bf = float(np.float32(a)), float(np.float32(b))
+    law = stats.beta(af, bf)
+    fits_below(x, law, 1.0 - 1e-4)
+    check_moments(x, [float(law.moment(k)) for k in range(1, 5)])
+
+
+@pytest.mark.parametrize("a,b", [(0.02, 0.3), (1e-3, 0.5), (0.05, 0.05), (1e-4, 1e-4)])
+def test_johnk_beta_tiny_shapes_in_log_space(a: float, b: float) -> None:
+    # X = U^(1/a) underflows float32 for most U when a is tiny: the log-space form must
+    # keep the law. P(X <= t) at points from 1e-30 up, within 5 binomial standard
+    # errors (the KS test cannot be used here: the law puts a mass ~ t^a below any
+    # float32 and near 1 it is finer than float32's grid).
+    n = 400_000
+    x = np64(gs.standard_beta(mx.random.key(41), a, b, (n,)))
+    assert ((x > 0) & (x < 1)).all()
+    law = stats.beta(float(np.float32(a)), float(np.float32(b)))
+    for t in (1e-30, 1e-10, 1e-3, 0.3, 0.7):
+        p = float(law.cdf(t))
+        se = math.sqrt(max(p * (1 - p), 1e-12) / n)
+        assert abs((x <= t).mean() - p) < 5 * se + 1e-6, (t, (x <= t).mean(), p)
+
+
+def test_johnk_acceptance_bounds_the_slots() -> None:
+    # the empirical acceptance of a proposal is Gamma(a+1)Gamma(b+1)/Gamma(a+b+1)
+    # (within 5 standard errors), at least 1/2 on (0, 1]^2, and the rounds leave an
+    # element unaccepted with probability < 3e-14.
+    n = 400_000
+    for a, b in [(0.5, 0.5), (1.0, 1.0), (0.2, 0.9)]:
+        prm = (mx.array(1.0 / a), mx.array(1.0 / b), mx.array(0.0))
+        _, acc = gs._johnk_propose(mx.random.key(42), (1, n), prm)
+        p = _johnk_acceptance(a, b)
+        assert abs(float(mx.mean(acc.astype(mx.float32))) - p) < 5 * math.sqrt(p * (1 - p) / n)
+        assert abs(gs._johnk_p_reject(a, b) - (1 - p)) < 1e-12 or gs._johnk_p_reject(a, b) == 0.5
+    grid = np.linspace(0.01, 1.0, 34)
+    worst = max(1 - _johnk_acceptance(a, b) for a in grid for b in grid)
+    assert worst <= 0.5 + 1e-12
+    for p in (0.5, gs._johnk_p_reject(0.5, 0.5), gs._johnk_p_reject(0.01, 0.01)):
+        assert p ** gs._johnk_rounds(p) < 3e-14
+    assert gs._johnk_p_reject(mx.array(0.5), 0.5) == 0.5  # arrays: the worst case
+
+
+def test_beta_mixed_shapes_pick_the_right_method_per_element() -> None:
+    # Jöhnk where a, b <= 1, gamma ratios elsewhere, in one call (and elements drawn
+    # the other way never take Jöhnk's slots: they accept at once).
+    a = mx.array([[0.3], [2.0], [1.0], [0.8]])
+    b = mx.array([[0.7], [0.7], [3.5], [1.0]])
+    x = np64(gs.standard_beta(mx.random.key(43), a, b, (4, 100_000)))
+    for row, (ai, bi) in zip(x, [(0.3, 0.7), (2.0, 0.7), (1.0, 3.5), (0.8, 1.0)]):
+        law = stats.beta(float(np.float32(ai)), float(np.float32(bi)))
+        fits_below(row, law, 1.0 - 1e-4)
+    # invalid parameters give NaN on either path
+    bad = np64(gs.standard_beta(mx.random.key(44), mx.array([-1.0, 0.5, 2.0]), 0.5, (3,)))
+    assert np.isnan(bad[0]) and not np.isnan(bad[1:]).any()
+
+
+# ------------------------------------------------- Dirichlet column by column
+@pytest.mark.parametrize(
+    "alpha",
+    [mx.array([1.5, 2.5, 3.5]), [1.5, 2.5, 3.5], mx.array([0.3, 1.0, 2.5, 0.05])],
+    ids=["array", "plain", "boosted"],
+)
+def test_dirichlet_columns_fit_their_beta_marginals(alpha: Any) -> None:
+    n = 200_000
+    al = np.array(alpha if isinstance(alpha, list) else np.array(alpha), dtype=np.float64)
+    al = al.astype(np.float32).astype(np.float64)
+    x = np64(gs.standard_dirichlet(mx.random.key(45), alpha, (n, al.size)))
+    assert (x > 0).all() and np.abs(x.sum(-1) - 1).max() < al.size * 2.0**-22
+    a0 = al.sum()
+    for j, aj in enumerate(al):
+        law = stats.beta(aj, a0 - aj)
+        if aj >= 0.2:  # tiny concentrations: their mass near 0 is below float32's range
+            fits_below(x[:, j], law, 1.0 - 1e-4)
+        check_moments(x[:, j], [float(law.moment(k)) for k in range(1, 5)])
+    # the components are not independent: Cov(X_i, X_j) = -a_i a_j / (a0^2 (a0 + 1))
+    cov = np.cov(x[:, 0], x[:, 1])[0, 1]
+    exact = -al[0] * al[1] / (a0**2 * (a0 + 1))
+    se = math.sqrt(np.var((x[:, 0] - x[:, 0].mean()) * (x[:, 1] - x[:, 1].mean())) / n)
+    assert abs(cov - exact) < 5 * se
+
+
+def test_dirichlet_columns_with_invalid_concentration_give_nan_rows() -> None:
+    x = np64(gs.standard_dirichlet(mx.random.key(46), mx.array([1.5, -1.0, 2.0]), (5, 3)))
+    assert np.isnan(x).any(axis=-1).all()

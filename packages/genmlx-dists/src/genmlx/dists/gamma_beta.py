@@ -374,10 +374,11 @@ class Beta(Distribution):
     Density ``f(x) = x^(alpha-1) (1-x)^(beta-1) / B(alpha, beta)`` on ``[0, 1]``
     (``alpha, beta > 0``). Mean ``alpha / (alpha + beta)``.
 
-    Sampling: ``X / (X + Y)`` for gamma draws, in log space (:func:`standard_beta`;
-    Marsaglia–Tsang, never-accepted probability < 7e-14 per gamma draw), clamped into
-    ``[2**-126, 1 - 2**-24]``. Not reparameterised (gamma rejection sampler; implicit
-    reparameterisation is out of scope).
+    Sampling (:func:`standard_beta`): Jöhnk's algorithm where both parameters are at
+    most 1 (in log space; never-accepted probability < 3e-14), else ``X / (X + Y)``
+    for gamma draws (Marsaglia–Tsang, never-accepted probability < 7e-14 per gamma
+    draw), clamped into ``[2**-126, 1 - 2**-24]``. Not reparameterised (rejection
+    samplers; implicit reparameterisation is out of scope).
 
     The log density is written in saddle-point form (float32-exact for large
     parameters). At ``x = 0`` and ``x = 1`` it is the density's limit (``+inf`` when
@@ -630,7 +631,9 @@ class Dirichlet(Distribution):
     Gamma(sum alpha_i)``. ``event_ndim = 1``: a value has shape ``(..., K)`` and gets one
     log density; batch dimensions of ``alpha`` broadcast.
 
-    Sampling: softmax of K log-gamma draws (:func:`standard_dirichlet`; Marsaglia–Tsang,
+    Sampling: K gamma draws normalised by their sum, a softmax of their logs where a
+    concentration is below 1 (:func:`standard_dirichlet`; one shared vector of up to
+    16 concentrations is drawn column by column with scalar shapes; Marsaglia–Tsang,
     never-accepted probability < 7e-14 per component), components clamped below at
     ``2**-126``. Not reparameterised (gamma rejection sampler).
 

@@ -5,8 +5,8 @@ beta, Student-t, Dirichlet and the gamma mixtures among the discrete ones).
 * :func:`log_standard_gamma` — ``log G`` with ``G ~ Gamma(alpha, rate 1)``;
 * :func:`standard_gamma` — ``G`` itself (float32, clamped into the normal range);
 * :func:`scaled_gamma` — ``G`` times (or over) a scale, in linear space;
-* :func:`standard_beta` — ``Beta(a, b)`` as ``X / (X + Y)`` (in log space where a
-  shape is below 1);
+* :func:`standard_beta` — ``Beta(a, b)``: Jöhnk's algorithm where both shapes are at
+  most 1, else ``X / (X + Y)`` (in log space where a shape is below 1);
 * :func:`standard_dirichlet` — ``Dirichlet(alpha)`` as normalised gamma draws (a
   softmax of log-gamma draws where a concentration is below 1);
 * :func:`standard_t` — Student's t by Bailey's polar method.
@@ -34,6 +34,7 @@ import mlx.core as mx
 from genmlx.dists import ziggurat
 from genmlx.dists.base import (
     arr,
+    is_plain_number,
 )
 from genmlx.dists.rejection import first_accepted
 from genmlx.dists.rejection import spill_slots as _spill_slots
@@ -254,6 +255,53 @@ def _any_maybe(x: mx.array) -> bool:
         raise
 
 
+_LOG2E = 1.0 / math.log(2.0)
+
+
+def _exp(x: mx.array) -> mx.array:
+    """``exp(x)`` as ``2**(x log2 e)``: on MLX's CPU backend ``power`` costs about a
+    third of ``exp`` (the extra rounding of the product, ``|x| 2**-24`` relative, is
+    that of ``x`` itself)."""
+    out: mx.array = mx.power(mx.array(2.0, dtype=mx.float32), x * _LOG2E)
+    return out
+
+
+def _where(cond: mx.array, a: Any, b: Any) -> mx.array:
+    """``mx.where(cond, a, b)``; eagerly, for a single condition (one shared
+    parameter), the chosen side itself, broadcast: the same values without the
+    elementwise select (on MLX's CPU backend ``where`` costs as much as ten
+    multiplications)."""
+    from genmlx.core import runtime
+
+    if cond.size == 1 and not runtime.in_transform():
+        try:
+            pick = bool(cond.item())
+        except ValueError as e:
+            if not runtime.is_transform_eval_error(e):
+                raise
+        else:
+            av, bv = _f32(a), _f32(b)
+            shape = mx.broadcast_shapes(cond.shape, av.shape, bv.shape)
+            return mx.broadcast_to(av if pick else bv, shape)
+    out: mx.array = mx.where(cond, a, b)
+    return out
+
+
+def _anys_maybe(*xs: mx.array) -> list[bool]:
+    """:func:`_any_maybe` of several arrays, read together (one synchronisation)."""
+    from genmlx.core import runtime
+
+    if runtime.in_transform():
+        return [True] * len(xs)
+    try:
+        flags = cast(list[bool], mx.stack([mx.any(x) for x in xs]).tolist())
+        return [bool(f) for f in flags]
+    except ValueError as e:
+        if runtime.is_transform_eval_error(e):
+            return [True] * len(xs)
+        raise
+
+
 def _gamma_parts(
     key: mx.array, alpha: Any, shape: tuple[int, ...], scale: float = 1.0
 ) -> tuple[mx.array, mx.array | None, mx.array]:
@@ -286,8 +334,9 @@ def _gamma_parts(
     keys = mx.random.split(key, 3)
     erlang = mx.logical_and(a_safe == mx.floor(a_safe), a_safe <= float(ERLANG_MAX))
     erlang = mx.logical_and(erlang, valid)
+    need_mt, need_er, need_boost = _anys_maybe(mx.logical_not(erlang), erlang, boost)
     g_mt = g_er = None
-    if _any_maybe(mx.logical_not(erlang)):
+    if need_mt:
         # invalid alpha: a squeeze every proposal passes (its value is NaN anyway), so
         # such elements never take the slots of valid ones
         sq = mx.where(valid, 2.0**16 / (108.0 * d_safe), -1e30)
@@ -299,7 +348,7 @@ def _gamma_parts(
         g_mt = first_accepted(
             _mt_propose, keys[0], (n,), GAMMA_ROUNDS, prm[0], prm, _p_open(static), _mt_resolve
         ).reshape(shape)
-    if _any_maybe(erlang):
+    if need_er:
         g_er = _erlang(keys[2], mx.where(erlang, a_safe, 1.0), shape)
         if scale != 1.0:
             g_er = g_er * scale
@@ -311,9 +360,9 @@ def _gamma_parts(
     else:
         g = mx.where(erlang, g_er, g_mt)
     log_boost = None
-    if _any_maybe(boost):  # eagerly skipped when no element boosts (it would add 0)
+    if need_boost:  # eagerly skipped when no element boosts (it would add 0)
         lu = _log_uniform(keys[1], shape)
-        log_boost = mx.where(boost, lu / a_safe, 0.0)
+        log_boost = _where(boost, lu / a_safe, 0.0)
     return g, log_boost, boost
 
 
@@ -446,13 +495,28 @@ def scaled_gamma(
         return g
     g, log_boost, boost = _gamma_parts(key, alpha, shape)
     ls = _f32(log_scale)
-    sc = mx.exp(ls)
-    out = sc / g if inverse else g * sc
+    unit = not inverse and is_plain_number(log_scale) and float(log_scale) == 0.0
+    if unit:
+        out = g  # g * exp(0): the same values
+    else:
+        sc = mx.exp(ls)
+        out = sc / g if inverse else g * sc
     if log_boost is not None:  # boosted elements in log space; the others as above
         lg = mx.log(g) + log_boost
-        out = mx.where(boost, mx.exp(ls - lg if inverse else lg + ls), out)
+        out = _where(boost, _exp(ls - lg if inverse else lg + ls), out)
+    if log_boost is None and not inverse and _all_maybe(_in_range_arr(alpha, ls)):
+        return out  # eagerly: every draw is in range, the clip would change nothing
     res: mx.array = mx.clip(out, _TINY, _F32_MAX)
     return res
+
+
+def _in_range_arr(alpha: Any, ls: mx.array) -> mx.array:
+    """:func:`_in_range` elementwise for array parameters (``1 <= alpha <= 2**20``,
+    ``|log_scale| <= 27``): where it holds, ``g * exp(log_scale)`` is a positive
+    normal float32."""
+    a = _f32(alpha)
+    ok: mx.array = mx.logical_and(mx.logical_and(a >= 1.0, a <= 2.0**20), mx.abs(ls) <= 27.0)
+    return ok
 
 
 def _in_range(alpha: Any, log_scale: Any, inverse: bool) -> bool:
@@ -482,25 +546,132 @@ def standard_gamma(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.arra
     return scaled_gamma(key, alpha, shape)
 
 
+def _all_maybe(x: mx.array) -> bool:
+    """Whether every element of ``x`` holds: its value eagerly, ``False`` under a
+    transformation (where no value can be read)."""
+    return not _any_maybe(mx.logical_not(x))
+
+
+def _johnk_propose(
+    key: mx.array, rshape: tuple[int, ...], prm: tuple[mx.array, ...]
+) -> tuple[mx.array, mx.array]:
+    """Jöhnk's proposals for ``Beta(a, b)``, ``a, b <= 1``: ``X = U^(1/a)``,
+    ``Y = V^(1/b)``, accepted when ``X + Y <= 1``, the value ``X / (X + Y)``.
+
+    ``prm = (1/a, 1/b, t)``; a proposal is accepted when ``log(X + Y) <= t`` (``t = 0``;
+    ``+inf`` for elements drawn another way, so that they never take a spill slot).
+    In log space throughout (``log X = log(U) / a``; ``log(X + Y) = M + log(1 + E)``,
+    ``M = max(log X, log Y)``, ``E = exp(-|log X - log Y|)``; the value is
+    ``exp(log X - log(X + Y))``), so tiny shapes, whose ``X`` and ``Y`` underflow
+    float32, stay exact. The uniforms are ``(w + 1/2) 2**-32`` of 32-bit words ``w``.
+    """
+    ia, ib, thr = prm
+    n = math.prod(rshape)
+    u = _words(key, 2 * n).astype(mx.float32) * 2.0**-32 + 2.0**-33
+    lu = mx.log(u)
+    lx = lu[:n].reshape(rshape) * ia
+    ly = lu[n:].reshape(rshape) * ib
+    m = mx.maximum(lx, ly)
+    e = _exp(mx.minimum(lx, ly) - m)  # in (0, 1]
+    ls = m + mx.log(1.0 + e)
+    return _exp(lx - ls), ls <= thr
+
+
+def _johnk_p_reject(a: Any, b: Any) -> float:
+    """Jöhnk's rejection probability ``1 - Gamma(a+1) Gamma(b+1) / Gamma(a+b+1)`` for
+    plain numbers ``a, b`` in ``(0, 1]``; else its largest value there, 1/2 (at
+    ``a = b = 1``)."""
+    from genmlx.dists.base import is_plain_number
+
+    if is_plain_number(a) and is_plain_number(b) and 0 < a <= 1 and 0 < b <= 1:
+        fa, fb = float(a), float(b)
+        lacc = math.lgamma(fa + 1.0) + math.lgamma(fb + 1.0) - math.lgamma(fa + fb + 1.0)
+        return min(0.5, max(1.0 - math.exp(lacc), 1e-3))
+    return 0.5
+
+
+def _johnk_rounds(p_reject: float) -> int:
+    """Jöhnk proposals per element: all rejected with probability < 3e-14."""
+    return max(2, math.ceil(math.log(3e-14) / math.log(p_reject)))
+
+
+def _standard_beta_johnk(
+    key: mx.array, a: Any, b: Any, use: mx.array, shape: tuple[int, ...]
+) -> mx.array:
+    """Jöhnk's algorithm where ``use`` (``a, b <= 1``, valid); elsewhere the value is
+    meaningless (those elements accept their first proposal and take no slot)."""
+    af, bf = _f32(a), _f32(b)
+    ia = mx.where(use, 1.0 / mx.where(use, af, 1.0), 1.0)
+    ib = mx.where(use, 1.0 / mx.where(use, bf, 1.0), 1.0)
+    thr = mx.where(use, 0.0, math.inf)
+    fb = mx.where(use, af / (af + bf), 0.5)
+    p = _johnk_p_reject(a, b)
+    n = math.prod(shape)
+    prm: tuple[mx.array, ...]
+    if ia.size == 1 and ib.size == 1:
+        prm = (ia.reshape(()), ib.reshape(()), thr.reshape(()))
+    else:
+        prm = tuple(mx.broadcast_to(x, shape).reshape(-1) for x in (ia, ib, thr))
+    fb = fb.reshape(()) if fb.size == 1 else mx.broadcast_to(fb, shape).reshape(-1)
+    out = first_accepted(_johnk_propose, key, (n,), _johnk_rounds(p), fb, prm, p)
+    return out.reshape(shape)
+
+
 def standard_beta(key: mx.array, a: Any, b: Any, shape: tuple[int, ...]) -> mx.array:
     """``Beta(a, b)`` draws of shape ``shape`` (``a``, ``b`` broadcast to it).
 
+    Where both shapes are at most 1, Jöhnk's algorithm (1964): ``X = U^(1/a)``,
+    ``Y = V^(1/b)`` for two uniforms, accepted when ``X + Y <= 1`` (probability
+    ``Gamma(a+1) Gamma(b+1) / Gamma(a+b+1) >= 1/2``), giving ``X / (X + Y)`` exactly
+    Beta(a, b) distributed; formed in log space, so exact for tiny ``a``, ``b`` (see
+    ``_johnk_propose``; up to ``_johnk_rounds`` proposals, later ones only for the
+    rejected, never accepted: probability < 3e-14, then ``a / (a + b)``). Elsewhere
     ``X / (X + Y)`` with ``X ~ Gamma(a)``, ``Y ~ Gamma(b)``; when a parameter is below
     1 (the boosted gamma draws may underflow float32) it is formed in log space as
-    ``sigmoid(log X - log Y)``, exact for tiny ``a``, ``b``. Clamped into
+    ``sigmoid(log X - log Y)``. Eagerly a method no element needs is skipped (compiled
+    and vmapped sampling run both and select: the same draws). Clamped into
     ``[2**-126, 1 - 2**-24]`` so a draw is never exactly 0 or 1 (the log density can be
     infinite there). Invalid parameters give NaN.
+
+    Random stream: Jöhnk's method for shapes <= 1 is new on 2026-12-07; the same key
+    gives other beta draws than before (same law).
     """
-    keys = mx.random.split(key, 2)
-    gx, lbx, box = _gamma_parts(keys[0], a, shape)
-    gy, lby, boy = _gamma_parts(keys[1], b, shape)
+    shape = tuple(shape)
+    keys = mx.random.split(key, 3)
+    af, bf = _f32(a), _f32(b)
+    use = mx.logical_and(
+        mx.logical_and(_finite_pos(af), _finite_pos(bf)), mx.logical_and(af <= 1.0, bf <= 1.0)
+    )
+    johnk = gam = None
+    need_johnk, need_gamma = _anys_maybe(use, mx.logical_not(use))
+    if need_johnk:
+        johnk = _standard_beta_johnk(keys[2], a, b, use, shape)
+    if need_gamma:
+        gam = _standard_beta_gamma(keys[0], keys[1], a, b, shape)
+    if johnk is None:
+        assert gam is not None
+        out = gam
+    elif gam is None:
+        out = johnk
+    else:
+        out = _where(use, johnk, gam)
+    res: mx.array = mx.clip(out, _TINY, _ONE_MINUS)
+    return res
+
+
+def _standard_beta_gamma(
+    kx: mx.array, ky: mx.array, a: Any, b: Any, shape: tuple[int, ...]
+) -> mx.array:
+    """``X / (X + Y)`` for gamma draws (in log space where a shape is below 1)."""
+    gx, lbx, box = _gamma_parts(kx, a, shape)
+    gy, lby, boy = _gamma_parts(ky, b, shape)
     out = gx / (gx + gy)
     if lbx is not None or lby is not None:  # a boosted side: in log space there
         lx = mx.log(gx) if lbx is None else mx.log(gx) + lbx
         ly = mx.log(gy) if lby is None else mx.log(gy) + lby
-        out = mx.where(mx.logical_or(box, boy), mx.sigmoid(lx - ly), out)
-    res: mx.array = mx.clip(out, _TINY, _ONE_MINUS)
-    return res
+        # sigmoid(lx - ly), with the cheaper exponential
+        out = _where(mx.logical_or(box, boy), 1.0 / (1.0 + _exp(ly - lx)), out)
+    return out
 
 
 def standard_dirichlet(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.array:
@@ -509,15 +680,77 @@ def standard_dirichlet(key: mx.array, alpha: Any, shape: tuple[int, ...]) -> mx.
     ``alpha`` (last axis K) broadcasts to ``shape``. Gamma draws normalised by their
     sum; when a concentration is below 1 (its draws may underflow float32), a softmax
     of log-gamma draws, so tiny concentrations neither underflow to 0/0 nor lose the
-    simplex. Components are clamped below at ``2**-126`` (the sum moves by at most
-    ``K * 1.2e-38``). Invalid concentrations give NaN.
+    simplex. A single concentration vector shared by every event (1-D, ``K <= 16``)
+    is drawn column by column, each column a scalar-shape gamma draw
+    (``_dirichlet_columns``). Components are clamped below at ``2**-126`` (the sum
+    moves by at most ``K * 1.2e-38``). Invalid concentrations give NaN.
     """
+    shape = tuple(shape)
+    cols = _columns(alpha, shape)
+    if cols is not None:
+        return _dirichlet_columns(key, cols, shape)
     g, log_boost, boost = _gamma_parts(key, alpha, shape)
     out = g / mx.sum(g, axis=-1, keepdims=True)
     if log_boost is not None:  # events with a boosted component: a softmax of logs
         soft = mx.softmax(mx.log(g) + log_boost, axis=-1)
         row = boost if boost.ndim == 0 else mx.any(boost, axis=-1, keepdims=True)
         out = mx.where(row, soft, out)
+    res: mx.array = mx.maximum(out, _TINY)
+    return res
+
+
+_COLUMNS_MAX = 16
+
+
+def _columns(alpha: Any, shape: tuple[int, ...]) -> list[Any] | None:
+    """The K concentrations of a 1-D ``alpha`` shared by all events of ``shape``
+    (plain numbers stay plain, so the slots are sized for them; array entries are
+    0-d arrays), or ``None`` (a batch of vectors, or ``K > 16``)."""
+    vals = _plain_values(alpha)
+    if isinstance(alpha, (list, tuple)) and vals is not None and len(vals) == len(alpha):
+        if 1 <= len(vals) <= _COLUMNS_MAX and len(shape) >= 1 and shape[-1] == len(vals):
+            return list(vals)
+        return None
+    a = _f32(alpha)
+    if a.ndim == 1 and 1 <= a.size <= _COLUMNS_MAX and len(shape) >= 1 and shape[-1] == a.size:
+        return [a[i] for i in range(a.size)]
+    return None
+
+
+def _dirichlet_columns(key: mx.array, cols: list[Any], shape: tuple[int, ...]) -> mx.array:
+    """:func:`standard_dirichlet` for one shared concentration vector: each column's
+    gammas are drawn with its own scalar shape (its own method, Erlang or
+    Marsaglia–Tsang, and spill slots for one shape, not the worst of K), then
+    stacked; the boost, where a column has one, is combined in log space by a
+    softmax over the event (every event has the same columns, so the choice is one
+    scalar)."""
+    lead = shape[:-1]
+    keys = mx.random.split(key, len(cols))
+    gs_, lbs, boosts = [], [], []
+    for i, a in enumerate(cols):
+        g, lb, bo = _gamma_parts(keys[i], a, lead)
+        gs_.append(g)
+        lbs.append(lb)
+        boosts.append(bo)
+    total = gs_[0]
+    for gi in gs_[1:]:
+        total = total + gi
+    # g / sum(g) as the batched path forms it (the same rounding of the simplex)
+    out = mx.stack([gi / total for gi in gs_], axis=-1)
+    if all(lb is None for lb in lbs) and _all_maybe(
+        mx.stack([_in_range_arr(a, mx.array(0.0)) for a in cols])
+    ):
+        # eagerly, every shape in [1, 2**20]: each g in [2**-73, 2**27], so every
+        # component is above 2**-126 and the clamp below would change nothing
+        return out
+    if any(lb is not None for lb in lbs):
+        lg = mx.stack(
+            [mx.log(gi) if lb is None else mx.log(gi) + lb for gi, lb in zip(gs_, lbs)], axis=-1
+        )
+        row = boosts[0]
+        for bo in boosts[1:]:
+            row = mx.logical_or(row, bo)
+        out = _where(row, mx.softmax(lg, axis=-1), out)
     res: mx.array = mx.maximum(out, _TINY)
     return res
 
