@@ -796,22 +796,31 @@ class Categorical(Distribution):
 
     def log_prob(self, value: Any, probs: Any) -> mx.array:
         pr = self._probs(probs)
-        x = _f32(value)
         kk = pr.shape[-1]
         total = mx.sum(pr, axis=-1)
-        valid = _and(mx.all(pr >= 0, axis=-1), mx.all(mx.isfinite(pr), axis=-1), total > 0)
+        # non-negative and finite <=> >= 0 and < inf (NaN fails both): one reduction
+        valid = _and(mx.all(_and(pr >= 0, pr < mx.inf), axis=-1), total > 0)
+        xa = arr(value)
+        if mx.issubdtype(xa.dtype, mx.integer):
+            # integer values: in the support iff in range (no float round trip)
+            x = xa
+            in_sup = _and(x >= 0, x <= kk - 1)
+            idx = mx.where(in_sup, x, 0)
+            if idx.dtype != mx.int32:
+                idx = idx.astype(mx.int32)
+        else:
+            x = _f32(xa)
+            in_sup = _and(_is_int(x), x >= 0, x <= kk - 1)
+            idx = mx.stop_gradient(mx.where(in_sup, x, 0.0).astype(mx.int32))
         out_shape = tuple(mx.broadcast_shapes(x.shape, pr.shape[:-1]))
-        in_sup = _and(_is_int(x), x >= 0, x <= kk - 1)
-        idx = mx.stop_gradient(
-            mx.broadcast_to(mx.where(in_sup, x, 0.0).astype(mx.int32), out_shape)
-        )
-        pb = mx.broadcast_to(pr, (*out_shape, kk))
-        px = mx.take_along_axis(pb, idx[..., None], axis=-1)[..., 0]
-        ok = _and(valid, in_sup)
-        pos = px > 0
-        lp = mx.log(mx.where(_and(ok, pos), px, 1.0)) - mx.log(mx.where(valid, total, 1.0))
-        lp = mx.where(pos, lp, -mx.inf)
-        return where_valid(ok, lp)
+        if tuple(idx.shape) != out_shape:
+            idx = mx.broadcast_to(idx, out_shape)
+        pb = pr if tuple(pr.shape[:-1]) == out_shape else mx.broadcast_to(pr, (*out_shape, kk))
+        px = mx.take_along_axis(pb, mx.expand_dims(idx, -1), axis=-1).squeeze(-1)
+        keep = _and(valid, in_sup, px > 0)
+        lp = mx.log(mx.where(keep, px, 1.0)) - mx.log(mx.where(valid, total, 1.0))
+        # -inf outside the support, for invalid probabilities and where P(x) = 0
+        return mx.where(keep, lp, -mx.inf)
 
     def support(self, probs: Any) -> mx.array:
         pr = self._probs(probs)
