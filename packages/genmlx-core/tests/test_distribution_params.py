@@ -131,3 +131,66 @@ def test_a_missing_sibling_package_says_what_to_install():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "genmlx-nosuch package (things), which is not installed" in out.stdout
     assert "pip install genmlx-nosuch" in out.stdout
+
+
+# ------------------------------------------------ plain numbers checked in Python
+from genmlx.core import constraints as _C  # noqa: E402
+
+
+class _Ranged(Distribution):
+    """One parameter of each kind of domain (plain-number checks in params_valid)."""
+
+    name = "ranged"
+    params = (
+        Param("mu", _C.real),
+        Param("sigma", _C.positive),
+        Param("p", _C.unit_interval),
+        Param("low", _C.real),
+        Param("high", lambda mu, sigma, p, low: _C.greater_than(low)),
+        Param("b", _C.nonnegative, finite=False),
+    )
+
+    def sample(self, key: Any, *params: Any, shape: Any = ()) -> mx.array:
+        return mx.zeros(shape)
+
+    def log_prob(self, value: Any, *params: Any) -> mx.array:
+        return mx.zeros(())
+
+
+_VALUES = [0.0, 1.0, -1.0, 0.5, 0.1, 2.0, 1e-50, 1e39, -1e39]
+_VALUES += [math.inf, -math.inf, math.nan, 3, -2, 0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_params_valid_plain_numbers_equal_the_array_path(seed: int) -> None:
+    """params_valid judges plain numbers in Python (as float32, no array operations);
+    the answer equals the one for the same numbers passed as float32 arrays, including
+    float32 overflow (1e39 -> inf) and underflow (1e-50 -> 0), NaN and infinities."""
+    import random
+
+    rng = random.Random(seed)
+    d = _Ranged()
+    for _ in range(300):
+        vals = [rng.choice(_VALUES) for _ in range(6)]
+        plain = d.params_valid(*vals)
+        arrays = d.params_valid(*[mx.array(v, dtype=mx.float32) for v in vals])
+        mixed = d.params_valid(
+            *[mx.array(v, dtype=mx.float32) if i % 2 else v for i, v in enumerate(vals)]
+        )
+        assert bool(plain.item()) == bool(arrays.item()) == bool(mixed.item()), vals
+    # broadcasting: a plain number never changes the batch shape of the answer
+    many = d.params_valid(mx.array([0.0, math.nan, 1.0]), 1.0, 0.5, 0.0, 1.0, 0.0)
+    assert many.tolist() == [True, False, True]
+    assert d.params_valid(mx.array([0.0, 1.0]), -1.0, 0.5, 0.0, 1.0, 0.0).tolist() == [False, False]
+
+
+def test_mask_invalid_adds_no_operation_for_valid_plain_parameters() -> None:
+    from genmlx.core.distribution import mask_invalid
+
+    d = _Ranged()
+    x = mx.array([1.0, 2.0])
+    assert mask_invalid(d.params_valid(0.0, 1.0, 0.5, 0.0, 1.0, 0.0), x, mx.nan) is x
+    out = mask_invalid(d.params_valid(0.0, -1.0, 0.5, 0.0, 1.0, 0.0), x, mx.nan)
+    assert all(math.isnan(v) for v in out.tolist())
+    out = mask_invalid(d.params_valid(mx.array([0.0, mx.inf]), 1.0, 0.5, 0.0, 1.0, 0.0), x, -mx.inf)
+    assert out.tolist() == [1.0, -math.inf]

@@ -25,7 +25,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from genmlx.core.distribution import param_validation, param_validation_enabled
+from genmlx.core.distribution import mask_invalid, param_validation, param_validation_enabled
 
 __all__ = [
     "arr",
@@ -91,4 +91,5 @@ def sample_shape(shape: tuple[int, ...], *params: mx.array) -> tuple[int, ...]:
 
 def where_valid(valid: mx.array, log_density: mx.array) -> mx.array:
     """``log_density`` where ``valid``, else ``-inf`` (NaN-free either way)."""
-    return mx.where(valid, log_density, -mx.inf)
+    out: mx.array = mask_invalid(valid, log_density, -mx.inf)
+    return out

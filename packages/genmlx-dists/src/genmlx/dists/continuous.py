@@ -68,7 +68,7 @@ import mlx.core as mx
 
 from genmlx.core import constraints as C
 from genmlx.core import fused as _fused
-from genmlx.core.distribution import Distribution, Param
+from genmlx.core.distribution import Distribution, Param, mask_invalid
 from genmlx.dists.base import arr, is_plain_number, sample_shape, where_valid
 from genmlx.dists.special import (
     log_i0e,
@@ -209,7 +209,7 @@ def _clamp_pos(x: mx.array) -> mx.array:
 
 
 def _nan_where_invalid(valid: mx.array, x: mx.array) -> mx.array:
-    out: mx.array = mx.where(valid, x, mx.nan)
+    out: mx.array = mask_invalid(valid, x, mx.nan)
     return out
 
 
@@ -298,8 +298,9 @@ class Normal(_Scalar):
 
     def from_standard_normal(self, z: mx.array, mu: Any, sigma: Any) -> mx.array:
         """``mu + sigma * z`` (NaN where the parameters are invalid)."""
+        valid = self.params_valid(mu, sigma)
         mu, sigma = _f32(mu), _f32(sigma)
-        return _nan_where_invalid(self.params_valid(mu, sigma), mu + sigma * z)
+        return _nan_where_invalid(valid, mu + sigma * z)
 
     def log_prob(self, value: Any, mu: Any, sigma: Any) -> mx.array:
         if (
@@ -394,9 +395,10 @@ class Exponential(_Scalar):
         return C.positive
 
     def sample(self, key: mx.array, rate: Any, *, shape: Any = ()) -> mx.array:
+        valid = self.params_valid(rate)
         rate = _f32(rate)
         e = _std_exponential(key, sample_shape(_shape(shape), rate))
-        return _nan_where_invalid(self.params_valid(rate), _clamp_pos(e / rate))
+        return _nan_where_invalid(valid, _clamp_pos(e / rate))
 
     has_iid_statistics = True
 
@@ -446,9 +448,10 @@ class _LocScale(_Scalar):
         return C.real
 
     def sample(self, key: mx.array, loc: Any, scale: Any, *, shape: Any = ()) -> mx.array:
+        valid = self.params_valid(loc, scale)
         loc, scale = _f32(loc), _f32(scale)
         z = self._std_sample(key, sample_shape(_shape(shape), loc, scale))
-        return _nan_where_invalid(self.params_valid(loc, scale), loc + scale * z)
+        return _nan_where_invalid(valid, loc + scale * z)
 
     def log_prob(self, value: Any, loc: Any, scale: Any) -> mx.array:
         raw = _f32(value)
@@ -611,8 +614,9 @@ class HalfNormal(_Scalar):
 
     def from_standard_normal(self, z: mx.array, sigma: Any) -> mx.array:
         """``sigma * |z|`` (NaN where ``sigma`` is invalid)."""
+        valid = self.params_valid(sigma)
         sigma = _f32(sigma)
-        return _nan_where_invalid(self.params_valid(sigma), sigma * mx.abs(z))
+        return _nan_where_invalid(valid, sigma * mx.abs(z))
 
     def log_prob(self, value: Any, sigma: Any) -> mx.array:
         raw = _f32(value)
@@ -652,10 +656,11 @@ class HalfCauchy(_Scalar):
         return C.positive
 
     def sample(self, key: mx.array, scale: Any, *, shape: Any = ()) -> mx.array:
+        valid = self.params_valid(scale)
         scale = _f32(scale)
         w, _ = _half_uniform_and_sign(key, sample_shape(_shape(shape), scale))
         pw = math.pi * w
-        return _nan_where_invalid(self.params_valid(scale), scale * (mx.cos(pw) / mx.sin(pw)))
+        return _nan_where_invalid(valid, scale * (mx.cos(pw) / mx.sin(pw)))
 
     def log_prob(self, value: Any, scale: Any) -> mx.array:
         raw = _f32(value)
@@ -704,9 +709,10 @@ class LogNormal(_Scalar):
 
     def from_standard_normal(self, z: mx.array, mu: Any, sigma: Any) -> mx.array:
         """``exp(mu + sigma * z)`` (NaN where the parameters are invalid)."""
+        valid = self.params_valid(mu, sigma)
         mu, sigma = _f32(mu), _f32(sigma)
         x = _clamp_pos(mx.exp(mu + sigma * z))
-        return _nan_where_invalid(self.params_valid(mu, sigma), x)
+        return _nan_where_invalid(valid, x)
 
     def log_prob(self, value: Any, mu: Any, sigma: Any) -> mx.array:
         raw = _f32(value)
