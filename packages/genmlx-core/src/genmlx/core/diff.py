@@ -104,12 +104,54 @@ def _same(a: Any, b: Any) -> bool:
     return False
 
 
-def diff_args(old_args: Sequence[Any], new_args: Sequence[Any]) -> tuple[Diff, ...]:
+def diff_args(
+    old_args: Sequence[Any], new_args: Sequence[Any], *, compare_arrays: bool = False
+) -> tuple[Diff, ...]:
     """Cheap argdiffs: ``NoChange`` where an argument is the same object or equal plain data.
 
-    Arrays are only recognised as unchanged when they are the very same object; this
-    never evaluates anything.
+    By default arrays are only recognised as unchanged when they are the very same
+    object, and nothing is evaluated. With ``compare_arrays=True``, arrays that are
+    different objects of the same shape and dtype are compared by value — all such
+    pairs in one evaluation — and equal ones (NaN never equals NaN) are ``NoChange``
+    too; under a transformation (``mx.compile``, ``vmap``, ``grad``), where nothing can
+    be evaluated, they stay ``UnknownChange``.
+
+    Example:
+        >>> import mlx.core as mx
+        >>> x = mx.array([1.0, 2.0])
+        >>> [d.is_no_change() for d in diff_args((3, x), (3, mx.array([1.0, 2.0])))]
+        [True, False]
+        >>> diff_args((x,), (mx.array([1.0, 2.0]),), compare_arrays=True)[0].is_no_change()
+        True
     """
     if len(old_args) != len(new_args):
         return tuple(UnknownChange for _ in new_args)
-    return tuple(NoChange if _same(a, b) else UnknownChange for a, b in zip(old_args, new_args))
+    out: list[Diff] = [
+        NoChange if _same(a, b) else UnknownChange for a, b in zip(old_args, new_args)
+    ]
+    if compare_arrays:
+        pairs = [
+            i
+            for i, (a, b) in enumerate(zip(old_args, new_args))
+            if out[i] is UnknownChange
+            and isinstance(a, mx.array)
+            and isinstance(b, mx.array)
+            and a.shape == b.shape
+            and a.dtype == b.dtype
+        ]
+        if pairs:
+            from genmlx.core import runtime
+
+            if not runtime.in_transform():
+                try:
+                    flags = mx.stack(
+                        [mx.array_equal(old_args[i], new_args[i]) for i in pairs]
+                    ).tolist()
+                except ValueError as e:  # a tracer of a user's own transformation
+                    if not runtime.is_transform_eval_error(e):
+                        raise
+                    flags = [False] * len(pairs)
+                for i, equal in zip(pairs, flags):
+                    if equal:
+                        out[i] = NoChange
+    return tuple(out)

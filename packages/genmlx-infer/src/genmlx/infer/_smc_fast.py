@@ -1029,6 +1029,8 @@ class FastParticleFilterState(ParticleFilterState):
         if not isinstance(proposal_args, (tuple, list)):
             raise TypeError("step: proposal_args must be a tuple")
         key = checks.key(key, "step")
+        if argdiffs is None:  # as ParticleFilterState.step: equal fresh arrays unchanged
+            argdiffs = diff_args(core.args, tuple(new_args), compare_arrays=True)
         if proposal is None:
             out = _step(self, tuple(new_args), obs, argdiffs, key)
             if out is not None:

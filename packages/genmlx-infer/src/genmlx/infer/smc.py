@@ -306,11 +306,12 @@ class ParticleFilterState(NamedTuple):
 
         Args:
             new_args: the model's new arguments, e.g. ``(t + 1, init, *params)`` for an
-                ``Unfold`` (pass the *same* ``init``/``params`` objects so that the
-                default argdiffs see them unchanged and only the new step runs).
+                ``Unfold``; arguments that are the same objects as before, or arrays equal
+                to them, count as unchanged, so only the new step runs.
             observations: the new observed values (shared by all particles).
             argdiffs: change hints for ``new_args`` (default: ``NoChange`` for
-                arguments that are the same objects, ``UnknownChange`` otherwise).
+                arguments that are the same objects or equal arrays — compared in one
+                evaluation — and ``UnknownChange`` otherwise).
             proposal: ``None`` (bootstrap) or a generative function
                 ``(trace, *proposal_args)`` proposing new latent choices.
             proposal_args: the proposal's extra arguments.
@@ -325,6 +326,11 @@ class ParticleFilterState(NamedTuple):
         if not isinstance(proposal_args, (tuple, list)):
             raise TypeError("step: proposal_args must be a tuple")
         key = checks.key(key, "step")
+        if argdiffs is None:
+            # arguments passed as fresh but equal arrays (e.g. ``mx.array(0.0)`` built
+            # anew each step) count as unchanged: one evaluation compares them, and the
+            # step stays incremental (and on the compiled path)
+            argdiffs = diff_args(self.traces.args, tuple(new_args), compare_arrays=True)
         if proposal is None and type(self) is ParticleFilterState:
             from genmlx.infer import _smc_fast
 
