@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 
@@ -144,9 +144,12 @@ def diff_args(
 
             if not runtime.in_transform():
                 try:
-                    flags = mx.stack(
-                        [mx.array_equal(old_args[i], new_args[i]) for i in pairs]
-                    ).tolist()
+                    flags = cast(
+                        list[bool],
+                        mx.stack(
+                            [mx.array_equal(old_args[i], new_args[i]) for i in pairs]
+                        ).tolist(),
+                    )
                 except ValueError as e:  # a tracer of a user's own transformation
                     if not runtime.is_transform_eval_error(e):
                         raise
