@@ -21,6 +21,8 @@ distribution).
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +31,9 @@ import mlx.core as mx
 import numpy as np
 
 import genmlx.dists as gd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cells import guard
 
 P3 = [0.2, 0.3, 0.5]
 ALPHA3 = [1.0, 2.0, 3.0]
@@ -108,13 +113,6 @@ def _jax(name: str, n: int, reps: int) -> dict[str, Any] | None:
     return {"first_s": first, "s": best, "per_s": n / best, "mean": mean}
 
 
-def _guard(fn: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except Exception as e:  # one failing cell is reported; the rest of the section runs
-        return {"error": f"{type(e).__name__}: {e}"[:400]}
-
-
 def run(
     sizes: list[int],
     reps: int = 5,
@@ -133,9 +131,9 @@ def run(
                 res["skipped"].append(f"{name} N={n}")
                 continue
             row: dict[str, Any] = {"name": name, "n": n, "exact_mean": CASES[name][2]}
-            row["genmlx_eager"] = _guard(_genmlx, name, n, reps, False)
-            row["genmlx_compiled"] = _guard(_genmlx, name, n, reps, True)
-            row["jax"] = _guard(_jax, name, n, reps)
+            row["genmlx_eager"] = guard(_genmlx, name, n, reps, False)
+            row["genmlx_compiled"] = guard(_genmlx, name, n, reps, True)
+            row["jax"] = guard(_jax, name, n, reps)
             gm = [row[k]["s"] for k in ("genmlx_eager", "genmlx_compiled") if "s" in row[k]]
             if gm and isinstance(row["jax"], dict) and "s" in row["jax"]:
                 row["ratio"] = row["jax"]["s"] / min(gm)

@@ -51,6 +51,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import smc_filter as sf
+from _cells import guard
 
 from genmlx.core.compile import compile_function
 from genmlx.infer import particle_filter
@@ -278,13 +279,6 @@ def _finish(side: dict[str, Any] | None, steps: int, exact: float) -> dict[str, 
     return side
 
 
-def _guard(fn: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except Exception as e:  # one failing side is reported; the rest of the section runs
-        return {"error": f"{type(e).__name__}: {e}"[:400]}
-
-
 def run(
     sizes: list[int],
     steps: int = 30,
@@ -315,9 +309,9 @@ def run(
             ys = data[model]
             row: dict[str, Any] = {"model": model, "n": n, "steps": steps}
             row["exact_log_ml"] = exact[model]
-            row["genmlx"] = _guard(_genmlx, model, n, ys, reps)
-            row["mlx"] = _guard(_hand_mlx, model, n, ys, reps)
-            jx = _guard(_jax_sides, model, n, ys, reps, genjax_on, rsmc_max_n)
+            row["genmlx"] = guard(_genmlx, model, n, ys, reps)
+            row["mlx"] = guard(_hand_mlx, model, n, ys, reps)
+            jx = guard(_jax_sides, model, n, ys, reps, genjax_on, rsmc_max_n)
             if "error" in jx:
                 jx = {"jax": jx, "genjax": jx, "genjax_rsmc": jx}
             row.update(jx)

@@ -431,20 +431,8 @@ def mask_invalid(valid: mx.array, value: Any, fill: float) -> Any:
 
     Example:
         >>> import mlx.core as mx
-        >>> from genmlx.core import constraints as C
-        >>> class Gauss(Distribution):
-        ...     name = "gauss"
-        ...     params = (Param("mu", C.real), Param("sigma", C.positive))
-        ...     def sample(self, key, mu, sigma, *, shape=()):
-        ...         return mu + sigma * mx.random.normal(shape, key=key)
-        ...     def log_prob(self, value, mu, sigma):
-        ...         return -0.5 * ((value - mu) / sigma) ** 2 - mx.log(sigma)
-        >>> g = Gauss()
-        >>> x = mx.array([0.5, 0.5])
-        >>> mask_invalid(g.params_valid(0.0, mx.array([1.0, -1.0])), x, mx.nan).tolist()
+        >>> mask_invalid(mx.array([True, False]), mx.array([0.5, 0.5]), mx.nan).tolist()
         [0.5, nan]
-        >>> mask_invalid(g.params_valid(0.0, 1.0), x, mx.nan).tolist()
-        [0.5, 0.5]
     """
     if valid is _ALL_VALID and isinstance(value, mx.array):
         return value
@@ -467,22 +455,21 @@ def _float32(v: Any) -> float | None:
         return None
 
 
-def _number_valid(p: Param, c: Constraint | None, v: Any) -> bool | None:
+def _number_valid(p: Param, c: Constraint | None, v: float) -> bool | None:
     """Whether a plain Python number ``v`` (already rounded to float32, as the array
     path would see it) is a valid value of parameter ``p`` with its resolved
     constraint ``c``, judged in Python; ``None`` when that cannot be decided without
     arrays (an event-shaped parameter, a bound that is an array)."""
-    if not _plain(v) or p.event_ndim or (c is not None and c.event_ndim):
+    if p.event_ndim or (c is not None and c.event_ndim):
         return None
     if c is not None and (
         type(c).check_number is Constraint.check_number
         or any(isinstance(k, tuple) and k[:1] == ("array",) for k in c._key())
     ):
         return None
-    x = float(v)
-    if p.finite and not math.isfinite(x):
+    if p.finite and not math.isfinite(v):
         return False
-    return True if c is None else bool(c.check_number(x))
+    return True if c is None else bool(c.check_number(v))
 
 
 class Distribution(GenerativeFunction):
@@ -688,7 +675,7 @@ class Distribution(GenerativeFunction):
         """
         specs = self._param_specs
         if not specs:
-            return mx.array(True)
+            return _ALL_VALID
         arrays = [
             v.astype(mx.float32) if isinstance(v, mx.array) and v.dtype == mx.bfloat16 else v
             for v in params
@@ -698,18 +685,19 @@ class Distribution(GenerativeFunction):
         # are then compared exactly as float32 comparisons would)
         rounded = [_float32(v) if _plain(v) else v for v in arrays]
         for i, (p, v) in enumerate(zip(specs, arrays)):
-            c = p.resolve(tuple(arrays[:i]))
             plain = None
-            if _plain(v) and rounded[i] is not None:
+            r = rounded[i]
+            if _plain(v) and isinstance(r, float):
                 before = tuple(rounded[:i])
                 if all(b is not None for b in before):
-                    plain = _number_valid(p, p.resolve(before), rounded[i])
+                    plain = _number_valid(p, p.resolve(before), r)
             if plain is not None:
                 # a plain number is checked here, in Python (as the float32 the array
                 # path would see): no array operations for constant parameters
                 if not plain:
                     ok = mx.array(False) if ok is None else mx.logical_and(ok, mx.array(False))
                 continue
+            c = p.resolve(tuple(arrays[:i]))
             a = v if isinstance(v, mx.array) else mx.array(v, dtype=mx.float32)
             cond: mx.array | None = None
             finite_checked = p.finite and mx.issubdtype(a.dtype, mx.floating)
@@ -793,7 +781,10 @@ class Distribution(GenerativeFunction):
         :meth:`standard_normal_shape`)."""
         # an optional hook: presample calls it only for distributions whose
         # standard_normal_shape returns a shape (and then override it)
-        raise NotImplementedError(f"{self.name} does not sample from standard normals")
+        raise NotImplementedError(
+            f"{self.name} does not sample from standard normals: override "
+            "from_standard_normal together with standard_normal_shape"
+        )
 
     def glm_log_prob(self, value: mx.array, eta: mx.array) -> mx.array:
         """Elementwise log density with the first parameter given through its link as the

@@ -85,6 +85,8 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from genmlx.core import runtime
+
 __all__ = [
     "BERNOULLI_LOGIT",
     "CAUCHY",
@@ -126,29 +128,19 @@ def is_enabled() -> bool:
     return _ON.get()
 
 
-@contextlib.contextmanager
-def enabled(on: bool) -> Iterator[None]:
+def enabled(on: bool) -> contextlib.AbstractContextManager[None]:
     """Turn fused kernels on or off inside a ``with`` block."""
-    token = _ON.set(on)
-    try:
-        yield
-    finally:
-        _ON.reset(token)
+    return runtime.scoped(_ON, on)
 
 
-@contextlib.contextmanager
-def force(backend: str = "reference") -> Iterator[None]:
+def force(backend: str = "reference") -> contextlib.AbstractContextManager[None]:
     """Plan fused sites as on a GPU, evaluated by ``backend`` — for tests on machines
     without one. ``"reference"`` computes the kernel's outputs with MLX operations (it
     materialises ``[N, n]``; same numbers, no speed-up); ``"cuda"``/``"metal"`` need
     that GPU."""
     if backend not in ("reference", "cuda", "metal"):
         raise ValueError(f"fused.force: unknown backend {backend!r} (reference, cuda, metal)")
-    token = _FORCE.set(backend)
-    try:
-        yield
-    finally:
-        _FORCE.reset(token)
+    return runtime.scoped(_FORCE, backend)
 
 
 def _gpu_backend() -> str | None:

@@ -76,6 +76,8 @@ from typing import Any
 
 import mlx.core as mx
 
+from genmlx.core import runtime
+
 __all__ = [
     "MAX_NORMALS",
     "Plan",
@@ -106,7 +108,7 @@ _STATS = {"kernel_calls": 0, "presampled_sites": 0, "probes": 0}
 
 def enabled(on: bool) -> contextlib.AbstractContextManager[None]:
     """Turn presampling on or off inside a ``with`` block."""
-    return _set(_ON, on)
+    return runtime.scoped(_ON, on)
 
 
 def force(backend: str = "reference") -> contextlib.AbstractContextManager[None]:
@@ -118,16 +120,7 @@ def force(backend: str = "reference") -> contextlib.AbstractContextManager[None]
         raise ValueError(
             f"presample.force: unknown backend {backend!r} (reference, c, cuda, metal)"
         )
-    return _set(_FORCE, backend)
-
-
-@contextlib.contextmanager
-def _set(var: ContextVar[Any], value: Any) -> Iterator[None]:
-    token = var.set(value)
-    try:
-        yield
-    finally:
-        var.reset(token)
+    return runtime.scoped(_FORCE, backend)
 
 
 def active_backend() -> str | None:

@@ -27,6 +27,7 @@ __all__ = [
     "is_lenient",
     "lenient",
     "operation",
+    "scoped",
     "transforming",
 ]
 
@@ -145,6 +146,26 @@ def is_transform_eval_error(err: BaseException) -> bool:
 
 
 @contextlib.contextmanager
+def scoped(var: ContextVar[Any], value: Any) -> Iterator[None]:
+    """Set a context variable inside a ``with`` block, restoring it on exit (also
+    when the block raises) — the body of the switches such as ``fused.enabled``.
+
+    Example:
+        >>> v = ContextVar("example_flag", default=False)
+        >>> with scoped(v, True):
+        ...     v.get()
+        True
+        >>> v.get()
+        False
+    """
+    token = var.set(value)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
+@contextlib.contextmanager
 def lenient(on: bool = True) -> Iterator[None]:
     """Run a branch that may not be taken without address checks.
 
@@ -155,11 +176,8 @@ def lenient(on: bool = True) -> Iterator[None]:
     ``assess`` takes an arbitrary in-support value, whose score the caller masks out).
     The caller checks the union of the branches instead.
     """
-    token = _LENIENT.set(on)
-    try:
+    with scoped(_LENIENT, on):
         yield
-    finally:
-        _LENIENT.reset(token)
 
 
 def is_lenient() -> bool:
